@@ -1,0 +1,386 @@
+//! Conversions between wire bodies (JSON and protobuf) and the tiny model's inputs/outputs.
+
+use crate::futures::SampleOutcome;
+use crate::model::{DatumInput, DatumOutput, LossFn};
+use base64::Engine;
+use prost::Message;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use tinkex::core::proto;
+use tinkex::core::types::{Chunk, Datum, LossConfigValue, ModelInput, TensorData};
+
+/// Token ids standing for a media chunk: the emulator has no vision model, so an image
+/// becomes `expected_tokens` copies of a token derived from its bytes.
+fn media_tokens(
+    kind: &str,
+    bytes: &[u8],
+    expected: Option<i64>,
+    idx: usize,
+) -> Result<Vec<i64>, String> {
+    let n = expected.ok_or_else(|| {
+        format!("chunk {idx}: {kind} chunks need expected_tokens in tinkex-emulator (it has no image encoder)")
+    })?;
+    if !(0..=1_000_000).contains(&n) {
+        return Err(format!("chunk {idx}: expected_tokens {n} out of range"));
+    }
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Ok(vec![(h >> 1) as i64 & 0x7fff_ffff; n as usize])
+}
+
+/// Flattens a JSON model input into token ids.
+pub fn model_input_tokens_json(input: &ModelInput) -> Result<Vec<i64>, String> {
+    let mut out = Vec::new();
+    for (i, chunk) in input.chunks.iter().enumerate() {
+        match chunk {
+            Chunk::EncodedText { tokens } => out.extend_from_slice(tokens),
+            Chunk::Image {
+                data,
+                expected_tokens,
+                ..
+            } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|e| format!("chunk {i}: image data is not valid base64: {e}"))?;
+                out.extend(media_tokens("image", &bytes, *expected_tokens, i)?);
+            }
+            Chunk::ImageAssetPointer {
+                location,
+                expected_tokens,
+                ..
+            } => out.extend(media_tokens(
+                "image_asset_pointer",
+                location.as_bytes(),
+                *expected_tokens,
+                i,
+            )?),
+            Chunk::Dmel { .. } => {
+                return Err(format!(
+                    "chunk {i}: dmel chunks are not supported by tinkex-emulator"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flattens protobuf chunks into token ids.
+pub fn model_input_tokens_proto(chunks: &[proto::Chunk]) -> Result<Vec<i64>, String> {
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        match &chunk.chunk {
+            Some(proto::ChunkKind::EncodedText(t)) => out.extend(
+                proto::unpack_le::<i32>(&t.tokens)
+                    .map_err(|e| format!("chunk {i}: tokens: {e}"))?
+                    .into_iter()
+                    .map(i64::from),
+            ),
+            Some(proto::ChunkKind::Image(img)) => out.extend(media_tokens(
+                "image",
+                &img.data,
+                img.expected_tokens.map(i64::from),
+                i,
+            )?),
+            Some(proto::ChunkKind::Dmel(_)) => {
+                return Err(format!(
+                    "chunk {i}: dmel chunks are not supported by tinkex-emulator"
+                ))
+            }
+            None => return Err(format!("chunk {i} is empty")),
+        }
+    }
+    Ok(out)
+}
+
+/// Dense values of a protobuf tensor as f64.
+fn proto_tensor_dense(t: &proto::Tensor) -> Result<Vec<f64>, String> {
+    let dtype =
+        proto::DType::try_from(t.dtype).map_err(|_| format!("unknown dtype {}", t.dtype))?;
+    let decode = |bytes: &[u8]| -> Result<Vec<f64>, String> {
+        Ok(match dtype {
+            proto::DType::Float32 => proto::unpack_le::<f32>(bytes)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            proto::DType::Int64 => proto::unpack_le::<i64>(bytes)?
+                .into_iter()
+                .map(|x| x as f64)
+                .collect(),
+            proto::DType::Int32 => proto::unpack_le::<i32>(bytes)?
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            proto::DType::Bfloat16 => proto::unpack_le::<u16>(bytes)?
+                .into_iter()
+                .map(|b| f64::from(f32::from_bits(u32::from(b) << 16)))
+                .collect(),
+            proto::DType::Unspecified => return Err("dtype is unspecified".into()),
+        })
+    };
+    match &t.encoding {
+        Some(proto::TensorEncoding::Dense(bytes)) => {
+            let values = decode(bytes)?;
+            if !t.shape.is_empty() {
+                let n: i64 = t.shape.iter().product();
+                if n != values.len() as i64 {
+                    return Err(format!(
+                        "shape {:?} needs {n} values, got {}",
+                        t.shape,
+                        values.len()
+                    ));
+                }
+            }
+            Ok(values)
+        }
+        Some(proto::TensorEncoding::SparseCsr(csr)) => {
+            let td = TensorData {
+                data: tinkex::core::types::TensorValues::Float32(
+                    decode(&csr.values)?.into_iter().map(|x| x as f32).collect(),
+                ),
+                dtype: tinkex::core::types::TensorDtype::Float32,
+                shape: Some(t.shape.clone()),
+                sparse_crow_indices: Some(proto::unpack_le::<i64>(&csr.crow_indices)?),
+                sparse_col_indices: Some(proto::unpack_le::<i64>(&csr.col_indices)?),
+            };
+            td.dense_f64(0.0)
+        }
+        None => Err("tensor has no data".into()),
+    }
+}
+
+/// Builds a model datum from token ids and named dense inputs.
+fn datum_input(
+    tokens: Vec<i64>,
+    mut inputs: HashMap<String, Vec<f64>>,
+    idx: usize,
+) -> Result<DatumInput, String> {
+    let target = inputs
+        .remove("target_tokens")
+        .ok_or_else(|| format!("datum {idx}: loss_fn_inputs[\"target_tokens\"] is required"))?;
+    let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    Ok(DatumInput {
+        tokens,
+        target_tokens: target.into_iter().map(|x| x as i64).collect(),
+        weights: inputs.remove("weights").map(f32s),
+        sampling_logprobs: inputs.remove("logprobs").map(f32s),
+        advantages: inputs.remove("advantages").map(f32s),
+    })
+}
+
+/// Converts a JSON datum.
+pub fn datum_from_json(d: &Datum, idx: usize) -> Result<DatumInput, String> {
+    let tokens =
+        model_input_tokens_json(&d.model_input).map_err(|e| format!("datum {idx}: {e}"))?;
+    let mut inputs = HashMap::new();
+    for (name, t) in &d.loss_fn_inputs {
+        inputs.insert(
+            name.clone(),
+            t.dense_f64(0.0)
+                .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?,
+        );
+    }
+    datum_input(tokens, inputs, idx)
+}
+
+/// Converts a protobuf datum.
+pub fn datum_from_proto(d: &proto::Datum, idx: usize) -> Result<DatumInput, String> {
+    let tokens =
+        model_input_tokens_proto(&d.model_input).map_err(|e| format!("datum {idx}: {e}"))?;
+    let mut inputs = HashMap::new();
+    for (name, t) in &d.loss_fn_inputs {
+        inputs.insert(
+            name.clone(),
+            proto_tensor_dense(t)
+                .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?,
+        );
+    }
+    datum_input(tokens, inputs, idx)
+}
+
+/// Maps a loss name and config to the model's loss, or says why not.
+pub fn loss_fn(name: &str, config: &BTreeMap<String, LossConfigValue>) -> Result<LossFn, String> {
+    let number = |key: &str, default: f32| -> Result<f32, String> {
+        match config.get(key) {
+            None => Ok(default),
+            Some(LossConfigValue::Number(x)) => Ok(*x as f32),
+            Some(LossConfigValue::Text(t)) => Err(format!(
+                "loss_fn_config[{key:?}] must be a number, got {t:?}"
+            )),
+        }
+    };
+    match name {
+        "cross_entropy" => Ok(LossFn::CrossEntropy),
+        "importance_sampling" => Ok(LossFn::ImportanceSampling),
+        "ppo" => Ok(LossFn::Ppo {
+            clip_low: number("clip_low_threshold", 0.8)?,
+            clip_high: number("clip_high_threshold", 1.2)?,
+        }),
+        "cispo" | "dro" | "gspo" | "stable_reinforce" | "custom" => Err(format!(
+            "loss_fn {name:?} is not supported by tinkex-emulator (supported: cross_entropy, importance_sampling, ppo)"
+        )),
+        other => Err(format!(
+            "unknown loss_fn {other:?} (expected one of cross_entropy, importance_sampling, ppo, cispo, dro, gspo, stable_reinforce, custom)"
+        )),
+    }
+}
+
+/// Reads the loss config of a protobuf request (v2 preferred, legacy numbers otherwise).
+pub fn proto_loss_config(req: &proto::ForwardBackwardRequest) -> BTreeMap<String, LossConfigValue> {
+    let mut out: BTreeMap<String, LossConfigValue> = req
+        .loss_fn_config
+        .iter()
+        .map(|(k, v)| (k.clone(), LossConfigValue::Number(*v)))
+        .collect();
+    for (k, v) in &req.loss_fn_config_v2 {
+        match &v.value {
+            Some(proto::LossConfigValueKind::Number(x)) => {
+                out.insert(k.clone(), LossConfigValue::Number(*x))
+            }
+            Some(proto::LossConfigValueKind::Text(t)) => {
+                out.insert(k.clone(), LossConfigValue::Text(t.clone()))
+            }
+            None => None,
+        };
+    }
+    out
+}
+
+fn batched_f32(rows: impl Iterator<Item = Vec<f32>>) -> proto::BatchedTensor {
+    let mut data = Vec::new();
+    let mut offsets = vec![0i64];
+    for row in rows {
+        data.extend(proto::pack_le(&row));
+        offsets.push(data.len() as i64);
+    }
+    proto::BatchedTensor {
+        data,
+        offsets: proto::pack_le(&offsets),
+        dtype: proto::DType::Float32 as i32,
+        trailing_shape: Vec::new(),
+    }
+}
+
+/// ForwardBackwardOutput as protobuf bytes (14.2).
+pub fn forward_backward_proto(outputs: &[DatumOutput], metrics: &[(String, f64)]) -> Vec<u8> {
+    let mut fields = HashMap::new();
+    fields.insert(
+        "logprobs".to_string(),
+        batched_f32(outputs.iter().map(|o| o.logprobs.clone())),
+    );
+    fields.insert(
+        "elementwise_loss".to_string(),
+        batched_f32(outputs.iter().map(|o| o.elementwise_loss.clone())),
+    );
+    proto::ForwardBackwardOutput {
+        loss_fn_output_type: "ArrayRecord".into(),
+        loss_fn_outputs: vec![proto::ArrayRecord {
+            type_tag: "ArrayRecord".into(),
+            fields,
+            num_datums: outputs.len() as i64,
+        }],
+        metrics: metrics.iter().cloned().collect(),
+    }
+    .encode_to_vec()
+}
+
+/// ForwardBackwardOutput as JSON (14.6 legacy shape).
+pub fn forward_backward_json(outputs: &[DatumOutput], metrics: &[(String, f64)]) -> Value {
+    let outs: Vec<Value> = outputs
+        .iter()
+        .map(|o| {
+            json!({
+                "logprobs": TensorData::from_f32(o.logprobs.clone()),
+                "elementwise_loss": TensorData::from_f32(o.elementwise_loss.clone()),
+            })
+        })
+        .collect();
+    let metrics: BTreeMap<&str, f64> = metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    json!({"loss_fn_output_type": "ArrayRecord", "loss_fn_outputs": outs, "metrics": metrics})
+}
+
+const TOPK_EMPTY: (i64, f32) = (0, -99_999.0);
+
+fn topk_proto(rows: &[Vec<(i64, f32)>], k: usize) -> proto::TopkLogprobs {
+    let mut ids = Vec::with_capacity(rows.len() * k);
+    let mut lps = Vec::with_capacity(rows.len() * k);
+    for row in rows {
+        for j in 0..k {
+            let (t, lp) = row.get(j).copied().unwrap_or(TOPK_EMPTY);
+            ids.push(t as i32);
+            lps.push(lp);
+        }
+    }
+    proto::TopkLogprobs {
+        token_ids: proto::pack_le(&ids),
+        logprobs: proto::pack_le(&lps),
+        k: k as u32,
+        length: rows.len() as u32,
+    }
+}
+
+/// SampleResponse as protobuf bytes (14.2).
+pub fn sample_proto(s: &SampleOutcome) -> Vec<u8> {
+    let sequences = s
+        .sequences
+        .iter()
+        .enumerate()
+        .map(|(i, seq)| proto::SampledSequence {
+            stop_reason: if seq.stopped {
+                proto::StopReason::Stop
+            } else {
+                proto::StopReason::Length
+            } as i32,
+            tokens: proto::pack_le(&seq.tokens.iter().map(|&t| t as i32).collect::<Vec<_>>()),
+            logprobs: Some(proto::pack_le(&seq.logprobs)),
+            topk_sampled_logprobs: s
+                .topk_sampled
+                .as_ref()
+                .map(|all| topk_proto(&all[i], s.topk_sample_k)),
+        })
+        .collect();
+    proto::SampleResponse {
+        sequences,
+        prompt_logprobs: s.prompt_logprobs.as_ref().map(|lp| {
+            proto::pack_le(&lp.iter().map(|x| x.unwrap_or(f32::NAN)).collect::<Vec<_>>())
+        }),
+        topk_prompt_logprobs: s.topk_prompt.as_ref().map(|(k, rows)| topk_proto(rows, *k)),
+        prompt_cache_hit_tokens: 0,
+        target_prompt_logprobs: None,
+        prompt_alt_tokens: None,
+    }
+    .encode_to_vec()
+}
+
+/// SampleResponse as JSON (14.6, with the proposed top-k extension).
+pub fn sample_json(s: &SampleOutcome) -> Value {
+    let opt_rows = |rows: &Vec<Vec<(i64, f32)>>| -> Vec<Option<Vec<(i64, f32)>>> {
+        rows.iter()
+            .map(|r| (!r.is_empty()).then(|| r.clone()))
+            .collect()
+    };
+    let sequences: Vec<Value> = s
+        .sequences
+        .iter()
+        .enumerate()
+        .map(|(i, seq)| {
+            let mut v = json!({
+                "stop_reason": if seq.stopped { "stop" } else { "length" },
+                "tokens": seq.tokens,
+                "logprobs": seq.logprobs,
+            });
+            if let Some(all) = &s.topk_sampled {
+                v["topk_logprobs"] = json!(opt_rows(&all[i]));
+            }
+            v
+        })
+        .collect();
+    let mut v = json!({"type": "sample", "sequences": sequences, "prompt_cache_hit_tokens": 0});
+    if let Some(lp) = &s.prompt_logprobs {
+        v["prompt_logprobs"] = json!(lp);
+    }
+    if let Some((_, rows)) = &s.topk_prompt {
+        v["topk_prompt_logprobs"] = json!(opt_rows(rows));
+    }
+    v
+}

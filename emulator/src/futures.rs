@@ -1,0 +1,203 @@
+//! The future store: every future endpoint registers a request id here at once; the work
+//! completes it later; `retrieve_future` long-polls it.
+
+use crate::model::{DatumOutput, SampledSequence};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tinkex::core::types::{QueueState, RequestErrorCategory};
+use tokio::sync::watch;
+
+/// The stored result of a finished request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A JSON result object (create_model, optim_step, save/load weights).
+    Json(Value),
+    /// Result of forward / forward_backward.
+    ForwardBackward {
+        /// Per-datum outputs.
+        outputs: Vec<DatumOutput>,
+        /// Metrics keyed `name:reduction`.
+        metrics: Vec<(String, f64)>,
+    },
+    /// Result of asample.
+    Sample(SampleOutcome),
+    /// The request failed (`{"error", "category"}`).
+    Failed {
+        /// Message.
+        error: String,
+        /// Fault category.
+        category: RequestErrorCategory,
+    },
+}
+
+impl Outcome {
+    /// A user-category failure.
+    pub fn user_error(msg: impl Into<String>) -> Self {
+        Outcome::Failed {
+            error: msg.into(),
+            category: RequestErrorCategory::User,
+        }
+    }
+}
+
+/// The payload of a finished sample.
+#[derive(Debug)]
+pub struct SampleOutcome {
+    /// One per requested sample.
+    pub sequences: Vec<SampledSequence>,
+    /// Per-sequence top-k lists (when `topk_sample_logprobs > 0`).
+    pub topk_sampled: Option<Vec<Vec<Vec<(i64, f32)>>>>,
+    /// Prompt logprobs when requested.
+    pub prompt_logprobs: Option<Vec<Option<f32>>>,
+    /// Top-k prompt logprobs when requested (k, rows).
+    pub topk_prompt: Option<(usize, Vec<Vec<(i64, f32)>>)>,
+    /// Top-k of sampled tokens: k.
+    pub topk_sample_k: usize,
+}
+
+/// One registered future.
+pub struct FutureEntry {
+    /// The request kind, e.g. `ForwardBackward` (for logs and introspection).
+    pub kind: &'static str,
+    outcome: watch::Sender<Option<Arc<Outcome>>>,
+    /// Whether a metadata-only answer was already given for this future.
+    pub metadata_announced: Mutex<bool>,
+}
+
+impl FutureEntry {
+    /// The outcome, if finished.
+    pub fn outcome(&self) -> Option<Arc<Outcome>> {
+        self.outcome.borrow().clone()
+    }
+}
+
+/// All futures of the emulator, by request id.
+#[derive(Default)]
+pub struct FutureStore {
+    entries: Mutex<HashMap<String, Arc<FutureEntry>>>,
+    queue_state: Mutex<Option<(QueueState, Option<String>)>>,
+}
+
+/// What a long poll observed.
+pub enum PollResult {
+    /// No future with that id.
+    Unknown,
+    /// Still running after the hold.
+    Pending,
+    /// Finished.
+    Done(Arc<FutureEntry>, Arc<Outcome>),
+}
+
+impl FutureStore {
+    /// Registers a pending future.
+    pub fn register(&self, request_id: &str, kind: &'static str) -> Arc<FutureEntry> {
+        let (tx, _rx) = watch::channel(None);
+        let entry = Arc::new(FutureEntry {
+            kind,
+            outcome: tx,
+            metadata_announced: Mutex::new(false),
+        });
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(request_id.to_string(), entry.clone());
+        entry
+    }
+
+    /// Registers a future that is already finished.
+    pub fn register_done(&self, request_id: &str, kind: &'static str, outcome: Outcome) {
+        self.register(request_id, kind);
+        self.complete(request_id, outcome);
+    }
+
+    /// Stores the outcome of a request and wakes its pollers. Results stay retrievable.
+    pub fn complete(&self, request_id: &str, outcome: Outcome) {
+        if let Some(entry) = self.get(request_id) {
+            entry.outcome.send_replace(Some(Arc::new(outcome)));
+        }
+    }
+
+    /// Looks a future up.
+    pub fn get(&self, request_id: &str) -> Option<Arc<FutureEntry>> {
+        self.entries.lock().unwrap().get(request_id).cloned()
+    }
+
+    /// Number of registered futures and how many are still pending.
+    pub fn counts(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap();
+        let pending = entries.values().filter(|e| e.outcome().is_none()).count();
+        (entries.len(), pending)
+    }
+
+    /// Waits up to `hold` for the future to finish.
+    pub async fn poll(&self, request_id: &str, hold: Duration) -> PollResult {
+        let Some(entry) = self.get(request_id) else {
+            return PollResult::Unknown;
+        };
+        let mut rx = entry.outcome.subscribe();
+        let waited = tokio::time::timeout(hold, async {
+            rx.wait_for(|o| o.is_some())
+                .await
+                .ok()
+                .and_then(|o| o.clone())
+        })
+        .await;
+        match waited {
+            Ok(Some(outcome)) => PollResult::Done(entry, outcome),
+            _ => PollResult::Pending,
+        }
+    }
+
+    /// The queue state reported in try-again answers (default `active`).
+    pub fn queue_state(&self) -> (QueueState, Option<String>) {
+        self.queue_state
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or((QueueState::Active, None))
+    }
+
+    /// Forces the queue state reported by try-again answers (`None` restores `active`).
+    pub fn set_queue_state(&self, state: Option<(QueueState, Option<String>)>) {
+        *self.queue_state.lock().unwrap() = state;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn poll_returns_pending_after_hold_and_done_as_soon_as_ready() {
+        let store = Arc::new(FutureStore::default());
+        store.register("r1", "OptimStep");
+        let t = Instant::now();
+        assert!(matches!(
+            store.poll("r1", Duration::from_millis(50)).await,
+            PollResult::Pending
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+
+        let s2 = store.clone();
+        let waiter = tokio::spawn(async move { s2.poll("r1", Duration::from_secs(30)).await });
+        tokio::task::yield_now().await;
+        store.complete("r1", Outcome::Json(serde_json::json!({"metrics": {}})));
+        let res = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("poll wakes on completion")
+            .unwrap();
+        assert!(matches!(res, PollResult::Done(..)));
+        // Still retrievable afterwards.
+        assert!(matches!(
+            store.poll("r1", Duration::ZERO).await,
+            PollResult::Done(..)
+        ));
+        assert!(matches!(
+            store.poll("nope", Duration::ZERO).await,
+            PollResult::Unknown
+        ));
+    }
+}

@@ -1,0 +1,102 @@
+//! # tinkex-emulator
+//!
+//! A local server that speaks the Tinker HTTP protocol (see `shared/spec/PROTOCOL.md`) and
+//! trains a real tiny model on the CPU, so losses really fall. It is the test bed of the
+//! libtinkex client and of every binding, and the official Python SDK runs against it.
+//!
+//! Start it in-process with [`Emulator::start`], or run the `tinkex-emulator` binary.
+
+#![warn(missing_docs)]
+
+pub mod checkpoints;
+pub mod config;
+pub mod encode;
+pub mod futures;
+pub mod model;
+mod routes;
+pub mod sampling;
+pub mod state;
+pub mod training;
+pub mod util;
+
+pub use config::EmulatorConfig;
+
+use state::AppState;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Entry point for starting emulators.
+pub struct Emulator;
+
+/// A running emulator. Dropping it stops the server.
+pub struct RunningEmulator {
+    base_url: String,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<io::Result<()>>,
+}
+
+impl Emulator {
+    /// Binds the configured address, opens the state dir and starts serving on the current
+    /// tokio runtime. Returns once the socket is listening.
+    pub async fn start(config: EmulatorConfig) -> io::Result<RunningEmulator> {
+        let checkpoints = checkpoints::CheckpointStore::open(&config.state_dir)?;
+        let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = Arc::new(AppState::new(config, checkpoints, shutdown_rx));
+        let router = routes::router(state.clone());
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(RunningEmulator {
+            base_url: format!("http://{addr}"),
+            addr,
+            state,
+            shutdown,
+            server,
+        })
+    }
+}
+
+impl RunningEmulator {
+    /// The base URL to give clients, e.g. `http://127.0.0.1:43127`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The bound socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server state, for tests that inspect it.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops serving at once: open connections (including long polls) are dropped, as if
+    /// the process had stopped. Checkpoints already on disk stay.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+        let _ = (&mut { self }.server).await;
+    }
+
+    /// Serves until the server task ends (it does not end on its own).
+    pub async fn serve_forever(mut self) -> io::Result<()> {
+        match (&mut self.server).await {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(e)),
+        }
+    }
+}
+
+impl Drop for RunningEmulator {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+    }
+}

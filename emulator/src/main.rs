@@ -1,0 +1,98 @@
+//! `tinkex-emulator`: run the emulator as a process. Prints its base URL as the first line
+//! on stdout, then serves until SIGINT/SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tinkex_emulator::{Emulator, EmulatorConfig};
+
+const USAGE: &str = "\
+usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
+                       [--poll-hold-ms MS] [--seq-gap-timeout-ms MS]
+                       [--inline-result-limit BYTES] [--max-body-bytes BYTES]
+
+  --port N                 port to listen on; 0 (default) picks a free one
+  --host IP                address to bind (default 127.0.0.1)
+  --state-dir DIR          checkpoints live here and survive restarts
+                           (default: ./tinkex-emulator-state)
+  --poll-hold-ms MS        retrieve_future long-poll hold (default 20000)
+  --seq-gap-timeout-ms MS  wait for a missing seq_id before skipping it (default 60000)
+  --inline-result-limit B  larger results are announced metadata-only (default 64 MiB)
+  --max-body-bytes B       largest accepted request body (default 512 MiB)
+
+The first line on stdout is the base URL, e.g. http://127.0.0.1:43127";
+
+fn parse_args(args: &[String]) -> Result<EmulatorConfig, String> {
+    let mut config = EmulatorConfig::new("tinkex-emulator-state");
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(String::new());
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: {v:?} is not a number"))
+        };
+        match flag.as_str() {
+            "--port" => config.port = num(value)?.try_into().map_err(|_| "--port: out of range")?,
+            "--host" => {
+                config.host = value
+                    .parse()
+                    .map_err(|_| format!("--host: {value:?} is not an IP address"))?
+            }
+            "--state-dir" => config.state_dir = PathBuf::from(value),
+            "--poll-hold-ms" => config.poll_hold = Duration::from_millis(num(value)?),
+            "--seq-gap-timeout-ms" => config.seq_gap_timeout = Duration::from_millis(num(value)?),
+            "--inline-result-limit" => config.inline_result_limit = num(value)? as usize,
+            "--max-body-bytes" => config.max_body_bytes = num(value)? as usize,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("tinkex-emulator: {e}");
+            }
+            eprintln!("{USAGE}");
+            return if e.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tinkex-emulator")
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let running = match Emulator::start(config.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("tinkex-emulator: cannot start on {}:{} with state dir {}: {e}", config.host, config.port, config.state_dir.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("{}", running.base_url());
+        let _ = std::io::stdout().flush();
+        eprintln!("tinkex-emulator: serving {} (state dir {})", running.base_url(), config.state_dir.display());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            r = running.serve_forever() => {
+                if let Err(e) = r { eprintln!("tinkex-emulator: server error: {e}"); return ExitCode::FAILURE; }
+            }
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,85 @@
+//! The emulator's own control and introspection API under `/_emulator` (not part of Tinker).
+
+use super::AppRef;
+use crate::util::{json_response, parse_json, ApiError};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+use tinkex::core::types::QueueState;
+
+/// Routes under `/_emulator`.
+pub fn router() -> Router<AppRef> {
+    Router::new()
+        .route("/models/{*model_id}", get(model_stats))
+        .route("/sessions", get(sessions))
+        .route("/telemetry", get(telemetry))
+        .route("/futures", get(futures))
+        .route("/queue_state", post(set_queue_state))
+}
+
+/// Optimizer steps, next seq_id, buffered and skipped requests of one model.
+async fn model_stats(
+    State(app): State<AppRef>,
+    Path(model_id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        &app.model(&model_id)?.stats(),
+    ))
+}
+
+async fn sessions(State(app): State<AppRef>) -> Response {
+    let sessions: Vec<_> = app
+        .sessions
+        .lock()
+        .unwrap()
+        .values()
+        .map(|s| {
+            json!({
+                "session_id": s.session_id,
+                "tags": s.tags,
+                "user_metadata": s.user_metadata,
+                "heartbeats": s.heartbeats,
+                "last_heartbeat": s.last_heartbeat,
+                "created": s.created,
+                "finished": s.finished.as_ref().map(|(k, d)| json!({"type": k, "detail": d})),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "sessions": sessions }))
+}
+
+async fn telemetry(State(app): State<AppRef>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "batches": *app.telemetry.lock().unwrap() }),
+    )
+}
+
+async fn futures(State(app): State<AppRef>) -> Response {
+    let (total, pending) = app.futures.counts();
+    json_response(
+        StatusCode::OK,
+        &json!({ "total": total, "pending": pending }),
+    )
+}
+
+#[derive(Deserialize)]
+struct QueueStateBody {
+    queue_state: Option<QueueState>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Forces the queue state of try-again answers; `{"queue_state": null}` restores `active`.
+async fn set_queue_state(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let body: QueueStateBody = parse_json(&body)?;
+    app.futures
+        .set_queue_state(body.queue_state.map(|s| (s, body.reason)));
+    Ok(json_response(StatusCode::OK, &json!({})))
+}

@@ -1,0 +1,488 @@
+//! Training endpoints (PROTOCOL.md section 6). Every ordered request goes through the model's
+//! sequencer; semantic problems fail the future in its turn (so the `seq_id` is consumed).
+
+use super::AppRef;
+use crate::checkpoints::RunMeta;
+use crate::encode;
+use crate::futures::Outcome;
+use crate::model::{self, ModelConfig, TinyModel};
+use crate::training::{ModelSlot, TrainOp};
+use crate::util::{json_response, parse_json, unix_now, ApiError};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use prost::Message;
+use std::io::Read;
+use tinkex::core::proto;
+use tinkex::core::types::{
+    CreateModelRequest, ForwardBackwardJsonRequest, GetInfoRequest, GetInfoResponse,
+    LoadWeightsRequest, ModelData, OptimStepRequest, OptimizerConfig, SaveWeightsForSamplerRequest,
+    SaveWeightsRequest, TinkerPath, UntypedApiFuture,
+};
+
+fn future_response(request_id: String, model_id: &str) -> Response {
+    json_response(
+        StatusCode::OK,
+        &UntypedApiFuture {
+            request_id,
+            model_id: Some(model_id.to_string()),
+            sample_sequence_ids: None,
+        },
+    )
+}
+
+fn submit(
+    app: &AppRef,
+    model_id: &str,
+    seq_id: Option<i64>,
+    kind: &'static str,
+    op: TrainOp,
+) -> Result<Response, ApiError> {
+    let slot = app.model(model_id)?;
+    app.check_session_open(&slot.session_id)?;
+    let request_id = slot.submit(app, seq_id, kind, op);
+    Ok(future_response(request_id, model_id))
+}
+
+fn check_base_model(app: &AppRef, base_model: &str) -> Result<(), ApiError> {
+    if app.config.context_length(base_model).is_none() {
+        let names: Vec<&str> = app
+            .config
+            .base_models
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "base model {base_model:?} is not supported; supported models: {}",
+            names.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Returns the request id of an earlier identical creation request, if any.
+fn existing_creation(
+    app: &AppRef,
+    session_id: &str,
+    model_seq_id: i64,
+) -> Result<Option<String>, ApiError> {
+    app.check_session_open(session_id)?;
+    let sessions = app.sessions.lock().unwrap();
+    Ok(sessions[session_id]
+        .model_requests
+        .get(&model_seq_id)
+        .cloned())
+}
+
+fn remember_creation(app: &AppRef, session_id: &str, model_seq_id: i64, request_id: &str) {
+    if let Some(s) = app.sessions.lock().unwrap().get_mut(session_id) {
+        s.model_requests
+            .insert(model_seq_id, request_id.to_string());
+    }
+}
+
+fn start_model(
+    app: &AppRef,
+    model_id: &str,
+    session_id: &str,
+    run: RunMeta,
+    seed: Option<u64>,
+    next_seq: i64,
+) -> Result<std::sync::Arc<ModelSlot>, ApiError> {
+    app.checkpoints
+        .save_run(&run)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let model = TinyModel::new(ModelConfig {
+        base_model: run.base_model.clone(),
+        lora_rank: run.lora_rank,
+        seed,
+        train_unembed: run.train_unembed,
+        train_mlp: run.train_mlp,
+        train_attn: run.train_attn,
+    });
+    let slot = ModelSlot::start(
+        app,
+        model_id.to_string(),
+        session_id.to_string(),
+        run,
+        model,
+        next_seq,
+    );
+    app.models
+        .lock()
+        .unwrap()
+        .insert(model_id.to_string(), slot.clone());
+    Ok(slot)
+}
+
+pub async fn create_model(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let req: CreateModelRequest = parse_json(&body)?;
+    let model_id = format!("{}:train:{}", req.session_id, req.model_seq_id);
+    if let Some(request_id) = existing_creation(&app, &req.session_id, req.model_seq_id)? {
+        return Ok(future_response(request_id, &model_id));
+    }
+    check_base_model(&app, &req.base_model)?;
+    let lora = req.lora_config.clone().unwrap_or_default();
+    if !(lora.train_unembed || lora.train_mlp || lora.train_attn) {
+        return Err(ApiError::bad_request(
+            "at least one of train_unembed, train_mlp, train_attn must be true",
+        ));
+    }
+    if req.optimizer_config.kind != "adamw" {
+        return Err(ApiError::bad_request(format!(
+            "optimizer {:?} is not supported by tinkex-emulator (only adamw)",
+            req.optimizer_config.kind
+        )));
+    }
+    let run = RunMeta {
+        training_run_id: model_id.clone(),
+        base_model: req.base_model.clone(),
+        lora_rank: lora.rank,
+        train_unembed: lora.train_unembed,
+        train_mlp: lora.train_mlp,
+        train_attn: lora.train_attn,
+        optimizer_config: req.optimizer_config.clone(),
+        user_metadata: req.user_metadata.as_ref().map(string_map),
+        created: unix_now(),
+    };
+    start_model(
+        &app,
+        &model_id,
+        &req.session_id,
+        run,
+        lora.seed.map(|s| s as u64),
+        1,
+    )?;
+    let request_id = app.ids.next("req");
+    app.futures.register_done(
+        &request_id,
+        "CreateModel",
+        Outcome::Json(serde_json::json!({"model_id": model_id, "type": "create_model"})),
+    );
+    remember_creation(&app, &req.session_id, req.model_seq_id, &request_id);
+    Ok(future_response(request_id, &model_id))
+}
+
+fn string_map(
+    m: &serde_json::Map<String, serde_json::Value>,
+) -> std::collections::BTreeMap<String, String> {
+    m.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string()),
+            )
+        })
+        .collect()
+}
+
+pub async fn get_info(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let req: GetInfoRequest = parse_json(&body)?;
+    let slot = app.model(&req.model_id)?;
+    let run = &slot.run;
+    Ok(json_response(
+        StatusCode::OK,
+        &GetInfoResponse {
+            model_data: ModelData {
+                arch: Some("tinkex-emulator-tiny".into()),
+                model_name: Some(run.base_model.clone()),
+                tokenizer_id: Some(run.base_model.clone()),
+            },
+            model_id: req.model_id.clone(),
+            optimizer_config: run.optimizer_config.clone(),
+            is_lora: Some(true),
+            lora_rank: Some(run.lora_rank),
+            model_name: Some(run.base_model.clone()),
+            kind: Some("get_info".into()),
+        },
+    ))
+}
+
+/// A forward_backward body in either encoding.
+enum FbBody {
+    Proto(proto::ForwardBackwardRequest),
+    Json(ForwardBackwardJsonRequest),
+}
+
+/// Decodes the body per `Content-Type` / `Content-Encoding`: protobuf (optionally zstd) or JSON.
+fn decode_forward_backward(headers: &HeaderMap, body: &[u8]) -> Result<FbBody, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    if !header("content-type").contains("application/x-protobuf") {
+        return parse_json(body).map(FbBody::Json);
+    }
+    let decompressed;
+    let bytes = match header("content-encoding") {
+        "" | "identity" => body,
+        "zstd" => {
+            decompressed = zstd_decode(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid zstd body: {e}")))?;
+            &decompressed
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?} (expected zstd or none)"),
+            ))
+        }
+    };
+    proto::ForwardBackwardRequest::decode(bytes)
+        .map(FbBody::Proto)
+        .map_err(|e| ApiError::bad_request(format!("invalid ForwardBackwardRequest protobuf: {e}")))
+}
+
+fn zstd_decode(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut reader = body;
+    let mut decoder =
+        ruzstd::decoding::StreamingDecoder::new(&mut reader).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    decoder.read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+pub async fn forward_backward(
+    State(app): State<AppRef>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    fb_common(&app, &headers, &body, false)
+}
+
+/// Legacy `POST /api/v1/forward` (JSON, forward only).
+pub async fn forward_legacy(
+    State(app): State<AppRef>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    fb_common(&app, &headers, &body, true)
+}
+
+fn fb_common(
+    app: &AppRef,
+    headers: &HeaderMap,
+    body: &[u8],
+    force_forward: bool,
+) -> Result<Response, ApiError> {
+    let (model_id, seq_id, loss_name, config, forward_only, data) =
+        match decode_forward_backward(headers, body)? {
+            FbBody::Proto(r) => {
+                let config = encode::proto_loss_config(&r);
+                let data: Result<Vec<_>, String> = r
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| encode::datum_from_proto(d, i))
+                    .collect();
+                // proto3 writes no seq_id when it is 0; training seq_ids start at 1.
+                let seq = (r.seq_id != 0).then_some(i64::from(r.seq_id));
+                (r.model_id, seq, r.loss_fn, config, r.forward_only, data)
+            }
+            FbBody::Json(r) => {
+                let input = r.forward_backward_input;
+                let data: Result<Vec<_>, String> = input
+                    .data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| encode::datum_from_json(d, i))
+                    .collect();
+                (
+                    r.model_id,
+                    r.seq_id,
+                    input.loss_fn,
+                    input.loss_fn_config.unwrap_or_default(),
+                    false,
+                    data,
+                )
+            }
+        };
+    let forward_only = forward_only || force_forward;
+    let op = match (data, encode::loss_fn(&loss_name, &config)) {
+        (Ok(data), _) if data.is_empty() => TrainOp::Fail("No data provided".into()),
+        (Ok(data), Ok(loss)) => TrainOp::ForwardBackward {
+            data,
+            loss,
+            forward_only,
+        },
+        (Err(e), _) | (_, Err(e)) => TrainOp::Fail(e),
+    };
+    let kind = if forward_only {
+        "Forward"
+    } else {
+        "ForwardBackward"
+    };
+    submit(app, &model_id, seq_id, kind, op)
+}
+
+pub async fn optim_step(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let req: OptimStepRequest = parse_json(&body)?;
+    let op =
+        match (&req.adam_params, &req.optimizer_params) {
+            (Some(p), None) => TrainOp::OptimStep(model::AdamParams {
+                learning_rate: p.learning_rate,
+                beta1: p.beta1,
+                beta2: p.beta2,
+                eps: p.eps,
+                weight_decay: p.weight_decay,
+                grad_clip_norm: p.grad_clip_norm,
+            }),
+            (None, Some(p)) => TrainOp::Fail(format!(
+            "optimizer_params of type {} are not supported by tinkex-emulator (only adam_params)",
+            p.get("type").map(|t| t.to_string()).unwrap_or_else(|| "<none>".into())
+        )),
+            (Some(_), Some(_)) => {
+                TrainOp::Fail("give either adam_params or optimizer_params, not both".into())
+            }
+            (None, None) => TrainOp::Fail("optim_step needs adam_params".into()),
+        };
+    submit(&app, &req.model_id, req.seq_id, "OptimStep", op)
+}
+
+/// Checks a checkpoint name is usable in a `tinker://` path.
+fn checkpoint_name(name: Option<&str>) -> Result<String, String> {
+    let name = name.ok_or("a checkpoint name (path) is required")?;
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\', '\0']) {
+        return Err(format!(
+            "invalid checkpoint name {name:?}: it must be non-empty and contain no '/'"
+        ));
+    }
+    Ok(name.to_string())
+}
+
+pub async fn save_weights(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let req: SaveWeightsRequest = parse_json(&body)?;
+    let op = match checkpoint_name(req.path.as_deref()) {
+        Ok(name) => TrainOp::SaveState {
+            name,
+            overwrite: req.overwrite,
+            ttl_seconds: req.ttl_seconds,
+            user_metadata: req.user_metadata.clone(),
+        },
+        Err(e) => TrainOp::Fail(e),
+    };
+    submit(&app, &req.model_id, req.seq_id, "SaveWeights", op)
+}
+
+pub async fn save_weights_for_sampler(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: SaveWeightsForSamplerRequest = parse_json(&body)?;
+    let op = if req.kind != "snapshot" && req.kind != "inflight" {
+        TrainOp::Fail(format!(
+            "kind must be \"snapshot\" or \"inflight\", got {:?}",
+            req.kind
+        ))
+    } else if req.path.is_none() && req.sampling_session_seq_id.is_none() {
+        TrainOp::Fail(
+            "save_weights_for_sampler needs a path (named save) or a sampling_session_seq_id"
+                .into(),
+        )
+    } else {
+        match req
+            .path
+            .as_deref()
+            .map(|p| checkpoint_name(Some(p)))
+            .transpose()
+        {
+            Ok(name) => TrainOp::SaveForSampler {
+                name,
+                sampling_session_seq_id: req.sampling_session_seq_id,
+                ttl_seconds: req.ttl_seconds,
+                user_metadata: req.user_metadata.clone(),
+            },
+            Err(e) => TrainOp::Fail(e),
+        }
+    };
+    submit(&app, &req.model_id, req.seq_id, "SaveWeightsForSampler", op)
+}
+
+pub async fn load_weights(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let req: LoadWeightsRequest = parse_json(&body)?;
+    let path = TinkerPath::parse(&req.path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    match (&req.model_id, &req.session_id, req.model_seq_id) {
+        (Some(model_id), None, _) => {
+            let op = TrainOp::Load {
+                path,
+                optimizer: req.optimizer,
+            };
+            submit(&app, model_id, req.seq_id, "LoadWeights", op)
+        }
+        (None, Some(session_id), Some(model_seq_id)) => {
+            create_via_load(&app, &req, session_id, model_seq_id, path)
+        }
+        _ => Err(ApiError::bad_request(
+            "load_weights needs either model_id + seq_id, or session_id + model_seq_id",
+        )),
+    }
+}
+
+/// `create_training_client_from_state*`: the load is the new model's request 0.
+fn create_via_load(
+    app: &AppRef,
+    req: &LoadWeightsRequest,
+    session_id: &str,
+    model_seq_id: i64,
+    path: TinkerPath,
+) -> Result<Response, ApiError> {
+    let model_id = format!("{session_id}:train:{model_seq_id}");
+    if let Some(request_id) = existing_creation(app, session_id, model_seq_id)? {
+        return Ok(future_response(request_id, &model_id));
+    }
+    let source = app.checkpoints.run(&path.training_run_id);
+    let meta = app.checkpoints.meta(&path);
+    let (source, _meta) = match (source, meta) {
+        (Some(s), Ok(m)) => (s, m),
+        _ => {
+            let request_id = app.ids.next("req");
+            app.futures.register_done(
+                &request_id,
+                "LoadWeights",
+                Outcome::user_error(format!("checkpoint {path} not found")),
+            );
+            remember_creation(app, session_id, model_seq_id, &request_id);
+            return Ok(future_response(request_id, &model_id));
+        }
+    };
+    let base_model = req
+        .base_model
+        .clone()
+        .unwrap_or_else(|| source.base_model.clone());
+    if base_model != source.base_model {
+        return Err(ApiError::bad_request(format!(
+            "base_model {base_model:?} is not compatible with checkpoint {path} (trained from {:?})",
+            source.base_model
+        )));
+    }
+    let run = RunMeta {
+        training_run_id: model_id.clone(),
+        optimizer_config: if req.optimizer {
+            source.optimizer_config.clone()
+        } else {
+            req.optimizer_config
+                .clone()
+                .unwrap_or_else(OptimizerConfig::default)
+        },
+        user_metadata: req.user_metadata.as_ref().map(string_map),
+        created: unix_now(),
+        ..source
+    };
+    let slot = start_model(app, &model_id, session_id, run, None, 0)?;
+    let request_id = slot.submit(
+        app,
+        Some(0),
+        "LoadWeights",
+        TrainOp::Load {
+            path,
+            optimizer: req.optimizer,
+        },
+    );
+    remember_creation(app, session_id, model_seq_id, &request_id);
+    Ok(future_response(request_id, &model_id))
+}

@@ -1,0 +1,192 @@
+//! Sampling sessions and `asample` execution (PROTOCOL.md 7.1, 12).
+
+use crate::futures::{Outcome, SampleOutcome};
+use crate::model::{SampleParams, TinyModel};
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tinkex::core::types::{SampleRequest, StopCondition};
+
+/// One sampling session: fixed weights plus the dedup table of its requests.
+pub struct SamplerSlot {
+    /// Sampling session id.
+    pub id: String,
+    /// Owning session (the part of the id before `:sample:`).
+    pub session_id: String,
+    /// Base model name.
+    pub base_model: String,
+    /// Weights path, when not the base model.
+    pub model_path: Option<String>,
+    model: Arc<TinyModel>,
+    submitted: Mutex<HashMap<i64, (String, Vec<String>)>>,
+}
+
+/// The parsed, validated parts of a sample request.
+pub struct SampleJob {
+    prompt: Vec<i64>,
+    params: SampleParams,
+    num_samples: usize,
+    prompt_logprobs: bool,
+    prompt_logprobs_last_n: Option<usize>,
+    topk_prompt: usize,
+    topk_sample: usize,
+}
+
+impl SamplerSlot {
+    /// A session serving `model`.
+    pub fn new(
+        id: String,
+        base_model: String,
+        model_path: Option<String>,
+        model: Arc<TinyModel>,
+    ) -> Self {
+        let session_id = id
+            .rsplit_once(":sample:")
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default();
+        SamplerSlot {
+            id,
+            session_id,
+            base_model,
+            model_path,
+            model,
+            submitted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Submits a sample; returns `(request_id, sample_sequence_ids)`. A repeated `seq_id` is the
+    /// same request and returns the same ids without sampling again.
+    pub fn submit(
+        self: &Arc<Self>,
+        app: &Arc<AppState>,
+        req: &SampleRequest,
+    ) -> (String, Vec<String>) {
+        let mut submitted = self.submitted.lock().unwrap();
+        let seq = req.seq_id.unwrap_or_else(|| -(submitted.len() as i64) - 1);
+        if let Some(existing) = submitted.get(&seq) {
+            return existing.clone();
+        }
+        let request_id = format!("{}:{seq}", self.id);
+        let n = req.num_samples.max(0) as usize;
+        let sequence_ids: Vec<String> = (0..n).map(|i| format!("{request_id}:{i}")).collect();
+        submitted.insert(seq, (request_id.clone(), sequence_ids.clone()));
+        drop(submitted);
+        app.futures.register(&request_id, "Sample");
+        match parse_job(req) {
+            Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
+            Ok(job) => {
+                let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
+                tokio::spawn(async move {
+                    let outcome = tokio::task::spawn_blocking(move || slot.run(job))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Outcome::user_error(format!("internal emulator error: {e}"))
+                        });
+                    app.futures.complete(&id, outcome);
+                });
+            }
+        }
+        (request_id, sequence_ids)
+    }
+
+    fn run(&self, job: SampleJob) -> Outcome {
+        let sequences = self.model.sample(&job.prompt, &job.params, job.num_samples);
+        let topk_sampled = (job.topk_sample > 0).then(|| {
+            sequences
+                .iter()
+                .map(|s| {
+                    let mut full = job.prompt.clone();
+                    full.extend_from_slice(&s.tokens);
+                    let rows = self.model.topk_prompt_logprobs(&full, job.topk_sample);
+                    rows[job.prompt.len()..].to_vec()
+                })
+                .collect()
+        });
+        Outcome::Sample(SampleOutcome {
+            sequences,
+            topk_sampled,
+            prompt_logprobs: job.prompt_logprobs.then(|| {
+                let mut lp = self.model.prompt_logprobs(&job.prompt);
+                if let Some(n) = job.prompt_logprobs_last_n {
+                    let cut = lp.len() - n;
+                    lp[..cut].iter_mut().for_each(|x| *x = None);
+                }
+                lp
+            }),
+            topk_prompt: (job.topk_prompt > 0).then(|| {
+                (
+                    job.topk_prompt,
+                    self.model
+                        .topk_prompt_logprobs(&job.prompt, job.topk_prompt),
+                )
+            }),
+            topk_sample_k: job.topk_sample,
+        })
+    }
+}
+
+/// Validates a request into a job, or says what the emulator cannot do.
+fn parse_job(req: &SampleRequest) -> Result<SampleJob, String> {
+    if req.num_samples < 1 {
+        return Err(format!(
+            "num_samples must be at least 1, got {}",
+            req.num_samples
+        ));
+    }
+    if req.target_prompt_logprobs.is_some() || req.prompt_alt_tokens_k > 0 {
+        return Err(
+            "target_prompt_logprobs and prompt_alt_tokens_k are not supported by tinkex-emulator"
+                .to_string(),
+        );
+    }
+    let prompt = crate::encode::model_input_tokens_json(&req.prompt)?;
+    if prompt.is_empty() {
+        return Err("prompt must contain at least one token".into());
+    }
+    let sp = &req.sampling_params;
+    let (stop_tokens, stop_strings) = match &sp.stop {
+        None => (Vec::new(), Vec::new()),
+        Some(StopCondition::String(s)) => (Vec::new(), vec![s.clone()]),
+        Some(StopCondition::Strings(v)) => (Vec::new(), v.clone()),
+        Some(StopCondition::Tokens(v)) => (v.clone(), Vec::new()),
+    };
+    if !(sp.temperature >= 0.0) || !(sp.top_p > 0.0 && sp.top_p <= 1.0) {
+        return Err(format!(
+            "temperature must be >= 0 and top_p in (0, 1]; got temperature {} top_p {}",
+            sp.temperature, sp.top_p
+        ));
+    }
+    let max_tokens = sp.max_tokens.unwrap_or(16);
+    if !(0..=65_536).contains(&max_tokens) {
+        return Err(format!("max_tokens must be in 0..=65536, got {max_tokens}"));
+    }
+    let prompt_logprobs = req.prompt_logprobs.unwrap_or(false);
+    if let Some(n) = req.prompt_logprobs_last_n {
+        if !prompt_logprobs {
+            return Err("prompt_logprobs_last_n requires prompt_logprobs".into());
+        }
+        if n < 1 || n as usize >= prompt.len() {
+            return Err(format!(
+                "prompt_logprobs_last_n must be in 1..{}",
+                prompt.len()
+            ));
+        }
+    }
+    Ok(SampleJob {
+        params: SampleParams {
+            max_tokens: max_tokens as usize,
+            temperature: sp.temperature as f32,
+            top_k: sp.top_k as i32,
+            top_p: sp.top_p as f32,
+            seed: sp.seed.map(|s| s as u64),
+            stop_tokens,
+            stop_strings,
+        },
+        num_samples: req.num_samples as usize,
+        prompt_logprobs,
+        prompt_logprobs_last_n: req.prompt_logprobs_last_n.map(|n| n as usize),
+        topk_prompt: req.topk_prompt_logprobs.max(0) as usize,
+        topk_sample: req.topk_sample_logprobs.max(0) as usize,
+        prompt,
+    })
+}

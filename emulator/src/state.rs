@@ -1,0 +1,176 @@
+//! Shared server state: sessions, models, sampling sessions, futures, checkpoints, telemetry.
+
+use crate::checkpoints::CheckpointStore;
+use crate::config::EmulatorConfig;
+use crate::futures::FutureStore;
+use crate::model::{ModelConfig, TinyModel};
+use crate::sampling::SamplerSlot;
+use crate::training::ModelSlot;
+use crate::util::{unix_now, IdGen};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tinkex::core::types::FinishReasonKind;
+use tokio::sync::watch;
+
+/// One client session.
+pub struct Session {
+    /// Session id.
+    pub session_id: String,
+    /// Tags from create_session.
+    pub tags: Vec<String>,
+    /// Metadata from create_session.
+    pub user_metadata: Map<String, Value>,
+    /// Creation time.
+    pub created: f64,
+    /// Last heartbeat time.
+    pub last_heartbeat: f64,
+    /// Heartbeats received.
+    pub heartbeats: u64,
+    /// First finish reason received (first wins).
+    pub finished: Option<(FinishReasonKind, Option<String>)>,
+    /// create_model / create-via-load requests by `model_seq_id` (dedup of retries).
+    pub model_requests: HashMap<i64, String>,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// Settings.
+    pub config: EmulatorConfig,
+    /// Id generator.
+    pub ids: IdGen,
+    /// Futures by request id.
+    pub futures: FutureStore,
+    /// Checkpoints on disk.
+    pub checkpoints: CheckpointStore,
+    /// Sessions by id.
+    pub sessions: Mutex<HashMap<String, Session>>,
+    /// Training models by id.
+    pub models: Mutex<HashMap<String, Arc<ModelSlot>>>,
+    /// Sampling sessions by id.
+    pub samplers: Mutex<HashMap<String, Arc<SamplerSlot>>>,
+    /// Untrained base models, built once per name.
+    base_models: Mutex<HashMap<String, Arc<TinyModel>>>,
+    /// Telemetry batches received, in order.
+    pub telemetry: Mutex<Vec<Value>>,
+    /// Flips to `true` on shutdown; background workers stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Creates the state; `shutdown` stops the per-model workers.
+    pub fn new(
+        config: EmulatorConfig,
+        checkpoints: CheckpointStore,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        AppState {
+            config,
+            ids: IdGen::new(),
+            futures: FutureStore::default(),
+            checkpoints,
+            sessions: Mutex::new(HashMap::new()),
+            models: Mutex::new(HashMap::new()),
+            samplers: Mutex::new(HashMap::new()),
+            base_models: Mutex::new(HashMap::new()),
+            telemetry: Mutex::new(Vec::new()),
+            shutdown,
+        }
+    }
+
+    /// Registers a new session and returns its id.
+    pub fn create_session(&self, tags: Vec<String>, user_metadata: Map<String, Value>) -> String {
+        let id = self.ids.uuid();
+        let now = unix_now();
+        self.sessions.lock().unwrap().insert(
+            id.clone(),
+            Session {
+                session_id: id.clone(),
+                tags,
+                user_metadata,
+                created: now,
+                last_heartbeat: now,
+                heartbeats: 0,
+                finished: None,
+                model_requests: HashMap::new(),
+            },
+        );
+        id
+    }
+
+    /// Whether the session exists and is not finished; the error names which.
+    pub fn check_session_open(&self, session_id: &str) -> Result<(), crate::util::ApiError> {
+        match self.sessions.lock().unwrap().get(session_id) {
+            None => Err(crate::util::ApiError::not_found(format!(
+                "session {session_id} not found"
+            ))),
+            Some(s) if s.finished.is_some() => Err(crate::util::ApiError::new(
+                axum::http::StatusCode::GONE,
+                format!("session {session_id} has finished"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Looks up a model.
+    pub fn model(&self, model_id: &str) -> Result<Arc<ModelSlot>, crate::util::ApiError> {
+        self.models
+            .lock()
+            .unwrap()
+            .get(model_id)
+            .cloned()
+            .ok_or_else(|| crate::util::ApiError::not_found(format!("model {model_id} not found")))
+    }
+
+    /// Looks up a sampling session.
+    pub fn sampler(&self, id: &str) -> Result<Arc<SamplerSlot>, crate::util::ApiError> {
+        self.samplers
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                crate::util::ApiError::not_found(format!("sampling session {id} not found"))
+            })
+    }
+
+    /// The untrained model of a base model name.
+    pub fn base_model(&self, name: &str) -> Arc<TinyModel> {
+        self.base_models
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(TinyModel::new(ModelConfig {
+                    base_model: name.to_string(),
+                    lora_rank: 0,
+                    seed: None,
+                    train_unembed: true,
+                    train_mlp: true,
+                    train_attn: true,
+                }))
+            })
+            .clone()
+    }
+
+    /// Registers a sampling session `{session_id}:sample:{seq}` serving `model`; a repeated
+    /// registration (a retried request) keeps the existing session.
+    pub fn create_sampler(
+        &self,
+        session_id: &str,
+        sampling_session_seq_id: i64,
+        base_model: String,
+        model_path: Option<String>,
+        model: Arc<TinyModel>,
+    ) -> String {
+        let id = format!("{session_id}:sample:{sampling_session_seq_id}");
+        self.samplers
+            .lock()
+            .unwrap()
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(SamplerSlot::new(id.clone(), base_model, model_path, model))
+            });
+        id
+    }
+}

@@ -1,0 +1,421 @@
+//! Training models: one slot per model id, executing its requests strictly in `seq_id`
+//! order (PROTOCOL.md 11.2-11.3, 17.6).
+//!
+//! Requests that arrive early wait in a buffer until every lower `seq_id` has run. A repeated
+//! `seq_id` is the same request: it gets the same request id and is never executed twice, so
+//! a retried `optim_step` cannot apply a second optimizer step. A `seq_id` that never arrives
+//! (the client's send failed) is skipped after `seq_gap_timeout`; if it arrives later it
+//! fails with a user error.
+
+use crate::checkpoints::{RunMeta, StoreError};
+use crate::futures::Outcome;
+use crate::model::{self, DatumInput, LossFn, TinyModel};
+use crate::state::AppState;
+use crate::util::unix_now;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tinkex::core::types::{CheckpointKind, TinkerPath};
+use tokio::sync::Notify;
+
+/// One ordered operation on a model.
+pub enum TrainOp {
+    /// forward or forward_backward.
+    ForwardBackward {
+        /// The batch.
+        data: Vec<DatumInput>,
+        /// The loss.
+        loss: LossFn,
+        /// Skip gradient accumulation.
+        forward_only: bool,
+    },
+    /// An AdamW step on the accumulated gradients.
+    OptimStep(model::AdamParams),
+    /// save_weights (training checkpoint with optimizer state).
+    SaveState {
+        /// Checkpoint name.
+        name: String,
+        /// Replace an existing checkpoint.
+        overwrite: bool,
+        /// Expiry.
+        ttl_seconds: Option<i64>,
+        /// Metadata.
+        user_metadata: Option<BTreeMap<String, String>>,
+    },
+    /// save_weights_for_sampler, named and/or ephemeral.
+    SaveForSampler {
+        /// Name of a named save.
+        name: Option<String>,
+        /// Sampling-session counter of an ephemeral save.
+        sampling_session_seq_id: Option<i64>,
+        /// Expiry.
+        ttl_seconds: Option<i64>,
+        /// Metadata.
+        user_metadata: Option<BTreeMap<String, String>>,
+    },
+    /// load_weights into this model.
+    Load {
+        /// Checkpoint path.
+        path: TinkerPath,
+        /// Also restore optimizer state.
+        optimizer: bool,
+    },
+    /// A request that was accepted but is invalid; it fails in its turn.
+    Fail(String),
+}
+
+struct Queued {
+    request_id: String,
+    op: TrainOp,
+}
+
+#[derive(Default)]
+struct SeqState {
+    next_seq: i64,
+    highest_seen: i64,
+    queued: BTreeMap<i64, Queued>,
+    request_ids: HashMap<i64, String>,
+    skipped: Vec<i64>,
+}
+
+/// A live training model.
+pub struct ModelSlot {
+    /// Model id, `{session_id}:train:{model_seq_id}`.
+    pub model_id: String,
+    /// Owning session.
+    pub session_id: String,
+    /// Persisted description of the run.
+    pub run: RunMeta,
+    model: Arc<Mutex<TinyModel>>,
+    seq: Mutex<SeqState>,
+    wake: Notify,
+    last_request_time: Mutex<f64>,
+}
+
+/// Counters exposed by the emulator's introspection endpoint.
+#[derive(serde::Serialize)]
+pub struct ModelStats {
+    /// Model id.
+    pub model_id: String,
+    /// Optimizer steps applied.
+    pub optimizer_steps: u64,
+    /// Next `seq_id` the model will execute.
+    pub next_seq_id: i64,
+    /// Requests buffered waiting for an earlier `seq_id`.
+    pub queued: usize,
+    /// `seq_id`s skipped because they never arrived.
+    pub skipped_seq_ids: Vec<i64>,
+}
+
+impl ModelSlot {
+    /// Creates a slot whose next expected `seq_id` is `next_seq`, and starts its worker.
+    pub fn start(
+        app: &Arc<AppState>,
+        model_id: String,
+        session_id: String,
+        run: RunMeta,
+        model: TinyModel,
+        next_seq: i64,
+    ) -> Arc<Self> {
+        let slot = Arc::new(ModelSlot {
+            model_id,
+            session_id,
+            run,
+            model: Arc::new(Mutex::new(model)),
+            seq: Mutex::new(SeqState {
+                next_seq,
+                highest_seen: next_seq - 1,
+                ..SeqState::default()
+            }),
+            wake: Notify::new(),
+            last_request_time: Mutex::new(unix_now()),
+        });
+        tokio::spawn(run_worker(slot.clone(), app.clone()));
+        slot
+    }
+
+    /// Submits an ordered request; returns its request id (the existing one for a repeat).
+    pub fn submit(
+        &self,
+        app: &AppState,
+        seq_id: Option<i64>,
+        kind: &'static str,
+        op: TrainOp,
+    ) -> String {
+        *self.last_request_time.lock().unwrap() = unix_now();
+        let mut s = self.seq.lock().unwrap();
+        let seq = seq_id.unwrap_or(s.highest_seen + 1);
+        if let Some(existing) = s.request_ids.get(&seq) {
+            return existing.clone();
+        }
+        let request_id = app.ids.next("req");
+        s.request_ids.insert(seq, request_id.clone());
+        s.highest_seen = s.highest_seen.max(seq);
+        app.futures.register(&request_id, kind);
+        if seq < s.next_seq {
+            app.futures.complete(
+                &request_id,
+                Outcome::user_error(format!(
+                    "seq_id {seq} for model {} arrived after the server stopped waiting for it \
+                     (later requests were already executed)",
+                    self.model_id
+                )),
+            );
+        } else {
+            s.queued.insert(
+                seq,
+                Queued {
+                    request_id: request_id.clone(),
+                    op,
+                },
+            );
+            self.wake.notify_one();
+        }
+        request_id
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ModelStats {
+        let s = self.seq.lock().unwrap();
+        ModelStats {
+            model_id: self.model_id.clone(),
+            optimizer_steps: self.model.lock().unwrap().optimizer_steps(),
+            next_seq_id: s.next_seq,
+            queued: s.queued.len(),
+            skipped_seq_ids: s.skipped.clone(),
+        }
+    }
+
+    /// Time of the last request, Unix seconds.
+    pub fn last_request_time(&self) -> f64 {
+        *self.last_request_time.lock().unwrap()
+    }
+
+    /// Takes the request for the next `seq_id`, if it has arrived.
+    fn take_next(&self) -> Option<Queued> {
+        let mut s = self.seq.lock().unwrap();
+        let next = s.next_seq;
+        let q = s.queued.remove(&next)?;
+        s.next_seq += 1;
+        Some(q)
+    }
+
+    /// After a gap timeout: skip every missing `seq_id` below the lowest buffered one.
+    fn skip_gap(&self) {
+        let mut s = self.seq.lock().unwrap();
+        let Some(&lowest) = s.queued.keys().next() else {
+            return;
+        };
+        let missing: Vec<i64> = (s.next_seq..lowest).collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "tinkex-emulator: model {} skipping missing seq_id(s) {missing:?}",
+                self.model_id
+            );
+            s.skipped.extend(missing);
+            s.next_seq = lowest;
+        }
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.seq.lock().unwrap().queued.is_empty()
+    }
+
+    async fn execute(&self, app: &Arc<AppState>, op: TrainOp) -> Outcome {
+        let model = self.model.clone();
+        let app2 = app.clone();
+        let model_id = self.model_id.clone();
+        let session_id = self.session_id.clone();
+        let base_model = self.run.base_model.clone();
+        let job = move || {
+            let mut model = model.lock().unwrap();
+            execute_blocking(&app2, &model_id, &session_id, &base_model, &mut model, op)
+        };
+        match tokio::task::spawn_blocking(job).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed {
+                error: format!("internal emulator error: {e}"),
+                category: tinkex::core::types::RequestErrorCategory::Server,
+            },
+        }
+    }
+}
+
+async fn run_worker(slot: Arc<ModelSlot>, app: Arc<AppState>) {
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        if let Some(q) = slot.take_next() {
+            let outcome = slot.execute(&app, q.op).await;
+            app.futures.complete(&q.request_id, outcome);
+            continue;
+        }
+        let gap_wait = async {
+            if slot.has_buffered() {
+                if tokio::time::timeout(app.config.seq_gap_timeout, slot.wake.notified())
+                    .await
+                    .is_err()
+                {
+                    slot.skip_gap();
+                }
+            } else {
+                slot.wake.notified().await;
+            }
+        };
+        tokio::select! {
+            _ = gap_wait => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+fn execute_blocking(
+    app: &AppState,
+    model_id: &str,
+    session_id: &str,
+    base_model: &str,
+    model: &mut TinyModel,
+    op: TrainOp,
+) -> Outcome {
+    match op {
+        TrainOp::Fail(msg) => Outcome::user_error(msg),
+        TrainOp::ForwardBackward {
+            data,
+            loss,
+            forward_only,
+        } => match model.forward_backward(&data, &loss, forward_only) {
+            Ok(res) => Outcome::ForwardBackward {
+                outputs: res.outputs,
+                metrics: vec![("loss:sum".to_string(), res.loss_sum)],
+            },
+            Err(e) => Outcome::user_error(e.to_string()),
+        },
+        TrainOp::OptimStep(params) => match model.optim_step(&params) {
+            Ok(metrics) => {
+                let metrics: BTreeMap<String, f64> = metrics.into_iter().collect();
+                Outcome::Json(serde_json::json!({ "metrics": metrics }))
+            }
+            Err(e) => Outcome::user_error(e.to_string()),
+        },
+        TrainOp::SaveState {
+            name,
+            overwrite,
+            ttl_seconds,
+            user_metadata,
+        } => {
+            let path = TinkerPath {
+                training_run_id: model_id.to_string(),
+                kind: CheckpointKind::Training,
+                name,
+            };
+            let bytes = model.to_bytes(true);
+            match app.checkpoints.save(
+                &path,
+                &bytes,
+                true,
+                user_metadata,
+                ttl_seconds,
+                overwrite,
+                unix_now(),
+            ) {
+                Ok(_) => Outcome::Json(
+                    serde_json::json!({"path": path.to_string(), "type": "save_weights"}),
+                ),
+                Err(e) => store_failure(e),
+            }
+        }
+        TrainOp::SaveForSampler {
+            name,
+            sampling_session_seq_id,
+            ttl_seconds,
+            user_metadata,
+        } => {
+            let mut result = serde_json::json!({"path": null, "type": "save_weights_for_sampler"});
+            if let Some(name) = name {
+                let path = TinkerPath {
+                    training_run_id: model_id.to_string(),
+                    kind: CheckpointKind::Sampler,
+                    name,
+                };
+                let bytes = model.to_bytes(false);
+                if let Err(e) = app.checkpoints.save(
+                    &path,
+                    &bytes,
+                    false,
+                    user_metadata,
+                    ttl_seconds,
+                    true,
+                    unix_now(),
+                ) {
+                    return store_failure(e);
+                }
+                result["path"] = path.to_string().into();
+            }
+            if let Some(n) = sampling_session_seq_id {
+                let id = app.create_sampler(
+                    session_id,
+                    n,
+                    base_model.to_string(),
+                    None,
+                    Arc::new(model.clone()),
+                );
+                result["sampling_session_id"] = id.into();
+            }
+            Outcome::Json(result)
+        }
+        TrainOp::Load { path, optimizer } => {
+            match load_checkpoint(app, &path, optimizer, base_model) {
+                Ok(loaded) => {
+                    *model = loaded;
+                    Outcome::Json(serde_json::json!({
+                        "path": path.to_string(), "model_id": model_id, "type": "load_weights"
+                    }))
+                }
+                Err(outcome) => outcome,
+            }
+        }
+    }
+}
+
+/// Reads a training checkpoint into a model, checking kind, base model and optimizer state.
+pub fn load_checkpoint(
+    app: &AppState,
+    path: &TinkerPath,
+    optimizer: bool,
+    base_model: &str,
+) -> Result<TinyModel, Outcome> {
+    if path.kind != CheckpointKind::Training {
+        return Err(Outcome::user_error(format!(
+            "{path} is a {} checkpoint; load_weights needs a training checkpoint (tinker://<run>/weights/<name>)",
+            path.kind.type_name()
+        )));
+    }
+    let (meta, bytes) = app.checkpoints.load(path).map_err(store_failure)?;
+    let mut loaded = TinyModel::from_bytes(&bytes).map_err(|e| Outcome::Failed {
+        error: format!("checkpoint {path} is corrupt: {e}"),
+        category: tinkex::core::types::RequestErrorCategory::Server,
+    })?;
+    if loaded.config().base_model != base_model {
+        return Err(Outcome::user_error(format!(
+            "checkpoint {path} was trained from {} and cannot be loaded into a {base_model} model",
+            loaded.config().base_model
+        )));
+    }
+    if optimizer && !meta.has_optimizer {
+        return Err(Outcome::user_error(format!(
+            "checkpoint {path} has no optimizer state"
+        )));
+    }
+    if !optimizer {
+        loaded = TinyModel::from_bytes(&loaded.to_bytes(false)).expect("re-encoding round-trips");
+    }
+    Ok(loaded)
+}
+
+fn store_failure(e: StoreError) -> Outcome {
+    match e {
+        StoreError::Io(_) => Outcome::Failed {
+            error: e.to_string(),
+            category: tinkex::core::types::RequestErrorCategory::Server,
+        },
+        _ => Outcome::user_error(e.to_string()),
+    }
+}

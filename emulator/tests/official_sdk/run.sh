@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Runs the official Tinker Python SDK (tinker==0.38.0, unmodified) against the emulator:
+# see conformance.py for the scenario. Prints "1 passed, 0 failed" or "0 passed, 1 failed"
+# as its last line and exits with the conformance script's status.
+#
+# Environment:
+#   TINKEX_SKIP_OFFICIAL_SDK=1   skip (exit 0)
+#   TINKEX_EMULATOR_BIN=PATH     use this emulator binary instead of building one
+#   TINKER_TELEMETRY             passed through untouched (SDK default: on)
+set -euo pipefail
+
+if [[ "${TINKEX_SKIP_OFFICIAL_SDK:-}" == "1" ]]; then
+  echo "official SDK conformance: skipped (TINKEX_SKIP_OFFICIAL_SDK=1)"
+  exit 0
+fi
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../../.." && pwd)"
+SDK_VERSION="0.38.0"
+VENV="$REPO/target/official-sdk-venv"
+PY="$VENV/bin/python"
+STARTUP_DEADLINE_S=60
+RUN_TIMEOUT_S=600
+
+EMU_PID=""
+TMP=""
+RESULT_LINE_PRINTED=0
+
+report() { # $1 = exit status
+  if [[ "$RESULT_LINE_PRINTED" == "0" ]]; then
+    RESULT_LINE_PRINTED=1
+    if [[ "$1" == "0" ]]; then echo "1 passed, 0 failed"; else echo "0 passed, 1 failed"; fi
+  fi
+}
+
+cleanup() {
+  local status=$?
+  if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
+    kill -TERM "$EMU_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$EMU_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$EMU_PID" 2>/dev/null; then
+      echo "official SDK conformance: emulator (pid $EMU_PID) ignored SIGTERM; sending SIGKILL" >&2
+      kill -KILL "$EMU_PID" 2>/dev/null || true
+    fi
+    wait "$EMU_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$TMP" && -d "$TMP" ]]; then rm -rf "$TMP"; fi
+  report "$status"
+  exit "$status"
+}
+trap cleanup EXIT
+
+# --- 1. venv with the official SDK ----------------------------------------------------------
+have_sdk() {
+  [[ -x "$PY" ]] && "$PY" - "$SDK_VERSION" <<'EOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("tinker") == sys.argv[1] else 1)
+EOF
+}
+if have_sdk; then
+  echo "official SDK conformance: reusing $VENV (tinker $SDK_VERSION)"
+else
+  echo "official SDK conformance: creating $VENV with tinker==$SDK_VERSION"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV"
+  "$PY" -m pip install --quiet --disable-pip-version-check "tinker==$SDK_VERSION"
+  have_sdk || { echo "official SDK conformance: tinker $SDK_VERSION not importable from $VENV" >&2; exit 1; }
+fi
+
+# --- 2. emulator binary ---------------------------------------------------------------------
+if [[ -n "${TINKEX_EMULATOR_BIN:-}" ]]; then
+  EMU_BIN="$TINKEX_EMULATOR_BIN"
+  [[ -x "$EMU_BIN" ]] || { echo "official SDK conformance: TINKEX_EMULATOR_BIN=$EMU_BIN is not executable" >&2; exit 1; }
+else
+  echo "official SDK conformance: building tinkex-emulator (release)"
+  (cd "$REPO" && cargo build --release --quiet -p tinkex-emulator)
+  EMU_BIN="$REPO/target/release/tinkex-emulator"
+fi
+
+# --- 3. start the emulator ------------------------------------------------------------------
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tinkex-official-sdk.XXXXXX")"
+mkdir -p "$TMP/state"
+"$EMU_BIN" --port 0 --state-dir "$TMP/state" >"$TMP/emulator.out" 2>"$TMP/emulator.err" &
+EMU_PID=$!
+
+BASE_URL=""
+deadline=$((SECONDS + STARTUP_DEADLINE_S))
+while :; do
+  # `read` succeeds only once a complete (newline-terminated) first line is there.
+  if IFS= read -r BASE_URL <"$TMP/emulator.out" && [[ -n "$BASE_URL" ]]; then
+    break
+  fi
+  if ! kill -0 "$EMU_PID" 2>/dev/null; then
+    echo "official SDK conformance: emulator exited before printing its URL; stderr:" >&2
+    cat "$TMP/emulator.err" >&2 || true
+    exit 1
+  fi
+  if ((SECONDS >= deadline)); then
+    echo "official SDK conformance: emulator printed no URL within ${STARTUP_DEADLINE_S}s; stderr:" >&2
+    cat "$TMP/emulator.err" >&2 || true
+    exit 1
+  fi
+  sleep 0.1
+done
+BASE_URL="${BASE_URL%$'\r'}"
+echo "official SDK conformance: emulator pid $EMU_PID at $BASE_URL"
+
+# --- 4. run the conformance script ----------------------------------------------------------
+export TINKER_BASE_URL="$BASE_URL"
+export TINKER_API_KEY="tml-conformance-test"
+status=0
+timeout "$RUN_TIMEOUT_S" "$PY" "$HERE/conformance.py" || status=$?
+if [[ "$status" == "124" ]]; then
+  echo "official SDK conformance: timed out after ${RUN_TIMEOUT_S}s" >&2
+fi
+if [[ "$status" != "0" ]]; then
+  echo "official SDK conformance: FAILED (exit $status); emulator stderr (last 40 lines):" >&2
+  tail -n 40 "$TMP/emulator.err" >&2 || true
+fi
+exit "$status"

@@ -1,0 +1,302 @@
+//! `TensorData` (PROTOCOL.md 10.2): flattened values with a dtype, optional shape and CSR.
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+
+/// The two public element types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TensorDtype {
+    /// 64-bit signed integers (token ids).
+    Int64,
+    /// 32-bit floats (weights, advantages, logprobs).
+    Float32,
+}
+
+/// Flattened tensor values, typed by dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorValues {
+    /// `int64` values.
+    Int64(Vec<i64>),
+    /// `float32` values.
+    Float32(Vec<f32>),
+}
+
+impl TensorValues {
+    /// Number of stored values.
+    pub fn len(&self) -> usize {
+        match self {
+            TensorValues::Int64(v) => v.len(),
+            TensorValues::Float32(v) => v.len(),
+        }
+    }
+
+    /// Whether no values are stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The dtype of these values.
+    pub fn dtype(&self) -> TensorDtype {
+        match self {
+            TensorValues::Int64(_) => TensorDtype::Int64,
+            TensorValues::Float32(_) => TensorDtype::Float32,
+        }
+    }
+
+    /// The values widened to `f64` (lossless for float32; exact for |ints| < 2^53).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            TensorValues::Int64(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorValues::Float32(v) => v.iter().map(|&x| x as f64).collect(),
+        }
+    }
+}
+
+impl Serialize for TensorValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TensorValues::Int64(v) => v.serialize(s),
+            TensorValues::Float32(v) => v.serialize(s),
+        }
+    }
+}
+
+/// A tensor as it appears in JSON bodies.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorData {
+    /// Row-major values (for sparse tensors only the stored values).
+    pub data: TensorValues,
+    /// Element type.
+    pub dtype: TensorDtype,
+    /// Shape; absent means 1-D of length `data.len()`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shape: Option<Vec<i64>>,
+    /// CSR row pointers (`nrows + 1`), present iff the tensor is sparse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse_crow_indices: Option<Vec<i64>>,
+    /// CSR column indices (`nnz`), present iff the tensor is sparse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse_col_indices: Option<Vec<i64>>,
+}
+
+impl TensorData {
+    /// A dense 1-D int64 tensor.
+    pub fn from_i64(values: Vec<i64>) -> Self {
+        let shape = Some(vec![values.len() as i64]);
+        TensorData {
+            data: TensorValues::Int64(values),
+            dtype: TensorDtype::Int64,
+            shape,
+            sparse_crow_indices: None,
+            sparse_col_indices: None,
+        }
+    }
+
+    /// A dense 1-D float32 tensor.
+    pub fn from_f32(values: Vec<f32>) -> Self {
+        let shape = Some(vec![values.len() as i64]);
+        TensorData {
+            data: TensorValues::Float32(values),
+            dtype: TensorDtype::Float32,
+            shape,
+            sparse_crow_indices: None,
+            sparse_col_indices: None,
+        }
+    }
+
+    /// The shape, defaulting to 1-D.
+    pub fn shape_or_1d(&self) -> Vec<i64> {
+        self.shape
+            .clone()
+            .unwrap_or_else(|| vec![self.data.len() as i64])
+    }
+
+    /// Whether the tensor is stored as sparse CSR.
+    pub fn is_sparse(&self) -> bool {
+        self.sparse_crow_indices.is_some()
+    }
+
+    /// The dense row-major values as `f64`, expanding CSR with `pad` in unlisted cells.
+    pub fn dense_f64(&self, pad: f64) -> Result<Vec<f64>, String> {
+        let values = self.data.to_f64();
+        let (Some(crow), Some(col)) = (&self.sparse_crow_indices, &self.sparse_col_indices) else {
+            if self.sparse_crow_indices.is_some() || self.sparse_col_indices.is_some() {
+                return Err("sparse_crow_indices and sparse_col_indices must come together".into());
+            }
+            let expected: i64 = self.shape_or_1d().iter().product();
+            if expected != values.len() as i64 {
+                return Err(format!(
+                    "shape {:?} needs {expected} values but data has {}",
+                    self.shape_or_1d(),
+                    values.len()
+                ));
+            }
+            return Ok(values);
+        };
+        let shape = self.shape.as_ref().ok_or("a sparse tensor needs a shape")?;
+        if shape.len() != 2 {
+            return Err(format!("sparse tensors must be 2-D, shape is {shape:?}"));
+        }
+        let (rows, cols) = (shape[0].max(0) as usize, shape[1].max(0) as usize);
+        if crow.len() != rows + 1 || col.len() != values.len() {
+            return Err("CSR index lengths do not match the shape and values".into());
+        }
+        let mut dense = vec![pad; rows * cols];
+        for r in 0..rows {
+            let (start, end) = (crow[r] as usize, crow[r + 1] as usize);
+            if start > end || end > values.len() {
+                return Err(format!("CSR row pointers are not monotonic at row {r}"));
+            }
+            for i in start..end {
+                let c = col[i];
+                if c < 0 || c as usize >= cols {
+                    return Err(format!("CSR column index {c} out of range"));
+                }
+                dense[r * cols + c as usize] = values[i];
+            }
+        }
+        Ok(dense)
+    }
+}
+
+/// A JSON number read without losing integer precision.
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+struct NumsVisitor;
+
+impl<'de> Visitor<'de> for NumsVisitor {
+    type Value = Vec<Num>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of numbers")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(n) = seq.next_element::<NumElem>()? {
+            out.push(n.0);
+        }
+        Ok(out)
+    }
+}
+
+struct NumElem(Num);
+
+impl<'de> Deserialize<'de> for NumElem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = NumElem;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<NumElem, E> {
+                Ok(NumElem(Num::Int(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<NumElem, E> {
+                i64::try_from(v)
+                    .map(|v| NumElem(Num::Int(v)))
+                    .map_err(|_| E::custom("integer out of int64 range"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<NumElem, E> {
+                Ok(NumElem(Num::Float(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+struct Nums(Vec<Num>);
+
+impl<'de> Deserialize<'de> for Nums {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(NumsVisitor).map(Nums)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawTensorData {
+    data: Nums,
+    dtype: TensorDtype,
+    #[serde(default)]
+    shape: Option<Vec<i64>>,
+    #[serde(default)]
+    sparse_crow_indices: Option<Vec<i64>>,
+    #[serde(default)]
+    sparse_col_indices: Option<Vec<i64>>,
+}
+
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawTensorData::deserialize(d)?;
+        let data = match raw.dtype {
+            TensorDtype::Int64 => TensorValues::Int64(
+                raw.data
+                    .0
+                    .into_iter()
+                    .map(|n| match n {
+                        Num::Int(i) => Ok(i),
+                        Num::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+                        Num::Float(f) => Err(de::Error::custom(format!(
+                            "int64 tensor holds a non-integer value {f}"
+                        ))),
+                    })
+                    .collect::<Result<_, D::Error>>()?,
+            ),
+            TensorDtype::Float32 => TensorValues::Float32(
+                raw.data
+                    .0
+                    .into_iter()
+                    .map(|n| match n {
+                        Num::Int(i) => i as f32,
+                        Num::Float(f) => f as f32,
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(TensorData {
+            data,
+            dtype: raw.dtype,
+            shape: raw.shape,
+            sparse_crow_indices: raw.sparse_crow_indices,
+            sparse_col_indices: raw.sparse_col_indices,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int64_keeps_precision_and_float32_prints_shortest() {
+        let t: TensorData =
+            serde_json::from_str(r#"{"data":[9007199254740993,2],"dtype":"int64"}"#).unwrap();
+        assert_eq!(t.data, TensorValues::Int64(vec![9007199254740993, 2]));
+        let f = TensorData::from_f32(vec![0.1, 1.0]);
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"data":[0.1,1.0],"dtype":"float32","shape":[2]}"#
+        );
+    }
+
+    #[test]
+    fn sparse_csr_densifies_with_pad() {
+        let t: TensorData = serde_json::from_str(
+            r#"{"data":[17,42],"dtype":"int64","shape":[3,4],"sparse_crow_indices":[0,1,1,2],"sparse_col_indices":[2,0]}"#,
+        )
+        .unwrap();
+        let d = t.dense_f64(-1.0).unwrap();
+        assert_eq!(d[2], 17.0);
+        assert_eq!(d[8], 42.0);
+        assert_eq!(d.iter().filter(|&&x| x == -1.0).count(), 10);
+    }
+
+    #[test]
+    fn non_integer_in_int64_is_rejected() {
+        assert!(serde_json::from_str::<TensorData>(r#"{"data":[1.5],"dtype":"int64"}"#).is_err());
+    }
+}
