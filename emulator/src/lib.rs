@@ -11,6 +11,7 @@
 pub mod checkpoints;
 pub mod config;
 pub mod encode;
+pub mod faults;
 pub mod futures;
 pub mod model;
 mod routes;

@@ -53,6 +53,10 @@ pub struct AppState {
     base_models: Mutex<HashMap<String, Arc<TinyModel>>>,
     /// Telemetry batches received, in order.
     pub telemetry: Mutex<Vec<Value>>,
+    /// Injected faults.
+    pub faults: crate::faults::FaultSet,
+    /// retrieve_future polls received, by request id.
+    pub polls: Mutex<HashMap<String, u64>>,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -74,6 +78,8 @@ impl AppState {
             samplers: Mutex::new(HashMap::new()),
             base_models: Mutex::new(HashMap::new()),
             telemetry: Mutex::new(Vec::new()),
+            faults: crate::faults::FaultSet::default(),
+            polls: Mutex::new(HashMap::new()),
             shutdown,
         }
     }

@@ -1,4 +1,105 @@
 //! The async Rust client and the wire types of the Tinker protocol.
+//!
+//! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod futures;
+pub mod progress;
 pub mod proto;
+pub mod queue_state;
+pub mod rand;
+pub mod reduce;
+pub mod rest;
+pub mod retry;
+pub mod sampling;
+pub mod service;
+pub mod session;
+pub mod training;
+pub mod transport;
 pub mod types;
+
+pub use config::{Config, ConfigBuilder, HeartbeatConfig, RetryPolicy, Timeouts};
+pub use error::{Error, ErrorKind, Result};
+pub use events::{Event, EventBus, SubscriptionId};
+pub use futures::ApiFuture;
+pub use rest::RestClient;
+pub use sampling::{SampleOptions, SamplingClient};
+pub use service::{LoraOptions, ServiceClient};
+pub use training::TrainingClient;
+
+use std::sync::Arc;
+use std::sync::RwLock;
+use tokio::sync::Semaphore;
+
+/// State shared by a ServiceClient and every client it creates.
+pub struct ClientCore {
+    /// Resolved configuration.
+    pub config: Config,
+    /// HTTP attempts.
+    pub transport: transport::Transport,
+    /// Where operations run.
+    pub runtime: tokio::runtime::Handle,
+    /// Progress watchdog.
+    pub progress: progress::ProgressTracker,
+    /// Event subscribers.
+    pub events: EventBus,
+    /// Flags from `client/config` (defaults until fetched).
+    pub server_config: RwLock<types::ClientConfig>,
+    /// Lazily created session.
+    pub session: tokio::sync::OnceCell<Arc<session::SessionState>>,
+    /// Concurrent sample dispatches (PROTOCOL.md 12.4).
+    pub sample_dispatch: Semaphore,
+    /// Stops background loops on close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl ClientCore {
+    fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+        let transport =
+            transport::Transport::new(&config.base_url, config.api_key.clone(), &config.timeouts)?;
+        let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
+        Ok(Arc::new(ClientCore {
+            config,
+            transport,
+            runtime,
+            progress,
+            events: EventBus::default(),
+            server_config: RwLock::new(types::ClientConfig::default()),
+            session: tokio::sync::OnceCell::new(),
+            sample_dispatch: Semaphore::new(400),
+            shutdown: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    /// Sends a request with the retry policy; a 2xx response counts as progress.
+    pub async fn send(&self, req: &transport::Request) -> Result<transport::Response> {
+        let resp = retry::send_with_retry(
+            &self.transport,
+            &self.config.retry,
+            &self.progress,
+            &self.events,
+            req,
+        )
+        .await?;
+        self.progress.record();
+        Ok(resp)
+    }
+
+    /// Runs one whole operation under the progress guard, counting it in flight and recording
+    /// its completion as progress.
+    pub async fn operation<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = tokio::time::Instant::now();
+        let _in_flight = self.progress.enter();
+        let result = self.progress.guard(started, op).await;
+        if result.is_ok() {
+            self.progress.record_completion();
+        }
+        result
+    }
+}

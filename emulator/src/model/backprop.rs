@@ -53,6 +53,7 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
+    /// Sizes the buffers for a datum of `n` positions and empties them.
     fn reset(&mut self, n: usize, attn: bool) {
         self.positions.clear();
         self.emb.resize(CHUNK * D, 0.0);
@@ -77,9 +78,17 @@ pub(crate) struct Backward<'a> {
 
 /// One position's forward state needed by backward.
 struct Saved<'a> {
+    /// Position in the datum.
     t: usize,
+    /// Target bucket.
+    y: usize,
+    /// `dL/dlogp_t`.
+    dlogp: f32,
+    /// Input embedding.
     e: &'a [f32; D],
+    /// Context.
     c: &'a [f32; D],
+    /// Hidden activation.
     h: &'a [f32; H],
 }
 
@@ -122,6 +131,7 @@ unsafe fn run_datum_avx2(
     run_datum_portable(net, inputs, targets, backward, ws, coeff)
 }
 
+/// The training pass itself; see [`run_datum`].
 #[inline(always)]
 fn run_datum_portable(
     net: &Network,
@@ -147,8 +157,15 @@ fn run_datum_portable(
         let dlogp = coeff(t, z[y] - norm.lse);
         if let Some(bw) = backward.as_mut() {
             if dlogp != 0.0 {
-                let saved = Saved { t, e, c: &c, h: &h };
-                buffer(ws, &saved, &exps, norm.inv_sum, dlogp, y);
+                let saved = Saved {
+                    t,
+                    y,
+                    dlogp,
+                    e,
+                    c: &c,
+                    h: &h,
+                };
+                buffer(ws, &saved, &exps, norm.inv_sum);
                 if ws.positions.len() == CHUNK {
                     backward_chunk(net, inputs, bw, ws);
                 }
@@ -166,18 +183,18 @@ fn run_datum_portable(
 
 /// Buffers a position and its `dL/dz = dlogp · (onehot(y) - softmax(z))`.
 #[inline(always)]
-fn buffer(ws: &mut Workspace, s: &Saved<'_>, exps: &[f32; V], inv_sum: f32, dlogp: f32, y: usize) {
+fn buffer(ws: &mut Workspace, s: &Saved<'_>, exps: &[f32; V], inv_sum: f32) {
     let i = ws.positions.len();
     ws.positions.push(s.t);
     *row_mut::<D>(&mut ws.emb, i) = *s.e;
     *row_mut::<D>(&mut ws.ctx, i) = *s.c;
     *row_mut::<H>(&mut ws.hid, i) = *s.h;
     let g = row_mut::<V>(&mut ws.dlogits, i);
-    let scale = -dlogp * inv_sum;
+    let scale = -s.dlogp * inv_sum;
     for (gv, &ev) in g.iter_mut().zip(exps) {
         *gv = scale * ev;
     }
-    g[y] += dlogp;
+    g[s.y] += s.dlogp;
 }
 
 /// Back-propagates the buffered positions, then empties the buffer.

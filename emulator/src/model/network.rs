@@ -148,11 +148,11 @@ impl Network {
     ) {
         let mut acc = self.hidden_bias;
         let (w_in, w_ctx) = (&self.mats[W_IN].merged_t, &self.mats[W_CTX].merged_t);
-        for j in 0..EMBED_DIM {
-            math::axpy(&mut acc, e[j], row(w_in, j));
+        for (j, &ej) in e.iter().enumerate() {
+            math::axpy(&mut acc, ej, row(w_in, j));
         }
-        for j in 0..EMBED_DIM {
-            math::axpy(&mut acc, c[j], row(w_ctx, j));
+        for (j, &cj) in c.iter().enumerate() {
+            math::axpy(&mut acc, cj, row(w_ctx, j));
         }
         for (hk, a) in h.iter_mut().zip(acc) {
             *hk = math::tanh(a);

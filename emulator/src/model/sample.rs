@@ -144,12 +144,14 @@ fn choose(z: &[f32; VOCAB], params: &SampleParams, rng: &mut SplitMix64) -> usiz
         return argmax(z);
     }
     let mut order: Vec<usize> = (0..VOCAB).collect();
-    order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+    if params.top_k > 0 || uses_top_p(params.top_p) {
+        order.sort_by(|&a, &b| z[b].total_cmp(&z[a]).then(a.cmp(&b)));
+    }
     if params.top_k > 0 {
         order.truncate(params.top_k as usize);
     }
     let inv_t = 1.0 / f64::from(params.temperature);
-    let max = f64::from(z[order[0]]);
+    let max = f64::from(z[argmax(z)]);
     let weights: Vec<f64> = order
         .iter()
         .map(|&v| ((f64::from(z[v]) - max) * inv_t).exp())
@@ -166,9 +168,15 @@ fn choose(z: &[f32; VOCAB], params: &SampleParams, rng: &mut SplitMix64) -> usiz
     order[kept - 1]
 }
 
-/// Length of the smallest prefix of descending `weights` holding `top_p` of the mass.
+/// Whether `top_p` restricts sampling at all.
+fn uses_top_p(top_p: f32) -> bool {
+    top_p > 0.0 && top_p < 1.0
+}
+
+/// Length of the smallest prefix of descending `weights` holding `top_p` of
+/// the mass (all of them when `top_p` does not restrict sampling).
 fn nucleus_len(weights: &[f64], top_p: f32) -> usize {
-    if !(top_p > 0.0 && top_p < 1.0) {
+    if !uses_top_p(top_p) {
         return weights.len();
     }
     let total: f64 = weights.iter().sum();

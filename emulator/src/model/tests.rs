@@ -49,8 +49,11 @@ fn ce_loss(model: &mut TinyModel, data: &[DatumInput]) -> f64 {
 }
 
 /// Loss of a fixed 4 × 32 batch before and after 20 AdamW steps at `lr`.
-fn train_curve(lr: f64) -> (f64, f64) {
-    let mut model = TinyModel::new(config(7));
+fn train_curve(lr: f64, lora_rank: u32) -> (f64, f64) {
+    let mut model = TinyModel::new(ModelConfig {
+        lora_rank,
+        ..config(7)
+    });
     let data = random_batch(11, 4, 32);
     let before = ce_loss(&mut model, &data);
     for _ in 0..20 {
@@ -63,25 +66,34 @@ fn train_curve(lr: f64) -> (f64, f64) {
 
 #[test]
 fn loss_falls_at_realistic_learning_rates() {
-    let (before, after) = train_curve(1e-3);
-    assert!(after <= 0.6 * before, "lr 1e-3: {before} -> {after}");
-    let (before, after) = train_curve(1e-4);
-    assert!(after <= 0.95 * before, "lr 1e-4: {before} -> {after}");
-    let (_, after) = train_curve(1e-2);
-    assert!(after.is_finite(), "lr 1e-2 diverged: {after}");
+    for rank in [8, 32, 128] {
+        let (before, after) = train_curve(1e-3, rank);
+        assert!(
+            after <= 0.6 * before,
+            "rank {rank}, lr 1e-3: {before} -> {after}"
+        );
+        let (before, after) = train_curve(1e-4, rank);
+        assert!(
+            after <= 0.95 * before,
+            "rank {rank}, lr 1e-4: {before} -> {after}"
+        );
+        let (_, after) = train_curve(1e-2, rank);
+        assert!(after.is_finite(), "rank {rank}, lr 1e-2 diverged: {after}");
+    }
 }
 
 #[test]
 #[ignore = "prints the learning curves; run with --ignored --nocapture"]
 fn print_learning_rates() {
-    for lr in [1e-4, 1e-3, 1e-2] {
-        let (before, after) = train_curve(lr);
-        let drop = 100.0 * (1.0 - after / before);
-        println!(
-            "lr {lr:e}: {:.4} -> {:.4} per token ({drop:.1}% lower)",
-            before / 128.0,
-            after / 128.0
-        );
+    for rank in [1, 8, 32, 128] {
+        for lr in [1e-4, 1e-3, 1e-2] {
+            let (before, after) = train_curve(lr, rank);
+            let drop = 100.0 * (1.0 - after / before);
+            let (before, after) = (before / 128.0, after / 128.0);
+            println!(
+                "rank {rank:3} lr {lr:e}: {before:.4} -> {after:.4} per token ({drop:.1}% lower)"
+            );
+        }
     }
 }
 
@@ -157,7 +169,7 @@ fn check_gradients(model: &TinyModel, data: &[DatumInput], loss: &LossFn) {
         let numeric = (lp - lm) / (2.0 * f64::from(eps));
         let err = (numeric - analytic).abs() / analytic.abs().max(1e-3);
         assert!(
-            err < 1e-2,
+            err < 1e-3,
             "{} matrix {i}: analytic {analytic}, numeric {numeric}",
             loss.name()
         );
@@ -287,7 +299,7 @@ fn forward_only_changes_nothing() {
     assert_eq!(model.grads.mats, TinyModel::new(config(3)).grads.mats);
     let mut reference = TinyModel::from_bytes(&before).unwrap();
     reference.optim_step(&adam(1e-3)).unwrap();
-    assert_eq!(model.to_bytes(true), reference.to_bytes(true));
+    assert!(model.to_bytes(true) == reference.to_bytes(true));
     let again = reference
         .forward_backward(&data, &LossFn::CrossEntropy, true)
         .unwrap();
@@ -431,9 +443,9 @@ fn invalid_adam_params_are_rejected() {
 fn same_seed_same_model_and_samples() {
     let a = TinyModel::new(config(42));
     let b = TinyModel::new(config(42));
-    assert_eq!(a.to_bytes(true), b.to_bytes(true));
+    assert!(a.to_bytes(true) == b.to_bytes(true));
     let other = TinyModel::new(config(43));
-    assert_ne!(a.to_bytes(true), other.to_bytes(true));
+    assert!(a.to_bytes(true) != other.to_bytes(true));
     // B = 0 at init: every seed starts as the same base model.
     let prompt = [151_644, 872, 198, 9707];
     assert_eq!(a.prompt_logprobs(&prompt), other.prompt_logprobs(&prompt));
@@ -471,7 +483,7 @@ fn training_is_deterministic() {
         }
         model.to_bytes(true)
     };
-    assert_eq!(run(), run());
+    assert!(run() == run());
 }
 
 // -------------------------------------------------------------------- codec
@@ -484,14 +496,14 @@ fn checkpoint_round_trips_with_optimizer() {
     assert_eq!(loaded.config(), model.config());
     assert_eq!(loaded.optimizer_steps(), 3);
     assert!(loaded.has_optimizer_state());
-    assert_eq!(loaded.to_bytes(true), bytes);
+    assert!(loaded.to_bytes(true) == bytes);
     let data = random_batch(40, 2, 10);
     for m in [&mut model, &mut loaded] {
         m.forward_backward(&data, &LossFn::CrossEntropy, false)
             .unwrap();
         m.optim_step(&adam(1e-3)).unwrap();
     }
-    assert_eq!(loaded.to_bytes(true), model.to_bytes(true));
+    assert!(loaded.to_bytes(true) == model.to_bytes(true));
 }
 
 #[test]
@@ -700,9 +712,8 @@ fn error_of(data: &[DatumInput], loss: &LossFn) -> String {
     let before = model.to_bytes(true);
     let err = model.forward_backward(data, loss, false).unwrap_err();
     assert!(matches!(err, ModelError::InvalidInput(_)));
-    assert_eq!(
-        model.to_bytes(true),
-        before,
+    assert!(
+        model.to_bytes(true) == before,
         "failed call changed the model"
     );
     err.to_string()
@@ -789,4 +800,80 @@ fn buckets_are_stable_and_spread() {
     let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
     assert!(*lo > 150 && *hi < 320, "{lo}..{hi}");
     assert!(bucket(-1) < VOCAB && bucket(i64::MAX) < VOCAB);
+}
+
+#[test]
+fn top_k_and_top_p_restrict_the_candidates() {
+    let model = warmed_model();
+    let prompt = vec![100_777, 150_001];
+    let params = SampleParams {
+        top_k: 2,
+        temperature: 5.0,
+        ..seeded(30, 8)
+    };
+    let sample = model.sample(&prompt, &params, 1).remove(0);
+    let mut context = prompt.clone();
+    for &token in &sample.tokens {
+        context.push(token);
+        let top = model.topk_prompt_logprobs(&context, 2);
+        let allowed: Vec<i64> = top.last().unwrap().iter().map(|&(t, _)| t).collect();
+        assert!(allowed.contains(&token), "{token} not in {allowed:?}");
+    }
+    let tiny_p = SampleParams {
+        top_p: 1e-6,
+        ..seeded(30, 9)
+    };
+    let greedy = SampleParams {
+        top_k: 1,
+        ..seeded(30, 10)
+    };
+    assert_eq!(
+        model.sample(&prompt, &tiny_p, 1)[0].tokens,
+        model.sample(&prompt, &greedy, 1)[0].tokens
+    );
+}
+
+#[test]
+fn vocab_map_remembers_weighted_targets_only() {
+    let mut model = TinyModel::new(config(13));
+    let datum = DatumInput {
+        tokens: vec![1, 2],
+        target_tokens: vec![151_644, 151_645],
+        weights: Some(vec![1.0, 0.0]),
+        ..Default::default()
+    };
+    model
+        .forward_backward(std::slice::from_ref(&datum), &LossFn::CrossEntropy, true)
+        .unwrap();
+    assert!(
+        model.vocab_map.iter().all(Option::is_none),
+        "forward_only must not learn ids"
+    );
+    model
+        .forward_backward(&[datum], &LossFn::CrossEntropy, false)
+        .unwrap();
+    assert_eq!(model.vocab_map[bucket(151_644)], Some(151_644));
+    if bucket(151_645) != bucket(151_644) {
+        assert_eq!(model.vocab_map[bucket(151_645)], None);
+    }
+    let loaded = TinyModel::from_bytes(&model.to_bytes(false)).unwrap();
+    assert_eq!(loaded.vocab_map, model.vocab_map);
+}
+
+#[test]
+fn overflowing_importance_ratios_do_not_corrupt_the_weights() {
+    let mut model = warmed_model();
+    let before: Vec<_> = (0..MATRICES).map(|i| adapters(&model, i)).collect();
+    let mut data = random_batch(60, 1, 4);
+    data[0].sampling_logprobs = Some(vec![-1e30; 4]);
+    data[0].advantages = Some(vec![1.0; 4]);
+    let out = model
+        .forward_backward(&data, &LossFn::ImportanceSampling, false)
+        .unwrap();
+    assert!(!out.loss_sum.is_finite());
+    let err = model.optim_step(&adam(1e-3)).unwrap_err();
+    assert!(err.to_string().contains("not finite"), "{err}");
+    assert!((0..MATRICES).all(|i| adapters(&model, i) == before[i]));
+    assert_eq!(model.optimizer_steps(), 3);
+    assert!(model.grads.mats.iter().all(|g| g.iter().all(|&x| x == 0.0)));
 }

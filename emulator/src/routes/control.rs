@@ -20,6 +20,37 @@ pub fn router() -> Router<AppRef> {
         .route("/telemetry", get(telemetry))
         .route("/futures", get(futures))
         .route("/queue_state", post(set_queue_state))
+        .route(
+            "/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/polls", get(polls))
+}
+
+/// Installs a fault rule (JSON [`crate::faults::FaultRule`]); answers `{"id": n}`.
+async fn add_fault(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let rule: crate::faults::FaultRule = parse_json(&body)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": app.faults.add(rule) }),
+    ))
+}
+
+async fn list_faults(State(app): State<AppRef>) -> Response {
+    json_response(StatusCode::OK, &json!({ "faults": app.faults.list() }))
+}
+
+async fn clear_faults(State(app): State<AppRef>) -> Response {
+    app.faults.clear();
+    json_response(StatusCode::OK, &json!({}))
+}
+
+/// retrieve_future polls received, by request id.
+async fn polls(State(app): State<AppRef>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "polls": *app.polls.lock().unwrap() }),
+    )
 }
 
 /// Optimizer steps, next seq_id, buffered and skipped requests of one model.

@@ -17,6 +17,11 @@ pub async fn retrieve_future(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: FutureRetrieveRequest = parse_json(&body)?;
+    *app.polls
+        .lock()
+        .unwrap()
+        .entry(req.request_id.clone())
+        .or_default() += 1;
     let wants_proto = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -67,7 +67,11 @@ pub fn router(app: AppRef) -> Router {
         )
         .route("/checkpoints", get(rest::all_checkpoints))
         .fallback(not_found)
-        .layer(middleware::from_fn(require_api_key));
+        .layer(middleware::from_fn(require_api_key))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::faults::apply,
+        ));
     Router::new()
         .nest("/api/v1", api)
         .nest("/_emulator", control::router())

@@ -42,10 +42,12 @@ LEARNING_RATE = float(os.environ.get("CONFORMANCE_LR", "1e-3"))
 TRAIN_STEPS = 20
 EXTRA_STEPS = 3
 # The last of the TRAIN_STEPS losses must be below this fraction of the first one.
-MAX_FINAL_LOSS_RATIO = float(os.environ.get("CONFORMANCE_MAX_LOSS_RATIO", "0.7"))
+# The emulator's tiny model reaches ~0.22-0.25 at lr 1e-3; 0.5 leaves a 2x margin.
+MAX_FINAL_LOSS_RATIO = float(os.environ.get("CONFORMANCE_MAX_LOSS_RATIO", "0.5"))
 CHECKPOINT_NAME = "conformance-step-20"
 RELOAD_TOLERANCE = 1e-4  # abs diff of the per-token loss after restoring the checkpoint
 RESULT_TIMEOUT_S = 180.0  # bound on every single .result() wait
+HEARTBEAT_DEADLINE_S = 30.0  # the SDK sends its first heartbeat 10 s after the session starts
 
 # ------------------------------------------------------------------------------------------
 # Small helpers
@@ -434,6 +436,17 @@ def run() -> dict:
             check(c.checkpoint_id == f"weights/{CHECKPOINT_NAME}",
                   f"checkpoint_id should be 'weights/{CHECKPOINT_NAME}', got {c.checkpoint_id!r}")
             check(c.checkpoint_type == "training", f"checkpoint_type should be 'training', got {c.checkpoint_type!r}")
+
+        with step(f"session heartbeat accepted (waiting up to {HEARTBEAT_DEADLINE_S:.0f}s)"):
+            deadline = time.monotonic() + HEARTBEAT_DEADLINE_S
+            while True:
+                beats = [s for m, p, s in RECORDER.requests if p.endswith("/api/v1/session_heartbeat")]
+                if beats or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            check(len(beats) > 0, f"no POST /api/v1/session_heartbeat seen within {HEARTBEAT_DEADLINE_S:.0f}s")
+            check(all(200 <= s < 300 for s in beats), f"session_heartbeat statuses: {beats} (PROTOCOL.md 5.6)")
+            log(f"    {len(beats)} heartbeat(s), statuses {beats}")
 
         with step("ServiceClient.close('success')"):
             result(service.close("success"), "close")

@@ -6,6 +6,7 @@
 # Environment:
 #   TINKEX_SKIP_OFFICIAL_SDK=1   skip (exit 0)
 #   TINKEX_EMULATOR_BIN=PATH     use this emulator binary instead of building one
+#   TINKEX_EMULATOR_ARGS="..."   extra emulator flags, e.g. "--poll-hold-ms 50 --inline-result-limit 64"
 #   TINKER_TELEMETRY             passed through untouched (SDK default: on)
 set -euo pipefail
 
@@ -26,6 +27,7 @@ EMU_PID=""
 TMP=""
 RESULT_LINE_PRINTED=0
 
+# shellcheck disable=SC2317  # report and cleanup run from the EXIT trap
 report() { # $1 = exit status
   if [[ "$RESULT_LINE_PRINTED" == "0" ]]; then
     RESULT_LINE_PRINTED=1
@@ -33,6 +35,7 @@ report() { # $1 = exit status
   fi
 }
 
+# shellcheck disable=SC2317
 cleanup() {
   local status=$?
   if [[ -n "$EMU_PID" ]] && kill -0 "$EMU_PID" 2>/dev/null; then
@@ -52,6 +55,8 @@ cleanup() {
   exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # --- 1. venv with the official SDK ----------------------------------------------------------
 have_sdk() {
@@ -85,7 +90,9 @@ fi
 # --- 3. start the emulator ------------------------------------------------------------------
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tinkex-official-sdk.XXXXXX")"
 mkdir -p "$TMP/state"
-"$EMU_BIN" --port 0 --state-dir "$TMP/state" >"$TMP/emulator.out" 2>"$TMP/emulator.err" &
+: >"$TMP/emulator.out"
+read -r -a EXTRA_ARGS <<<"${TINKEX_EMULATOR_ARGS:-}"
+"$EMU_BIN" --port 0 --state-dir "$TMP/state" "${EXTRA_ARGS[@]}" >"$TMP/emulator.out" 2>"$TMP/emulator.err" &
 EMU_PID=$!
 
 BASE_URL=""

@@ -1,0 +1,254 @@
+//! Fault injection: rules that make matching requests fail, slow down, stall or break, so
+//! clients can be tested against outages without touching the network.
+//!
+//! A rule matches by path (substring of the request path) and optionally method; it applies
+//! for a count of requests, for a duration, with a probability, or any mix. Rules are
+//! installed with `POST /_emulator/faults` (JSON [`FaultRule`]) or [`FaultSet::add`].
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One fault rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FaultRule {
+    /// Applies to requests whose path contains this text (e.g. `/api/v1/retrieve_future`).
+    pub path: String,
+    /// Only this HTTP method, if set.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Answer with this status instead of handling the request.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// JSON body of the injected answer (default: none, i.e. an empty body).
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+    /// Extra headers of the injected answer (e.g. `Retry-After`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Delay added before the request is handled (or answered).
+    #[serde(default)]
+    pub latency_ms: Option<u64>,
+    /// Hold the request this long, then drop the connection without an answer.
+    #[serde(default)]
+    pub stall_ms: Option<u64>,
+    /// Send the response headers and part of the body, then reset the connection.
+    #[serde(default)]
+    pub reset: bool,
+    /// Apply to at most this many requests.
+    #[serde(default)]
+    pub count: Option<u64>,
+    /// Active for this long after installation.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Apply to each matching request with this probability (default 1).
+    #[serde(default)]
+    pub probability: Option<f64>,
+}
+
+struct Installed {
+    id: u64,
+    rule: FaultRule,
+    installed: Instant,
+    hits: u64,
+}
+
+/// The active fault rules of one emulator.
+#[derive(Default)]
+pub struct FaultSet {
+    rules: Mutex<Vec<Installed>>,
+    next_id: Mutex<u64>,
+    rng: Mutex<u64>,
+}
+
+/// A rule as listed by the control API.
+#[derive(Serialize)]
+pub struct FaultStatus {
+    /// Rule id.
+    pub id: u64,
+    /// The rule.
+    pub rule: FaultRule,
+    /// Requests it applied to.
+    pub hits: u64,
+    /// Whether it can still apply.
+    pub active: bool,
+}
+
+impl Installed {
+    fn active(&self, now: Instant) -> bool {
+        self.rule.count.is_none_or(|c| self.hits < c)
+            && self
+                .rule
+                .duration_ms
+                .is_none_or(|d| now.duration_since(self.installed) < Duration::from_millis(d))
+    }
+}
+
+impl FaultSet {
+    /// Installs a rule; returns its id.
+    pub fn add(&self, rule: FaultRule) -> u64 {
+        let mut next = self.next_id.lock().unwrap();
+        *next += 1;
+        let id = *next;
+        self.rules.lock().unwrap().push(Installed {
+            id,
+            rule,
+            installed: Instant::now(),
+            hits: 0,
+        });
+        id
+    }
+
+    /// Removes every rule.
+    pub fn clear(&self) {
+        self.rules.lock().unwrap().clear();
+    }
+
+    /// The rules with their hit counts.
+    pub fn list(&self) -> Vec<FaultStatus> {
+        let now = Instant::now();
+        self.rules
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| FaultStatus {
+                id: r.id,
+                rule: r.rule.clone(),
+                hits: r.hits,
+                active: r.active(now),
+            })
+            .collect()
+    }
+
+    fn uniform(&self) -> f64 {
+        let mut s = self.rng.lock().unwrap();
+        *s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut x = *s;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((x ^ (x >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The first active rule matching the request, counted as a hit.
+    fn take(&self, method: &str, path: &str) -> Option<FaultRule> {
+        let now = Instant::now();
+        let mut rules = self.rules.lock().unwrap();
+        for r in rules.iter_mut() {
+            if !r.active(now) || !path.contains(&r.rule.path) {
+                continue;
+            }
+            if r.rule
+                .method
+                .as_deref()
+                .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            {
+                continue;
+            }
+            if let Some(p) = r.rule.probability {
+                if self.uniform() >= p {
+                    continue;
+                }
+            }
+            r.hits += 1;
+            return Some(r.rule.clone());
+        }
+        None
+    }
+}
+
+/// Middleware applying the fault rules before the real handler.
+pub async fn apply(
+    axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::state::AppState>>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let Some(rule) = app.faults.take(req.method().as_str(), &path) else {
+        return next.run(req).await;
+    };
+    if let Some(ms) = rule.latency_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(ms) = rule.stall_ms {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        return broken_response(StatusCode::OK);
+    }
+    if rule.reset {
+        return broken_response(StatusCode::OK);
+    }
+    let Some(status) = rule.status else {
+        return next.run(req).await;
+    };
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = match &rule.body {
+        Some(v) => {
+            let mut r = (status, serde_json::to_vec(v).unwrap_or_default()).into_response();
+            r.headers_mut()
+                .insert("content-type", HeaderValue::from_static("application/json"));
+            r
+        }
+        None => (status, Body::empty()).into_response(),
+    };
+    for (k, v) in &rule.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(k.as_str()), HeaderValue::from_str(v))
+        {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
+/// A response that promises a body and breaks the connection after a few bytes.
+fn broken_response(status: StatusCode) -> Response {
+    let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![
+        Ok(b"{\"partial\": "),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset",
+        )),
+    ];
+    let stream = futures_lite_stream(chunks);
+    let mut resp = Response::new(Body::from_stream(stream));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert("content-length", HeaderValue::from_static("1000"));
+    resp
+}
+
+/// A minimal stream over a vector (no extra crate).
+fn futures_lite_stream(
+    items: Vec<Result<&'static [u8], std::io::Error>>,
+) -> impl tokio_stream_shim::Stream<Item = Result<&'static [u8], std::io::Error>> {
+    tokio_stream_shim::iter(items)
+}
+
+mod tokio_stream_shim {
+    //! Just enough of a `Stream` to feed `Body::from_stream`.
+    pub use futures_core::Stream;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub struct Iter<T> {
+        items: std::vec::IntoIter<T>,
+    }
+
+    impl<T: Unpin> Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<T>> {
+            Poll::Ready(self.items.next())
+        }
+    }
+
+    pub fn iter<T>(items: Vec<T>) -> Iter<T> {
+        Iter {
+            items: items.into_iter(),
+        }
+    }
+}

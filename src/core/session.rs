@@ -1,0 +1,244 @@
+//! Session lifecycle: startup (client config, dynamic config, create_session), the heartbeat
+//! loop, and finish on close (PROTOCOL.md 3.2, 3.5, 5.3-5.7).
+
+use crate::core::error::{Error, ErrorKind, Result};
+use crate::core::events::Event;
+use crate::core::transport::{Pool, Request};
+use crate::core::types::{
+    ClientConfig, CreateSessionRequest, CreateSessionResponse, DynamicConfig, FinishReason,
+    FinishReasonKind, FinishSessionRequest, SdkVersionRequest, SessionHeartbeatRequest,
+    SDK_VERSION,
+};
+use crate::core::ClientCore;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::time::Instant;
+
+/// A created session and its counters.
+pub struct SessionState {
+    /// The server's session id.
+    pub session_id: String,
+    model_seq: AtomicI64,
+    sampling_seq: AtomicI64,
+    expired: AtomicBool,
+    finished: AtomicBool,
+}
+
+impl SessionState {
+    /// The next `model_seq_id` (training clients), from 0.
+    pub fn next_model_seq(&self) -> i64 {
+        self.model_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The next `sampling_session_seq_id`, from 0.
+    pub fn next_sampling_seq(&self) -> i64 {
+        self.sampling_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Whether the server ended the session.
+    pub fn is_expired(&self) -> bool {
+        self.expired.load(Ordering::SeqCst)
+    }
+
+    /// Fails fast when the session expired or was finished.
+    pub fn check_usable(&self) -> Result<()> {
+        if self.is_expired() {
+            return Err(Error::new(
+                ErrorKind::SessionExpired,
+                format!(
+                    "session {} expired (the server answered 410 to a heartbeat)",
+                    self.session_id
+                ),
+            ));
+        }
+        if self.finished.load(Ordering::SeqCst) {
+            return Err(Error::user(format!(
+                "session {} was closed",
+                self.session_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ClientCore {
+    /// The session, created on first use.
+    pub async fn session(self: &Arc<Self>) -> Result<Arc<SessionState>> {
+        let s = self
+            .session
+            .get_or_try_init(|| async { self.start_session().await.map(Arc::new) })
+            .await?
+            .clone();
+        s.check_usable()?;
+        Ok(s)
+    }
+
+    /// The session if it was created.
+    pub fn session_if_started(&self) -> Option<Arc<SessionState>> {
+        self.session.get().cloned()
+    }
+
+    async fn fetch_config<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        path: &str,
+        pool: Pool,
+        what: &str,
+    ) -> Result<T> {
+        let req = Request::post_json(
+            path,
+            &SdkVersionRequest {
+                sdk_version: SDK_VERSION.into(),
+            },
+            pool,
+            self.config.timeouts.dynamic_config,
+        );
+        match self.send(&req).await {
+            Ok(resp) => resp.json(what),
+            // A server without the endpoint: use the official defaults (the SDK would fail).
+            Err(e) if e.http_status == Some(404) => Ok(T::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn start_session(self: &Arc<Self>) -> Result<SessionState> {
+        self.operation(async {
+            let server: ClientConfig = self
+                .fetch_config("/api/v1/client/config", Pool::Session, "client/config")
+                .await?;
+            *self.server_config.write().unwrap() = server;
+            let _dynamic: DynamicConfig = self
+                .fetch_config(
+                    "/api/v1/client/dynamic_config",
+                    Pool::Session,
+                    "client/dynamic_config",
+                )
+                .await?;
+            let body = CreateSessionRequest {
+                tags: self.config.tags.clone(),
+                user_metadata: Default::default(),
+                sdk_version: SDK_VERSION.into(),
+                project_id: self.config.project_id.clone(),
+                display_name: self.config.display_name.clone(),
+                kind: "create_session".into(),
+            };
+            let req = Request::post_json(
+                "/api/v1/create_session",
+                &body,
+                Pool::Session,
+                self.config.timeouts.request,
+            );
+            let resp: CreateSessionResponse = self.send(&req).await?.json("create_session")?;
+            if let Some(m) = &resp.info_message {
+                tracing::info!("{m}");
+            }
+            if let Some(m) = &resp.warning_message {
+                tracing::warn!("{m}");
+            }
+            if let Some(m) = &resp.error_message {
+                tracing::error!("{m}");
+            }
+            Ok(resp.session_id)
+        })
+        .await
+        .map(|session_id| {
+            self.runtime
+                .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
+            SessionState {
+                session_id,
+                model_seq: AtomicI64::new(0),
+                sampling_seq: AtomicI64::new(0),
+                expired: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+            }
+        })
+    }
+
+    /// Finishes the session (first reason wins on the server) and stops background loops.
+    pub async fn finish_session(
+        self: &Arc<Self>,
+        reason: FinishReasonKind,
+        detail: Option<String>,
+    ) -> Result<()> {
+        self.shutdown.send_replace(true);
+        let Some(session) = self.session_if_started() else {
+            return Ok(());
+        };
+        if session.finished.swap(true, Ordering::SeqCst) || session.is_expired() {
+            return Ok(());
+        }
+        let body = FinishSessionRequest {
+            reason: FinishReason { kind: reason },
+            detail,
+        };
+        let req = Request::post_json(
+            format!("/api/v1/sessions/{}/finish", session.session_id),
+            &body,
+            Pool::Train,
+            self.config.timeouts.request,
+        );
+        self.operation(self.send(&req)).await.map(|_| ())
+    }
+}
+
+/// Beats every interval with one attempt each; warns after `warn_after` of continuous
+/// failure (once per interval); never drops the session for transient failures; stops on
+/// 410 (session expired), on close, or when the client is gone.
+async fn heartbeat_loop(core: Weak<ClientCore>, session_id: String) {
+    let (interval, warn_after, mut shutdown) = match core.upgrade() {
+        Some(c) => (
+            c.config.heartbeat.interval,
+            c.config.heartbeat.warn_after,
+            c.shutdown.subscribe(),
+        ),
+        None => return,
+    };
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(core) = core.upgrade() else { return };
+        let body = SessionHeartbeatRequest {
+            session_id: session_id.clone(),
+            kind: Some("session_heartbeat".into()),
+        };
+        let req = Request::post_json(
+            "/api/v1/session_heartbeat",
+            &body,
+            Pool::Session,
+            core.config.timeouts.heartbeat,
+        );
+        let error = match core.transport.send(&req, 0).await {
+            Ok(resp) if resp.is_success() => {
+                last_ok = Instant::now();
+                continue;
+            }
+            Ok(resp) if resp.status == 410 => {
+                tracing::info!("session {session_id} has ended (heartbeat answered 410)");
+                if let Some(s) = core.session_if_started() {
+                    s.expired.store(true, Ordering::SeqCst);
+                }
+                core.events.emit(Event::SessionExpired {
+                    session_id: session_id.clone(),
+                });
+                return;
+            }
+            Ok(resp) => resp.to_error(),
+            Err(e) => e,
+        };
+        let failing = last_ok.elapsed();
+        if failing > warn_after {
+            tracing::warn!(
+                "Session heartbeat failed for {:.0} seconds for session {session_id}. Your connection may be \
+                 unreliable or Tinker is down. If this persists, the session will be terminated. Last error: {error}",
+                failing.as_secs_f64()
+            );
+            core.events.emit(Event::HeartbeatWarning {
+                session_id: session_id.clone(),
+                failing_for_secs: failing.as_secs_f64(),
+                error: error.to_string(),
+            });
+        }
+    }
+}

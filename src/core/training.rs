@@ -1,0 +1,541 @@
+//! [`TrainingClient`]: ordered training operations on one model (PROTOCOL.md 6, 11).
+//!
+//! Every operation reserves its request id(s) synchronously, in call order; the wire
+//! `seq_id` is request id + 1. Sends happen strictly in request-id order (a "turn"), each
+//! waiting until every lower id was sent and acknowledged; results are awaited
+//! independently. A failed or cancelled send still passes the turn on.
+
+use crate::core::codec;
+use crate::core::error::{Error, Result};
+use crate::core::events::Event;
+use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::queue_state::{ObserverKind, QueueObserver};
+use crate::core::reduce;
+use crate::core::sampling::SamplingClient;
+use crate::core::transport::{Body, Pool, Request};
+use crate::core::types::{
+    AdamParams, Datum, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest, LossConfigValue,
+    OptimStepRequest, OptimStepResult, QueueState, SaveWeightsForSamplerRequest,
+    SaveWeightsRequest, TinkerPath, UntypedApiFuture, WeightsResult,
+};
+use crate::core::ClientCore;
+use prost::Message;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Options of [`TrainingClient::save_state_with`].
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions {
+    /// Expiry in seconds (3600 … 10 years); `None` = never.
+    pub ttl_seconds: Option<i64>,
+    /// Replace an existing checkpoint of the same name.
+    pub overwrite: bool,
+    /// Metadata stored with the checkpoint.
+    pub user_metadata: Option<BTreeMap<String, String>>,
+}
+
+pub(crate) struct TrainingInner {
+    pub(crate) core: Arc<ClientCore>,
+    pub(crate) model_id: String,
+    pub(crate) info: GetInfoResponse,
+    next_request_id: Mutex<i64>,
+    turn: Arc<watch::Sender<i64>>,
+    observer: QueueObserver,
+}
+
+/// A training client for one model. Cheap to clone; clones share the request order.
+#[derive(Clone)]
+pub struct TrainingClient {
+    pub(crate) inner: Arc<TrainingInner>,
+}
+
+/// Passes the send turn on when dropped, also if the operation failed or was cancelled
+/// before its turn came (then a small task waits for the turn and passes it on).
+struct TurnGuard {
+    turn: Arc<watch::Sender<i64>>,
+    first: i64,
+    end: i64,
+    done: bool,
+}
+
+impl TurnGuard {
+    async fn wait(&self) {
+        let mut rx = self.turn.subscribe();
+        let _ = rx.wait_for(|t| *t >= self.first).await;
+    }
+
+    fn pass(&mut self) {
+        let end = self.end;
+        self.turn.send_modify(|t| *t = (*t).max(end));
+        self.done = true;
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if *self.turn.borrow() >= self.first {
+            self.pass();
+            return;
+        }
+        let (turn, first, end) = (self.turn.clone(), self.first, self.end);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let mut rx = turn.subscribe();
+                let _ = rx.wait_for(|t| *t >= first).await;
+                turn.send_modify(|t| *t = (*t).max(end));
+            });
+        }
+    }
+}
+
+impl TrainingClient {
+    pub(crate) fn new(core: Arc<ClientCore>, model_id: String, info: GetInfoResponse) -> Self {
+        let observer =
+            QueueObserver::new(ObserverKind::Training(model_id.clone()), Default::default());
+        TrainingClient {
+            inner: Arc::new(TrainingInner {
+                core,
+                model_id,
+                info,
+                next_request_id: Mutex::new(0),
+                turn: Arc::new(watch::channel(0).0),
+                observer,
+            }),
+        }
+    }
+
+    /// The model id (= training run id).
+    pub fn model_id(&self) -> &str {
+        &self.inner.model_id
+    }
+
+    /// Model information, fetched once at creation.
+    pub fn get_info(&self) -> &GetInfoResponse {
+        &self.inner.info
+    }
+
+    /// The base model name.
+    pub fn base_model(&self) -> Option<&str> {
+        self.inner.info.model_data.model_name.as_deref()
+    }
+
+    /// The current queue state of this client's requests.
+    pub fn queue_state(&self) -> crate::core::queue_state::QueueSnapshot {
+        self.inner.observer.snapshot()
+    }
+
+    fn reserve(&self, n: usize) -> TurnGuard {
+        let mut next = self.inner.next_request_id.lock().unwrap();
+        let first = *next;
+        *next += n as i64;
+        TurnGuard {
+            turn: self.inner.turn.clone(),
+            first,
+            end: first + n as i64,
+            done: false,
+        }
+    }
+
+    /// Runs an ordered operation: wait for the turn, send `requests` (chunks 2..N concurrently,
+    /// then chunk 1), pass the turn on, then poll every future and decode.
+    fn ordered<T, B, D>(&self, rtype: RequestType, n: usize, build: B, decode: D) -> ApiFuture<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
+        D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
+    {
+        let mut guard = self.reserve(n.max(1));
+        let inner = self.inner.clone();
+        let started = tokio::time::Instant::now();
+        ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
+            let core = inner.core.clone();
+            if let Some(s) = core.session_if_started() {
+                s.check_usable()?;
+            }
+            core.operation(async {
+                // seq_id = request id + 1 (the model's creation is sequence 0).
+                let requests = build(guard.first + 1);
+                guard.wait().await;
+                let requests = requests?;
+                let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
+                let submitted = submit_all(&core, &requests, parallel).await;
+                guard.pass();
+                let futures = submitted?;
+                if let Some(f) = futures.first() {
+                    handle.set_request_id(&f.request_id);
+                }
+                let roundtrip = started.elapsed();
+                let polls = AtomicU32::new(0);
+                let observe = |state: QueueState, reason: Option<String>| {
+                    let (changed, line) = inner.observer.observe_at(
+                        state,
+                        reason.clone(),
+                        tokio::time::Instant::now(),
+                    );
+                    if let Some(line) = line {
+                        tracing::warn!("{line}");
+                    }
+                    if changed {
+                        core.events.emit(Event::QueueState {
+                            request_id: futures[0].request_id.clone(),
+                            request_type: rtype.as_str().into(),
+                            state,
+                            reason,
+                        });
+                    }
+                };
+                let mut results = Vec::with_capacity(futures.len());
+                for f in &futures {
+                    let payload =
+                        poll_until_done(&core, &f.request_id, rtype, roundtrip, &observe, &polls)
+                            .await?;
+                    results.push((payload, f.clone()));
+                }
+                decode(results)
+            })
+            .await
+        })
+    }
+
+    /// forward_backward: loss and gradients accumulated for the next `optim_step`.
+    /// `loss_fn` is a loss name (`cross_entropy`, `importance_sampling`, `ppo`, …).
+    pub fn forward_backward(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: &str,
+        loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.forward_impl(data, loss_fn, loss_fn_config, false)
+    }
+
+    /// forward: the loss and outputs without gradient accumulation.
+    pub fn forward(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: &str,
+        loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.forward_impl(data, loss_fn, loss_fn_config, true)
+    }
+
+    fn forward_impl(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: &str,
+        config: Option<BTreeMap<String, LossConfigValue>>,
+        forward_only: bool,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        if data.is_empty() {
+            return ApiFuture::ready(Err(Error::user("No data provided")));
+        }
+        let (max_len, max_bytes) = {
+            let sc = self.inner.core.server_config.read().unwrap();
+            (
+                sc.fwdbwd_max_chunk_len.max(1) as usize,
+                sc.fwdbwd_max_chunk_bytes_count as usize,
+            )
+        };
+        let ranges = reduce::chunk_ranges(&data, max_len, max_bytes);
+        let rtype = if forward_only {
+            RequestType::Forward
+        } else {
+            RequestType::ForwardBackward
+        };
+        let model_id = self.inner.model_id.clone();
+        let timeout = self.inner.core.config.timeouts.request;
+        let loss_fn = loss_fn.to_string();
+        let config = config.unwrap_or_default();
+        let build_ranges = ranges.clone();
+        self.ordered(
+            rtype,
+            ranges.len(),
+            move |first_seq| {
+                build_ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let msg = codec::forward_backward_request(
+                            &model_id,
+                            first_seq + i as i64,
+                            &data[r.clone()],
+                            r.start,
+                            &loss_fn,
+                            &config,
+                            forward_only,
+                        )?;
+                        Ok(proto_request(
+                            "/api/v1/forward_backward",
+                            msg.encode_to_vec(),
+                            timeout,
+                        ))
+                    })
+                    .collect()
+            },
+            |results| {
+                let outputs = results
+                    .into_iter()
+                    .map(|(p, f)| decode_fb(p).map_err(|e| e.with_request_id(f.request_id)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(reduce::combine(outputs))
+            },
+        )
+    }
+
+    /// optim_step: applies the accumulated gradients with Adam.
+    pub fn optim_step(&self, params: AdamParams) -> ApiFuture<OptimStepResult> {
+        let model_id = self.inner.model_id.clone();
+        let timeout = self.inner.core.config.timeouts.request;
+        self.ordered(
+            RequestType::OptimStep,
+            1,
+            move |seq| {
+                let body = OptimStepRequest {
+                    model_id,
+                    seq_id: Some(seq),
+                    adam_params: Some(params),
+                    optimizer_params: None,
+                    kind: "optim_step".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/optim_step",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            |r| decode_json(r),
+        )
+    }
+
+    /// save_state: a training checkpoint (weights and optimizer state); returns its path.
+    pub fn save_state(&self, name: &str) -> ApiFuture<String> {
+        self.save_state_with(name, SaveOptions::default())
+    }
+
+    /// save_state with TTL, overwrite and metadata.
+    pub fn save_state_with(&self, name: &str, options: SaveOptions) -> ApiFuture<String> {
+        let model_id = self.inner.model_id.clone();
+        let name = name.to_string();
+        let timeout = self.inner.core.config.timeouts.request;
+        self.ordered(
+            RequestType::SaveWeights,
+            1,
+            move |seq| {
+                let body = SaveWeightsRequest {
+                    model_id,
+                    path: Some(name),
+                    seq_id: Some(seq),
+                    ttl_seconds: options.ttl_seconds,
+                    overwrite: options.overwrite,
+                    user_metadata: options.user_metadata,
+                    kind: "save_weights".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/save_weights",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            |r| weights_path(decode_json::<WeightsResult>(r)?),
+        )
+    }
+
+    /// save_weights_for_sampler: named sampler weights; returns their path.
+    pub fn save_weights_for_sampler(&self, name: &str) -> ApiFuture<String> {
+        let model_id = self.inner.model_id.clone();
+        let name = name.to_string();
+        let timeout = self.inner.core.config.timeouts.request;
+        self.ordered(
+            RequestType::SaveWeightsForSampler,
+            1,
+            move |seq| {
+                let body = SaveWeightsForSamplerRequest {
+                    model_id,
+                    path: Some(name),
+                    sampling_session_seq_id: None,
+                    kind: "snapshot".into(),
+                    seq_id: Some(seq),
+                    ttl_seconds: None,
+                    user_metadata: None,
+                    request_type: "save_weights_for_sampler".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/save_weights_for_sampler",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            |r| weights_path(decode_json::<WeightsResult>(r)?),
+        )
+    }
+
+    /// Saves the current weights for sampling and returns a sampling client bound to them.
+    pub fn save_weights_and_get_sampling_client(&self) -> ApiFuture<SamplingClient> {
+        let inner = self.inner.clone();
+        let timeout = inner.core.config.timeouts.request;
+        let session = inner.core.session_if_started();
+        let model_id = inner.model_id.clone();
+        self.ordered(
+            RequestType::SaveWeightsForSampler,
+            1,
+            move |seq| {
+                let session =
+                    session.ok_or_else(|| Error::fatal("training client without a session"))?;
+                let body = SaveWeightsForSamplerRequest {
+                    model_id,
+                    path: None,
+                    sampling_session_seq_id: Some(session.next_sampling_seq()),
+                    kind: "snapshot".into(),
+                    seq_id: Some(seq),
+                    ttl_seconds: None,
+                    user_metadata: None,
+                    request_type: "save_weights_for_sampler".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/save_weights_for_sampler",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            move |r| {
+                let result: WeightsResult = decode_json(r)?;
+                let id = result.sampling_session_id.ok_or_else(|| {
+                    Error::fatal("save_weights_for_sampler returned no sampling_session_id")
+                })?;
+                let base = inner.info.model_data.model_name.clone().unwrap_or_default();
+                Ok(SamplingClient::new(inner.core.clone(), id, base))
+            },
+        )
+    }
+
+    /// load_state: loads a training checkpoint's weights (optimizer state reset).
+    pub fn load_state(&self, path: &str) -> ApiFuture<()> {
+        self.load_impl(path, false)
+    }
+
+    /// load_state_with_optimizer: loads weights and optimizer state.
+    pub fn load_state_with_optimizer(&self, path: &str) -> ApiFuture<()> {
+        self.load_impl(path, true)
+    }
+
+    fn load_impl(&self, path: &str, optimizer: bool) -> ApiFuture<()> {
+        if let Err(e) = TinkerPath::parse(path) {
+            return ApiFuture::ready(Err(Error::user(e.to_string())));
+        }
+        let model_id = self.inner.model_id.clone();
+        let path = path.to_string();
+        let timeout = self.inner.core.config.timeouts.request;
+        self.ordered(
+            RequestType::LoadWeights,
+            1,
+            move |seq| {
+                let body = LoadWeightsRequest {
+                    model_id: Some(model_id),
+                    seq_id: Some(seq),
+                    session_id: None,
+                    model_seq_id: None,
+                    base_model: None,
+                    user_metadata: None,
+                    path,
+                    optimizer,
+                    optimizer_config: None,
+                    weights_access_token: None,
+                    kind: "load_weights".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/load_weights",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            |r| decode_json::<WeightsResult>(r).map(|_| ()),
+        )
+    }
+}
+
+fn proto_request(path: &str, bytes: Vec<u8>, timeout: std::time::Duration) -> Request {
+    Request {
+        method: reqwest::Method::POST,
+        path: path.into(),
+        body: Body::Proto(bytes.into()),
+        pool: Pool::Train,
+        timeout,
+        idempotency_key: Some(format!("tinkex-retry-{}", crate::core::rand::uuid4())),
+        accept_proto: false,
+        headers: Vec::new(),
+    }
+}
+
+/// Sends the requests of one turn; with `parallel`, chunks 2..N concurrently, then chunk 1.
+async fn submit_all(
+    core: &Arc<ClientCore>,
+    requests: &[Request],
+    parallel: bool,
+) -> Result<Vec<UntypedApiFuture>> {
+    let submit = |req: Request| {
+        let core = core.clone();
+        async move {
+            core.send(&req)
+                .await?
+                .json::<UntypedApiFuture>("future submission")
+        }
+    };
+    if !parallel || requests.len() == 1 {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(submit(r.clone()).await?);
+        }
+        return Ok(out);
+    }
+    let rest: Vec<_> = requests[1..]
+        .iter()
+        .map(|r| tokio::spawn(submit(r.clone())))
+        .collect();
+    let mut tail = Vec::with_capacity(rest.len());
+    for h in rest {
+        tail.push(
+            h.await
+                .map_err(|e| Error::fatal(format!("submission task failed: {e}")))?,
+        );
+    }
+    let tail = tail.into_iter().collect::<Result<Vec<_>>>()?;
+    let first = submit(requests[0].clone()).await?;
+    Ok(std::iter::once(first).chain(tail).collect())
+}
+
+fn decode_fb(p: Payload) -> Result<ForwardBackwardOutput> {
+    match p {
+        Payload::Proto(b) => codec::decode_forward_backward(&b),
+        Payload::Json(v) => serde_json::from_value(v)
+            .map_err(|e| Error::fatal(format!("malformed forward_backward result: {e}"))),
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(
+    mut results: Vec<(Payload, UntypedApiFuture)>,
+) -> Result<T> {
+    let (payload, f) = results.pop().ok_or_else(|| Error::fatal("no result"))?;
+    match payload {
+        Payload::Json(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            Error::fatal(format!("malformed result {v}: {e}")).with_request_id(f.request_id)
+        }),
+        Payload::Proto(_) => {
+            Err(Error::fatal("server sent protobuf for a JSON result")
+                .with_request_id(f.request_id))
+        }
+    }
+}
+
+fn weights_path(r: WeightsResult) -> Result<String> {
+    r.path
+        .ok_or_else(|| Error::fatal("the server's result has no checkpoint path"))
+}
