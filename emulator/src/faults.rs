@@ -161,13 +161,21 @@ impl FaultSet {
     }
 }
 
-/// Middleware applying the fault rules before the real handler.
+/// Middleware counting requests per path and applying the fault rules before the handler.
 pub async fn apply(
     axum::extract::State(app): axum::extract::State<std::sync::Arc<crate::state::AppState>>,
     req: Request<Body>,
     next: Next,
 ) -> Response {
     let path = req.uri().path().to_string();
+    if path.starts_with("/_emulator") {
+        return next.run(req).await;
+    }
+    *app.requests
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default() += 1;
     let Some(rule) = app.faults.take(req.method().as_str(), &path) else {
         return next.run(req).await;
     };

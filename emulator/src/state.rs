@@ -55,8 +55,10 @@ pub struct AppState {
     pub telemetry: Mutex<Vec<Value>>,
     /// Injected faults.
     pub faults: crate::faults::FaultSet,
-    /// retrieve_future polls received, by request id.
+    /// retrieve_future polls that reached the handler, by request id.
     pub polls: Mutex<HashMap<String, u64>>,
+    /// Requests received (including those answered by a fault rule), by path.
+    pub requests: Mutex<HashMap<String, u64>>,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -80,6 +82,7 @@ impl AppState {
             telemetry: Mutex::new(Vec::new()),
             faults: crate::faults::FaultSet::default(),
             polls: Mutex::new(HashMap::new()),
+            requests: Mutex::new(HashMap::new()),
             shutdown,
         }
     }

@@ -257,3 +257,12 @@ async fn sample_once(
     }
     Ok(response)
 }
+
+impl std::fmt::Debug for SamplingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamplingClient")
+            .field("sampling_session_id", &self.inner.sampling_session_id)
+            .field("base_model", &self.inner.base_model)
+            .finish_non_exhaustive()
+    }
+}

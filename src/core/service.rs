@@ -321,3 +321,12 @@ async fn training_client(core: &Arc<ClientCore>, model_id: String) -> Result<Tra
         .await?;
     Ok(TrainingClient::new(core.clone(), model_id, info))
 }
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("base_url", &self.core.config.base_url)
+            .field("session_id", &self.session_id())
+            .finish_non_exhaustive()
+    }
+}

@@ -539,3 +539,11 @@ fn weights_path(r: WeightsResult) -> Result<String> {
     r.path
         .ok_or_else(|| Error::fatal("the server's result has no checkpoint path"))
 }
+
+impl std::fmt::Debug for TrainingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingClient")
+            .field("model_id", &self.inner.model_id)
+            .finish_non_exhaustive()
+    }
+}

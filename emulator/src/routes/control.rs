@@ -25,6 +25,7 @@ pub fn router() -> Router<AppRef> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/polls", get(polls))
+        .route("/requests", get(requests))
 }
 
 /// Installs a fault rule (JSON [`crate::faults::FaultRule`]); answers `{"id": n}`.
@@ -45,7 +46,15 @@ async fn clear_faults(State(app): State<AppRef>) -> Response {
     json_response(StatusCode::OK, &json!({}))
 }
 
-/// retrieve_future polls received, by request id.
+/// Requests received per path (including those answered by fault rules).
+async fn requests(State(app): State<AppRef>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "requests": *app.requests.lock().unwrap() }),
+    )
+}
+
+/// retrieve_future polls that reached the handler, by request id.
 async fn polls(State(app): State<AppRef>) -> Response {
     json_response(
         StatusCode::OK,

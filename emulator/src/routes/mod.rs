@@ -76,6 +76,10 @@ pub fn router(app: AppRef) -> Router {
         .nest("/api/v1", api)
         .nest("/_emulator", control::router())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::faults::apply,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }

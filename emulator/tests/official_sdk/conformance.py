@@ -8,6 +8,13 @@ SDK's default (on) the telemetry batches go to the emulator and must be accepted
 
 Uses only the SDK's public sync API (`.result()`). Every step asserts with a message
 saying what was expected; any failure prints a traceback and exits with status 1.
+
+Steps: capabilities -> LoRA training client -> 20 x (forward_backward + optim_step), loss
+must fall -> save_state -> forward (L) -> snapshot sampling client: sample, compute_logprobs
+(must equal forward's logprobs) -> 3 more steps -> the snapshot is unchanged -> load_state
+and create_training_client_from_state both reproduce L -> RestClient.list_checkpoints ->
+first session heartbeat (~10 s after the session starts) -> close -> telemetry accepted.
+The httpx request log is captured (logging only) to report every endpoint and status.
 """
 
 from __future__ import annotations

@@ -1,0 +1,128 @@
+//! Shared helpers of the integration tests: an in-process emulator and a client with
+//! time-scaled settings.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use tinkex::core::types::{Datum, ModelInput, TensorData};
+use tinkex::core::{Config, RetryPolicy, ServiceClient};
+use tinkex_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+
+pub const BASE_MODEL: &str = "Qwen/Qwen3-8B";
+
+/// A fresh state directory.
+pub fn state_dir(tag: &str) -> PathBuf {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = std::env::temp_dir().join(format!("tinkex-test-{tag}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// An emulator with a 200 ms long-poll hold.
+pub async fn emulator(tag: &str) -> RunningEmulator {
+    emulator_with(tag, |_| {}).await
+}
+
+/// An emulator with settings changed by `f`.
+pub async fn emulator_with(tag: &str, f: impl FnOnce(&mut EmulatorConfig)) -> RunningEmulator {
+    let mut cfg = EmulatorConfig::new(state_dir(tag));
+    cfg.poll_hold = Duration::from_millis(200);
+    f(&mut cfg);
+    Emulator::start(cfg).await.expect("emulator starts")
+}
+
+/// A retry policy scaled down so failure scenarios take milliseconds.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+        billing_pause_step: Duration::from_millis(20),
+        min_poll_duration: Duration::from_millis(50),
+        ..RetryPolicy::default()
+    }
+}
+
+/// A client of `emu` with the fast retry policy.
+pub fn client(emu: &RunningEmulator) -> ServiceClient {
+    client_with(emu, fast_retry())
+}
+
+/// A client of `emu` with a given retry policy.
+pub fn client_with(emu: &RunningEmulator, retry: RetryPolicy) -> ServiceClient {
+    let config = Config::builder()
+        .api_key("tml-integration-test")
+        .base_url(emu.base_url())
+        .telemetry(false)
+        .retry(retry)
+        .build()
+        .unwrap();
+    ServiceClient::new(config).unwrap()
+}
+
+/// Next-token datum over `tokens`.
+pub fn datum(tokens: &[i64]) -> Datum {
+    let n = tokens.len() - 1;
+    let mut d = Datum {
+        model_input: ModelInput::from_ints(tokens[..n].to_vec()),
+        ..Default::default()
+    };
+    d.loss_fn_inputs.insert(
+        "target_tokens".into(),
+        TensorData::from_i64(tokens[1..].to_vec()),
+    );
+    d.loss_fn_inputs
+        .insert("weights".into(), TensorData::from_f32(vec![1.0; n]));
+    d
+}
+
+/// A fixed batch of 4 sequences of 24 predicted tokens with large ids.
+pub fn batch() -> Vec<Datum> {
+    (0..4)
+        .map(|d: i64| {
+            let seq: Vec<i64> = (0..25)
+                .map(|i: i64| 100_000 + (d * 7919 + i * 104_729) % 50_000)
+                .collect();
+            datum(&seq)
+        })
+        .collect()
+}
+
+/// GET a `/_emulator/...` control path.
+pub async fn control_get(emu: &RunningEmulator, path: &str) -> Value {
+    let body = reqwest::get(format!("{}/_emulator/{path}", emu.base_url()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Installs a fault rule.
+pub async fn fault(emu: &RunningEmulator, rule: Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.base_url()))
+        .header("content-type", "application/json")
+        .body(rule.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+}
+
+/// Optimizer steps applied by the emulator to a model.
+pub async fn optimizer_steps(emu: &RunningEmulator, model_id: &str) -> u64 {
+    control_get(emu, &format!("models/{model_id}")).await["optimizer_steps"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The loss per predicted token of a forward_backward output.
+pub fn mean_loss(out: &tinkex::core::types::ForwardBackwardOutput, tokens: usize) -> f64 {
+    out.metrics["loss:sum"] / tokens as f64
+}
