@@ -61,6 +61,7 @@ impl SamplerSlot {
         app: &Arc<AppState>,
         req: &SampleRequest,
     ) -> (String, Vec<String>) {
+        let context = app.config.context_length(&self.base_model);
         let mut submitted = self.submitted.lock().unwrap();
         let seq = req.seq_id.unwrap_or_else(|| -(submitted.len() as i64) - 1);
         if let Some(existing) = submitted.get(&seq) {
@@ -72,7 +73,7 @@ impl SamplerSlot {
         submitted.insert(seq, (request_id.clone(), sequence_ids.clone()));
         drop(submitted);
         app.futures.register(&request_id, "Sample");
-        match parse_job(req) {
+        match parse_job(req, context) {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
                 let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
@@ -126,7 +127,7 @@ impl SamplerSlot {
 }
 
 /// Validates a request into a job, or says what the emulator cannot do.
-fn parse_job(req: &SampleRequest) -> Result<SampleJob, String> {
+fn parse_job(req: &SampleRequest, context: Option<i64>) -> Result<SampleJob, String> {
     if req.num_samples < 1 {
         return Err(format!(
             "num_samples must be at least 1, got {}",
@@ -159,6 +160,14 @@ fn parse_job(req: &SampleRequest) -> Result<SampleJob, String> {
     let max_tokens = sp.max_tokens.unwrap_or(16);
     if !(0..=65_536).contains(&max_tokens) {
         return Err(format!("max_tokens must be in 0..=65536, got {max_tokens}"));
+    }
+    if let Some(limit) = context {
+        if prompt.len() as i64 + max_tokens > limit {
+            return Err(format!(
+                "prompt length {} plus max_tokens {max_tokens} exceeds the model's max context length {limit}",
+                prompt.len()
+            ));
+        }
     }
     let prompt_logprobs = req.prompt_logprobs.unwrap_or(false);
     if let Some(n) = req.prompt_logprobs_last_n {

@@ -52,6 +52,13 @@ pub enum TrainOp {
         /// Metadata.
         user_metadata: Option<BTreeMap<String, String>>,
     },
+    /// save_weights_external: the weights in an exportable form.
+    SaveExternal {
+        /// Checkpoint name.
+        name: String,
+        /// Expiry.
+        ttl_seconds: Option<i64>,
+    },
     /// load_weights into this model.
     Load {
         /// Checkpoint path.
@@ -360,6 +367,23 @@ fn execute_blocking(
                 result["sampling_session_id"] = id.into();
             }
             Outcome::Json(result)
+        }
+        TrainOp::SaveExternal { name, ttl_seconds } => {
+            let path = TinkerPath {
+                training_run_id: model_id.to_string(),
+                kind: CheckpointKind::External,
+                name,
+            };
+            let bytes = model.to_bytes(false);
+            match app
+                .checkpoints
+                .save(&path, &bytes, false, None, ttl_seconds, true, unix_now())
+            {
+                Ok(meta) => Outcome::Json(serde_json::json!({
+                    "path": path.to_string(), "size_bytes": meta.checkpoint.size_bytes, "type": "save_weights_external"
+                })),
+                Err(e) => store_failure(e),
+            }
         }
         TrainOp::Load { path, optimizer } => {
             match load_checkpoint(app, &path, optimizer, base_model) {

@@ -327,3 +327,45 @@ async fn sampling_returns_sequence_ids_and_protobuf_sample_response() {
     let topk = r.topk_prompt_logprobs.unwrap();
     assert_eq!((topk.k, topk.length), (2, 3));
 }
+
+#[tokio::test]
+async fn name_conflicts_are_409_and_context_length_is_enforced() {
+    let dir = state_dir("conflict");
+    let emu = start(&dir, Duration::from_millis(200)).await;
+    let api = Api::new(emu.base_url());
+    let session = api.session().await;
+    let model = api.model(&session, 0).await;
+    let save = |seq: i64, overwrite: bool| json!({"model_id": model, "path": "same", "seq_id": seq, "overwrite": overwrite, "type": "save_weights"});
+    let first = api.ok("save_weights", save(1, false)).await;
+    api.result_json(first["request_id"].as_str().unwrap()).await;
+    let (status, body) = api.post("save_weights", save(2, false)).await;
+    assert_eq!(status, 409, "{body}");
+    let again = api.ok("save_weights", save(2, true)).await;
+    api.result_json(again["request_id"].as_str().unwrap()).await;
+
+    let long: Vec<i64> = (0..32_769).collect();
+    let fb = api
+        .forward_backward(&model, 3, &[(long.clone(), long)], true)
+        .await;
+    let v = api.result_json(&fb).await;
+    assert_eq!(v["category"], "user");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("max context length 32768"),
+        "{v}"
+    );
+
+    let ext = api
+        .ok(
+            "save_weights_external",
+            json!({"model_id": model, "path": "hf", "seq_id": 4, "type": "save_weights_external"}),
+        )
+        .await;
+    let r = api.result_json(ext["request_id"].as_str().unwrap()).await;
+    assert_eq!(r["path"], format!("tinker://{model}/external_weights/hf"));
+    assert!(r["size_bytes"].as_u64().unwrap() > 0);
+    let (_, s) = api.get(&format!("sessions/{session}")).await;
+    assert_eq!(s["training_run_ids"], json!([model]));
+}

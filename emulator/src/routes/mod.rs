@@ -49,6 +49,12 @@ pub fn router(app: AppRef) -> Router {
             post(training::save_weights_for_sampler),
         )
         .route("/load_weights", post(training::load_weights))
+        .route(
+            "/save_weights_external",
+            post(training::save_weights_external),
+        )
+        .route("/sessions", get(session::list_sessions))
+        .route("/sessions/{session_id}", get(session::get_session))
         .route("/retrieve_future", post(futures::retrieve_future))
         .route("/telemetry", post(session::telemetry))
         .route("/weights_info", post(rest::weights_info))

@@ -303,8 +303,29 @@ fn fb_common(
             }
         };
     let forward_only = forward_only || force_forward;
+    let context = app
+        .models
+        .lock()
+        .unwrap()
+        .get(&model_id)
+        .and_then(|m| app.config.context_length(&m.run.base_model));
+    let too_long = |data: &[crate::model::DatumInput]| {
+        let limit = context?;
+        data.iter()
+            .enumerate()
+            .find(|(_, d)| d.tokens.len() as i64 > limit)
+            .map(|(i, d)| {
+                format!(
+                    "datum {i}: sequence length {} exceeds the model's max context length {limit}",
+                    d.tokens.len()
+                )
+            })
+    };
     let op = match (data, encode::loss_fn(&loss_name, &config)) {
         (Ok(data), _) if data.is_empty() => TrainOp::Fail("No data provided".into()),
+        (Ok(data), _) if too_long(&data).is_some() => {
+            TrainOp::Fail(too_long(&data).unwrap_or_default())
+        }
         (Ok(data), Ok(loss)) => TrainOp::ForwardBackward {
             data,
             loss,
@@ -357,6 +378,20 @@ fn checkpoint_name(name: Option<&str>) -> Result<String, String> {
 
 pub async fn save_weights(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
     let req: SaveWeightsRequest = parse_json(&body)?;
+    if let (Some(name), false) = (&req.path, req.overwrite) {
+        // A name conflict is a 409 on the request itself (PROTOCOL.md 6.5).
+        let path = TinkerPath {
+            training_run_id: req.model_id.clone(),
+            kind: tinkex::core::types::CheckpointKind::Training,
+            name: name.clone(),
+        };
+        if checkpoint_name(Some(name)).is_ok() && app.checkpoints.meta(&path).is_ok() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("checkpoint {path} already exists (pass overwrite=true to replace it)"),
+            ));
+        }
+    }
     let op = match checkpoint_name(req.path.as_deref()) {
         Ok(name) => TrainOp::SaveState {
             name,
@@ -401,6 +436,28 @@ pub async fn save_weights_for_sampler(
         }
     };
     submit(&app, &req.model_id, req.seq_id, "SaveWeightsForSampler", op)
+}
+
+pub async fn save_weights_external(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Req {
+        model_id: String,
+        path: Option<String>,
+        seq_id: Option<i64>,
+        ttl_seconds: Option<i64>,
+    }
+    let req: Req = parse_json(&body)?;
+    let op = match checkpoint_name(req.path.as_deref()) {
+        Ok(name) => TrainOp::SaveExternal {
+            name,
+            ttl_seconds: req.ttl_seconds,
+        },
+        Err(e) => TrainOp::Fail(e),
+    };
+    submit(&app, &req.model_id, req.seq_id, "SaveWeightsExternal", op)
 }
 
 pub async fn load_weights(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
