@@ -40,6 +40,10 @@ pub struct FaultRule {
     /// Send the response headers and part of the body, then reset the connection.
     #[serde(default)]
     pub reset: bool,
+    /// Apply `reset`/`stall_ms`/`status` AFTER the real handler ran (the request takes
+    /// effect on the server but its answer is lost), instead of before.
+    #[serde(default)]
+    pub after_handler: bool,
     /// Apply to at most this many requests.
     #[serde(default)]
     pub count: Option<u64>,
@@ -176,9 +180,18 @@ pub async fn apply(
         .unwrap()
         .entry(path.clone())
         .or_default() += 1;
+    if app.outage.active() {
+        return broken_response(StatusCode::OK);
+    }
     let Some(rule) = app.faults.take(req.method().as_str(), &path) else {
-        return next.run(req).await;
+        return run_unless_outage(&app, next, req).await;
     };
+    let mut pending = Some((next, req));
+    let mut handled = None;
+    if rule.after_handler {
+        let (next, req) = pending.take().expect("not yet run");
+        handled = Some(run_unless_outage(&app, next, req).await);
+    }
     if let Some(ms) = rule.latency_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -189,9 +202,18 @@ pub async fn apply(
     if rule.reset {
         return broken_response(StatusCode::OK);
     }
-    let Some(status) = rule.status else {
-        return next.run(req).await;
-    };
+    if let Some(status) = rule.status {
+        return injected_response(&rule, status);
+    }
+    match (handled, pending) {
+        (Some(resp), _) => resp,
+        (None, Some((next, req))) => run_unless_outage(&app, next, req).await,
+        (None, None) => unreachable!("the handler either ran or is pending"),
+    }
+}
+
+/// The answer a rule with `status` gives.
+fn injected_response(rule: &FaultRule, status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = match &rule.body {
         Some(v) => {
@@ -209,6 +231,95 @@ pub async fn apply(
         }
     }
     resp
+}
+
+/// Runs the handler, but breaks the connection if an outage starts meanwhile (a long poll
+/// held open when the server "goes down" must not answer).
+async fn run_unless_outage(
+    app: &crate::state::AppState,
+    next: Next,
+    req: Request<Body>,
+) -> Response {
+    let mut begun = app.outage.subscribe();
+    tokio::select! {
+        resp = next.run(req) => resp,
+        _ = begun.wait_for(|active| *active) => broken_response(StatusCode::OK),
+    }
+}
+
+/// An outage: while active, new connections are closed on accept and every request on an
+/// existing connection is broken.
+pub struct Outage {
+    until: Mutex<Option<Instant>>,
+    active: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Outage {
+    fn default() -> Self {
+        Outage {
+            until: Mutex::new(None),
+            active: tokio::sync::watch::channel(false).0,
+        }
+    }
+}
+
+impl Outage {
+    /// Starts (or extends) an outage lasting `duration`.
+    pub fn start(&self, duration: Duration) {
+        *self.until.lock().unwrap() = Some(Instant::now() + duration);
+        self.active.send_replace(true);
+    }
+
+    /// Ends the outage now.
+    pub fn end(&self) {
+        *self.until.lock().unwrap() = None;
+        self.active.send_replace(false);
+    }
+
+    /// Whether an outage is in progress.
+    pub fn active(&self) -> bool {
+        let mut until = self.until.lock().unwrap();
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                self.active.send_replace(false);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.active.subscribe()
+    }
+}
+
+/// A TCP listener that closes every new connection at once during an outage.
+pub struct OutageListener {
+    /// The real listener.
+    pub inner: tokio::net::TcpListener,
+    /// The shared outage state.
+    pub outage: std::sync::Arc<crate::state::AppState>,
+}
+
+impl axum::serve::Listener for OutageListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, _)) if self.outage.outage.active() => drop(stream),
+                Ok(pair) => return pair,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
 }
 
 /// A response that promises a body and breaks the connection after a few bytes.

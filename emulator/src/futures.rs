@@ -64,12 +64,16 @@ pub struct FutureEntry {
     outcome: watch::Sender<Option<Arc<Outcome>>>,
     /// Whether a metadata-only answer was already given for this future.
     pub metadata_announced: Mutex<bool>,
+    hidden: Mutex<Option<Arc<Outcome>>>,
 }
 
 impl FutureEntry {
-    /// The outcome, if finished.
+    /// The outcome, if finished (including one stored but not yet revealed).
     pub fn outcome(&self) -> Option<Arc<Outcome>> {
-        self.outcome.borrow().clone()
+        self.outcome
+            .borrow()
+            .clone()
+            .or_else(|| self.hidden.lock().unwrap().clone())
     }
 }
 
@@ -98,6 +102,7 @@ impl FutureStore {
             kind,
             outcome: tx,
             metadata_announced: Mutex::new(false),
+            hidden: Mutex::new(None),
         });
         self.entries
             .lock()
@@ -116,6 +121,23 @@ impl FutureStore {
     pub fn complete(&self, request_id: &str, outcome: Outcome) {
         if let Some(entry) = self.get(request_id) {
             entry.outcome.send_replace(Some(Arc::new(outcome)));
+        }
+    }
+
+    /// Stores an outcome without waking pollers yet (see [`reveal`](Self::reveal)); used to
+    /// persist a result before any client can read it.
+    pub fn complete_hidden(&self, request_id: &str, outcome: Outcome) {
+        if let Some(entry) = self.get(request_id) {
+            *entry.hidden.lock().unwrap() = Some(Arc::new(outcome));
+        }
+    }
+
+    /// Publishes an outcome stored with [`complete_hidden`](Self::complete_hidden).
+    pub fn reveal(&self, request_id: &str) {
+        if let Some(entry) = self.get(request_id) {
+            if let Some(o) = entry.hidden.lock().unwrap().take() {
+                entry.outcome.send_replace(Some(o));
+            }
         }
     }
 

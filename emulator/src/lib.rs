@@ -14,6 +14,7 @@ pub mod encode;
 pub mod faults;
 pub mod futures;
 pub mod model;
+pub mod persist;
 mod routes;
 pub mod sampling;
 pub mod state;
@@ -50,7 +51,12 @@ impl Emulator {
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let state = Arc::new(AppState::new(config, checkpoints, shutdown_rx));
+        persist::restore(&state);
         let router = routes::router(state.clone());
+        let listener = faults::OutageListener {
+            inner: listener,
+            outage: state.clone(),
+        };
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
         Ok(RunningEmulator {
             base_url: format!("http://{addr}"),

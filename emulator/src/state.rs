@@ -55,6 +55,10 @@ pub struct AppState {
     pub telemetry: Mutex<Vec<Value>>,
     /// Injected faults.
     pub faults: crate::faults::FaultSet,
+    /// A simulated outage.
+    pub outage: crate::faults::Outage,
+    /// Server-side duration of operations by request type (e.g. `SaveWeights`).
+    pub op_delays: Mutex<HashMap<String, std::time::Duration>>,
     /// retrieve_future polls that reached the handler, by request id.
     pub polls: Mutex<HashMap<String, u64>>,
     /// Requests received (including those answered by a fault rule), by path.
@@ -81,6 +85,8 @@ impl AppState {
             base_models: Mutex::new(HashMap::new()),
             telemetry: Mutex::new(Vec::new()),
             faults: crate::faults::FaultSet::default(),
+            outage: crate::faults::Outage::default(),
+            op_delays: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
             shutdown,
@@ -104,7 +110,59 @@ impl AppState {
                 model_requests: HashMap::new(),
             },
         );
+        self.persist_session(&id);
         id
+    }
+
+    /// Writes a session's current state to the live dir.
+    pub fn persist_session(&self, session_id: &str) {
+        let live = {
+            let sessions = self.sessions.lock().unwrap();
+            let Some(s) = sessions.get(session_id) else {
+                return;
+            };
+            crate::persist::LiveSession {
+                session_id: s.session_id.clone(),
+                tags: s.tags.clone(),
+                user_metadata: s.user_metadata.clone(),
+                created: s.created,
+                finished: s.finished.clone(),
+                model_requests: s
+                    .model_requests
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect(),
+            }
+        };
+        crate::persist::save_session(self, &live);
+    }
+
+    /// Re-registers a session persisted before a restart.
+    pub fn restore_session(&self, s: crate::persist::LiveSession) {
+        self.sessions.lock().unwrap().insert(
+            s.session_id.clone(),
+            Session {
+                session_id: s.session_id,
+                tags: s.tags,
+                user_metadata: s.user_metadata,
+                created: s.created,
+                last_heartbeat: unix_now(),
+                heartbeats: 0,
+                finished: s.finished,
+                model_requests: s.model_requests.into_iter().collect(),
+            },
+        );
+    }
+
+    /// Re-registers a sampling session persisted before a restart.
+    pub fn restore_sampler(&self, s: crate::persist::LiveSampler, model: Arc<TinyModel>) {
+        let slot = Arc::new(SamplerSlot::new(
+            s.id.clone(),
+            s.base_model,
+            s.model_path,
+            model,
+        ));
+        self.samplers.lock().unwrap().insert(s.id, slot);
     }
 
     /// Whether the session exists and is not finished; the error names which.
@@ -173,6 +231,20 @@ impl AppState {
         model: Arc<TinyModel>,
     ) -> String {
         let id = format!("{session_id}:sample:{sampling_session_seq_id}");
+        if self.samplers.lock().unwrap().contains_key(&id) {
+            return id;
+        }
+        let is_base = model_path.is_none() && Arc::ptr_eq(&model, &self.base_model(&base_model));
+        crate::persist::save_sampler(
+            self,
+            &crate::persist::LiveSampler {
+                id: id.clone(),
+                base_model: base_model.clone(),
+                model_path: model_path.clone(),
+                has_weights: !is_base,
+            },
+            (!is_base).then_some(&*model),
+        );
         self.samplers
             .lock()
             .unwrap()

@@ -72,6 +72,7 @@ pub enum TrainOp {
 
 struct Queued {
     request_id: String,
+    kind: &'static str,
     op: TrainOp,
 }
 
@@ -82,6 +83,25 @@ struct SeqState {
     queued: BTreeMap<i64, Queued>,
     request_ids: HashMap<i64, String>,
     skipped: Vec<i64>,
+    /// The last executed requests (request id, kind), newest last, for the journal.
+    recent: std::collections::VecDeque<(String, &'static str)>,
+}
+
+/// Maps a persisted request kind back to its static name.
+fn static_kind(kind: &str) -> &'static str {
+    [
+        "ForwardBackward",
+        "Forward",
+        "OptimStep",
+        "SaveWeights",
+        "SaveWeightsForSampler",
+        "SaveWeightsExternal",
+        "LoadWeights",
+        "CreateModel",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+    .unwrap_or("Unknown")
 }
 
 /// A live training model.
@@ -172,12 +192,79 @@ impl ModelSlot {
                 seq,
                 Queued {
                     request_id: request_id.clone(),
+                    kind,
                     op,
                 },
             );
             self.wake.notify_one();
         }
         request_id
+    }
+
+    /// Recreates a model persisted before a restart; its recent results are retrievable again.
+    pub fn restore(app: &Arc<AppState>, header: crate::persist::LiveModelHeader, model: TinyModel) {
+        let slot = ModelSlot::start(
+            app,
+            header.model_id.clone(),
+            header.session_id.clone(),
+            header.run,
+            model,
+            header.next_seq,
+        );
+        {
+            let mut s = slot.seq.lock().unwrap();
+            for (seq, id) in &header.executed {
+                s.request_ids.insert(*seq, id.clone());
+                s.highest_seen = s.highest_seen.max(*seq);
+            }
+            for (id, kind, outcome) in &header.recent {
+                if let Some(o) = crate::persist::outcome_from_json(outcome) {
+                    app.futures.register_done(id, static_kind(kind), o);
+                    s.recent.push_back((id.clone(), static_kind(kind)));
+                }
+            }
+        }
+        app.models.lock().unwrap().insert(header.model_id, slot);
+    }
+
+    /// Writes the model's live snapshot (after an operation, before its result is visible).
+    pub fn persist(&self, app: &AppState, executed: Option<(String, &'static str)>) {
+        let header = {
+            let mut s = self.seq.lock().unwrap();
+            s.recent.extend(executed);
+            while s.recent.len() > crate::persist::RECENT_RESULTS {
+                s.recent.pop_front();
+            }
+            let next = s.next_seq;
+            let mut executed: Vec<(i64, String)> = s
+                .request_ids
+                .iter()
+                .filter(|(seq, _)| **seq < next)
+                .map(|(q, id)| (*q, id.clone()))
+                .collect();
+            executed.sort();
+            crate::persist::LiveModelHeader {
+                model_id: self.model_id.clone(),
+                session_id: self.session_id.clone(),
+                run: self.run.clone(),
+                next_seq: next,
+                executed,
+                recent: s
+                    .recent
+                    .iter()
+                    .filter_map(|(id, kind)| {
+                        let outcome = app.futures.get(id)?.outcome()?;
+                        Some((
+                            id.clone(),
+                            kind.to_string(),
+                            crate::persist::outcome_to_json(&outcome)?,
+                        ))
+                    })
+                    .collect(),
+            }
+        };
+        let model = self.model.lock().unwrap();
+        crate::persist::save_model(app, &header, &model);
     }
 
     /// Current counters.
@@ -251,8 +338,20 @@ async fn run_worker(slot: Arc<ModelSlot>, app: Arc<AppState>) {
     let mut shutdown = app.shutdown.clone();
     loop {
         if let Some(q) = slot.take_next() {
+            let delay = app.op_delays.lock().unwrap().get(q.kind).copied();
+            if let Some(d) = delay {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
             let outcome = slot.execute(&app, q.op).await;
-            app.futures.complete(&q.request_id, outcome);
+            // Persist first: a client must never see a result a restarted server lacks.
+            app.futures.complete_hidden(&q.request_id, outcome);
+            let (slot2, app2, id, kind) = (slot.clone(), app.clone(), q.request_id.clone(), q.kind);
+            let _ =
+                tokio::task::spawn_blocking(move || slot2.persist(&app2, Some((id, kind)))).await;
+            app.futures.reveal(&q.request_id);
             continue;
         }
         let gap_wait = async {

@@ -369,3 +369,53 @@ async fn name_conflicts_are_409_and_context_length_is_enforced() {
     let (_, s) = api.get(&format!("sessions/{session}")).await;
     assert_eq!(s["training_run_ids"], json!([model]));
 }
+
+#[tokio::test]
+async fn live_models_and_sessions_survive_a_restart() {
+    let dir = state_dir("live");
+    let emu = start(&dir, Duration::from_millis(200)).await;
+    let api = Api::new(emu.base_url());
+    let session = api.session().await;
+    let model = api.model(&session, 0).await;
+    let b = batch();
+    let fb = api.forward_backward(&model, 1, &b, false).await;
+    let loss_before = api.loss(&fb).await;
+    // Gradients accumulated by seq 1 are not applied yet when the server dies.
+    emu.shutdown().await;
+
+    let emu = start(&dir, Duration::from_millis(200)).await;
+    let api = Api::new(emu.base_url());
+    let (status, _) = api
+        .post(
+            "session_heartbeat",
+            json!({"session_id": session, "type": "session_heartbeat"}),
+        )
+        .await;
+    assert_eq!(status, 200, "the session is known after the restart");
+    assert!(
+        (api.loss(&fb).await - loss_before).abs() < 1e-12,
+        "old results stay retrievable"
+    );
+    let again = api.forward_backward(&model, 1, &b, false).await;
+    assert_eq!(
+        again, fb,
+        "an executed seq_id resubmitted is the same request"
+    );
+    let step = api.optim_step(&model, 2, 1e-2).await;
+    api.result_json(&step).await;
+    let stats = api.control(&format!("models/{model}")).await;
+    assert_eq!(
+        (
+            stats["optimizer_steps"].as_u64(),
+            stats["next_seq_id"].as_i64()
+        ),
+        (Some(1), Some(3))
+    );
+    let after = api
+        .loss(&api.forward_backward(&model, 3, &b, true).await)
+        .await;
+    assert!(
+        after < loss_before,
+        "the step used the gradients accumulated before the restart"
+    );
+}

@@ -56,7 +56,7 @@ pub struct DatumInput {
 }
 
 /// Per-datum result of a forward pass.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatumOutput {
     /// `log p(target_t | tokens_{≤t})` for each position, length `n`.
     pub logprobs: Vec<f32>,

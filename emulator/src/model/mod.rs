@@ -337,6 +337,50 @@ impl TinyModel {
         self.has_optimizer_state
     }
 
+    /// The accumulated (not yet applied) gradients as little-endian f32s, for persisting a
+    /// live model across a restart together with [`to_bytes`](Self::to_bytes).
+    pub fn gradients_to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for g in &self.grads.mats {
+            out.extend_from_slice(&(g.len() as u64).to_le_bytes());
+            for x in g {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Restores gradients written by [`gradients_to_bytes`](Self::gradients_to_bytes).
+    pub fn set_gradients_from_bytes(&mut self, bytes: &[u8]) -> Result<(), ModelError> {
+        let mut pos = 0;
+        for g in self.grads.mats.iter_mut() {
+            let len_bytes = bytes
+                .get(pos..pos + 8)
+                .ok_or_else(|| ModelError::Corrupt("gradient section truncated".into()))?;
+            let len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")) as usize;
+            pos += 8;
+            if len != g.len() {
+                return Err(ModelError::Corrupt(format!(
+                    "gradient of length {len} where {} was expected",
+                    g.len()
+                )));
+            }
+            let body = bytes
+                .get(pos..pos + 4 * len)
+                .ok_or_else(|| ModelError::Corrupt("gradient section truncated".into()))?;
+            for (x, c) in g.iter_mut().zip(body.chunks_exact(4)) {
+                *x = f32::from_le_bytes(c.try_into().expect("4 bytes"));
+            }
+            pos += 4 * len;
+        }
+        if pos != bytes.len() {
+            return Err(ModelError::Corrupt(
+                "trailing bytes after the gradients".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The token id a bucket emits.
     fn token_of(&self, b: usize) -> i64 {
         self.vocab_map[b].unwrap_or(b as i64)

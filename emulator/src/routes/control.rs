@@ -26,6 +26,8 @@ pub fn router() -> Router<AppRef> {
         )
         .route("/polls", get(polls))
         .route("/requests", get(requests))
+        .route("/outage", post(outage))
+        .route("/delays", post(delays))
 }
 
 /// Installs a fault rule (JSON [`crate::faults::FaultRule`]); answers `{"id": n}`.
@@ -44,6 +46,36 @@ async fn list_faults(State(app): State<AppRef>) -> Response {
 async fn clear_faults(State(app): State<AppRef>) -> Response {
     app.faults.clear();
     json_response(StatusCode::OK, &json!({}))
+}
+
+#[derive(Deserialize)]
+struct OutageBody {
+    duration_ms: u64,
+}
+
+/// Starts an outage of `duration_ms` (0 ends one in progress).
+async fn outage(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let body: OutageBody = parse_json(&body)?;
+    if body.duration_ms == 0 {
+        app.outage.end();
+    } else {
+        app.outage
+            .start(std::time::Duration::from_millis(body.duration_ms));
+    }
+    Ok(json_response(StatusCode::OK, &json!({})))
+}
+
+/// Sets server-side operation durations: `{"SaveWeights": 60000, "OptimStep": null}` (ms; null removes).
+async fn delays(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let body: std::collections::HashMap<String, Option<u64>> = parse_json(&body)?;
+    let mut delays = app.op_delays.lock().unwrap();
+    for (kind, ms) in body {
+        match ms {
+            Some(ms) => delays.insert(kind, std::time::Duration::from_millis(ms)),
+            None => delays.remove(&kind),
+        };
+    }
+    Ok(json_response(StatusCode::OK, &json!({})))
 }
 
 /// Requests received per path (including those answered by fault rules).

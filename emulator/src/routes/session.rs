@@ -94,6 +94,8 @@ pub async fn finish(
     if s.finished.is_none() {
         s.finished = Some((req.reason.kind, req.detail));
     }
+    drop(sessions);
+    app.persist_session(&session_id);
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 
