@@ -121,8 +121,7 @@ pub async fn poll_until_done(
         let resp = match core.transport.send(&req, 0).await {
             Ok(r) => r,
             Err(e) => {
-                core.progress.note_error(&e);
-                tokio::time::sleep(backoff(error_streak)).await;
+                wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
                 error_streak += 1;
                 continue;
             }
@@ -165,26 +164,28 @@ pub async fn poll_until_done(
                     report_queue_state(&v, observe);
                 }
                 if fast {
-                    tokio::time::sleep(backoff(error_streak)).await;
+                    let e = resp.to_error();
+                    wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
                     error_streak += 1;
                 }
             }
             500..=599 => {
                 core.progress.note_error(&resp.to_error());
                 if fast {
-                    tokio::time::sleep(backoff(error_streak)).await;
+                    let e = resp.to_error();
+                    wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
                     error_streak += 1;
                 }
             }
             429 => {
-                core.progress.note_error(&resp.to_error());
                 let d = retry_after(&resp, policy.max_retry_after)
                     .unwrap_or_else(|| backoff(error_streak));
-                tokio::time::sleep(d).await;
+                wait_retry(core, request_id, error_streak, d, &resp.to_error()).await;
                 error_streak += 1;
             }
             400 if is_bare_400(&resp) => {
-                tokio::time::sleep(backoff(error_streak)).await;
+                let e = resp.to_error();
+                wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
                 error_streak += 1;
             }
             400 if bad_request_retries < 3 => bad_request_retries += 1,
@@ -192,7 +193,7 @@ pub async fn poll_until_done(
                 tracing::warn!(
                     "The job is paused due to billing status (retrieve_future {request_id})"
                 );
-                tokio::time::sleep(policy.billing_pause_step).await;
+                core.progress.sleep_backoff(policy.billing_pause_step).await;
             }
             410 => {
                 let mut e = resp.to_error().with_request_id(request_id);
@@ -208,6 +209,25 @@ pub async fn poll_until_done(
             }
         }
     }
+}
+
+/// Records a failed poll, announces the retry and waits the backoff.
+async fn wait_retry(
+    core: &ClientCore,
+    request_id: &str,
+    attempt: u32,
+    delay: Duration,
+    error: &Error,
+) {
+    core.progress.note_error(error);
+    core.events.emit(crate::core::events::Event::Retry {
+        request_id: Some(request_id.to_string()),
+        operation: "POST /api/v1/retrieve_future".into(),
+        attempt,
+        delay_secs: delay.as_secs_f64(),
+        error: error.to_string(),
+    });
+    core.progress.sleep_backoff(delay).await;
 }
 
 fn report_queue_state(v: &Value, observe: QueueObserver<'_>) {

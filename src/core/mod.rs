@@ -27,7 +27,7 @@ pub use events::{Event, EventBus, SubscriptionId};
 pub use futures::ApiFuture;
 pub use rest::RestClient;
 pub use sampling::{SampleOptions, SamplingClient};
-pub use service::{LoraOptions, ServiceClient};
+pub use service::{ClientStatus, LoraOptions, ServiceClient};
 pub use training::TrainingClient;
 
 use std::sync::Arc;
@@ -76,12 +76,23 @@ impl ClientCore {
 
     /// Sends a request with the retry policy; a 2xx response counts as progress.
     pub async fn send(&self, req: &transport::Request) -> Result<transport::Response> {
+        self.send_counted(req, None).await
+    }
+
+    /// [`send`](Self::send), counting attempts into `status`.
+    pub async fn send_counted(
+        &self,
+        req: &transport::Request,
+        status: Option<&progress::OpStatus>,
+    ) -> Result<transport::Response> {
+        let attempts = status.map(|s| &s.attempts);
         let resp = retry::send_with_retry(
             &self.transport,
             &self.config.retry,
             &self.progress,
             &self.events,
             req,
+            attempts,
         )
         .await?;
         self.progress.record();
@@ -101,5 +112,31 @@ impl ClientCore {
             self.progress.record_completion();
         }
         result
+    }
+
+    /// [`operation`](Self::operation) that also emits a progress event for `status`, and a
+    /// client summary, every `progress_event_interval` while it is pending.
+    pub async fn tracked_operation<T>(
+        &self,
+        status: &progress::OpStatus,
+        op: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let interval = self.config.progress_event_interval;
+        let ticker = async {
+            loop {
+                tokio::time::sleep(interval).await;
+                self.events.emit(status.event(self.progress.remaining()));
+                let snap = self.progress.snapshot();
+                self.events.emit(Event::Summary {
+                    waiting: snap.waiting,
+                    in_flight: snap.in_flight,
+                    completed: snap.completed,
+                });
+            }
+        };
+        tokio::select! {
+            r = self.operation(op) => r,
+            _ = ticker => unreachable!("the ticker never ends"),
+        }
     }
 }

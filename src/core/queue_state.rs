@@ -133,6 +133,31 @@ impl QueueObserver {
         (changed, Some(line))
     }
 
+    /// Handles a queue-state answer of one of this client's requests: records it in the
+    /// client's progress status, emits an event when it changed, logs when the debounce allows.
+    pub fn report(
+        &self,
+        core: &crate::core::ClientCore,
+        request_id: &str,
+        request_type: &str,
+        state: QueueState,
+        reason: Option<String>,
+    ) {
+        core.progress.note_queue_state(state, reason.clone());
+        let (changed, line) = self.observe_at(state, reason.clone(), Instant::now());
+        if let Some(line) = line {
+            tracing::warn!("{line}");
+        }
+        if changed {
+            core.events.emit(crate::core::events::Event::QueueState {
+                request_id: request_id.to_string(),
+                request_type: request_type.to_string(),
+                state,
+                reason,
+            });
+        }
+    }
+
     /// The current state.
     pub fn snapshot(&self) -> QueueSnapshot {
         let inner = self.inner.lock().unwrap();

@@ -88,10 +88,14 @@ pub async fn send_with_retry(
     progress: &ProgressTracker,
     events: &EventBus,
     req: &Request,
+    attempts: Option<&std::sync::atomic::AtomicU32>,
 ) -> Result<Response> {
     let mut attempt: u32 = 0;
     let mut billing_started: Option<Instant> = None;
     loop {
+        if let Some(a) = attempts {
+            a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let outcome = transport.send(req, attempt).await;
         if let Ok(resp) = &outcome {
             if resp.is_success() {
@@ -114,7 +118,7 @@ pub async fn send_with_retry(
             Verdict::BillingPause => {
                 billing_started.get_or_insert_with(Instant::now);
                 tracing::warn!("The job is paused due to billing status. Error: {error}");
-                tokio::time::sleep(policy.billing_pause_step).await;
+                progress.sleep_backoff(policy.billing_pause_step).await;
                 continue;
             }
             Verdict::RetryAfter(d) => d,
@@ -131,7 +135,7 @@ pub async fn send_with_retry(
             delay_secs: delay.as_secs_f64(),
             error: error.to_string(),
         });
-        tokio::time::sleep(delay).await;
+        progress.sleep_backoff(delay).await;
         attempt += 1;
     }
 }

@@ -4,15 +4,15 @@
 
 use crate::core::codec;
 use crate::core::error::{Error, ErrorKind, Result};
-use crate::core::events::Event;
 use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
     ModelInput, QueueState, SampleRequest, SampleResponse, SamplingParams, UntypedApiFuture,
 };
 use crate::core::ClientCore;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// Optional outputs of a sample.
@@ -99,28 +99,23 @@ impl SamplingClient {
         }
         let inner = self.inner.clone();
         let first_seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
-        let started = tokio::time::Instant::now();
+        let status = OpStatus::new("Sample");
+        let job = SampleJob {
+            prompt,
+            num_samples,
+            params,
+            options,
+        };
         ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
             let core = inner.core.clone();
             if let Some(s) = core.session_if_started() {
                 s.check_usable()?;
             }
-            core.operation(async {
+            core.tracked_operation(&status, async {
                 let mut seq = first_seq;
                 let mut resubmits = 0;
                 loop {
-                    match sample_once(
-                        &inner,
-                        &prompt,
-                        num_samples,
-                        &params,
-                        &options,
-                        seq,
-                        started,
-                        &handle,
-                    )
-                    .await
-                    {
+                    match sample_once(&inner, &job, seq, &status, &handle).await {
                         Err(e) if e.kind == ErrorKind::Expired && resubmits < MAX_RESUBMITS => {
                             resubmits += 1;
                             seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
@@ -159,20 +154,31 @@ impl SamplingClient {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one `sample` call asks for.
+struct SampleJob {
+    prompt: ModelInput,
+    num_samples: u32,
+    params: SamplingParams,
+    options: SampleOptions,
+}
+
+/// Submits one sample request with `seq` and polls it to the decoded response.
 async fn sample_once(
     inner: &SamplingInner,
-    prompt: &ModelInput,
-    num_samples: u32,
-    params: &SamplingParams,
-    options: &SampleOptions,
+    job: &SampleJob,
     seq: i64,
-    started: tokio::time::Instant,
+    status: &OpStatus,
     handle: &crate::core::futures::FutureHandle,
 ) -> Result<SampleResponse> {
     let core = &inner.core;
+    let SampleJob {
+        prompt,
+        num_samples,
+        params,
+        options,
+    } = job;
     let body = SampleRequest {
-        num_samples: i64::from(num_samples),
+        num_samples: i64::from(*num_samples),
         prompt: prompt.clone(),
         sampling_params: params.clone(),
         base_model: None,
@@ -202,38 +208,29 @@ async fn sample_once(
             .acquire()
             .await
             .map_err(|_| Error::fatal("client closed"))?;
-        core.send(&req).await?.json("asample")?
+        core.send_counted(&req, Some(status))
+            .await?
+            .json("asample")?
     };
     handle.set_request_id(&submitted.request_id);
+    *status.request_id.lock().unwrap() = Some(submitted.request_id.clone());
     let ids = submitted.sample_sequence_ids.clone().ok_or_else(|| {
         Error::fatal("asample answer lacks sample_sequence_ids")
             .with_request_id(&submitted.request_id)
     })?;
-    let polls = AtomicU32::new(0);
     let observe = |state: QueueState, reason: Option<String>| {
-        let (changed, line) =
-            inner
-                .observer
-                .observe_at(state, reason.clone(), tokio::time::Instant::now());
-        if let Some(line) = line {
-            tracing::warn!("{line}");
-        }
-        if changed {
-            core.events.emit(Event::QueueState {
-                request_id: submitted.request_id.clone(),
-                request_type: "Sample".into(),
-                state,
-                reason,
-            });
-        }
+        *status.queue_state.lock().unwrap() = Some(state);
+        inner
+            .observer
+            .report(core, &submitted.request_id, "Sample", state, reason);
     };
     let payload = poll_until_done(
         core,
         &submitted.request_id,
         RequestType::Sample,
-        started.elapsed(),
+        status.started.elapsed(),
         &observe,
-        &polls,
+        &status.polls,
     )
     .await?;
     let response = match payload {

@@ -46,6 +46,17 @@ impl Default for LoraOptions {
     }
 }
 
+/// A point-in-time view of a client (see [`ServiceClient::status`]).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ClientStatus {
+    /// The session id, once created.
+    pub session_id: Option<String>,
+    /// Whether the server ended the session.
+    pub session_expired: bool,
+    /// Operations, deadline, backoff, last error and last queue state.
+    pub progress: crate::core::progress::ProgressSnapshot,
+}
+
 /// The entry point: owns the session, its heartbeat, and the progress watchdog shared by
 /// every client it creates. Cheap to clone. Creating one performs no I/O.
 #[derive(Clone)]
@@ -79,6 +90,16 @@ impl ServiceClient {
     /// Subscribe here for queue-state, progress, retry and session events.
     pub fn events(&self) -> &EventBus {
         &self.core.events
+    }
+
+    /// Introspection: progress counters, deadline, backoff, last error and queue state.
+    pub fn status(&self) -> ClientStatus {
+        let session = self.core.session_if_started();
+        ClientStatus {
+            session_id: session.as_ref().map(|s| s.session_id.clone()),
+            session_expired: session.is_some_and(|s| s.is_expired()),
+            progress: self.core.progress.snapshot(),
+        }
     }
 
     /// The session id, once the session exists.

@@ -6,9 +6,10 @@
 //! independently. A failed or cancelled send still passes the turn on.
 
 use crate::core::codec;
+use crate::core::error::ErrorKind;
 use crate::core::error::{Error, Result};
-use crate::core::events::Event;
 use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::reduce;
 use crate::core::sampling::SamplingClient;
@@ -21,7 +22,6 @@ use crate::core::types::{
 use crate::core::ClientCore;
 use prost::Message;
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -50,6 +50,9 @@ pub(crate) struct TrainingInner {
 pub struct TrainingClient {
     pub(crate) inner: Arc<TrainingInner>,
 }
+
+/// How many times a training request whose future the server lost (410) is resubmitted.
+const MAX_RESUBMITS: u32 = 8;
 
 /// Passes the send turn on when dropped, also if the operation failed or was cancelled
 /// before its turn came (then a small task waits for the turn and passes it on).
@@ -151,50 +154,65 @@ impl TrainingClient {
     {
         let mut guard = self.reserve(n.max(1));
         let inner = self.inner.clone();
-        let started = tokio::time::Instant::now();
+        let status = Arc::new(OpStatus::new(rtype.as_str()));
         ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
             let core = inner.core.clone();
             if let Some(s) = core.session_if_started() {
                 s.check_usable()?;
             }
-            core.operation(async {
+            core.tracked_operation(&status, async {
                 // seq_id = request id + 1 (the model's creation is sequence 0).
                 let requests = build(guard.first + 1);
-                guard.wait().await;
+                {
+                    let _waiting = core.progress.enter_waiting();
+                    guard.wait().await;
+                }
                 let requests = requests?;
                 let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
-                let submitted = submit_all(&core, &requests, parallel).await;
+                let submitted = submit_all(&core, &requests, parallel, &status).await;
                 guard.pass();
-                let futures = submitted?;
-                if let Some(f) = futures.first() {
-                    handle.set_request_id(&f.request_id);
-                }
-                let roundtrip = started.elapsed();
-                let polls = AtomicU32::new(0);
+                let mut futures = submitted?;
+                handle.set_request_id(&futures[0].request_id);
+                *status.request_id.lock().unwrap() = Some(futures[0].request_id.clone());
+                let roundtrip = status.started.elapsed();
+                let first_id = futures[0].request_id.clone();
                 let observe = |state: QueueState, reason: Option<String>| {
-                    let (changed, line) = inner.observer.observe_at(
-                        state,
-                        reason.clone(),
-                        tokio::time::Instant::now(),
-                    );
-                    if let Some(line) = line {
-                        tracing::warn!("{line}");
-                    }
-                    if changed {
-                        core.events.emit(Event::QueueState {
-                            request_id: futures[0].request_id.clone(),
-                            request_type: rtype.as_str().into(),
-                            state,
-                            reason,
-                        });
-                    }
+                    *status.queue_state.lock().unwrap() = Some(state);
+                    inner
+                        .observer
+                        .report(&core, &first_id, rtype.as_str(), state, reason);
                 };
                 let mut results = Vec::with_capacity(futures.len());
-                for f in &futures {
-                    let payload =
-                        poll_until_done(&core, &f.request_id, rtype, roundtrip, &observe, &polls)
-                            .await?;
-                    results.push((payload, f.clone()));
+                for (i, request) in requests.iter().enumerate() {
+                    let mut resubmits = 0;
+                    let payload = loop {
+                        let f = &futures[i];
+                        match poll_until_done(
+                            &core,
+                            &f.request_id,
+                            rtype,
+                            roundtrip,
+                            &observe,
+                            &status.polls,
+                        )
+                        .await
+                        {
+                            // The server lost the future (e.g. it restarted): the same request
+                            // (same seq_id) is resubmitted; the server's dedup makes it safe.
+                            Err(e) if e.kind == ErrorKind::Expired && resubmits < MAX_RESUBMITS => {
+                                resubmits += 1;
+                                tracing::warn!(
+                                    "{e}; resubmitting the same request (seq_id unchanged)"
+                                );
+                                futures[i] = core
+                                    .send_counted(request, Some(&status))
+                                    .await?
+                                    .json::<UntypedApiFuture>("future submission")?;
+                            }
+                            other => break other?,
+                        }
+                    };
+                    results.push((payload, futures[i].clone()));
                 }
                 decode(results)
             })
@@ -480,11 +498,12 @@ async fn submit_all(
     core: &Arc<ClientCore>,
     requests: &[Request],
     parallel: bool,
+    status: &Arc<OpStatus>,
 ) -> Result<Vec<UntypedApiFuture>> {
     let submit = |req: Request| {
-        let core = core.clone();
+        let (core, status) = (core.clone(), status.clone());
         async move {
-            core.send(&req)
+            core.send_counted(&req, Some(&status))
                 .await?
                 .json::<UntypedApiFuture>("future submission")
         }
@@ -496,20 +515,22 @@ async fn submit_all(
         }
         return Ok(out);
     }
-    let rest: Vec<_> = requests[1..]
-        .iter()
-        .map(|r| tokio::spawn(submit(r.clone())))
-        .collect();
-    let mut tail = Vec::with_capacity(rest.len());
-    for h in rest {
-        tail.push(
-            h.await
-                .map_err(|e| Error::fatal(format!("submission task failed: {e}")))?,
-        );
+    // A JoinSet aborts the other submissions if this operation is dropped or cancelled.
+    let mut rest = tokio::task::JoinSet::new();
+    for (i, r) in requests.iter().enumerate().skip(1) {
+        let f = submit(r.clone());
+        rest.spawn(async move { (i, f.await) });
     }
-    let tail = tail.into_iter().collect::<Result<Vec<_>>>()?;
-    let first = submit(requests[0].clone()).await?;
-    Ok(std::iter::once(first).chain(tail).collect())
+    let mut out: Vec<Option<UntypedApiFuture>> = vec![None; requests.len()];
+    while let Some(joined) = rest.join_next().await {
+        let (i, r) = joined.map_err(|e| Error::fatal(format!("submission task failed: {e}")))?;
+        out[i] = Some(r?);
+    }
+    out[0] = Some(submit(requests[0].clone()).await?);
+    Ok(out
+        .into_iter()
+        .map(|f| f.expect("every chunk submitted"))
+        .collect())
 }
 
 fn decode_fb(p: Payload) -> Result<ForwardBackwardOutput> {

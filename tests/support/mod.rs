@@ -64,6 +64,61 @@ pub fn client_with(emu: &RunningEmulator, retry: RetryPolicy) -> ServiceClient {
     ServiceClient::new(config).unwrap()
 }
 
+/// Every duration of the client scaled by `scale` (e.g. 0.01: one minute becomes 0.6 s).
+pub fn scaled_config(base_url: &str, scale: f64) -> tinkex::core::Config {
+    let s = |secs: f64| Duration::from_secs_f64(secs * scale);
+    Config::builder()
+        .api_key("tml-chaos-test")
+        .base_url(base_url)
+        .telemetry(false)
+        .retry(RetryPolicy {
+            progress_timeout: s(7200.0),
+            base_delay: s(0.5),
+            max_delay: s(10.0),
+            max_retry_after: s(60.0),
+            billing_pause_step: s(5.0),
+            billing_max_pause: s(3600.0),
+            min_poll_duration: s(1.0),
+            ..RetryPolicy::default()
+        })
+        .timeouts(tinkex::core::Timeouts {
+            connect: s(5.0).max(Duration::from_millis(50)),
+            request: s(60.0),
+            retrieve_future: s(45.0),
+            heartbeat: s(10.0),
+            dynamic_config: s(10.0),
+            telemetry: s(5.0),
+        })
+        .heartbeat(tinkex::core::HeartbeatConfig {
+            interval: s(10.0),
+            warn_after: s(120.0),
+        })
+        .progress_event_interval(s(10.0))
+        .build()
+        .unwrap()
+}
+
+/// An emulator whose long-poll hold is scaled like the client (20 s × `scale`).
+pub async fn scaled_emulator(tag: &str, scale: f64) -> RunningEmulator {
+    emulator_with(tag, |c| {
+        c.poll_hold = Duration::from_secs_f64(20.0 * scale);
+        c.seq_gap_timeout = Duration::from_secs_f64(600.0 * scale);
+    })
+    .await
+}
+
+/// POSTs JSON to a `/_emulator/...` control path.
+pub async fn control_post(emu: &RunningEmulator, path: &str, body: Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/_emulator/{path}", emu.base_url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+}
+
 /// Next-token datum over `tokens`.
 pub fn datum(tokens: &[i64]) -> Datum {
     let n = tokens.len() - 1;
