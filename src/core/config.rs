@@ -152,6 +152,8 @@ pub struct Config {
     pub display_name: Option<String>,
     /// Send telemetry batches.
     pub telemetry: bool,
+    /// Telemetry batching, queue and timeouts (`enabled` follows `telemetry`).
+    pub telemetry_settings: crate::core::telemetry::TelemetryConfig,
     /// HTTP timeouts.
     pub timeouts: Timeouts,
     /// Retry and progress policy.
@@ -171,6 +173,7 @@ pub struct ConfigBuilder {
     project_id: Option<String>,
     display_name: Option<String>,
     telemetry: Option<bool>,
+    telemetry_settings: Option<crate::core::telemetry::TelemetryConfig>,
     allow_insecure_http: bool,
     timeouts: Option<Timeouts>,
     retry: Option<RetryPolicy>,
@@ -257,6 +260,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Telemetry batching, queue bound and timeouts (defaults as the official SDK's).
+    pub fn telemetry_settings(mut self, settings: crate::core::telemetry::TelemetryConfig) -> Self {
+        self.telemetry_settings = Some(settings);
+        self
+    }
+
     /// Allows `http://` to non-loopback hosts (plain HTTP to loopback is always allowed).
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
         self.allow_insecure_http = allow;
@@ -332,6 +341,7 @@ impl ConfigBuilder {
             tags.dedup();
             tags
         });
+        let telemetry_on = self.telemetry.unwrap_or_else(telemetry_from_env);
         Ok(Config {
             api_key,
             base_url,
@@ -340,7 +350,11 @@ impl ConfigBuilder {
                 .project_id
                 .or_else(|| env_nonempty("TINKER_PROJECT_ID")),
             display_name: self.display_name,
-            telemetry: self.telemetry.unwrap_or_else(telemetry_from_env),
+            telemetry: telemetry_on,
+            telemetry_settings: crate::core::telemetry::TelemetryConfig {
+                enabled: telemetry_on,
+                ..self.telemetry_settings.unwrap_or_default()
+            },
             timeouts: self.timeouts.unwrap_or_default(),
             retry: self.retry.unwrap_or_default(),
             heartbeat: self.heartbeat.unwrap_or_default(),
@@ -381,6 +395,40 @@ mod tests {
         assert!(b().base_url("http://localhost:8000").build().is_ok());
         assert!(b().base_url("http://[::1]:8000/x").build().is_ok());
         assert!(b().base_url("ftp://x").build().is_err());
+    }
+
+    /// Property test over random policies, attempts and jitter draws: the delay stays within
+    /// ±jitter of min(base·2ⁿ, max), never exceeds the cap, and is never negative.
+    #[test]
+    fn backoff_properties_hold_for_random_inputs() {
+        for _ in 0..20_000 {
+            let base = 0.001 + crate::core::rand::unit() * 2.0;
+            let max = base + crate::core::rand::unit() * 30.0;
+            let jitter = crate::core::rand::unit() * 0.5;
+            let p = RetryPolicy {
+                base_delay: Duration::from_secs_f64(base),
+                max_delay: Duration::from_secs_f64(max),
+                jitter,
+                ..RetryPolicy::default()
+            };
+            let attempt = (crate::core::rand::next_u64() % 80) as u32;
+            let unit = crate::core::rand::unit();
+            let d = p.backoff(attempt, unit).as_secs_f64();
+            let nominal = (base * 2f64.powi(attempt as i32)).min(max);
+            assert!(d <= max + 1e-9, "capped: {d} > {max}");
+            assert!(
+                d >= nominal * (1.0 - jitter) - 1e-9,
+                "{d} below the jitter range of {nominal}"
+            );
+            assert!(
+                d <= nominal * (1.0 + jitter) + 1e-9,
+                "{d} above the jitter range of {nominal}"
+            );
+        }
+        // The jitter spans the whole ±25 % range of the default policy.
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff(0, 0.0), Duration::from_millis(375));
+        assert_eq!(p.backoff(0, 1.0), Duration::from_millis(625));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod retry;
 pub mod sampling;
 pub mod service;
 pub mod session;
+pub mod telemetry;
 pub mod training;
 pub mod transport;
 pub mod types;
@@ -54,6 +55,8 @@ pub struct ClientCore {
     pub sample_dispatch: Semaphore,
     /// Stops background loops on close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// Telemetry of the session (started with it).
+    pub telemetry: std::sync::OnceLock<Arc<telemetry::Telemetry>>,
 }
 
 impl ClientCore {
@@ -71,6 +74,7 @@ impl ClientCore {
             session: tokio::sync::OnceCell::new(),
             sample_dispatch: Semaphore::new(400),
             shutdown: tokio::sync::watch::channel(false).0,
+            telemetry: std::sync::OnceLock::new(),
         }))
     }
 
@@ -108,10 +112,18 @@ impl ClientCore {
         let started = tokio::time::Instant::now();
         let _in_flight = self.progress.enter();
         let result = self.progress.guard(started, op).await;
-        if result.is_ok() {
-            self.progress.record_completion();
+        match &result {
+            Ok(_) => self.progress.record_completion(),
+            Err(e) => self.report_failure(e, "ServiceClient"),
         }
         result
+    }
+
+    /// Sends a failed operation to telemetry (user vs system error classified there).
+    pub fn report_failure(&self, e: &Error, method: &str) {
+        if let Some(t) = self.telemetry.get() {
+            t.exception(e, method);
+        }
     }
 
     /// [`operation`](Self::operation) that also emits a progress event for `status`, and a
@@ -134,9 +146,16 @@ impl ClientCore {
                 });
             }
         };
-        tokio::select! {
-            r = self.operation(op) => r,
+        let started = tokio::time::Instant::now();
+        let _in_flight = self.progress.enter();
+        let result = tokio::select! {
+            r = self.progress.guard(started, op) => r,
             _ = ticker => unreachable!("the ticker never ends"),
+        };
+        match &result {
+            Ok(_) => self.progress.record_completion(),
+            Err(e) => self.report_failure(e, status.request_type),
         }
+        result
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::events::Event;
+use crate::core::telemetry::{SendFuture, Telemetry, TelemetryBatch, TelemetrySink};
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
     ClientConfig, CreateSessionRequest, CreateSessionResponse, DynamicConfig, FinishReason,
@@ -141,6 +142,7 @@ impl ClientCore {
         })
         .await
         .map(|session_id| {
+            self.start_telemetry(&session_id);
             self.runtime
                 .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
             SessionState {
@@ -151,6 +153,27 @@ impl ClientCore {
                 finished: AtomicBool::new(false),
             }
         })
+    }
+
+    fn start_telemetry(self: &Arc<Self>, session_id: &str) {
+        let sink = Arc::new(HttpTelemetrySink {
+            core: Arc::downgrade(self),
+        });
+        let core = Arc::downgrade(self);
+        let on_overflow = Box::new(move |dropped: u64| {
+            if let Some(c) = core.upgrade() {
+                c.events.emit(Event::TelemetryOverflow { dropped });
+            }
+        });
+        let _guard = self.runtime.enter();
+        let t = Telemetry::start(
+            self.config.telemetry_settings.clone(),
+            sink,
+            session_id.to_string(),
+            on_overflow,
+        );
+        t.session_start();
+        let _ = self.telemetry.set(t);
     }
 
     /// Finishes the session (first reason wins on the server) and stops background loops.
@@ -176,7 +199,35 @@ impl ClientCore {
             Pool::Train,
             self.config.timeouts.request,
         );
-        self.operation(self.send(&req)).await.map(|_| ())
+        let finished = self.operation(self.send(&req)).await.map(|_| ());
+        if let Some(t) = self.telemetry.get() {
+            t.drain(self.config.telemetry_settings.drain_timeout).await;
+        }
+        finished
+    }
+}
+
+/// Sends telemetry batches over the client's transport (one attempt within the timeout; the
+/// telemetry module drops a batch that fails). Works after close. Never adds the API key to
+/// the body; the key travels only in the `X-API-Key` header, as on every request.
+struct HttpTelemetrySink {
+    core: Weak<ClientCore>,
+}
+
+impl TelemetrySink for HttpTelemetrySink {
+    fn send(&self, batch: TelemetryBatch, timeout: std::time::Duration) -> SendFuture {
+        let core = self.core.clone();
+        Box::pin(async move {
+            let core = core
+                .upgrade()
+                .ok_or_else(|| Error::fatal("client dropped"))?;
+            let req = Request::post_json("/api/v1/telemetry", &batch, Pool::Telemetry, timeout);
+            let resp = core.transport.send(&req, 0).await?;
+            if !resp.is_success() {
+                return Err(resp.to_error());
+            }
+            Ok(())
+        })
     }
 }
 
