@@ -45,6 +45,11 @@ pub struct EmulatorConfig {
     pub max_body_bytes: usize,
     /// Advertised base models with their context lengths.
     pub base_models: Vec<(String, i64)>,
+    /// Skip the model: canned results (zero logprobs, repeated tokens), for benchmarking a
+    /// client without the server being the bottleneck.
+    pub zero_compute: bool,
+    /// Write live state (sessions, models) so a killed emulator can be restarted.
+    pub persist_live_state: bool,
 }
 
 impl EmulatorConfig {
@@ -62,6 +67,8 @@ impl EmulatorConfig {
                 .iter()
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
+            zero_compute: false,
+            persist_live_state: true,
         }
     }
 

@@ -11,6 +11,7 @@ const USAGE: &str = "\
 usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                        [--poll-hold-ms MS] [--seq-gap-timeout-ms MS]
                        [--inline-result-limit BYTES] [--max-body-bytes BYTES]
+                       [--zero-compute] [--no-persist]
 
   --port N                 port to listen on; 0 (default) picks a free one
   --host IP                address to bind (default 127.0.0.1)
@@ -20,6 +21,8 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
   --seq-gap-timeout-ms MS  wait for a missing seq_id before skipping it (default 60000)
   --inline-result-limit B  larger results are announced metadata-only (default 64 MiB)
   --max-body-bytes B       largest accepted request body (default 512 MiB)
+  --zero-compute           canned results instead of running the model (benchmarks)
+  --no-persist             do not write live state (sessions, models) to the state dir
 
 The first line on stdout is the base URL, e.g. http://127.0.0.1:43127";
 
@@ -27,8 +30,17 @@ fn parse_args(args: &[String]) -> Result<EmulatorConfig, String> {
     let mut config = EmulatorConfig::new("tinkex-emulator-state");
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Err(String::new());
+        match flag.as_str() {
+            "-h" | "--help" => return Err(String::new()),
+            "--zero-compute" => {
+                config.zero_compute = true;
+                continue;
+            }
+            "--no-persist" => {
+                config.persist_live_state = false;
+                continue;
+            }
+            _ => {}
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let num = |v: &str| {

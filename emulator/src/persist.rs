@@ -60,6 +60,9 @@ pub struct LiveSession {
 
 /// Persists one session.
 pub fn save_session(app: &AppState, session: &LiveSession) {
+    if !app.config.persist_live_state {
+        return;
+    }
     let path = live_dir(app, "sessions").join(format!("{}.json", session.session_id));
     if let Err(e) = write_atomic(
         &path,
@@ -87,6 +90,9 @@ pub struct LiveSampler {
 
 /// Persists one sampling session.
 pub fn save_sampler(app: &AppState, sampler: &LiveSampler, weights: Option<&TinyModel>) {
+    if !app.config.persist_live_state {
+        return;
+    }
     let dir = live_dir(app, "samplers");
     let result = weights
         .map(|m| write_atomic(&dir.join(format!("{}.bin", sampler.id)), &m.to_bytes(false)))
@@ -157,6 +163,9 @@ pub fn outcome_from_json(v: &Value) -> Option<Outcome> {
 
 /// Persists a model: `[u64 header len][header JSON][u64 model len][model bytes][gradients]`.
 pub fn save_model(app: &AppState, header: &LiveModelHeader, model: &TinyModel) {
+    if !app.config.persist_live_state {
+        return;
+    }
     let head = serde_json::to_vec(header).expect("model header serializes");
     let weights = model.to_bytes(true);
     let grads = model.gradients_to_bytes();

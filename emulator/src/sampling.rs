@@ -1,7 +1,7 @@
 //! Sampling sessions and `asample` execution (PROTOCOL.md 7.1, 12).
 
 use crate::futures::{Outcome, SampleOutcome};
-use crate::model::{SampleParams, TinyModel};
+use crate::model::{SampleParams, SampledSequence, TinyModel};
 use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,8 +77,9 @@ impl SamplerSlot {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
                 let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
+                let zero = app.config.zero_compute;
                 tokio::spawn(async move {
-                    let outcome = tokio::task::spawn_blocking(move || slot.run(job))
+                    let outcome = tokio::task::spawn_blocking(move || slot.run(job, zero))
                         .await
                         .unwrap_or_else(|e| {
                             Outcome::user_error(format!("internal emulator error: {e}"))
@@ -90,8 +91,20 @@ impl SamplerSlot {
         (request_id, sequence_ids)
     }
 
-    fn run(&self, job: SampleJob) -> Outcome {
-        let sequences = self.model.sample(&job.prompt, &job.params, job.num_samples);
+    fn run(&self, job: SampleJob, zero_compute: bool) -> Outcome {
+        let sequences = if zero_compute {
+            let token = *job.prompt.last().expect("prompts are non-empty");
+            let n = job.params.max_tokens;
+            (0..job.num_samples)
+                .map(|_| SampledSequence {
+                    tokens: vec![token; n],
+                    logprobs: vec![0.0; n],
+                    stopped: false,
+                })
+                .collect()
+        } else {
+            self.model.sample(&job.prompt, &job.params, job.num_samples)
+        };
         let topk_sampled = (job.topk_sample > 0).then(|| {
             sequences
                 .iter()

@@ -383,6 +383,21 @@ fn execute_blocking(
 ) -> Outcome {
     match op {
         TrainOp::Fail(msg) => Outcome::user_error(msg),
+        TrainOp::ForwardBackward { data, .. } if app.config.zero_compute => {
+            Outcome::ForwardBackward {
+                outputs: data
+                    .iter()
+                    .map(|d| crate::model::DatumOutput {
+                        logprobs: vec![0.0; d.tokens.len()],
+                        elementwise_loss: vec![0.0; d.tokens.len()],
+                    })
+                    .collect(),
+                metrics: vec![("loss:sum".to_string(), 0.0)],
+            }
+        }
+        TrainOp::OptimStep(_) if app.config.zero_compute => {
+            Outcome::Json(serde_json::json!({"metrics": {}}))
+        }
         TrainOp::ForwardBackward {
             data,
             loss,

@@ -419,3 +419,21 @@ async fn live_models_and_sessions_survive_a_restart() {
         "the step used the gradients accumulated before the restart"
     );
 }
+
+#[tokio::test]
+async fn zero_compute_mode_returns_canned_results_of_the_right_shape() {
+    let dir = state_dir("zero");
+    let mut cfg = tinkex_emulator::EmulatorConfig::new(&dir);
+    cfg.poll_hold = Duration::from_millis(200);
+    cfg.zero_compute = true;
+    cfg.persist_live_state = false;
+    let emu = tinkex_emulator::Emulator::start(cfg).await.unwrap();
+    let api = Api::new(emu.base_url());
+    let session = api.session().await;
+    let model = api.model(&session, 0).await;
+    let fb = api.forward_backward(&model, 1, &batch(), false).await;
+    let out = proto::ForwardBackwardOutput::decode(api.result_proto(&fb).await.as_slice()).unwrap();
+    assert_eq!(out.metrics["loss:sum"], 0.0);
+    assert_eq!(out.loss_fn_outputs[0].num_datums, 4);
+    assert!(!dir.join("live").exists(), "nothing persisted");
+}
