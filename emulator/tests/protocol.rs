@@ -110,7 +110,12 @@ async fn long_poll_holds_then_try_again_and_wakes_on_completion() {
         let (http, base, step) = (api2.http.clone(), api2.base.clone(), step.clone());
         tokio::spawn(async move { Api { http, base }.poll(&step, false).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await; // let the poll reach the server first
+    // Wait until the poll is held by the server before making the result exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api2.control("polls").await["polls"][&step].as_u64().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the poll reaches the server");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     api2.forward_backward(&model, 1, &batch(), false).await;
     let res = poller.await.unwrap();
     assert!(matches!(res, Poll::Json(_)), "poll returned the result");
