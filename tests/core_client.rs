@@ -461,3 +461,38 @@ async fn bad_arguments_fail_before_any_request() {
     assert_eq!((e.kind, e.http_status), (ErrorKind::User, Some(400)));
     assert!(e.message.contains("not supported"), "{e}");
 }
+
+#[tokio::test]
+async fn retry_policy_can_be_set_per_call() {
+    // The failed send leaves a gap in seq_ids; the emulator skips it after this timeout.
+    let emu = emulator_with("percall", |c| {
+        c.seq_gap_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let service = client(&emu);
+    let training = service
+        .create_lora_training_client(BASE_MODEL, LoraOptions::default())
+        .await
+        .unwrap();
+    fault(
+        &emu,
+        serde_json::json!({"path": "/api/v1/optim_step", "status": 503, "count": 3}),
+    )
+    .await;
+    let capped = tinkex::core::RetryPolicy {
+        max_attempts: Some(2),
+        ..fast_retry()
+    };
+    let e = training
+        .with_retry_policy(capped)
+        .optim_step(adam(1e-3))
+        .await
+        .unwrap_err();
+    assert_eq!((e.kind, e.http_status), (ErrorKind::Transient, Some(503)));
+    assert!(e.message.contains("gave up after 2 attempts"), "{e}");
+    // The failed send passed its turn on; the client's own (unbounded) policy rides out the rest.
+    training.optim_step(adam(1e-3)).await.unwrap();
+    assert_eq!(optimizer_steps(&emu, training.model_id()).await, 1);
+    let stats = control_get(&emu, &format!("models/{}", training.model_id())).await;
+    assert_eq!(stats["skipped_seq_ids"], serde_json::json!([1]));
+}

@@ -81,13 +81,13 @@ pub type QueueObserver<'a> = &'a (dyn Fn(QueueState, Option<String>) + Send + Sy
 /// Polls `retrieve_future` until the future finishes.
 pub async fn poll_until_done(
     core: &ClientCore,
+    policy: &crate::core::config::RetryPolicy,
     request_id: &str,
     rtype: RequestType,
     submit_roundtrip: Duration,
     observe: QueueObserver<'_>,
     polls: &std::sync::atomic::AtomicU32,
 ) -> Result<Payload> {
-    let policy = &core.config.retry;
     let mut allow_metadata_only = true;
     let mut error_streak: u32 = 0;
     let mut bad_request_retries = 0;

@@ -49,6 +49,8 @@ pub struct ClientCore {
     pub events: EventBus,
     /// Flags from `client/config` (defaults until fetched).
     pub server_config: RwLock<types::ClientConfig>,
+    /// Flags from `client/dynamic_config`, refreshed periodically.
+    pub dynamic_config: RwLock<types::DynamicConfig>,
     /// Lazily created session.
     pub session: tokio::sync::OnceCell<Arc<session::SessionState>>,
     /// Concurrent sample dispatches (PROTOCOL.md 12.4).
@@ -71,6 +73,7 @@ impl ClientCore {
             progress,
             events: EventBus::default(),
             server_config: RwLock::new(types::ClientConfig::default()),
+            dynamic_config: RwLock::new(types::DynamicConfig::default()),
             session: tokio::sync::OnceCell::new(),
             sample_dispatch: Semaphore::new(400),
             shutdown: tokio::sync::watch::channel(false).0,
@@ -89,10 +92,20 @@ impl ClientCore {
         req: &transport::Request,
         status: Option<&progress::OpStatus>,
     ) -> Result<transport::Response> {
+        self.send_with_policy(req, status, &self.config.retry).await
+    }
+
+    /// [`send_counted`](Self::send_counted) with a specific retry policy (per-call override).
+    pub async fn send_with_policy(
+        &self,
+        req: &transport::Request,
+        status: Option<&progress::OpStatus>,
+        policy: &RetryPolicy,
+    ) -> Result<transport::Response> {
         let attempts = status.map(|s| &s.attempts);
         let resp = retry::send_with_retry(
             &self.transport,
-            &self.config.retry,
+            policy,
             &self.progress,
             &self.events,
             req,

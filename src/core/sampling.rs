@@ -3,6 +3,7 @@
 //! takes a new `seq_id`, lower-layer retries resend the same one.
 
 use crate::core::codec;
+use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
 use crate::core::progress::OpStatus;
@@ -40,6 +41,8 @@ struct SamplingInner {
 #[derive(Clone)]
 pub struct SamplingClient {
     inner: Arc<SamplingInner>,
+    /// Retry policy of calls made through this handle (`None`: the client's).
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 /// How many times a sample whose future expired (410) is resubmitted.
@@ -56,6 +59,7 @@ impl SamplingClient {
             Default::default(),
         );
         SamplingClient {
+            retry: None,
             inner: Arc::new(SamplingInner {
                 core,
                 sampling_session_id,
@@ -63,6 +67,15 @@ impl SamplingClient {
                 next_seq: AtomicI64::new(0),
                 observer,
             }),
+        }
+    }
+
+    /// A handle on the same sampling session whose calls use `policy` instead of the
+    /// client's retry policy (per-call override).
+    pub fn with_retry_policy(&self, policy: RetryPolicy) -> SamplingClient {
+        SamplingClient {
+            inner: self.inner.clone(),
+            retry: Some(Arc::new(policy)),
         }
     }
 
@@ -100,6 +113,10 @@ impl SamplingClient {
         let inner = self.inner.clone();
         let first_seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
         let status = OpStatus::new("Sample");
+        let policy = self
+            .retry
+            .clone()
+            .unwrap_or_else(|| Arc::new(inner.core.config.retry.clone()));
         let job = SampleJob {
             prompt,
             num_samples,
@@ -115,7 +132,7 @@ impl SamplingClient {
                 let mut seq = first_seq;
                 let mut resubmits = 0;
                 loop {
-                    match sample_once(&inner, &job, seq, &status, &handle).await {
+                    match sample_once(&inner, &job, seq, &status, &policy, &handle).await {
                         Err(e) if e.kind == ErrorKind::Expired && resubmits < MAX_RESUBMITS => {
                             resubmits += 1;
                             seq = inner.next_seq.fetch_add(1, Ordering::SeqCst);
@@ -168,6 +185,7 @@ async fn sample_once(
     job: &SampleJob,
     seq: i64,
     status: &OpStatus,
+    policy: &RetryPolicy,
     handle: &crate::core::futures::FutureHandle,
 ) -> Result<SampleResponse> {
     let core = &inner.core;
@@ -208,7 +226,7 @@ async fn sample_once(
             .acquire()
             .await
             .map_err(|_| Error::fatal("client closed"))?;
-        core.send_counted(&req, Some(status))
+        core.send_with_policy(&req, Some(status), policy)
             .await?
             .json("asample")?
     };
@@ -226,6 +244,7 @@ async fn sample_once(
     };
     let payload = poll_until_done(
         core,
+        policy,
         &submitted.request_id,
         RequestType::Sample,
         status.started.elapsed(),

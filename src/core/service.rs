@@ -310,6 +310,7 @@ pub(crate) async fn submit_and_poll_json<T: serde::de::DeserializeOwned>(
     let noop = |_: crate::core::types::QueueState, _: Option<String>| {};
     match poll_until_done(
         core,
+        &core.config.retry,
         &submitted.request_id,
         rtype,
         started.elapsed(),

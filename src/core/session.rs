@@ -107,13 +107,14 @@ impl ClientCore {
                 .fetch_config("/api/v1/client/config", Pool::Session, "client/config")
                 .await?;
             *self.server_config.write().unwrap() = server;
-            let _dynamic: DynamicConfig = self
+            let dynamic: DynamicConfig = self
                 .fetch_config(
                     "/api/v1/client/dynamic_config",
                     Pool::Session,
                     "client/dynamic_config",
                 )
                 .await?;
+            *self.dynamic_config.write().unwrap() = dynamic;
             let body = CreateSessionRequest {
                 tags: self.config.tags.clone(),
                 user_metadata: Default::default(),
@@ -145,6 +146,8 @@ impl ClientCore {
             self.start_telemetry(&session_id);
             self.runtime
                 .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
+            self.runtime
+                .spawn(dynamic_config_loop(Arc::downgrade(self)));
             SessionState {
                 session_id,
                 model_seq: AtomicI64::new(0),
@@ -204,6 +207,53 @@ impl ClientCore {
             t.drain(self.config.telemetry_settings.drain_timeout).await;
         }
         finished
+    }
+}
+
+/// Shortest refresh period of the dynamic config, whatever the server asks for.
+const MIN_DYNAMIC_CONFIG_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refreshes `client/dynamic_config` every `max(refresh_interval_sec, 10 s)`: one attempt per
+/// refresh; on failure the previous values stay (PROTOCOL.md 5.4). Stops on close or when the
+/// client is gone.
+async fn dynamic_config_loop(core: Weak<ClientCore>) {
+    let mut shutdown = match core.upgrade() {
+        Some(c) => c.shutdown.subscribe(),
+        None => return,
+    };
+    loop {
+        let interval = match core.upgrade() {
+            Some(c) => {
+                let secs = c.dynamic_config.read().unwrap().refresh_interval_sec;
+                std::time::Duration::from_secs(secs).max(MIN_DYNAMIC_CONFIG_REFRESH)
+            }
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(core) = core.upgrade() else { return };
+        let req = Request::post_json(
+            "/api/v1/client/dynamic_config",
+            &SdkVersionRequest {
+                sdk_version: SDK_VERSION.into(),
+            },
+            Pool::Session,
+            core.config.timeouts.dynamic_config,
+        );
+        match core.transport.send(&req, 0).await {
+            Ok(resp) if resp.is_success() => {
+                match resp.json::<DynamicConfig>("client/dynamic_config") {
+                    Ok(fresh) => *core.dynamic_config.write().unwrap() = fresh,
+                    Err(e) => tracing::debug!("keeping the previous dynamic config: {e}"),
+                }
+            }
+            Ok(resp) => {
+                tracing::debug!("keeping the previous dynamic config: HTTP {}", resp.status)
+            }
+            Err(e) => tracing::debug!("keeping the previous dynamic config: {e}"),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! independently. A failed or cancelled send still passes the turn on.
 
 use crate::core::codec;
+use crate::core::config::RetryPolicy;
 use crate::core::error::ErrorKind;
 use crate::core::error::{Error, Result};
 use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
@@ -49,6 +50,8 @@ pub(crate) struct TrainingInner {
 #[derive(Clone)]
 pub struct TrainingClient {
     pub(crate) inner: Arc<TrainingInner>,
+    /// Retry policy of calls made through this handle (`None`: the client's).
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 /// How many times a training request whose future the server lost (410) is resubmitted.
@@ -101,6 +104,7 @@ impl TrainingClient {
         let observer =
             QueueObserver::new(ObserverKind::Training(model_id.clone()), Default::default());
         TrainingClient {
+            retry: None,
             inner: Arc::new(TrainingInner {
                 core,
                 model_id,
@@ -110,6 +114,22 @@ impl TrainingClient {
                 observer,
             }),
         }
+    }
+
+    /// A handle on the same model (same request order) whose calls use `policy` instead of
+    /// the client's retry policy: `training.with_retry_policy(p).optim_step(…)` sets it for
+    /// one call. The progress timeout stays the client's (it is client-wide by design).
+    pub fn with_retry_policy(&self, policy: RetryPolicy) -> TrainingClient {
+        TrainingClient {
+            inner: self.inner.clone(),
+            retry: Some(Arc::new(policy)),
+        }
+    }
+
+    fn policy(&self) -> Arc<RetryPolicy> {
+        self.retry
+            .clone()
+            .unwrap_or_else(|| Arc::new(self.inner.core.config.retry.clone()))
     }
 
     /// The model id (= training run id).
@@ -155,6 +175,7 @@ impl TrainingClient {
         let mut guard = self.reserve(n.max(1));
         let inner = self.inner.clone();
         let status = Arc::new(OpStatus::new(rtype.as_str()));
+        let policy = self.policy();
         ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
             let core = inner.core.clone();
             if let Some(s) = core.session_if_started() {
@@ -169,7 +190,7 @@ impl TrainingClient {
                 }
                 let requests = requests?;
                 let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
-                let submitted = submit_all(&core, &requests, parallel, &status).await;
+                let submitted = submit_all(&core, &requests, parallel, &status, &policy).await;
                 guard.pass();
                 let mut futures = submitted?;
                 handle.set_request_id(&futures[0].request_id);
@@ -189,6 +210,7 @@ impl TrainingClient {
                         let f = &futures[i];
                         match poll_until_done(
                             &core,
+                            &policy,
                             &f.request_id,
                             rtype,
                             roundtrip,
@@ -205,7 +227,7 @@ impl TrainingClient {
                                     "{e}; resubmitting the same request (seq_id unchanged)"
                                 );
                                 futures[i] = core
-                                    .send_counted(request, Some(&status))
+                                    .send_with_policy(request, Some(&status), &policy)
                                     .await?
                                     .json::<UntypedApiFuture>("future submission")?;
                             }
@@ -499,11 +521,12 @@ async fn submit_all(
     requests: &[Request],
     parallel: bool,
     status: &Arc<OpStatus>,
+    policy: &Arc<RetryPolicy>,
 ) -> Result<Vec<UntypedApiFuture>> {
     let submit = |req: Request| {
-        let (core, status) = (core.clone(), status.clone());
+        let (core, status, policy) = (core.clone(), status.clone(), policy.clone());
         async move {
-            core.send_counted(&req, Some(&status))
+            core.send_with_policy(&req, Some(&status), &policy)
                 .await?
                 .json::<UntypedApiFuture>("future submission")
         }
