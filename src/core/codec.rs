@@ -323,13 +323,7 @@ pub fn estimate_datum_bytes(d: &Datum) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::core::proto::tests::hex;
 
     #[test]
     fn decodes_the_spec_test_vectors() {

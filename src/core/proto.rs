@@ -348,11 +348,12 @@ macro_rules! le_bytes {
 le_bytes!(i32, i64, f32, f64, u16);
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use prost::Message;
 
-    fn hex(s: &str) -> Vec<u8> {
+    /// Decodes a hex string (test vectors).
+    pub(crate) fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())

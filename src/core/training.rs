@@ -395,20 +395,11 @@ impl TrainingClient {
             RequestType::SaveWeightsForSampler,
             1,
             move |seq| {
-                let body = SaveWeightsForSamplerRequest {
+                Ok(vec![sampler_save_request(
                     model_id,
-                    path: Some(name),
-                    sampling_session_seq_id: None,
-                    kind: "snapshot".into(),
-                    seq_id: Some(seq),
-                    ttl_seconds: None,
-                    user_metadata: None,
-                    request_type: "save_weights_for_sampler".into(),
-                };
-                Ok(vec![Request::post_json(
-                    "/api/v1/save_weights_for_sampler",
-                    &body,
-                    Pool::Train,
+                    Some(name),
+                    None,
+                    seq,
                     timeout,
                 )])
             },
@@ -428,20 +419,12 @@ impl TrainingClient {
             move |seq| {
                 let session =
                     session.ok_or_else(|| Error::fatal("training client without a session"))?;
-                let body = SaveWeightsForSamplerRequest {
+                let sampling_seq = session.next_sampling_seq();
+                Ok(vec![sampler_save_request(
                     model_id,
-                    path: None,
-                    sampling_session_seq_id: Some(session.next_sampling_seq()),
-                    kind: "snapshot".into(),
-                    seq_id: Some(seq),
-                    ttl_seconds: None,
-                    user_metadata: None,
-                    request_type: "save_weights_for_sampler".into(),
-                };
-                Ok(vec![Request::post_json(
-                    "/api/v1/save_weights_for_sampler",
-                    &body,
-                    Pool::Train,
+                    None,
+                    Some(sampling_seq),
+                    seq,
                     timeout,
                 )])
             },
@@ -500,6 +483,32 @@ impl TrainingClient {
             |r| decode_json::<WeightsResult>(r).map(|_| ()),
         )
     }
+}
+
+/// A `save_weights_for_sampler` request: named (`name`) or ephemeral (`sampling_seq`).
+fn sampler_save_request(
+    model_id: String,
+    name: Option<String>,
+    sampling_seq: Option<i64>,
+    seq: i64,
+    timeout: std::time::Duration,
+) -> Request {
+    let body = SaveWeightsForSamplerRequest {
+        model_id,
+        path: name,
+        sampling_session_seq_id: sampling_seq,
+        kind: "snapshot".into(),
+        seq_id: Some(seq),
+        ttl_seconds: None,
+        user_metadata: None,
+        request_type: "save_weights_for_sampler".into(),
+    };
+    Request::post_json(
+        "/api/v1/save_weights_for_sampler",
+        &body,
+        Pool::Train,
+        timeout,
+    )
 }
 
 fn proto_request(path: &str, bytes: Vec<u8>, timeout: std::time::Duration) -> Request {
