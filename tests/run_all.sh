@@ -1,15 +1,51 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: Rust unit and integration tests (client and emulator),
-# then the official Python SDK against the emulator.
+# Runs every test of the project, suite by suite, and ends with one summary line.
 #
-# Needs: Rust (cargo), python3 with venv, network access to the Rust and Python package
-# registries on the first run. Set TINKEX_SKIP_OFFICIAL_SDK=1 to skip the official-SDK run.
-set -euo pipefail
+#   1. Rust: unit and integration tests of the client, the C ABI and the emulator
+#      (cargo test --workspace --release), with the committed C header verified.
+#   2. C and C++ programs against the C ABI (plain, ASan/UBSan, valgrind).
+#   3. The Python binding (pytest) and its drop-in check with the official SDK.
+#   4. The Elixir binding (ExUnit).
+#   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator.
+#
+# Needs Rust, gcc/g++, valgrind, python3 with venv, Elixir + erlang-dev, and the Rust and
+# Python package registries on the first run (.ci/run installs what a fresh machine lacks).
+# Skip a suite with TINKEX_SKIP=<name>[,<name>...] (rust, c, python, elixir, official-sdk).
+set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-echo "== cargo test (workspace)"
-cargo test --workspace --release
+passed=0
+failed=0
+failed_names=()
 
-echo "== official Python SDK (tinker 0.38.0) against tinkex-emulator"
-bash emulator/tests/official_sdk/run.sh
+suite() { # name, command...
+  local name="$1"
+  shift
+  if [[ ",${TINKEX_SKIP:-}," == *",$name,"* ]]; then
+    echo "== $name: skipped (TINKEX_SKIP)"
+    return
+  fi
+  echo "== $name"
+  local start=$SECONDS
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "== $name: ok ($((SECONDS - start)) s)"
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    echo "== $name: FAILED ($((SECONDS - start)) s)"
+  fi
+}
+
+suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release
+[[ -f tests/c/run.sh ]] && suite c bash tests/c/run.sh
+[[ -f bindings/python/run_tests.sh ]] && suite python bash bindings/python/run_tests.sh
+[[ -f bindings/elixir/run_tests.sh ]] && suite elixir bash bindings/elixir/run_tests.sh
+suite official-sdk bash emulator/tests/official_sdk/run.sh
+
+if ((failed > 0)); then
+  echo "failed suites: ${failed_names[*]}"
+fi
+echo "suites: $passed passed, $failed failed"
+((failed == 0))
