@@ -1,0 +1,567 @@
+// tinkex.hpp: header-only C++17 wrapper of the libtinkex C API (include/tinkex.h).
+//
+// - Handles are RAII types (std::unique_ptr with the C deleters); moving is cheap, copying
+//   is explicit (`clone()`), destruction never blocks and never cancels work.
+// - Fallible calls return [[nodiscard]] tinkex::Result<T> (a value or a tinkex::Error);
+//   this header throws nothing of its own.
+// - Network operations return tinkex::Pending<T>: a std::future<Result<T>> fed by the C
+//   completion callback, plus cancel(). Results are JSON text (std::string) or clients.
+// - Events reach a std::function on the library's dispatcher thread.
+// - No exception crosses into C: every callback trampoline is noexcept and catches all.
+//   Callbacks (and std::function event handlers) run on the "tinkex-callback" thread; never
+//   block there on another Pending of the same runtime.
+//
+// Link: pkg-config --cflags --libs tinkex (see docs/c-api.md).
+
+#ifndef TINKEX_HPP
+#define TINKEX_HPP
+
+#include "tinkex.h"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace tinkex {
+
+/// A failure: a copy of a tinkex_error's fields.
+struct Error {
+  tinkex_status status = TINKEX_STATUS_INTERNAL;
+  std::string kind;
+  std::string message;
+  uint16_t http_status = 0;
+  std::string request_id;
+  bool retryable = false;
+
+  /// Copies and frees `err` (may be NULL: then only `status` is known).
+  static Error take(tinkex_status status, tinkex_error *err) {
+    Error e;
+    e.status = status;
+    if (err != nullptr) {
+      e.status = tinkex_error_status(err);
+      if (const char *k = tinkex_error_kind(err)) e.kind = k;
+      if (const char *m = tinkex_error_message(err)) e.message = m;
+      if (const char *r = tinkex_error_request_id(err)) e.request_id = r;
+      e.http_status = tinkex_error_http_status(err);
+      e.retryable = tinkex_error_is_retryable(err);
+      tinkex_error_free(err);
+    } else {
+      e.message = tinkex_status_name(status);
+    }
+    return e;
+  }
+
+  /// The status constant's name, e.g. "TINKEX_STATUS_CANCELLED".
+  const char *status_name() const { return tinkex_status_name(status); }
+};
+
+/// Nothing (the value of calls that only succeed or fail).
+struct Unit {};
+
+/// A value or an Error.
+template <class T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}
+
+  bool ok() const noexcept { return v_.index() == 0; }
+  explicit operator bool() const noexcept { return ok(); }
+  /// The value; only when ok().
+  T &value() & { return std::get<0>(v_); }
+  T &&value() && { return std::get<0>(std::move(v_)); }
+  /// The error; only when !ok().
+  const Error &error() const { return std::get<1>(v_); }
+  /// The status: TINKEX_STATUS_OK or the error's.
+  tinkex_status status() const noexcept {
+    return ok() ? TINKEX_STATUS_OK : std::get<1>(v_).status;
+  }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+using Status = Result<Unit>;
+
+namespace detail {
+
+template <auto Free>
+struct Deleter {
+  template <class P>
+  void operator()(P *p) const noexcept {
+    Free(p);
+  }
+};
+
+template <class T, auto Free>
+using Handle = std::unique_ptr<T, Deleter<Free>>;
+
+inline Status check(tinkex_status s, tinkex_error *err) {
+  if (s == TINKEX_STATUS_OK) return Unit{};
+  return Error::take(s, err);
+}
+
+inline std::string bytes_to_string(tinkex_bytes *b) {
+  std::string s(reinterpret_cast<const char *>(tinkex_bytes_data(b)), tinkex_bytes_len(b));
+  tinkex_bytes_free(b);
+  return s;
+}
+
+inline const uint8_t *data_of(std::string_view s) {
+  return reinterpret_cast<const uint8_t *>(s.data());
+}
+
+}  // namespace detail
+
+class Runtime;
+class ServiceClient;
+class TrainingClient;
+class SamplingClient;
+class RestClient;
+
+/// The result of a submitted operation: a std::future fed by the completion callback.
+template <class T>
+class Pending {
+ public:
+  Pending(detail::Handle<tinkex_future, tinkex_future_free> fut, std::future<Result<T>> result)
+      : fut_(std::move(fut)), result_(std::move(result)) {}
+
+  /// Blocks until the operation finishes and returns its result (once).
+  Result<T> get() { return result_.get(); }
+  /// Waits at most `d`; true when the result is ready.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> d) const {
+    return result_.wait_for(d) == std::future_status::ready;
+  }
+  /// Cancels: the result becomes TINKEX_STATUS_CANCELLED unless already finished.
+  void cancel() const noexcept {
+    if (fut_) (void)tinkex_future_cancel(fut_.get());
+  }
+  /// The underlying std::future.
+  std::future<Result<T>> &future() noexcept { return result_; }
+  /// The C future (NULL when the submission itself failed).
+  tinkex_future *handle() const noexcept { return fut_.get(); }
+
+ private:
+  detail::Handle<tinkex_future, tinkex_future_free> fut_;
+  std::future<Result<T>> result_;
+};
+
+namespace detail {
+
+/// Takes a finished future's result as T (specialised below).
+template <class T>
+Result<T> take(tinkex_future *fut);
+
+template <>
+inline Result<std::string> take<std::string>(tinkex_future *fut) {
+  tinkex_bytes *bytes = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_result(fut, &bytes, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return bytes_to_string(bytes);
+}
+
+template <class T>
+struct Context {
+  std::promise<Result<T>> promise;
+};
+
+template <class T>
+void on_done(void *user_data, tinkex_future *fut) noexcept {
+  std::unique_ptr<Context<T>> ctx(static_cast<Context<T> *>(user_data));
+  try {
+    ctx->promise.set_value(take<T>(fut));
+  } catch (...) {
+    // Never let an exception reach C (e.g. bad_alloc): the std::future then reports
+    // broken_promise.
+  }
+}
+
+/// Calls `submit(on_done, user_data, &out_future, &out_err)`; on a failed submission the
+/// Pending is ready at once with the error (the callback never fires).
+template <class T, class Submit>
+Pending<T> submit(Submit &&submit_fn) {
+  auto ctx = std::make_unique<Context<T>>();
+  std::future<Result<T>> result = ctx->promise.get_future();
+  tinkex_future *fut = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = submit_fn(&on_done<T>, static_cast<void *>(ctx.get()), &fut, &err);
+  if (s != TINKEX_STATUS_OK) {
+    ctx->promise.set_value(Error::take(s, err));
+    return Pending<T>(nullptr, std::move(result));
+  }
+  ctx.release();  // owned by the callback from now on
+  return Pending<T>(Handle<tinkex_future, tinkex_future_free>(fut), std::move(result));
+}
+
+}  // namespace detail
+
+/// A runtime: tokio workers plus the callback dispatcher thread.
+class Runtime {
+ public:
+  static Result<Runtime> create(uint32_t worker_threads = 0,
+                                tinkex_log_level log_level = TINKEX_LOG_LEVEL_OFF) {
+    tinkex_runtime_options opts = tinkex_runtime_options_default();
+    opts.worker_threads = worker_threads;
+    opts.log_level = static_cast<int32_t>(log_level);
+    tinkex_runtime *rt = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_runtime_new(&opts, &rt, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return Runtime(rt);
+  }
+
+  /// Bounded drain: pending work gets `drain` to finish, then completes with SHUT_DOWN.
+  /// Blocks; never call it from a tinkex callback.
+  Status shutdown(std::chrono::milliseconds drain) {
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_runtime_shutdown(p_.get(), static_cast<uint64_t>(drain.count()), &err);
+    return detail::check(s, err);
+  }
+
+  Runtime clone() const { return Runtime(tinkex_runtime_clone(p_.get())); }
+  tinkex_runtime *get() const noexcept { return p_.get(); }
+
+ private:
+  explicit Runtime(tinkex_runtime *p) : p_(p) {}
+  detail::Handle<tinkex_runtime, tinkex_runtime_free> p_;
+};
+
+/// An event (a copy; safe to keep).
+struct Event {
+  tinkex_event_type type = TINKEX_EVENT_TYPE_OTHER;
+  std::string json;
+  std::string request_id;
+};
+
+/// An event subscription; destroying it unsubscribes.
+class Subscription {
+ public:
+  tinkex_subscription *get() const noexcept { return p_.get(); }
+
+ private:
+  friend class ServiceClient;
+  explicit Subscription(tinkex_subscription *p) : p_(p) {}
+  detail::Handle<tinkex_subscription, tinkex_subscription_free> p_;
+};
+
+/// Typed-array training data for forward_backward(DatumBatch&&, ...).
+class DatumBatch {
+ public:
+  static Result<DatumBatch> create() {
+    tinkex_datum_batch *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_datum_batch_new(&b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return DatumBatch(b);
+  }
+
+  /// Starts a datum whose model input is these token ids.
+  Status push(const int64_t *tokens, size_t n) { return push_raw(tokens, n, TINKEX_DTYPE_INT64); }
+  Status push(const int32_t *tokens, size_t n) { return push_raw(tokens, n, TINKEX_DTYPE_INT32); }
+  Status push(const std::vector<int64_t> &t) { return push(t.data(), t.size()); }
+  Status push(const std::vector<int32_t> &t) { return push(t.data(), t.size()); }
+
+  /// Sets a loss input of the last datum; an empty shape means 1-D.
+  template <class E>
+  Status set_loss_input(std::string_view name, const E *data, size_t n,
+                        const std::vector<int64_t> &shape = {}) {
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_datum_batch_set_loss_input(
+        p_.get(), detail::data_of(name), name.size(), static_cast<const void *>(data), n,
+        static_cast<int32_t>(dtype_of<E>()), shape.empty() ? nullptr : shape.data(),
+        shape.size(), &err);
+    return detail::check(s, err);
+  }
+  template <class E>
+  Status set_loss_input(std::string_view name, const std::vector<E> &v,
+                        const std::vector<int64_t> &shape = {}) {
+    return set_loss_input(name, v.data(), v.size(), shape);
+  }
+
+  size_t size() const noexcept { return tinkex_datum_batch_len(p_.get()); }
+
+ private:
+  friend class TrainingClient;
+  explicit DatumBatch(tinkex_datum_batch *p) : p_(p) {}
+
+  template <class E>
+  static constexpr tinkex_dtype dtype_of() {
+    static_assert(std::is_same_v<E, int64_t> || std::is_same_v<E, int32_t> ||
+                      std::is_same_v<E, float> || std::is_same_v<E, double>,
+                  "element type must be int64_t, int32_t, float or double");
+    if constexpr (std::is_same_v<E, int64_t>) return TINKEX_DTYPE_INT64;
+    if constexpr (std::is_same_v<E, int32_t>) return TINKEX_DTYPE_INT32;
+    if constexpr (std::is_same_v<E, float>) return TINKEX_DTYPE_FLOAT32;
+    return TINKEX_DTYPE_FLOAT64;
+  }
+
+  Status push_raw(const void *tokens, size_t n, tinkex_dtype dtype) {
+    tinkex_error *err = nullptr;
+    tinkex_status s =
+        tinkex_datum_batch_push(p_.get(), tokens, n, static_cast<int32_t>(dtype), &err);
+    return detail::check(s, err);
+  }
+
+  detail::Handle<tinkex_datum_batch, tinkex_datum_batch_free> p_;
+};
+
+/// A sampling client.
+class SamplingClient {
+ public:
+  /// `{"prompt": ModelInput, "num_samples": n, "sampling_params": {...}}`.
+  Pending<std::string> sample(std::string_view json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_sample(p_.get(), detail::data_of(json), json.size(), cb,
+                                           ud, out, err);
+    });
+  }
+  /// `{"prompt": ModelInput}`.
+  Pending<std::string> compute_logprobs(std::string_view json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_compute_logprobs(p_.get(), detail::data_of(json),
+                                                     json.size(), cb, ud, out, err);
+    });
+  }
+  Result<std::string> info() const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_sampling_client_get_info(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
+  SamplingClient clone() const { return SamplingClient(tinkex_sampling_client_clone(p_.get())); }
+  tinkex_sampling_client *get() const noexcept { return p_.get(); }
+
+  explicit SamplingClient(tinkex_sampling_client *p) : p_(p) {}
+
+ private:
+  detail::Handle<tinkex_sampling_client, tinkex_sampling_client_free> p_;
+};
+
+/// A training client: operations go out in submission order.
+class TrainingClient {
+ public:
+  /// `ForwardBackwardInput` JSON.
+  Pending<std::string> forward_backward(std::string_view json) const {
+    return submit_json(&tinkex_training_client_forward_backward, json);
+  }
+  /// The bulk path (recommended for large batches); consumes `batch`.
+  Pending<std::string> forward_backward(DatumBatch &&batch, std::string_view loss_json) const {
+    tinkex_datum_batch *b = batch.p_.release();
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_training_client_forward_backward_batch(
+          p_.get(), b, detail::data_of(loss_json), loss_json.size(), cb, ud, out, err);
+    });
+  }
+  Pending<std::string> forward(std::string_view json) const {
+    return submit_json(&tinkex_training_client_forward, json);
+  }
+  /// `AdamParams` JSON.
+  Pending<std::string> optim_step(std::string_view json) const {
+    return submit_json(&tinkex_training_client_optim_step, json);
+  }
+  /// `{"path": "name", ...}`; result `{"path": "tinker://..."}`.
+  Pending<std::string> save_state(std::string_view json) const {
+    return submit_json(&tinkex_training_client_save_state, json);
+  }
+  Pending<std::string> save_weights_for_sampler(std::string_view json) const {
+    return submit_json(&tinkex_training_client_save_weights_for_sampler, json);
+  }
+  Pending<std::string> load_state(std::string_view json) const {
+    return submit_json(&tinkex_training_client_load_state, json);
+  }
+  inline Pending<SamplingClient> save_weights_and_get_sampling_client() const;
+
+  Result<std::string> info() const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_training_client_get_info(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
+  TrainingClient clone() const { return TrainingClient(tinkex_training_client_clone(p_.get())); }
+  tinkex_training_client *get() const noexcept { return p_.get(); }
+
+  explicit TrainingClient(tinkex_training_client *p) : p_(p) {}
+
+ private:
+  using JsonFn = tinkex_status (*)(tinkex_training_client *, const uint8_t *, size_t,
+                                   tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
+  Pending<std::string> submit_json(JsonFn fn, std::string_view json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+    });
+  }
+
+  detail::Handle<tinkex_training_client, tinkex_training_client_free> p_;
+};
+
+namespace detail {
+
+template <>
+inline Result<TrainingClient> take<TrainingClient>(tinkex_future *fut) {
+  tinkex_training_client *c = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_training_client(fut, &c, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return TrainingClient(c);
+}
+
+template <>
+inline Result<SamplingClient> take<SamplingClient>(tinkex_future *fut) {
+  tinkex_sampling_client *c = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_sampling_client(fut, &c, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return SamplingClient(c);
+}
+
+}  // namespace detail
+
+inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client() const {
+  return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
+    return tinkex_training_client_save_weights_and_get_sampling_client(p_.get(), cb, ud, out,
+                                                                       err);
+  });
+}
+
+/// A REST client (training runs, checkpoints).
+class RestClient {
+ public:
+  Pending<std::string> list_training_runs(uint32_t limit, uint32_t offset) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_rest_client_list_training_runs(p_.get(), limit, offset, cb, ud, out, err);
+    });
+  }
+  Pending<std::string> list_checkpoints(std::string_view training_run_id) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_rest_client_list_checkpoints(p_.get(), detail::data_of(training_run_id),
+                                                 training_run_id.size(), cb, ud, out, err);
+    });
+  }
+  Pending<std::string> get_weights_info(std::string_view tinker_path) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_rest_client_get_weights_info(p_.get(), detail::data_of(tinker_path),
+                                                 tinker_path.size(), cb, ud, out, err);
+    });
+  }
+  tinkex_rest_client *get() const noexcept { return p_.get(); }
+
+  explicit RestClient(tinkex_rest_client *p) : p_(p) {}
+
+ private:
+  detail::Handle<tinkex_rest_client, tinkex_rest_client_free> p_;
+};
+
+/// The entry point.
+class ServiceClient {
+ public:
+  /// `config_json` as documented at tinkex_service_client_new.
+  static Result<ServiceClient> create(const Runtime &rt, std::string_view config_json) {
+    tinkex_service_client *svc = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_service_client_new(rt.get(), detail::data_of(config_json),
+                                                config_json.size(), &svc, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return ServiceClient(svc);
+  }
+
+  Pending<std::string> get_server_capabilities() const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_get_server_capabilities(p_.get(), cb, ud, out, err);
+    });
+  }
+  /// `{"base_model": "...", "lora_config": {"rank": 32}}`.
+  Pending<TrainingClient> create_lora_training_client(std::string_view json) const {
+    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_create_lora_training_client(
+          p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+    });
+  }
+  /// `{"path": "tinker://...", "optimizer": false}`.
+  Pending<TrainingClient> create_training_client_from_state(std::string_view json) const {
+    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_create_training_client_from_state(
+          p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+    });
+  }
+  /// `{"model_path": "tinker://..."}` or `{"base_model": "..."}`.
+  Pending<SamplingClient> create_sampling_client(std::string_view json) const {
+    return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_create_sampling_client(p_.get(), detail::data_of(json),
+                                                          json.size(), cb, ud, out, err);
+    });
+  }
+  Result<RestClient> create_rest_client() const {
+    tinkex_rest_client *r = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_service_client_create_rest_client(p_.get(), &r, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return RestClient(r);
+  }
+  /// Finishes the session; `{}` means success.
+  Pending<std::string> close(std::string_view json = "{}") const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_close(p_.get(), detail::data_of(json), json.size(), cb, ud,
+                                         out, err);
+    });
+  }
+
+  /// Calls `handler` on the dispatcher thread for every event, in order, until the
+  /// Subscription is destroyed; events already queued then may still be delivered, after
+  /// which `handler` is destroyed on the dispatcher. So let `handler` own (or share) what
+  /// it touches rather than capture locals by reference.
+  Result<Subscription> subscribe(std::function<void(const Event &)> handler) const {
+    auto fn = std::make_unique<std::function<void(const Event &)>>(std::move(handler));
+    tinkex_subscription *sub = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_service_client_subscribe(p_.get(), &on_event, fn.get(),
+                                                      &free_handler, &sub, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    fn.release();  // freed by free_handler
+    return Subscription(sub);
+  }
+
+  ServiceClient clone() const { return ServiceClient(tinkex_service_client_clone(p_.get())); }
+  tinkex_service_client *get() const noexcept { return p_.get(); }
+
+ private:
+  explicit ServiceClient(tinkex_service_client *p) : p_(p) {}
+
+  static void on_event(void *user_data, const tinkex_event *ev) noexcept {
+    try {
+      Event e;
+      e.type = tinkex_event_kind(ev);
+      size_t len = 0;
+      const uint8_t *json = tinkex_event_json(ev, &len);
+      e.json.assign(reinterpret_cast<const char *>(json), len);
+      if (const char *r = tinkex_event_request_id(ev)) e.request_id = r;
+      (*static_cast<std::function<void(const Event &)> *>(user_data))(e);
+    } catch (...) {
+      // A throwing handler loses that event; nothing reaches C.
+    }
+  }
+  static void free_handler(void *user_data) noexcept {
+    delete static_cast<std::function<void(const Event &)> *>(user_data);
+  }
+
+  detail::Handle<tinkex_service_client, tinkex_service_client_free> p_;
+};
+
+/// The library version ("0.1.0") and whether the loaded library matches this header's ABI.
+inline std::string version() { return tinkex_version(); }
+inline bool abi_matches() noexcept { return tinkex_abi_version() == TINKEX_ABI_VERSION; }
+
+}  // namespace tinkex
+
+#endif  // TINKEX_HPP

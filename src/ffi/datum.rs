@@ -1,0 +1,276 @@
+//! `tinkex_datum_batch` (Box-owned): the bulk path for training data. Token ids and loss
+//! inputs arrive as typed arrays (pointer, length, dtype, shape) and are copied once into
+//! the client's `Datum`s, with no JSON text in between.
+//!
+//! Conversion rules are those of the JSON path, so both build the same request: integer
+//! arrays become `int64` tensors, float arrays `float32` tensors (float64 values are
+//! rounded to float32 exactly as JSON numbers are), and a missing shape means 1-D.
+
+use super::error::{tinkex_error, Failure};
+use super::status::tinkex_status;
+use super::{boundary, box_into_raw, box_mut, box_ref, box_take, input_str, out_ptr, write_out};
+use crate::core::types::{Datum, ModelInput, TensorData, TensorDtype, TensorValues};
+use std::ffi::c_void;
+
+/// Element types of typed-array inputs (native byte order; any alignment).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum tinkex_dtype {
+    /// `int64_t` elements; stored as int64.
+    Int64 = 1,
+    /// `float` elements; stored as float32.
+    Float32 = 2,
+    /// `int32_t` elements; widened to int64.
+    Int32 = 3,
+    /// `double` elements; rounded to float32.
+    Float64 = 4,
+}
+
+impl TryFrom<i32> for tinkex_dtype {
+    type Error = Failure;
+    fn try_from(v: i32) -> Result<Self, Failure> {
+        Ok(match v {
+            1 => tinkex_dtype::Int64,
+            2 => tinkex_dtype::Float32,
+            3 => tinkex_dtype::Int32,
+            4 => tinkex_dtype::Float64,
+            other => return Err(Failure::invalid_arg(format!("unknown dtype {other}"))),
+        })
+    }
+}
+
+impl tinkex_dtype {
+    fn size(self) -> usize {
+        match self {
+            tinkex_dtype::Int64 | tinkex_dtype::Float64 => 8,
+            tinkex_dtype::Float32 | tinkex_dtype::Int32 => 4,
+        }
+    }
+}
+
+/// Copies `len` elements of `dtype` from `data` (one pass, unaligned reads allowed).
+///
+/// # Safety
+/// A non-NULL `data` must point to `len` readable elements of `dtype`.
+unsafe fn copy_values(
+    data: *const c_void,
+    len: usize,
+    dtype: tinkex_dtype,
+    name: &str,
+) -> Result<TensorValues, Failure> {
+    let bytes_len = len
+        .checked_mul(dtype.size())
+        .filter(|n| *n <= isize::MAX as usize)
+        .ok_or_else(|| Failure::invalid_arg(format!("{name}: length {len} is too large")))?;
+    // SAFETY: forwarded; `(NULL, 0)` is empty.
+    let bytes = unsafe { super::input_bytes(data as *const u8, bytes_len, name) }?;
+    fn read<const N: usize>(chunk: &[u8]) -> [u8; N] {
+        chunk.try_into().expect("chunks_exact yields N bytes")
+    }
+    Ok(match dtype {
+        tinkex_dtype::Int64 => TensorValues::Int64(
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_ne_bytes(read(c)))
+                .collect(),
+        ),
+        tinkex_dtype::Int32 => TensorValues::Int64(
+            bytes
+                .chunks_exact(4)
+                .map(|c| i64::from(i32::from_ne_bytes(read(c))))
+                .collect(),
+        ),
+        tinkex_dtype::Float32 => TensorValues::Float32(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes(read(c)))
+                .collect(),
+        ),
+        tinkex_dtype::Float64 => TensorValues::Float32(
+            bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_ne_bytes(read(c)) as f32)
+                .collect(),
+        ),
+    })
+}
+
+/// A batch of datums built from typed arrays, for
+/// `tinkex_training_client_forward_backward_batch` / `_forward_batch`.
+///
+/// Box-owned: free it with `tinkex_datum_batch_free`, or hand it to a batch submit call,
+/// which consumes it. Not thread-safe: build it on one thread at a time.
+pub struct tinkex_datum_batch {
+    data: Vec<Datum>,
+}
+
+impl tinkex_datum_batch {
+    /// The datums built so far.
+    pub fn data(&self) -> &[Datum] {
+        &self.data
+    }
+
+    /// The datums, consuming the batch.
+    pub fn into_data(self) -> Vec<Datum> {
+        self.data
+    }
+}
+
+/// Creates an empty batch.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_datum_batch_free`
+/// or hand it to a batch submit call.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_new(
+    out: *mut *mut tinkex_datum_batch,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        out_ptr(out, "out")?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out, box_into_raw(tinkex_datum_batch { data: Vec::new() })) };
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// Starts a new datum whose model input is one `encoded_text` chunk of `len` token ids
+/// (`dtype` `TINKEX_DTYPE_INT64` or `TINKEX_DTYPE_INT32`; `(NULL, 0)` is an empty input).
+/// Later `tinkex_datum_batch_set_loss_input` calls apply to this datum.
+///
+/// Errors: `NULL_ARG` (`batch`, or `tokens` NULL with `len > 0`), `INVALID_ARG` (unknown or
+/// float dtype, overflowing length). The arrays are copied; they are borrowed for the call
+/// only. Blocks: never. Callback-safe.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_push(
+    batch: *mut tinkex_datum_batch,
+    tokens: *const c_void,
+    len: usize,
+    dtype: i32,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `batch` is a live batch used by this thread only (contract).
+        let batch = unsafe { box_mut(batch, "batch") }?;
+        let dtype = tinkex_dtype::try_from(dtype)?;
+        // SAFETY: `(tokens, len)` is a readable array of `dtype` (caller contract).
+        let tokens = match unsafe { copy_values(tokens, len, dtype, "tokens") }? {
+            TensorValues::Int64(v) => v,
+            TensorValues::Float32(_) => {
+                return Err(Failure::invalid_arg(
+                    "tokens must be TINKEX_DTYPE_INT64 or TINKEX_DTYPE_INT32",
+                ))
+            }
+        };
+        batch.data.push(Datum {
+            model_input: ModelInput::from_ints(tokens),
+            ..Default::default()
+        });
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// Sets a named loss input (`target_tokens`, `weights`, `advantages`, `logprobs`, ...) of
+/// the datum last pushed: `len` elements of `dtype` at `data`, with an optional row-major
+/// `shape` of `ndim` dimensions (`shape` NULL means 1-D `[len]`; otherwise the product must
+/// equal `len`). Setting a name twice replaces it.
+///
+/// Errors: `NULL_ARG`, `INVALID_UTF8` (name), `INVALID_ARG` (unknown dtype, bad shape, empty
+/// name), `WRONG_STATE` (no datum pushed yet). The arrays are copied; they are borrowed for
+/// the call only. Blocks: never. Callback-safe.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_set_loss_input(
+    batch: *mut tinkex_datum_batch,
+    name: *const u8,
+    name_len: usize,
+    data: *const c_void,
+    len: usize,
+    dtype: i32,
+    shape: *const i64,
+    ndim: usize,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `batch` is a live batch used by this thread only (contract).
+        let batch = unsafe { box_mut(batch, "batch") }?;
+        // SAFETY: `(name, name_len)` is a readable input (caller contract).
+        let name = unsafe { input_str(name, name_len, "name") }?;
+        if name.is_empty() {
+            return Err(Failure::invalid_arg("name is empty"));
+        }
+        let dtype = tinkex_dtype::try_from(dtype)?;
+        let shape = if shape.is_null() {
+            if ndim > 0 {
+                return Err(Failure::null_arg("shape"));
+            }
+            None
+        } else {
+            // SAFETY: `(shape, ndim)` is a readable array of int64 (caller contract).
+            let dims = unsafe { copy_values(shape as *const c_void, ndim, tinkex_dtype::Int64, "shape") }?;
+            let TensorValues::Int64(dims) = dims else {
+                unreachable!("int64 copy")
+            };
+            if dims.iter().any(|d| *d < 0) {
+                return Err(Failure::invalid_arg(format!("shape {dims:?} has a negative dimension")));
+            }
+            let product = dims
+                .iter()
+                .try_fold(1i64, |acc, d| acc.checked_mul(*d))
+                .ok_or_else(|| Failure::invalid_arg("shape product overflows"))?;
+            if product as u128 != len as u128 {
+                return Err(Failure::invalid_arg(format!(
+                    "shape {dims:?} holds {product} elements but len is {len}"
+                )));
+            }
+            Some(dims)
+        };
+        let datum = batch.data.last_mut().ok_or_else(|| {
+            Failure::wrong_state("call tinkex_datum_batch_push before setting loss inputs")
+        })?;
+        // SAFETY: `(data, len)` is a readable array of `dtype` (caller contract).
+        let values = unsafe { copy_values(data, len, dtype, "data") }?;
+        let dtype = match values {
+            TensorValues::Int64(_) => TensorDtype::Int64,
+            TensorValues::Float32(_) => TensorDtype::Float32,
+        };
+        let shape = shape.or_else(|| Some(vec![values.len() as i64]));
+        datum.loss_fn_inputs.insert(
+            name.to_string(),
+            TensorData {
+                data: values,
+                dtype,
+                shape,
+                sparse_crow_indices: None,
+                sparse_col_indices: None,
+            },
+        );
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// The number of datums pushed; 0 when `batch` is NULL.
+///
+/// Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_len(batch: *const tinkex_datum_batch) -> usize {
+    boundary!(value 0, {
+        // SAFETY: a non-NULL `batch` is a live batch (caller contract).
+        match unsafe { box_ref(batch, "batch") } {
+            Ok(b) => b.data.len(),
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Releases a batch that was not handed to a submit call. NULL does nothing.
+///
+/// Consumes: `batch`. Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_free(batch: *mut tinkex_datum_batch) {
+    boundary!(value(), {
+        // SAFETY: a non-NULL `batch` came from this library and is released once.
+        drop(unsafe { box_take(batch) });
+    })
+}

@@ -1,0 +1,427 @@
+//! `tinkex_future` (Arc-owned): one submitted operation, its completion callback, and its
+//! result until taken.
+
+use super::bytes::tinkex_bytes;
+use super::error::{tinkex_error, Failure};
+use super::runtime::tinkex_runtime;
+use super::sampling::tinkex_sampling_client;
+use super::status::tinkex_status;
+use super::training::tinkex_training_client;
+use super::{
+    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, out_ptr, write_out,
+};
+use super::{tinkex_done_fn, UserData};
+use crate::core::ApiFuture;
+use std::any::Any;
+use std::ffi::c_void;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// What a finished operation produced.
+pub(crate) enum Output {
+    /// JSON bytes (every result except new clients).
+    Json(Vec<u8>),
+    /// A new training client.
+    Training(Arc<tinkex_training_client>),
+    /// A new sampling client.
+    Sampling(Arc<tinkex_sampling_client>),
+}
+
+impl Output {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Output::Json(_) => "JSON bytes (tinkex_future_take_result)",
+            Output::Training(_) => "a training client (tinkex_future_take_training_client)",
+            Output::Sampling(_) => "a sampling client (tinkex_future_take_sampling_client)",
+        }
+    }
+}
+
+/// Serializes a result to JSON bytes.
+pub(crate) fn json_output<T: serde::Serialize>(value: &T) -> Result<Output, Failure> {
+    serde_json::to_vec(value)
+        .map(Output::Json)
+        .map_err(|e| Failure::internal(format!("cannot serialize the result: {e}")))
+}
+
+enum State {
+    Pending,
+    Done(Result<Output, Failure>),
+    Taken,
+}
+
+/// The core operation behind a future, type-erased.
+trait CoreOp: Send + Sync {
+    fn cancel(&self);
+}
+
+impl<T: Send + 'static> CoreOp for ApiFuture<T> {
+    fn cancel(&self) {
+        ApiFuture::cancel(self)
+    }
+}
+
+type DoneCallback = (
+    unsafe extern "C" fn(*mut c_void, *mut tinkex_future),
+    UserData,
+);
+
+/// One submitted operation.
+///
+/// Arc-owned. The submit call hands out one reference; the pending operation holds another
+/// (and its client, hence the runtime), so freeing the future, its client or the runtime
+/// never cancels it and its callback still fires. Any thread may use it concurrently.
+pub struct tinkex_future {
+    rt: Arc<tinkex_runtime>,
+    _owner: Arc<dyn Any + Send + Sync>,
+    id: u64,
+    state: Mutex<State>,
+    done: Condvar,
+    on_done: Mutex<Option<DoneCallback>>,
+    op: OnceLock<Box<dyn CoreOp>>,
+}
+
+impl tinkex_future {
+    /// Completes the future once (first caller wins); wakes waiters and posts the callback
+    /// to the dispatcher. Returns whether this call completed it.
+    pub(crate) fn complete(self: &Arc<Self>, result: Result<Output, Failure>) -> bool {
+        {
+            let mut state = self.state.lock().unwrap();
+            if !matches!(*state, State::Pending) {
+                return false;
+            }
+            *state = State::Done(result);
+        }
+        self.done.notify_all();
+        self.rt.unregister_future(self.id);
+        let callback = self.on_done.lock().unwrap().take();
+        if let Some((f, user_data)) = callback {
+            let me = self.clone();
+            self.rt.post(Box::new(move || {
+                let ptr = Arc::as_ptr(&me) as *mut tinkex_future;
+                // SAFETY: the host registered `f` for this future; `ptr` stays valid during
+                // the call because `me` holds a reference.
+                unsafe { f(user_data.get(), ptr) };
+                drop(me);
+            }));
+        }
+        true
+    }
+
+    /// Completes with `SHUT_DOWN` (runtime shutdown) and stops the core operation.
+    pub(crate) fn complete_shut_down(self: &Arc<Self>) {
+        if self.complete(Err(Failure::shut_down())) {
+            if let Some(op) = self.op.get() {
+                op.cancel();
+            }
+        }
+    }
+
+    fn cancel(self: &Arc<Self>) {
+        if self.complete(Err(Failure::cancelled())) {
+            if let Some(op) = self.op.get() {
+                op.cancel();
+            }
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        !matches!(*self.state.lock().unwrap(), State::Pending)
+    }
+
+    /// Waits until done or the timeout; returns whether done.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut state = self.state.lock().unwrap();
+        loop {
+            if !matches!(*state, State::Pending) {
+                return true;
+            }
+            match deadline {
+                None => state = self.done.wait(state).unwrap(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    state = self.done.wait_timeout(state, d - now).unwrap().0;
+                }
+            }
+        }
+    }
+
+    /// Takes the result if `accept` likes its type: `Ok(None)` while pending; errors are
+    /// taken by any take function.
+    fn take(&self, accept: fn(&Output) -> bool) -> Result<Option<Output>, Failure> {
+        let mut state = self.state.lock().unwrap();
+        match &*state {
+            State::Pending => return Ok(None),
+            State::Taken => {
+                return Err(Failure::new(
+                    tinkex_status::AlreadyTaken,
+                    "the result of this future was already taken",
+                ))
+            }
+            State::Done(Ok(out)) if !accept(out) => {
+                return Err(Failure::new(
+                    tinkex_status::WrongType,
+                    format!("this future's result is {}", out.type_name()),
+                ))
+            }
+            State::Done(_) => {}
+        }
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Done(r) => r.map(Some),
+            _ => unreachable!("checked above"),
+        }
+    }
+}
+
+/// Completes the future if its task is dropped before finishing (runtime teardown) or
+/// panics outside the core's own guard.
+struct CompletionGuard(Arc<tinkex_future>);
+
+impl Drop for CompletionGuard {
+    fn drop(&mut self) {
+        let failure = if std::thread::panicking() {
+            Failure::new(
+                tinkex_status::Panic,
+                "internal panic while completing the operation",
+            )
+        } else {
+            Failure::shut_down()
+        };
+        self.0.complete(Err(failure));
+    }
+}
+
+/// Submits a core operation: `start` (run inside the runtime context) returns its
+/// `ApiFuture` (or rejects the input: then nothing is submitted), `convert` turns its value into the output. Returns the future handed to
+/// the host. Never blocks; never calls `on_done` itself (an error here is a status).
+pub(crate) fn submit<T, S, C>(
+    rt: &Arc<tinkex_runtime>,
+    owner: Arc<dyn Any + Send + Sync>,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    start: S,
+    convert: C,
+) -> Result<*mut tinkex_future, Failure>
+where
+    T: Send + 'static,
+    S: FnOnce() -> Result<ApiFuture<T>, Failure>,
+    C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
+{
+    rt.check_open()?;
+    let id = rt.next_id();
+    let fut = Arc::new(tinkex_future {
+        rt: rt.clone(),
+        _owner: owner,
+        id,
+        state: Mutex::new(State::Pending),
+        done: Condvar::new(),
+        on_done: Mutex::new(None),
+        op: OnceLock::new(),
+    });
+    let api = {
+        let _entered = rt.handle().enter();
+        start()?
+    };
+    if let Err(f) = rt.register_future(id, &fut) {
+        api.cancel();
+        return Err(f);
+    }
+    let _ = fut.op.set(Box::new(api.clone()));
+    if let Some(f) = on_done {
+        *fut.on_done.lock().unwrap() = Some((f, UserData(user_data)));
+    }
+    let guard = CompletionGuard(fut.clone());
+    rt.handle().spawn(async move {
+        api.wait_done().await;
+        let result = match api.try_take() {
+            Some(Ok(value)) => {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| convert(value)))
+                    .unwrap_or_else(|p| Err(Failure::panic(&*p)))
+            }
+            Some(Err(e)) => Err(Failure::from(e)),
+            None => Err(Failure::internal("the operation finished without a result")),
+        };
+        guard.0.complete(result);
+        drop(guard);
+    });
+    Ok(arc_into_raw(fut))
+}
+
+/// Takes the JSON result of a finished future without blocking.
+///
+/// Returns `TINKEX_STATUS_PENDING` while the operation runs (nothing written), then once:
+/// `TINKEX_STATUS_OK` with `*out_bytes` set to the result (UTF-8 JSON), or the operation's
+/// failure status with `*out_err` set; later calls give `TINKEX_STATUS_ALREADY_TAKEN`. A
+/// future whose result is a client gives `TINKEX_STATUS_WRONG_TYPE` (nothing is taken).
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_take_result(
+    fut: *mut tinkex_future,
+    out_bytes: *mut *mut tinkex_bytes,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `fut` is a live future handle (caller contract).
+        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        out_ptr(out_bytes, "out_bytes")?;
+        match fut.take(|o| matches!(o, Output::Json(_)))? {
+            None => Ok(tinkex_status::Pending),
+            Some(Output::Json(bytes)) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(bytes))) };
+                Ok(tinkex_status::Ok)
+            }
+            Some(_) => Err(Failure::internal("take accepted another type")),
+        }
+    })
+}
+
+/// Takes the training client produced by a finished `create_*training_client*` future.
+/// Statuses as `tinkex_future_take_result`; a JSON result gives `TINKEX_STATUS_WRONG_TYPE`.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_client`; release with
+/// `tinkex_training_client_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_take_training_client(
+    fut: *mut tinkex_future,
+    out_client: *mut *mut tinkex_training_client,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: as in `tinkex_future_take_result`.
+        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        out_ptr(out_client, "out_client")?;
+        match fut.take(|o| matches!(o, Output::Training(_)))? {
+            None => Ok(tinkex_status::Pending),
+            Some(Output::Training(client)) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { write_out(out_client, arc_into_raw(client)) };
+                Ok(tinkex_status::Ok)
+            }
+            Some(_) => Err(Failure::internal("take accepted another type")),
+        }
+    })
+}
+
+/// Takes the sampling client produced by a finished `create_sampling_client` or
+/// `save_weights_and_get_sampling_client` future. Statuses as `tinkex_future_take_result`.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_client`; release with
+/// `tinkex_sampling_client_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_take_sampling_client(
+    fut: *mut tinkex_future,
+    out_client: *mut *mut tinkex_sampling_client,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: as in `tinkex_future_take_result`.
+        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        out_ptr(out_client, "out_client")?;
+        match fut.take(|o| matches!(o, Output::Sampling(_)))? {
+            None => Ok(tinkex_status::Pending),
+            Some(Output::Sampling(client)) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { write_out(out_client, arc_into_raw(client)) };
+                Ok(tinkex_status::Ok)
+            }
+            Some(_) => Err(Failure::internal("take accepted another type")),
+        }
+    })
+}
+
+/// Whether the operation has finished (success, failure, cancel or shutdown); false when
+/// `fut` is NULL.
+///
+/// Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_is_done(fut: *const tinkex_future) -> bool {
+    boundary!(value false, {
+        // SAFETY: as in `tinkex_future_take_result`.
+        match unsafe { arc_ref(fut, "fut") } {
+            Ok(f) => f.is_done(),
+            Err(_) => false,
+        }
+    })
+}
+
+/// Cancels the operation: if it has not finished, it completes with
+/// `TINKEX_STATUS_CANCELLED` (the callback fires, on the dispatcher) and its HTTP work
+/// stops. Idempotent; after completion it does nothing. Returns `TINKEX_STATUS_NULL_ARG`
+/// for NULL, else `TINKEX_STATUS_OK`.
+///
+/// Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_cancel(fut: *mut tinkex_future) -> tinkex_status {
+    boundary!(value tinkex_status::Panic, {
+        // SAFETY: as in `tinkex_future_take_result`.
+        match unsafe { arc_clone(fut as *const tinkex_future, "fut") } {
+            Ok(f) => {
+                f.cancel();
+                tinkex_status::Ok
+            }
+            Err(e) => e.status,
+        }
+    })
+}
+
+/// Blocks until the operation finishes or `timeout_ms` passes (0 = no limit). Returns
+/// `TINKEX_STATUS_OK` when finished (then take the result), `TINKEX_STATUS_PENDING` on
+/// timeout. The completion callback may not have run yet when this returns.
+///
+/// For synchronous facades only (C++, Python sync API). Blocks: yes. Never call it from a
+/// BEAM scheduler, a tinkex callback or a tokio thread (`TINKEX_STATUS_WRONG_STATE`).
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_wait(
+    fut: *mut tinkex_future,
+    timeout_ms: u64,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: as in `tinkex_future_take_result`.
+        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        fut.rt.check_may_block("tinkex_future_wait")?;
+        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+        Ok(if fut.wait(timeout) {
+            tinkex_status::Ok
+        } else {
+            tinkex_status::Pending
+        })
+    })
+}
+
+/// A new reference to the same future; NULL when `fut` is NULL.
+///
+/// Blocks: never. Callback-safe. Caller owns the result; release with `tinkex_future_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_clone(fut: *const tinkex_future) -> *mut tinkex_future {
+    boundary!(value std::ptr::null_mut(), {
+        // SAFETY: as in `tinkex_future_take_result`.
+        match unsafe { arc_clone(fut, "fut") } {
+            Ok(f) => arc_into_raw(f),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// Drops one reference. NULL does nothing. Does not cancel: the operation completes and
+/// its callback fires.
+///
+/// Consumes: `fut`. Blocks: never. Callback-safe (also on the `fut` passed to the
+/// callback, when it is the host's own reference); any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_free(fut: *mut tinkex_future) {
+    boundary!(value(), {
+        // SAFETY: a non-NULL `fut` came from this library and the host gives up this reference.
+        unsafe { arc_release(fut as *const tinkex_future) }
+    })
+}

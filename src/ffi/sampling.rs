@@ -1,0 +1,224 @@
+//! `tinkex_sampling_client` (Arc-owned): sampling and prompt logprobs on one sampling
+//! session.
+
+use super::bytes::tinkex_bytes;
+use super::error::{tinkex_error, Failure};
+use super::future::{json_output, submit, tinkex_future};
+use super::runtime::tinkex_runtime;
+use super::status::tinkex_status;
+use super::{
+    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
+    tinkex_done_fn, write_out,
+};
+use crate::core::types::{ModelInput, SamplingParams};
+use crate::core::{ApiFuture, SampleOptions, SamplingClient};
+use serde::Deserialize;
+use std::any::Any;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// A sampling client bound to one sampling session.
+///
+/// Arc-owned; holds the client that created it (and so the runtime). Any thread may use it
+/// concurrently.
+pub struct tinkex_sampling_client {
+    rt: Arc<tinkex_runtime>,
+    _parent: Arc<dyn Any + Send + Sync>,
+    client: SamplingClient,
+}
+
+impl tinkex_sampling_client {
+    pub(crate) fn new(
+        rt: Arc<tinkex_runtime>,
+        parent: Arc<dyn Any + Send + Sync>,
+        client: SamplingClient,
+    ) -> Self {
+        tinkex_sampling_client {
+            rt,
+            _parent: parent,
+            client,
+        }
+    }
+}
+
+fn submit_on<T: serde::Serialize + Send + 'static>(
+    client: *mut tinkex_sampling_client,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    start: impl FnOnce(&SamplingClient) -> ApiFuture<T>,
+) -> Result<tinkex_status, Failure> {
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    let c = unsafe { arc_clone(client as *const tinkex_sampling_client, "client") }?;
+    out_ptr(out_future, "out_future")?;
+    let owner: Arc<dyn Any + Send + Sync> = c.clone();
+    let fut = submit(
+        &c.rt,
+        owner,
+        on_done,
+        user_data,
+        || Ok(start(&c.client)),
+        |v| json_output(&v),
+    )?;
+    // SAFETY: checked non-NULL above.
+    unsafe { write_out(out_future, fut) };
+    Ok(tinkex_status::Ok)
+}
+
+/// A new reference to the same client; NULL when `client` is NULL.
+///
+/// Blocks: never. Callback-safe. Caller owns the result; release with
+/// `tinkex_sampling_client_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_sampling_client_clone(
+    client: *const tinkex_sampling_client,
+) -> *mut tinkex_sampling_client {
+    boundary!(value std::ptr::null_mut(), {
+        // SAFETY: a non-NULL `client` is a live handle (caller contract).
+        match unsafe { arc_clone(client, "client") } {
+            Ok(a) => arc_into_raw(a),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// Drops one reference. NULL does nothing. Never cancels.
+///
+/// Consumes: `client`. Blocks: never. Callback-safe; any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_sampling_client_free(client: *mut tinkex_sampling_client) {
+    boundary!(value(), {
+        // SAFETY: a non-NULL `client` came from this library; the host gives up this
+        // reference.
+        unsafe { arc_release(client as *const tinkex_sampling_client) }
+    })
+}
+
+/// The client's session and model: `{"sampling_session_id": "...", "base_model": "..."}`.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_sampling_client_get_info(
+    client: *const tinkex_sampling_client,
+    out_bytes: *mut *mut tinkex_bytes,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `client` is a live handle (caller contract).
+        let c = unsafe { arc_ref(client, "client") }?;
+        out_ptr(out_bytes, "out_bytes")?;
+        let json = serde_json::json!({
+            "sampling_session_id": c.client.sampling_session_id(),
+            "base_model": c.client.base_model(),
+        });
+        // SAFETY: checked non-NULL above.
+        unsafe {
+            write_out(
+                out_bytes,
+                box_into_raw(tinkex_bytes::new(json.to_string().into_bytes())),
+            )
+        };
+        Ok(tinkex_status::Ok)
+    })
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SampleJson {
+    prompt: ModelInput,
+    #[serde(default = "one")]
+    num_samples: u32,
+    #[serde(default)]
+    sampling_params: SamplingParams,
+    #[serde(default)]
+    prompt_logprobs: bool,
+    #[serde(default)]
+    topk_prompt_logprobs: u32,
+    #[serde(default)]
+    topk_sample_logprobs: u32,
+    #[serde(default)]
+    prompt_logprobs_last_n: Option<u32>,
+}
+
+/// Draws continuations of a prompt. `json` is the `asample` body without client-owned
+/// fields: `{"prompt": {"chunks": [{"type": "encoded_text", "tokens": [1, 2]}]},
+/// "num_samples": 1, "sampling_params": {"max_tokens": 16, "temperature": 1.0, "top_k": -1,
+/// "top_p": 1.0, "seed": null, "stop": null}, "prompt_logprobs": false,
+/// "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0, "prompt_logprobs_last_n": null}`
+/// (only `prompt` is required). Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
+/// "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", ...}`).
+///
+/// Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
+/// exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
+/// `on_done` never fires. Blocks: never. Callback-safe. Caller owns `*out_future`; release
+/// with `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_sampling_client_sample(
+    client: *mut tinkex_sampling_client,
+    json: *const u8,
+    json_len: usize,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        super::non_null(client, "client")?;
+        out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: SampleJson = unsafe { input_json(json, json_len, "json") }?;
+        let options = SampleOptions {
+            prompt_logprobs: input.prompt_logprobs,
+            topk_prompt_logprobs: input.topk_prompt_logprobs,
+            topk_sample_logprobs: input.topk_sample_logprobs,
+            prompt_logprobs_last_n: input.prompt_logprobs_last_n,
+        };
+        submit_on(client, on_done, user_data, out_future, |c| {
+            c.sample(
+                input.prompt,
+                input.num_samples,
+                input.sampling_params,
+                options,
+            )
+        })
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogprobsJson {
+    prompt: ModelInput,
+}
+
+/// Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput}`. Result: a
+/// JSON array with one entry per prompt token (`null` at position 0).
+///
+/// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+/// `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_sampling_client_compute_logprobs(
+    client: *mut tinkex_sampling_client,
+    json: *const u8,
+    json_len: usize,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        super::non_null(client, "client")?;
+        out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: LogprobsJson = unsafe { input_json(json, json_len, "json") }?;
+        submit_on(client, on_done, user_data, out_future, |c| {
+            c.compute_logprobs(input.prompt)
+        })
+    })
+}

@@ -1,0 +1,81 @@
+//! Test-only exports (cargo feature `testing`; header section `TINKEX_TESTING`): inject
+//! panics to prove that they become `TINKEX_STATUS_PANIC` and the process lives.
+
+use super::error::{tinkex_error, Failure};
+use super::future::{submit, tinkex_future, Output};
+use super::runtime::tinkex_runtime;
+use super::status::tinkex_status;
+use super::{arc_clone, boundary, out_ptr, tinkex_done_fn, write_out};
+use crate::core::{ApiFuture, Error};
+use std::any::Any;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// TESTING ONLY. Panics inside the export body; returns `TINKEX_STATUS_PANIC` with an error
+/// whose message contains "injected export panic".
+///
+/// Blocks: never.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_testing_panic_in_export(out_err: *mut *mut tinkex_error) -> tinkex_status {
+    boundary!(status out_err, {
+        if std::hint::black_box(true) {
+            panic!("injected export panic");
+        }
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// TESTING ONLY. Submits an operation whose core task panics (`where_` 0) or whose result
+/// conversion in the ffi layer panics (`where_` 1). The future completes with
+/// `TINKEX_STATUS_PANIC` and `on_done` fires once, like any operation. Other `where_`
+/// values give `TINKEX_STATUS_INVALID_ARG`.
+///
+/// Submit call. Blocks: never. Caller owns `*out_future`; release with `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_testing_panic_in_task(
+    rt: *mut tinkex_runtime,
+    where_: i32,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
+        let rt = unsafe { arc_clone(rt as *const tinkex_runtime, "rt") }?;
+        out_ptr(out_future, "out_future")?;
+        let owner: Arc<dyn Any + Send + Sync> = rt.clone();
+        let handle = rt.handle().clone();
+        let fut = match where_ {
+            0 => submit(
+                &rt,
+                owner,
+                on_done,
+                user_data,
+                || {
+                    Ok(ApiFuture::spawn(&handle, |_| async {
+                        if std::hint::black_box(true) {
+                            panic!("injected core panic");
+                        }
+                        Ok::<u32, Error>(0)
+                    }))
+                },
+                |_| -> Result<Output, Failure> { Err(Failure::internal("unreachable")) },
+            ),
+            1 => submit(
+                &rt,
+                owner,
+                on_done,
+                user_data,
+                || Ok(ApiFuture::spawn(&handle, |_| async { Ok::<u32, Error>(0) })),
+                |_| -> Result<Output, Failure> { panic!("injected conversion panic") },
+            ),
+            other => return Err(Failure::invalid_arg(format!("unknown where_ {other}"))),
+        }?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_future, fut) };
+        Ok(tinkex_status::Ok)
+    })
+}

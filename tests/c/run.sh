@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Builds libtinkex (release, with the test-only exports) and the tinkex-emulator, stages an
+# install prefix (lib, headers, pkg-config file), then builds and runs the C and C++ tests
+# against one emulator process: plain, under AddressSanitizer+UBSan, and under valgrind.
+# Prints "N passed, M failed" last; exits non-zero if anything failed.
+#
+#   tests/c/run.sh            # everything
+#   TINKEX_SKIP_VALGRIND=1 tests/c/run.sh
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/tinkex-c-tests.XXXXXX")"
+emu_pid=""
+cleanup() {
+  if [[ -n "$emu_pid" ]]; then
+    kill "$emu_pid" 2>/dev/null || true
+    wait "$emu_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+passed=0
+failed=0
+failed_names=()
+
+# run NAME CMD...: one test; its output goes to a log shown on failure.
+run() {
+  local name="$1"
+  shift
+  local log="$work/$name.log"
+  local started=$SECONDS
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    echo "ok    $name ($((SECONDS - started)) s) $(tail -n 1 "$log" | cut -c1-100)"
+  else
+    local rc=$?
+    failed=$((failed + 1))
+    failed_names+=("$name")
+    echo "FAIL  $name (exit $rc)"
+    tail -n 60 "$log" | sed 's/^/      /'
+  fi
+}
+
+echo "== cargo build --release -p tinkex -p tinkex-emulator --features tinkex/testing"
+cargo build --release -p tinkex -p tinkex-emulator --features tinkex/testing
+target="${CARGO_TARGET_DIR:-$repo/target}/release"
+
+# A staged install, used exactly as an installed copy would be: through pkg-config.
+prefix="$work/prefix"
+mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
+cp "$target/libtinkex.so" "$target/libtinkex.a" "$prefix/lib/"
+cp "$target/tinkex.pc" "$prefix/lib/pkgconfig/"
+cp include/tinkex.h bindings/cpp/tinkex.hpp "$prefix/include/"
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+read -r -a cflags <<<"$(pkg-config --cflags tinkex)"
+read -r -a libs <<<"$(pkg-config --libs tinkex)"
+link=("${libs[@]}" -pthread "-Wl,-rpath,$prefix/lib")
+echo "pkg-config: ${cflags[*]} ${libs[*]}"
+
+c_flags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -DTINKEX_TESTING)
+cxx_flags=(-std=c++17 -Wall -Wextra -Werror -pedantic -g)
+san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+
+echo "== build the test programs"
+bin="$work/bin"
+mkdir -p "$bin"
+for t in training misuse example; do
+  src="tests/c/test_$t.c"
+  [[ "$t" == example ]] && src="tests/c/example.c"
+  run "build-c-$t" cc "${c_flags[@]}" "${cflags[@]}" "$src" -o "$bin/test_$t" "${link[@]}"
+  run "build-c-$t-asan" cc "${c_flags[@]}" "${san[@]}" "${cflags[@]}" "$src" -o "$bin/test_$t.asan" "${link[@]}"
+done
+# The static library too: libtinkex.a plus the pkg-config Libs.private.
+read -r -a static_libs <<<"$(pkg-config --static --libs-only-l tinkex | sed 's/-ltinkex//')"
+run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c \
+  -o "$bin/test_example_static" "$prefix/lib/libtinkex.a" "${static_libs[@]}"
+cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
+run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
+run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
+
+echo "== start tinkex-emulator"
+"$target/tinkex-emulator" --port 0 --state-dir "$work/emulator-state" --poll-hold-ms 200 \
+  >"$work/emulator.out" 2>"$work/emulator.err" &
+emu_pid=$!
+for _ in $(seq 1 100); do
+  [[ -s "$work/emulator.out" ]] && break
+  sleep 0.1
+done
+url="$(head -n 1 "$work/emulator.out")"
+if [[ -z "$url" ]]; then
+  cat "$work/emulator.err"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+echo "emulator $url (pid $emu_pid)"
+
+echo "== plain"
+for t in training misuse example example_static cpp; do
+  [[ -x "$bin/test_$t" ]] && run "$t" "$bin/test_$t" "$url"
+done
+
+echo "== AddressSanitizer + UBSan"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+for t in training misuse example cpp; do
+  [[ -x "$bin/test_$t.asan" ]] && run "$t-asan" "$bin/test_$t.asan" "$url"
+done
+unset ASAN_OPTIONS UBSAN_OPTIONS
+
+echo "== valgrind"
+if [[ "${TINKEX_SKIP_VALGRIND:-0}" == 1 ]]; then
+  echo "skipped (TINKEX_SKIP_VALGRIND=1)"
+else
+  if ! command -v valgrind >/dev/null && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  fi
+  if command -v valgrind >/dev/null; then
+    # The bar: no invalid access and no definitely, indirectly or possibly lost block.
+    # "Still reachable" blocks (process-lifetime statics) are not errors; see
+    # tests/c/valgrind.supp for what they are and why no suppression is needed.
+    vg=(valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect,possible
+        --errors-for-leak-kinds=definite,indirect,possible --suppressions=tests/c/valgrind.supp
+        --num-callers=30)
+    for t in training misuse example cpp; do
+      [[ -x "$bin/test_$t" ]] && run "$t-valgrind" "${vg[@]}" "$bin/test_$t" "$url"
+    done
+  else
+    echo "valgrind not installed: skipped"
+  fi
+fi
+
+echo
+if ((failed > 0)); then
+  echo "failed: ${failed_names[*]}"
+fi
+echo "$passed passed, $failed failed"
+((failed == 0))

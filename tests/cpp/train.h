@@ -1,0 +1,13 @@
+// The C++ test's second translation unit: the training loop through tinkex.hpp.
+#pragma once
+
+#include <string>
+
+#include "tinkex.h"
+#include "tinkex.hpp"
+
+/// Runs the loop against `base_url` on `rt`; returns the number of failed checks.
+int run_training(const tinkex::Runtime &rt, const std::string &base_url);
+
+/// Counts and prints a failed check.
+int check(bool ok, const char *what);
