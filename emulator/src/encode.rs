@@ -263,7 +263,7 @@ fn batched_f32(rows: impl Iterator<Item = Vec<f32>>) -> proto::BatchedTensor {
 
 /// ForwardBackwardOutput as protobuf bytes (14.2).
 pub fn forward_backward_proto(outputs: &[DatumOutput], metrics: &[(String, f64)]) -> Vec<u8> {
-    let mut fields = HashMap::new();
+    let mut fields = BTreeMap::new();
     fields.insert(
         "logprobs".to_string(),
         batched_f32(outputs.iter().map(|o| o.logprobs.clone())),

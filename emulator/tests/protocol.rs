@@ -112,7 +112,11 @@ async fn long_poll_holds_then_try_again_and_wakes_on_completion() {
     };
     // Wait until the poll is held by the server before making the result exist.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api2.control("polls").await["polls"][&step].as_u64().unwrap_or(0) == 0 {
+    while api2.control("polls").await["polls"][&step]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
         assert!(Instant::now() < deadline, "the poll reaches the server");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

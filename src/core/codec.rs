@@ -7,7 +7,7 @@ use crate::core::types::{
     StopReason, TensorData, TensorDtype, TensorValues,
 };
 use base64::Engine;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 fn chunk_to_proto(chunk: &Chunk, datum: usize) -> Result<proto::Chunk> {
     let kind = match chunk {
@@ -92,8 +92,8 @@ pub fn forward_backward_request(
     config: &BTreeMap<String, LossConfigValue>,
     forward_only: bool,
 ) -> Result<proto::ForwardBackwardRequest> {
-    let mut legacy = HashMap::new();
-    let mut v2 = HashMap::new();
+    let mut legacy = BTreeMap::new();
+    let mut v2 = BTreeMap::new();
     for (k, v) in config {
         let value = match v {
             LossConfigValue::Number(x) => {

@@ -54,6 +54,19 @@ impl ErrorKind {
     }
 }
 
+/// What failed when a request got no HTTP response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportCause {
+    /// The connection could not be established.
+    Connect,
+    /// The request timed out.
+    Timeout,
+    /// The TLS handshake or certificate check failed.
+    Tls,
+    /// The connection broke (reset, closed mid-response, …).
+    Io,
+}
+
 /// An error of any client operation.
 #[derive(Clone, Debug)]
 pub struct Error {
@@ -69,8 +82,8 @@ pub struct Error {
     pub category: Option<RequestErrorCategory>,
     /// The raw response body (truncated), if any.
     pub body: Option<String>,
-    /// Whether the error came from the transport (no HTTP response).
-    pub transport: bool,
+    /// Set when the error came from the transport (no HTTP response): what failed.
+    pub transport: Option<TransportCause>,
 }
 
 impl Error {
@@ -83,7 +96,7 @@ impl Error {
             request_id: None,
             category: None,
             body: None,
-            transport: false,
+            transport: None,
         }
     }
 
@@ -143,7 +156,7 @@ impl Error {
             request_id: None,
             category: None,
             body: Some(truncate(body, 4096)),
-            transport: false,
+            transport: None,
         }
     }
 

@@ -3,11 +3,12 @@
 //!
 //! Field numbers, types, `optional` presence, `oneof`s and maps follow the schema embedded
 //! in the official SDK. Numeric arrays inside `bytes` fields are little-endian; the helpers
-//! at the bottom of this module pack and unpack them.
+//! at the bottom of this module pack and unpack them. Maps are `BTreeMap`s so that a message
+//! always encodes to the same bytes.
 
 #![allow(missing_docs)] // field-level docs live in PROTOCOL.md section 14.2
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Why a sampled sequence stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -122,8 +123,8 @@ pub struct BatchedTensor {
 pub struct ArrayRecord {
     #[prost(string, tag = "1")]
     pub type_tag: String,
-    #[prost(map = "string, message", tag = "2")]
-    pub fields: HashMap<String, BatchedTensor>,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub fields: BTreeMap<String, BatchedTensor>,
     #[prost(int64, tag = "3")]
     pub num_datums: i64,
 }
@@ -134,8 +135,8 @@ pub struct ForwardBackwardOutput {
     pub loss_fn_output_type: String,
     #[prost(message, repeated, tag = "2")]
     pub loss_fn_outputs: Vec<ArrayRecord>,
-    #[prost(map = "string, double", tag = "3")]
-    pub metrics: HashMap<String, f64>,
+    #[prost(btree_map = "string, double", tag = "3")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -148,12 +149,12 @@ pub struct ForwardBackwardRequest {
     pub data: Vec<Datum>,
     #[prost(string, tag = "4")]
     pub loss_fn: String,
-    #[prost(map = "string, double", tag = "5")]
-    pub loss_fn_config: HashMap<String, f64>,
+    #[prost(btree_map = "string, double", tag = "5")]
+    pub loss_fn_config: BTreeMap<String, f64>,
     #[prost(bool, tag = "6")]
     pub forward_only: bool,
-    #[prost(map = "string, message", tag = "7")]
-    pub loss_fn_config_v2: HashMap<String, LossConfigValue>,
+    #[prost(btree_map = "string, message", tag = "7")]
+    pub loss_fn_config_v2: BTreeMap<String, LossConfigValue>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -174,8 +175,8 @@ pub enum LossConfigValueKind {
 pub struct Datum {
     #[prost(message, repeated, tag = "1")]
     pub model_input: Vec<Chunk>,
-    #[prost(map = "string, message", tag = "2")]
-    pub loss_fn_inputs: HashMap<String, Tensor>,
+    #[prost(btree_map = "string, message", tag = "2")]
+    pub loss_fn_inputs: BTreeMap<String, Tensor>,
     #[prost(message, repeated, tag = "3")]
     pub model_input_spans: Vec<ProvenanceSpan>,
     #[prost(message, repeated, tag = "4")]

@@ -2,7 +2,7 @@
 //! (PROTOCOL.md 1.2-1.6). Retrying is the caller's business ([`crate::core::retry`]).
 
 use crate::core::config::{ApiKey, Timeouts};
-use crate::core::error::{Error, ErrorKind, Result};
+use crate::core::error::{Error, ErrorKind, Result, TransportCause};
 use crate::core::types::SDK_VERSION;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -241,7 +241,7 @@ impl Transport {
     }
 
     /// Sends one attempt. Any HTTP status is `Ok`; only transport failures are `Err`
-    /// (kind `Transient`, `transport = true`).
+    /// (kind `Transient`, `transport` set to the cause).
     pub async fn send(&self, req: &Request, retry_count: u32) -> Result<Response> {
         // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2).
         let url = format!("{}/{}", self.base_url, req.path.trim_start_matches('/'));
@@ -307,19 +307,23 @@ fn format_seconds(d: Duration) -> String {
 }
 
 fn transport_error(path: &str, e: reqwest::Error) -> Error {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "connection failed"
-    };
     let mut source = String::new();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
     while let Some(s) = cur {
         source = s.to_string();
         cur = s.source();
     }
+    let lower = source.to_ascii_lowercase();
+    let (cause, what) = if e.is_timeout() {
+        (TransportCause::Timeout, "timed out")
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        (TransportCause::Tls, "TLS failed")
+    } else if e.is_connect() {
+        (TransportCause::Connect, "could not connect")
+    } else {
+        (TransportCause::Io, "connection failed")
+    };
     let mut err = Error::new(
         ErrorKind::Transient,
         if source.is_empty() {
@@ -328,6 +332,6 @@ fn transport_error(path: &str, e: reqwest::Error) -> Error {
             format!("{path}: {what}: {source}")
         },
     );
-    err.transport = true;
+    err.transport = Some(cause);
     err
 }

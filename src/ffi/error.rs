@@ -2,7 +2,7 @@
 
 use super::status::tinkex_status;
 use super::{boundary, box_ref, box_take};
-use crate::core::error::{Error, ErrorKind};
+use crate::core::error::{Error, ErrorKind, TransportCause};
 use std::ffi::{c_char, CString};
 
 /// A failure inside the ffi layer, before it becomes a [`tinkex_error`].
@@ -91,19 +91,12 @@ impl Failure {
 /// Maps a core error kind (and, for transport errors, the cause) to a status.
 fn status_of(e: &Error) -> tinkex_status {
     match e.kind {
-        ErrorKind::Transient if e.transport => {
-            // The core flags transport errors but only names the cause in the message.
-            let m = e.message.to_ascii_lowercase();
-            if m.contains("timed out") {
-                tinkex_status::Timeout
-            } else if m.contains("tls") || m.contains("certificate") {
-                tinkex_status::Tls
-            } else if m.contains("could not connect") {
-                tinkex_status::Connect
-            } else {
-                tinkex_status::Io
-            }
-        }
+        ErrorKind::Transient if e.transport.is_some() => match e.transport {
+            Some(TransportCause::Timeout) => tinkex_status::Timeout,
+            Some(TransportCause::Tls) => tinkex_status::Tls,
+            Some(TransportCause::Connect) => tinkex_status::Connect,
+            _ => tinkex_status::Io,
+        },
         ErrorKind::User => tinkex_status::User,
         ErrorKind::Transient => tinkex_status::Transient,
         ErrorKind::Fatal => tinkex_status::Fatal,
@@ -285,7 +278,7 @@ mod tests {
             tinkex_status::Auth
         );
         let mut t = Error::new(ErrorKind::Transient, "/x: could not connect: refused");
-        t.transport = true;
+        t.transport = Some(TransportCause::Connect);
         assert_eq!(Failure::from(t).status, tinkex_status::Connect);
         assert_eq!(
             Failure::from(Error::new(ErrorKind::Panic, "p")).status,

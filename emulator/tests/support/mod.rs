@@ -239,7 +239,7 @@ impl Api {
 }
 
 pub fn proto_datum(tokens: &[i64], targets: &[i64]) -> proto::Datum {
-    let mut inputs = std::collections::HashMap::new();
+    let mut inputs = std::collections::BTreeMap::new();
     inputs.insert(
         "target_tokens".to_string(),
         proto::Tensor {
