@@ -2,7 +2,9 @@
 # Runs every test of the project, suite by suite, and ends with one summary line.
 #
 #   1. Rust: unit and integration tests of the client, the C ABI and the emulator
-#      (cargo test --workspace --release), with the committed C header verified.
+#      (cargo test --workspace --release), with the committed C header verified. Every
+#      suite builds with the `testing` feature (panic-injection exports for the panic
+#      tests), so they share one build; release artifacts for shipping are built without it.
 #   2. C and C++ programs against the C ABI (plain, ASan/UBSan, valgrind).
 #   3. The Python binding (pytest) and its drop-in check with the official SDK.
 #   4. The Elixir binding (ExUnit).
@@ -38,7 +40,7 @@ suite() { # name, command...
   fi
 }
 
-suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release
+suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release --features tinkex/testing
 [[ -f tests/c/run.sh ]] && suite c bash tests/c/run.sh
 [[ -f bindings/python/run_tests.sh ]] && suite python bash bindings/python/run_tests.sh
 [[ -f bindings/elixir/run_tests.sh ]] && suite elixir bash bindings/elixir/run_tests.sh

@@ -1,0 +1,100 @@
+"""Events: queue-state observers, progress and retry events, logging, tqdm."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+import tinkex
+from tinkex import _events, types
+from conftest import API_KEY, BASE_MODEL, text_datum, wait_until
+
+
+def test_queue_state_observer_is_called(emu, base_url, monkeypatch, caplog):
+    monkeypatch.setattr(_events, "TRAINING_PAUSE_GRACE", 0.0)  # log at once (SDK: 15 min)
+    svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY)
+    tc = svc.create_lora_training_client(base_model=BASE_MODEL, rank=4).result(timeout=60)
+    states = []
+    events = []
+    seen = threading.Event()
+
+    def observer(queue_state, reason):
+        states.append((queue_state, reason))
+        if queue_state == types.QueueState.PAUSED_CAPACITY:
+            seen.set()
+
+    svc.add_queue_state_observer(observer)
+    svc.subscribe(events.append, kinds=["queue_state"])
+    emu.set_delays({"OptimStep": 1500})
+    emu.post("queue_state", {"queue_state": "paused_capacity", "reason": "test"})
+    with caplog.at_level(logging.WARNING, logger="tinkex"):
+        fut = tc.optim_step(types.AdamParams())
+        assert seen.wait(15), states
+        emu.post("queue_state", {"queue_state": None})
+        fut.result(timeout=30)
+    assert (types.QueueState.PAUSED_CAPACITY, "test") in states
+    ev = next(e for e in events if e.get("state") == "paused_capacity")
+    assert ev.type == "queue_state" and ev.request_id and ev.get("request_type") == "OptimStep"
+    assert any("is paused. Reason: test" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_retry_and_progress_events_and_log_lines(emu, base_url, caplog):
+    svc = tinkex.ServiceClient(
+        base_url=base_url,
+        api_key=API_KEY,
+        config={"progress_event_interval_ms": 100, "retry": {"base_delay_ms": 20, "max_delay_ms": 50}},
+    )
+    sc = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+    tc = svc.create_lora_training_client(base_model=BASE_MODEL, rank=4).result(timeout=60)
+    kinds = []
+    svc.subscribe(lambda ev: kinds.append(ev.type))
+    emu.post("faults", {"path": "/api/v1/asample", "status": 503, "count": 2})
+    with caplog.at_level(logging.DEBUG, logger="tinkex"):
+        res = sc.sample(types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(max_tokens=2)).result(timeout=30)
+        emu.set_delays({"OptimStep": 600})
+        tc.optim_step(types.AdamParams()).result(timeout=30)
+    assert len(res.sequences) == 1
+    assert kinds.count("retry") >= 2
+    assert "progress" in kinds and "summary" in kinds
+    text = caplog.text
+    assert "Retrying POST" in text and "503" in text
+    assert "OptimStep" in text  # progress lines at DEBUG
+
+
+def test_listener_errors_are_contained(emu, base_url):
+    svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY)
+
+    def bad(ev):
+        raise ValueError("listener bug")
+
+    svc.subscribe(bad)
+    emu.post("faults", {"path": "/api/v1/get_server_capabilities", "status": 503, "count": 1})
+    before = tinkex.diagnostics()["callback_errors"]
+    assert svc.get_server_capabilities().supported_models
+    assert wait_until(lambda: tinkex.diagnostics()["callback_errors"] > before)
+
+
+def test_on_event_argument_and_unsubscribe(emu, base_url):
+    got = []
+    svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY, on_event=got.append)
+    lid = svc.subscribe(got.append)
+    assert svc.unsubscribe(lid) and not svc.unsubscribe(lid)
+    emu.post("faults", {"path": "/api/v1/get_server_capabilities", "status": 503, "count": 1})
+    svc.get_server_capabilities()
+    assert wait_until(lambda: any(e.type == "retry" for e in got))
+    assert sum(1 for e in got if e.type == "retry") == 1  # only the on_event listener
+
+
+def test_tqdm_progress_bar(base_url, capsys):
+    pytest.importorskip("tqdm")
+    svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY, progress_bar=True)
+    assert svc._progress is not None and svc._progress.enabled
+    sc = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+    futs = [sc.sample(types.ModelInput.from_ints([3, 4]), 1, types.SamplingParams(max_tokens=2)) for _ in range(20)]
+    for f in futs:
+        f.result(timeout=30)
+    bar = svc._progress._bar
+    assert wait_until(lambda: bar.n == bar.total == 21)
+    svc.close().result(timeout=30)

@@ -1,0 +1,362 @@
+"""Loading libtinkex and declaring its C ABI (include/tinkex.h) for ctypes.
+
+Library discovery, first match wins:
+
+1. ``TINKEX_LIBRARY``: the path of the shared library (or of a directory holding it);
+2. next to this package: ``tinkex/libtinkex.so`` (a wheel that bundles the library);
+3. the libtinkex workspace: the one this package sits in (a source checkout), the one it was
+   built from (recorded by setup.py at install time), or the current directory or one of
+   its parents: ``target/release/libtinkex.so``, then ``target/debug/libtinkex.so``;
+4. the system's library search path (``ctypes.util.find_library("tinkex")``).
+
+At import the library's ``tinkex_abi_version()`` must equal :data:`ABI_VERSION`, the C ABI
+revision this package was written for; otherwise the import fails with
+:class:`LibraryError` naming both values and the library's path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char_p,
+    c_int32,
+    c_int64,
+    c_size_t,
+    c_uint16,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+)
+from pathlib import Path
+
+#: The C ABI revision (``TINKEX_ABI_VERSION`` of include/tinkex.h) this package targets.
+ABI_VERSION = 1
+
+_LIB_NAMES = {
+    "linux": "libtinkex.so",
+    "darwin": "libtinkex.dylib",
+    "win32": "tinkex.dll",
+}
+LIB_FILE = _LIB_NAMES.get(sys.platform, "libtinkex.so")
+
+
+class LibraryError(ImportError):
+    """libtinkex could not be found or loaded, or its ABI revision does not match."""
+
+
+# ---- status, event, dtype and log-level constants (tinkex.h) ------------------------------
+
+STATUS_OK = 0
+STATUS_PENDING = 1
+STATUS_NULL_ARG = 100
+STATUS_INVALID_ARG = 101
+STATUS_INVALID_UTF8 = 102
+STATUS_INVALID_JSON = 103
+STATUS_ALREADY_TAKEN = 104
+STATUS_WRONG_STATE = 105
+STATUS_WRONG_TYPE = 106
+STATUS_CONNECT = 200
+STATUS_TIMEOUT = 201
+STATUS_TLS = 202
+STATUS_IO = 203
+STATUS_USER = 300
+STATUS_TRANSIENT = 301
+STATUS_FATAL = 302
+STATUS_BILLING = 303
+STATUS_EXPIRED = 304
+STATUS_AUTH = 305
+STATUS_NO_PROGRESS = 306
+STATUS_SESSION_EXPIRED = 307
+STATUS_CANCELLED = 400
+STATUS_SHUT_DOWN = 401
+STATUS_INTERNAL = 900
+STATUS_PANIC = 901
+
+EVENT_OTHER = 0
+EVENT_QUEUE_STATE = 1
+EVENT_PROGRESS = 2
+EVENT_RETRY = 3
+EVENT_HEARTBEAT_WARNING = 4
+EVENT_SESSION_EXPIRED = 5
+EVENT_TELEMETRY_OVERFLOW = 6
+EVENT_SUMMARY = 7
+
+DTYPE_INT64 = 1
+DTYPE_FLOAT32 = 2
+DTYPE_INT32 = 3
+DTYPE_FLOAT64 = 4
+
+LOG_OFF = 0
+LOG_ERROR = 1
+LOG_WARN = 2
+LOG_INFO = 3
+LOG_DEBUG = 4
+LOG_TRACE = 5
+
+
+class RuntimeOptions(Structure):
+    """``tinkex_runtime_options``."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("worker_threads", c_uint32),
+        ("log_level", c_int32),
+    ]
+
+
+#: ``void (*tinkex_done_fn)(void *user_data, tinkex_future *fut)``
+DONE_FN = CFUNCTYPE(None, c_void_p, c_void_p)
+#: ``void (*tinkex_event_fn)(void *user_data, const tinkex_event *ev)``
+EVENT_FN = CFUNCTYPE(None, c_void_p, c_void_p)
+#: ``void (*tinkex_free_fn)(void *user_data)``
+FREE_FN = CFUNCTYPE(None, c_void_p)
+
+_P = c_void_p  # every opaque handle
+_PP = POINTER(c_void_p)  # every out-handle / out_err
+_BUF = c_void_p  # (const uint8_t *) inputs: passed as bytes or an address
+_ST = c_int32  # tinkex_status
+
+# name: (restype, argtypes)
+_SIGNATURES: dict[str, tuple[object, list[object]]] = {
+    # bytes
+    "tinkex_bytes_data": (c_void_p, [_P]),
+    "tinkex_bytes_len": (c_size_t, [_P]),
+    "tinkex_bytes_free": (None, [_P]),
+    # datum batch (bulk path)
+    "tinkex_datum_batch_new": (_ST, [_PP, _PP]),
+    "tinkex_datum_batch_push": (_ST, [_P, c_void_p, c_size_t, c_int32, _PP]),
+    "tinkex_datum_batch_set_loss_input": (
+        _ST,
+        [_P, _BUF, c_size_t, c_void_p, c_size_t, c_int32, POINTER(c_int64), c_size_t, _PP],
+    ),
+    "tinkex_datum_batch_len": (c_size_t, [_P]),
+    "tinkex_datum_batch_free": (None, [_P]),
+    # errors
+    "tinkex_error_status": (_ST, [_P]),
+    "tinkex_error_kind": (c_char_p, [_P]),
+    "tinkex_error_message": (c_char_p, [_P]),
+    "tinkex_error_http_status": (c_uint16, [_P]),
+    "tinkex_error_is_retryable": (c_bool, [_P]),
+    "tinkex_error_request_id": (c_char_p, [_P]),
+    "tinkex_error_free": (None, [_P]),
+    # events
+    "tinkex_service_client_subscribe": (_ST, [_P, EVENT_FN, c_void_p, FREE_FN, _PP, _PP]),
+    "tinkex_subscription_free": (None, [_P]),
+    "tinkex_event_kind": (c_int32, [_P]),
+    "tinkex_event_json": (c_void_p, [_P, POINTER(c_size_t)]),
+    "tinkex_event_request_id": (c_char_p, [_P]),
+    # futures
+    "tinkex_future_take_result": (_ST, [_P, _PP, _PP]),
+    "tinkex_future_take_training_client": (_ST, [_P, _PP, _PP]),
+    "tinkex_future_take_sampling_client": (_ST, [_P, _PP, _PP]),
+    "tinkex_future_is_done": (c_bool, [_P]),
+    "tinkex_future_cancel": (_ST, [_P]),
+    "tinkex_future_wait": (_ST, [_P, c_uint64, _PP]),
+    "tinkex_future_clone": (_P, [_P]),
+    "tinkex_future_free": (None, [_P]),
+    # REST client
+    "tinkex_rest_client_clone": (_P, [_P]),
+    "tinkex_rest_client_free": (None, [_P]),
+    "tinkex_rest_client_list_training_runs": (
+        _ST,
+        [_P, c_uint32, c_uint32, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_rest_client_get_training_run": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_rest_client_list_checkpoints": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_rest_client_list_user_checkpoints": (
+        _ST,
+        [_P, c_uint32, c_uint32, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_rest_client_delete_checkpoint": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_rest_client_get_weights_info": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    # runtime
+    "tinkex_runtime_options_default": (RuntimeOptions, []),
+    "tinkex_runtime_new": (_ST, [POINTER(RuntimeOptions), _PP, _PP]),
+    "tinkex_runtime_clone": (_P, [_P]),
+    "tinkex_runtime_shutdown": (_ST, [_P, c_uint64, _PP]),
+    "tinkex_runtime_free": (None, [_P]),
+    # sampling client
+    "tinkex_sampling_client_clone": (_P, [_P]),
+    "tinkex_sampling_client_free": (None, [_P]),
+    "tinkex_sampling_client_get_info": (_ST, [_P, _PP, _PP]),
+    "tinkex_sampling_client_sample": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_sampling_client_compute_logprobs": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    # service client
+    "tinkex_service_client_new": (_ST, [_P, _BUF, c_size_t, _PP, _PP]),
+    "tinkex_service_client_clone": (_P, [_P]),
+    "tinkex_service_client_free": (None, [_P]),
+    "tinkex_service_client_session_id": (_ST, [_P, _PP, _PP]),
+    "tinkex_service_client_get_server_capabilities": (_ST, [_P, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_service_client_create_lora_training_client": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_service_client_create_training_client_from_state": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_service_client_create_sampling_client": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_service_client_create_rest_client": (_ST, [_P, _PP, _PP]),
+    "tinkex_service_client_close": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_status_name": (c_char_p, [c_int32]),
+    # training client
+    "tinkex_training_client_clone": (_P, [_P]),
+    "tinkex_training_client_free": (None, [_P]),
+    "tinkex_training_client_get_info": (_ST, [_P, _PP, _PP]),
+    "tinkex_training_client_forward_backward": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_training_client_forward": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_training_client_forward_backward_batch": (
+        _ST,
+        [_P, _P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_training_client_forward_batch": (
+        _ST,
+        [_P, _P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_training_client_optim_step": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_training_client_save_state": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_training_client_save_weights_for_sampler": (
+        _ST,
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_training_client_save_weights_and_get_sampling_client": (
+        _ST,
+        [_P, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_training_client_load_state": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    # test-only exports (cargo feature `testing`): bound when present
+    "tinkex_testing_panic_in_export": (_ST, [_PP]),
+    "tinkex_testing_panic_in_task": (_ST, [_P, c_int32, DONE_FN, c_void_p, _PP, _PP]),
+    # version
+    "tinkex_version": (c_char_p, []),
+    "tinkex_version_number": (c_uint32, []),
+    "tinkex_abi_version": (c_uint32, []),
+}
+
+#: Symbols the package can do without (e.g. exports added after ABI 1).
+_OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task"}
+
+
+def _candidates() -> list[tuple[str, Path]]:
+    """Where to look for the library, in order, as (origin, path)."""
+    out: list[tuple[str, Path]] = []
+    env = os.environ.get("TINKEX_LIBRARY")
+    if env:
+        p = Path(env).expanduser()
+        out.append(("TINKEX_LIBRARY", p / LIB_FILE if p.is_dir() else p))
+        return out  # an explicit choice is never second-guessed
+    here = Path(__file__).resolve().parent
+    out.append(("next to the package", here / LIB_FILE))
+    starts = [("workspace", here)]
+    try:  # written by setup.py: the workspace an installed copy was built from
+        from ._build_info import WORKSPACE  # type: ignore[import-not-found]
+
+        if WORKSPACE:
+            starts.append(("build workspace", Path(WORKSPACE)))
+    except ImportError:
+        pass
+    starts.append(("current directory", Path.cwd()))
+    seen: set[Path] = set()
+    for origin, start in starts:
+        for d in [start, *start.parents]:
+            if d in seen:
+                continue
+            seen.add(d)
+            if (d / "Cargo.toml").is_file() or (d / "target").is_dir():
+                for profile in ("release", "debug"):
+                    out.append((f"{origin} target/{profile}", d / "target" / profile / LIB_FILE))
+    return out
+
+
+def _load() -> tuple[ctypes.CDLL, str]:
+    tried: list[str] = []
+    for origin, path in _candidates():
+        if path.is_file():
+            try:
+                return ctypes.CDLL(str(path)), str(path)
+            except OSError as e:
+                raise LibraryError(f"tinkex: cannot load {path} ({origin}): {e}") from e
+        tried.append(f"{path} ({origin})")
+    if not os.environ.get("TINKEX_LIBRARY"):
+        found = ctypes.util.find_library("tinkex")
+        if found:
+            try:
+                return ctypes.CDLL(found), found
+            except OSError as e:
+                raise LibraryError(f"tinkex: cannot load {found} (system path): {e}") from e
+        tried.append("the system library path (ctypes.util.find_library('tinkex'))")
+    raise LibraryError(
+        "tinkex: libtinkex was not found. Build it with `cargo build --release --lib` in the "
+        "libtinkex workspace, or set TINKEX_LIBRARY to the library's path. Looked in:\n  "
+        + "\n  ".join(tried)
+    )
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    missing = []
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            if name not in _OPTIONAL:
+                missing.append(name)
+            continue
+        fn.restype = restype
+        fn.argtypes = argtypes
+    if missing:
+        raise LibraryError(
+            f"tinkex: {LIBRARY_PATH} lacks {len(missing)} export(s) this package needs: "
+            + ", ".join(missing)
+        )
+
+
+lib, LIBRARY_PATH = _load()
+try:
+    _abi = lib.tinkex_abi_version
+    _abi.restype = c_uint32
+    _abi.argtypes = []
+    LIBRARY_ABI_VERSION = int(_abi())
+except AttributeError as e:  # not a libtinkex at all
+    raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export tinkex_abi_version") from e
+if LIBRARY_ABI_VERSION != ABI_VERSION:
+    raise LibraryError(
+        f"tinkex: ABI mismatch: {LIBRARY_PATH} has C ABI revision {LIBRARY_ABI_VERSION}, but "
+        f"this Python package was written for revision {ABI_VERSION}. Install the tinkex "
+        "Python package from the same libtinkex source tree as the library, or point "
+        "TINKEX_LIBRARY at a matching build."
+    )
+_declare(lib)
+
+LIBRARY_VERSION: str = lib.tinkex_version().decode()
+
+
+def status_name(status: int) -> str:
+    return lib.tinkex_status_name(int(status)).decode()
+
+
+def take_bytes(ptr: int | None) -> bytes:
+    """Copies a ``tinkex_bytes`` into Python bytes and frees it."""
+    if not ptr:
+        return b""
+    try:
+        n = lib.tinkex_bytes_len(ptr)
+        data = lib.tinkex_bytes_data(ptr)
+        return ctypes.string_at(data, n) if n else b""
+    finally:
+        lib.tinkex_bytes_free(ptr)
