@@ -587,6 +587,23 @@ bool tinkex_error_is_retryable(const struct tinkex_error *err);
 const char *tinkex_error_request_id(const struct tinkex_error *err);
 
 /**
+ * The server's category of a failed future — `user`, `server` or `unknown` — when the
+ * operation failed because the server reported `{"error", "category"}` (the official SDK's
+ * `RequestFailedError`), NUL-terminated; NULL otherwise (or when `err` is NULL).
+ *
+ * Borrowed; valid until `tinkex_error_free(err)`. Blocks: never. Callback-safe.
+ */
+const char *tinkex_error_category(const struct tinkex_error *err);
+
+/**
+ * The raw body of the HTTP response that caused the error (truncated to 4 KiB),
+ * NUL-terminated; NULL when there was none (or `err` is NULL).
+ *
+ * Borrowed; valid until `tinkex_error_free(err)`. Blocks: never. Callback-safe.
+ */
+const char *tinkex_error_body(const struct tinkex_error *err);
+
+/**
  * Releases an error. NULL does nothing.
  *
  * Consumes: `err`. Blocks: never. Callback-safe; any thread.
@@ -683,6 +700,18 @@ TINKEX_MUST_USE
 tinkex_status tinkex_future_take_sampling_client(struct tinkex_future *fut,
                                                  struct tinkex_sampling_client **out_client,
                                                  struct tinkex_error **out_err);
+
+/**
+ * The server's request (future) id of the operation, once its submission was accepted, as
+ * UTF-8 bytes. Returns `TINKEX_STATUS_PENDING` (nothing written) while it is not known yet
+ * — before the submission is accepted, or for operations without a server future.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_future_request_id(const struct tinkex_future *fut,
+                                       struct tinkex_bytes **out_bytes,
+                                       struct tinkex_error **out_err);
 
 /**
  * Whether the operation has finished (success, failure, cancel or shutdown); false when

@@ -10,6 +10,8 @@ use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tinkex::ffi::bytes::*;
+use tinkex::ffi::error::*;
 use tinkex::ffi::event::*;
 use tinkex::ffi::future::*;
 use tinkex::ffi::rest::*;
@@ -459,6 +461,71 @@ fn results_of_the_wrong_type_and_user_errors_through_the_future() {
     });
     op.wait();
     assert_eq!(op.take().unwrap_err().0, tinkex_status::User);
+
+    // A future the server failed: its request id, and the error's category and body.
+    let unsupported = j(
+        &json!({"data": [{"model_input": {"chunks": [{"type": "encoded_text", "tokens": [1, 2]}]},
+        "loss_fn_inputs": {"target_tokens": {"data": [2, 3], "dtype": "int64"}}}], "loss_fn": "dro"}),
+    );
+    let op = forward_backward(&training, &unsupported);
+    op.wait();
+    let mut id = std::ptr::null_mut();
+    assert_eq!(
+        tinkex_future_request_id(op.fut, &mut id, std::ptr::null_mut()),
+        tinkex_status::Ok
+    );
+    // SAFETY: `id` holds `len` bytes owned by it.
+    let id_text =
+        unsafe { std::slice::from_raw_parts(tinkex_bytes_data(id), tinkex_bytes_len(id)) }.to_vec();
+    tinkex_bytes_free(id);
+    assert!(!id_text.is_empty());
+    let mut bytes = std::ptr::null_mut();
+    let mut err = std::ptr::null_mut();
+    assert_eq!(
+        tinkex_future_take_result(op.fut, &mut bytes, &mut err),
+        tinkex_status::User
+    );
+    // SAFETY: the accessors return NUL-terminated text owned by `err`.
+    let text = |p: *const std::ffi::c_char| {
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(text(tinkex_error_category(err)), "user");
+    assert_eq!(
+        text(tinkex_error_request_id(err)).as_bytes(),
+        id_text.as_slice()
+    );
+    assert!(
+        tinkex_error_body(err).is_null(),
+        "a failed future is not an HTTP error response"
+    );
+    tinkex_error_free(err);
+
+    // An HTTP error answer keeps its body.
+    let bad_model = j(&json!({"base_model": "no/such-model"}));
+    let op = submit(|cb, ud, out, err| {
+        tinkex_service_client_create_lora_training_client(
+            svc.0,
+            bad_model.as_ptr(),
+            bad_model.len(),
+            cb,
+            ud,
+            out,
+            err,
+        )
+    });
+    op.wait();
+    let mut client = std::ptr::null_mut();
+    let mut err = std::ptr::null_mut();
+    assert_eq!(
+        tinkex_future_take_training_client(op.fut, &mut client, &mut err),
+        tinkex_status::User
+    );
+    assert!(text(tinkex_error_body(err)).contains("not supported"));
+    assert!(tinkex_error_category(err).is_null());
+    tinkex_error_free(err);
 }
 
 struct Events {

@@ -20,6 +20,10 @@ pub struct Failure {
     pub request_id: Option<String>,
     /// Whether retrying the same call may succeed.
     pub retryable: bool,
+    /// The server's category of a failed future (`user`, `server`, `unknown`), if any.
+    pub category: Option<&'static str>,
+    /// The raw HTTP response body (truncated), if any.
+    pub body: Option<String>,
 }
 
 impl Failure {
@@ -46,6 +50,8 @@ impl Failure {
             http_status: 0,
             request_id: None,
             retryable: false,
+            category: None,
+            body: None,
         }
     }
 
@@ -119,6 +125,12 @@ impl From<Error> for Failure {
             retryable: e.is_retryable(),
             http_status: e.http_status.unwrap_or(0),
             request_id: e.request_id,
+            category: e.category.map(|c| match c {
+                crate::core::types::RequestErrorCategory::User => "user",
+                crate::core::types::RequestErrorCategory::Server => "server",
+                crate::core::types::RequestErrorCategory::Unknown => "unknown",
+            }),
+            body: e.body,
             message: e.message,
         }
     }
@@ -134,6 +146,8 @@ pub struct tinkex_error {
     message: CString,
     request_id: Option<CString>,
     kind: CString,
+    category: Option<CString>,
+    body: Option<CString>,
 }
 
 impl tinkex_error {
@@ -153,6 +167,8 @@ impl From<Failure> for tinkex_error {
             message: c_text(&failure.message),
             request_id: failure.request_id.as_deref().map(c_text),
             kind: c_text(failure.kind),
+            category: failure.category.map(c_text),
+            body: failure.body.as_deref().map(c_text),
             failure,
         }
     }
@@ -246,6 +262,37 @@ pub extern "C" fn tinkex_error_request_id(err: *const tinkex_error) -> *const c_
                 .request_id
                 .as_ref()
                 .map_or(std::ptr::null(), |r| r.as_ptr()),
+            Err(_) => std::ptr::null(),
+        }
+    })
+}
+
+/// The server's category of a failed future — `user`, `server` or `unknown` — when the
+/// operation failed because the server reported `{"error", "category"}` (the official SDK's
+/// `RequestFailedError`), NUL-terminated; NULL otherwise (or when `err` is NULL).
+///
+/// Borrowed; valid until `tinkex_error_free(err)`. Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_error_category(err: *const tinkex_error) -> *const c_char {
+    boundary!(value std::ptr::null(), {
+        // SAFETY: as in `tinkex_error_status`.
+        match unsafe { box_ref(err, "err") } {
+            Ok(e) => e.category.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+            Err(_) => std::ptr::null(),
+        }
+    })
+}
+
+/// The raw body of the HTTP response that caused the error (truncated to 4 KiB),
+/// NUL-terminated; NULL when there was none (or `err` is NULL).
+///
+/// Borrowed; valid until `tinkex_error_free(err)`. Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_error_body(err: *const tinkex_error) -> *const c_char {
+    boundary!(value std::ptr::null(), {
+        // SAFETY: as in `tinkex_error_status`.
+        match unsafe { box_ref(err, "err") } {
+            Ok(e) => e.body.as_ref().map_or(std::ptr::null(), |b| b.as_ptr()),
             Err(_) => std::ptr::null(),
         }
     })

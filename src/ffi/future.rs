@@ -53,11 +53,16 @@ enum State {
 /// The core operation behind a future, type-erased.
 trait CoreOp: Send + Sync {
     fn cancel(&self);
+    fn request_id(&self) -> Option<String>;
 }
 
 impl<T: Send + 'static> CoreOp for ApiFuture<T> {
     fn cancel(&self) {
         ApiFuture::cancel(self)
+    }
+
+    fn request_id(&self) -> Option<String> {
+        ApiFuture::request_id(self)
     }
 }
 
@@ -334,6 +339,33 @@ pub extern "C" fn tinkex_future_take_sampling_client(
                 Ok(tinkex_status::Ok)
             }
             Some(_) => Err(Failure::internal("take accepted another type")),
+        }
+    })
+}
+
+/// The server's request (future) id of the operation, once its submission was accepted, as
+/// UTF-8 bytes. Returns `TINKEX_STATUS_PENDING` (nothing written) while it is not known yet
+/// — before the submission is accepted, or for operations without a server future.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_future_request_id(
+    fut: *const tinkex_future,
+    out_bytes: *mut *mut tinkex_bytes,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `fut` is a live future handle (caller contract).
+        let fut = unsafe { arc_ref(fut, "fut") }?;
+        out_ptr(out_bytes, "out_bytes")?;
+        match fut.op.get().and_then(|op| op.request_id()) {
+            None => Ok(tinkex_status::Pending),
+            Some(id) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(id.into_bytes()))) };
+                Ok(tinkex_status::Ok)
+            }
         }
     })
 }
