@@ -100,3 +100,9 @@ def test_closed_client_is_client_state_error(shared_service):
     sc.close()
     with pytest.raises(tinkex.ClientStateError):
         sc.sample(types.ModelInput.from_ints([1]), 1, types.SamplingParams(max_tokens=1))
+
+
+def test_status_errors_carry_the_parsed_body(shared_service):
+    with pytest.raises(tinkex.BadRequestError) as ei:
+        shared_service.create_lora_training_client(base_model="no/such-model", rank=4).result(timeout=60)
+    assert isinstance(ei.value.body, dict) and "not supported" in ei.value.body["detail"]

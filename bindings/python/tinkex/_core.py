@@ -60,15 +60,17 @@ _finalizing = False
 class ErrorInfo:
     """A copy of a ``tinkex_error`` (which is freed at once)."""
 
-    __slots__ = ("status", "kind", "message", "http_status", "request_id", "retryable")
+    __slots__ = ("status", "kind", "message", "http_status", "request_id", "retryable", "category", "body")
 
-    def __init__(self, status, kind, message, http_status, request_id, retryable):
+    def __init__(self, status, kind, message, http_status, request_id, retryable, category=None, body=None):
         self.status = status
         self.kind = kind
         self.message = message
         self.http_status = http_status
         self.request_id = request_id
         self.retryable = retryable
+        self.category = category
+        self.body = body
 
     @classmethod
     def take(cls, status: int, err: int | None) -> "ErrorInfo":
@@ -79,6 +81,8 @@ class ErrorInfo:
             kind = lib.tinkex_error_kind(err)
             msg = lib.tinkex_error_message(err)
             rid = lib.tinkex_error_request_id(err)
+            category = lib.tinkex_error_category(err)
+            body = lib.tinkex_error_body(err)
             return cls(
                 int(lib.tinkex_error_status(err)),
                 kind.decode() if kind else None,
@@ -86,6 +90,8 @@ class ErrorInfo:
                 int(lib.tinkex_error_http_status(err)),
                 rid.decode() if rid else None,
                 bool(lib.tinkex_error_is_retryable(err)),
+                category.decode() if category else None,
+                body.decode("utf-8", "replace") if body else None,
             )
         finally:
             lib.tinkex_error_free(err)
@@ -98,7 +104,14 @@ class ErrorInfo:
         if self.cancelled:
             return concurrent.futures.CancelledError(self.message)
         return make_error(
-            self.status, self.kind, self.message, self.http_status, self.request_id, self.retryable
+            self.status,
+            self.kind,
+            self.message,
+            self.http_status,
+            self.request_id,
+            self.retryable,
+            category=self.category,
+            body=self.body,
         )
 
 

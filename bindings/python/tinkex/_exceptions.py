@@ -25,6 +25,8 @@ plain ``APIStatusError``); a future that failed on the server ``RequestFailedErr
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from . import _lib
@@ -272,6 +274,8 @@ def make_error(
     http_status: int,
     request_id: str | None,
     retryable: bool,
+    category: str | None = None,
+    body: str | None = None,
 ) -> BaseException:
     """The exception for one libtinkex failure (see the module docs for the mapping)."""
     S = _lib
@@ -296,8 +300,8 @@ def make_error(
         exc = BillingError(message, status_code=402)
     elif status == S.STATUS_EXPIRED:
         exc = APIStatusError(message, status_code=410)
-    elif status in (S.STATUS_USER, S.STATUS_FATAL) and request_id:
-        category = "user" if status == S.STATUS_USER else "server"
+    elif category is not None:
+        # The server failed the future ({"error", "category"}): the official RequestFailedError.
         exc = RequestFailedError(message, request_id, category)
     elif status == S.STATUS_USER:
         exc = InvalidArgumentError(message)
@@ -320,4 +324,10 @@ def make_error(
         request_id=request_id,
         retryable=retryable,
     )
+    if body is not None:
+        # As the official SDK: the parsed JSON body when it is JSON, else the text.
+        try:
+            exc.body = json.loads(body)
+        except ValueError:
+            exc.body = body
     return exc

@@ -145,6 +145,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_error_http_status": (c_uint16, [_P]),
     "tinkex_error_is_retryable": (c_bool, [_P]),
     "tinkex_error_request_id": (c_char_p, [_P]),
+    "tinkex_error_category": (c_char_p, [_P]),
+    "tinkex_error_body": (c_char_p, [_P]),
     "tinkex_error_free": (None, [_P]),
     # events
     "tinkex_service_client_subscribe": (_ST, [_P, EVENT_FN, c_void_p, FREE_FN, _PP, _PP]),
