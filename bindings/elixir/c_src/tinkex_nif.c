@@ -1,0 +1,1300 @@
+/*
+ * tinkex_nif.c: the Erlang NIF of the Elixir binding, a thin layer over the C ABI of
+ * libtinkex (include/tinkex.h).
+ *
+ * Rules kept here (see bindings/elixir/README.md, "How it works"):
+ * - Every handle lives in a NIF resource whose destructor calls tinkex_<noun>_free. The C ABI
+ *   makes frees order-independent and non-blocking, so the garbage collector may run the
+ *   destructors in any order, on any thread.
+ * - Every network operation is a submit call that returns at once. Its completion callback
+ *   runs on libtinkex's dispatcher thread; it takes the result there and posts
+ *   {tinkex, Ref, Result} to the submitting process with enif_send(NULL, ...). Nothing ever
+ *   blocks a scheduler: there is no wait NIF.
+ * - Only runtime_new and runtime_shutdown are dirty NIFs. Inputs that are unusually large for
+ *   a single call (a JSON text or a typed array over 256 KiB) are copied
+ *   by libtinkex on a dirty CPU scheduler instead (enif_schedule_nif), because the C ABI
+ *   copies them synchronously.
+ * - Every NIF is timed while it runs on a normal scheduler (wall clock, thread CPU time, and
+ *   whether the OS switched the thread out: getrusage(RUSAGE_THREAD)); nif_stats/0 and
+ *   nif_slow_calls/0 report them, so the tests can assert the scheduler bound.
+ * - Live resources and pending callback contexts are counted (resource_counts/0), so the
+ *   tests can assert that nothing leaks.
+ */
+
+#define _GNU_SOURCE
+#include <erl_nif.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define TINKEX_TESTING 1
+#include "tinkex.h"
+
+static uint64_t clock_ns(clockid_t id);
+
+/* The test-only exports exist only in a library built with the cargo feature `testing`.
+ * Weak references resolve to NULL otherwise, so the NIF loads against either build. */
+#pragma weak tinkex_testing_panic_in_export
+#pragma weak tinkex_testing_panic_in_task
+
+/* Inputs above these sizes are handed to libtinkex on a dirty CPU scheduler. */
+#define DIRTY_JSON_BYTES (256u * 1024u)
+#define DIRTY_ARRAY_BYTES (256u * 1024u)
+#define SMALL_RESULT_BYTES 4096u
+#define MAX_NDIM 8
+
+/* ------------------------------------------------------------------------------------ */
+/* The function list                                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* X(name, arity, flags): every NIF of the module. */
+#define NIF_LIST(X)                                                                            \
+    X(runtime_new, 3, ERL_NIF_DIRTY_JOB_IO_BOUND)                                              \
+    X(runtime_shutdown, 2, ERL_NIF_DIRTY_JOB_IO_BOUND)                                         \
+    X(service_client_new, 2, 0)                                                                \
+    X(service_client_session_id, 1, 0)                                                         \
+    X(service_client_get_server_capabilities, 1, 0)                                            \
+    X(service_client_create_lora_training_client, 2, 0)                                        \
+    X(service_client_create_training_client_from_state, 2, 0)                                  \
+    X(service_client_create_sampling_client, 2, 0)                                             \
+    X(service_client_create_rest_client, 1, 0)                                                 \
+    X(service_client_close, 2, 0)                                                              \
+    X(service_client_subscribe, 2, 0)                                                          \
+    X(subscription_free, 1, 0)                                                                 \
+    X(training_client_get_info, 1, 0)                                                          \
+    X(training_client_forward_backward, 2, 0)                                                  \
+    X(training_client_forward, 2, 0)                                                           \
+    X(training_client_forward_backward_batch, 3, 0)                                            \
+    X(training_client_forward_batch, 3, 0)                                                     \
+    X(training_client_optim_step, 2, 0)                                                        \
+    X(training_client_save_state, 2, 0)                                                        \
+    X(training_client_save_weights_for_sampler, 2, 0)                                          \
+    X(training_client_save_weights_and_get_sampling_client, 1, 0)                              \
+    X(training_client_load_state, 2, 0)                                                        \
+    X(datum_batch_new, 0, 0)                                                                   \
+    X(datum_batch_push, 3, 0)                                                                  \
+    X(datum_batch_set_loss_input, 5, 0)                                                        \
+    X(datum_batch_len, 1, 0)                                                                   \
+    X(sampling_client_get_info, 1, 0)                                                          \
+    X(sampling_client_sample, 2, 0)                                                            \
+    X(sampling_client_compute_logprobs, 2, 0)                                                  \
+    X(rest_client_list_training_runs, 3, 0)                                                    \
+    X(rest_client_get_training_run, 2, 0)                                                      \
+    X(rest_client_list_checkpoints, 2, 0)                                                      \
+    X(rest_client_list_user_checkpoints, 3, 0)                                                 \
+    X(rest_client_delete_checkpoint, 2, 0)                                                     \
+    X(rest_client_get_weights_info, 2, 0)                                                      \
+    X(future_cancel, 1, 0)                                                                     \
+    X(future_is_done, 1, 0)                                                                    \
+    X(testing_available, 0, 0)                                                                 \
+    X(testing_panic_in_export, 0, 0)                                                           \
+    X(testing_panic_in_task, 2, 0)                                                             \
+    X(testing_spin, 1, 0)                                                                      \
+    X(version, 0, 0)                                                                           \
+    X(status_name, 1, 0)                                                                       \
+    X(resource_counts, 0, 0)
+
+#define X_INDEX(name, arity, flags) I_##name,
+enum { NIF_LIST(X_INDEX) I_COUNT };
+
+#define X_DECL(name, arity, flags)                                                             \
+    static ERL_NIF_TERM timed_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+NIF_LIST(X_DECL)
+
+/* ------------------------------------------------------------------------------------ */
+/* Atoms                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_tinkex, a_tinkex_event,
+    a_training_client, a_sampling_client, a_struct, a_event_mod, a_type, a_request_id,
+    a_json, a_data, a_wrong_state, a_invalid_arg, a_internal;
+
+static ERL_NIF_TERM a_ev_other, a_ev_queue_state, a_ev_progress, a_ev_retry,
+    a_ev_heartbeat_warning, a_ev_session_expired, a_ev_telemetry_overflow, a_ev_summary;
+
+static void make_atoms(ErlNifEnv *env) {
+    a_ok = enif_make_atom(env, "ok");
+    a_error = enif_make_atom(env, "error");
+    a_nil = enif_make_atom(env, "nil");
+    a_true = enif_make_atom(env, "true");
+    a_false = enif_make_atom(env, "false");
+    a_tinkex = enif_make_atom(env, "tinkex");
+    a_tinkex_event = enif_make_atom(env, "tinkex_event");
+    a_training_client = enif_make_atom(env, "training_client");
+    a_sampling_client = enif_make_atom(env, "sampling_client");
+    a_struct = enif_make_atom(env, "__struct__");
+    a_event_mod = enif_make_atom(env, "Elixir.Tinkex.Event");
+    a_type = enif_make_atom(env, "type");
+    a_request_id = enif_make_atom(env, "request_id");
+    a_json = enif_make_atom(env, "json");
+    a_data = enif_make_atom(env, "data");
+    a_wrong_state = enif_make_atom(env, "wrong_state");
+    a_invalid_arg = enif_make_atom(env, "invalid_arg");
+    a_internal = enif_make_atom(env, "internal");
+    a_ev_other = enif_make_atom(env, "other");
+    a_ev_queue_state = enif_make_atom(env, "queue_state");
+    a_ev_progress = enif_make_atom(env, "progress");
+    a_ev_retry = enif_make_atom(env, "retry");
+    a_ev_heartbeat_warning = enif_make_atom(env, "heartbeat_warning");
+    a_ev_session_expired = enif_make_atom(env, "session_expired");
+    a_ev_telemetry_overflow = enif_make_atom(env, "telemetry_overflow");
+    a_ev_summary = enif_make_atom(env, "summary");
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Live counts                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+enum {
+    K_RUNTIME,
+    K_SERVICE,
+    K_TRAINING,
+    K_SAMPLING,
+    K_REST,
+    K_FUTURE,
+    K_SUBSCRIPTION,
+    K_BATCH,
+    K_BYTES,
+    K_DONE_CTX, /* completion contexts whose callback has not run yet */
+    K_SUB_CTX,  /* subscription contexts whose user_data_free has not run yet */
+    K_COUNT
+};
+
+static const char *const kind_names[K_COUNT] = {
+    "runtime", "service_client", "training_client", "sampling_client", "rest_client",
+    "future",  "subscription",   "datum_batch",     "result_binary",   "pending_callback",
+    "subscription_context"};
+
+static atomic_long live[K_COUNT];
+static atomic_long total[K_COUNT];
+
+static void count_up(int k) {
+    atomic_fetch_add(&live[k], 1);
+    atomic_fetch_add(&total[k], 1);
+}
+
+static void count_down(int k) { atomic_fetch_sub(&live[k], 1); }
+
+/* ------------------------------------------------------------------------------------ */
+/* Resource types                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    void *ptr; /* the libtinkex handle; one reference owned by this resource */
+} handle_t;
+
+/* A subscription is active from subscribe until unsubscribe or the death of the subscriber
+ * process (a monitor), not until garbage collection: while active, the resource holds an
+ * extra reference to itself (enif_keep_resource), released exactly once by whoever takes
+ * `sub` out first. */
+typedef struct {
+    _Atomic(tinkex_subscription *) sub;
+    ErlNifMonitor mon;
+} sub_t;
+
+typedef struct {
+    ErlNifMutex *mu;
+    tinkex_datum_batch *batch; /* NULL once handed to a submit call */
+} batch_t;
+
+typedef struct {
+    tinkex_bytes *bytes;
+} bytes_t;
+
+static ErlNifResourceType *rt_type, *svc_type, *train_type, *samp_type, *rest_type, *fut_type,
+    *sub_type, *batch_type, *bytes_type;
+
+static void dtor_runtime(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_runtime_free(((handle_t *)obj)->ptr);
+    count_down(K_RUNTIME);
+}
+static void dtor_service(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_service_client_free(((handle_t *)obj)->ptr);
+    count_down(K_SERVICE);
+}
+static void dtor_training(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_training_client_free(((handle_t *)obj)->ptr);
+    count_down(K_TRAINING);
+}
+static void dtor_sampling(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_sampling_client_free(((handle_t *)obj)->ptr);
+    count_down(K_SAMPLING);
+}
+static void dtor_rest(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_rest_client_free(((handle_t *)obj)->ptr);
+    count_down(K_REST);
+}
+static void dtor_future(ErlNifEnv *env, void *obj) {
+    (void)env;
+    /* Never cancels: the operation completes and its callback releases its context. */
+    tinkex_future_free(((handle_t *)obj)->ptr);
+    count_down(K_FUTURE);
+}
+static void dtor_subscription(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_subscription *s = atomic_exchange(&((sub_t *)obj)->sub, NULL);
+    tinkex_subscription_free(s);
+    count_down(K_SUBSCRIPTION);
+}
+
+/* The subscriber process died: unsubscribe and drop the self-reference. */
+static void down_subscription(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifMonitor *mon) {
+    (void)env;
+    (void)pid;
+    (void)mon;
+    tinkex_subscription *s = atomic_exchange(&((sub_t *)obj)->sub, NULL);
+    if (s) {
+        tinkex_subscription_free(s);
+        enif_release_resource(obj);
+    }
+}
+static void dtor_batch(ErlNifEnv *env, void *obj) {
+    (void)env;
+    batch_t *b = obj;
+    tinkex_datum_batch_free(b->batch);
+    b->batch = NULL;
+    if (b->mu) enif_mutex_destroy(b->mu);
+    count_down(K_BATCH);
+}
+static void dtor_bytes(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_bytes_free(((bytes_t *)obj)->bytes);
+    count_down(K_BYTES);
+}
+
+static ERL_NIF_TERM make_handle(ErlNifEnv *env, ErlNifResourceType *type, int kind, void *ptr) {
+    handle_t *h = enif_alloc_resource(type, sizeof *h);
+    h->ptr = ptr;
+    count_up(kind);
+    ERL_NIF_TERM t = enif_make_resource(env, h);
+    enif_release_resource(h);
+    return t;
+}
+
+static int get_handle(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifResourceType *type, void **out) {
+    handle_t *h;
+    if (!enif_get_resource(env, t, type, (void **)&h) || !h->ptr) return 0;
+    *out = h->ptr;
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Terms                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM make_str(ErlNifEnv *env, const char *s) {
+    if (!s) return a_nil;
+    size_t n = strlen(s);
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, n, &t);
+    memcpy(p, s, n);
+    return t;
+}
+
+static ERL_NIF_TERM make_buf(ErlNifEnv *env, const uint8_t *s, size_t n) {
+    ERL_NIF_TERM t;
+    unsigned char *p = enif_make_new_binary(env, n, &t);
+    if (n) memcpy(p, s, n);
+    return t;
+}
+
+/* {StatusInt, KindAtom, Message, HttpStatus, Retryable, RequestId | nil}; consumes err. */
+static ERL_NIF_TERM make_error(ErlNifEnv *env, tinkex_status st, tinkex_error *err) {
+    ERL_NIF_TERM kind, msg, rid, retry;
+    unsigned http = 0;
+    if (err) {
+        const char *k = tinkex_error_kind(err);
+        kind = k ? enif_make_atom(env, k) : a_internal;
+        msg = make_str(env, tinkex_error_message(err));
+        rid = make_str(env, tinkex_error_request_id(err));
+        http = tinkex_error_http_status(err);
+        retry = tinkex_error_is_retryable(err) ? a_true : a_false;
+        st = tinkex_error_status(err);
+        tinkex_error_free(err);
+    } else {
+        kind = a_internal;
+        msg = make_str(env, tinkex_status_name(st));
+        rid = a_nil;
+        retry = a_false;
+    }
+    return enif_make_tuple6(env, enif_make_int(env, st), kind, msg, enif_make_uint(env, http),
+                            retry, rid);
+}
+
+static ERL_NIF_TERM error_tuple(ErlNifEnv *env, tinkex_status st, tinkex_error *err) {
+    return enif_make_tuple2(env, a_error, make_error(env, st, err));
+}
+
+/* A binding-side error (no libtinkex error object). */
+static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM kind,
+                                const char *msg) {
+    return enif_make_tuple2(
+        env, a_error,
+        enif_make_tuple6(env, enif_make_int(env, st), kind, make_str(env, msg),
+                         enif_make_uint(env, 0), a_false, a_nil));
+}
+
+/* The JSON result as a binary; consumes b. Large results are not copied: the binary points
+ * into the libtinkex buffer, owned by a resource that frees it when the binary is collected. */
+static ERL_NIF_TERM make_result_binary(ErlNifEnv *env, tinkex_bytes *b) {
+    size_t n = tinkex_bytes_len(b);
+    if (n < SMALL_RESULT_BYTES) {
+        ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), n);
+        tinkex_bytes_free(b);
+        return t;
+    }
+    bytes_t *r = enif_alloc_resource(bytes_type, sizeof *r);
+    r->bytes = b;
+    count_up(K_BYTES);
+    ERL_NIF_TERM t = enif_make_resource_binary(env, r, tinkex_bytes_data(b), n);
+    enif_release_resource(r);
+    return t;
+}
+
+/* Binary argument (NULL, 0 for an empty one). */
+static int get_bin(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifBinary *bin) {
+    return enif_inspect_binary(env, t, bin);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Completions                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+enum take_kind { TAKE_JSON, TAKE_TRAINING, TAKE_SAMPLING };
+
+typedef struct {
+    ErlNifPid pid;
+    ErlNifEnv *env; /* process-independent; holds ref until the message is sent */
+    ERL_NIF_TERM ref;
+    enum take_kind take;
+} done_ctx;
+
+/* Runs on libtinkex's dispatcher thread, exactly once per submitted operation. */
+static void on_done(void *user_data, tinkex_future *fut) {
+    done_ctx *ctx = user_data;
+    ErlNifEnv *env = ctx->env;
+    tinkex_error *err = NULL;
+    tinkex_status st;
+    ERL_NIF_TERM result;
+    switch (ctx->take) {
+    case TAKE_TRAINING: {
+        tinkex_training_client *c = NULL;
+        st = tinkex_future_take_training_client(fut, &c, &err);
+        result = st == TINKEX_STATUS_OK
+                     ? enif_make_tuple2(env, a_ok,
+                                        enif_make_tuple2(env, a_training_client,
+                                                         make_handle(env, train_type,
+                                                                     K_TRAINING, c)))
+                     : error_tuple(env, st, err);
+        break;
+    }
+    case TAKE_SAMPLING: {
+        tinkex_sampling_client *c = NULL;
+        st = tinkex_future_take_sampling_client(fut, &c, &err);
+        result = st == TINKEX_STATUS_OK
+                     ? enif_make_tuple2(env, a_ok,
+                                        enif_make_tuple2(env, a_sampling_client,
+                                                         make_handle(env, samp_type,
+                                                                     K_SAMPLING, c)))
+                     : error_tuple(env, st, err);
+        break;
+    }
+    default: {
+        tinkex_bytes *b = NULL;
+        st = tinkex_future_take_result(fut, &b, &err);
+        result = st == TINKEX_STATUS_OK ? enif_make_tuple2(env, a_ok, make_result_binary(env, b))
+                                        : error_tuple(env, st, err);
+        break;
+    }
+    }
+    ERL_NIF_TERM msg = enif_make_tuple3(env, a_tinkex, ctx->ref, result);
+    /* Fails only if the process is gone; the message (and any client in it) is then freed
+     * with the environment. */
+    (void)enif_send(NULL, &ctx->pid, env, msg);
+    enif_free_env(env);
+    enif_free(ctx);
+    count_down(K_DONE_CTX);
+}
+
+static done_ctx *new_ctx(ErlNifEnv *env, enum take_kind take, ERL_NIF_TERM *out_ref) {
+    done_ctx *ctx = enif_alloc(sizeof *ctx);
+    enif_self(env, &ctx->pid);
+    ctx->env = enif_alloc_env();
+    ctx->take = take;
+    *out_ref = enif_make_ref(env);
+    ctx->ref = enif_make_copy(ctx->env, *out_ref);
+    count_up(K_DONE_CTX);
+    return ctx;
+}
+
+static void drop_ctx(done_ctx *ctx) {
+    enif_free_env(ctx->env);
+    enif_free(ctx);
+    count_down(K_DONE_CTX);
+}
+
+/* After a submit call: {ok, Ref, Future} or {error, E}. The callback may already have run
+ * (on the dispatcher) when this executes, so only `ref` (a term of `env`) is used. */
+static ERL_NIF_TERM submitted(ErlNifEnv *env, tinkex_status st, tinkex_future *fut,
+                              tinkex_error *err, done_ctx *ctx, ERL_NIF_TERM ref) {
+    if (st != TINKEX_STATUS_OK) {
+        drop_ctx(ctx); /* on a non-OK status on_done never fires */
+        return error_tuple(env, st, err);
+    }
+    return enif_make_tuple3(env, a_ok, ref, make_handle(env, fut_type, K_FUTURE, fut));
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Runtime                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    tinkex_runtime_options opts;
+    int nice; /* added to the niceness of libtinkex's threads */
+    tinkex_runtime *rt;
+    tinkex_error *err;
+    tinkex_status st;
+} rt_start;
+
+/* Creates the runtime on a short-lived thread whose niceness is raised first: the tokio
+ * workers and the dispatcher thread inherit it, so on a busy machine they yield the CPU to
+ * the BEAM's scheduler threads instead of preempting them. */
+static void *rt_start_thread(void *p) {
+    rt_start *a = p;
+    if (a->nice > 0) {
+        errno = 0;
+        int cur = getpriority(PRIO_PROCESS, 0); /* Linux: the calling thread */
+        if (errno == 0) (void)setpriority(PRIO_PROCESS, 0, cur + a->nice);
+    }
+    a->st = tinkex_runtime_new(&a->opts, &a->rt, &a->err);
+    return NULL;
+}
+
+/* runtime_new(WorkerThreads, LogLevel, ThreadNice): dirty IO (starts threads). */
+static ERL_NIF_TERM nif_runtime_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    unsigned workers;
+    int level, nice;
+    if (!enif_get_uint(env, argv[0], &workers) || !enif_get_int(env, argv[1], &level) ||
+        !enif_get_int(env, argv[2], &nice))
+        return enif_make_badarg(env);
+    rt_start a = {.opts = tinkex_runtime_options_default(), .nice = nice};
+    a.opts.worker_threads = workers;
+    a.opts.log_level = level;
+    ErlNifTid tid;
+    if (nice > 0 && enif_thread_create("tinkex_rt_start", &tid, rt_start_thread, &a, NULL) == 0) {
+        enif_thread_join(tid, NULL);
+    } else {
+        a.nice = 0;
+        rt_start_thread(&a);
+    }
+    if (a.st != TINKEX_STATUS_OK) return error_tuple(env, a.st, a.err);
+    return enif_make_tuple2(env, a_ok, make_handle(env, rt_type, K_RUNTIME, a.rt));
+}
+
+/* runtime_shutdown(Runtime, TimeoutMs): dirty IO (blocks for the drain). */
+static ERL_NIF_TERM nif_runtime_shutdown(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    ErlNifUInt64 ms;
+    if (!get_handle(env, argv[0], rt_type, &rt) || !enif_get_uint64(env, argv[1], &ms))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_runtime_shutdown(rt, ms, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Service client                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_service_client_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    ErlNifBinary cfg;
+    if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &cfg))
+        return enif_make_badarg(env);
+    tinkex_service_client *svc = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_service_client_new(rt, cfg.data, cfg.size, &svc, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return enif_make_tuple2(env, a_ok, make_handle(env, svc_type, K_SERVICE, svc));
+}
+
+static ERL_NIF_TERM nif_service_client_session_id(ErlNifEnv *env, int argc,
+                                                  const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *svc;
+    if (!get_handle(env, argv[0], svc_type, &svc)) return enif_make_badarg(env);
+    tinkex_bytes *b = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_service_client_session_id(svc, &b, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), tinkex_bytes_len(b));
+    tinkex_bytes_free(b);
+    return enif_make_tuple2(env, a_ok, t);
+}
+
+static ERL_NIF_TERM nif_service_client_get_server_capabilities(ErlNifEnv *env, int argc,
+                                                               const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *svc;
+    if (!get_handle(env, argv[0], svc_type, &svc)) return enif_make_badarg(env);
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st =
+        tinkex_service_client_get_server_capabilities(svc, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+static ERL_NIF_TERM nif_service_client_create_rest_client(ErlNifEnv *env, int argc,
+                                                          const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *svc;
+    if (!get_handle(env, argv[0], svc_type, &svc)) return enif_make_badarg(env);
+    tinkex_rest_client *rest = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_service_client_create_rest_client(svc, &rest, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return enif_make_tuple2(env, a_ok, make_handle(env, rest_type, K_REST, rest));
+}
+
+/* The shape shared by every "(handle, json) -> future" submit call of the C ABI. */
+typedef tinkex_status (*json_submit_fn)(void *handle, const uint8_t *json, size_t len,
+                                        tinkex_done_fn on_done, void *user_data,
+                                        tinkex_future **out_future, tinkex_error **out_err);
+
+/* Runs a JSON submit call; a JSON text over DIRTY_JSON_BYTES is submitted from a dirty CPU
+ * scheduler because libtinkex parses it synchronously. */
+static ERL_NIF_TERM json_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                                ErlNifResourceType *type, json_submit_fn fn,
+                                enum take_kind take, const char *name,
+                                ERL_NIF_TERM (*self)(ErlNifEnv *, int, const ERL_NIF_TERM[])) {
+    void *h;
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], type, &h) || !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
+    if (json.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self, argc, argv);
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, take, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = fn(h, json.data, json.size, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+#define JSON_SUBMIT(name, type, cfn, take)                                                     \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        return json_submit(env, argc, argv, type, (json_submit_fn)cfn, take, #name,          \
+                           timed_##name);                                                      \
+    }
+
+JSON_SUBMIT(service_client_create_lora_training_client, svc_type,
+            tinkex_service_client_create_lora_training_client, TAKE_TRAINING)
+JSON_SUBMIT(service_client_create_training_client_from_state, svc_type,
+            tinkex_service_client_create_training_client_from_state, TAKE_TRAINING)
+JSON_SUBMIT(service_client_create_sampling_client, svc_type,
+            tinkex_service_client_create_sampling_client, TAKE_SAMPLING)
+JSON_SUBMIT(service_client_close, svc_type, tinkex_service_client_close, TAKE_JSON)
+JSON_SUBMIT(training_client_forward_backward, train_type,
+            tinkex_training_client_forward_backward, TAKE_JSON)
+JSON_SUBMIT(training_client_forward, train_type, tinkex_training_client_forward, TAKE_JSON)
+JSON_SUBMIT(training_client_optim_step, train_type, tinkex_training_client_optim_step,
+            TAKE_JSON)
+JSON_SUBMIT(training_client_save_state, train_type, tinkex_training_client_save_state,
+            TAKE_JSON)
+JSON_SUBMIT(training_client_save_weights_for_sampler, train_type,
+            tinkex_training_client_save_weights_for_sampler, TAKE_JSON)
+JSON_SUBMIT(training_client_load_state, train_type, tinkex_training_client_load_state,
+            TAKE_JSON)
+JSON_SUBMIT(sampling_client_sample, samp_type, tinkex_sampling_client_sample, TAKE_JSON)
+JSON_SUBMIT(sampling_client_compute_logprobs, samp_type,
+            tinkex_sampling_client_compute_logprobs, TAKE_JSON)
+
+/* ------------------------------------------------------------------------------------ */
+/* Events                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    ErlNifPid pid;
+    ErlNifEnv *env; /* holds ref */
+    ERL_NIF_TERM ref;
+} sub_ctx;
+
+static ERL_NIF_TERM event_type_atom(tinkex_event_type k) {
+    switch (k) {
+    case TINKEX_EVENT_TYPE_QUEUE_STATE: return a_ev_queue_state;
+    case TINKEX_EVENT_TYPE_PROGRESS: return a_ev_progress;
+    case TINKEX_EVENT_TYPE_RETRY: return a_ev_retry;
+    case TINKEX_EVENT_TYPE_HEARTBEAT_WARNING: return a_ev_heartbeat_warning;
+    case TINKEX_EVENT_TYPE_SESSION_EXPIRED: return a_ev_session_expired;
+    case TINKEX_EVENT_TYPE_TELEMETRY_OVERFLOW: return a_ev_telemetry_overflow;
+    case TINKEX_EVENT_TYPE_SUMMARY: return a_ev_summary;
+    default: return a_ev_other;
+    }
+}
+
+/* Runs on the dispatcher thread: posts {tinkex_event, Ref, %Tinkex.Event{}}. */
+static void on_event(void *user_data, const tinkex_event *ev) {
+    sub_ctx *ctx = user_data;
+    ErlNifEnv *env = enif_alloc_env();
+    size_t len = 0;
+    const uint8_t *json = tinkex_event_json(ev, &len);
+    ERL_NIF_TERM keys[5] = {a_struct, a_type, a_request_id, a_json, a_data};
+    ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_kind(ev)),
+                            make_str(env, tinkex_event_request_id(ev)),
+                            make_buf(env, json, json ? len : 0), a_nil};
+    ERL_NIF_TERM map;
+    if (enif_make_map_from_arrays(env, keys, vals, 5, &map)) {
+        ERL_NIF_TERM msg =
+            enif_make_tuple3(env, a_tinkex_event, enif_make_copy(env, ctx->ref), map);
+        (void)enif_send(NULL, &ctx->pid, env, msg);
+    }
+    enif_free_env(env);
+}
+
+static void on_sub_free(void *user_data) {
+    sub_ctx *ctx = user_data;
+    enif_free_env(ctx->env);
+    enif_free(ctx);
+    count_down(K_SUB_CTX);
+}
+
+/* service_client_subscribe(Svc, Pid) -> {ok, Ref, Subscription} */
+static ERL_NIF_TERM nif_service_client_subscribe(ErlNifEnv *env, int argc,
+                                                 const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *svc;
+    ErlNifPid pid;
+    if (!get_handle(env, argv[0], svc_type, &svc) || !enif_get_local_pid(env, argv[1], &pid))
+        return enif_make_badarg(env);
+    sub_ctx *ctx = enif_alloc(sizeof *ctx);
+    ctx->pid = pid;
+    ctx->env = enif_alloc_env();
+    ERL_NIF_TERM ref = enif_make_ref(env);
+    ctx->ref = enif_make_copy(ctx->env, ref);
+    count_up(K_SUB_CTX);
+    tinkex_subscription *s = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_service_client_subscribe(svc, on_event, ctx, on_sub_free, &s, &err);
+    if (st != TINKEX_STATUS_OK) {
+        on_sub_free(ctx); /* nothing registered: neither callback will run */
+        return error_tuple(env, st, err);
+    }
+    sub_t *r = enif_alloc_resource(sub_type, sizeof *r);
+    atomic_init(&r->sub, s);
+    count_up(K_SUBSCRIPTION);
+    ERL_NIF_TERM t = enif_make_resource(env, r);
+    /* Active until unsubscribe or the subscriber's death: keep the resource (the reference
+     * from alloc is that one) and monitor the process. */
+    if (enif_monitor_process(env, r, &pid, &r->mon) != 0) {
+        /* Already dead: nothing to deliver to. */
+        tinkex_subscription_free(atomic_exchange(&r->sub, NULL));
+        enif_release_resource(r);
+    }
+    return enif_make_tuple3(env, a_ok, ref, t);
+}
+
+static ERL_NIF_TERM nif_subscription_free(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    sub_t *r;
+    if (!enif_get_resource(env, argv[0], sub_type, (void **)&r)) return enif_make_badarg(env);
+    tinkex_subscription *s = atomic_exchange(&r->sub, NULL);
+    if (s) {
+        tinkex_subscription_free(s);
+        (void)enif_demonitor_process(env, r, &r->mon);
+        enif_release_resource(r);
+    }
+    return a_ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Training client                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM info_json(ErlNifEnv *env, tinkex_status st, tinkex_bytes *b,
+                              tinkex_error *err) {
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), tinkex_bytes_len(b));
+    tinkex_bytes_free(b);
+    return enif_make_tuple2(env, a_ok, t);
+}
+
+static ERL_NIF_TERM nif_training_client_get_info(ErlNifEnv *env, int argc,
+                                                 const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *tc;
+    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    tinkex_bytes *b = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_training_client_get_info(tc, &b, &err);
+    return info_json(env, st, b, err);
+}
+
+static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
+    ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *tc;
+    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_SAMPLING, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st =
+        tinkex_training_client_save_weights_and_get_sampling_client(tc, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+/* Takes the batch out of its resource (the submit call consumes it). */
+static tinkex_datum_batch *take_batch(batch_t *b) {
+    enif_mutex_lock(b->mu);
+    tinkex_datum_batch *p = b->batch;
+    b->batch = NULL;
+    enif_mutex_unlock(b->mu);
+    return p;
+}
+
+typedef tinkex_status (*batch_submit_fn)(tinkex_training_client *, tinkex_datum_batch *,
+                                         const uint8_t *, size_t, tinkex_done_fn, void *,
+                                         tinkex_future **, tinkex_error **);
+
+static ERL_NIF_TERM batch_submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], batch_submit_fn fn) {
+    void *tc;
+    batch_t *b;
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], train_type, &tc) ||
+        !enif_get_resource(env, argv[1], batch_type, (void **)&b) || !get_bin(env, argv[2], &json))
+        return enif_make_badarg(env);
+    tinkex_datum_batch *batch = take_batch(b);
+    if (!batch)
+        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
+                           "this datum batch was already submitted");
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = fn(tc, batch, json.data, json.size, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+static ERL_NIF_TERM nif_training_client_forward_backward_batch(ErlNifEnv *env, int argc,
+                                                               const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return batch_submit(env, argv, tinkex_training_client_forward_backward_batch);
+}
+
+static ERL_NIF_TERM nif_training_client_forward_batch(ErlNifEnv *env, int argc,
+                                                      const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return batch_submit(env, argv, tinkex_training_client_forward_batch);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Datum batches (the bulk path)                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_datum_batch_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    tinkex_datum_batch *p = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_datum_batch_new(&p, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    batch_t *b = enif_alloc_resource(batch_type, sizeof *b);
+    b->mu = enif_mutex_create("tinkex_datum_batch");
+    b->batch = p;
+    count_up(K_BATCH);
+    ERL_NIF_TERM t = enif_make_resource(env, b);
+    enif_release_resource(b);
+    return enif_make_tuple2(env, a_ok, t);
+}
+
+static size_t dtype_size(int dtype) {
+    switch (dtype) {
+    case TINKEX_DTYPE_INT64:
+    case TINKEX_DTYPE_FLOAT64: return 8;
+    case TINKEX_DTYPE_INT32:
+    case TINKEX_DTYPE_FLOAT32: return 4;
+    default: return 0;
+    }
+}
+
+/* datum_batch_push(Batch, TokensBinary, Dtype) */
+static ERL_NIF_TERM nif_datum_batch_push(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    batch_t *b;
+    ErlNifBinary tokens;
+    int dtype;
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) ||
+        !get_bin(env, argv[1], &tokens) || !enif_get_int(env, argv[2], &dtype))
+        return enif_make_badarg(env);
+    size_t es = dtype_size(dtype);
+    if (!es || tokens.size % es)
+        return local_error(env, TINKEX_STATUS_INVALID_ARG, a_invalid_arg,
+                           "the token binary's size is not a multiple of the dtype's size");
+    size_t n = tokens.size / es;
+    if (tokens.size > DIRTY_ARRAY_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_schedule_nif(env, "datum_batch_push", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 timed_datum_batch_push, argc, argv);
+    tinkex_error *err = NULL;
+    tinkex_status st;
+    enif_mutex_lock(b->mu);
+    if (!b->batch) {
+        enif_mutex_unlock(b->mu);
+        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
+                           "this datum batch was already submitted");
+    }
+    st = tinkex_datum_batch_push(b->batch, n ? tokens.data : NULL, n, dtype, &err);
+    enif_mutex_unlock(b->mu);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+/* datum_batch_set_loss_input(Batch, Name, DataBinary, Dtype, Shape | nil) */
+static ERL_NIF_TERM nif_datum_batch_set_loss_input(ErlNifEnv *env, int argc,
+                                                   const ERL_NIF_TERM argv[]) {
+    batch_t *b;
+    ErlNifBinary name, data;
+    int dtype;
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) ||
+        !get_bin(env, argv[1], &name) || !get_bin(env, argv[2], &data) ||
+        !enif_get_int(env, argv[3], &dtype))
+        return enif_make_badarg(env);
+    int64_t shape[MAX_NDIM];
+    size_t ndim = 0;
+    if (argv[4] != a_nil) {
+        ERL_NIF_TERM list = argv[4], head;
+        unsigned len;
+        if (!enif_get_list_length(env, list, &len) || len > MAX_NDIM) return enif_make_badarg(env);
+        while (enif_get_list_cell(env, list, &head, &list)) {
+            ErlNifSInt64 v;
+            if (!enif_get_int64(env, head, &v)) return enif_make_badarg(env);
+            shape[ndim++] = v;
+        }
+    }
+    size_t es = dtype_size(dtype);
+    if (!es || data.size % es)
+        return local_error(env, TINKEX_STATUS_INVALID_ARG, a_invalid_arg,
+                           "the data binary's size is not a multiple of the dtype's size");
+    size_t n = data.size / es;
+    if (data.size > DIRTY_ARRAY_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_schedule_nif(env, "datum_batch_set_loss_input", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 timed_datum_batch_set_loss_input, argc, argv);
+    tinkex_error *err = NULL;
+    tinkex_status st;
+    enif_mutex_lock(b->mu);
+    if (!b->batch) {
+        enif_mutex_unlock(b->mu);
+        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
+                           "this datum batch was already submitted");
+    }
+    st = tinkex_datum_batch_set_loss_input(b->batch, name.data, name.size, n ? data.data : NULL,
+                                           n, dtype, ndim ? shape : NULL, ndim, &err);
+    enif_mutex_unlock(b->mu);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+static ERL_NIF_TERM nif_datum_batch_len(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    batch_t *b;
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b)) return enif_make_badarg(env);
+    enif_mutex_lock(b->mu);
+    size_t n = tinkex_datum_batch_len(b->batch);
+    enif_mutex_unlock(b->mu);
+    return enif_make_uint64(env, n);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Sampling client                                                                       */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
+                                                 const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *sc;
+    if (!get_handle(env, argv[0], samp_type, &sc)) return enif_make_badarg(env);
+    tinkex_bytes *b = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_sampling_client_get_info(sc, &b, &err);
+    return info_json(env, st, b, err);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* REST client                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+typedef tinkex_status (*rest_page_fn)(tinkex_rest_client *, uint32_t, uint32_t, tinkex_done_fn,
+                                      void *, tinkex_future **, tinkex_error **);
+typedef tinkex_status (*rest_str_fn)(tinkex_rest_client *, const uint8_t *, size_t,
+                                     tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
+
+static ERL_NIF_TERM rest_page(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_page_fn fn) {
+    void *rc;
+    unsigned limit, offset;
+    if (!get_handle(env, argv[0], rest_type, &rc) || !enif_get_uint(env, argv[1], &limit) ||
+        !enif_get_uint(env, argv[2], &offset))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = fn(rc, limit, offset, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+static ERL_NIF_TERM rest_str(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_str_fn fn) {
+    void *rc;
+    ErlNifBinary s;
+    if (!get_handle(env, argv[0], rest_type, &rc) || !get_bin(env, argv[1], &s))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = fn(rc, s.data, s.size, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+#define REST_PAGE(nif, cfn)                                                                    \
+    static ERL_NIF_TERM nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {           \
+        (void)argc;                                                                            \
+        return rest_page(env, argv, cfn);                                                      \
+    }
+#define REST_STR(nif, cfn)                                                                     \
+    static ERL_NIF_TERM nif(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {           \
+        (void)argc;                                                                            \
+        return rest_str(env, argv, cfn);                                                       \
+    }
+
+REST_PAGE(nif_rest_client_list_training_runs, tinkex_rest_client_list_training_runs)
+REST_PAGE(nif_rest_client_list_user_checkpoints, tinkex_rest_client_list_user_checkpoints)
+REST_STR(nif_rest_client_get_training_run, tinkex_rest_client_get_training_run)
+REST_STR(nif_rest_client_list_checkpoints, tinkex_rest_client_list_checkpoints)
+REST_STR(nif_rest_client_delete_checkpoint, tinkex_rest_client_delete_checkpoint)
+REST_STR(nif_rest_client_get_weights_info, tinkex_rest_client_get_weights_info)
+
+/* ------------------------------------------------------------------------------------ */
+/* Futures                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_future_cancel(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *f;
+    if (!get_handle(env, argv[0], fut_type, &f)) return enif_make_badarg(env);
+    (void)tinkex_future_cancel(f);
+    return a_ok;
+}
+
+static ERL_NIF_TERM nif_future_is_done(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *f;
+    if (!get_handle(env, argv[0], fut_type, &f)) return enif_make_badarg(env);
+    return tinkex_future_is_done(f) ? a_true : a_false;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Testing exports (present only in a library built with --features testing)             */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_testing_available(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)env;
+    (void)argc;
+    (void)argv;
+    return (tinkex_testing_panic_in_export && tinkex_testing_panic_in_task) ? a_true : a_false;
+}
+
+static ERL_NIF_TERM nif_testing_panic_in_export(ErlNifEnv *env, int argc,
+                                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    if (!tinkex_testing_panic_in_export)
+        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
+                           "libtinkex was built without the `testing` feature");
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_testing_panic_in_export(&err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+static ERL_NIF_TERM nif_testing_panic_in_task(ErlNifEnv *env, int argc,
+                                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    int where;
+    if (!get_handle(env, argv[0], rt_type, &rt) || !enif_get_int(env, argv[1], &where))
+        return enif_make_badarg(env);
+    if (!tinkex_testing_panic_in_task)
+        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
+                           "libtinkex was built without the `testing` feature");
+    ERL_NIF_TERM ref;
+    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_testing_panic_in_task(rt, where, on_done, ctx, &fut, &err);
+    return submitted(env, st, fut, err, ctx, ref);
+}
+
+/* testing_spin(Microseconds): burns the CPU on the calling scheduler. A negative control for
+ * the scheduler checks of the test suite (it is the one NIF that breaks the bound on purpose);
+ * not part of the C ABI. */
+static ERL_NIF_TERM nif_testing_spin(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    unsigned us;
+    if (!enif_get_uint(env, argv[0], &us) || us > 1000000) return enif_make_badarg(env);
+    uint64_t end = clock_ns(CLOCK_THREAD_CPUTIME_ID) + (uint64_t)us * 1000u;
+    volatile uint64_t x = 0;
+    while (clock_ns(CLOCK_THREAD_CPUTIME_ID) < end) x++;
+    return a_ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Introspection                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_tuple4(env, make_str(env, tinkex_version()),
+                            enif_make_uint(env, tinkex_version_number()),
+                            enif_make_uint(env, tinkex_abi_version()),
+                            enif_make_uint(env, TINKEX_ABI_VERSION));
+}
+
+static ERL_NIF_TERM nif_status_name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    int s;
+    if (!enif_get_int(env, argv[0], &s)) return enif_make_badarg(env);
+    return make_str(env, tinkex_status_name(s));
+}
+
+/* %{kind => {live, total_created}} */
+static ERL_NIF_TERM nif_resource_counts(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM keys[K_COUNT], vals[K_COUNT], map;
+    for (int k = 0; k < K_COUNT; k++) {
+        keys[k] = enif_make_atom(env, kind_names[k]);
+        vals[k] = enif_make_tuple2(env, enif_make_long(env, atomic_load(&live[k])),
+                                   enif_make_long(env, atomic_load(&total[k])));
+    }
+    enif_make_map_from_arrays(env, keys, vals, K_COUNT, &map);
+    return map;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Timing and the function table                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    atomic_ullong calls;      /* calls that ran on a normal scheduler */
+    atomic_ullong max_wall_ns; /* longest wall-clock time on a normal scheduler */
+    atomic_ullong max_cpu_ns; /* longest thread CPU time on a normal scheduler */
+    atomic_ullong total_wall_ns;
+    atomic_ullong dirty_calls; /* calls (or continuations) that ran on a dirty scheduler */
+    atomic_ullong blocked_calls; /* calls during which the thread blocked (voluntary switch) */
+    atomic_ullong preempted_calls; /* calls during which the OS preempted the thread */
+    atomic_ullong max_wall_unpreempted_ns; /* longest wall time of calls never switched out */
+} nif_stat;
+
+static nif_stat stats[I_COUNT];
+
+/* The most recent calls on a normal scheduler that took more than SLOW_CALL_NS of wall or
+ * CPU time, with the calling process, so the tests can attribute every long-schedule report
+ * of the system monitor. */
+#define SLOW_CALL_NS 1000000ull
+#define SLOW_CALLS 512
+typedef struct {
+    int idx;
+    ErlNifPid pid;
+    uint64_t wall_ns, cpu_ns;
+    int blocked, preempted;
+} slow_call;
+static slow_call slow_calls[SLOW_CALLS];
+static unsigned slow_count; /* total recorded; the ring keeps the last SLOW_CALLS */
+static ErlNifMutex *slow_mu;
+
+static uint64_t clock_ns(clockid_t id) {
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void atomic_max(atomic_ullong *slot, uint64_t v) {
+    unsigned long long cur = atomic_load(slot);
+    while (v > cur && !atomic_compare_exchange_weak(slot, &cur, v)) {
+    }
+}
+
+static ERL_NIF_TERM timed(int idx, ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                          ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER) {
+        atomic_fetch_add(&stats[idx].dirty_calls, 1);
+        return fn(env, argc, argv);
+    }
+    struct rusage u0, u1;
+    getrusage(RUSAGE_THREAD, &u0);
+    uint64_t w0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    ERL_NIF_TERM r = fn(env, argc, argv);
+    uint64_t c1 = clock_ns(CLOCK_THREAD_CPUTIME_ID), w1 = clock_ns(CLOCK_MONOTONIC);
+    getrusage(RUSAGE_THREAD, &u1);
+    int blocked = u1.ru_nvcsw != u0.ru_nvcsw, preempted = u1.ru_nivcsw != u0.ru_nivcsw;
+    if (blocked) atomic_fetch_add(&stats[idx].blocked_calls, 1);
+    if (preempted) atomic_fetch_add(&stats[idx].preempted_calls, 1);
+    if (!blocked && !preempted) atomic_max(&stats[idx].max_wall_unpreempted_ns, w1 - w0);
+    if ((w1 - w0 > SLOW_CALL_NS || c1 - c0 > SLOW_CALL_NS) && slow_mu) {
+        slow_call sc = {.idx = idx, .wall_ns = w1 - w0, .cpu_ns = c1 - c0, .blocked = blocked,
+                        .preempted = preempted};
+        enif_self(env, &sc.pid);
+        enif_mutex_lock(slow_mu);
+        slow_calls[slow_count++ % SLOW_CALLS] = sc;
+        enif_mutex_unlock(slow_mu);
+    }
+    atomic_fetch_add(&stats[idx].calls, 1);
+    atomic_fetch_add(&stats[idx].total_wall_ns, w1 - w0);
+    atomic_max(&stats[idx].max_wall_ns, w1 - w0);
+    atomic_max(&stats[idx].max_cpu_ns, c1 - c0);
+    return r;
+}
+
+#define X_WRAP(name, arity, flags)                                                             \
+    static ERL_NIF_TERM timed_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {  \
+        return timed(I_##name, nif_##name, env, argc, argv);                                   \
+    }
+NIF_LIST(X_WRAP)
+
+#define X_NAME(name, arity, flags) #name,
+static const char *const nif_names[I_COUNT] = {NIF_LIST(X_NAME)};
+
+/* [{Name, Calls, MaxWallNs, MaxCpuNs, TotalWallNs, DirtyCalls, BlockedCalls, PreemptedCalls,
+ *   MaxWallUnpreemptedNs}] */
+static ERL_NIF_TERM nif_stats_get(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (int i = I_COUNT - 1; i >= 0; i--) {
+        ERL_NIF_TERM t = enif_make_tuple9(
+            env, enif_make_atom(env, nif_names[i]),
+            enif_make_uint64(env, atomic_load(&stats[i].calls)),
+            enif_make_uint64(env, atomic_load(&stats[i].max_wall_ns)),
+            enif_make_uint64(env, atomic_load(&stats[i].max_cpu_ns)),
+            enif_make_uint64(env, atomic_load(&stats[i].total_wall_ns)),
+            enif_make_uint64(env, atomic_load(&stats[i].dirty_calls)),
+            enif_make_uint64(env, atomic_load(&stats[i].blocked_calls)),
+            enif_make_uint64(env, atomic_load(&stats[i].preempted_calls)),
+            enif_make_uint64(env, atomic_load(&stats[i].max_wall_unpreempted_ns)));
+        list = enif_make_list_cell(env, t, list);
+    }
+    return list;
+}
+
+/* [{Name, Pid, WallNs, CpuNs, Blocked, Preempted}], oldest first; clears the record. */
+static ERL_NIF_TERM nif_slow_calls(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    enif_mutex_lock(slow_mu);
+    unsigned n = slow_count < SLOW_CALLS ? slow_count : SLOW_CALLS;
+    for (unsigned k = 0; k < n; k++) {
+        slow_call *sc = &slow_calls[(slow_count - 1 - k) % SLOW_CALLS];
+        ERL_NIF_TERM t = enif_make_tuple6(
+            env, enif_make_atom(env, nif_names[sc->idx]), enif_make_pid(env, &sc->pid),
+            enif_make_uint64(env, sc->wall_ns), enif_make_uint64(env, sc->cpu_ns),
+            sc->blocked ? a_true : a_false, sc->preempted ? a_true : a_false);
+        list = enif_make_list_cell(env, t, list);
+    }
+    slow_count = 0;
+    enif_mutex_unlock(slow_mu);
+    return list;
+}
+
+static ERL_NIF_TERM nif_stats_reset(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)env;
+    (void)argc;
+    (void)argv;
+    for (int i = 0; i < I_COUNT; i++) {
+        atomic_store(&stats[i].calls, 0);
+        atomic_store(&stats[i].max_wall_ns, 0);
+        atomic_store(&stats[i].max_cpu_ns, 0);
+        atomic_store(&stats[i].total_wall_ns, 0);
+        atomic_store(&stats[i].dirty_calls, 0);
+        atomic_store(&stats[i].blocked_calls, 0);
+        atomic_store(&stats[i].preempted_calls, 0);
+        atomic_store(&stats[i].max_wall_unpreempted_ns, 0);
+    }
+    return a_ok;
+}
+
+#define X_FUNC(name, arity, flags) {#name, arity, timed_##name, flags},
+static ErlNifFunc nif_funcs[] = {NIF_LIST(X_FUNC){"nif_stats", 0, nif_stats_get, 0},
+                                 {"nif_stats_reset", 0, nif_stats_reset, 0},
+                                 {"nif_slow_calls", 0, nif_slow_calls, 0}};
+
+/* ------------------------------------------------------------------------------------ */
+/* Load                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+static int open_types(ErlNifEnv *env) {
+    ErlNifResourceFlags f = ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER;
+#define OPEN(var, name, dtor)                                                                  \
+    if (!(var = enif_open_resource_type(env, NULL, name, dtor, f, NULL))) return 0;
+    OPEN(rt_type, "tinkex_runtime", dtor_runtime)
+    OPEN(svc_type, "tinkex_service_client", dtor_service)
+    OPEN(train_type, "tinkex_training_client", dtor_training)
+    OPEN(samp_type, "tinkex_sampling_client", dtor_sampling)
+    OPEN(rest_type, "tinkex_rest_client", dtor_rest)
+    OPEN(fut_type, "tinkex_future", dtor_future)
+    {
+        ErlNifResourceTypeInit init = {.dtor = dtor_subscription, .down = down_subscription};
+        if (!(sub_type = enif_open_resource_type_x(env, "tinkex_subscription", &init, f, NULL)))
+            return 0;
+    }
+    OPEN(batch_type, "tinkex_datum_batch", dtor_batch)
+    OPEN(bytes_type, "tinkex_bytes", dtor_bytes)
+#undef OPEN
+    return 1;
+}
+
+/* libtinkex keeps pointers to on_done/on_event/on_sub_free until the last callback has run,
+ * possibly after the module was purged: pin this library so it is never unmapped. */
+static void pin_self(void) {
+    Dl_info info;
+    if (dladdr((void *)on_done, &info) && info.dli_fname)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    pin_self();
+    if (tinkex_abi_version() != TINKEX_ABI_VERSION) {
+        fprintf(stderr,
+                "tinkex_nif: libtinkex ABI version %u does not match the header's %u; "
+                "rebuild the NIF against this library\n",
+                tinkex_abi_version(), (unsigned)TINKEX_ABI_VERSION);
+        return 1;
+    }
+    make_atoms(env);
+    if (!slow_mu) slow_mu = enif_mutex_create("tinkex_slow_calls");
+    return open_types(env) ? 0 : 2;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old_priv, ERL_NIF_TERM info) {
+    (void)old_priv;
+    return load(env, priv, info);
+}
+
+ERL_NIF_INIT(Elixir.Tinkex.Native, nif_funcs, load, NULL, upgrade, NULL)

@@ -1,0 +1,75 @@
+defmodule Tinkex do
+  @moduledoc """
+  Elixir binding of libtinkex, a client of the Tinker fine-tuning API whose behaviour
+  (HTTP, retries, polling, sessions, heartbeats, telemetry) lives in a Rust core behind a
+  C ABI. See `Tinkex.ServiceClient` to start, and README.md for a complete example.
+
+  This module holds diagnostics: versions, live resource counts and NIF timings.
+  """
+
+  @doc """
+  `%{library: "0.1.0", library_number: 1000, abi: 1, header_abi: 1}`: the loaded
+  libtinkex and the ABI the NIF was built against (the NIF refuses to load on a mismatch).
+  """
+  @spec version() :: map
+  def version do
+    {lib, num, abi, header_abi} = Tinkex.Native.version()
+    %{library: lib, library_number: num, abi: abi, header_abi: header_abi}
+  end
+
+  @doc """
+  Live NIF resources and pending callback contexts, as `%{kind => live_count}`
+  (`runtime`, `service_client`, `training_client`, `sampling_client`, `rest_client`,
+  `future`, `subscription`, `datum_batch`, `result_binary`, `pending_callback`,
+  `subscription_context`). Resources are freed by the garbage collector; force it with
+  `:erlang.garbage_collect/1` on the processes holding them.
+  """
+  @spec resource_counts() :: %{atom => integer}
+  def resource_counts do
+    Map.new(Tinkex.Native.resource_counts(), fn {k, {live, _total}} -> {k, live} end)
+  end
+
+  @doc "Like `resource_counts/0` with `{live, total_created}` per kind."
+  def resource_totals, do: Tinkex.Native.resource_counts()
+
+  @doc """
+  Per-NIF timings since the last `reset_nif_stats/0`: a list of maps with `:name`,
+  `:calls` (on a normal scheduler), `:max_wall_us`, `:max_cpu_us`, `:avg_wall_us` and
+  `:dirty_calls` (calls, or continuations of large inputs, run on a dirty scheduler),
+  `:blocked_calls` / `:preempted_calls` (calls during which the scheduler thread blocked —
+  a voluntary context switch, e.g. waiting for a lock — or was preempted by the OS), and
+  `:max_wall_unswitched_us` (the longest call that was never switched out).
+  """
+  @spec nif_stats() :: [map]
+  def nif_stats do
+    for {name, calls, max_wall, max_cpu, total, dirty, blocked, preempted, max_clean} <- Tinkex.Native.nif_stats() do
+      %{
+        name: name,
+        calls: calls,
+        max_wall_us: max_wall / 1000,
+        max_cpu_us: max_cpu / 1000,
+        avg_wall_us: if(calls > 0, do: total / calls / 1000, else: 0.0),
+        dirty_calls: dirty,
+        blocked_calls: blocked,
+        preempted_calls: preempted,
+        max_wall_unswitched_us: max_clean / 1000
+      }
+    end
+  end
+
+  @doc """
+  The NIF calls on a normal scheduler that took more than 1 ms of wall-clock or CPU time
+  since the last call (at most the last 512), oldest first: maps with `:name`, `:pid` (the
+  calling process), `:wall_us`, `:cpu_us`, `:blocked` and `:preempted` (whether the
+  scheduler thread blocked or was preempted by the OS during the call). Clears the record.
+  """
+  @spec slow_nif_calls() :: [map]
+  def slow_nif_calls do
+    for {name, pid, wall, cpu, blocked, preempted} <- Tinkex.Native.nif_slow_calls() do
+      %{name: name, pid: pid, wall_us: wall / 1000, cpu_us: cpu / 1000, blocked: blocked, preempted: preempted}
+    end
+  end
+
+  @doc "Resets the NIF timings."
+  def reset_nif_stats, do: Tinkex.Native.nif_stats_reset()
+end

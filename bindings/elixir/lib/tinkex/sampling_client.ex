@@ -1,0 +1,62 @@
+defmodule Tinkex.SamplingClient do
+  @moduledoc """
+  A sampling client bound to one sampling session (a base model or saved sampler weights).
+
+      {:ok, fut} = SamplingClient.sample(sampler, ModelInput.from_ints([1, 2, 3]),
+                                         %SamplingParams{max_tokens: 16}, num_samples: 2)
+      {:ok, %SampleResponse{sequences: seqs}} = Tinkex.Future.await(fut)
+
+  Any number of processes may sample concurrently with one client; each receives its own
+  completions.
+  """
+
+  alias Tinkex.{Error, Future, JSON, Native}
+  alias Tinkex.Types.{ModelInput, SampleResponse, SamplingParams}
+
+  defstruct [:handle, :sampling_session_id, :base_model]
+
+  @type t :: %__MODULE__{handle: reference, sampling_session_id: String.t(), base_model: String.t() | nil}
+
+  @doc false
+  def wrap({:sampling_client, h}) do
+    {:ok, json} = Native.sampling_client_get_info(h)
+    info = JSON.decode!(json)
+    {:ok, %__MODULE__{handle: h, sampling_session_id: info["sampling_session_id"], base_model: info["base_model"]}}
+  end
+
+  @doc """
+  Draws continuations of `prompt` (a `ModelInput` or token ids): a future of
+  `SampleResponse`. Options: `:num_samples` (default 1), `:prompt_logprobs` (boolean),
+  `:topk_prompt_logprobs`, `:topk_sample_logprobs`, `:prompt_logprobs_last_n`.
+  """
+  @spec sample(t, ModelInput.t() | [integer], SamplingParams.t() | keyword, keyword) ::
+          {:ok, Future.t()} | {:error, Error.t()}
+  def sample(client, prompt, params \\ %SamplingParams{}, opts \\ [])
+  def sample(sc, prompt, params, opts) when is_list(params), do: sample(sc, prompt, struct!(SamplingParams, params), opts)
+
+  def sample(%__MODULE__{handle: h}, prompt, %SamplingParams{} = params, opts) do
+    body =
+      Tinkex.Types.Util.compact(%{
+        "prompt" => ModelInput.to_json(prompt),
+        "num_samples" => Keyword.get(opts, :num_samples, 1),
+        "sampling_params" => SamplingParams.to_json(params),
+        "prompt_logprobs" => opts[:prompt_logprobs],
+        "topk_prompt_logprobs" => opts[:topk_prompt_logprobs],
+        "topk_sample_logprobs" => opts[:topk_sample_logprobs],
+        "prompt_logprobs_last_n" => opts[:prompt_logprobs_last_n]
+      })
+
+    Native.sampling_client_sample(h, JSON.encode!(body))
+    |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
+  end
+
+  @doc """
+  Log-probabilities of every prompt token: a future of a list with one entry per token
+  (`nil` at position 0).
+  """
+  @spec compute_logprobs(t, ModelInput.t() | [integer]) :: {:ok, Future.t()} | {:error, Error.t()}
+  def compute_logprobs(%__MODULE__{handle: h}, prompt) do
+    Native.sampling_client_compute_logprobs(h, JSON.encode!(%{"prompt" => ModelInput.to_json(prompt)}))
+    |> Future.submitted(:compute_logprobs, Future.json(& &1))
+  end
+end

@@ -1,0 +1,192 @@
+defmodule Tinkex.TrainingClient do
+  @moduledoc """
+  A training client for one model. Operations run on the server in submission order (the
+  order of the calls, across processes), so a loop may submit `forward_backward` and
+  `optim_step` back to back and await later.
+
+      {:ok, fb} = TrainingClient.forward_backward(training, data, :cross_entropy)
+      {:ok, opt} = TrainingClient.optim_step(training, %AdamParams{learning_rate: 1.0e-3})
+      {:ok, %ForwardBackwardOutput{} = out} = Tinkex.Future.await(fb)
+      {:ok, _} = Tinkex.Future.await(opt)
+
+  Every function returns `{:ok, %Tinkex.Future{}}` at once (or `{:error, %Tinkex.Error{}}`
+  when the input is rejected before anything is sent).
+
+  Training data: datums whose model input is one token chunk are sent through libtinkex's
+  bulk path (typed arrays, no JSON text); give token ids and loss inputs as binaries
+  (native-endian int64 / float32) to skip any per-element work in Elixir. Other datums
+  (images, several chunks) go as JSON.
+  """
+
+  alias Tinkex.{Error, Future, JSON, Native}
+  alias Tinkex.Types.{
+    AdamParams,
+    Datum,
+    EncodedTextChunk,
+    ForwardBackwardOutput,
+    GetInfoResponse,
+    LoadWeightsResponse,
+    ModelInput,
+    OptimStepResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsResponse,
+    TensorData
+  }
+
+  defstruct [:handle, :info]
+  @type t :: %__MODULE__{handle: reference, info: GetInfoResponse.t()}
+
+  @doc false
+  def wrap({:training_client, h}) do
+    {:ok, json} = Native.training_client_get_info(h)
+    {:ok, %__MODULE__{handle: h, info: GetInfoResponse.from_json(JSON.decode!(json))}}
+  end
+
+  @doc "The model's information (fetched at creation; no I/O)."
+  @spec get_info(t) :: {:ok, GetInfoResponse.t()}
+  def get_info(%__MODULE__{info: info}), do: {:ok, info}
+
+  @doc "The model id."
+  @spec model_id(t) :: String.t()
+  def model_id(%__MODULE__{info: info}), do: info.model_id
+
+  @doc """
+  Loss and gradients of `data` (a list of `Tinkex.Types.Datum`), accumulated for the next
+  `optim_step/2`: a future of `ForwardBackwardOutput`. `loss_fn` is an atom or string
+  (`:cross_entropy`, `:importance_sampling`, `:ppo`, ...); option `:loss_fn_config` (map).
+  """
+  @spec forward_backward(t, [Datum.t()], atom | String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def forward_backward(tc, data, loss_fn, opts \\ []), do: fb(tc, data, loss_fn, opts, false)
+
+  @doc "Like `forward_backward/4` without accumulating gradients."
+  @spec forward(t, [Datum.t()], atom | String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def forward(tc, data, loss_fn, opts \\ []), do: fb(tc, data, loss_fn, opts, true)
+
+  defp fb(%__MODULE__{handle: h}, data, loss_fn, opts, forward_only) do
+    loss = Tinkex.Types.Util.compact(%{"loss_fn" => to_string(loss_fn), "loss_fn_config" => opts[:loss_fn_config]})
+    op = if forward_only, do: :forward, else: :forward_backward
+    decode = Future.json(&ForwardBackwardOutput.from_json/1)
+
+    if data != [] and Enum.all?(data, &bulk?/1) do
+      case build_batch(data) do
+        {:ok, batch} ->
+          nif = if forward_only, do: &Native.training_client_forward_batch/3, else: &Native.training_client_forward_backward_batch/3
+          nif.(h, batch, JSON.encode!(loss)) |> Future.submitted(op, decode)
+
+        {:error, e} ->
+          {:error, e}
+      end
+    else
+      body = Map.put(loss, "data", Enum.map(data, &Datum.to_json/1)) |> JSON.encode!()
+      nif = if forward_only, do: &Native.training_client_forward/2, else: &Native.training_client_forward_backward/2
+      nif.(h, body) |> Future.submitted(op, decode)
+    end
+  end
+
+  # A datum fits the bulk path when its input is at most one token chunk and its loss inputs
+  # are dense.
+  defp bulk?(%Datum{model_input: %ModelInput{chunks: chunks}}) do
+    case chunks do
+      [] -> true
+      [%EncodedTextChunk{}] -> true
+      _ -> false
+    end
+  end
+
+  defp bulk?(_), do: false
+
+  @dtypes %{int64: 1, float32: 2, int32: 3, float64: 4}
+
+  defp build_batch(data) do
+    {:ok, batch} = Native.datum_batch_new()
+
+    Enum.reduce_while(data, {:ok, batch}, fn %Datum{model_input: mi} = d, acc ->
+      tokens =
+        case mi.chunks do
+          [] -> <<>>
+          [%EncodedTextChunk{tokens: t}] when is_binary(t) -> t
+          [%EncodedTextChunk{tokens: t}] -> TensorData.pack(t, :int64)
+        end
+
+      with :ok <- Native.datum_batch_push(batch, tokens, @dtypes.int64),
+           :ok <- set_inputs(batch, Datum.loss_inputs(d)) do
+        {:cont, acc}
+      else
+        {:error, e} -> {:halt, {:error, Error.from_nif(e)}}
+      end
+    end)
+  end
+
+  defp set_inputs(_batch, []), do: :ok
+
+  defp set_inputs(batch, [{name, %TensorData{} = t} | rest]) do
+    case Native.datum_batch_set_loss_input(batch, name, TensorData.to_binary(t), Map.fetch!(@dtypes, t.dtype), t.shape) do
+      :ok -> set_inputs(batch, rest)
+      err -> err
+    end
+  end
+
+  @doc """
+  Applies the accumulated gradients with Adam: a future of `OptimStepResponse`. Takes an
+  `AdamParams` struct or a keyword list of its fields.
+  """
+  @spec optim_step(t, AdamParams.t() | keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def optim_step(tc, params \\ %AdamParams{})
+  def optim_step(tc, params) when is_list(params), do: optim_step(tc, struct!(AdamParams, params))
+
+  def optim_step(%__MODULE__{handle: h}, %AdamParams{} = p) do
+    Native.training_client_optim_step(h, JSON.encode!(AdamParams.to_json(p)))
+    |> Future.submitted(:optim_step, Future.json(&OptimStepResponse.from_json/1))
+  end
+
+  @doc """
+  Saves a training checkpoint (weights and optimizer state) named `name`: a future of
+  `SaveWeightsResponse` with its `tinker://` path. Options: `:ttl_seconds`, `:overwrite`,
+  `:user_metadata` (string map).
+  """
+  @spec save_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_state(%__MODULE__{handle: h}, name, opts \\ []) do
+    body =
+      Tinkex.Types.Util.compact(%{
+        "path" => name,
+        "ttl_seconds" => opts[:ttl_seconds],
+        "overwrite" => opts[:overwrite],
+        "user_metadata" => opts[:user_metadata]
+      })
+
+    Native.training_client_save_state(h, JSON.encode!(body))
+    |> Future.submitted(:save_state, Future.json(&SaveWeightsResponse.from_json/1))
+  end
+
+  @doc """
+  Loads a training checkpoint (`tinker://.../weights/name`) into this model: a future of
+  `LoadWeightsResponse`. `optimizer: true` also restores the optimizer state.
+  """
+  @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
+    body = %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+
+    Native.training_client_load_state(h, JSON.encode!(body))
+    |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
+  end
+
+  @doc "`load_state(tc, path, optimizer: true)`."
+  def load_state_with_optimizer(tc, path), do: load_state(tc, path, optimizer: true)
+
+  @doc "Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`."
+  @spec save_weights_for_sampler(t, String.t()) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_for_sampler(%__MODULE__{handle: h}, name) do
+    Native.training_client_save_weights_for_sampler(h, JSON.encode!(%{"path" => name}))
+    |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
+  end
+
+  @doc """
+  Saves the current weights for sampling and creates a sampling client bound to them: a
+  future of `Tinkex.SamplingClient`.
+  """
+  @spec save_weights_and_get_sampling_client(t) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}) do
+    Native.training_client_save_weights_and_get_sampling_client(h)
+    |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap/1)
+  end
+end

@@ -1,0 +1,180 @@
+defmodule Tinkex.Case do
+  @moduledoc false
+  # The case template of the suite. Around every test:
+  # - clears the scheduler monitor's reports and the NIF timings before it;
+  # - after it, fails the test if any process ran on a normal scheduler for longer than the
+  #   bound (system_monitor long_schedule), a port was busy, or any NIF call on a normal
+  #   scheduler took longer than the bounds below.
+  use ExUnit.CaseTemplate
+
+  alias Tinkex.Test.{Emulator, SchedMonitor}
+
+  # Every NIF call on a normal scheduler must use at most this much thread CPU time, and a
+  # call during which the OS never switched the thread out must also return within it in
+  # wall-clock time.
+  @nif_bound_us 1_000
+  # Dirty NIFs, and the test-only export that panics on purpose (Rust's panic machinery —
+  # the panic hook writing its message to stderr, a backtrace when RUST_BACKTRACE is set —
+  # takes about a millisecond; see the README).
+  @dirty_nifs [:runtime_new, :runtime_shutdown, :testing_panic_in_export]
+
+  using do
+    quote do
+      import Tinkex.Case
+      alias Tinkex.{Error, Future, RestClient, SamplingClient, ServiceClient, TrainingClient}
+      alias Tinkex.Test.Emulator
+
+      alias Tinkex.Types.{
+        AdamParams,
+        Datum,
+        ForwardBackwardOutput,
+        ModelInput,
+        SampleResponse,
+        SamplingParams,
+        TensorData
+      }
+    end
+  end
+
+  setup do
+    # What ran outside any test (setup_all, between tests) is checked the same way.
+    check_scheduler!()
+    Emulator.reset(emulator())
+    on_exit(&check_scheduler!/0)
+    :ok
+  end
+
+  @doc """
+  The scheduler check after every test (and before it, for what ran in between):
+
+  1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of CPU time, and
+     every call the OS did not switch out returned within #{@nif_bound_us} us of wall time
+     (the NIF's own timing of every call: `Tinkex.nif_stats/0`, `Tinkex.slow_nif_calls/0`);
+  2. no busy_port report;
+  3. every long_schedule report (over #{SchedMonitor.bound_ms()} ms of wall time) is attributed: a
+     report for a process with a NIF call that broke (1) is a violation; the others (the OS
+     kept the scheduler thread off the CPU — during a NIF call or in ordinary Erlang code)
+     are recorded for the suite summary, or fail too with TINKEX_STRICT_SCHED=1.
+  """
+  def check_scheduler! do
+    case scheduler_violations() do
+      [] -> :ok
+      v -> raise ExUnit.AssertionError, message: "scheduler bound broken:\n" <> Enum.map_join(v, "\n", &inspect/1)
+    end
+  end
+
+  @doc "Collects and clears the monitor reports and NIF timings; returns the violations."
+  def scheduler_violations do
+    reports = SchedMonitor.take()
+    slow = Tinkex.slow_nif_calls()
+    stats = Tinkex.nif_stats()
+    Tinkex.reset_nif_stats()
+
+    over =
+      for s <- stats,
+          s.calls > 0,
+          s.name not in @dirty_nifs,
+          s.max_cpu_us > @nif_bound_us or s.max_wall_unswitched_us > @nif_bound_us,
+          do: {:nif_over_bound, s}
+
+    held =
+      for c <- slow,
+          c.name not in @dirty_nifs,
+          c.cpu_us > @nif_bound_us or not (c.blocked or c.preempted),
+          do: c
+
+    {busy, long} = Enum.split_with(reports, &(&1.kind != :long_schedule))
+    held_pids = MapSet.new(held, & &1.pid)
+    slow_pids = MapSet.new(slow, & &1.pid)
+
+    classified =
+      for r <- long do
+        cond do
+          MapSet.member?(held_pids, r.who) -> {:nif_over_bound, r}
+          MapSet.member?(slow_pids, r.who) -> {:os_preempted_during_nif, r}
+          true -> {:no_slow_nif_call, r}
+        end
+      end
+
+    SchedMonitor.record(classified, Enum.reject(slow, &(&1.name == :testing_spin)))
+    strict = System.get_env("TINKEX_STRICT_SCHED") == "1"
+
+    over ++
+      Enum.map(held, &{:slow_nif_call, &1}) ++
+      Enum.map(busy, &{:busy_port, &1}) ++
+      for({class, r} <- classified, class == :nif_over_bound or strict, do: {class, r})
+  end
+
+  @doc "The shared emulator of the suite."
+  def emulator, do: :persistent_term.get({__MODULE__, :emulator})
+
+  @doc "A service client against `emu` (default: the shared emulator)."
+  def service(emu \\ emulator(), opts \\ []) do
+    {:ok, svc} = Tinkex.ServiceClient.new([api_key: "tml-elixir-test", base_url: emu.url, telemetry: false] ++ opts)
+    svc
+  end
+
+  @base_model "Qwen/Qwen3-8B"
+  def base_model, do: @base_model
+
+  @doc "A LoRA training client (awaited)."
+  def trainer(svc, rank \\ 8) do
+    {:ok, f} = Tinkex.ServiceClient.create_lora_training_client(svc, @base_model, rank: rank)
+    {:ok, tc} = Tinkex.Future.await(f, 60_000)
+    tc
+  end
+
+  @doc "A next-token datum over `tokens` (list)."
+  def datum(tokens) do
+    n = length(tokens) - 1
+    Tinkex.Types.Datum.new(Enum.take(tokens, n), %{
+      "target_tokens" => Tinkex.Types.TensorData.new(tl(tokens), :int64),
+      "weights" => Tinkex.Types.TensorData.new(List.duplicate(1.0, n), :float32)
+    })
+  end
+
+  @doc "The fixed batch of the core's tests: 4 sequences of 24 predicted tokens."
+  def batch do
+    for d <- 0..3 do
+      datum(for i <- 0..24, do: 100_000 + rem(d * 7919 + i * 104_729, 50_000))
+    end
+  end
+
+  @doc "Mean per-token loss of a forward_backward output over `tokens` predicted tokens."
+  def mean_loss(out, tokens), do: Tinkex.Types.ForwardBackwardOutput.loss(out) / tokens
+
+  @doc "Optimizer steps the emulator applied to a model."
+  def optimizer_steps(emu, tc) do
+    {200, m} = Emulator.model(emu, Tinkex.TrainingClient.model_id(tc))
+    m["optimizer_steps"]
+  end
+
+  @doc "Forces a garbage collection of every process, then waits for destructors."
+  def gc_all do
+    for p <- Process.list(), do: :erlang.garbage_collect(p)
+    Process.sleep(50)
+    for p <- Process.list(), do: :erlang.garbage_collect(p)
+    Process.sleep(50)
+  end
+
+  @doc "Polls `fun` until it returns a truthy value or `timeout_ms` passes."
+  def eventually(fun, timeout_ms \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    do_eventually(fun, deadline)
+  end
+
+  defp do_eventually(fun, deadline) do
+    case fun.() do
+      v when v not in [nil, false] ->
+        v
+
+      _ ->
+        if System.monotonic_time(:millisecond) > deadline do
+          flunk("condition not met in time")
+        else
+          Process.sleep(20)
+          do_eventually(fun, deadline)
+        end
+    end
+  end
+end
