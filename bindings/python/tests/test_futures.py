@@ -27,6 +27,12 @@ def test_result_timeout_then_result(emu, tc):
         fut.result(timeout=0.2)
     assert 0.15 < time.monotonic() - t0 < 3.0
     assert not fut.done()
+    # The submission was accepted long before the delayed step completes.
+    deadline = time.monotonic() + 10
+    while fut.request_id is None:
+        assert time.monotonic() < deadline, "the request id becomes known"
+        time.sleep(0.01)
+    assert isinstance(fut.request_id, str) and fut.request_id
     assert isinstance(fut.result(timeout=30), types.OptimStepResponse)  # a timeout never cancels
     assert fut.done()
 

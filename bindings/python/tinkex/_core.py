@@ -587,6 +587,22 @@ class APIFuture(Generic[T]):
     def done(self) -> bool:
         return self._state.done()
 
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id once the submission was accepted, else ``None``."""
+        h = self._state.handle
+        if h is None or not h.ptr:
+            return None
+        out = c_void_p()
+        try:
+            with h.use() as ptr:
+                status = lib.tinkex_future_request_id(ptr, byref(out), None)
+        except Exception:  # noqa: BLE001 - a closed handle has no id to report
+            return None
+        if status != _lib.STATUS_OK:
+            return None
+        return _lib.take_bytes(out.value).decode()
+
     def cancelled(self) -> bool:
         return self._state.done() and self._state.cancelled()
 

@@ -159,6 +159,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_future_take_training_client": (_ST, [_P, _PP, _PP]),
     "tinkex_future_take_sampling_client": (_ST, [_P, _PP, _PP]),
     "tinkex_future_is_done": (c_bool, [_P]),
+    "tinkex_future_request_id": (_ST, [_P, _PP, _PP]),
     "tinkex_future_cancel": (_ST, [_P]),
     "tinkex_future_wait": (_ST, [_P, c_uint64, _PP]),
     "tinkex_future_clone": (_P, [_P]),
