@@ -325,20 +325,14 @@ impl<T: Send + 'static> ApiFuture<T> {
                 }
             }),
         };
-        let inner = runtime.spawn(op(handle));
-        let abort = inner.abort_handle();
+        let op = CatchUnwind(Box::pin(op(handle)));
         let s2 = shared.clone();
+        // One task per operation: the operation itself, raced against cancellation (which
+        // drops it, and with it any HTTP request in flight); a panic becomes an error.
         runtime.spawn(async move {
             let result = tokio::select! {
-                joined = inner => match joined {
-                    Ok(r) => r,
-                    Err(e) if e.is_panic() => Err(Error::new(ErrorKind::Panic, format!("internal panic: {}", panic_message(e.into_panic())))),
-                    Err(_) => Err(Error::cancelled()),
-                },
-                _ = cancel_rx.wait_for(|c| *c) => {
-                    abort.abort();
-                    Err(Error::cancelled())
-                }
+                r = op => r.unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic, format!("internal panic: {}", panic_message(p))))),
+                _ = cancel_rx.wait_for(|c| *c) => Err(Error::cancelled()),
             };
             let result = match (result, s2.request_id.lock().unwrap().clone()) {
                 (Err(mut e), Some(id)) if e.request_id.is_none() => {
@@ -426,6 +420,25 @@ impl<T: Send + 'static> IntoFuture for ApiFuture<T> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.result())
+    }
+}
+
+/// Polls a future, turning a panic during a poll into an `Err` with the panic payload.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::result::Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
     }
 }
 

@@ -155,7 +155,6 @@ pub struct Transport {
     base_url: String,
     api_key: ApiKey,
     clients: Vec<reqwest::Client>,
-    static_headers: HeaderMap,
 }
 
 fn os_name() -> String {
@@ -221,6 +220,8 @@ impl Transport {
         let clients = (0..POOLS)
             .map(|_| {
                 reqwest::Client::builder()
+                    // Set once per client; reqwest merges them into each request.
+                    .default_headers(static_headers.clone())
                     .connect_timeout(timeouts.connect)
                     .pool_max_idle_per_host(64)
                     .build()
@@ -231,7 +232,6 @@ impl Transport {
             base_url: base_url.trim_end_matches('/').to_string(),
             api_key,
             clients,
-            static_headers,
         })
     }
 
@@ -248,7 +248,6 @@ impl Transport {
         let client = &self.clients[req.pool.index()];
         let mut builder = client
             .request(req.method.clone(), &url)
-            .headers(self.static_headers.clone())
             .timeout(req.timeout)
             .header("x-api-key", self.api_key.expose())
             .header("x-stainless-retry-count", retry_count.to_string())
