@@ -9,10 +9,12 @@
 #   3. The Python binding (pytest) and its drop-in check with the official SDK.
 #   4. The Elixir binding (ExUnit).
 #   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator.
+#   6. The benchmark harness on tiny sizes (bench/run.sh --smoke: it still runs end to end).
 #
 # Needs Rust, gcc/g++, valgrind, python3 with venv, Elixir + erlang-dev, and the Rust and
 # Python package registries on the first run (.ci/run installs what a fresh machine lacks).
-# Skip a suite with TINKEX_SKIP=<name>[,<name>...] (rust, c, python, elixir, official-sdk).
+# Skip a suite with TINKEX_SKIP=<name>[,<name>...] (rust, c, python, elixir, official-sdk,
+# bench-smoke).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -41,10 +43,11 @@ suite() { # name, command...
 }
 
 suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release --features tinkex/testing
-[[ -f tests/c/run.sh ]] && suite c bash tests/c/run.sh
-[[ -f bindings/python/run_tests.sh ]] && suite python bash bindings/python/run_tests.sh
-[[ -f bindings/elixir/run_tests.sh ]] && suite elixir bash bindings/elixir/run_tests.sh
+suite c bash tests/c/run.sh
+suite python bash bindings/python/run_tests.sh
+suite elixir bash bindings/elixir/run_tests.sh
 suite official-sdk bash emulator/tests/official_sdk/run.sh
+suite bench-smoke bash bench/run.sh --smoke
 
 if ((failed > 0)); then
   echo "failed suites: ${failed_names[*]}"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The benchmark suite of libtinkex, in one command (docs/benchmarks.md):
+#
+#   bench/run.sh            full run on a quiet machine (< 15 min on 2 cores with a warm
+#                           build; a cold build adds ~4-5 min): writes docs/benchmarks.md
+#                           and docs/benchmarks.png
+#   bench/run.sh --smoke    tiny sizes, written to a temporary directory (the test-suite
+#                           check that the harness still runs end to end)
+#
+# Builds (release, CARGO_TARGET_DIR=target/bench, so it never touches target/release):
+# libtinkex.so and tinkex-emulator from the workspace, tinkex-bench from bench/rust.
+# Python: target/bench-venv (numpy, matplotlib; runs the binding from bindings/python and
+# the driver), target/official-sdk-venv (tinker==0.38.0; created if missing, shared with
+# bindings/python/run_tests.sh). TINKEX_SKIP_OFFICIAL_SDK=1 leaves the official SDK out.
+# Extra arguments go to bench/driver.py (e.g. --only w1,w3).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+export CARGO_TARGET_DIR="$REPO/target/bench"
+BENCH_VENV="$REPO/target/bench-venv"
+OFFICIAL_VENV="$REPO/target/official-sdk-venv"
+OFFICIAL_VERSION="0.38.0"
+PYTHON="${PYTHON:-python3}"
+log() { echo "bench/run.sh: $*" >&2; }
+
+SMOKE=0
+for a in "$@"; do [[ "$a" == "--smoke" ]] && SMOKE=1; done
+
+# --- 1. builds ---------------------------------------------------------------------------------
+log "cargo build --release -p tinkex -p tinkex-emulator (CARGO_TARGET_DIR=target/bench)"
+(cd "$REPO" && cargo build --release --quiet -p tinkex -p tinkex-emulator)
+log "cargo build --release --manifest-path bench/rust/Cargo.toml"
+(cd "$REPO" && cargo build --release --quiet --manifest-path bench/rust/Cargo.toml)
+
+# --- 2. Python environments --------------------------------------------------------------------
+if [[ ! -x "$BENCH_VENV/bin/python" ]]; then
+  log "creating $BENCH_VENV"
+  "$PYTHON" -m venv "$BENCH_VENV"
+fi
+if ! "$BENCH_VENV/bin/python" -c "import numpy, matplotlib" >/dev/null 2>&1; then
+  log "installing numpy, matplotlib into $BENCH_VENV"
+  "$BENCH_VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy matplotlib
+fi
+have_official() {
+  [[ -x "$OFFICIAL_VENV/bin/python" ]] && "$OFFICIAL_VENV/bin/python" - "$OFFICIAL_VERSION" <<'EOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+sys.exit(0 if version("tinker") == sys.argv[1] else 1)
+EOF
+}
+if [[ "${TINKEX_SKIP_OFFICIAL_SDK:-}" != "1" ]] && ! have_official; then
+  log "creating $OFFICIAL_VENV with tinker==$OFFICIAL_VERSION"
+  rm -rf "$OFFICIAL_VENV"
+  "$PYTHON" -m venv "$OFFICIAL_VENV"
+  "$OFFICIAL_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "tinker==$OFFICIAL_VERSION"
+fi
+
+# --- 3. the suite --------------------------------------------------------------------------------
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export PYTHONDONTWRITEBYTECODE=1 TINKER_TELEMETRY=0
+unset TINKER_API_KEY TINKER_BASE_URL
+if [[ "$SMOKE" == "1" ]]; then
+  OUT="$(mktemp -d)"
+  trap 'rm -rf "$OUT"' EXIT
+  "$BENCH_VENV/bin/python" "$HERE/driver.py" --out "$OUT" "$@"
+  # The smoke check: the driver exits non-zero when a workload produced no result for a
+  # client; here, a report and a chart were written.
+  grep -q "^| libtinkex Rust API |" "$OUT/benchmarks.md"
+  test -s "$OUT/benchmarks.png"
+  log "smoke run OK (report in a temporary directory, removed)"
+  echo "1 passed, 0 failed"
+else
+  exec "$BENCH_VENV/bin/python" "$HERE/driver.py" "$@"
+fi
