@@ -349,7 +349,7 @@ async fn retrieve_future_dispatch_table() {
         assert!(res.is_ok(), "{rule}: {res:?}");
         assert_eq!(steps, 1, "{rule}");
     }
-    // 408 with a queue state is reported as an event.
+    // 408 with a queue state is reported as an event naming the training client's model.
     let (_, events, _) = one_step_with_poll_fault(serde_json::json!({"path": rf, "status": 408, "count": 1,
         "body": {"type": "try_again", "request_id": "x", "queue_state": "paused_rate_limit", "queue_state_reason": "busy"}})).await;
     assert!(
@@ -357,8 +357,9 @@ async fn retrieve_future_dispatch_table() {
             e,
             Event::QueueState {
                 state: QueueState::PausedRateLimit,
+                client_id,
                 ..
-            }
+            } if client_id.ends_with(":train:0")
         )),
         "{events:?}"
     );

@@ -15,6 +15,9 @@ pub enum Event {
     QueueState {
         /// The request.
         request_id: String,
+        /// Whose request: the sampling session id or the training model id (for model
+        /// creation, the base model).
+        client_id: String,
         /// Request kind, e.g. `ForwardBackward`.
         request_type: String,
         /// The new state.

@@ -149,8 +149,14 @@ impl QueueObserver {
             tracing::warn!("{line}");
         }
         if changed {
+            let client_id = match &self.kind {
+                ObserverKind::Sampling(id)
+                | ObserverKind::Training(id)
+                | ObserverKind::ModelCreation(id) => id.clone(),
+            };
             core.events.emit(crate::core::events::Event::QueueState {
                 request_id: request_id.to_string(),
+                client_id,
                 request_type: request_type.to_string(),
                 state,
                 reason,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -38,6 +39,30 @@ def test_queue_state_observer_is_called(emu, base_url, monkeypatch, caplog):
     ev = next(e for e in events if e.get("state") == "paused_capacity")
     assert ev.type == "queue_state" and ev.request_id and ev.get("request_type") == "OptimStep"
     assert any("is paused. Reason: test" in r.getMessage() for r in caplog.records), caplog.text
+
+
+def test_sampling_client_on_queue_state_change_is_called(emu, base_url):
+    svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY)
+    sampler = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+    other = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+    mine, theirs = [], []
+    sampler.on_queue_state_change = lambda state, reason: mine.append((state, reason))
+    other.on_queue_state_change = lambda state, reason: theirs.append((state, reason))
+    # The first two polls of the sample answer try_again with a paused queue state.
+    emu.post("faults", {"path": "/api/v1/retrieve_future", "status": 200, "count": 2,
+                        "body": {"type": "try_again", "request_id": "x", "queue_state": "paused_capacity",
+                                 "queue_state_reason": "busy"}})
+    sampler.sample(
+        prompt=types.ModelInput.from_ints([1, 2, 3]),
+        num_samples=1,
+        sampling_params=types.SamplingParams(max_tokens=2),
+    ).result(timeout=60)
+    # Events arrive on the library's callback thread, possibly after result() returned.
+    deadline = time.monotonic() + 10
+    while (types.QueueState.PAUSED_CAPACITY, "busy") not in mine:
+        assert time.monotonic() < deadline, mine
+        time.sleep(0.01)
+    assert theirs == [], "only the sampling client whose request it was is told"
 
 
 def test_retry_and_progress_events_and_log_lines(emu, base_url, caplog):

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 import warnings
 from ctypes import byref, c_int64, c_void_p
 from typing import Any, Callable, Deque, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, TypeVar
@@ -168,6 +169,9 @@ class ServiceClient:
             self._subscription = _events.subscribe(ptr, self._hub)
         if on_event is not None:
             self._hub.add(on_event)
+        # Sampling clients by sampling session id, for their on_queue_state_change hook.
+        self._samplers: Dict[str, "weakref.WeakSet[SamplingClient]"] = {}
+        self._hub.add(self._route_queue_state, kinds=("queue_state",))
         if progress_bar is None:
             progress_bar = os.environ.get("TINKEX_PROGRESS", "") not in ("", "0")
         self._progress = _events.ProgressDisplay(self._hub) if progress_bar else None
@@ -238,6 +242,17 @@ class ServiceClient:
 
     def unsubscribe(self, listener_id: int) -> bool:
         return self._hub.remove(listener_id)
+
+    def _register_sampler(self, sampler: "SamplingClient") -> None:
+        with self._lock:
+            self._samplers.setdefault(sampler._sampling_session_id, weakref.WeakSet()).add(sampler)
+
+    def _route_queue_state(self, ev: Event) -> None:
+        """Calls ``on_queue_state_change`` of the sampling clients the event is about."""
+        with self._lock:
+            clients = list(self._samplers.get(ev.get("client_id") or "", ()))
+        for client in clients:
+            client.on_queue_state_change(QueueState.parse(ev.get("state")), ev.get("reason"))
 
     def add_queue_state_observer(self, fn: Callable[..., None]) -> int:
         """Calls ``fn(queue_state: QueueState, queue_state_reason: str | None)`` whenever a
@@ -891,6 +906,7 @@ class SamplingClient:
             info = _sync_json(lib.tinkex_sampling_client_get_info, ptr)
         self._sampling_session_id: str = info.get("sampling_session_id") or ""
         self._base_model: str = info.get("base_model") or ""
+        _service._register_sampler(self)
 
     @classmethod
     def _from_handle(cls, h: Handle, service: ServiceClient) -> "SamplingClient":
@@ -1007,9 +1023,10 @@ class SamplingClient:
         return _load_tokenizer(self._base_model)
 
     def on_queue_state_change(self, queue_state: QueueState, queue_state_reason: Optional[str]) -> None:
-        """The official observer hook. libtinkex logs queue states itself (through the
-        service client's event subscription); register observers with
-        ``ServiceClient.add_queue_state_observer``."""
+        """The official observer hook: called (on the library's callback thread) whenever
+        the queue state of one of this sampling session's requests changes. Override it in a
+        subclass, or use ``ServiceClient.add_queue_state_observer``; libtinkex logs queue
+        states itself."""
 
 
 # ---- REST client ---------------------------------------------------------------------------
