@@ -200,6 +200,74 @@ impl Drop for CompletionGuard {
     }
 }
 
+/// A client handle whose operations are submitted on its runtime (service, training,
+/// sampling and REST clients).
+pub(crate) trait ClientHandle: Send + Sync + 'static {
+    /// The core client the handle wraps.
+    type Client;
+    /// The parameter name used in `NULL_ARG` messages.
+    const ARG: &'static str;
+    /// The runtime operations run on.
+    fn runtime(&self) -> &Arc<tinkex_runtime>;
+    /// The core client.
+    fn client(&self) -> &Self::Client;
+}
+
+/// The common shape of every client submit call: check the handle and `out_future`, submit
+/// `start`'s operation (the handle is kept alive by the future), write the future.
+pub(crate) fn submit_on<H, T, C>(
+    handle: *mut H,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    start: impl FnOnce(&H::Client) -> Result<ApiFuture<T>, Failure>,
+    convert: impl FnOnce(Arc<H>) -> C,
+) -> Result<tinkex_status, Failure>
+where
+    H: ClientHandle,
+    T: Send + 'static,
+    C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
+{
+    // SAFETY: a non-NULL `handle` is a live handle (caller contract).
+    let h = unsafe { arc_clone(handle as *const H, H::ARG) }?;
+    out_ptr(out_future, "out_future")?;
+    let convert = convert(h.clone());
+    let owner: Arc<dyn Any + Send + Sync> = h.clone();
+    let fut = submit(
+        h.runtime(),
+        owner,
+        on_done,
+        user_data,
+        || start(h.client()),
+        convert,
+    )?;
+    // SAFETY: checked non-NULL above.
+    unsafe { write_out(out_future, fut) };
+    Ok(tinkex_status::Ok)
+}
+
+/// [`submit_on`] for operations whose result is returned as JSON.
+pub(crate) fn submit_json_on<H, T>(
+    handle: *mut H,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    start: impl FnOnce(&H::Client) -> ApiFuture<T>,
+) -> Result<tinkex_status, Failure>
+where
+    H: ClientHandle,
+    T: serde::Serialize + Send + 'static,
+{
+    submit_on(
+        handle,
+        on_done,
+        user_data,
+        out_future,
+        |c| Ok(start(c)),
+        |_| |v: T| json_output(&v),
+    )
+}
+
 /// Submits a core operation: `start` (run inside the runtime context) returns its
 /// `ApiFuture` (or rejects the input: then nothing is submitted), `convert` turns its value into the output. Returns the future handed to
 /// the host. Never blocks; never calls `on_done` itself (an error here is a status).

@@ -1,15 +1,12 @@
 //! `tinkex_rest_client` (Arc-owned): training runs, checkpoints and weights info.
 
-use super::error::{tinkex_error, Failure};
-use super::future::{json_output, submit, tinkex_future};
+use super::error::tinkex_error;
+use super::future::{submit_json_on, tinkex_future};
 use super::runtime::tinkex_runtime;
 use super::service::tinkex_service_client;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_release, boundary, input_str, out_ptr, tinkex_done_fn, write_out,
-};
-use crate::core::{ApiFuture, RestClient};
-use std::any::Any;
+use super::{arc_clone, arc_into_raw, arc_release, boundary, input_str, out_ptr, tinkex_done_fn};
+use crate::core::RestClient;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -21,6 +18,17 @@ pub struct tinkex_rest_client {
     rt: Arc<tinkex_runtime>,
     _parent: Arc<tinkex_service_client>,
     client: RestClient,
+}
+
+impl super::future::ClientHandle for tinkex_rest_client {
+    type Client = RestClient;
+    const ARG: &'static str = "client";
+    fn runtime(&self) -> &Arc<tinkex_runtime> {
+        &self.rt
+    }
+    fn client(&self) -> &RestClient {
+        &self.client
+    }
 }
 
 impl tinkex_rest_client {
@@ -35,30 +43,6 @@ impl tinkex_rest_client {
             client,
         }
     }
-}
-
-fn submit_on<T: serde::Serialize + Send + 'static>(
-    client: *mut tinkex_rest_client,
-    on_done: tinkex_done_fn,
-    user_data: *mut c_void,
-    out_future: *mut *mut tinkex_future,
-    start: impl FnOnce(&RestClient) -> ApiFuture<T>,
-) -> Result<tinkex_status, Failure> {
-    // SAFETY: a non-NULL `client` is a live handle (caller contract).
-    let c = unsafe { arc_clone(client as *const tinkex_rest_client, "client") }?;
-    out_ptr(out_future, "out_future")?;
-    let owner: Arc<dyn Any + Send + Sync> = c.clone();
-    let fut = submit(
-        &c.rt,
-        owner,
-        on_done,
-        user_data,
-        || Ok(start(&c.client)),
-        |v| json_output(&v),
-    )?;
-    // SAFETY: checked non-NULL above.
-    unsafe { write_out(out_future, fut) };
-    Ok(tinkex_status::Ok)
 }
 
 /// A new reference to the same client; NULL when `client` is NULL.
@@ -111,7 +95,7 @@ pub extern "C" fn tinkex_rest_client_list_training_runs(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_training_runs(limit, offset)
         })
     })
@@ -137,7 +121,7 @@ pub extern "C" fn tinkex_rest_client_get_training_run(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let id = unsafe { input_str(training_run_id, training_run_id_len, "training_run_id") }?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.get_training_run(id)
         })
     })
@@ -163,7 +147,7 @@ pub extern "C" fn tinkex_rest_client_list_checkpoints(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let id = unsafe { input_str(training_run_id, training_run_id_len, "training_run_id") }?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_checkpoints(id)
         })
     })
@@ -188,7 +172,7 @@ pub extern "C" fn tinkex_rest_client_list_user_checkpoints(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_user_checkpoints(limit, offset)
         })
     })
@@ -214,7 +198,7 @@ pub extern "C" fn tinkex_rest_client_delete_checkpoint(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let path = unsafe { input_str(path, path_len, "path") }?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.delete_checkpoint(path)
         })
     })
@@ -241,7 +225,7 @@ pub extern "C" fn tinkex_rest_client_get_weights_info(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let path = unsafe { input_str(path, path_len, "path") }?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.get_weights_info(path)
         })
     })

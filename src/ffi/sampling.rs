@@ -2,8 +2,8 @@
 //! session.
 
 use super::bytes::tinkex_bytes;
-use super::error::{tinkex_error, Failure};
-use super::future::{json_output, submit, tinkex_future};
+use super::error::tinkex_error;
+use super::future::{submit_json_on, tinkex_future};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
 use super::{
@@ -11,7 +11,7 @@ use super::{
     tinkex_done_fn, write_out,
 };
 use crate::core::types::{ModelInput, SamplingParams};
-use crate::core::{ApiFuture, SampleOptions, SamplingClient};
+use crate::core::{SampleOptions, SamplingClient};
 use serde::Deserialize;
 use std::any::Any;
 use std::ffi::c_void;
@@ -27,6 +27,17 @@ pub struct tinkex_sampling_client {
     client: SamplingClient,
 }
 
+impl super::future::ClientHandle for tinkex_sampling_client {
+    type Client = SamplingClient;
+    const ARG: &'static str = "client";
+    fn runtime(&self) -> &Arc<tinkex_runtime> {
+        &self.rt
+    }
+    fn client(&self) -> &SamplingClient {
+        &self.client
+    }
+}
+
 impl tinkex_sampling_client {
     pub(crate) fn new(
         rt: Arc<tinkex_runtime>,
@@ -39,30 +50,6 @@ impl tinkex_sampling_client {
             client,
         }
     }
-}
-
-fn submit_on<T: serde::Serialize + Send + 'static>(
-    client: *mut tinkex_sampling_client,
-    on_done: tinkex_done_fn,
-    user_data: *mut c_void,
-    out_future: *mut *mut tinkex_future,
-    start: impl FnOnce(&SamplingClient) -> ApiFuture<T>,
-) -> Result<tinkex_status, Failure> {
-    // SAFETY: a non-NULL `client` is a live handle (caller contract).
-    let c = unsafe { arc_clone(client as *const tinkex_sampling_client, "client") }?;
-    out_ptr(out_future, "out_future")?;
-    let owner: Arc<dyn Any + Send + Sync> = c.clone();
-    let fut = submit(
-        &c.rt,
-        owner,
-        on_done,
-        user_data,
-        || Ok(start(&c.client)),
-        |v| json_output(&v),
-    )?;
-    // SAFETY: checked non-NULL above.
-    unsafe { write_out(out_future, fut) };
-    Ok(tinkex_status::Ok)
 }
 
 /// A new reference to the same client; NULL when `client` is NULL.
@@ -179,7 +166,7 @@ pub extern "C" fn tinkex_sampling_client_sample(
             topk_sample_logprobs: input.topk_sample_logprobs,
             prompt_logprobs_last_n: input.prompt_logprobs_last_n,
         };
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.sample(
                 input.prompt,
                 input.num_samples,
@@ -217,7 +204,7 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: LogprobsJson = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(client, on_done, user_data, out_future, |c| {
+        submit_json_on(client, on_done, user_data, out_future, |c| {
             c.compute_logprobs(input.prompt)
         })
     })

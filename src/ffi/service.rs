@@ -3,7 +3,7 @@
 
 use super::bytes::tinkex_bytes;
 use super::error::{tinkex_error, Failure};
-use super::future::{json_output, submit, tinkex_future, Output};
+use super::future::{json_output, submit_on, tinkex_future, Output};
 use super::rest::tinkex_rest_client;
 use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
@@ -30,6 +30,17 @@ use std::time::Duration;
 pub struct tinkex_service_client {
     pub(crate) rt: Arc<tinkex_runtime>,
     pub(crate) client: ServiceClient,
+}
+
+impl super::future::ClientHandle for tinkex_service_client {
+    type Client = ServiceClient;
+    const ARG: &'static str = "svc";
+    fn runtime(&self) -> &Arc<tinkex_runtime> {
+        &self.rt
+    }
+    fn client(&self) -> &ServiceClient {
+        &self.client
+    }
 }
 
 fn ms(v: Option<u64>, default: Duration) -> Duration {
@@ -279,37 +290,6 @@ pub extern "C" fn tinkex_service_client_session_id(
         unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(id.into_bytes()))) };
         Ok(tinkex_status::Ok)
     })
-}
-
-/// Common shape of the service client's submit calls.
-fn submit_on<T, C>(
-    svc: *mut tinkex_service_client,
-    on_done: tinkex_done_fn,
-    user_data: *mut c_void,
-    out_future: *mut *mut tinkex_future,
-    start: impl FnOnce(&ServiceClient) -> Result<ApiFuture<T>, Failure>,
-    convert: impl FnOnce(Arc<tinkex_service_client>) -> C,
-) -> Result<tinkex_status, Failure>
-where
-    T: Send + 'static,
-    C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
-{
-    // SAFETY: a non-NULL `svc` is a live handle (caller contract).
-    let svc = unsafe { arc_clone(svc as *const tinkex_service_client, "svc") }?;
-    out_ptr(out_future, "out_future")?;
-    let convert = convert(svc.clone());
-    let owner: Arc<dyn std::any::Any + Send + Sync> = svc.clone();
-    let fut = submit(
-        &svc.rt,
-        owner,
-        on_done,
-        user_data,
-        || start(&svc.client),
-        convert,
-    )?;
-    // SAFETY: checked non-NULL above.
-    unsafe { write_out(out_future, fut) };
-    Ok(tinkex_status::Ok)
 }
 
 /// The models the server supports. Result: `ServerCapabilities` JSON

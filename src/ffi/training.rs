@@ -3,7 +3,7 @@
 use super::bytes::tinkex_bytes;
 use super::datum::tinkex_datum_batch;
 use super::error::{tinkex_error, Failure};
-use super::future::{json_output, submit, tinkex_future, Output};
+use super::future::{json_output, submit_on, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
 use super::status::tinkex_status;
@@ -13,7 +13,7 @@ use super::{
 };
 use crate::core::training::SaveOptions;
 use crate::core::types::{AdamParams, Datum, ForwardBackwardInput, LossConfigValue};
-use crate::core::{ApiFuture, TrainingClient};
+use crate::core::TrainingClient;
 use serde::Deserialize;
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -31,6 +31,17 @@ pub struct tinkex_training_client {
     client: TrainingClient,
 }
 
+impl super::future::ClientHandle for tinkex_training_client {
+    type Client = TrainingClient;
+    const ARG: &'static str = "client";
+    fn runtime(&self) -> &Arc<tinkex_runtime> {
+        &self.rt
+    }
+    fn client(&self) -> &TrainingClient {
+        &self.client
+    }
+}
+
 impl tinkex_training_client {
     pub(crate) fn new(
         rt: Arc<tinkex_runtime>,
@@ -43,37 +54,6 @@ impl tinkex_training_client {
             client,
         }
     }
-}
-
-/// Common shape of the training client's submit calls.
-fn submit_on<T, C>(
-    client: *mut tinkex_training_client,
-    on_done: tinkex_done_fn,
-    user_data: *mut c_void,
-    out_future: *mut *mut tinkex_future,
-    start: impl FnOnce(&TrainingClient) -> Result<ApiFuture<T>, Failure>,
-    convert: impl FnOnce(Arc<tinkex_training_client>) -> C,
-) -> Result<tinkex_status, Failure>
-where
-    T: Send + 'static,
-    C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
-{
-    // SAFETY: a non-NULL `client` is a live handle (caller contract).
-    let c = unsafe { arc_clone(client as *const tinkex_training_client, "client") }?;
-    out_ptr(out_future, "out_future")?;
-    let convert = convert(c.clone());
-    let owner: Arc<dyn Any + Send + Sync> = c.clone();
-    let fut = submit(
-        &c.rt,
-        owner,
-        on_done,
-        user_data,
-        || start(&c.client),
-        convert,
-    )?;
-    // SAFETY: checked non-NULL above.
-    unsafe { write_out(out_future, fut) };
-    Ok(tinkex_status::Ok)
 }
 
 fn as_json<T: serde::Serialize>(
