@@ -14,23 +14,72 @@ pub const DEFAULT_BASE_URL: &str = "https://tinker.thinkingmachines.dev/services
 pub struct ApiKey(String);
 
 impl ApiKey {
-    /// Validates the format: `tml-…` API keys or `eyJ…` JWTs (PROTOCOL.md 2.2).
+    /// Validates the format (PROTOCOL.md 2.2): a `tml-…` API key, or a JWT (`eyJ…`, three
+    /// base64url segments) whose `exp` claim is readable and in the future. Either must be
+    /// a valid header value of visible ASCII characters (no spaces or control characters),
+    /// at most 16 KiB: a key that could never be sent is rejected here, not retried later.
+    /// Surrounding whitespace is trimmed. Error messages never contain the key.
     pub fn new(key: impl Into<String>) -> Result<Self> {
         let key = key.into();
         let key = key.trim().to_string();
-        if key.starts_with("tml-") && key.len() > 4 || key.starts_with("eyJ") {
-            Ok(ApiKey(key))
-        } else {
-            Err(Error::user(
+        let auth = |msg: &str| Error::user(msg);
+        if !(key.starts_with("tml-") && key.len() > 4 || key.starts_with("eyJ")) {
+            return Err(auth(
                 "The api_key must start with the 'tml-' prefix (or be a JWT starting with 'eyJ')",
-            ))
+            ));
         }
+        if key.len() > MAX_CREDENTIAL_BYTES {
+            return Err(auth("The api_key is longer than 16 KiB"));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(auth(
+                "The api_key contains a space, a control character or a non-ASCII character",
+            ));
+        }
+        if key.starts_with("eyJ") {
+            let exp = jwt_expiry(&key).ok_or_else(|| {
+                auth("Failed to parse JWT expiry: the api_key looks like a JWT but has no readable exp claim")
+            })?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            if exp <= now {
+                return Err(auth(
+                    "The api_key JWT has expired. Pass a fresh one, or remove it and set TINKER_API_KEY",
+                ));
+            }
+        }
+        Ok(ApiKey(key))
     }
 
     /// The secret, for the `X-API-Key` header only.
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// The longest credential accepted.
+const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+/// The `exp` claim of a JWT (payload decoded without verifying the signature, 2.2).
+fn jwt_expiry(jwt: &str) -> Option<f64> {
+    use base64::Engine;
+    let mut parts = jwt.split('.');
+    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    match &claims["exp"] {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x: &f64| x.is_finite())
 }
 
 impl fmt::Debug for ApiKey {
@@ -162,10 +211,12 @@ pub struct Config {
     pub heartbeat: HeartbeatConfig,
     /// Interval of progress events for pending operations.
     pub progress_event_interval: Duration,
+    /// Bounds on what is read from the server.
+    pub limits: Limits,
 }
 
 /// Builds a [`Config`]; unset fields fall back to the environment, then to defaults.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ConfigBuilder {
     api_key: Option<String>,
     base_url: Option<String>,
@@ -179,7 +230,62 @@ pub struct ConfigBuilder {
     retry: Option<RetryPolicy>,
     heartbeat: Option<HeartbeatConfig>,
     progress_event_interval: Option<Duration>,
+    limits: Option<Limits>,
 }
+
+impl fmt::Debug for ConfigBuilder {
+    /// Shows which fields are set; never the key, and the base URL without credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "base_url",
+                &self
+                    .base_url
+                    .as_deref()
+                    .map(crate::core::sanitize::redact_url),
+            )
+            .field("tags", &self.tags)
+            .field("project_id", &self.project_id)
+            .field("display_name", &self.display_name)
+            .field("telemetry", &self.telemetry)
+            .field("telemetry_settings", &self.telemetry_settings)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("timeouts", &self.timeouts)
+            .field("retry", &self.retry)
+            .field("heartbeat", &self.heartbeat)
+            .field("progress_event_interval", &self.progress_event_interval)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Bounds on what the client reads from the server (see `docs/security.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Most bytes read of a response body whose size the server did not announce ahead
+    /// (every response but a result fetched after a `response_payload_size` announcement).
+    /// A longer body fails the attempt with a typed error instead of growing memory.
+    pub max_response_bytes: u64,
+    /// Hard cap on any body, announced or not: a `response_payload_size` above it fails.
+    pub max_announced_response_bytes: u64,
+    /// Most redirects followed for one request (same origin; another origin is fetched
+    /// without credentials and counts too).
+    pub max_redirects: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_announced_response_bytes: 2 * 1024 * 1024 * 1024,
+            max_redirects: 10,
+        }
+    }
+}
+
+/// Default of [`Limits::max_response_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Config {
     /// A builder with nothing set.
@@ -209,18 +315,120 @@ fn telemetry_from_env() -> bool {
     }
 }
 
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or("");
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = if let Some(h) = host.strip_prefix('[') {
-        h.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+/// Parses and checks a base URL: `https://`, or `http://` to a loopback host (or any host
+/// when `allow_insecure_http`); no user name or password (credentials go in the API key);
+/// no query or fragment (paths are appended to it). Error messages show the URL without
+/// credentials or query.
+pub fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<url::Url> {
+    use crate::core::sanitize::redact_url;
+    let shown = || redact_url(raw);
+    let url = url::Url::parse(raw)
+        .map_err(|e| Error::user(format!("base URL {} is not a valid URL: {e}", shown())))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(Error::user(format!(
+            "base URL {} must start with https:// (or http:// for loopback)",
+            shown()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::user(format!(
+            "base URL {} must not contain a user name or password; pass the API key instead",
+            shown()
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::user(format!(
+            "base URL {} must not contain a query or fragment",
+            shown()
+        )));
+    }
+    let Some(host) = url.host() else {
+        return Err(Error::user(format!("base URL {} has no host", shown())));
     };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback_host(&host) {
+        return Err(Error::user(format!(
+            "refusing plain http:// to a non-loopback host ({}); use https:// or allow_insecure_http(true)",
+            shown()
+        )));
+    }
+    Ok(url)
+}
+
+/// Whether a parsed host is this machine: `localhost` or a loopback address (IPv4 or IPv6,
+/// including IPv4-mapped IPv6).
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Rejects a zero (or absurdly long) duration for a setting that drives a loop or a wait.
+fn check_interval(name: &str, d: Duration) -> Result<()> {
+    if d.is_zero() {
+        return Err(Error::user(format!(
+            "{name} must be greater than zero (a zero interval would spin)"
+        )));
+    }
+    if d > Duration::from_secs(365 * 24 * 3600) {
+        return Err(Error::user(format!("{name} must be at most a year")));
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every duration and bound: no zero interval, timeout or delay anywhere (zero
+    /// never means "off": to turn telemetry off use `telemetry(false)`), the jitter in
+    /// [0, 1], the backoff cap not below its base, limits above zero. Called by
+    /// [`ConfigBuilder::build`].
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("timeouts.connect", t.connect),
+            ("timeouts.request", t.request),
+            ("timeouts.retrieve_future", t.retrieve_future),
+            ("timeouts.heartbeat", t.heartbeat),
+            ("timeouts.dynamic_config", t.dynamic_config),
+            ("timeouts.telemetry", t.telemetry),
+            ("heartbeat.interval", self.heartbeat.interval),
+            ("heartbeat.warn_after", self.heartbeat.warn_after),
+            ("progress_event_interval", self.progress_event_interval),
+            ("retry.progress_timeout", self.retry.progress_timeout),
+            ("retry.base_delay", self.retry.base_delay),
+            ("retry.max_delay", self.retry.max_delay),
+            ("retry.billing_pause_step", self.retry.billing_pause_step),
+        ] {
+            check_interval(name, d)?;
+        }
+        self.telemetry_settings.validate()?;
+        let r = &self.retry;
+        if !(0.0..=1.0).contains(&r.jitter) {
+            return Err(Error::user(format!(
+                "retry.jitter must be in [0, 1], got {}",
+                r.jitter
+            )));
+        }
+        if r.max_delay < r.base_delay {
+            return Err(Error::user(
+                "retry.max_delay must not be below retry.base_delay",
+            ));
+        }
+        if r.max_attempts == Some(0) {
+            return Err(Error::user(
+                "retry.max_attempts must be at least 1 (or unset)",
+            ));
+        }
+        let l = &self.limits;
+        if l.max_response_bytes == 0 || l.max_announced_response_bytes < l.max_response_bytes {
+            return Err(Error::user(
+                "limits.max_response_bytes must be above zero and not above limits.max_announced_response_bytes",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl ConfigBuilder {
@@ -296,6 +504,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Bounds on what is read from the server.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
     /// Resolves and validates; fails before any request on a missing or malformed key or URL.
     pub fn build(self) -> Result<Config> {
         let key = self
@@ -315,19 +529,7 @@ impl ConfigBuilder {
             .or_else(|| env_nonempty("TINKER_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim().trim_end_matches('/').to_string();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(Error::user(format!(
-                "base URL {base_url:?} must start with https:// (or http:// for loopback)"
-            )));
-        }
-        if base_url.starts_with("http://")
-            && !self.allow_insecure_http
-            && !is_loopback_url(&base_url)
-        {
-            return Err(Error::user(format!(
-                "refusing plain http:// to a non-loopback host ({base_url}); use https:// or allow_insecure_http(true)"
-            )));
-        }
+        parse_base_url(&base_url, self.allow_insecure_http)?;
         let tags = self.tags.unwrap_or_else(|| {
             let mut tags: Vec<String> = env_nonempty("TINKER_TAGS")
                 .map(|t| {
@@ -342,7 +544,7 @@ impl ConfigBuilder {
             tags
         });
         let telemetry_on = self.telemetry.unwrap_or_else(telemetry_from_env);
-        Ok(Config {
+        let config = Config {
             api_key,
             base_url,
             tags,
@@ -361,7 +563,10 @@ impl ConfigBuilder {
             progress_event_interval: self
                 .progress_event_interval
                 .unwrap_or(Duration::from_secs(10)),
-        })
+            limits: self.limits.unwrap_or_default(),
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 

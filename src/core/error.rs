@@ -1,5 +1,6 @@
 //! The one error type of the client, with a stable kind taxonomy.
 
+use crate::core::sanitize;
 use crate::core::types::RequestErrorCategory;
 use std::fmt;
 use std::time::Duration;
@@ -144,10 +145,11 @@ impl Error {
         let detail = serde_json::from_str::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string));
+        // Server text is bounded and escaped before it becomes a message (it reaches logs).
         let message = match detail {
-            Some(d) => format!("HTTP {status}: {d}"),
+            Some(d) => format!("HTTP {status}: {}", sanitize::server_text(&d)),
             None if body.is_empty() => format!("HTTP {status}"),
-            None => format!("HTTP {status}: {}", truncate(body, 500)),
+            None => format!("HTTP {status}: {}", sanitize::bounded(body, 500)),
         };
         Error {
             kind,
@@ -155,7 +157,7 @@ impl Error {
             http_status: Some(status),
             request_id: None,
             category: None,
-            body: Some(truncate(body, 4096)),
+            body: Some(truncate(body, sanitize::MAX_SERVER_TEXT)),
             transport: None,
         }
     }

@@ -89,6 +89,7 @@ pub async fn poll_until_done(
     polls: &std::sync::atomic::AtomicU32,
 ) -> Result<Payload> {
     let mut allow_metadata_only = true;
+    let mut announced_bytes: Option<u64> = None;
     let mut error_streak: u32 = 0;
     let mut bad_request_retries = 0;
     let idempotency_key = format!("tinkex-retry-{}", crate::core::rand::uuid4());
@@ -118,8 +119,10 @@ pub async fn poll_until_done(
         iteration += 1;
         polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let backoff = |streak: u32| policy.backoff(streak, crate::core::rand::unit());
+        req.announced_response_bytes = announced_bytes;
         let resp = match core.transport.send(&req, 0).await {
             Ok(r) => r,
+            Err(e) if !e.is_retryable() => return Err(e.with_request_id(request_id)),
             Err(e) => {
                 wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
                 error_streak += 1;
@@ -149,6 +152,12 @@ pub async fn poll_until_done(
                         .with_request_id(request_id));
                     }
                     allow_metadata_only = false;
+                    // The payload's announced size raises the body limit for the next poll
+                    // (up to the hard cap, checked by the transport).
+                    announced_bytes = v
+                        .get("response_payload_size")
+                        .and_then(Value::as_u64)
+                        .filter(|n| *n > 0);
                     continue;
                 }
                 if v.get("error").is_some() {
@@ -238,7 +247,7 @@ fn report_queue_state(v: &Value, observe: QueueObserver<'_>) {
     let reason = v
         .get("queue_state_reason")
         .and_then(Value::as_str)
-        .map(str::to_string);
+        .map(crate::core::sanitize::server_text);
     if state != QueueState::Unknown || reason.is_some() {
         observe(state, reason);
     }
@@ -255,7 +264,8 @@ fn request_failed(v: &Value, request_id: &str) -> Error {
     } else {
         ErrorKind::Fatal
     };
-    let mut e = Error::new(kind, failed.error).with_request_id(request_id);
+    let mut e = Error::new(kind, crate::core::sanitize::server_text(&failed.error))
+        .with_request_id(request_id);
     e.category = Some(failed.category);
     e
 }

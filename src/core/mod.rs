@@ -15,6 +15,7 @@ pub mod reduce;
 pub mod rest;
 pub mod retry;
 pub mod sampling;
+pub mod sanitize;
 pub mod service;
 pub mod session;
 pub mod telemetry;
@@ -22,7 +23,7 @@ pub mod training;
 pub mod transport;
 pub mod types;
 
-pub use config::{Config, ConfigBuilder, HeartbeatConfig, RetryPolicy, Timeouts};
+pub use config::{Config, ConfigBuilder, HeartbeatConfig, Limits, RetryPolicy, Timeouts};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventBus, SubscriptionId};
 pub use futures::ApiFuture;
@@ -63,8 +64,12 @@ pub struct ClientCore {
 
 impl ClientCore {
     fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
-        let transport =
-            transport::Transport::new(&config.base_url, config.api_key.clone(), &config.timeouts)?;
+        let transport = transport::Transport::new(
+            &config.base_url,
+            config.api_key.clone(),
+            &config.timeouts,
+            &config.limits,
+        )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
         Ok(Arc::new(ClientCore {
             config,

@@ -2,6 +2,7 @@
 
 use crate::core::error::Error;
 use crate::core::futures::ApiFuture;
+use crate::core::sanitize::check_path_id;
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
     CheckpointsListResponse, TinkerPath, TrainingRun, TrainingRunsResponse, WeightsInfoRequest,
@@ -46,6 +47,9 @@ impl RestClient {
 
     /// One training run.
     pub fn get_training_run(&self, training_run_id: &str) -> ApiFuture<TrainingRun> {
+        if let Err(e) = check_path_id(training_run_id, "training run id", false) {
+            return ApiFuture::ready(Err(e));
+        }
         let path = format!("/api/v1/training_runs/{training_run_id}");
         self.call(
             Request::get(path, Pool::Train, self.core.config.timeouts.request),
@@ -55,6 +59,9 @@ impl RestClient {
 
     /// Checkpoints of one run.
     pub fn list_checkpoints(&self, training_run_id: &str) -> ApiFuture<CheckpointsListResponse> {
+        if let Err(e) = check_path_id(training_run_id, "training run id", false) {
+            return ApiFuture::ready(Err(e));
+        }
         let path = format!("/api/v1/training_runs/{training_run_id}/checkpoints");
         self.call(
             Request::get(path, Pool::Train, self.core.config.timeouts.request),

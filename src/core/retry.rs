@@ -59,7 +59,7 @@ pub fn classify(
 ) -> Verdict {
     let backoff = policy.backoff(attempt, crate::core::rand::unit());
     let resp = match outcome {
-        Err(e) if e.transport.is_some() => return Verdict::RetryAfter(backoff),
+        Err(e) if e.transport.is_some() && e.is_retryable() => return Verdict::RetryAfter(backoff),
         Err(_) => return Verdict::Fail,
         Ok(r) => r,
     };

@@ -268,6 +268,10 @@ impl ServiceClient {
                 );
                 let created: CreateSamplingSessionResponse =
                     core.send(&req).await?.json("create_sampling_session")?;
+                crate::core::sanitize::check_server_id(
+                    &created.sampling_session_id,
+                    "sampling session id",
+                )?;
                 let base = match base_model {
                     Some(b) => b,
                     None => {

@@ -130,14 +130,16 @@ impl ClientCore {
                 self.config.timeouts.request,
             );
             let resp: CreateSessionResponse = self.send(&req).await?.json("create_session")?;
+            crate::core::sanitize::check_server_id(&resp.session_id, "session id")?;
+            use crate::core::sanitize::server_text;
             if let Some(m) = &resp.info_message {
-                tracing::info!("{m}");
+                tracing::info!("{}", server_text(m));
             }
             if let Some(m) = &resp.warning_message {
-                tracing::warn!("{m}");
+                tracing::warn!("{}", server_text(m));
             }
             if let Some(m) = &resp.error_message {
-                tracing::error!("{m}");
+                tracing::error!("{}", server_text(m));
             }
             Ok(resp.session_id)
         })

@@ -59,6 +59,31 @@ impl Default for TelemetryConfig {
     }
 }
 
+impl TelemetryConfig {
+    /// Checks the settings: a zero flush interval or timeout would spin, a zero batch or
+    /// queue could hold nothing. Zero never means "off"; `enabled: false` does.
+    pub fn validate(&self) -> crate::core::Result<()> {
+        use crate::core::Error;
+        for (name, d) in [
+            ("telemetry.flush_interval", self.flush_interval),
+            ("telemetry.http_timeout", self.http_timeout),
+            ("telemetry.drain_timeout", self.drain_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(Error::user(format!(
+                    "{name} must be greater than zero (a zero interval would spin)"
+                )));
+            }
+        }
+        if self.max_batch == 0 || self.max_queue == 0 {
+            return Err(Error::user(
+                "telemetry.max_batch and telemetry.max_queue must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One batch as sent to POST /api/v1/telemetry (PROTOCOL.md 16.2): {"events", "platform",
 /// "sdk_version", "session_id", "process_uuid"}.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -521,6 +521,7 @@ fn proto_request(path: &str, bytes: Vec<u8>, timeout: std::time::Duration) -> Re
         idempotency_key: Some(format!("tinkex-retry-{}", crate::core::rand::uuid4())),
         accept_proto: false,
         headers: Vec::new(),
+        announced_response_bytes: None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! One HTTP attempt: URL joining, default headers, timeouts, connection pools per purpose
 //! (PROTOCOL.md 1.2-1.6). Retrying is the caller's business ([`crate::core::retry`]).
 
-use crate::core::config::{ApiKey, Timeouts};
+use crate::core::config::{ApiKey, Limits, Timeouts};
 use crate::core::error::{Error, ErrorKind, Result, TransportCause};
+use crate::core::sanitize::redact_url;
 use crate::core::types::SDK_VERSION;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -62,6 +63,10 @@ pub struct Request {
     pub accept_proto: bool,
     /// Extra headers (per-endpoint ones such as `X-Tinker-Request-Type`).
     pub headers: Vec<(&'static str, String)>,
+    /// The size the server announced for this response (`response_payload_size`, 8.1.3),
+    /// which raises the body limit up to [`Limits::max_announced_response_bytes`]; `None`
+    /// reads at most [`Limits::max_response_bytes`].
+    pub announced_response_bytes: Option<u64>,
 }
 
 impl Request {
@@ -82,6 +87,7 @@ impl Request {
             idempotency_key: Some(format!("tinkex-retry-{}", crate::core::rand::uuid4())),
             accept_proto: false,
             headers: Vec::new(),
+            announced_response_bytes: None,
         }
     }
 
@@ -96,6 +102,7 @@ impl Request {
             idempotency_key: None,
             accept_proto: false,
             headers: Vec::new(),
+            announced_response_bytes: None,
         }
     }
 }
@@ -147,14 +154,24 @@ impl Response {
 
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.into_owned()
+    crate::core::sanitize::server_text(&text)
 }
 
 /// Sends single HTTP attempts with the client's headers and pools.
+///
+/// Redirects are followed here, not by reqwest (whose default would forward the API key to
+/// any host): same-origin redirects keep the credentials; a redirect to another origin is
+/// fetched as a fresh GET with no credential header; https is never downgraded to http.
 pub struct Transport {
     base_url: String,
+    base: url::Url,
     api_key: ApiKey,
+    /// Cloudflare access headers: credentials, sent to the base URL's origin only.
+    access_headers: HeaderMap,
     clients: Vec<reqwest::Client>,
+    /// For redirects to another origin: no default credential headers.
+    foreign: reqwest::Client,
+    limits: Limits,
 }
 
 fn os_name() -> String {
@@ -180,9 +197,19 @@ fn arch_name() -> String {
     }
 }
 
+/// The most bytes of a non-2xx body kept: enough for any JSON error or try-again object;
+/// the rest of a longer body is not read (the connection is dropped).
+const MAX_ERROR_BODY_BYTES: u64 = 64 * 1024;
+
 impl Transport {
     /// Builds the pools. Performs no I/O.
-    pub fn new(base_url: &str, api_key: ApiKey, timeouts: &Timeouts) -> Result<Self> {
+    pub fn new(
+        base_url: &str,
+        api_key: ApiKey,
+        timeouts: &Timeouts,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let base = crate::core::config::parse_base_url(base_url, true)?;
         let mut static_headers = HeaderMap::new();
         let mut put = |name: &'static str, value: String| {
             static_headers.insert(
@@ -207,31 +234,51 @@ impl Transport {
         );
         put("x-stainless-async", "async:tokio".into());
         put("x-sdk-version", SDK_VERSION.into());
+        let mut access_headers = HeaderMap::new();
         for (env, header) in [
             ("CLOUDFLARE_ACCESS_CLIENT_ID", "cf-access-client-id"),
             ("CLOUDFLARE_ACCESS_CLIENT_SECRET", "cf-access-client-secret"),
         ] {
             if let Ok(v) = std::env::var(env) {
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    static_headers.insert(HeaderName::from_static(header), v);
-                }
+                let mut v = HeaderValue::from_str(v.trim()).map_err(|_| {
+                    Error::user(format!(
+                        "{env} contains characters that cannot be sent in a header"
+                    ))
+                })?;
+                v.set_sensitive(true);
+                access_headers.insert(HeaderName::from_static(header), v);
             }
         }
+        let build = |headers: HeaderMap| {
+            reqwest::Client::builder()
+                // Set once per client; reqwest merges them into each request.
+                .default_headers(headers)
+                .connect_timeout(timeouts.connect)
+                .pool_max_idle_per_host(64)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| {
+                    Error::fatal(format!(
+                        "cannot build the HTTP client: {}",
+                        crate::core::sanitize::server_text(&e.to_string())
+                    ))
+                })
+        };
         let clients = (0..POOLS)
-            .map(|_| {
-                reqwest::Client::builder()
-                    // Set once per client; reqwest merges them into each request.
-                    .default_headers(static_headers.clone())
-                    .connect_timeout(timeouts.connect)
-                    .pool_max_idle_per_host(64)
-                    .build()
-                    .map_err(|e| Error::fatal(format!("cannot build the HTTP client: {e}")))
-            })
+            .map(|_| build(static_headers.clone()))
             .collect::<Result<Vec<_>>>()?;
+        let mut foreign_headers = HeaderMap::new();
+        if let Some(ua) = static_headers.get("user-agent") {
+            foreign_headers.insert("user-agent", ua.clone());
+        }
         Ok(Transport {
             base_url: base_url.trim_end_matches('/').to_string(),
+            base,
             api_key,
+            access_headers,
             clients,
+            foreign: build(foreign_headers)?,
+            limits: limits.clone(),
         })
     }
 
@@ -240,16 +287,106 @@ impl Transport {
         &self.base_url
     }
 
-    /// Sends one attempt. Any HTTP status is `Ok`; only transport failures are `Err`
-    /// (kind `Transient`, `transport` set to the cause).
+    fn same_origin(&self, url: &url::Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// Sends one attempt (following redirects as described on [`Transport`]). Any HTTP
+    /// status is `Ok`; failures without a response are `Err` with `transport` set: kind
+    /// `Transient` when a retry may help, `Fatal` when it cannot (certificate rejected, bad
+    /// redirect, body over the limit, a request that cannot be built).
     pub async fn send(&self, req: &Request, retry_count: u32) -> Result<Response> {
-        // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2).
-        let url = format!("{}/{}", self.base_url, req.path.trim_start_matches('/'));
+        // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2);
+        // ids are checked where paths are built (`sanitize::check_path_id`).
+        let first = format!("{}/{}", self.base_url, req.path.trim_start_matches('/'));
+        let mut url = url::Url::parse(&first)
+            .map_err(|e| Error::user(format!("{}: invalid request URL: {e}", req.path)))?;
+        let mut method = req.method.clone();
+        let mut with_body = true;
+        let mut credentials = true;
+        let started = Instant::now();
+        let mut hops = 0u32;
+        loop {
+            let resp = if credentials {
+                self.credentialed(req, &method, with_body, url.clone(), retry_count)
+            } else {
+                self.foreign
+                    .request(method.clone(), url.clone())
+                    .timeout(req.timeout)
+            }
+            .send()
+            .await
+            .map_err(|e| transport_error(&req.path, e))?;
+            let status = resp.status().as_u16();
+            if matches!(status, 301 | 302 | 303 | 307 | 308) {
+                if let Some(location) = resp.headers().get("location") {
+                    let next = redirect_target(&url, location, &req.path)?;
+                    if hops >= self.limits.max_redirects {
+                        return Err(permanent(
+                            TransportCause::Io,
+                            format!(
+                                "{}: more than {} redirects (last to {})",
+                                req.path,
+                                self.limits.max_redirects,
+                                redact_url(next.as_str())
+                            ),
+                        ));
+                    }
+                    hops += 1;
+                    // As browsers and httpx do: 303, and 301/302 after a POST, become a GET
+                    // without a body; 307/308 repeat the method and body.
+                    if status == 303 || (matches!(status, 301 | 302) && method == Method::POST) {
+                        method = Method::GET;
+                        with_body = false;
+                    }
+                    if credentials && !self.same_origin(&next) {
+                        if method != Method::GET && method != Method::HEAD {
+                            return Err(permanent(
+                                TransportCause::Io,
+                                format!(
+                                    "{}: refusing to re-send a {method} request to another origin ({})",
+                                    req.path,
+                                    redact_url(next.as_str())
+                                ),
+                            ));
+                        }
+                        // A fresh request from here on: no key, no access headers, no body.
+                        credentials = false;
+                        with_body = false;
+                    }
+                    url = next;
+                    continue;
+                }
+            }
+            let headers = resp.headers().clone();
+            let body = read_body(resp, req, &self.limits, status).await?;
+            return Ok(Response {
+                status,
+                headers,
+                body,
+                elapsed: started.elapsed(),
+            });
+        }
+    }
+
+    /// The request to the base URL's origin, with every header of the protocol.
+    fn credentialed(
+        &self,
+        req: &Request,
+        method: &Method,
+        with_body: bool,
+        url: url::Url,
+        retry_count: u32,
+    ) -> reqwest::RequestBuilder {
         let client = &self.clients[req.pool.index()];
+        let mut key = HeaderValue::from_str(self.api_key.expose())
+            .expect("ApiKey::new admits only visible ASCII");
+        key.set_sensitive(true);
         let mut builder = client
-            .request(req.method.clone(), &url)
+            .request(method.clone(), url)
             .timeout(req.timeout)
-            .header("x-api-key", self.api_key.expose())
+            .headers(self.access_headers.clone())
+            .header("x-api-key", key)
             .header("x-stainless-retry-count", retry_count.to_string())
             .header("x-stainless-read-timeout", format_seconds(req.timeout))
             .header(
@@ -266,7 +403,10 @@ impl Transport {
         for (name, value) in &req.headers {
             builder = builder.header(*name, value);
         }
-        builder = match &req.body {
+        if !with_body {
+            return builder;
+        }
+        match &req.body {
             Body::Empty if req.method == Method::GET => builder,
             Body::Empty => builder.header("content-type", "application/json"),
             Body::Json(b) => builder
@@ -275,25 +415,103 @@ impl Transport {
             Body::Proto(b) => builder
                 .header("content-type", "application/x-protobuf")
                 .body(b.clone()),
-        };
-        let started = Instant::now();
-        let resp = builder
-            .send()
-            .await
-            .map_err(|e| transport_error(&req.path, e))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport_error(&req.path, e))?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-            elapsed: started.elapsed(),
-        })
+        }
     }
+}
+
+/// Resolves a `Location` against the current URL; only http(s), never https → http.
+fn redirect_target(current: &url::Url, location: &HeaderValue, path: &str) -> Result<url::Url> {
+    let bad = |why: String| permanent(TransportCause::Io, format!("{path}: {why}"));
+    let text = location
+        .to_str()
+        .map_err(|_| bad("redirect with a Location that is not ASCII".into()))?;
+    let next = current
+        .join(text)
+        .map_err(|_| bad("redirect to an invalid Location".into()))?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "redirect to an unsupported scheme ({})",
+            crate::core::sanitize::bounded(next.scheme(), 32)
+        )));
+    }
+    if current.scheme() == "https" && next.scheme() != "https" {
+        return Err(bad(format!(
+            "refusing a redirect from https to plain http ({})",
+            redact_url(next.as_str())
+        )));
+    }
+    Ok(next)
+}
+
+/// Reads a body with the limits of `docs/security.md`: a success body up to the announced
+/// size (capped) or the default limit; an error body up to [`MAX_ERROR_BODY_BYTES`], the rest
+/// left unread. Counted on the bytes as delivered, i.e. after any content decoding.
+async fn read_body(
+    mut resp: reqwest::Response,
+    req: &Request,
+    limits: &Limits,
+    status: u16,
+) -> Result<Bytes> {
+    let success = (200..300).contains(&status);
+    let limit = if success {
+        match req.announced_response_bytes {
+            Some(n) if n > limits.max_announced_response_bytes => {
+                return Err(permanent(
+                    TransportCause::Io,
+                    format!(
+                        "{}: the server announced a {n}-byte result, above the limit of {} bytes (limits.max_announced_response_bytes)",
+                        req.path, limits.max_announced_response_bytes
+                    ),
+                ))
+            }
+            // Some slack over the announcement: it counts the payload, not its framing.
+            Some(n) => n.saturating_add(64 * 1024).max(limits.max_response_bytes),
+            None => limits.max_response_bytes,
+        }
+    } else {
+        MAX_ERROR_BODY_BYTES
+    };
+    let over = |len: u64| {
+        permanent(
+            TransportCause::Io,
+            format!(
+                "{}: response body of {len} bytes or more is above the limit of {limit} bytes (limits.max_response_bytes)",
+                req.path
+            ),
+        )
+    };
+    let announced = resp.content_length();
+    if success && announced.is_some_and(|n| n > limit) {
+        return Err(over(announced.unwrap_or(0)));
+    }
+    let initial = announced.unwrap_or(0).min(limit).min(1 << 20) as usize;
+    let mut buf = bytes::BytesMut::with_capacity(initial);
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return Err(transport_error(&req.path, e)),
+        };
+        let total = buf.len() as u64 + chunk.len() as u64;
+        if total > limit {
+            if success {
+                return Err(over(total));
+            }
+            // An error answer keeps its status; its body is cut.
+            let room = (limit as usize).saturating_sub(buf.len());
+            buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A transport failure that retrying cannot cure.
+fn permanent(cause: TransportCause, message: String) -> Error {
+    let mut err = Error::fatal(message);
+    err.transport = Some(cause);
+    err
 }
 
 fn format_seconds(d: Duration) -> String {
@@ -305,12 +523,58 @@ fn format_seconds(d: Duration) -> String {
     }
 }
 
+/// Whether a TLS failure is a verdict on the certificate (permanent) rather than a broken
+/// handshake (EOF, reset: transient).
+fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            return matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::InvalidCertRevocationList(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::NoApplicationProtocol
+            );
+        }
+        cur = err.source();
+    }
+    false
+}
+
 fn transport_error(path: &str, e: reqwest::Error) -> Error {
     let mut source = String::new();
     let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(&e);
     while let Some(s) = cur {
         source = s.to_string();
         cur = s.source();
+    }
+    let source = crate::core::sanitize::server_text(&source);
+    let detail = |what: &str| {
+        if source.is_empty() {
+            format!("{path}: {what}")
+        } else {
+            format!("{path}: {what}: {source}")
+        }
+    };
+    if e.is_builder() {
+        return permanent(TransportCause::Io, detail("the request could not be built"));
+    }
+    if certificate_rejected(&e) {
+        return permanent(
+            TransportCause::Tls,
+            detail(
+                "the server's TLS certificate was rejected (if a proxy intercepts TLS, add its \
+                 CA to the system trust store or name it in SSL_CERT_FILE)",
+            ),
+        );
     }
     let lower = source.to_ascii_lowercase();
     let (cause, what) = if e.is_timeout() {
@@ -323,14 +587,7 @@ fn transport_error(path: &str, e: reqwest::Error) -> Error {
     } else {
         (TransportCause::Io, "connection failed")
     };
-    let mut err = Error::new(
-        ErrorKind::Transient,
-        if source.is_empty() {
-            format!("{path}: {what}")
-        } else {
-            format!("{path}: {what}: {source}")
-        },
-    );
+    let mut err = Error::new(ErrorKind::Transient, detail(what));
     err.transport = Some(cause);
     err
 }

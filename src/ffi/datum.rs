@@ -48,7 +48,17 @@ impl tinkex_dtype {
     }
 }
 
+/// The most elements one array of the bulk path may hold (2^31 - 1: the wire carries token
+/// ids and offsets as 32-bit values; larger arrays are a caller bug, not a batch).
+pub(crate) const MAX_ARRAY_ELEMENTS: usize = i32::MAX as usize;
+
+/// The most dimensions of a loss-input shape.
+pub(crate) const MAX_NDIM: usize = 32;
+
 /// Copies `len` elements of `dtype` from `data` (one pass, unaligned reads allowed).
+///
+/// `len` is checked against [`MAX_ARRAY_ELEMENTS`] and the output buffer is reserved
+/// fallibly before anything is read, so a huge `len` is `INVALID_ARG`, never an abort.
 ///
 /// # Safety
 /// A non-NULL `data` must point to `len` readable elements of `dtype`.
@@ -58,6 +68,11 @@ unsafe fn copy_values(
     dtype: tinkex_dtype,
     name: &str,
 ) -> Result<TensorValues, Failure> {
+    if len > MAX_ARRAY_ELEMENTS {
+        return Err(Failure::invalid_arg(format!(
+            "{name}: length {len} is above the limit of {MAX_ARRAY_ELEMENTS} elements"
+        )));
+    }
     let bytes_len = len
         .checked_mul(dtype.size())
         .filter(|n| *n <= isize::MAX as usize)
@@ -67,31 +82,41 @@ unsafe fn copy_values(
     fn read<const N: usize>(chunk: &[u8]) -> [u8; N] {
         chunk.try_into().expect("chunks_exact yields N bytes")
     }
+    fn reserve<T>(len: usize, name: &str) -> Result<Vec<T>, Failure> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len)
+            .map_err(|_| Failure::invalid_arg(format!("{name}: cannot allocate {len} elements")))?;
+        Ok(v)
+    }
     Ok(match dtype {
-        tinkex_dtype::Int64 => TensorValues::Int64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_ne_bytes(read(c)))
-                .collect(),
-        ),
-        tinkex_dtype::Int32 => TensorValues::Int64(
-            bytes
-                .chunks_exact(4)
-                .map(|c| i64::from(i32::from_ne_bytes(read(c))))
-                .collect(),
-        ),
-        tinkex_dtype::Float32 => TensorValues::Float32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes(read(c)))
-                .collect(),
-        ),
-        tinkex_dtype::Float64 => TensorValues::Float32(
-            bytes
-                .chunks_exact(8)
-                .map(|c| f64::from_ne_bytes(read(c)) as f32)
-                .collect(),
-        ),
+        tinkex_dtype::Int64 => {
+            let mut v = reserve(len, name)?;
+            v.extend(bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(read(c))));
+            TensorValues::Int64(v)
+        }
+        tinkex_dtype::Int32 => {
+            let mut v = reserve(len, name)?;
+            v.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i64::from(i32::from_ne_bytes(read(c)))),
+            );
+            TensorValues::Int64(v)
+        }
+        tinkex_dtype::Float32 => {
+            let mut v = reserve(len, name)?;
+            v.extend(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes(read(c))));
+            TensorValues::Float32(v)
+        }
+        tinkex_dtype::Float64 => {
+            let mut v = reserve(len, name)?;
+            v.extend(
+                bytes
+                    .chunks_exact(8)
+                    .map(|c| f64::from_ne_bytes(read(c)) as f32),
+            );
+            TensorValues::Float32(v)
+        }
     })
 }
 
@@ -154,6 +179,11 @@ pub extern "C" fn tinkex_datum_batch_push(
         // SAFETY: a non-NULL `batch` is a live batch used by this thread only (contract).
         let batch = unsafe { box_mut(batch, "batch") }?;
         let dtype = tinkex_dtype::try_from(dtype)?;
+        if !matches!(dtype, tinkex_dtype::Int64 | tinkex_dtype::Int32) {
+            return Err(Failure::invalid_arg(
+                "tokens must be TINKEX_DTYPE_INT64 or TINKEX_DTYPE_INT32",
+            ));
+        }
         // SAFETY: `(tokens, len)` is a readable array of `dtype` (caller contract).
         let tokens = match unsafe { copy_values(tokens, len, dtype, "tokens") }? {
             TensorValues::Int64(v) => v,
@@ -207,6 +237,11 @@ pub extern "C" fn tinkex_datum_batch_set_loss_input(
             }
             None
         } else {
+            if ndim > MAX_NDIM {
+                return Err(Failure::invalid_arg(format!(
+                    "shape has {ndim} dimensions; at most {MAX_NDIM} are allowed"
+                )));
+            }
             // SAFETY: `(shape, ndim)` is a readable array of int64 (caller contract).
             let dims = unsafe { copy_values(shape as *const c_void, ndim, tinkex_dtype::Int64, "shape") }?;
             let TensorValues::Int64(dims) = dims else {

@@ -148,6 +148,13 @@ pub(crate) unsafe fn input_bytes<'a>(
     len: usize,
     name: &str,
 ) -> Result<&'a [u8], Failure> {
+    // Checked before the pointer is touched: no Rust slice may be longer than isize::MAX,
+    // so a larger length is a caller bug that must not reach `from_raw_parts`.
+    if len > isize::MAX as usize {
+        return Err(Failure::invalid_arg(format!(
+            "{name}: length {len} exceeds the largest possible buffer"
+        )));
+    }
     if ptr.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -155,7 +162,7 @@ pub(crate) unsafe fn input_bytes<'a>(
             Err(Failure::null_arg(name))
         };
     }
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: guaranteed by the caller; `len <= isize::MAX` checked above.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
@@ -192,9 +199,14 @@ pub(crate) unsafe fn input_json<T: serde::de::DeserializeOwned>(
     let text = unsafe { input_str(ptr, len, name) }?;
     let text = if text.trim().is_empty() { "{}" } else { text };
     serde_json::from_str(text).map_err(|e| {
+        // The parser's message names the field and position but not the rejected value:
+        // a value in the wrong place (a key in `tags`, say) must not be echoed.
         Failure::new(
             tinkex_status::InvalidJson,
-            format!("{name} is not valid JSON for this call: {e}"),
+            format!(
+                "{name} is not valid JSON for this call: {}",
+                crate::core::sanitize::serde_message(&e)
+            ),
         )
     })
 }

@@ -68,7 +68,7 @@ impl TinkerPath {
     /// Parses a path, with the same rules as the official SDK.
     pub fn parse(path: &str) -> Result<Self, TinkerPathError> {
         let err = |reason| TinkerPathError {
-            path: path.to_string(),
+            path: crate::core::sanitize::bounded(path, 256),
             reason,
         };
         let rest = path
@@ -83,6 +83,20 @@ impl TinkerPath {
         }
         let kind = CheckpointKind::from_segment(parts[1])
             .ok_or_else(|| err("kind must be weights, sampler_weights or external_weights"))?;
+        // The run id and name become path segments of REST calls (PROTOCOL.md 1.2, no
+        // URL encoding): nothing that could change the path or add a query.
+        for part in [parts[0], parts[2]] {
+            if matches!(part, "." | "..")
+                || part.len() > 1024
+                || part.chars().any(|c| {
+                    matches!(c, '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control()
+                })
+            {
+                return Err(err(
+                    "run id and name must not be '.' or '..' or contain '?', '#', '%', '\\', whitespace or control characters",
+                ));
+            }
+        }
         Ok(TinkerPath {
             training_run_id: parts[0].to_string(),
             kind,
