@@ -4,7 +4,9 @@ defmodule Mix.Tasks.Compile.TinkexNif do
 
   The NIF is compiled with gcc against `include/tinkex.h` and linked to
   `target/release/libtinkex.so` (override with `TINKEX_LIB_DIR` / `TINKEX_INCLUDE_DIR`).
-  make only rebuilds when the C source, the header or the Makefile changed.
+  make only rebuilds when the C source, the header, the Makefile or the build command
+  changed. In the `:test` environment it builds with `TINKEX_NIF_TESTING=1` (the allocation
+  fault-injection hook the tests use).
   """
   use Mix.Task.Compiler
 
@@ -18,7 +20,9 @@ defmodule Mix.Tasks.Compile.TinkexNif do
         {:error, []}
 
       make ->
-        {out, status} = System.cmd(make, ["-s", "-C", dir], stderr_to_stdout: true)
+        # The test build carries the allocation fault-injection hook (TINKEX_NIF_TESTING).
+        testing = if Mix.env() == :test, do: ["TINKEX_NIF_TESTING=1"], else: []
+        {out, status} = System.cmd(make, ["-s", "-C", dir | testing], stderr_to_stdout: true)
         if out != "", do: Mix.shell().info(String.trim_trailing(out))
         if status == 0, do: {:ok, []}, else: {:error, []}
     end

@@ -33,8 +33,10 @@ target="${CARGO_TARGET_DIR:-$repo/target}/release"
 cd "$here"
 export MIX_ENV=test
 export TINKEX_EMULATOR="$target/tinkex-emulator"
-echo "== make (priv/tinkex_nif.so against $target/libtinkex.so)"
-make TINKEX_LIB_DIR="$target"
+# Exported, so that the make run by `mix test` (mix.exs) sees the same build command.
+export TINKEX_LIB_DIR="$target"
+echo "== make (priv/tinkex_nif.so against $target/libtinkex.so, test build)"
+make TINKEX_NIF_TESTING=1
 
 echo "== mix test (Elixir $(elixir -e 'IO.write(System.version())'), OTP $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().'))"
 exec mix test "$@"

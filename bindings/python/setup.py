@@ -13,9 +13,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def _workspace():
-    for d in [HERE, *HERE.parents]:
-        if (d / "include" / "tinkex.h").is_file() and (d / "Cargo.toml").is_file():
-            return d
+    # Exactly <workspace>/bindings/python (this file's own location), never a walk up the
+    # parents: a build from a copy of this directory elsewhere (e.g. a temporary directory)
+    # must not record whatever tree happens to sit above it.
+    d = HERE.parent.parent
+    if HERE.parent.name == "bindings" and (d / "include" / "tinkex.h").is_file() and (d / "Cargo.toml").is_file():
+        return d
     return None
 
 

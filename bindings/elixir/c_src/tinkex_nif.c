@@ -19,6 +19,15 @@
  *   nif_slow_calls/0 report them, so the tests can assert the scheduler bound.
  * - Live resources and pending callback contexts are counted (resource_counts/0), so the
  *   tests can assert that nothing leaks.
+ * - Every fallible allocation (enif_alloc, enif_alloc_env, enif_alloc_resource,
+ *   enif_make_new_binary, enif_mutex_create, enif_thread_create) goes through a try_*
+ *   wrapper and is checked: a NIF returns {error, {900, out_of_memory, ...}}, a completion
+ *   delivers that error instead of its result, an event is dropped. Everything that must exist
+ *   for a submitted operation (its callback context, its future's resource) is allocated
+ *   *before* the submit call, so nothing can fail once libtinkex owns the callback.
+ * - Built with -DTINKEX_NIF_TESTING (the test build only: `make TINKEX_NIF_TESTING=1`, which
+ *   `mix test` does), testing_fail_alloc/1 makes the Nth of those allocations made on behalf
+ *   of the calling process fail, so the tests walk every failure path.
  */
 
 #define _GNU_SOURCE
@@ -36,6 +45,63 @@
 #include "tinkex.h"
 
 static uint64_t clock_ns(clockid_t id);
+
+/* ------------------------------------------------------------------------------------ */
+/* Fallible allocations (and the test build's fault injection)                           */
+/* ------------------------------------------------------------------------------------ */
+
+#ifdef TINKEX_NIF_TESTING
+/* The process on whose behalf this thread is working: the caller of the running NIF (set by
+ * timed()) or the receiver of the completion or event being built (set by the callbacks). */
+static _Thread_local const ErlNifPid *fault_who;
+static ErlNifPid fault_pid;          /* the armed process */
+static atomic_long fault_countdown;  /* > 0: the allocation that brings it to 0 fails */
+static atomic_long fault_injected;   /* failures injected so far */
+
+static int fault_now(void) {
+    if (!fault_who) return 0;
+    long c = atomic_load(&fault_countdown);
+    if (c <= 0 || enif_compare_pids(fault_who, &fault_pid) != 0) return 0;
+    while (c > 0) {
+        if (atomic_compare_exchange_weak(&fault_countdown, &c, c - 1)) {
+            if (c == 1) {
+                atomic_fetch_add(&fault_injected, 1);
+                return 1;
+            }
+            return 0;
+        }
+    }
+    return 0;
+}
+#define FAULT_SCOPE(pid_ptr)                                                                   \
+    const ErlNifPid *fault_saved = fault_who;                                                  \
+    fault_who = (pid_ptr)
+#define FAULT_SCOPE_END() (fault_who = fault_saved)
+#else
+#define fault_now() 0
+#define FAULT_SCOPE(pid_ptr) (void)(pid_ptr)
+#define FAULT_SCOPE_END() ((void)0)
+#endif
+
+static void *try_alloc(size_t n) { return fault_now() ? NULL : enif_alloc(n); }
+
+static ErlNifEnv *try_alloc_env(void) { return fault_now() ? NULL : enif_alloc_env(); }
+
+static void *try_alloc_resource(ErlNifResourceType *type, size_t n) {
+    return fault_now() ? NULL : enif_alloc_resource(type, n);
+}
+
+static unsigned char *try_new_binary(ErlNifEnv *env, size_t n, ERL_NIF_TERM *t) {
+    return fault_now() ? NULL : enif_make_new_binary(env, n, t);
+}
+
+static ErlNifMutex *try_mutex_create(char *name) {
+    return fault_now() ? NULL : enif_mutex_create(name);
+}
+
+static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), void *arg) {
+    return fault_now() ? ENOMEM : enif_thread_create(name, tid, fn, arg, NULL);
+}
 
 /* The test-only exports exist only in a library built with the cargo feature `testing`.
  * Weak references resolve to NULL otherwise, so the NIF loads against either build. */
@@ -95,6 +161,8 @@ static uint64_t clock_ns(clockid_t id);
     X(testing_panic_in_export, 0, 0)                                                           \
     X(testing_panic_in_task, 2, 0)                                                             \
     X(testing_spin, 1, 0)                                                                      \
+    X(testing_fail_alloc, 1, 0)                                                                \
+    X(testing_fault_state, 0, 0)                                                               \
     X(version, 0, 0)                                                                           \
     X(status_name, 1, 0)                                                                       \
     X(resource_counts, 0, 0)
@@ -112,7 +180,7 @@ NIF_LIST(X_DECL)
 
 static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_tinkex, a_tinkex_event,
     a_training_client, a_sampling_client, a_struct, a_event_mod, a_type, a_request_id,
-    a_json, a_data, a_wrong_state, a_invalid_arg, a_internal;
+    a_json, a_data, a_wrong_state, a_invalid_arg, a_internal, a_out_of_memory;
 
 static ERL_NIF_TERM a_ev_other, a_ev_queue_state, a_ev_progress, a_ev_retry,
     a_ev_heartbeat_warning, a_ev_session_expired, a_ev_telemetry_overflow, a_ev_summary;
@@ -136,6 +204,7 @@ static void make_atoms(ErlNifEnv *env) {
     a_wrong_state = enif_make_atom(env, "wrong_state");
     a_invalid_arg = enif_make_atom(env, "invalid_arg");
     a_internal = enif_make_atom(env, "internal");
+    a_out_of_memory = enif_make_atom(env, "out_of_memory");
     a_ev_other = enif_make_atom(env, "other");
     a_ev_queue_state = enif_make_atom(env, "queue_state");
     a_ev_progress = enif_make_atom(env, "progress");
@@ -261,9 +330,9 @@ static void down_subscription(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifM
 static void dtor_batch(ErlNifEnv *env, void *obj) {
     (void)env;
     batch_t *b = obj;
-    tinkex_datum_batch_free(b->batch);
+    tinkex_datum_batch_free(b->batch); /* NULL: submitted, or never created */
     b->batch = NULL;
-    if (b->mu) enif_mutex_destroy(b->mu);
+    if (b->mu) enif_mutex_destroy(b->mu); /* NULL only if creating it failed */
     count_down(K_BATCH);
 }
 static void dtor_bytes(ErlNifEnv *env, void *obj) {
@@ -272,13 +341,51 @@ static void dtor_bytes(ErlNifEnv *env, void *obj) {
     count_down(K_BYTES);
 }
 
-static ERL_NIF_TERM make_handle(ErlNifEnv *env, ErlNifResourceType *type, int kind, void *ptr) {
-    handle_t *h = enif_alloc_resource(type, sizeof *h);
-    h->ptr = ptr;
+/* Resources are counted from their allocation to their destructor (a handle resource may be
+ * allocated before the libtinkex object it will own, and released empty if that call fails:
+ * every destructor accepts an empty resource, the C ABI's frees accept NULL). */
+
+/* An empty handle resource of `kind`, or NULL when out of memory. */
+static handle_t *alloc_handle(ErlNifResourceType *type, int kind) {
+    handle_t *h = try_alloc_resource(type, sizeof *h);
+    if (!h) return NULL;
+    h->ptr = NULL;
     count_up(kind);
+    return h;
+}
+
+/* Fills a handle resource with `ptr` and returns its term; the term holds the only
+ * reference afterwards. */
+static ERL_NIF_TERM fill_handle(ErlNifEnv *env, handle_t *h, void *ptr) {
+    h->ptr = ptr;
     ERL_NIF_TERM t = enif_make_resource(env, h);
     enif_release_resource(h);
     return t;
+}
+
+/* Releases the libtinkex object of `kind` that could not be wrapped. */
+static void free_unwrapped(int kind, void *ptr) {
+    switch (kind) {
+    case K_RUNTIME: tinkex_runtime_free(ptr); break;
+    case K_SERVICE: tinkex_service_client_free(ptr); break;
+    case K_TRAINING: tinkex_training_client_free(ptr); break;
+    case K_SAMPLING: tinkex_sampling_client_free(ptr); break;
+    case K_REST: tinkex_rest_client_free(ptr); break;
+    case K_FUTURE: tinkex_future_free(ptr); break;
+    default: break;
+    }
+}
+
+/* Wraps `ptr` in a new handle resource; when out of memory, frees `ptr` and returns 0. */
+static int make_handle(ErlNifEnv *env, ErlNifResourceType *type, int kind, void *ptr,
+                       ERL_NIF_TERM *out) {
+    handle_t *h = alloc_handle(type, kind);
+    if (!h) {
+        free_unwrapped(kind, ptr);
+        return 0;
+    }
+    *out = fill_handle(env, h, ptr);
+    return 1;
 }
 
 static int get_handle(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifResourceType *type, void **out) {
@@ -292,19 +399,19 @@ static int get_handle(ErlNifEnv *env, ERL_NIF_TERM t, ErlNifResourceType *type, 
 /* Terms                                                                                 */
 /* ------------------------------------------------------------------------------------ */
 
-static ERL_NIF_TERM make_str(ErlNifEnv *env, const char *s) {
-    if (!s) return a_nil;
-    size_t n = strlen(s);
-    ERL_NIF_TERM t;
-    unsigned char *p = enif_make_new_binary(env, n, &t);
-    memcpy(p, s, n);
-    return t;
+/* A binary copy of (s, n) in *out; 0 when out of memory. */
+static int make_buf(ErlNifEnv *env, const uint8_t *s, size_t n, ERL_NIF_TERM *out) {
+    unsigned char *p = try_new_binary(env, n, out);
+    if (!p) return 0;
+    if (n) memcpy(p, s, n);
+    return 1;
 }
 
-static ERL_NIF_TERM make_buf(ErlNifEnv *env, const uint8_t *s, size_t n) {
+/* A string as a binary; nil for NULL, and nil when out of memory (only ever used for
+ * messages, ids and names, where nil is the safe degradation). */
+static ERL_NIF_TERM make_str(ErlNifEnv *env, const char *s) {
     ERL_NIF_TERM t;
-    unsigned char *p = enif_make_new_binary(env, n, &t);
-    if (n) memcpy(p, s, n);
+    if (!s || !make_buf(env, (const uint8_t *)s, strlen(s), &t)) return a_nil;
     return t;
 }
 
@@ -335,6 +442,16 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, tinkex_status st, tinkex_error *
     return enif_make_tuple2(env, a_error, make_error(env, st, err));
 }
 
+static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM kind,
+                                const char *msg);
+
+/* {error, {900, out_of_memory, Message, 0, false, nil}}: an allocation of the NIF failed. */
+static ERL_NIF_TERM oom_error(ErlNifEnv *env, const char *what) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "tinkex_nif: out of memory (%s)", what);
+    return local_error(env, TINKEX_STATUS_INTERNAL, a_out_of_memory, msg);
+}
+
 /* A binding-side error (no libtinkex error object). */
 static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM kind,
                                 const char *msg) {
@@ -344,21 +461,35 @@ static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM k
                          enif_make_uint(env, 0), a_false, a_nil));
 }
 
-/* The JSON result as a binary; consumes b. Large results are not copied: the binary points
- * into the libtinkex buffer, owned by a resource that frees it when the binary is collected. */
-static ERL_NIF_TERM make_result_binary(ErlNifEnv *env, tinkex_bytes *b) {
+/* The JSON result as a binary in *out; consumes b; 0 when out of memory. Large results are
+ * not copied: the binary points into the libtinkex buffer, owned by a resource that frees it
+ * when the binary is collected. */
+static int make_result_binary(ErlNifEnv *env, tinkex_bytes *b, ERL_NIF_TERM *out) {
     size_t n = tinkex_bytes_len(b);
     if (n < SMALL_RESULT_BYTES) {
-        ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), n);
+        int ok = make_buf(env, tinkex_bytes_data(b), n, out);
         tinkex_bytes_free(b);
-        return t;
+        return ok;
     }
-    bytes_t *r = enif_alloc_resource(bytes_type, sizeof *r);
+    bytes_t *r = try_alloc_resource(bytes_type, sizeof *r);
+    if (!r) {
+        tinkex_bytes_free(b);
+        return 0;
+    }
     r->bytes = b;
     count_up(K_BYTES);
-    ERL_NIF_TERM t = enif_make_resource_binary(env, r, tinkex_bytes_data(b), n);
+    *out = enif_make_resource_binary(env, r, tinkex_bytes_data(b), n);
     enif_release_resource(r);
-    return t;
+    return 1;
+}
+
+/* {ok, Binary} of a synchronous JSON result (consumes b), or the OOM error. */
+static ERL_NIF_TERM ok_bytes(ErlNifEnv *env, tinkex_bytes *b) {
+    ERL_NIF_TERM t;
+    int ok = make_buf(env, tinkex_bytes_data(b), tinkex_bytes_len(b), &t);
+    tinkex_bytes_free(b);
+    if (!ok) return oom_error(env, "result binary");
+    return enif_make_tuple2(env, a_ok, t);
 }
 
 /* Binary argument (NULL, 0 for an empty one). */
@@ -379,9 +510,20 @@ typedef struct {
     enum take_kind take;
 } done_ctx;
 
-/* Runs on libtinkex's dispatcher thread, exactly once per submitted operation. */
+/* {ok, {Tag, Client}} for a client taken from a completed future, or the OOM error. */
+static ERL_NIF_TERM ok_client(ErlNifEnv *env, ERL_NIF_TERM tag, ErlNifResourceType *type,
+                              int kind, void *client) {
+    ERL_NIF_TERM t;
+    if (!make_handle(env, type, kind, client, &t)) return oom_error(env, "client resource");
+    return enif_make_tuple2(env, a_ok, enif_make_tuple2(env, tag, t));
+}
+
+/* Runs on libtinkex's dispatcher thread, exactly once per submitted operation. Allocates
+ * only the result's own terms; when one of them fails, the submitter gets the OOM error
+ * instead of the result (the libtinkex object that could not be wrapped is freed). */
 static void on_done(void *user_data, tinkex_future *fut) {
     done_ctx *ctx = user_data;
+    FAULT_SCOPE(&ctx->pid);
     ErlNifEnv *env = ctx->env;
     tinkex_error *err = NULL;
     tinkex_status st;
@@ -391,10 +533,7 @@ static void on_done(void *user_data, tinkex_future *fut) {
         tinkex_training_client *c = NULL;
         st = tinkex_future_take_training_client(fut, &c, &err);
         result = st == TINKEX_STATUS_OK
-                     ? enif_make_tuple2(env, a_ok,
-                                        enif_make_tuple2(env, a_training_client,
-                                                         make_handle(env, train_type,
-                                                                     K_TRAINING, c)))
+                     ? ok_client(env, a_training_client, train_type, K_TRAINING, c)
                      : error_tuple(env, st, err);
         break;
     }
@@ -402,18 +541,20 @@ static void on_done(void *user_data, tinkex_future *fut) {
         tinkex_sampling_client *c = NULL;
         st = tinkex_future_take_sampling_client(fut, &c, &err);
         result = st == TINKEX_STATUS_OK
-                     ? enif_make_tuple2(env, a_ok,
-                                        enif_make_tuple2(env, a_sampling_client,
-                                                         make_handle(env, samp_type,
-                                                                     K_SAMPLING, c)))
+                     ? ok_client(env, a_sampling_client, samp_type, K_SAMPLING, c)
                      : error_tuple(env, st, err);
         break;
     }
     default: {
         tinkex_bytes *b = NULL;
+        ERL_NIF_TERM bin;
         st = tinkex_future_take_result(fut, &b, &err);
-        result = st == TINKEX_STATUS_OK ? enif_make_tuple2(env, a_ok, make_result_binary(env, b))
-                                        : error_tuple(env, st, err);
+        if (st != TINKEX_STATUS_OK)
+            result = error_tuple(env, st, err);
+        else if (make_result_binary(env, b, &bin))
+            result = enif_make_tuple2(env, a_ok, bin);
+        else
+            result = oom_error(env, "result binary");
         break;
     }
     }
@@ -422,19 +563,9 @@ static void on_done(void *user_data, tinkex_future *fut) {
      * with the environment. */
     (void)enif_send(NULL, &ctx->pid, env, msg);
     enif_free_env(env);
+    FAULT_SCOPE_END();
     enif_free(ctx);
     count_down(K_DONE_CTX);
-}
-
-static done_ctx *new_ctx(ErlNifEnv *env, enum take_kind take, ERL_NIF_TERM *out_ref) {
-    done_ctx *ctx = enif_alloc(sizeof *ctx);
-    enif_self(env, &ctx->pid);
-    ctx->env = enif_alloc_env();
-    ctx->take = take;
-    *out_ref = enif_make_ref(env);
-    ctx->ref = enif_make_copy(ctx->env, *out_ref);
-    count_up(K_DONE_CTX);
-    return ctx;
 }
 
 static void drop_ctx(done_ctx *ctx) {
@@ -443,15 +574,54 @@ static void drop_ctx(done_ctx *ctx) {
     count_down(K_DONE_CTX);
 }
 
+/* Everything a submit call needs, allocated before it: once libtinkex has accepted the
+ * callback, on_done may run (and free ctx) at any moment, so nothing may fail after it. */
+typedef struct {
+    done_ctx *ctx;
+    handle_t *fut; /* the future's resource, filled after the submit call */
+    ERL_NIF_TERM ref;
+} submit_t;
+
+/* 0 (nothing allocated) when out of memory. */
+static int submit_begin(ErlNifEnv *env, enum take_kind take, submit_t *s) {
+    s->ctx = NULL;
+    s->fut = alloc_handle(fut_type, K_FUTURE);
+    if (!s->fut) return 0;
+    done_ctx *ctx = try_alloc(sizeof *ctx);
+    if (!ctx) goto fail;
+    ctx->env = try_alloc_env();
+    if (!ctx->env) {
+        enif_free(ctx);
+        goto fail;
+    }
+    enif_self(env, &ctx->pid);
+    ctx->take = take;
+    s->ref = enif_make_ref(env);
+    ctx->ref = enif_make_copy(ctx->env, s->ref);
+    count_up(K_DONE_CTX);
+    s->ctx = ctx;
+    return 1;
+fail:
+    enif_release_resource(s->fut);
+    s->fut = NULL;
+    return 0;
+}
+
+/* Undoes submit_begin when the submit call is not made. */
+static void submit_abort(submit_t *s) {
+    drop_ctx(s->ctx);
+    enif_release_resource(s->fut);
+}
+
 /* After a submit call: {ok, Ref, Future} or {error, E}. The callback may already have run
  * (on the dispatcher) when this executes, so only `ref` (a term of `env`) is used. */
-static ERL_NIF_TERM submitted(ErlNifEnv *env, tinkex_status st, tinkex_future *fut,
-                              tinkex_error *err, done_ctx *ctx, ERL_NIF_TERM ref) {
+static ERL_NIF_TERM submit_end(ErlNifEnv *env, submit_t *s, tinkex_status st,
+                               tinkex_future *fut, tinkex_error *err) {
     if (st != TINKEX_STATUS_OK) {
-        drop_ctx(ctx); /* on a non-OK status on_done never fires */
+        submit_abort(s); /* on a non-OK status on_done never fires */
         return error_tuple(env, st, err);
     }
-    return enif_make_tuple3(env, a_ok, ref, make_handle(env, fut_type, K_FUTURE, fut));
+    return enif_make_tuple3(env, a_ok, s->ref, fill_handle(env, s->fut, fut));
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -488,18 +658,24 @@ static ERL_NIF_TERM nif_runtime_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM
     if (!enif_get_uint(env, argv[0], &workers) || !enif_get_int(env, argv[1], &level) ||
         !enif_get_int(env, argv[2], &nice))
         return enif_make_badarg(env);
+    handle_t *h = alloc_handle(rt_type, K_RUNTIME);
+    if (!h) return oom_error(env, "runtime resource");
     rt_start a = {.opts = tinkex_runtime_options_default(), .nice = nice};
     a.opts.worker_threads = workers;
     a.opts.log_level = level;
     ErlNifTid tid;
-    if (nice > 0 && enif_thread_create("tinkex_rt_start", &tid, rt_start_thread, &a, NULL) == 0) {
+    if (nice > 0 && try_thread_create("tinkex_rt_start", &tid, rt_start_thread, &a) == 0) {
         enif_thread_join(tid, NULL);
     } else {
+        /* No thread (or none needed): start it here, without the niceness. */
         a.nice = 0;
         rt_start_thread(&a);
     }
-    if (a.st != TINKEX_STATUS_OK) return error_tuple(env, a.st, a.err);
-    return enif_make_tuple2(env, a_ok, make_handle(env, rt_type, K_RUNTIME, a.rt));
+    if (a.st != TINKEX_STATUS_OK) {
+        enif_release_resource(h);
+        return error_tuple(env, a.st, a.err);
+    }
+    return enif_make_tuple2(env, a_ok, fill_handle(env, h, a.rt));
 }
 
 /* runtime_shutdown(Runtime, TimeoutMs): dirty IO (blocks for the drain). */
@@ -525,11 +701,16 @@ static ERL_NIF_TERM nif_service_client_new(ErlNifEnv *env, int argc, const ERL_N
     ErlNifBinary cfg;
     if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &cfg))
         return enif_make_badarg(env);
+    handle_t *h = alloc_handle(svc_type, K_SERVICE);
+    if (!h) return oom_error(env, "service client resource");
     tinkex_service_client *svc = NULL;
     tinkex_error *err = NULL;
     tinkex_status st = tinkex_service_client_new(rt, cfg.data, cfg.size, &svc, &err);
-    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
-    return enif_make_tuple2(env, a_ok, make_handle(env, svc_type, K_SERVICE, svc));
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(h);
+        return error_tuple(env, st, err);
+    }
+    return enif_make_tuple2(env, a_ok, fill_handle(env, h, svc));
 }
 
 static ERL_NIF_TERM nif_service_client_session_id(ErlNifEnv *env, int argc,
@@ -541,9 +722,7 @@ static ERL_NIF_TERM nif_service_client_session_id(ErlNifEnv *env, int argc,
     tinkex_error *err = NULL;
     tinkex_status st = tinkex_service_client_session_id(svc, &b, &err);
     if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
-    ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), tinkex_bytes_len(b));
-    tinkex_bytes_free(b);
-    return enif_make_tuple2(env, a_ok, t);
+    return ok_bytes(env, b);
 }
 
 static ERL_NIF_TERM nif_service_client_get_server_capabilities(ErlNifEnv *env, int argc,
@@ -551,13 +730,13 @@ static ERL_NIF_TERM nif_service_client_get_server_capabilities(ErlNifEnv *env, i
     (void)argc;
     void *svc;
     if (!get_handle(env, argv[0], svc_type, &svc)) return enif_make_badarg(env);
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
     tinkex_status st =
-        tinkex_service_client_get_server_capabilities(svc, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+        tinkex_service_client_get_server_capabilities(svc, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 static ERL_NIF_TERM nif_service_client_create_rest_client(ErlNifEnv *env, int argc,
@@ -565,11 +744,16 @@ static ERL_NIF_TERM nif_service_client_create_rest_client(ErlNifEnv *env, int ar
     (void)argc;
     void *svc;
     if (!get_handle(env, argv[0], svc_type, &svc)) return enif_make_badarg(env);
+    handle_t *h = alloc_handle(rest_type, K_REST);
+    if (!h) return oom_error(env, "rest client resource");
     tinkex_rest_client *rest = NULL;
     tinkex_error *err = NULL;
     tinkex_status st = tinkex_service_client_create_rest_client(svc, &rest, &err);
-    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
-    return enif_make_tuple2(env, a_ok, make_handle(env, rest_type, K_REST, rest));
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(h);
+        return error_tuple(env, st, err);
+    }
+    return enif_make_tuple2(env, a_ok, fill_handle(env, h, rest));
 }
 
 /* The shape shared by every "(handle, json) -> future" submit call of the C ABI. */
@@ -589,12 +773,12 @@ static ERL_NIF_TERM json_submit(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
         return enif_make_badarg(env);
     if (json.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
         return enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self, argc, argv);
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, take, &ref);
+    submit_t s;
+    if (!submit_begin(env, take, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st = fn(h, json.data, json.size, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = fn(h, json.data, json.size, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 #define JSON_SUBMIT(name, type, cfn, take)                                                     \
@@ -649,22 +833,36 @@ static ERL_NIF_TERM event_type_atom(tinkex_event_type k) {
 }
 
 /* Runs on the dispatcher thread: posts {tinkex_event, Ref, %Tinkex.Event{}}. */
+/* When out of memory the event is dropped (counted; testing_fault_state/0 reports it):
+ * events are advisory, and there is no one to return an error to. */
+static atomic_long dropped_events;
+
 static void on_event(void *user_data, const tinkex_event *ev) {
     sub_ctx *ctx = user_data;
-    ErlNifEnv *env = enif_alloc_env();
+    FAULT_SCOPE(&ctx->pid);
+    ErlNifEnv *env = try_alloc_env();
+    if (!env) {
+        atomic_fetch_add(&dropped_events, 1);
+        FAULT_SCOPE_END();
+        return;
+    }
     size_t len = 0;
     const uint8_t *json = tinkex_event_json(ev, &len);
-    ERL_NIF_TERM keys[5] = {a_struct, a_type, a_request_id, a_json, a_data};
-    ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_kind(ev)),
-                            make_str(env, tinkex_event_request_id(ev)),
-                            make_buf(env, json, json ? len : 0), a_nil};
-    ERL_NIF_TERM map;
-    if (enif_make_map_from_arrays(env, keys, vals, 5, &map)) {
-        ERL_NIF_TERM msg =
-            enif_make_tuple3(env, a_tinkex_event, enif_make_copy(env, ctx->ref), map);
-        (void)enif_send(NULL, &ctx->pid, env, msg);
+    ERL_NIF_TERM json_t, map;
+    if (!make_buf(env, json, json ? len : 0, &json_t)) {
+        atomic_fetch_add(&dropped_events, 1);
+    } else {
+        ERL_NIF_TERM keys[5] = {a_struct, a_type, a_request_id, a_json, a_data};
+        ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_kind(ev)),
+                                make_str(env, tinkex_event_request_id(ev)), json_t, a_nil};
+        if (enif_make_map_from_arrays(env, keys, vals, 5, &map)) {
+            ERL_NIF_TERM msg =
+                enif_make_tuple3(env, a_tinkex_event, enif_make_copy(env, ctx->ref), map);
+            (void)enif_send(NULL, &ctx->pid, env, msg);
+        }
     }
     enif_free_env(env);
+    FAULT_SCOPE_END();
 }
 
 static void on_sub_free(void *user_data) {
@@ -682,9 +880,23 @@ static ERL_NIF_TERM nif_service_client_subscribe(ErlNifEnv *env, int argc,
     ErlNifPid pid;
     if (!get_handle(env, argv[0], svc_type, &svc) || !enif_get_local_pid(env, argv[1], &pid))
         return enif_make_badarg(env);
-    sub_ctx *ctx = enif_alloc(sizeof *ctx);
+    /* Everything is allocated before subscribing: nothing may fail once it is active. */
+    sub_t *r = try_alloc_resource(sub_type, sizeof *r);
+    if (!r) return oom_error(env, "subscription resource");
+    atomic_init(&r->sub, NULL);
+    count_up(K_SUBSCRIPTION);
+    sub_ctx *ctx = try_alloc(sizeof *ctx);
+    if (!ctx) {
+        enif_release_resource(r);
+        return oom_error(env, "subscription context");
+    }
     ctx->pid = pid;
-    ctx->env = enif_alloc_env();
+    ctx->env = try_alloc_env();
+    if (!ctx->env) {
+        enif_free(ctx);
+        enif_release_resource(r);
+        return oom_error(env, "subscription environment");
+    }
     ERL_NIF_TERM ref = enif_make_ref(env);
     ctx->ref = enif_make_copy(ctx->env, ref);
     count_up(K_SUB_CTX);
@@ -693,11 +905,10 @@ static ERL_NIF_TERM nif_service_client_subscribe(ErlNifEnv *env, int argc,
     tinkex_status st = tinkex_service_client_subscribe(svc, on_event, ctx, on_sub_free, &s, &err);
     if (st != TINKEX_STATUS_OK) {
         on_sub_free(ctx); /* nothing registered: neither callback will run */
+        enif_release_resource(r);
         return error_tuple(env, st, err);
     }
-    sub_t *r = enif_alloc_resource(sub_type, sizeof *r);
-    atomic_init(&r->sub, s);
-    count_up(K_SUBSCRIPTION);
+    atomic_store(&r->sub, s);
     ERL_NIF_TERM t = enif_make_resource(env, r);
     /* Active until unsubscribe or the subscriber's death: keep the resource (the reference
      * from alloc is that one) and monitor the process. */
@@ -729,9 +940,7 @@ static ERL_NIF_TERM nif_subscription_free(ErlNifEnv *env, int argc, const ERL_NI
 static ERL_NIF_TERM info_json(ErlNifEnv *env, tinkex_status st, tinkex_bytes *b,
                               tinkex_error *err) {
     if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
-    ERL_NIF_TERM t = make_buf(env, tinkex_bytes_data(b), tinkex_bytes_len(b));
-    tinkex_bytes_free(b);
-    return enif_make_tuple2(env, a_ok, t);
+    return ok_bytes(env, b);
 }
 
 static ERL_NIF_TERM nif_training_client_get_info(ErlNifEnv *env, int argc,
@@ -750,13 +959,13 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     (void)argc;
     void *tc;
     if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_SAMPLING, &ref);
+    submit_t s;
+    if (!submit_begin(env, TAKE_SAMPLING, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st =
-        tinkex_training_client_save_weights_and_get_sampling_client(tc, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = tinkex_training_client_save_weights_and_get_sampling_client(
+        tc, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 /* Takes the batch out of its resource (the submit call consumes it). */
@@ -779,16 +988,19 @@ static ERL_NIF_TERM batch_submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], batc
     if (!get_handle(env, argv[0], train_type, &tc) ||
         !enif_get_resource(env, argv[1], batch_type, (void **)&b) || !get_bin(env, argv[2], &json))
         return enif_make_badarg(env);
+    /* Allocated before the batch is taken, so that a failure leaves the batch usable. */
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
     tinkex_datum_batch *batch = take_batch(b);
-    if (!batch)
+    if (!batch) {
+        submit_abort(&s);
         return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
                            "this datum batch was already submitted");
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    }
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st = fn(tc, batch, json.data, json.size, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = fn(tc, batch, json.data, json.size, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 static ERL_NIF_TERM nif_training_client_forward_backward_batch(ErlNifEnv *env, int argc,
@@ -810,14 +1022,23 @@ static ERL_NIF_TERM nif_training_client_forward_batch(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM nif_datum_batch_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    tinkex_datum_batch *p = NULL;
-    tinkex_error *err = NULL;
-    tinkex_status st = tinkex_datum_batch_new(&p, &err);
-    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
-    batch_t *b = enif_alloc_resource(batch_type, sizeof *b);
-    b->mu = enif_mutex_create("tinkex_datum_batch");
-    b->batch = p;
+    /* The resource and its mutex first: a batch resource reachable from Erlang always has
+     * its mutex (every batch NIF locks it). */
+    batch_t *b = try_alloc_resource(batch_type, sizeof *b);
+    if (!b) return oom_error(env, "datum batch resource");
+    b->batch = NULL;
     count_up(K_BATCH);
+    b->mu = try_mutex_create("tinkex_datum_batch");
+    if (!b->mu) {
+        enif_release_resource(b);
+        return oom_error(env, "datum batch mutex");
+    }
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_datum_batch_new(&b->batch, &err);
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(b);
+        return error_tuple(env, st, err);
+    }
     ERL_NIF_TERM t = enif_make_resource(env, b);
     enif_release_resource(b);
     return enif_make_tuple2(env, a_ok, t);
@@ -873,9 +1094,12 @@ static ERL_NIF_TERM nif_datum_batch_set_loss_input(ErlNifEnv *env, int argc,
         !get_bin(env, argv[1], &name) || !get_bin(env, argv[2], &data) ||
         !enif_get_int(env, argv[3], &dtype))
         return enif_make_badarg(env);
+    /* Shape: nil means 1-D [len] (the C ABI's NULL shape); a list is passed through as is,
+     * so [] is a scalar (ndim 0, one element), exactly as in the C ABI and the JSON path. */
     int64_t shape[MAX_NDIM];
     size_t ndim = 0;
-    if (argv[4] != a_nil) {
+    int has_shape = !enif_is_identical(argv[4], a_nil);
+    if (has_shape) {
         ERL_NIF_TERM list = argv[4], head;
         unsigned len;
         if (!enif_get_list_length(env, list, &len) || len > MAX_NDIM) return enif_make_badarg(env);
@@ -902,7 +1126,7 @@ static ERL_NIF_TERM nif_datum_batch_set_loss_input(ErlNifEnv *env, int argc,
                            "this datum batch was already submitted");
     }
     st = tinkex_datum_batch_set_loss_input(b->batch, name.data, name.size, n ? data.data : NULL,
-                                           n, dtype, ndim ? shape : NULL, ndim, &err);
+                                           n, dtype, has_shape ? shape : NULL, ndim, &err);
     enif_mutex_unlock(b->mu);
     if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
     return a_ok;
@@ -948,12 +1172,12 @@ static ERL_NIF_TERM rest_page(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_pa
     if (!get_handle(env, argv[0], rest_type, &rc) || !enif_get_uint(env, argv[1], &limit) ||
         !enif_get_uint(env, argv[2], &offset))
         return enif_make_badarg(env);
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st = fn(rc, limit, offset, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = fn(rc, limit, offset, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 static ERL_NIF_TERM rest_str(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_str_fn fn) {
@@ -961,12 +1185,12 @@ static ERL_NIF_TERM rest_str(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_str
     ErlNifBinary s;
     if (!get_handle(env, argv[0], rest_type, &rc) || !get_bin(env, argv[1], &s))
         return enif_make_badarg(env);
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    submit_t sub;
+    if (!submit_begin(env, TAKE_JSON, &sub)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st = fn(rc, s.data, s.size, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = fn(rc, s.data, s.size, on_done, sub.ctx, &fut, &err);
+    return submit_end(env, &sub, st, fut, err);
 }
 
 #define REST_PAGE(nif, cfn)                                                                    \
@@ -1040,12 +1264,12 @@ static ERL_NIF_TERM nif_testing_panic_in_task(ErlNifEnv *env, int argc,
     if (!tinkex_testing_panic_in_task)
         return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
                            "libtinkex was built without the `testing` feature");
-    ERL_NIF_TERM ref;
-    done_ctx *ctx = new_ctx(env, TAKE_JSON, &ref);
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    tinkex_status st = tinkex_testing_panic_in_task(rt, where, on_done, ctx, &fut, &err);
-    return submitted(env, st, fut, err, ctx, ref);
+    tinkex_status st = tinkex_testing_panic_in_task(rt, where, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
 }
 
 /* testing_spin(Microseconds): burns the CPU on the calling scheduler. A negative control for
@@ -1059,6 +1283,38 @@ static ERL_NIF_TERM nif_testing_spin(ErlNifEnv *env, int argc, const ERL_NIF_TER
     volatile uint64_t x = 0;
     while (clock_ns(CLOCK_THREAD_CPUTIME_ID) < end) x++;
     return a_ok;
+}
+
+/* testing_fail_alloc(N): N >= 1 makes the Nth fallible allocation made from now on behalf
+ * of the calling process fail (once); 0 disarms. {error, not_compiled} unless the NIF was
+ * built with -DTINKEX_NIF_TESTING (the test build). Not part of the C ABI. */
+static ERL_NIF_TERM nif_testing_fail_alloc(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    unsigned n;
+    if (!enif_get_uint(env, argv[0], &n)) return enif_make_badarg(env);
+#ifdef TINKEX_NIF_TESTING
+    atomic_store(&fault_countdown, 0);
+    enif_self(env, &fault_pid);
+    atomic_store(&fault_countdown, (long)n);
+    return a_ok;
+#else
+    return enif_make_tuple2(env, a_error, enif_make_atom(env, "not_compiled"));
+#endif
+}
+
+/* testing_fault_state() -> {Remaining, Injected, DroppedEvents}: the armed countdown (0:
+ * fired or disarmed), the number of failures injected so far and the number of events
+ * dropped for lack of memory; {error, not_compiled} outside the test build. */
+static ERL_NIF_TERM nif_testing_fault_state(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+#ifdef TINKEX_NIF_TESTING
+    return enif_make_tuple3(env, enif_make_long(env, atomic_load(&fault_countdown)),
+                            enif_make_long(env, atomic_load(&fault_injected)),
+                            enif_make_long(env, atomic_load(&dropped_events)));
+#else
+    return enif_make_tuple2(env, a_error, enif_make_atom(env, "not_compiled"));
+#endif
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1139,8 +1395,9 @@ static void atomic_max(atomic_ullong *slot, uint64_t v) {
     }
 }
 
-static ERL_NIF_TERM timed(int idx, ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
-                          ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+static ERL_NIF_TERM timed_body(int idx,
+                               ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                               ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER) {
         atomic_fetch_add(&stats[idx].dirty_calls, 1);
         return fn(env, argc, argv);
@@ -1168,6 +1425,20 @@ static ERL_NIF_TERM timed(int idx, ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ER
     atomic_max(&stats[idx].max_wall_ns, w1 - w0);
     atomic_max(&stats[idx].max_cpu_ns, c1 - c0);
     return r;
+}
+
+static ERL_NIF_TERM timed(int idx, ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                          ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+#ifdef TINKEX_NIF_TESTING
+    /* Allocations of this call are made on behalf of the calling process. */
+    ErlNifPid self;
+    FAULT_SCOPE(enif_self(env, &self) ? &self : NULL);
+    ERL_NIF_TERM r = timed_body(idx, fn, env, argc, argv);
+    FAULT_SCOPE_END();
+    return r;
+#else
+    return timed_body(idx, fn, env, argc, argv);
+#endif
 }
 
 #define X_WRAP(name, arity, flags)                                                             \
@@ -1206,6 +1477,7 @@ static ERL_NIF_TERM nif_slow_calls(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     (void)argc;
     (void)argv;
     ERL_NIF_TERM list = enif_make_list(env, 0);
+    if (!slow_mu) return list; /* load() refuses to load without it; defensive */
     enif_mutex_lock(slow_mu);
     unsigned n = slow_count < SLOW_CALLS ? slow_count : SLOW_CALLS;
     for (unsigned k = 0; k < n; k++) {
@@ -1289,6 +1561,10 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     }
     make_atoms(env);
     if (!slow_mu) slow_mu = enif_mutex_create("tinkex_slow_calls");
+    if (!slow_mu) {
+        fprintf(stderr, "tinkex_nif: out of memory (enif_mutex_create) while loading\n");
+        return 3;
+    }
     return open_types(env) ? 0 : 2;
 }
 

@@ -56,7 +56,8 @@ def test_abi_mismatch_is_a_clear_error():
         "sys.modules['tinkex_lib_probe'] = m\n"
         f"exec(compile({src!r}, 'probe', 'exec'), m.__dict__)\n"
     )
-    r = _run(code)
+    # The probe is not inside the package (no _build_info, not a checkout): name the library.
+    r = _run(code, {"TINKEX_LIBRARY": tinkex.LIBRARY_PATH})
     assert r.returncode != 0
     assert "ABI mismatch" in r.stderr and "revision 1" in r.stderr and "revision 999" in r.stderr
 

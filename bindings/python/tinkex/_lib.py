@@ -2,12 +2,26 @@
 
 Library discovery, first match wins:
 
-1. ``TINKEX_LIBRARY``: the path of the shared library (or of a directory holding it);
-2. next to this package: ``tinkex/libtinkex.so`` (a wheel that bundles the library);
-3. the libtinkex workspace: the one this package sits in (a source checkout), the one it was
-   built from (recorded by setup.py at install time), or the current directory or one of
-   its parents: ``target/release/libtinkex.so``, then ``target/debug/libtinkex.so``;
-4. the system's library search path (``ctypes.util.find_library("tinkex")``).
+1. ``TINKEX_LIBRARY``: the path of the shared library (or of a directory holding it). When
+   set, nothing else is tried;
+2. bundled in the package: ``tinkex/libtinkex.so`` (a wheel that bundles the library);
+3. the source checkout this package file sits in, i.e. this file is
+   ``<workspace>/bindings/python/tinkex/_lib.py`` (its own location, symlinks resolved), and
+   ``<workspace>`` holds ``Cargo.toml`` and ``include/tinkex.h``:
+   ``target/release/libtinkex.so``, then ``target/debug/libtinkex.so``;
+4. the workspace the package was built from, recorded by setup.py at install time
+   (``tinkex/_build_info.py``; an absolute path holding the same two files): the same two
+   library paths;
+5. the system's library search path (``ctypes.util.find_library("tinkex")``, then dlopen's own
+   search: ``LD_LIBRARY_PATH``, the ld.so cache, the default directories). These are chosen
+   by the administrator or by whoever set the process's environment, like the search path
+   of every other shared library the interpreter loads.
+
+Nothing is looked up relative to the current working directory or to the parents of the
+package's location: a library planted there (e.g. ``./target/release/libtinkex.so`` in a
+downloaded project, or ``/tmp/target/...`` above a virtualenv in ``/tmp``) would otherwise run
+its code at ``import tinkex``. Only an explicit, relative ``TINKEX_LIBRARY`` is resolved
+against the working directory, because the user asked for it.
 
 At import the library's ``tinkex_abi_version()`` must equal :data:`ABI_VERSION`, the C ABI
 revision this package was written for; otherwise the import fails with
@@ -256,34 +270,42 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 _OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task"}
 
 
+def _is_workspace(d: Path) -> bool:
+    """A libtinkex source tree (the markers setup.py looks for too)."""
+    return (d / "Cargo.toml").is_file() and (d / "include" / "tinkex.h").is_file()
+
+
+def _workspace_libs(origin: str, ws: Path) -> list[tuple[str, Path]]:
+    return [(f"{origin} target/{profile}", ws / "target" / profile / LIB_FILE) for profile in ("release", "debug")]
+
+
 def _candidates() -> list[tuple[str, Path]]:
-    """Where to look for the library, in order, as (origin, path)."""
+    """Where to look for the library, in order, as (origin, path). Never derived from the
+    current working directory (see the module docstring)."""
     out: list[tuple[str, Path]] = []
     env = os.environ.get("TINKEX_LIBRARY")
     if env:
-        p = Path(env).expanduser()
+        # Made absolute here: dlopen() would search the system path for a bare file name
+        # instead of loading the file that was checked.
+        p = Path(env).expanduser().absolute()
         out.append(("TINKEX_LIBRARY", p / LIB_FILE if p.is_dir() else p))
         return out  # an explicit choice is never second-guessed
-    here = Path(__file__).resolve().parent
-    out.append(("next to the package", here / LIB_FILE))
-    starts = [("workspace", here)]
+    here = Path(__file__).resolve().parent  # .../tinkex
+    out.append(("bundled in the package", here / LIB_FILE))
+    # A source checkout: exactly <workspace>/bindings/python/tinkex, no walk up the parents.
+    if here.parent.name == "python" and here.parent.parent.name == "bindings":
+        ws = here.parent.parent.parent
+        if _is_workspace(ws):
+            out.extend(_workspace_libs("source checkout", ws))
     try:  # written by setup.py: the workspace an installed copy was built from
         from ._build_info import WORKSPACE  # type: ignore[import-not-found]
-
-        if WORKSPACE:
-            starts.append(("build workspace", Path(WORKSPACE)))
     except ImportError:
-        pass
-    starts.append(("current directory", Path.cwd()))
-    seen: set[Path] = set()
-    for origin, start in starts:
-        for d in [start, *start.parents]:
-            if d in seen:
-                continue
-            seen.add(d)
-            if (d / "Cargo.toml").is_file() or (d / "target").is_dir():
-                for profile in ("release", "debug"):
-                    out.append((f"{origin} target/{profile}", d / "target" / profile / LIB_FILE))
+        WORKSPACE = None
+    if WORKSPACE:
+        ws = Path(WORKSPACE)
+        # Only an absolute path: a relative one would depend on the working directory.
+        if ws.is_absolute() and _is_workspace(ws):
+            out.extend(_workspace_libs("build workspace", ws))
     return out
 
 
@@ -297,6 +319,8 @@ def _load() -> tuple[ctypes.CDLL, str]:
                 raise LibraryError(f"tinkex: cannot load {path} ({origin}): {e}") from e
         tried.append(f"{path} ({origin})")
     if not os.environ.get("TINKEX_LIBRARY"):
+        # The system's search path (ld.so cache, default directories, LD_LIBRARY_PATH): set by
+        # the administrator or the process's environment, as for every other shared library.
         found = ctypes.util.find_library("tinkex")
         if found:
             try:
@@ -306,7 +330,9 @@ def _load() -> tuple[ctypes.CDLL, str]:
         tried.append("the system library path (ctypes.util.find_library('tinkex'))")
     raise LibraryError(
         "tinkex: libtinkex was not found. Build it with `cargo build --release --lib` in the "
-        "libtinkex workspace, or set TINKEX_LIBRARY to the library's path. Looked in:\n  "
+        "libtinkex workspace (and install this package from that workspace), or set "
+        "TINKEX_LIBRARY to the library's path. The current directory is never searched. "
+        "Looked in:\n  "
         + "\n  ".join(tried)
     )
 

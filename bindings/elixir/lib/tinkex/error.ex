@@ -7,8 +7,9 @@ defmodule Tinkex.Error do
     caller-error kind of the C ABI — `:null_arg`, `:invalid_arg`, `:invalid_utf8`,
     `:invalid_json`, `:already_taken`, `:wrong_state`, `:wrong_type`, `:shut_down`,
     `:internal`. The binding adds `:await_timeout` (`Tinkex.Future.await/2` gave up waiting;
-    the operation still runs) and `:wrong_process` (awaited from a process that did not
-    submit it).
+    the operation still runs), `:wrong_process` (awaited from a process that did not
+    submit it) and `:out_of_memory` (status `:internal`: an allocation of the NIF failed;
+    the call did nothing, or the operation's result could not be delivered).
   * `status`: the C ABI status as an atom (`:user`, `:connect`, `:timeout`, `:io`, ...),
     `status_code` its stable integer value (`TINKEX_STATUS_*`).
   * `http_status`: the HTTP status of the answer that caused it, or `nil`.
@@ -44,6 +45,7 @@ defmodule Tinkex.Error do
           | :internal
           | :await_timeout
           | :wrong_process
+          | :out_of_memory
 
   @type t :: %__MODULE__{
           kind: kind | atom,

@@ -19,9 +19,14 @@ defmodule Tinkex.SamplingClient do
 
   @doc false
   def wrap({:sampling_client, h}) do
-    {:ok, json} = Native.sampling_client_get_info(h)
-    info = JSON.decode!(json)
-    {:ok, %__MODULE__{handle: h, sampling_session_id: info["sampling_session_id"], base_model: info["base_model"]}}
+    case Native.sampling_client_get_info(h) do
+      {:ok, json} ->
+        info = JSON.decode!(json)
+        {:ok, %__MODULE__{handle: h, sampling_session_id: info["sampling_session_id"], base_model: info["base_model"]}}
+
+      {:error, e} ->
+        {:error, Tinkex.Error.from_nif(e)}
+    end
   end
 
   @doc """

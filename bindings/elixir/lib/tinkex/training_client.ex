@@ -38,8 +38,10 @@ defmodule Tinkex.TrainingClient do
 
   @doc false
   def wrap({:training_client, h}) do
-    {:ok, json} = Native.training_client_get_info(h)
-    {:ok, %__MODULE__{handle: h, info: GetInfoResponse.from_json(JSON.decode!(json))}}
+    case Native.training_client_get_info(h) do
+      {:ok, json} -> {:ok, %__MODULE__{handle: h, info: GetInfoResponse.from_json(JSON.decode!(json))}}
+      {:error, e} -> {:error, Error.from_nif(e)}
+    end
   end
 
   @doc "The model's information (fetched at creation; no I/O)."
@@ -98,8 +100,13 @@ defmodule Tinkex.TrainingClient do
   @dtypes %{int64: 1, float32: 2, int32: 3, float64: 4}
 
   defp build_batch(data) do
-    {:ok, batch} = Native.datum_batch_new()
+    case Native.datum_batch_new() do
+      {:ok, batch} -> fill_batch(batch, data)
+      {:error, e} -> {:error, Error.from_nif(e)}
+    end
+  end
 
+  defp fill_batch(batch, data) do
     Enum.reduce_while(data, {:ok, batch}, fn %Datum{model_input: mi} = d, acc ->
       tokens =
         case mi.chunks do

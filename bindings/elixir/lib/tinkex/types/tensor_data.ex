@@ -1,7 +1,9 @@
 defmodule Tinkex.Types.TensorData do
   @moduledoc """
   A flattened tensor: `data` with a `dtype` (`:int64` or `:float32`) and an optional
-  row-major `shape` (`nil` means 1-D).
+  row-major `shape`: `nil` means 1-D (`[length]`); a list is the shape as given, its product
+  must equal the number of elements, and `[]` is a scalar (exactly one element) — the same
+  meaning as in the C ABI and the JSON request.
 
   `data` is either a list of numbers or a **binary typed array in native byte order**
   (little-endian on x86-64 and aarch64). A binary may also hold `:int32` (widened to int64)
