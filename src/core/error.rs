@@ -191,9 +191,15 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} error: {}", self.kind.as_str(), self.message)?;
+        // Escaped again here: whatever built the error, its text cannot forge log lines.
+        write!(
+            f,
+            "{} error: {}",
+            self.kind.as_str(),
+            sanitize::printable(&self.message)
+        )?;
         if let Some(id) = &self.request_id {
-            write!(f, " (request {id})")?;
+            write!(f, " (request {})", sanitize::printable(id))?;
         }
         Ok(())
     }

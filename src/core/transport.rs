@@ -533,6 +533,15 @@ fn certificate_rejected(e: &(dyn std::error::Error + 'static)) -> bool {
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
+        // Some layers box their cause, which hides its type from `downcast_ref`: rustls's
+        // own wording of the certificate verdicts is the fallback.
+        let text = err.to_string();
+        if text.starts_with("invalid peer certificate")
+            || text.starts_with("peer sent no certificates")
+            || text.starts_with("invalid certificate revocation list")
+        {
+            return true;
+        }
         if let Some(tls) = tls {
             return matches!(
                 tls,
