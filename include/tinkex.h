@@ -1013,8 +1013,12 @@ tinkex_status tinkex_sampling_client_compute_logprobs(struct tinkex_sampling_cli
  *            "billing_pause_step_ms": 5000, "billing_max_pause_ms": 3600000,
  *            "min_poll_duration_ms": 1000},
  *  "heartbeat": {"interval_ms": 10000, "warn_after_ms": 120000},
- *  "progress_event_interval_ms": 10000}
+ *  "progress_event_interval_ms": 10000,
+ *  "limits": {"max_response_bytes": 67108864, "max_announced_response_bytes": 2147483648,
+ *             "max_redirects": 10}}
  * ```
+ * Every interval and timeout must be above zero (else `TINKEX_STATUS_USER`:
+ * zero never means "off"). Error messages never repeat a rejected value.
  * A missing or malformed key gives `TINKEX_STATUS_AUTH` / `TINKEX_STATUS_USER`; a bad URL
  * `TINKEX_STATUS_USER`; a shut-down runtime `TINKEX_STATUS_SHUT_DOWN`.
  *

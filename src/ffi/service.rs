@@ -13,7 +13,7 @@ use super::{
     arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
     tinkex_done_fn, write_out,
 };
-use crate::core::config::{HeartbeatConfig, RetryPolicy, Timeouts};
+use crate::core::config::{HeartbeatConfig, Limits, RetryPolicy, Timeouts};
 use crate::core::telemetry::TelemetryConfig;
 use crate::core::types::{FinishReasonKind, LoraConfig};
 use crate::core::{ApiFuture, Config, LoraOptions, ServiceClient};
@@ -63,6 +63,15 @@ struct ConfigJson {
     retry: Option<RetryJson>,
     heartbeat: Option<HeartbeatJson>,
     progress_event_interval_ms: Option<u64>,
+    limits: Option<LimitsJson>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitsJson {
+    max_response_bytes: Option<u64>,
+    max_announced_response_bytes: Option<u64>,
+    max_redirects: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +192,16 @@ impl ConfigJson {
         if let Some(v) = self.progress_event_interval_ms {
             b = b.progress_event_interval(Duration::from_millis(v));
         }
+        if let Some(l) = self.limits {
+            let d = Limits::default();
+            b = b.limits(Limits {
+                max_response_bytes: l.max_response_bytes.unwrap_or(d.max_response_bytes),
+                max_announced_response_bytes: l
+                    .max_announced_response_bytes
+                    .unwrap_or(d.max_announced_response_bytes),
+                max_redirects: l.max_redirects.unwrap_or(d.max_redirects),
+            });
+        }
         Ok(b.build()?)
     }
 }
@@ -205,8 +224,12 @@ impl ConfigJson {
 ///            "billing_pause_step_ms": 5000, "billing_max_pause_ms": 3600000,
 ///            "min_poll_duration_ms": 1000},
 ///  "heartbeat": {"interval_ms": 10000, "warn_after_ms": 120000},
-///  "progress_event_interval_ms": 10000}
+///  "progress_event_interval_ms": 10000,
+///  "limits": {"max_response_bytes": 67108864, "max_announced_response_bytes": 2147483648,
+///             "max_redirects": 10}}
 /// ```
+/// Every interval and timeout must be above zero (else `TINKEX_STATUS_USER`:
+/// zero never means "off"). Error messages never repeat a rejected value.
 /// A missing or malformed key gives `TINKEX_STATUS_AUTH` / `TINKEX_STATUS_USER`; a bad URL
 /// `TINKEX_STATUS_USER`; a shut-down runtime `TINKEX_STATUS_SHUT_DOWN`.
 ///
