@@ -285,6 +285,13 @@ where
     C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
 {
     rt.check_open()?;
+    let api = {
+        let _entered = rt.handle().enter();
+        start()?
+    };
+    // Everything is attached before the future becomes visible to shutdown (registered):
+    // a concurrent `tinkex_runtime_shutdown` then finds a future whose callback fires and
+    // whose operation it cancels — exactly once either way.
     let id = rt.next_id();
     let fut = Arc::new(tinkex_future {
         rt: rt.clone(),
@@ -292,20 +299,14 @@ where
         id,
         state: Mutex::new(State::Pending),
         done: Condvar::new(),
-        on_done: Mutex::new(None),
-        op: OnceLock::new(),
+        on_done: Mutex::new(on_done.map(|f| (f, UserData(user_data)))),
+        op: OnceLock::from(Box::new(api.clone()) as Box<dyn CoreOp>),
     });
-    let api = {
-        let _entered = rt.handle().enter();
-        start()?
-    };
     if let Err(f) = rt.register_future(id, &fut) {
+        // Never visible: the submit fails with a status and the callback never fires.
+        fut.on_done.lock().unwrap().take();
         api.cancel();
         return Err(f);
-    }
-    let _ = fut.op.set(Box::new(api.clone()));
-    if let Some(f) = on_done {
-        *fut.on_done.lock().unwrap() = Some((f, UserData(user_data)));
     }
     let guard = CompletionGuard(fut.clone());
     rt.handle().spawn(async move {
