@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
         None => (false, rest),
     };
     let url = String::from_utf8_lossy(url).into_owned();
+    let url_for_check = url.clone();
     let key = String::from_utf8_lossy(key).into_owned();
     let built = Config::builder()
         .base_url(url)
@@ -22,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(config) = built {
         // Debug output of a config must not reveal a (non-trivial) key.
         let dbg = format!("{config:?}");
-        if key.len() >= 12 {
+        // (The Debug output may show the URL, so a key that is part of the URL is not a leak.)
+        if key.len() >= 12 && !url_for_check.contains(&key) {
             assert!(!dbg.contains(&key), "Debug of Config shows the API key");
         }
         let _ = ServiceClient::new(config);

@@ -34,6 +34,15 @@ fn buffer(u: &mut Unstructured<'_>, len: usize) -> Result<Option<Vec<u8>>> {
     Ok(Some(b))
 }
 
+/// Frees the batch however `run` ends (the input may run out mid-sequence).
+struct Batch(*mut tinkex_datum_batch);
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        tinkex_datum_batch_free(self.0);
+    }
+}
+
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
     let mut batch = std::ptr::null_mut();
     let mut err = std::ptr::null_mut();
@@ -41,6 +50,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         tinkex_datum_batch_new(&mut batch, &mut err),
         tinkex_status::Ok
     );
+    let guard = Batch(batch);
     let mut expect_len = 0usize;
     for _ in 0..u.int_in_range(0..=12)? {
         let mut err = std::ptr::null_mut();
@@ -102,8 +112,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     assert_eq!(tinkex_datum_batch_len(batch), expect_len);
     // SAFETY: `batch` is live and used by this thread only.
     let data = unsafe { &*batch }.data().to_vec();
-    tinkex_datum_batch_free(batch);
-    let _ = tinkex::core::reduce::chunk_ranges(&data);
+    drop(guard);
+    let _ = tinkex::core::reduce::chunk_ranges(&data, 64, 1 << 20);
     for d in &data {
         let _ = tinkex::core::codec::estimate_datum_bytes(d);
     }

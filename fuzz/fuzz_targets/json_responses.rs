@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         for out in &fb.loss_fn_outputs {
             for t in out.values() {
                 let _ = t.dense_f64(0.0);
-                let _ = t.to_f64();
+                let _ = t.data.to_f64();
             }
         }
         let _ = tinkex::core::reduce::combine(vec![fb.clone(), fb]);
