@@ -230,12 +230,14 @@ fn batched_to_tensors(
         let b = usize::try_from(w[1]).ok();
         let (a, b) = match (a, b) {
             (Some(a), Some(b)) if a <= b && b <= t.data.len() && (b - a) % width == 0 => (a, b),
-            _ => return Err(bad(format!(
+            _ => {
+                return Err(bad(format!(
                 "batched tensor offsets [{}, {}] out of range for {} data bytes of width {width}",
                 w[0],
                 w[1],
                 t.data.len()
-            ))),
+            )))
+            }
         };
         slices.push((a, b));
     }
