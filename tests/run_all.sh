@@ -48,6 +48,7 @@ suite python bash bindings/python/run_tests.sh
 suite elixir bash bindings/elixir/run_tests.sh
 suite official-sdk bash emulator/tests/official_sdk/run.sh
 suite bench-smoke bash bench/run.sh --smoke
+suite fuzz-smoke bash fuzz/smoke.sh
 
 if ((failed > 0)); then
   echo "failed suites: ${failed_names[*]}"
