@@ -484,6 +484,9 @@ fn the_plain_http_guard_decides_on_the_real_host() {
         "http://localhost.attacker.example/",
         "http://[::ffff:10.0.0.1]/",
         "http://127.0.0.1.nip.example/",
+        // Found by the config_url fuzz target: NULs and junk after the host.
+        "http://[::1]\u{e0}J\0\0\0",
+        "http://127.0.0.1:9/a b",
     ] {
         assert!(b(bad).is_err(), "{bad} must be refused");
     }

@@ -322,6 +322,16 @@ fn telemetry_from_env() -> bool {
 pub fn parse_base_url(raw: &str, allow_insecure_http: bool) -> Result<url::Url> {
     use crate::core::sanitize::redact_url;
     let shown = || redact_url(raw);
+    if raw.len() > 2048 {
+        return Err(Error::user("base URL is longer than 2048 bytes"));
+    }
+    // The URL parser would quietly percent-encode or drop these; a base URL that needs
+    // them is a mistake (or an attack), not something to repair.
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(Error::user(
+            "base URL contains whitespace or control characters",
+        ));
+    }
     let url = url::Url::parse(raw)
         .map_err(|e| Error::user(format!("base URL {} is not a valid URL: {e}", shown())))?;
     if !matches!(url.scheme(), "https" | "http") {
@@ -529,7 +539,11 @@ impl ConfigBuilder {
             .or_else(|| env_nonempty("TINKER_BASE_URL"))
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let base_url = base_url.trim().trim_end_matches('/').to_string();
-        parse_base_url(&base_url, self.allow_insecure_http)?;
+        // Kept in the parser's normalized form (what is actually requested).
+        let base_url = parse_base_url(&base_url, self.allow_insecure_http)?
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
         let tags = self.tags.unwrap_or_else(|| {
             let mut tags: Vec<String> = env_nonempty("TINKER_TAGS")
                 .map(|t| {

@@ -107,16 +107,51 @@ pub async fn scaled_emulator(tag: &str, scale: f64) -> RunningEmulator {
     .await
 }
 
+/// Sends a control request, retrying (bounded by 30 s) while the emulator is unreachable or
+/// answers 5xx: test helpers must not share the fate of the faults they inject (an outage
+/// or partition the test itself started).
+async fn control_request(
+    emu: &RunningEmulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (reqwest::StatusCode, bytes::Bytes) {
+    let url = format!("{}/_emulator/{path}", emu.base_url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut delay = Duration::from_millis(5);
+    loop {
+        // A fresh client each time: no pooled connection the fault may have broken.
+        let mut req = reqwest::Client::new().request(method.clone(), &url);
+        if let Some(b) = &body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let outcome = match req.send().await {
+            Ok(resp) if !resp.status().is_server_error() => {
+                let status = resp.status();
+                resp.bytes().await.map(|b| (status, b))
+            }
+            Ok(resp) => Ok((resp.status(), bytes::Bytes::new())),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok((status, body)) if !status.is_server_error() => return (status, body),
+            outcome if std::time::Instant::now() >= deadline => {
+                panic!("control {path}: still failing after 30 s: {outcome:?}")
+            }
+            _ => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
 /// POSTs JSON to a `/_emulator/...` control path.
 pub async fn control_post(emu: &RunningEmulator, path: &str, body: Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/_emulator/{path}", emu.base_url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    let (status, _) = control_request(emu, reqwest::Method::POST, path, Some(body)).await;
+    assert!(status.is_success(), "{path}: {status}");
 }
 
 /// Next-token datum over `tokens`.
@@ -147,27 +182,15 @@ pub fn batch() -> Vec<Datum> {
         .collect()
 }
 
-/// GET a `/_emulator/...` control path.
+/// GET a `/_emulator/...` control path (retried like [`control_post`]).
 pub async fn control_get(emu: &RunningEmulator, path: &str) -> Value {
-    let body = reqwest::get(format!("{}/_emulator/{path}", emu.base_url()))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let (_, body) = control_request(emu, reqwest::Method::GET, path, None).await;
     serde_json::from_slice(&body).unwrap()
 }
 
 /// Installs a fault rule.
 pub async fn fault(emu: &RunningEmulator, rule: Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/_emulator/faults", emu.base_url()))
-        .header("content-type", "application/json")
-        .body(rule.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    control_post(emu, "faults", rule).await;
 }
 
 /// Optimizer steps applied by the emulator to a model.
