@@ -140,6 +140,10 @@ hostile_case() { # MODE OP
   local rc=$?
   kill "$hpid" 2>/dev/null
   wait "$hpid" 2>/dev/null
+  if ! grep -q '^HIT ' "$out"; then
+    echo "the hostile answer never landed (test setup?)"
+    return 1
+  fi
   return $rc
 }
 url_emu="$url"

@@ -34,8 +34,8 @@
 #define CANARY_KEY "tml-SECRET-CANARY-0123456789"
 #define CANARY_CF_SECRET "cf-SECRET-CANARY-0123456789"
 #define SIGNED_QUERY_CANARY "X-Amz-Signature=sig-CANARY-QUERY-9876"
-#define PROGRESS_TIMEOUT_MS 2000
-#define REQUEST_TIMEOUT_MS 1000
+#define PROGRESS_TIMEOUT_MS 3000
+#define REQUEST_TIMEOUT_MS 2000
 #define TIME_BOUND_MS (PROGRESS_TIMEOUT_MS + REQUEST_TIMEOUT_MS + 3000)
 #define CHILD_DEADLINE_S 40
 static const char *MODEL = "Qwen/Qwen3-8B";
@@ -176,6 +176,8 @@ static const char *FB =
     "\"encoded_text\",\"tokens\":[100000,100001,100002]}]},\"loss_fn_inputs\":{\"target_tokens\":"
     "{\"dtype\":\"int64\",\"data\":[100001,100002,100003]},\"weights\":{\"dtype\":\"float32\","
     "\"data\":[1.0,1.0,1.0]}}}]}";
+static const char *LOGPROBS =
+    "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[100,101,102]}]}}";
 static const char *PROMPT =
     "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[100,101,102]}]},"
     "\"num_samples\":2,\"sampling_params\":{\"max_tokens\":4}}";
@@ -255,7 +257,7 @@ static void run_op(const char *op, tinkex_service_client *svc, outcome *o) {
       s = tinkex_sampling_client_sample(sc, u8(PROMPT), strlen(PROMPT), NULL, NULL, &fut, &err);
       json = take(o, s, fut, err);
     } else if (strcmp(op, "compute_logprobs_result") == 0) {
-      s = tinkex_sampling_client_compute_logprobs(sc, u8(PROMPT), strlen(PROMPT), NULL, NULL,
+      s = tinkex_sampling_client_compute_logprobs(sc, u8(LOGPROBS), strlen(LOGPROBS), NULL, NULL,
                                                   &fut, &err);
       json = take(o, s, fut, err);
     }

@@ -93,6 +93,8 @@ static int child(const char *url) {
   const char *prompt =
       "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]},"
       "\"num_samples\":2,\"sampling_params\":{\"max_tokens\":4}}";
+  const char *logprobs =
+      "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]}}";
   const char *adam = "{\"adam_params\":{\"learning_rate\":0.001}}";
   const char *bad[6];
   char bad_buf[6][512];
@@ -174,7 +176,7 @@ static int child(const char *url) {
     SUBMIT("sample", tinkex_sampling_client_sample(sc, u8(prompt), strlen(prompt), NULL, NULL,
                                                    &fut_, &err_));
     SUBMIT("compute_logprobs", tinkex_sampling_client_compute_logprobs(
-                                   sc, u8(prompt), strlen(prompt), NULL, NULL, &fut_, &err_));
+                                   sc, u8(logprobs), strlen(logprobs), NULL, NULL, &fut_, &err_));
     tinkex_sampling_client_free(sc);
   } else {
     printf("ERROR sampling client: %s\n", err ? tinkex_error_message(err) : "");

@@ -32,9 +32,9 @@ pub const CANARY_KEY: &str = "tml-SECRET-CANARY-0123456789";
 /// The fake Cloudflare access secret (sent as `cf-access-client-secret`).
 pub const CANARY_CF_SECRET: &str = "cf-SECRET-CANARY-0123456789";
 /// Progress timeout of the child's client: nothing waits longer than this for progress.
-pub const PROGRESS_TIMEOUT: Duration = Duration::from_millis(2000);
+pub const PROGRESS_TIMEOUT: Duration = Duration::from_millis(3000);
 /// Read timeout of every request of the child's client.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(2000);
 /// An operation must end (typed error or success) within this.
 pub const TIME_BOUND: Duration = Duration::from_millis(
     PROGRESS_TIMEOUT.as_millis() as u64 + REQUEST_TIMEOUT.as_millis() as u64 + 3000,

@@ -26,8 +26,8 @@ defmodule Tinkex.HostileTest do
   @canary_key "tml-SECRET-CANARY-0123456789"
   @canary_cf "cf-SECRET-CANARY-0123456789"
   @signed_query "X-Amz-Signature=sig-CANARY-QUERY-9876"
-  @progress_timeout_ms 2_000
-  @request_timeout_ms 1_000
+  @progress_timeout_ms 3_000
+  @request_timeout_ms 2_000
   @time_bound_ms @progress_timeout_ms + @request_timeout_ms + 3_000
   @child_deadline_ms 40_000
   @typed_kinds ~w(user fatal transient no_progress auth expired)
@@ -177,12 +177,27 @@ defmodule Tinkex.HostileTest do
     {port, os_pid, url}
   end
 
+  # Stops the server; returns how many hostile answers it served (its `HIT` lines).
   defp stop_server({port, os_pid, _url}) do
+    hits = count_hits(port, 0)
     System.cmd("kill", [Integer.to_string(os_pid)])
+    hits = count_hits(port, hits)
+
     try do
       Port.close(port)
     rescue
       _ -> :ok
+    end
+
+    hits
+  end
+
+  defp count_hits(port, n) do
+    receive do
+      {^port, {:data, {:eol, "HIT " <> _}}} -> count_hits(port, n + 1)
+      {^port, {:data, _}} -> count_hits(port, n)
+    after
+      0 -> n
     end
   end
 
@@ -231,15 +246,12 @@ defmodule Tinkex.HostileTest do
   defp run_case(ctx, mode, op) do
     record = Path.join(System.tmp_dir!(), "tinkex-hostile-other-#{System.unique_integer([:positive])}")
     server = start_server(ctx.server, mode, Map.fetch!(@targets, op), record)
-    {status, output} = try do
-      run_child(ctx.script, op, elem(server, 2))
-    after
-      stop_server(server)
-    end
+    {status, output} = run_child(ctx.script, op, elem(server, 2))
+    hits = stop_server(server)
 
     other = File.read(record) |> then(fn {:ok, b} -> b; _ -> "" end)
     File.rm(record)
-    problems = []
+    problems = if hits == 0, do: ["the hostile answer never landed (test setup?)"], else: []
     problems = if String.contains?(other, @canary_key), do: ["the other origin received the API key" | problems], else: problems
     problems = if String.contains?(other, @canary_cf), do: ["the other origin received the Cloudflare secret" | problems], else: problems
 

@@ -22,8 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Size of the `detail` of [`Mode::BigDetail`]: 50 MB.
 pub const BIG_DETAIL_BYTES: usize = 50 * 1000 * 1000;
-/// Decompressed size of the gzip and zstd bombs: 1 GiB from ~7 MB (gzip) or ~32 KB (zstd).
-pub const BOMB_BYTES: u64 = 1 << 30;
+/// Decompressed size of the gzip and zstd bombs: 256 MiB (4× the assumed default body
+/// limit) from ~1.7 MB (gzip) or ~8 KB (zstd).
+pub const BOMB_BYTES: u64 = 256 << 20;
 /// What a huge or endless body sends at most before it just holds the connection (so a
 /// client without a limit shows its growth without taking the machine down).
 pub const DEFAULT_CAP_BYTES: u64 = 1 << 30;
@@ -79,9 +80,9 @@ pub enum Mode {
     InvalidUtf8Json,
     /// The upstream's answer with invalid UTF-8 header values added.
     InvalidUtf8Header,
-    /// 200 `Content-Encoding: gzip` of 1 GiB of spaces.
+    /// 200 `Content-Encoding: gzip` of [`BOMB_BYTES`] of spaces.
     GzipBomb,
-    /// 200 `Content-Encoding: zstd` of 1 GiB of spaces.
+    /// 200 `Content-Encoding: zstd` of [`BOMB_BYTES`] of spaces.
     ZstdBomb,
 }
 
@@ -194,6 +195,9 @@ pub struct Options {
     pub drip: Duration,
     /// Most bytes a huge or endless body sends before holding the connection.
     pub cap_bytes: u64,
+    /// Print `HIT <path>` on stdout for every hostile answer (the binary does, so the
+    /// out-of-process suites can check that the hostile answer landed).
+    pub print_hits: bool,
 }
 
 impl Options {
@@ -208,6 +212,7 @@ impl Options {
                 .to_string(),
             drip: Duration::from_millis(100),
             cap_bytes: DEFAULT_CAP_BYTES,
+            print_hits: false,
         }
     }
 }
@@ -562,6 +567,12 @@ const JSON: &[u8] = b"application/json";
 async fn serve_hostile(state: &State, sock: &mut TcpStream, req: &Req) -> std::io::Result<()> {
     state.hits.fetch_add(1, Ordering::SeqCst);
     let opts = &state.opts;
+    if opts.print_hits {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "HIT {} {}", req.method, req.path_only());
+        let _ = out.flush();
+    }
     let is_result = matches!(opts.target, Target::Result(_));
     match opts.mode {
         Mode::Pass => unreachable!(),

@@ -1,6 +1,7 @@
 //! `hostile-server`: the hostile server of tests/hostile as a process, for the C, Python and
 //! Elixir suites. Prints one line `URL=<hostile base URL> OTHER=<other origin base URL>` on
-//! stdout, then serves until killed (or until stdin closes, with --exit-on-eof).
+//! stdout, then `HIT <method> <path>` for every hostile answer, and serves until killed (or
+//! until stdin closes, with --exit-on-eof).
 
 use hostile_server::{Mode, Options, Target};
 use std::io::Write;
@@ -61,6 +62,7 @@ fn main() {
         std::process::exit(2);
     };
     let mut opts = Options::new(mode, target, &upstream);
+    opts.print_hits = true;
     if let Some(d) = drip {
         opts.drip = d;
     }
