@@ -405,8 +405,9 @@ int main(int argc, char **argv) {
   CHECK(!file_contains(argv[4], CANARY_CF_SECRET));
   if (total > 0 && sscanf(buf, "%d %31s %u %zu %d %d %lf %ld %n", &st, kind, &http, &text_len,
                           &has_key, &has_query, &elapsed, &growth, &head_at) >= 8) {
+    buf[head_at + strcspn(buf + head_at, "\n")] = 0; /* the message head, one line */
     snprintf(summary, sizeof summary, "%-22s %-32s -> %s status %s (HTTP %u) in %.0f ms, peak RSS +%ld MiB (ru_maxrss %ld "
-           "MiB), text %zu B: %.120s",
+           "MiB), text %zu B: %.120s\n",
            argv[1], argv[2], kind, tinkex_status_name((tinkex_status)st), http, elapsed,
            growth >> 10, ru.ru_maxrss >> 10, text_len, buf + head_at);
     CHECK(elapsed <= TIME_BOUND_MS);
