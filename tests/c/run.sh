@@ -76,6 +76,8 @@ done
 read -r -a static_libs <<<"$(pkg-config --static --libs-only-l tinkex | sed 's/-ltinkex//')"
 run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c \
   -o "$bin/test_example_static" "$prefix/lib/libtinkex.a" "${static_libs[@]}"
+run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -o "$bin/test_secrets" "${link[@]}"
+run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
 cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
@@ -97,9 +99,77 @@ fi
 echo "emulator $url (pid $emu_pid)"
 
 echo "== plain"
-for t in training misuse example example_static cpp; do
+for t in training misuse example example_static cpp secrets; do
   [[ -x "$bin/test_$t" ]] && run "$t" "$bin/test_$t" "$url"
 done
+
+echo "== hostile server (tests/hostile): one case per line, each in a forked child"
+# The hostile server is its own cargo workspace (tests/hostile/server).
+cargo build --release --quiet --manifest-path tests/hostile/server/Cargo.toml \
+  --target-dir "${CARGO_TARGET_DIR:-$repo/target}"
+hostile_bin="${CARGO_TARGET_DIR:-$repo/target}/release/hostile-server"
+hostile_target() { # the hostile target of an operation of test_hostile.c
+  case "$1" in
+    get_server_capabilities) echo /api/v1/get_server_capabilities ;;
+    create_session) echo /api/v1/create_session ;;
+    create_model_result) echo result:/api/v1/create_model ;;
+    get_info) echo /api/v1/get_info ;;
+    forward_backward_result) echo result:/api/v1/forward_backward ;;
+    optim_step_result) echo result:/api/v1/optim_step ;;
+    save_state_result) echo result:/api/v1/save_weights ;;
+    save_weights_for_sampler_result) echo result:/api/v1/save_weights_for_sampler ;;
+    create_sampling_client) echo /api/v1/create_sampling_session ;;
+    sample_result | compute_logprobs_result) echo result:/api/v1/asample ;;
+    list_training_runs) echo /api/v1/training_runs ;;
+    list_user_checkpoints) echo /api/v1/checkpoints ;;
+    get_weights_info) echo /api/v1/weights_info ;;
+  esac
+}
+hostile_case() { # MODE OP
+  local mode="$1" op="$2" out="$work/hostile-$1-$2.out" rec="$work/hostile-$1-$2.other"
+  local hpid url
+  "$hostile_bin" --mode "$mode" --target "$(hostile_target "$op")" --upstream "$url_emu" \
+    --record-other "$rec" --cap-bytes $((512 << 20)) >"$out" 2>&1 &
+  hpid=$!
+  for _ in $(seq 1 100); do
+    [[ -s "$out" ]] && break
+    sleep 0.05
+  done
+  url="$(sed -n 's/^URL=\([^ ]*\) .*/\1/p' "$out")"
+  "$bin/test_hostile" "$mode" "$op" "$url" "$rec"
+  local rc=$?
+  kill "$hpid" 2>/dev/null
+  wait "$hpid" 2>/dev/null
+  if ! grep -q '^HIT ' "$out"; then
+    echo "the hostile answer never landed (test setup?)"
+    return 1
+  fi
+  return $rc
+}
+url_emu="$url"
+if [[ -x "$bin/test_hostile" ]]; then
+  for mode in malformed_json wrong_content_type truncated huge_announced endless_chunked \
+    big_detail slow_drip header_bomb huge_header redirect_same_301 redirect_same_302 \
+    redirect_same_303 redirect_same_307 redirect_same_308 redirect_other_301 \
+    redirect_other_302 redirect_other_303 redirect_other_307 redirect_other_308 redirect_loop \
+    deep_json invalid_utf8_json invalid_utf8_header gzip_bomb zstd_bomb; do
+    run "hostile-$mode-create_session" hostile_case "$mode" create_session
+  done
+  for c in truncated:forward_backward_result lying_num_datums:forward_backward_result \
+    lying_offsets:forward_backward_result lying_topk:sample_result \
+    lying_topk:compute_logprobs_result endless_chunked:sample_result \
+    gzip_bomb:forward_backward_result big_detail:optim_step_result; do
+    run "hostile-${c%%:*}-${c#*:}" hostile_case "${c%%:*}" "${c#*:}"
+  done
+  for op in get_server_capabilities create_model_result get_info forward_backward_result \
+    optim_step_result save_state_result save_weights_for_sampler_result create_sampling_client \
+    sample_result compute_logprobs_result list_training_runs list_user_checkpoints \
+    get_weights_info; do
+    for mode in endless_chunked redirect_other_307; do
+      run "hostile-$mode-$op" hostile_case "$mode" "$op"
+    done
+  done
+fi
 
 echo "== AddressSanitizer + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
