@@ -145,10 +145,7 @@ pub async fn get_session(
     ))
 }
 
-/// Telemetry batches kept for `/_emulator/telemetry` (older ones are dropped).
-pub const MAX_TELEMETRY_BATCHES: usize = 10_000;
-
-/// Records the batch (keeping the newest [`MAX_TELEMETRY_BATCHES`]); always answers `{"status": "accepted"}` for a well-formed batch.
+/// Records the batch (keeping the newest [`crate::state::MAX_TELEMETRY_BATCHES`]); always answers `{"status": "accepted"}` for a well-formed batch.
 pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
     let batch: serde_json::Value = parse_json(&body)?;
     if !batch.get("events").is_some_and(|e| e.is_array()) {
@@ -158,9 +155,9 @@ pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Respons
         ));
     }
     let mut kept = app.telemetry.lock().unwrap();
-    if kept.len() >= MAX_TELEMETRY_BATCHES {
+    if kept.len() >= crate::state::MAX_TELEMETRY_BATCHES {
         // Keep the newest batches: memory stays bounded however long a client runs.
-        let excess = kept.len() + 1 - MAX_TELEMETRY_BATCHES;
+        let excess = kept.len() + 1 - crate::state::MAX_TELEMETRY_BATCHES;
         kept.drain(..excess);
     }
     kept.push(batch);
