@@ -21,6 +21,16 @@ async fn start_with(tag: &str, f: impl FnOnce(&mut EmulatorConfig)) -> RunningEm
     Emulator::start(cfg).await.expect("emulator starts")
 }
 
+/// A JSON value cut to a few hundred characters for assertion messages.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 300 {
+        format!("{}… ({} chars)", &s[..300], s.len())
+    } else {
+        s
+    }
+}
+
 /// Status and JSON body (Null when the body is not JSON).
 async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
@@ -156,7 +166,7 @@ async fn a_zstd_body_within_the_limit_is_decoded() {
         ruzstd::encoding::CompressionLevel::Fastest,
     );
     let (s, v) = post_fb(&emu, compressed, true).await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
     let loss = api.loss(v["request_id"].as_str().unwrap()).await;
     assert!(loss.is_finite() && loss > 0.0);
 }
@@ -167,7 +177,7 @@ async fn a_zstd_bomb_is_refused_with_413_once_it_passes_the_limit() {
     // Window 512 KiB (within the limit), 10 MiB of output from 320 bytes.
     let bomb = zstd_rle_bomb(9 << 3, 80);
     let (s, v) = post_fb(&emu, bomb, true).await;
-    assert_eq!(s, 413, "{v}");
+    assert_eq!(s, 413, "{}", short(&v));
     assert!(detail(&v).contains("1048576"), "names the limit: {v}");
 }
 
@@ -186,7 +196,7 @@ async fn a_zstd_frame_declaring_a_huge_window_or_size_is_refused_before_decoding
     assert_eq!(s, 413, "huge content size: {v}");
     // Garbage is a 400, not a 413 or a dropped connection.
     let (s, v) = post_fb(&emu, b"not zstd at all".to_vec(), true).await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 400, "{}", short(&v));
     assert!(detail(&v).contains("zstd"), "{v}");
 }
 
@@ -194,7 +204,7 @@ async fn a_zstd_frame_declaring_a_huge_window_or_size_is_refused_before_decoding
 async fn a_body_over_the_raw_limit_gets_413_with_a_json_body() {
     let emu = start_with("raw-limit", |c| c.max_body_bytes = 4096).await;
     let (s, v) = post_fb(&emu, vec![0u8; 64 * 1024], false).await;
-    assert_eq!(s, 413, "{v}");
+    assert_eq!(s, 413, "{}", short(&v));
     assert!(detail(&v).contains("4096"), "names the limit: {v}");
     // JSON endpoints too.
     let (s, v) = answer(
@@ -208,7 +218,7 @@ async fn a_body_over_the_raw_limit_gets_413_with_a_json_body() {
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 413, "{v}");
+    assert_eq!(s, 413, "{}", short(&v));
     assert!(v["detail"].is_string(), "{v}");
 }
 
@@ -263,7 +273,7 @@ async fn sample_counts_are_bounded_with_a_400_naming_the_field() {
         let (s, v) = api
             .post("asample", sample_body(&sampler, i as i64, patch.clone()))
             .await;
-        assert_eq!(s, 400, "{patch}: {v}");
+        assert_eq!(s, 400, "{patch}: {}", short(&v));
         assert!(detail(&v).contains(field), "{patch}: names {field}: {v}");
     }
     // The limits are configurable, and requests within them still work.
@@ -277,7 +287,7 @@ async fn sample_counts_are_bounded_with_a_400_naming_the_field() {
             ),
         )
         .await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
     assert_eq!(v["sample_sequence_ids"].as_array().unwrap().len(), 8);
     let r = api.result_json(v["request_id"].as_str().unwrap()).await;
     assert_eq!(r["sequences"].as_array().unwrap().len(), 8, "{r}");
@@ -298,7 +308,7 @@ async fn sample_limits_follow_the_config() {
             sample_body(&sampler, 0, json!({"num_samples": 3})),
         )
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 400, "{}", short(&v));
     assert!(detail(&v).contains("at most 2"), "{v}");
     let (s, v) = api
         .post(
@@ -306,14 +316,14 @@ async fn sample_limits_follow_the_config() {
             sample_body(&sampler, 1, json!({"topk_prompt_logprobs": 2})),
         )
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 400, "{}", short(&v));
     let (s, v) = api
         .post(
             "asample",
             sample_body(&sampler, 2, json!({"num_samples": 2})),
         )
         .await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
 }
 
 /// A JSON forward_backward whose model input and loss inputs are given as JSON values.
@@ -408,7 +418,7 @@ async fn list_limits_out_of_range_are_a_400_naming_the_field() {
         assert!(detail(&v).contains(field), "{path}: {v}");
     }
     let (s, v) = api.get("training_runs?limit=5&offset=0").await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
     assert_eq!(v["cursor"]["limit"], 5);
 }
 
@@ -423,7 +433,7 @@ async fn control_routes_require_the_configured_token() {
     let http = reqwest::Client::new();
     let url = format!("{}/_emulator/futures", emu.base_url());
     let (s, v) = answer(http.get(&url).send().await.unwrap()).await;
-    assert_eq!(s, 401, "{v}");
+    assert_eq!(s, 401, "{}", short(&v));
     assert!(detail(&v).contains(CONTROL_TOKEN_HEADER), "{v}");
     let (s, v) = answer(
         http.get(&url)
@@ -433,7 +443,7 @@ async fn control_routes_require_the_configured_token() {
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 401, "{v}");
+    assert_eq!(s, 401, "{}", short(&v));
     // A mutating route is refused too and has no effect.
     let (s, _) = answer(
         http.post(format!("{}/_emulator/faults", emu.base_url()))
@@ -460,7 +470,7 @@ async fn control_routes_require_the_configured_token() {
             .unwrap(),
     )
     .await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
     assert!(v["total"].is_number(), "{v}");
 }
 
@@ -546,7 +556,7 @@ async fn framework_errors_have_json_bodies() {
 }
 
 #[tokio::test]
-async fn an_enormous_outage_duration_does_not_panic_the_handler() {
+async fn an_enormous_outage_duration_is_accepted() {
     let emu = start_with("outage-overflow", |_| {}).await;
     let (s, v) = answer(
         reqwest::Client::new()
@@ -557,7 +567,7 @@ async fn an_enormous_outage_duration_does_not_panic_the_handler() {
             .expect("an answer, not a dropped connection"),
     )
     .await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{}", short(&v));
 }
 
 #[tokio::test]
