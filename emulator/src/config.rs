@@ -25,6 +25,14 @@ pub const DEFAULT_BASE_MODELS: &[(&str, i64)] = &[
     ("deepseek-ai/DeepSeek-V3.1", 131_072),
 ];
 
+/// Default limit of a request body, before and after decompression (256 MiB): far above the
+/// largest forward_backward chunk a client sends (clients split batches into chunks of about
+/// 5 MB, PROTOCOL.md 5.3).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+
+/// The header carrying the control token of the `/_emulator` routes.
+pub const CONTROL_TOKEN_HEADER: &str = "x-emulator-control-token";
+
 /// How the emulator listens and behaves.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
@@ -41,8 +49,24 @@ pub struct EmulatorConfig {
     pub seq_gap_timeout: Duration,
     /// Results larger than this are announced as metadata-only when the poll allows it.
     pub inline_result_limit: usize,
-    /// Largest accepted request body.
+    /// Largest accepted request body as sent (before any decompression); larger bodies are
+    /// answered 413 with a JSON error.
     pub max_body_bytes: usize,
+    /// Largest accepted request body after decompression (`Content-Encoding: zstd`); a
+    /// compressed body that would decode to more (a "zip bomb") is answered 413 without
+    /// decoding more than this many bytes.
+    pub max_decompressed_bytes: usize,
+    /// Largest `num_samples` of one `asample` request (larger: HTTP 400).
+    pub max_num_samples: usize,
+    /// Largest `topk_prompt_logprobs` / `topk_sample_logprobs` (larger: HTTP 400).
+    pub max_topk_logprobs: usize,
+    /// Largest number of values one sample result may hold (sampled tokens, log-probs and
+    /// top-k entries, estimated from the request before it runs; larger: HTTP 400).
+    pub max_sample_result_entries: u64,
+    /// Token required (header `x-emulator-control-token`) by the `/_emulator` control routes.
+    /// Without one, those routes answer only when `host` is a loopback address, and 403
+    /// otherwise; with one, they require it whatever the address.
+    pub control_token: Option<String>,
     /// Advertised base models with their context lengths.
     pub base_models: Vec<(String, i64)>,
     /// Skip the model: canned results (zero logprobs, repeated tokens), for benchmarking a
@@ -62,13 +86,33 @@ impl EmulatorConfig {
             poll_hold: Duration::from_secs(20),
             seq_gap_timeout: Duration::from_secs(60),
             inline_result_limit: 64 * 1024 * 1024,
-            max_body_bytes: 512 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_num_samples: 1024,
+            max_topk_logprobs: 1024,
+            max_sample_result_entries: 1 << 25,
+            control_token: None,
             base_models: DEFAULT_BASE_MODELS
                 .iter()
                 .map(|(n, c)| (n.to_string(), *c))
                 .collect(),
             zero_compute: false,
             persist_live_state: true,
+        }
+    }
+
+    /// Whether a request to a `/_emulator` control route may proceed, given the value of its
+    /// [`CONTROL_TOKEN_HEADER`] header: with a configured token, only when the header
+    /// matches it; without one, only when the emulator listens on a loopback address.
+    pub fn control_access(&self, header: Option<&[u8]>) -> Result<(), ControlDenied> {
+        match &self.control_token {
+            Some(token) => match header {
+                Some(given) if constant_time_eq(given, token.as_bytes()) => Ok(()),
+                Some(_) => Err(ControlDenied::WrongToken),
+                None => Err(ControlDenied::MissingToken),
+            },
+            None if is_loopback(self.host) => Ok(()),
+            None => Err(ControlDenied::NotLoopback),
         }
     }
 
@@ -79,4 +123,29 @@ impl EmulatorConfig {
             .find(|(n, _)| n == base_model)
             .map(|(_, c)| *c)
     }
+}
+
+/// Why a control request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlDenied {
+    /// A control token is configured and the request carries none (401).
+    MissingToken,
+    /// A control token is configured and the request carries another one (401).
+    WrongToken,
+    /// No control token is configured and the emulator listens on a non-loopback address
+    /// (403): the unauthenticated control routes would be open to the network.
+    NotLoopback,
+}
+
+/// Whether `ip` is a loopback address (`127.0.0.0/8`, `::1`, or `::ffff:127.x.y.z`).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -9,6 +9,137 @@ use std::collections::{BTreeMap, HashMap};
 use tinkex::core::proto;
 use tinkex::core::types::{Chunk, Datum, LossConfigValue, ModelInput, TensorData};
 
+/// Most tokens one model input (a prompt or a datum) may flatten to: above every advertised
+/// context length, so a legal input always fits and a longer one fails with the model's
+/// context error; it bounds what a media chunk's `expected_tokens` can make the emulator
+/// allocate.
+pub const MAX_MODEL_INPUT_TOKENS: u64 = 1 << 20;
+
+/// Most values (tokens plus dense tensor values) one forward_backward request may expand to,
+/// counted before anything is expanded (2^25, i.e. 256 MiB of 64-bit values).
+pub const MAX_REQUEST_VALUES: u64 = 1 << 25;
+
+/// Most datums in one forward_backward request (clients send at most 1024 per request,
+/// PROTOCOL.md 5.3).
+pub const MAX_DATUMS: usize = 1 << 16;
+
+fn input_too_long(n: u64) -> String {
+    format!(
+        "model input of {n} tokens exceeds tinkex-emulator's limit of {MAX_MODEL_INPUT_TOKENS} tokens"
+    )
+}
+
+/// Tokens a JSON model input flattens to, counted without flattening it.
+pub fn model_input_len_json(input: &ModelInput) -> u64 {
+    input
+        .chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::EncodedText { tokens } => tokens.len() as u64,
+            Chunk::Image {
+                expected_tokens, ..
+            }
+            | Chunk::ImageAssetPointer {
+                expected_tokens, ..
+            } => expected_tokens.unwrap_or(0).max(0) as u64,
+            Chunk::Dmel { .. } => 0,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Tokens protobuf chunks flatten to, counted without flattening them.
+pub fn model_input_len_proto(chunks: &[proto::Chunk]) -> u64 {
+    chunks
+        .iter()
+        .map(|c| match &c.chunk {
+            Some(proto::ChunkKind::EncodedText(t)) => t.tokens.len() as u64 / 4,
+            Some(proto::ChunkKind::Image(img)) => img.expected_tokens.unwrap_or(0).max(0) as u64,
+            _ => 0,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Values a tensor becomes when made dense, without making it dense (saturating).
+fn dense_len(shape: &[i64], values: usize, sparse: bool) -> u64 {
+    if !sparse {
+        return values as u64;
+    }
+    shape
+        .iter()
+        .map(|&d| d.max(0) as u64)
+        .fold(1u64, u64::saturating_mul)
+}
+
+/// Checks a forward_backward batch against [`MAX_DATUMS`], [`MAX_MODEL_INPUT_TOKENS`] and
+/// [`MAX_REQUEST_VALUES`] before any datum is expanded.
+fn check_batch<D>(
+    data: &[D],
+    input_len: impl Fn(&D) -> u64,
+    tensor_lens: impl Fn(&D) -> Vec<u64>,
+) -> Result<(), String> {
+    if data.len() > MAX_DATUMS {
+        return Err(format!(
+            "data: {} datums exceed tinkex-emulator's limit of {MAX_DATUMS} per request",
+            data.len()
+        ));
+    }
+    let mut total = 0u64;
+    for (i, d) in data.iter().enumerate() {
+        let n = input_len(d);
+        if n > MAX_MODEL_INPUT_TOKENS {
+            return Err(format!("datum {i}: model_input: {}", input_too_long(n)));
+        }
+        total = tensor_lens(d)
+            .into_iter()
+            .fold(total.saturating_add(n), u64::saturating_add);
+    }
+    if total > MAX_REQUEST_VALUES {
+        return Err(format!(
+            "data: the batch expands to {total} tokens and tensor values, more than \
+             tinkex-emulator's limit of {MAX_REQUEST_VALUES} per request"
+        ));
+    }
+    Ok(())
+}
+
+/// Size limits of a JSON forward_backward batch.
+pub fn check_batch_json(data: &[Datum]) -> Result<(), String> {
+    check_batch(
+        data,
+        |d| model_input_len_json(&d.model_input),
+        |d| {
+            d.loss_fn_inputs
+                .values()
+                .map(|t| {
+                    dense_len(
+                        t.shape.as_deref().unwrap_or(&[]),
+                        t.data.len(),
+                        t.is_sparse(),
+                    )
+                })
+                .collect()
+        },
+    )
+}
+
+/// Size limits of a protobuf forward_backward batch.
+pub fn check_batch_proto(data: &[proto::Datum]) -> Result<(), String> {
+    check_batch(
+        data,
+        |d| model_input_len_proto(&d.model_input),
+        |d| {
+            d.loss_fn_inputs
+                .values()
+                .map(|t| match &t.encoding {
+                    Some(proto::TensorEncoding::Dense(b)) => dense_len(&t.shape, b.len(), false),
+                    Some(proto::TensorEncoding::SparseCsr(_)) => dense_len(&t.shape, 0, true),
+                    None => 0,
+                })
+                .collect()
+        },
+    )
+}
+
 /// Token ids standing for a media chunk: the emulator has no vision model, so an image
 /// becomes `expected_tokens` copies of a token derived from its bytes.
 fn media_tokens(
@@ -31,6 +162,10 @@ fn media_tokens(
 
 /// Flattens a JSON model input into token ids.
 pub fn model_input_tokens_json(input: &ModelInput) -> Result<Vec<i64>, String> {
+    let n = model_input_len_json(input);
+    if n > MAX_MODEL_INPUT_TOKENS {
+        return Err(input_too_long(n));
+    }
     let mut out = Vec::new();
     for (i, chunk) in input.chunks.iter().enumerate() {
         match chunk {
@@ -67,6 +202,10 @@ pub fn model_input_tokens_json(input: &ModelInput) -> Result<Vec<i64>, String> {
 
 /// Flattens protobuf chunks into token ids.
 pub fn model_input_tokens_proto(chunks: &[proto::Chunk]) -> Result<Vec<i64>, String> {
+    let n = model_input_len_proto(chunks);
+    if n > MAX_MODEL_INPUT_TOKENS {
+        return Err(input_too_long(n));
+    }
     let mut out = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {
         match &chunk.chunk {
@@ -122,7 +261,11 @@ fn proto_tensor_dense(t: &proto::Tensor) -> Result<Vec<f64>, String> {
         Some(proto::TensorEncoding::Dense(bytes)) => {
             let values = decode(bytes)?;
             if !t.shape.is_empty() {
-                let n: i64 = t.shape.iter().product();
+                let n = t
+                    .shape
+                    .iter()
+                    .try_fold(1i64, |acc, &d| acc.checked_mul(d))
+                    .unwrap_or(-1);
                 if n != values.len() as i64 {
                     return Err(format!(
                         "shape {:?} needs {n} values, got {}",
@@ -134,6 +277,7 @@ fn proto_tensor_dense(t: &proto::Tensor) -> Result<Vec<f64>, String> {
             Ok(values)
         }
         Some(proto::TensorEncoding::SparseCsr(csr)) => {
+            check_sparse_shape(&t.shape)?;
             let td = TensorData {
                 data: tinkex::core::types::TensorValues::Float32(
                     decode(&csr.values)?.into_iter().map(|x| x as f32).collect(),
@@ -147,6 +291,18 @@ fn proto_tensor_dense(t: &proto::Tensor) -> Result<Vec<f64>, String> {
         }
         None => Err("tensor has no data".into()),
     }
+}
+
+/// A sparse tensor becomes `rows × cols` dense values: refuse shapes no datum needs before
+/// anything that size is allocated.
+fn check_sparse_shape(shape: &[i64]) -> Result<(), String> {
+    let n = dense_len(shape, 0, true);
+    if n > MAX_MODEL_INPUT_TOKENS {
+        return Err(format!(
+            "sparse shape {shape:?} has {n} dense values, more than tinkex-emulator's limit of {MAX_MODEL_INPUT_TOKENS}"
+        ));
+    }
+    Ok(())
 }
 
 /// Builds a model datum from token ids and named dense inputs.
@@ -174,6 +330,10 @@ pub fn datum_from_json(d: &Datum, idx: usize) -> Result<DatumInput, String> {
         model_input_tokens_json(&d.model_input).map_err(|e| format!("datum {idx}: {e}"))?;
     let mut inputs = HashMap::new();
     for (name, t) in &d.loss_fn_inputs {
+        if t.is_sparse() {
+            check_sparse_shape(t.shape.as_deref().unwrap_or(&[]))
+                .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?;
+        }
         inputs.insert(
             name.clone(),
             t.dense_f64(0.0)

@@ -266,6 +266,8 @@ impl Default for Outage {
 impl Outage {
     /// Starts (or extends) an outage lasting `duration`.
     pub fn start(&self, duration: Duration) {
+        // A huge duration (e.g. u64::MAX ms) must not overflow the clock: cap at a year.
+        let duration = duration.min(Duration::from_secs(365 * 24 * 3600));
         *self.until.lock().unwrap() = Some(Instant::now() + duration);
         self.active.send_replace(true);
     }

@@ -45,7 +45,18 @@ pub struct RunningEmulator {
 impl Emulator {
     /// Binds the configured address, opens the state dir and starts serving on the current
     /// tokio runtime. Returns once the socket is listening.
+    ///
+    /// Fails with `InvalidInput` when a `control_token` is set but empty or not printable
+    /// ASCII (it could not be sent in a header, or would match an empty one).
     pub async fn start(config: EmulatorConfig) -> io::Result<RunningEmulator> {
+        if let Some(token) = &config.control_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the control token must be non-empty printable ASCII without spaces",
+                ));
+            }
+        }
         let checkpoints = checkpoints::CheckpointStore::open(&config.state_dir)?;
         let listener = tokio::net::TcpListener::bind((config.host, config.port)).await?;
         let addr = listener.local_addr()?;

@@ -11,7 +11,9 @@ const USAGE: &str = "\
 usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                        [--poll-hold-ms MS] [--seq-gap-timeout-ms MS]
                        [--inline-result-limit BYTES] [--max-body-bytes BYTES]
-                       [--zero-compute] [--no-persist]
+                       [--max-decompressed-bytes BYTES] [--max-num-samples N]
+                       [--max-topk-logprobs N] [--max-sample-result-entries N]
+                       [--control-token TOKEN] [--zero-compute] [--no-persist]
 
   --port N                 port to listen on; 0 (default) picks a free one
   --host IP                address to bind (default 127.0.0.1)
@@ -20,14 +22,30 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
   --poll-hold-ms MS        retrieve_future long-poll hold (default 20000)
   --seq-gap-timeout-ms MS  wait for a missing seq_id before skipping it (default 60000)
   --inline-result-limit B  larger results are announced metadata-only (default 64 MiB)
-  --max-body-bytes B       largest accepted request body (default 512 MiB)
+  --max-body-bytes B       largest accepted request body (default 256 MiB); larger: 413
+  --max-decompressed-bytes B
+                           largest zstd request body after decompression (default 256 MiB);
+                           larger: 413, decoding stops at the limit
+  --max-num-samples N      largest num_samples of one sample request (default 1024)
+  --max-topk-logprobs N    largest topk_prompt_logprobs / topk_sample_logprobs (default 1024)
+  --max-sample-result-entries N
+                           largest sample result, in values (default 33554432)
+  --control-token TOKEN    the /_emulator control routes require this token in the header
+                           x-emulator-control-token (default: $TINKEX_EMULATOR_CONTROL_TOKEN;
+                           prefer the variable: arguments are visible to other users).
+                           Without a token, control routes answer only on a loopback
+                           --host; on any other address they answer 403.
   --zero-compute           canned results instead of running the model (benchmarks)
   --no-persist             do not write live state (sessions, models) to the state dir
 
 The first line on stdout is the base URL, e.g. http://127.0.0.1:43127";
 
-fn parse_args(args: &[String]) -> Result<EmulatorConfig, String> {
+/// Environment variable holding the control token (used when --control-token is not given).
+const CONTROL_TOKEN_ENV: &str = "TINKEX_EMULATOR_CONTROL_TOKEN";
+
+fn parse_args(args: &[String], env_token: Option<String>) -> Result<EmulatorConfig, String> {
     let mut config = EmulatorConfig::new("tinkex-emulator-state");
+    config.control_token = env_token.filter(|t| !t.is_empty());
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -59,6 +77,16 @@ fn parse_args(args: &[String]) -> Result<EmulatorConfig, String> {
             "--seq-gap-timeout-ms" => config.seq_gap_timeout = Duration::from_millis(num(value)?),
             "--inline-result-limit" => config.inline_result_limit = num(value)? as usize,
             "--max-body-bytes" => config.max_body_bytes = num(value)? as usize,
+            "--max-decompressed-bytes" => config.max_decompressed_bytes = num(value)? as usize,
+            "--max-num-samples" => config.max_num_samples = num(value)? as usize,
+            "--max-topk-logprobs" => config.max_topk_logprobs = num(value)? as usize,
+            "--max-sample-result-entries" => config.max_sample_result_entries = num(value)?,
+            "--control-token" => {
+                if value.is_empty() {
+                    return Err("--control-token: the token must not be empty".into());
+                }
+                config.control_token = Some(value.clone())
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -67,7 +95,7 @@ fn parse_args(args: &[String]) -> Result<EmulatorConfig, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let config = match parse_args(&args) {
+    let config = match parse_args(&args, std::env::var(CONTROL_TOKEN_ENV).ok()) {
         Ok(c) => c,
         Err(e) => {
             if !e.is_empty() {
@@ -97,6 +125,9 @@ fn main() -> ExitCode {
         println!("{}", running.base_url());
         let _ = std::io::stdout().flush();
         eprintln!("tinkex-emulator: serving {} (state dir {})", running.base_url(), config.state_dir.display());
+        if config.control_token.is_none() && !tinkex_emulator::config::is_loopback(config.host) {
+            eprintln!("tinkex-emulator: {} is not a loopback address and no control token is set: the /_emulator control routes answer 403 (set {CONTROL_TOKEN_ENV} or --control-token to use them)", config.host);
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             r = running.serve_forever() => {

@@ -1,5 +1,6 @@
 //! Sampling sessions and `asample` execution (PROTOCOL.md 7.1, 12).
 
+use crate::config::EmulatorConfig;
 use crate::futures::{Outcome, SampleOutcome};
 use crate::model::{SampleParams, SampledSequence, TinyModel};
 use crate::state::AppState;
@@ -68,12 +69,13 @@ impl SamplerSlot {
             return existing.clone();
         }
         let request_id = format!("{}:{seq}", self.id);
-        let n = req.num_samples.max(0) as usize;
+        // Bounded here too, for callers that skip `check_limits`; parse_job then fails the job.
+        let n = (req.num_samples.max(0) as usize).min(app.config.max_num_samples);
         let sequence_ids: Vec<String> = (0..n).map(|i| format!("{request_id}:{i}")).collect();
         submitted.insert(seq, (request_id.clone(), sequence_ids.clone()));
         drop(submitted);
         app.futures.register(&request_id, "Sample");
-        match parse_job(req, context) {
+        match check_limits(req, &app.config).and_then(|()| parse_job(req, context)) {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
                 let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
@@ -137,6 +139,66 @@ impl SamplerSlot {
             topk_sample_k: job.topk_sample,
         })
     }
+}
+
+/// Checks the counts of a sample request that drive allocation and work (`num_samples`,
+/// the top-k counts, the prompt length and the size of the result) against the configured
+/// limits, before anything is allocated. The error names the field.
+pub fn check_limits(req: &SampleRequest, config: &EmulatorConfig) -> Result<(), String> {
+    let at_most = |field: &str, value: i64, max: usize, flag: &str| {
+        if value > max as i64 {
+            Err(format!(
+                "{field} must be at most {max} in tinkex-emulator ({flag}), got {value}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    at_most(
+        "num_samples",
+        req.num_samples,
+        config.max_num_samples,
+        "--max-num-samples",
+    )?;
+    at_most(
+        "topk_prompt_logprobs",
+        req.topk_prompt_logprobs,
+        config.max_topk_logprobs,
+        "--max-topk-logprobs",
+    )?;
+    at_most(
+        "topk_sample_logprobs",
+        req.topk_sample_logprobs,
+        config.max_topk_logprobs,
+        "--max-topk-logprobs",
+    )?;
+    let prompt = crate::encode::model_input_len_json(&req.prompt);
+    if prompt > crate::encode::MAX_MODEL_INPUT_TOKENS {
+        return Err(format!(
+            "prompt has {prompt} tokens, more than tinkex-emulator's limit of {}",
+            crate::encode::MAX_MODEL_INPUT_TOKENS
+        ));
+    }
+    let n = req.num_samples.max(0) as u128;
+    let max_tokens = req
+        .sampling_params
+        .max_tokens
+        .unwrap_or(16)
+        .clamp(0, 65_536) as u128;
+    let topk_sample = req.topk_sample_logprobs.max(0) as u128;
+    let per_prompt =
+        u128::from(req.prompt_logprobs.unwrap_or(false)) + req.topk_prompt_logprobs.max(0) as u128;
+    let entries = n * max_tokens * (2 + topk_sample) + u128::from(prompt) * per_prompt;
+    if entries > u128::from(config.max_sample_result_entries) {
+        return Err(format!(
+            "the result would hold {entries} values (num_samples × max_tokens × \
+             (2 + topk_sample_logprobs) + prompt length × (prompt_logprobs + \
+             topk_prompt_logprobs)), more than tinkex-emulator's limit of {} \
+             (--max-sample-result-entries)",
+            config.max_sample_result_entries
+        ));
+    }
+    Ok(())
 }
 
 /// Validates a request into a job, or says what the emulator cannot do.

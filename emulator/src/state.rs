@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex};
 use tinkex::core::types::FinishReasonKind;
 use tokio::sync::watch;
 
+/// Telemetry batches kept for `/_emulator/telemetry` (older ones are dropped).
+pub const MAX_TELEMETRY_BATCHES: usize = 10_000;
+
 /// One client session.
 pub struct Session {
     /// Session id.
@@ -51,7 +54,7 @@ pub struct AppState {
     pub samplers: Mutex<HashMap<String, Arc<SamplerSlot>>>,
     /// Untrained base models, built once per name.
     base_models: Mutex<HashMap<String, Arc<TinyModel>>>,
-    /// Telemetry batches received, in order.
+    /// Telemetry batches received, in order (the newest [`MAX_TELEMETRY_BATCHES`]).
     pub telemetry: Mutex<Vec<Value>>,
     /// Injected faults.
     pub faults: crate::faults::FaultSet,

@@ -72,6 +72,12 @@ pub fn unix_now() -> f64 {
 
 /// Formats Unix seconds as RFC 3339 UTC with a `Z` suffix, e.g. `2026-07-01T12:00:00.250000Z`.
 pub fn rfc3339(unix_seconds: f64) -> String {
+    // Clamped to years 1970..=9999 so any input (a huge TTL, NaN) formats without overflow.
+    let unix_seconds = if unix_seconds.is_nan() {
+        0.0
+    } else {
+        unix_seconds.clamp(0.0, 253_402_300_799.0)
+    };
     let secs = unix_seconds.floor() as i64;
     let micros = ((unix_seconds - secs as f64) * 1e6).round().min(999_999.0) as i64;
     let days = secs.div_euclid(86_400);
@@ -163,6 +169,8 @@ mod tests {
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(rfc3339(1_782_907_200.25), "2026-07-01T12:00:00.250000Z");
+        assert_eq!(rfc3339(1e300), "9999-12-31T23:59:59.000000Z");
+        assert_eq!(rfc3339(f64::NAN), "1970-01-01T00:00:00.000000Z");
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod training;
 use crate::state::AppState;
 use crate::util::ApiError;
 use axum::body::Body;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Request, StatusCode};
+use axum::extract::{DefaultBodyLimit, OriginalUri, State};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,6 +73,7 @@ pub fn router(app: AppRef) -> Router {
         )
         .route("/checkpoints", get(rest::all_checkpoints))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), json_errors))
         .layer(middleware::from_fn(require_api_key))
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -80,7 +81,12 @@ pub fn router(app: AppRef) -> Router {
         ));
     Router::new()
         .nest("/api/v1", api)
-        .nest("/_emulator", control::router())
+        .nest(
+            "/_emulator",
+            control::router()
+                .layer(middleware::from_fn_with_state(app.clone(), json_errors))
+                .layer(middleware::from_fn_with_state(app.clone(), require_control)),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -98,9 +104,22 @@ async fn not_found(req: Request<Body>) -> ApiError {
     ))
 }
 
-/// Accepts any `X-API-Key` starting with `tml-`; otherwise 401 with a JSON body.
+/// The one route that answers without an API key.
+const HEALTH_PATH: &str = "/api/v1/healthz";
+
+/// The request path as the client sent it (nested routers see it with their prefix cut).
+fn full_path(req: &Request<Body>) -> &str {
+    req.extensions()
+        .get::<OriginalUri>()
+        .map(|u| u.path())
+        .unwrap_or_else(|| req.uri().path())
+}
+
+/// Accepts any `X-API-Key` starting with `tml-`; otherwise 401 with a JSON body. Only the
+/// exact health route (`GET`/`HEAD /api/v1/healthz`) answers without a key: a path merely
+/// ending in `/healthz` (e.g. a checkpoint named `healthz`) needs one like any other.
 async fn require_api_key(req: Request<Body>, next: Next) -> Response {
-    if req.uri().path().ends_with("/healthz") {
+    if full_path(&req) == HEALTH_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
     match req.headers().get("x-api-key").map(|v| v.to_str()) {
@@ -112,4 +131,81 @@ async fn require_api_key(req: Request<Body>, next: Next) -> Response {
         .into_response(),
         None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
     }
+}
+
+/// Guards the `/_emulator` control routes (see [`crate::EmulatorConfig::control_access`]).
+async fn require_control(State(app): State<AppRef>, req: Request<Body>, next: Next) -> Response {
+    use crate::config::{ControlDenied, CONTROL_TOKEN_HEADER};
+    let given = req
+        .headers()
+        .get(CONTROL_TOKEN_HEADER)
+        .map(|v| v.as_bytes());
+    match app.config.control_access(given) {
+        Ok(()) => next.run(req).await,
+        Err(ControlDenied::MissingToken) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("missing {CONTROL_TOKEN_HEADER} header (the emulator has a control token)"),
+        )
+        .into_response(),
+        Err(ControlDenied::WrongToken) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            format!("wrong {CONTROL_TOKEN_HEADER}"),
+        )
+        .into_response(),
+        Err(ControlDenied::NotLoopback) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the /_emulator control routes are disabled: the emulator listens on {}, \
+                 not a loopback address, and has no control token \
+                 (--control-token or TINKEX_EMULATOR_CONTROL_TOKEN)",
+                app.config.host
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Longest error text kept from a framework-generated answer.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Gives framework-generated errors (an over-long body, a bad query string or path, a wrong
+/// method) the JSON `{"detail": …}` body every other error has (PROTOCOL.md 17.15).
+async fn json_errors(State(app): State<AppRef>, req: Request<Body>, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if resp.status().as_u16() < 400 || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let detail = if parts.status == StatusCode::PAYLOAD_TOO_LARGE {
+        format!(
+            "request body too large: the limit is {} bytes (--max-body-bytes)",
+            app.config.max_body_bytes
+        )
+    } else {
+        let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        if text.is_empty() {
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_string()
+        } else {
+            text
+        }
+    };
+    let mut out = ApiError::new(parts.status, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

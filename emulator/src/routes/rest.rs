@@ -63,37 +63,57 @@ fn describe_run(app: &AppRef, run: RunMeta) -> TrainingRun {
     }
 }
 
-fn page<T: Clone>(items: &[T], page: &Page, default_limit: i64) -> (Vec<T>, Cursor) {
-    let limit = page.limit.unwrap_or(default_limit).clamp(0, 10_000);
-    let offset = page.offset.unwrap_or(0).max(0);
+/// Largest page a list endpoint answers.
+const MAX_PAGE: i64 = 10_000;
+
+fn page<T: Clone>(
+    items: &[T],
+    page: &Page,
+    default_limit: i64,
+) -> Result<(Vec<T>, Cursor), ApiError> {
+    let limit = page.limit.unwrap_or(default_limit);
+    if !(0..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be in 0..={MAX_PAGE}, got {limit}"
+        )));
+    }
+    let offset = page.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request(format!(
+            "offset must not be negative, got {offset}"
+        )));
+    }
     let slice = items
         .iter()
-        .skip(offset as usize)
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
         .take(limit as usize)
         .cloned()
         .collect();
-    (
+    Ok((
         slice,
         Cursor {
             offset,
             limit,
             total_count: items.len() as i64,
         },
-    )
+    ))
 }
 
-pub async fn training_runs(State(app): State<AppRef>, Query(q): Query<Page>) -> Response {
+pub async fn training_runs(
+    State(app): State<AppRef>,
+    Query(q): Query<Page>,
+) -> Result<Response, ApiError> {
     let mut runs = app.checkpoints.runs();
     runs.reverse();
-    let (runs, cursor) = page(&runs, &q, 20);
+    let (runs, cursor) = page(&runs, &q, 20)?;
     let training_runs = runs.into_iter().map(|r| describe_run(&app, r)).collect();
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &TrainingRunsResponse {
             training_runs,
             cursor,
         },
-    )
+    ))
 }
 
 pub async fn training_run(
@@ -131,17 +151,20 @@ pub async fn run_checkpoints(
     ))
 }
 
-pub async fn all_checkpoints(State(app): State<AppRef>, Query(q): Query<Page>) -> Response {
+pub async fn all_checkpoints(
+    State(app): State<AppRef>,
+    Query(q): Query<Page>,
+) -> Result<Response, ApiError> {
     let all: Vec<CheckpointMeta> = app.checkpoints.list_all();
-    let (items, cursor) = page(&all, &q, 100);
+    let (items, cursor) = page(&all, &q, 100)?;
     let checkpoints = items.into_iter().map(|c| c.checkpoint).collect();
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &CheckpointsListResponse {
             checkpoints,
             cursor: Some(cursor),
         },
-    )
+    ))
 }
 
 /// Splits `{kind}/{name}[/{suffix}]` (checkpoint ids embed a `/`, PROTOCOL.md 1.2).

@@ -94,6 +94,8 @@ pub async fn asample(State(app): State<AppRef>, body: Bytes) -> Result<Response,
     })?;
     let slot = app.sampler(id)?;
     app.check_session_open(&slot.session_id)?;
+    // Limits are checked before the sequence ids (one per sample) are made.
+    crate::sampling::check_limits(&req, &app.config).map_err(ApiError::bad_request)?;
     let (request_id, ids) = slot.submit(&app, &req);
     Ok(json_response(
         StatusCode::OK,

@@ -145,7 +145,7 @@ pub async fn get_session(
     ))
 }
 
-/// Records the batch; always answers `{"status": "accepted"}` for a well-formed batch.
+/// Records the batch (keeping the newest [`crate::state::MAX_TELEMETRY_BATCHES`]); always answers `{"status": "accepted"}` for a well-formed batch.
 pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
     let batch: serde_json::Value = parse_json(&body)?;
     if !batch.get("events").is_some_and(|e| e.is_array()) {
@@ -154,7 +154,14 @@ pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Respons
             "telemetry batch needs an \"events\" array",
         ));
     }
-    app.telemetry.lock().unwrap().push(batch);
+    let mut kept = app.telemetry.lock().unwrap();
+    if kept.len() >= crate::state::MAX_TELEMETRY_BATCHES {
+        // Keep the newest batches: memory stays bounded however long a client runs.
+        let excess = kept.len() + 1 - crate::state::MAX_TELEMETRY_BATCHES;
+        kept.drain(..excess);
+    }
+    kept.push(batch);
+    drop(kept);
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "accepted"}),

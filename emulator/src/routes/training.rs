@@ -208,7 +208,11 @@ enum FbBody {
 }
 
 /// Decodes the body per `Content-Type` / `Content-Encoding`: protobuf (optionally zstd) or JSON.
-fn decode_forward_backward(headers: &HeaderMap, body: &[u8]) -> Result<FbBody, ApiError> {
+fn decode_forward_backward(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_decompressed: usize,
+) -> Result<FbBody, ApiError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -222,8 +226,7 @@ fn decode_forward_backward(headers: &HeaderMap, body: &[u8]) -> Result<FbBody, A
     let bytes = match header("content-encoding") {
         "" | "identity" => body,
         "zstd" => {
-            decompressed = zstd_decode(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid zstd body: {e}")))?;
+            decompressed = zstd_decode(body, max_decompressed)?;
             &decompressed
         }
         other => {
@@ -238,13 +241,101 @@ fn decode_forward_backward(headers: &HeaderMap, body: &[u8]) -> Result<FbBody, A
         .map_err(|e| ApiError::bad_request(format!("invalid ForwardBackwardRequest protobuf: {e}")))
 }
 
-fn zstd_decode(body: &[u8]) -> Result<Vec<u8>, String> {
+fn too_large(limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "zstd request body {what}: the limit is {limit} bytes after decompression \
+             (--max-decompressed-bytes)"
+        ),
+    )
+}
+
+/// The window a zstd frame needs (RFC 8878 3.1.1.1), read from its header without decoding:
+/// the decoder keeps that much output buffered, so a frame declaring a huge window (or a huge
+/// single-segment content size) could make it allocate without bound.
+fn zstd_window_or_size(frame: &[u8]) -> Result<u64, String> {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    if frame.get(..4) != Some(&MAGIC[..]) {
+        return Err("not a zstd frame (bad magic number)".into());
+    }
+    let fhd = *frame.get(4).ok_or("truncated zstd frame header")?;
+    let single_segment = fhd & 0x20 != 0;
+    let dict_len = [0usize, 1, 2, 4][usize::from(fhd & 0x3)];
+    let fcs_len = match fhd >> 6 {
+        0 if single_segment => 1,
+        0 => 0,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let mut pos = 5;
+    let window_from_descriptor = if single_segment {
+        None
+    } else {
+        let wd = *frame.get(pos).ok_or("truncated zstd frame header")?;
+        pos += 1;
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        Some(base + (base / 8) * u64::from(wd & 7))
+    };
+    pos += dict_len;
+    let fcs = frame
+        .get(pos..pos + fcs_len)
+        .ok_or("truncated zstd frame header")?;
+    let mut le = [0u8; 8];
+    le[..fcs_len].copy_from_slice(fcs);
+    let content_size = u64::from_le_bytes(le) + if fcs_len == 2 { 256 } else { 0 };
+    // With a window descriptor the decoder keeps up to that much, whatever the declared
+    // content size; a single-segment frame's window is its content size. A declared content
+    // size above the limit is a bomb announced in advance.
+    Ok(window_from_descriptor.unwrap_or(0).max(content_size))
+}
+
+/// Decodes one zstd frame, never holding more than `limit` bytes of output: the frame's
+/// window is checked first, then output is read in pieces and decoding stops (413) as soon as
+/// it passes the limit.
+fn zstd_decode(body: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+    let invalid = |e: String| ApiError::bad_request(format!("invalid zstd body: {e}"));
+    let window = zstd_window_or_size(body).map_err(invalid)?;
+    if window > limit as u64 {
+        return Err(too_large(
+            limit,
+            &format!("declares a window or content size of {window} bytes"),
+        ));
+    }
     let mut reader = body;
     let mut decoder =
-        ruzstd::decoding::StreamingDecoder::new(&mut reader).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    decoder.read_to_end(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
+        ruzstd::decoding::StreamingDecoder::new(&mut reader).map_err(|e| invalid(e.to_string()))?;
+    const PIECE: usize = 64 * 1024;
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        // Grow by doubling, but never past limit + 1 (one byte over proves the bomb).
+        if out.len() == out.capacity() {
+            let cap = out
+                .capacity()
+                .max(PIECE)
+                .min(limit.saturating_add(1) - out.len());
+            out.try_reserve_exact(cap)
+                .map_err(|e| invalid(format!("cannot allocate: {e}")))?;
+        }
+        let len = out.len();
+        let room = (out.capacity() - len).min(PIECE);
+        if room == 0 {
+            return Err(too_large(limit, "decodes to more"));
+        }
+        out.resize(len + room, 0);
+        let n = decoder
+            .read(&mut out[len..])
+            .map_err(|e| invalid(e.to_string()))?;
+        out.truncate(len + n);
+        if n == 0 {
+            return Ok(out);
+        }
+        if out.len() > limit {
+            return Err(too_large(limit, "decodes to more"));
+        }
+    }
 }
 
 pub async fn forward_backward(
@@ -271,27 +362,32 @@ fn fb_common(
     force_forward: bool,
 ) -> Result<Response, ApiError> {
     let (model_id, seq_id, loss_name, config, forward_only, data) =
-        match decode_forward_backward(headers, body)? {
+        match decode_forward_backward(headers, body, app.config.max_decompressed_bytes)? {
             FbBody::Proto(r) => {
                 let config = encode::proto_loss_config(&r);
-                let data: Result<Vec<_>, String> = r
-                    .data
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| encode::datum_from_proto(d, i))
-                    .collect();
+                let data: Result<Vec<_>, String> =
+                    encode::check_batch_proto(&r.data).and_then(|()| {
+                        r.data
+                            .iter()
+                            .enumerate()
+                            .map(|(i, d)| encode::datum_from_proto(d, i))
+                            .collect()
+                    });
                 // proto3 writes no seq_id when it is 0; training seq_ids start at 1.
                 let seq = (r.seq_id != 0).then_some(i64::from(r.seq_id));
                 (r.model_id, seq, r.loss_fn, config, r.forward_only, data)
             }
             FbBody::Json(r) => {
                 let input = r.forward_backward_input;
-                let data: Result<Vec<_>, String> = input
-                    .data
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| encode::datum_from_json(d, i))
-                    .collect();
+                let data: Result<Vec<_>, String> =
+                    encode::check_batch_json(&input.data).and_then(|()| {
+                        input
+                            .data
+                            .iter()
+                            .enumerate()
+                            .map(|(i, d)| encode::datum_from_json(d, i))
+                            .collect()
+                    });
                 (
                     r.model_id,
                     r.seq_id,
