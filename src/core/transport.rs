@@ -484,27 +484,39 @@ async fn read_body(
     if success && announced.is_some_and(|n| n > limit) {
         return Err(over(announced.unwrap_or(0)));
     }
-    let initial = announced.unwrap_or(0).min(limit).min(1 << 20) as usize;
-    let mut buf = bytes::BytesMut::with_capacity(initial);
+    // Chunks are kept as they arrive (no doubling reallocations), so an endless body holds
+    // at most `limit` bytes before it is refused; they are joined once at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
     loop {
         let chunk = match resp.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => return Err(transport_error(&req.path, e)),
         };
-        let total = buf.len() as u64 + chunk.len() as u64;
-        if total > limit {
+        let room = limit - total;
+        if chunk.len() as u64 > room {
             if success {
-                return Err(over(total));
+                return Err(over(total + chunk.len() as u64));
             }
             // An error answer keeps its status; its body is cut.
-            let room = (limit as usize).saturating_sub(buf.len());
-            buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            chunks.push(chunk.slice(..room as usize));
             break;
         }
-        buf.extend_from_slice(&chunk);
+        total += chunk.len() as u64;
+        chunks.push(chunk);
     }
-    Ok(buf.freeze())
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut buf = bytes::BytesMut::with_capacity(total as usize);
+            for c in &chunks {
+                buf.extend_from_slice(c);
+            }
+            buf.freeze()
+        }
+    })
 }
 
 /// A transport failure that retrying cannot cure.

@@ -120,15 +120,23 @@ impl TensorData {
 
     /// The dense row-major values as `f64`, expanding CSR with `pad` in unlisted cells.
     pub fn dense_f64(&self, pad: f64) -> Result<Vec<f64>, String> {
+        /// The largest dense form built from a sparse tensor (2^28 values, 2 GiB of f64).
+        const MAX_DENSE_ELEMENTS: usize = 1 << 28;
         let values = self.data.to_f64();
         let (Some(crow), Some(col)) = (&self.sparse_crow_indices, &self.sparse_col_indices) else {
             if self.sparse_crow_indices.is_some() || self.sparse_col_indices.is_some() {
                 return Err("sparse_crow_indices and sparse_col_indices must come together".into());
             }
-            let expected: i64 = self.shape_or_1d().iter().product();
-            if expected != values.len() as i64 {
+            let expected = self.shape_or_1d().iter().try_fold(1i64, |acc, d| {
+                if *d < 0 {
+                    None
+                } else {
+                    acc.checked_mul(*d)
+                }
+            });
+            if expected != Some(values.len() as i64) {
                 return Err(format!(
-                    "shape {:?} needs {expected} values but data has {}",
+                    "shape {:?} does not hold the {} values of data",
                     self.shape_or_1d(),
                     values.len()
                 ));
@@ -139,11 +147,28 @@ impl TensorData {
         if shape.len() != 2 {
             return Err(format!("sparse tensors must be 2-D, shape is {shape:?}"));
         }
-        let (rows, cols) = (shape[0].max(0) as usize, shape[1].max(0) as usize);
-        if crow.len() != rows + 1 || col.len() != values.len() {
+        if shape[0] < 0 || shape[1] < 0 {
+            return Err(format!(
+                "sparse tensor shape {shape:?} has a negative dimension"
+            ));
+        }
+        let (rows, cols) = (shape[0] as usize, shape[1] as usize);
+        if crow.len() != rows.saturating_add(1) || col.len() != values.len() {
             return Err("CSR index lengths do not match the shape and values".into());
         }
-        let mut dense = vec![pad; rows * cols];
+        // The declared width is not backed by any bytes: bound the dense size before
+        // allocating it (a hostile shape must not abort the process).
+        let size = rows
+            .checked_mul(cols)
+            .filter(|n| *n <= MAX_DENSE_ELEMENTS)
+            .ok_or_else(|| {
+                format!("sparse tensor shape {shape:?} is too large to densify (limit {MAX_DENSE_ELEMENTS} elements)")
+            })?;
+        let mut dense = Vec::new();
+        dense
+            .try_reserve_exact(size)
+            .map_err(|_| format!("cannot allocate a dense tensor of {size} elements"))?;
+        dense.resize(size, pad);
         for r in 0..rows {
             let (start, end) = (crow[r] as usize, crow[r + 1] as usize);
             if start > end || end > values.len() {
@@ -281,6 +306,28 @@ mod tests {
             serde_json::to_string(&f).unwrap(),
             r#"{"data":[0.1,1.0],"dtype":"float32","shape":[2]}"#
         );
+    }
+
+    #[test]
+    fn a_hostile_sparse_shape_is_an_error_not_an_abort() {
+        // Reported by the emulator's hardening work: `cols` straight from the declared shape.
+        for shape in [
+            "[1,4611686018427387904]",
+            "[2,9223372036854775807]",
+            "[1,-5]",
+            "[9223372036854775807,2]",
+        ] {
+            let t: TensorData = serde_json::from_str(&format!(
+                r#"{{"data":[1.5],"dtype":"float32","shape":{shape},"sparse_crow_indices":[0,1],"sparse_col_indices":[0]}}"#
+            ))
+            .unwrap();
+            assert!(t.dense_f64(0.0).is_err(), "{shape}");
+        }
+        let t: TensorData = serde_json::from_str(
+            r#"{"data":[1.0],"dtype":"float32","shape":[4611686018427387904,4]}"#,
+        )
+        .unwrap();
+        assert!(t.dense_f64(0.0).is_err(), "overflowing dense shape");
     }
 
     #[test]
