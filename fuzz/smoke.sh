@@ -34,7 +34,10 @@ for t in $targets; do
   mkdir -p "$work/$t" "artifacts/$t"
   echo "== fuzz $t (${secs} s, $(ls "seeds/$t" 2>/dev/null | wc -l) seeds)"
   # First corpus dir: scratch (new inputs go there); the committed seeds are read only.
-  if cargo +nightly fuzz run -O "$t" "$work/$t" "seeds/$t" -- \
+  # fuzz/regressions/<target>: inputs that once failed (kept as regression inputs).
+  extra=()
+  [[ -d "regressions/$t" ]] && extra+=("regressions/$t")
+  if cargo +nightly fuzz run -O "$t" "$work/$t" "seeds/$t" "${extra[@]}" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
       >"$work/$t.log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/$t.log" | tr '\n' ' '
