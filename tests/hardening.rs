@@ -501,3 +501,55 @@ fn the_plain_http_guard_decides_on_the_real_host() {
         assert!(b(good).is_ok(), "{good} must be accepted");
     }
 }
+
+// ---- item 4: an announced result raises the limit ----------------------------------------
+
+mod support;
+
+/// A sample result of about 100 KB, fetched by a client whose default body limit is 16 KiB:
+/// it fails when the server sends it inline (unannounced), and succeeds when the server
+/// first announces its size (`complete_metadata` with `response_payload_size`, 8.1.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announced_result_may_exceed_the_default_limit_an_unannounced_one_may_not() {
+    use tinkex::core::types::{ModelInput, SamplingParams};
+    use tinkex::core::SampleOptions;
+    let limits = Limits {
+        max_response_bytes: 16 * 1024,
+        ..Limits::default()
+    };
+    let big_sample = |sampler: tinkex::core::SamplingClient| async move {
+        sampler
+            .sample(
+                ModelInput::from_ints((0..2000).collect()),
+                1,
+                SamplingParams {
+                    max_tokens: Some(4),
+                    ..Default::default()
+                },
+                SampleOptions {
+                    prompt_logprobs: true,
+                    topk_prompt_logprobs: 5,
+                    ..SampleOptions::default()
+                },
+            )
+            .await
+    };
+    for (inline_limit, should_pass) in [(1024, true), (64 * 1024 * 1024, false)] {
+        let emu =
+            support::emulator_with("announced", |c| c.inline_result_limit = inline_limit).await;
+        let svc = client(emu.base_url(), Some(limits.clone()));
+        let sampler = svc
+            .create_sampling_client_for_base_model(support::BASE_MODEL)
+            .await
+            .unwrap();
+        let result = big_sample(sampler).await;
+        if should_pass {
+            let out = result.expect("an announced result is read up to its announced size");
+            assert_eq!(out.prompt_logprobs.map(|p| p.len()), Some(2000));
+        } else {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
+            assert!(err.message.contains("limit of 16384 bytes"), "{err}");
+        }
+    }
+}

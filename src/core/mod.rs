@@ -19,6 +19,7 @@ pub mod sanitize;
 pub mod service;
 pub mod session;
 pub mod telemetry;
+mod tls;
 pub mod training;
 pub mod transport;
 pub mod types;

@@ -168,10 +168,17 @@ pub struct Transport {
     api_key: ApiKey,
     /// Cloudflare access headers: credentials, sent to the base URL's origin only.
     access_headers: HeaderMap,
-    clients: Vec<reqwest::Client>,
-    /// For redirects to another origin: no default credential headers.
-    foreign: reqwest::Client,
+    /// The pools' clients and the one for another origin (no default credential headers),
+    /// built on the first request ([`crate::core::tls`]).
+    clients: std::sync::OnceLock<Clients>,
+    static_headers: HeaderMap,
+    connect_timeout: Duration,
     limits: Limits,
+}
+
+struct Clients {
+    pools: Vec<reqwest::Client>,
+    foreign: reqwest::Client,
 }
 
 fn os_name() -> String {
@@ -249,13 +256,32 @@ impl Transport {
                 access_headers.insert(HeaderName::from_static(header), v);
             }
         }
+        Ok(Transport {
+            base_url: base_url.trim_end_matches('/').to_string(),
+            base,
+            api_key,
+            access_headers,
+            clients: std::sync::OnceLock::new(),
+            static_headers,
+            connect_timeout: timeouts.connect,
+            limits: limits.clone(),
+        })
+    }
+
+    /// The HTTP clients, built on first use (loading the trust store is not free).
+    fn clients(&self) -> Result<&Clients> {
+        if let Some(c) = self.clients.get() {
+            return Ok(c);
+        }
+        let tls = crate::core::tls::client_config()?;
         let build = |headers: HeaderMap| {
             reqwest::Client::builder()
                 // Set once per client; reqwest merges them into each request.
                 .default_headers(headers)
-                .connect_timeout(timeouts.connect)
+                .connect_timeout(self.connect_timeout)
                 .pool_max_idle_per_host(64)
                 .redirect(reqwest::redirect::Policy::none())
+                .use_preconfigured_tls((*tls).clone())
                 .build()
                 .map_err(|e| {
                     Error::fatal(format!(
@@ -264,22 +290,17 @@ impl Transport {
                     ))
                 })
         };
-        let clients = (0..POOLS)
-            .map(|_| build(static_headers.clone()))
+        let pools = (0..POOLS)
+            .map(|_| build(self.static_headers.clone()))
             .collect::<Result<Vec<_>>>()?;
         let mut foreign_headers = HeaderMap::new();
-        if let Some(ua) = static_headers.get("user-agent") {
+        if let Some(ua) = self.static_headers.get("user-agent") {
             foreign_headers.insert("user-agent", ua.clone());
         }
-        Ok(Transport {
-            base_url: base_url.trim_end_matches('/').to_string(),
-            base,
-            api_key,
-            access_headers,
-            clients,
-            foreign: build(foreign_headers)?,
-            limits: limits.clone(),
-        })
+        let foreign = build(foreign_headers)?;
+        // Another thread may have won the race; either set of clients is equivalent.
+        let _ = self.clients.set(Clients { pools, foreign });
+        Ok(self.clients.get().expect("set above"))
     }
 
     /// The base URL.
@@ -307,10 +328,13 @@ impl Transport {
         let started = Instant::now();
         let mut hops = 0u32;
         loop {
+            let clients = self.clients()?;
             let resp = if credentials {
-                self.credentialed(req, &method, with_body, url.clone(), retry_count)
+                let client = &clients.pools[req.pool.index()];
+                self.credentialed(client, req, &method, with_body, url.clone(), retry_count)
             } else {
-                self.foreign
+                clients
+                    .foreign
                     .request(method.clone(), url.clone())
                     .timeout(req.timeout)
             }
@@ -372,13 +396,13 @@ impl Transport {
     /// The request to the base URL's origin, with every header of the protocol.
     fn credentialed(
         &self,
+        client: &reqwest::Client,
         req: &Request,
         method: &Method,
         with_body: bool,
         url: url::Url,
         retry_count: u32,
     ) -> reqwest::RequestBuilder {
-        let client = &self.clients[req.pool.index()];
         let mut key = HeaderValue::from_str(self.api_key.expose())
             .expect("ApiKey::new admits only visible ASCII");
         key.set_sensitive(true);
@@ -611,4 +635,42 @@ fn transport_error(path: &str, e: reqwest::Error) -> Error {
     let mut err = Error::new(ErrorKind::Transient, detail(what));
     err.transport = Some(cause);
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(from: &str, location: &str) -> Result<url::Url> {
+        redirect_target(
+            &url::Url::parse(from).unwrap(),
+            &HeaderValue::from_str(location).unwrap(),
+            "/api/v1/x",
+        )
+    }
+
+    #[test]
+    fn redirects_never_downgrade_and_errors_drop_the_query() {
+        let err = target(
+            "https://tinker.example/api/v1/x",
+            "http://storage.example/obj?X-Sig=secret-token",
+        )
+        .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Fatal);
+        assert!(err.message.contains("from https to plain http"), "{err}");
+        assert!(!err.message.contains("secret-token"), "{err}");
+        assert!(target("https://a.example/x", "ftp://a.example/y").is_err());
+        assert!(target("https://a.example/x", "file:///etc/passwd").is_err());
+        // Relative locations resolve against the current URL; https stays https.
+        assert_eq!(
+            target("https://a.example/p/x", "/q?y=1").unwrap().as_str(),
+            "https://a.example/q?y=1"
+        );
+        assert_eq!(
+            target("http://127.0.0.1:8/x", "https://b.example/s")
+                .unwrap()
+                .as_str(),
+            "https://b.example/s"
+        );
+    }
 }
