@@ -254,18 +254,24 @@ fn report_queue_state(v: &Value, observe: QueueObserver<'_>) {
 }
 
 fn request_failed(v: &Value, request_id: &str) -> Error {
-    let failed: RequestFailedResponse =
-        serde_json::from_value(v.clone()).unwrap_or(RequestFailedResponse {
-            error: v.to_string(),
-            category: RequestErrorCategory::Unknown,
-        });
+    // Read in place: the object may hold a large server text, and only 4 KiB of it is kept.
+    let failed = RequestFailedResponse {
+        error: match v.get("error") {
+            Some(Value::String(s)) => crate::core::sanitize::server_text(s),
+            Some(other) => crate::core::sanitize::server_text(&other.to_string()),
+            None => String::new(),
+        },
+        category: v
+            .get("category")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or(RequestErrorCategory::Unknown),
+    };
     let kind = if failed.category == RequestErrorCategory::User {
         ErrorKind::User
     } else {
         ErrorKind::Fatal
     };
-    let mut e = Error::new(kind, crate::core::sanitize::server_text(&failed.error))
-        .with_request_id(request_id);
+    let mut e = Error::new(kind, failed.error).with_request_id(request_id);
     e.category = Some(failed.category);
     e
 }

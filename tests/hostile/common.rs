@@ -13,14 +13,16 @@ use tinkex::core::{Config, Error, ErrorKind, LoraOptions, SampleOptions, Service
 
 // ---- The bounds: adjust here when the client's limits change. ----
 
-/// ASSUMED client default for a response body whose size the server did not announce
-/// (the lead's planned `max_response_bytes` config field). 64 MiB.
+/// The client's default limit for a response body whose size the server did not announce
+/// (`Limits::max_response_bytes`). 64 MiB.
 pub const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 /// Peak RSS growth allowed during one operation: the body limit three times (the body
 /// buffer, a text copy and a parsed copy of a legitimately large body just under the limit,
 /// e.g. the 50 MB `detail`) plus 64 MiB of slack for the runtime and the preamble.
 /// 256 MiB with the assumed default; today's unbounded client reaches the server's cap.
 pub const RSS_GROWTH_BOUND: u64 = 3 * MAX_RESPONSE_BYTES + (64 << 20);
+/// Peak RSS growth allowed for an endless unannounced body: the limit + 8 MiB.
+pub const ENDLESS_GROWTH_BOUND: u64 = MAX_RESPONSE_BYTES + (8 << 20);
 /// Address-space limit of every child (`ulimit -v`): an allocation the size of a lying
 /// length fails fast (an abort, reported as a dead host) instead of eating the machine.
 pub const CHILD_ADDRESS_SPACE_KB: u64 = 4 << 20;
@@ -257,6 +259,15 @@ pub fn check(o: &Outcome) -> Vec<String> {
             "peak RSS grew by {} MiB > {} MiB",
             growth >> 20,
             RSS_GROWTH_BOUND >> 20
+        ));
+    }
+    // The claim of docs/security.md: an endless unannounced body costs the body limit and
+    // no more (plus the runtime's and the connection's own buffers).
+    if o.mode.name() == "endless_chunked" && growth > ENDLESS_GROWTH_BOUND {
+        problems.push(format!(
+            "an endless body grew RSS by {} MiB > {} MiB (the limit + 8 MiB)",
+            growth >> 20,
+            ENDLESS_GROWTH_BOUND >> 20
         ));
     }
     if r["ok"] == true {
