@@ -86,12 +86,7 @@ impl TinkerPath {
         // The run id and name become path segments of REST calls (PROTOCOL.md 1.2, no
         // URL encoding): nothing that could change the path or add a query.
         for part in [parts[0], parts[2]] {
-            if matches!(part, "." | "..")
-                || part.len() > 1024
-                || part.chars().any(|c| {
-                    matches!(c, '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control()
-                })
-            {
+            if crate::core::sanitize::check_path_id(part, "segment", false).is_err() {
                 return Err(err(
                     "run id and name must not be '.' or '..' or contain '?', '#', '%', '\\', whitespace or control characters",
                 ));
