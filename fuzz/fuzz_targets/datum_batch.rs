@@ -113,7 +113,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
     // SAFETY: `batch` is live and used by this thread only.
     let data = unsafe { &*batch }.data().to_vec();
     drop(guard);
-    let _ = tinkex::core::reduce::chunk_ranges(&data, 64, 1 << 20);
+    let _ = tinkex::core::chunking::chunk_ranges(&data, 64, 1 << 20);
     for d in &data {
         let _ = tinkex::core::codec::estimate_datum_bytes(d);
     }

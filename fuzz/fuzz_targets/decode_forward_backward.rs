@@ -1,5 +1,5 @@
 //! Protobuf `ForwardBackwardOutput` results (PROTOCOL.md 14.4), then the chunk combiner the
-//! client runs over them (`reduce::combine`).
+//! client runs over them (`chunking::combine`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tinkex::core::codec::decode_forward_backward;
@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
         }
-        let _ = tinkex::core::reduce::combine(vec![r.clone(), r]);
+        let _ = tinkex::core::chunking::combine(vec![r.clone(), r]);
     }
 });

@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = t.data.to_f64();
             }
         }
-        let _ = tinkex::core::reduce::combine(vec![fb.clone(), fb]);
+        let _ = tinkex::core::chunking::combine(vec![fb.clone(), fb]);
     }
     if let Ok(t) = serde_json::from_slice::<TensorData>(data) {
         let _ = t.dense_f64(0.0);

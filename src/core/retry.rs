@@ -1,5 +1,5 @@
 //! The one retry loop for sending a request (submissions and REST calls). Polls of a future
-//! use [`crate::core::futures`], with the same policy and backoff.
+//! use [`crate::core::polling`], with the same policy and backoff.
 //!
 //! Retryable: transport errors and timeouts, 408, 409, 429, 5xx, and any status with
 //! `x-should-retry: true` (`false` forbids retrying). A 400 without a body length is a

@@ -5,7 +5,8 @@
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
-use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::api_future::ApiFuture;
+use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::transport::{Pool, Request};
@@ -186,7 +187,7 @@ async fn sample_once(
     seq: i64,
     status: &OpStatus,
     policy: &RetryPolicy,
-    handle: &crate::core::futures::FutureHandle,
+    handle: &crate::core::api_future::FutureHandle,
 ) -> Result<SampleResponse> {
     let core = &inner.core;
     let SampleJob {

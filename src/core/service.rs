@@ -4,7 +4,8 @@
 use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
-use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::api_future::ApiFuture;
+use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;
 use crate::core::training::TrainingClient;

@@ -9,10 +9,11 @@ use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::ErrorKind;
 use crate::core::error::{Error, Result};
-use crate::core::futures::{poll_until_done, ApiFuture, Payload, RequestType};
+use crate::core::api_future::ApiFuture;
+use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
-use crate::core::reduce;
+use crate::core::chunking;
 use crate::core::sampling::SamplingClient;
 use crate::core::transport::{Body, Pool, Request};
 use crate::core::types::{
@@ -280,7 +281,7 @@ impl TrainingClient {
                 sc.fwdbwd_max_chunk_bytes_count as usize,
             )
         };
-        let ranges = reduce::chunk_ranges(&data, max_len, max_bytes);
+        let ranges = chunking::chunk_ranges(&data, max_len, max_bytes);
         let rtype = if forward_only {
             RequestType::Forward
         } else {
@@ -321,7 +322,7 @@ impl TrainingClient {
                     .into_iter()
                     .map(|(p, f)| decode_fb(p).map_err(|e| e.with_request_id(f.request_id)))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(reduce::combine(outputs))
+                Ok(chunking::combine(outputs))
             },
         )
     }

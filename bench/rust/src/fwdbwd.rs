@@ -152,7 +152,7 @@ pub fn encode(a: &Args) -> Value {
     }
     // As the client does it: chunk ranges by the server's defaults, one message per chunk.
     let defaults = tinkex::core::types::ClientConfig::default();
-    let ranges = tinkex::core::reduce::chunk_ranges(
+    let ranges = tinkex::core::chunking::chunk_ranges(
         &data,
         defaults.fwdbwd_max_chunk_len as usize,
         defaults.fwdbwd_max_chunk_bytes_count as usize,

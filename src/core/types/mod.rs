@@ -5,7 +5,7 @@
 //! is lenient: unknown fields are ignored and optional fields default, so both the client
 //! (reading responses) and the emulator (reading requests) tolerate additions.
 
-mod futures;
+mod retrieve;
 mod model_input;
 mod path;
 mod rest;
@@ -14,7 +14,7 @@ mod session;
 mod tensor;
 mod training;
 
-pub use futures::*;
+pub use retrieve::*;
 pub use model_input::*;
 pub use path::*;
 pub use rest::*;

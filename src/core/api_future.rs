@@ -1,0 +1,245 @@
+//! [`ApiFuture`]: the caller's handle on one logical operation (result slot, cancellation,
+//! wait with a timeout, panic capture).
+
+use crate::core::error::{Error, ErrorKind, Result};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+
+enum Slot<T> {
+    Pending,
+    Ready(Result<T>),
+    Taken,
+}
+
+struct Shared<T> {
+    slot: Mutex<Slot<T>>,
+    done: watch::Sender<bool>,
+    cancel: watch::Sender<bool>,
+    request_id: Mutex<Option<String>>,
+}
+
+/// Lets a running operation publish its server request id.
+#[derive(Clone)]
+pub struct FutureHandle {
+    request_id: Arc<dyn Fn(&str) + Send + Sync>,
+}
+
+impl FutureHandle {
+    /// Records the server's request id once known.
+    pub fn set_request_id(&self, id: &str) {
+        (self.request_id)(id)
+    }
+}
+
+/// The caller's handle on one logical operation (submission, polling and decoding).
+///
+/// Await it (it implements [`IntoFuture`]) or use [`ApiFuture::result_timeout`]. Dropping it
+/// does not cancel the operation; [`ApiFuture::cancel`] does. Cloning shares the handle.
+pub struct ApiFuture<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Clone for ApiFuture<T> {
+    fn clone(&self) -> Self {
+        ApiFuture {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> ApiFuture<T> {
+    /// Runs `op` on `runtime`. A panic inside `op` becomes an error of kind `Panic`.
+    pub fn spawn<F, Fut>(runtime: &tokio::runtime::Handle, op: F) -> Self
+    where
+        F: FnOnce(FutureHandle) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (done, _) = watch::channel(false);
+        let (cancel, mut cancel_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot::Pending),
+            done,
+            cancel,
+            request_id: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        let handle = FutureHandle {
+            request_id: Arc::new(move |id: &str| {
+                if let Some(s) = weak.upgrade() {
+                    *s.request_id.lock().unwrap() = Some(id.to_string());
+                }
+            }),
+        };
+        let op = CatchUnwind(Box::pin(op(handle)));
+        let s2 = shared.clone();
+        // One task per operation: the operation itself, raced against cancellation (which
+        // drops it, and with it any HTTP request in flight); a panic becomes an error.
+        runtime.spawn(async move {
+            let result = tokio::select! {
+                r = op => r.unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic, format!("internal panic: {}", panic_message(p))))),
+                _ = cancel_rx.wait_for(|c| *c) => Err(Error::cancelled()),
+            };
+            let result = match (result, s2.request_id.lock().unwrap().clone()) {
+                (Err(mut e), Some(id)) if e.request_id.is_none() => {
+                    e.request_id = Some(id);
+                    Err(e)
+                }
+                (r, _) => r,
+            };
+            *s2.slot.lock().unwrap() = Slot::Ready(result);
+            s2.done.send_replace(true);
+        });
+        ApiFuture { shared }
+    }
+
+    /// A future that is already finished.
+    pub fn ready(result: Result<T>) -> Self {
+        let (done, _) = watch::channel(true);
+        let (cancel, _) = watch::channel(false);
+        ApiFuture {
+            shared: Arc::new(Shared {
+                slot: Mutex::new(Slot::Ready(result)),
+                done,
+                cancel,
+                request_id: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Requests cancellation: polling and any in-flight HTTP attempt stop; the result becomes
+    /// a `Cancelled` error unless it was already finished. Idempotent; never blocks.
+    pub fn cancel(&self) {
+        self.shared.cancel.send_replace(true);
+    }
+
+    /// Whether the operation finished (success, error or cancellation).
+    pub fn is_done(&self) -> bool {
+        *self.shared.done.borrow()
+    }
+
+    /// The server's request id, once the submission was accepted.
+    pub fn request_id(&self) -> Option<String> {
+        self.shared.request_id.lock().unwrap().clone()
+    }
+
+    /// Waits until finished, without taking the result.
+    pub async fn wait_done(&self) {
+        let mut rx = self.shared.done.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// Takes the result if finished: `None` while pending; an `Err` of kind `User` when
+    /// the result was already taken. Never blocks.
+    pub fn try_take(&self) -> Option<Result<T>> {
+        let mut slot = self.shared.slot.lock().unwrap();
+        match std::mem::replace(&mut *slot, Slot::Taken) {
+            Slot::Pending => {
+                *slot = Slot::Pending;
+                None
+            }
+            Slot::Ready(r) => Some(r),
+            Slot::Taken => Some(Err(Error::user(
+                "the result of this future was already taken",
+            ))),
+        }
+    }
+
+    /// Waits for the result and takes it.
+    pub async fn result(self) -> Result<T> {
+        self.wait_done().await;
+        self.try_take().expect("finished futures have a result")
+    }
+
+    /// Waits at most `timeout`; on timeout returns a `Timeout` error and leaves the operation
+    /// running (call again, or [`cancel`](Self::cancel) it).
+    pub async fn result_timeout(&self, timeout: Duration) -> Result<T> {
+        match tokio::time::timeout(timeout, self.wait_done()).await {
+            Ok(()) => self.try_take().expect("finished futures have a result"),
+            Err(_) => Err(Error::timeout(timeout)),
+        }
+    }
+}
+
+impl<T: Send + 'static> IntoFuture for ApiFuture<T> {
+    type Output = Result<T>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.result())
+    }
+}
+
+/// Polls a future, turning a panic during a poll into an `Err` with the panic payload.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::result::Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Instant of an operation's start, for progress events and error messages.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn result_cancel_timeout_and_panic() {
+        let rt = tokio::runtime::Handle::current();
+        let f = ApiFuture::spawn(&rt, |_| async { Ok::<_, Error>(7) });
+        assert_eq!(f.clone().await.unwrap(), 7);
+        assert!(f.try_take().unwrap().is_err(), "second take is an error");
+
+        let pending = ApiFuture::spawn(&rt, |_| async {
+            std::future::pending::<()>().await;
+            Ok::<i32, Error>(1)
+        });
+        let e = pending
+            .result_timeout(Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Timeout);
+        assert!(!pending.is_done(), "a wait timeout does not cancel");
+        pending.cancel();
+        pending.cancel();
+        assert_eq!(
+            pending.clone().await.unwrap_err().kind,
+            ErrorKind::Cancelled
+        );
+
+        let boom = ApiFuture::spawn(&rt, |_| async {
+            if true {
+                panic!("injected");
+            }
+            Ok::<i32, Error>(0)
+        });
+        let e = boom.await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Panic);
+        assert!(e.message.contains("injected"));
+    }
+}
