@@ -99,7 +99,7 @@ fn config() -> cbindgen::Config {
     c.export.include = vec![
         "tinkex_dtype".into(),
         "tinkex_log_level".into(),
-        "tinkex_event_type".into(),
+        "tinkex_event_kind".into(),
     ];
     c.defines
         .insert("feature = testing".into(), "TINKEX_TESTING".into());

@@ -2,17 +2,17 @@
 //!
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
+pub mod api_future;
+pub mod chunking;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
-pub mod api_future;
 pub mod polling;
 pub mod progress;
 pub mod proto;
 pub mod queue_state;
 pub mod rand;
-pub mod chunking;
 pub mod rest;
 pub mod retry;
 pub mod sampling;
@@ -25,10 +25,10 @@ pub mod training;
 pub mod transport;
 pub mod types;
 
+pub use api_future::ApiFuture;
 pub use config::{Config, ConfigBuilder, HeartbeatConfig, Limits, RetryPolicy, Timeouts};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventBus, SubscriptionId};
-pub use api_future::ApiFuture;
 pub use rest::RestClient;
 pub use sampling::{SampleOptions, SamplingClient};
 pub use service::{ClientStatus, LoraOptions, ServiceClient};

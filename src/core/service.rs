@@ -1,10 +1,10 @@
 //! [`ServiceClient`]: the entry point. Holds the session and creates training, sampling and
 //! REST clients (PROTOCOL.md 3, 11.1, 12.1).
 
+use crate::core::api_future::ApiFuture;
 use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
-use crate::core::api_future::ApiFuture;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;

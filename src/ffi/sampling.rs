@@ -6,10 +6,8 @@ use super::error::tinkex_error;
 use super::future::{submit_json_on, tinkex_future};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
-    tinkex_done_fn, write_out,
-};
+use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
+use super::{ArcHandle, BoxHandle};
 use crate::core::types::{ModelInput, SamplingParams};
 use crate::core::{SampleOptions, SamplingClient};
 use serde::Deserialize;
@@ -60,13 +58,8 @@ impl tinkex_sampling_client {
 pub extern "C" fn tinkex_sampling_client_clone(
     client: *const tinkex_sampling_client,
 ) -> *mut tinkex_sampling_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        match unsafe { arc_clone(client, "client") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    unsafe { super::clone_export(client) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels.
@@ -74,11 +67,8 @@ pub extern "C" fn tinkex_sampling_client_clone(
 /// Consumes: `client`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_free(client: *mut tinkex_sampling_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `client` came from this library; the host gives up this
-        // reference.
-        unsafe { arc_release(client as *const tinkex_sampling_client) }
-    })
+    // SAFETY: a non-NULL `client` came from this library; the host gives up this reference.
+    unsafe { super::free_export(client) }
 }
 
 /// The client's session and model: `{"sampling_session_id": "...", "base_model": "..."}`.
@@ -93,7 +83,7 @@ pub extern "C" fn tinkex_sampling_client_get_info(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        let c = unsafe { arc_ref(client, "client") }?;
+        let c = unsafe { ArcHandle::from_ptr(client, "client") }?;
         out_ptr(out_bytes, "out_bytes")?;
         let json = serde_json::json!({
             "sampling_session_id": c.client.sampling_session_id(),
@@ -103,7 +93,7 @@ pub extern "C" fn tinkex_sampling_client_get_info(
         unsafe {
             write_out(
                 out_bytes,
-                box_into_raw(tinkex_bytes::new(json.to_string().into_bytes())),
+                BoxHandle::into_ptr(tinkex_bytes::new(json.to_string().into_bytes())),
             )
         };
         Ok(tinkex_status::Ok)
@@ -147,7 +137,7 @@ struct SampleJson {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_sample(
-    client: *mut tinkex_sampling_client,
+    client: *const tinkex_sampling_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -166,14 +156,16 @@ pub extern "C" fn tinkex_sampling_client_sample(
             topk_sample_logprobs: input.topk_sample_logprobs,
             prompt_logprobs_last_n: input.prompt_logprobs_last_n,
         };
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.sample(
                 input.prompt,
                 input.num_samples,
                 input.sampling_params,
                 options,
             )
-        })
+        }) }
     })
 }
 
@@ -191,7 +183,7 @@ struct LogprobsJson {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_compute_logprobs(
-    client: *mut tinkex_sampling_client,
+    client: *const tinkex_sampling_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -204,8 +196,10 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: LogprobsJson = unsafe { input_json(json, json_len, "json") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.compute_logprobs(input.prompt)
-        })
+        }) }
     })
 }

@@ -5,7 +5,8 @@ use super::error::{tinkex_error, Failure};
 use super::future::{submit, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
-use super::{arc_clone, boundary, out_ptr, tinkex_done_fn, write_out};
+use super::ArcHandle;
+use super::{boundary, out_ptr, tinkex_done_fn, write_out};
 use crate::core::{ApiFuture, Error};
 use std::any::Any;
 use std::ffi::c_void;
@@ -35,7 +36,7 @@ pub extern "C" fn tinkex_testing_panic_in_export(out_err: *mut *mut tinkex_error
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_testing_panic_in_task(
-    rt: *mut tinkex_runtime,
+    rt: *const tinkex_runtime,
     where_: i32,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
@@ -44,7 +45,7 @@ pub extern "C" fn tinkex_testing_panic_in_task(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
-        let rt = unsafe { arc_clone(rt as *const tinkex_runtime, "rt") }?;
+        let rt = unsafe { ArcHandle::clone_from_ptr(rt, "rt") }?;
         out_ptr(out_future, "out_future")?;
         let owner: Arc<dyn Any + Send + Sync> = rt.clone();
         let handle = rt.handle().clone();

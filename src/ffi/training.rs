@@ -7,10 +7,8 @@ use super::future::{json_output, submit_on, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, box_take, input_json,
-    out_ptr, tinkex_done_fn, write_out,
-};
+use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
+use super::{ArcHandle, BoxHandle};
 use crate::core::training::SaveOptions;
 use crate::core::types::{AdamParams, Datum, ForwardBackwardInput, LossConfigValue};
 use crate::core::TrainingClient;
@@ -74,13 +72,8 @@ fn as_path(_: Arc<tinkex_training_client>) -> impl FnOnce(String) -> Result<Outp
 pub extern "C" fn tinkex_training_client_clone(
     client: *const tinkex_training_client,
 ) -> *mut tinkex_training_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        match unsafe { arc_clone(client, "client") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    unsafe { super::clone_export(client) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels: pending operations keep the
@@ -89,11 +82,8 @@ pub extern "C" fn tinkex_training_client_clone(
 /// Consumes: `client`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_free(client: *mut tinkex_training_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `client` came from this library; the host gives up this
-        // reference.
-        unsafe { arc_release(client as *const tinkex_training_client) }
-    })
+    // SAFETY: a non-NULL `client` came from this library; the host gives up this reference.
+    unsafe { super::free_export(client) }
 }
 
 /// The model's information (fetched at creation, no I/O): `get_info` JSON, e.g.
@@ -110,12 +100,12 @@ pub extern "C" fn tinkex_training_client_get_info(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        let c = unsafe { arc_ref(client, "client") }?;
+        let c = unsafe { ArcHandle::from_ptr(client, "client") }?;
         out_ptr(out_bytes, "out_bytes")?;
         let json = serde_json::to_vec(c.client.get_info())
             .map_err(|e| Failure::internal(e.to_string()))?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(json))) };
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(json))) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -137,7 +127,7 @@ pub extern "C" fn tinkex_training_client_get_info(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_backward(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -150,7 +140,9 @@ pub extern "C" fn tinkex_training_client_forward_backward(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ForwardBackwardInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
@@ -163,7 +155,7 @@ pub extern "C" fn tinkex_training_client_forward_backward(
                 ))
             },
             as_json,
-        )
+        ) }
     })
 }
 
@@ -174,7 +166,7 @@ pub extern "C" fn tinkex_training_client_forward_backward(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -187,14 +179,16 @@ pub extern "C" fn tinkex_training_client_forward(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ForwardBackwardInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.forward(input.data, &input.loss_fn, input.loss_fn_config)),
             as_json,
-        )
+        ) }
     })
 }
 
@@ -206,9 +200,14 @@ struct LossJson {
     loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
 }
 
-fn batch_call(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+/// The body of the two batch submit calls: borrows `batch` (its datums are copied).
+///
+/// # Safety
+/// `client` and `batch` must be NULL or live handles of their types; `(json, json_len)` a
+/// readable input; `out_future` NULL or writable.
+unsafe fn batch_call(
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -216,28 +215,30 @@ fn batch_call(
     out_future: *mut *mut tinkex_future,
     forward_only: bool,
 ) -> Result<tinkex_status, Failure> {
-    // Consumed first, so it is released whatever happens next.
-    // SAFETY: a non-NULL `batch` came from `tinkex_datum_batch_new` and is handed over.
-    let batch = unsafe { box_take(batch) }.ok_or_else(|| Failure::null_arg("batch"))?;
     super::non_null(client, "client")?;
+    // SAFETY: a non-NULL `batch` is a live handle (this function's contract).
+    let batch = unsafe { ArcHandle::from_ptr(batch, "batch") }?;
     out_ptr(out_future, "out_future")?;
-    // SAFETY: `(json, json_len)` is a readable input (caller contract).
+    // SAFETY: `(json, json_len)` is a readable input (this function's contract).
     let loss: LossJson = unsafe { input_json(json, json_len, "json") }?;
-    let data: Vec<Datum> = batch.into_data();
-    submit_on(
-        client,
-        on_done,
-        user_data,
-        out_future,
-        |c| {
-            Ok(if forward_only {
-                c.forward(data, &loss.loss_fn, loss.loss_fn_config)
-            } else {
-                c.forward_backward(data, &loss.loss_fn, loss.loss_fn_config)
-            })
-        },
-        as_json,
-    )
+    let data: Vec<Datum> = batch.data();
+    // SAFETY: forwarded (this function's contract).
+    unsafe {
+        submit_on(
+            client,
+            on_done,
+            user_data,
+            out_future,
+            |c| {
+                Ok(if forward_only {
+                    c.forward(data, &loss.loss_fn, loss.loss_fn_config)
+                } else {
+                    c.forward_backward(data, &loss.loss_fn, loss.loss_fn_config)
+                })
+            },
+            as_json,
+        )
+    }
 }
 
 /// forward_backward over datums built with the typed-array bulk path
@@ -246,14 +247,14 @@ fn batch_call(
 /// the wire is byte-for-byte the one the JSON path builds for the same datums. Result:
 /// `ForwardBackwardOutput` JSON.
 ///
-/// Consumes: `batch` (also on failure). Submit call (see
+/// Borrows `batch` (its datums are copied at submit; free it when you like). Submit call (see
 /// `tinkex_training_client_forward_backward`). Blocks: never. Callback-safe. Caller owns
 /// `*out_future`; release with `tinkex_future_free`.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_backward_batch(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -262,22 +263,25 @@ pub extern "C" fn tinkex_training_client_forward_backward_batch(
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        batch_call(
-            client, batch, json, json_len, on_done, user_data, out_future, false,
-        )
+        // SAFETY: the export's pointer contract is `batch_call`'s.
+        unsafe {
+            batch_call(
+                client, batch, json, json_len, on_done, user_data, out_future, false,
+            )
+        }
     })
 }
 
 /// forward (no gradients) over a datum batch; as
 /// `tinkex_training_client_forward_backward_batch`.
 ///
-/// Consumes: `batch` (also on failure). Submit call. Blocks: never. Callback-safe. Caller
+/// Borrows `batch` (its datums are copied at submit). Submit call. Blocks: never. Callback-safe. Caller
 /// owns `*out_future`; release with `tinkex_future_free`.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_batch(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -286,9 +290,12 @@ pub extern "C" fn tinkex_training_client_forward_batch(
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        batch_call(
-            client, batch, json, json_len, on_done, user_data, out_future, true,
-        )
+        // SAFETY: the export's pointer contract is `batch_call`'s.
+        unsafe {
+            batch_call(
+                client, batch, json, json_len, on_done, user_data, out_future, true,
+            )
+        }
     })
 }
 
@@ -301,7 +308,7 @@ pub extern "C" fn tinkex_training_client_forward_batch(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_optim_step(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -314,14 +321,16 @@ pub extern "C" fn tinkex_training_client_optim_step(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let params: AdamParams = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.optim_step(params)),
             as_json,
-        )
+        ) }
     })
 }
 
@@ -347,7 +356,7 @@ struct SaveJson {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_state(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -365,14 +374,16 @@ pub extern "C" fn tinkex_training_client_save_state(
             overwrite: input.overwrite,
             user_metadata: input.user_metadata,
         };
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.save_state_with(&input.path, options)),
             as_path,
-        )
+        ) }
     })
 }
 
@@ -390,7 +401,7 @@ struct NamedJson {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -403,14 +414,16 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: NamedJson = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.save_weights_for_sampler(&input.path)),
             as_path,
-        )
+        ) }
     })
 }
 
@@ -422,7 +435,7 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
@@ -431,7 +444,9 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
@@ -445,7 +460,7 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
                     ))))
                 }
             },
-        )
+        ) }
     })
 }
 
@@ -466,7 +481,7 @@ struct LoadJson {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_load_state(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -479,7 +494,9 @@ pub extern "C" fn tinkex_training_client_load_state(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: LoadJson = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
@@ -492,6 +509,6 @@ pub extern "C" fn tinkex_training_client_load_state(
                 })
             },
             |_| |()| json_output(&serde_json::json!({})),
-        )
+        ) }
     })
 }

@@ -5,19 +5,19 @@
 //! is lenient: unknown fields are ignored and optional fields default, so both the client
 //! (reading responses) and the emulator (reading requests) tolerate additions.
 
-mod retrieve;
 mod model_input;
 mod path;
 mod rest;
+mod retrieve;
 mod sampling;
 mod session;
 mod tensor;
 mod training;
 
-pub use retrieve::*;
 pub use model_input::*;
 pub use path::*;
 pub use rest::*;
+pub use retrieve::*;
 pub use sampling::*;
 pub use session::*;
 pub use tensor::*;
