@@ -6,12 +6,17 @@
  * Guide: docs/c-api.md.
  *
  * Conventions
- * - Threads: every handle may be used from any thread, concurrently, unless its
- *   documentation says otherwise (only tinkex_datum_batch is single-threaded).
+ * - Threads: every handle may be used from any thread, concurrently (all are
+ *   internally synchronised).
  * - Ownership: a handle received as a return value or through out_* is owned
  *   by the caller and released exactly once with its tinkex_<noun>_free.
  *   _free(NULL) does nothing, never blocks and never cancels work. Handles are
- *   reference counted; children keep parents alive; free in any order.
+ *   reference counted (tinkex_error and tinkex_bytes have one owner; a
+ *   tinkex_event is lent to its callback); children keep parents alive; free in
+ *   any order. A const handle parameter is borrowed for the call; only _free
+ *   takes a non-const handle (it consumes the reference).
+ * - Timeouts: every timeout_ms means 0 = do not wait (check once),
+ *   TINKEX_WAIT_FOREVER = no limit, else milliseconds.
  * - Errors: fallible functions return tinkex_status (TINKEX_STATUS_OK == 0).
  *   On failure a new tinkex_error is written to the last parameter out_err when
  *   it is non-NULL; free it with tinkex_error_free. Outputs are written only
@@ -22,7 +27,10 @@
  *   once. The completion callback fires exactly once, on the runtime's
  *   dispatcher thread ("tinkex-callback"), never on the calling thread or a
  *   tokio worker. Inside a callback only callback-safe functions may be called.
+ *   tinkex_future_wait returns only after the completion callback returned.
  * - Callbacks must not unwind (no C++ exception or longjmp may leave them).
+ * - ABI: TINKEX_ABI_VERSION_MAJOR.MINOR; an addition bumps the minor, a change
+ *   or removal the major (abi/tinkex.abi.sha256, tests/abi_digest.rs).
  */
 
 #ifndef TINKEX_H
@@ -65,14 +73,15 @@
 #define TINKEX_WAIT_FOREVER UINT64_MAX
 
 /**
- * The C ABI major version: bumped by a change or removal of a declaration. A binding
- * loads a library whose major equals the one it was built against ...
+ * The C ABI major version: bumped by a change or removal of a declaration (the shared
+ * library's soname follows it). A binding accepts a library whose major equals the one it
+ * was built against and whose minor is at least the one it was built against.
  */
 #define TINKEX_ABI_VERSION_MAJOR 2
 
 /**
- * The C ABI minor version: bumped by an addition (reset to 0 by a major bump). ... and
- * whose minor is at least the one it was built against.
+ * The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
+ * bump).
  */
 #define TINKEX_ABI_VERSION_MINOR 0
 
@@ -365,7 +374,7 @@ typedef struct tinkex_error tinkex_error;
 /**
  * One event, borrowed by `tinkex_event_fn` for the duration of the call.
  *
- * Read it with `tinkex_event_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
+ * Read it with `tinkex_event_get_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
  * what you keep. Never freed by the host.
  */
 typedef struct tinkex_event tinkex_event;
@@ -1384,6 +1393,21 @@ tinkex_status tinkex_testing_panic_in_task(const struct tinkex_runtime *rt,
                                            void *user_data,
                                            struct tinkex_future **out_future,
                                            struct tinkex_error **out_err);
+#endif
+
+#if defined(TINKEX_TESTING)
+/**
+ * TESTING ONLY. Emits one library log line (target `tinkex::testing`) at `level` (a
+ * `tinkex_log_level` other than OFF) with the text `(message, message_len)`, as the core's
+ * own lines are emitted: for tests of `tinkex_runtime_set_log_sink`.
+ *
+ * Errors: `INVALID_ARG` (level), `NULL_ARG`, `INVALID_UTF8`. Blocks: never.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_testing_log(int32_t level,
+                                 const uint8_t *message,
+                                 size_t message_len,
+                                 struct tinkex_error **out_err);
 #endif
 
 /**

@@ -225,6 +225,10 @@ impl TrainingClient {
         B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
         D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
     {
+        // A poisoned client fails at once (before reserving a turn it would never pass on).
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
+        }
         let guard = self.reserve(n.max(1));
         self.ordered_in(guard, None, rtype, build, decode)
     }
@@ -353,6 +357,9 @@ impl TrainingClient {
     ) -> ApiFuture<ForwardBackwardOutput> {
         if data.is_empty() {
             return ApiFuture::ready(Err(Error::user("No data provided")));
+        }
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
         }
         let ranges = self.chunk_ranges(&data);
         let guard = self.reserve(ranges.len().max(1));

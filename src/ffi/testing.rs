@@ -80,3 +80,32 @@ pub extern "C" fn tinkex_testing_panic_in_task(
         Ok(tinkex_status::Ok)
     })
 }
+
+/// TESTING ONLY. Emits one library log line (target `tinkex::testing`) at `level` (a
+/// `tinkex_log_level` other than OFF) with the text `(message, message_len)`, as the core's
+/// own lines are emitted: for tests of `tinkex_runtime_set_log_sink`.
+///
+/// Errors: `INVALID_ARG` (level), `NULL_ARG`, `INVALID_UTF8`. Blocks: never.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_testing_log(
+    level: i32,
+    message: *const u8,
+    message_len: usize,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    use super::runtime::tinkex_log_level as L;
+    boundary!(status out_err, {
+        // SAFETY: `(message, message_len)` is a readable input (caller contract).
+        let text = unsafe { super::input_str(message, message_len, "message") }?;
+        match L::try_from(level)? {
+            L::Off => return Err(Failure::invalid_arg("level OFF emits nothing")),
+            L::Error => tracing::error!(target: "tinkex::testing", "{text}"),
+            L::Warn => tracing::warn!(target: "tinkex::testing", "{text}"),
+            L::Info => tracing::info!(target: "tinkex::testing", "{text}"),
+            L::Debug => tracing::debug!(target: "tinkex::testing", "{text}"),
+            L::Trace => tracing::trace!(target: "tinkex::testing", "{text}"),
+        }
+        Ok(tinkex_status::Ok)
+    })
+}
