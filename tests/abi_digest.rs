@@ -79,17 +79,21 @@ pub fn declarations(header: &str) -> BTreeSet<String> {
         body.push_str(line);
         body.push('\n');
     }
+    // C++'s `extern "C" { ... }` wraps the functions: not a scope of its own here (its
+    // closing brace is dropped when the depth would go negative).
+    let body = body.replace("extern \"C\" {", "");
     let mut depth = 0i32;
     let mut stmt = String::new();
     for ch in body.chars() {
+        if ch == '}' && depth == 0 {
+            continue;
+        }
         stmt.push(ch);
         match ch {
             '{' => depth += 1,
             '}' => depth -= 1,
             ';' if depth == 0 => {
                 let norm = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
-                // `extern "C" {` wrappers of C++ are not declarations.
-                let norm = norm.trim_start_matches("extern \"C\" {").trim().to_string();
                 if !norm.is_empty() {
                     decls.insert(norm);
                 }
@@ -227,7 +231,7 @@ fn the_header_declarations_match_the_recorded_abi() {
     let old_list = std::fs::read_to_string(&list_path).unwrap_or_default();
     let old: BTreeSet<String> = old_list
         .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter(|l| !l.starts_with("# ") && !l.is_empty())
         .map(str::to_string)
         .collect();
     let rec = std::fs::read_to_string(&sum_path)
