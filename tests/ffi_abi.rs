@@ -522,3 +522,4 @@ fn an_aborted_custom_loss_poisons_the_training_client() {
     assert!(msg.contains("released without a backward"), "{msg}");
     tinkex_datum_batch_free(batch);
 }
+
