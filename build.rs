@@ -16,12 +16,17 @@ const HEADER_COMMENT: &str = "\
  * Guide: docs/c-api.md.
  *
  * Conventions
- * - Threads: every handle may be used from any thread, concurrently, unless its
- *   documentation says otherwise (only tinkex_datum_batch is single-threaded).
+ * - Threads: every handle may be used from any thread, concurrently (all are
+ *   internally synchronised).
  * - Ownership: a handle received as a return value or through out_* is owned
  *   by the caller and released exactly once with its tinkex_<noun>_free.
  *   _free(NULL) does nothing, never blocks and never cancels work. Handles are
- *   reference counted; children keep parents alive; free in any order.
+ *   reference counted (tinkex_error and tinkex_bytes have one owner; a
+ *   tinkex_event is lent to its callback); children keep parents alive; free in
+ *   any order. A const handle parameter is borrowed for the call; only _free
+ *   takes a non-const handle (it consumes the reference).
+ * - Timeouts: every timeout_ms means 0 = do not wait (check once),
+ *   TINKEX_WAIT_FOREVER = no limit, else milliseconds.
  * - Errors: fallible functions return tinkex_status (TINKEX_STATUS_OK == 0).
  *   On failure a new tinkex_error is written to the last parameter out_err when
  *   it is non-NULL; free it with tinkex_error_free. Outputs are written only
@@ -32,7 +37,10 @@ const HEADER_COMMENT: &str = "\
  *   once. The completion callback fires exactly once, on the runtime's
  *   dispatcher thread (\"tinkex-callback\"), never on the calling thread or a
  *   tokio worker. Inside a callback only callback-safe functions may be called.
+ *   tinkex_future_wait returns only after the completion callback returned.
  * - Callbacks must not unwind (no C++ exception or longjmp may leave them).
+ * - ABI: TINKEX_ABI_VERSION_MAJOR.MINOR; an addition bumps the minor, a change
+ *   or removal the major (abi/tinkex.abi.sha256, tests/abi_digest.rs).
  */";
 
 fn after_includes() -> String {
@@ -99,7 +107,7 @@ fn config() -> cbindgen::Config {
     c.export.include = vec![
         "tinkex_dtype".into(),
         "tinkex_log_level".into(),
-        "tinkex_event_type".into(),
+        "tinkex_event_kind".into(),
     ];
     c.defines
         .insert("feature = testing".into(), "TINKEX_TESTING".into());

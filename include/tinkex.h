@@ -6,12 +6,17 @@
  * Guide: docs/c-api.md.
  *
  * Conventions
- * - Threads: every handle may be used from any thread, concurrently, unless its
- *   documentation says otherwise (only tinkex_datum_batch is single-threaded).
+ * - Threads: every handle may be used from any thread, concurrently (all are
+ *   internally synchronised).
  * - Ownership: a handle received as a return value or through out_* is owned
  *   by the caller and released exactly once with its tinkex_<noun>_free.
  *   _free(NULL) does nothing, never blocks and never cancels work. Handles are
- *   reference counted; children keep parents alive; free in any order.
+ *   reference counted (tinkex_error and tinkex_bytes have one owner; a
+ *   tinkex_event is lent to its callback); children keep parents alive; free in
+ *   any order. A const handle parameter is borrowed for the call; only _free
+ *   takes a non-const handle (it consumes the reference).
+ * - Timeouts: every timeout_ms means 0 = do not wait (check once),
+ *   TINKEX_WAIT_FOREVER = no limit, else milliseconds.
  * - Errors: fallible functions return tinkex_status (TINKEX_STATUS_OK == 0).
  *   On failure a new tinkex_error is written to the last parameter out_err when
  *   it is non-NULL; free it with tinkex_error_free. Outputs are written only
@@ -22,7 +27,10 @@
  *   once. The completion callback fires exactly once, on the runtime's
  *   dispatcher thread ("tinkex-callback"), never on the calling thread or a
  *   tokio worker. Inside a callback only callback-safe functions may be called.
+ *   tinkex_future_wait returns only after the completion callback returned.
  * - Callbacks must not unwind (no C++ exception or longjmp may leave them).
+ * - ABI: TINKEX_ABI_VERSION_MAJOR.MINOR; an addition bumps the minor, a change
+ *   or removal the major (abi/tinkex.abi.sha256, tests/abi_digest.rs).
  */
 
 #ifndef TINKEX_H
@@ -59,11 +67,23 @@
 
 
 /**
- * The C ABI revision. Before 1.0 every change of the C surface bumps it; bindings compare
- * `tinkex_abi_version()` with the value they were built against and refuse to load on a
- * mismatch.
+ * `timeout_ms` value meaning "no limit" (every `timeout_ms` argument: 0 = do not wait,
+ * check once; `TINKEX_WAIT_FOREVER` = wait without limit; other values = milliseconds).
  */
-#define TINKEX_ABI_VERSION 1
+#define TINKEX_WAIT_FOREVER UINT64_MAX
+
+/**
+ * The C ABI major version: bumped by a change or removal of a declaration (the shared
+ * library's soname follows it). A binding accepts a library whose major equals the one it
+ * was built against and whose minor is at least the one it was built against.
+ */
+#define TINKEX_ABI_VERSION_MAJOR 2
+
+/**
+ * The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
+ * bump).
+ */
+#define TINKEX_ABI_VERSION_MINOR 0
 
 /**
  * The result of every fallible function. Values are stable: never renumbered, never
@@ -192,10 +212,10 @@ typedef int32_t tinkex_status;
 #endif // __cplusplus
 
 /**
- * Types of `tinkex_event` (the JSON's `type`). New kinds may be added; treat unknown values like
- * `TINKEX_EVENT_TYPE_OTHER`.
+ * Kinds of `tinkex_event` (the JSON's `type`). New kinds may be added (a minor ABI bump);
+ * treat unknown values like `TINKEX_EVENT_KIND_OTHER`.
  */
-enum tinkex_event_type
+enum tinkex_event_kind
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : int32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -203,74 +223,41 @@ enum tinkex_event_type
   /**
    * A kind this header does not know yet (see the JSON's `type`).
    */
-  TINKEX_EVENT_TYPE_OTHER = 0,
+  TINKEX_EVENT_KIND_OTHER = 0,
   /**
    * A pending request's queue state changed (`queue_state`).
    */
-  TINKEX_EVENT_TYPE_QUEUE_STATE = 1,
+  TINKEX_EVENT_KIND_QUEUE_STATE = 1,
   /**
    * Periodic report of a pending operation (`progress`).
    */
-  TINKEX_EVENT_TYPE_PROGRESS = 2,
+  TINKEX_EVENT_KIND_PROGRESS = 2,
   /**
    * A request failed and will be retried (`retry`).
    */
-  TINKEX_EVENT_TYPE_RETRY = 3,
+  TINKEX_EVENT_KIND_RETRY = 3,
   /**
    * Heartbeats have been failing for a while (`heartbeat_warning`).
    */
-  TINKEX_EVENT_TYPE_HEARTBEAT_WARNING = 4,
+  TINKEX_EVENT_KIND_HEARTBEAT_WARNING = 4,
   /**
    * The server ended the session (`session_expired`).
    */
-  TINKEX_EVENT_TYPE_SESSION_EXPIRED = 5,
+  TINKEX_EVENT_KIND_SESSION_EXPIRED = 5,
   /**
    * Telemetry events were dropped (`telemetry_overflow`).
    */
-  TINKEX_EVENT_TYPE_TELEMETRY_OVERFLOW = 6,
+  TINKEX_EVENT_KIND_TELEMETRY_OVERFLOW = 6,
   /**
    * Counts of the client's operations (`summary`).
    */
-  TINKEX_EVENT_TYPE_SUMMARY = 7,
+  TINKEX_EVENT_KIND_SUMMARY = 7,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
-typedef enum tinkex_event_type tinkex_event_type;
+typedef enum tinkex_event_kind tinkex_event_kind;
 #else
-typedef int32_t tinkex_event_type;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/**
- * Element types of typed-array inputs (native byte order; any alignment).
- */
-enum tinkex_dtype
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : int32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  /**
-   * `int64_t` elements; stored as int64.
-   */
-  TINKEX_DTYPE_INT64 = 1,
-  /**
-   * `float` elements; stored as float32.
-   */
-  TINKEX_DTYPE_FLOAT32 = 2,
-  /**
-   * `int32_t` elements; widened to int64.
-   */
-  TINKEX_DTYPE_INT32 = 3,
-  /**
-   * `double` elements; rounded to float32.
-   */
-  TINKEX_DTYPE_FLOAT64 = 4,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum tinkex_dtype tinkex_dtype;
-#else
-typedef int32_t tinkex_dtype;
+typedef int32_t tinkex_event_kind;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -316,6 +303,39 @@ typedef int32_t tinkex_log_level;
 #endif // __cplusplus
 
 /**
+ * Element types of typed-array inputs (native byte order; any alignment).
+ */
+enum tinkex_dtype
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * `int64_t` elements; stored as int64.
+   */
+  TINKEX_DTYPE_INT64 = 1,
+  /**
+   * `float` elements; stored as float32.
+   */
+  TINKEX_DTYPE_FLOAT32 = 2,
+  /**
+   * `int32_t` elements; widened to int64.
+   */
+  TINKEX_DTYPE_INT32 = 3,
+  /**
+   * `double` elements; rounded to float32.
+   */
+  TINKEX_DTYPE_FLOAT64 = 4,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tinkex_dtype tinkex_dtype;
+#else
+typedef int32_t tinkex_dtype;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An owned byte buffer returned by the library (results are UTF-8 JSON).
  *
  * Box-owned: the caller releases it with `tinkex_bytes_free` (never with libc `free`).
@@ -325,11 +345,20 @@ typedef int32_t tinkex_log_level;
 typedef struct tinkex_bytes tinkex_bytes;
 
 /**
- * A batch of datums built from typed arrays, for
- * `tinkex_training_client_forward_backward_batch` / `_forward_batch`.
+ * One custom-loss pass between its forward and its backward.
  *
- * Box-owned: free it with `tinkex_datum_batch_free`, or hand it to a batch submit call,
- * which consumes it. Not thread-safe: build it on one thread at a time.
+ * Arc-owned; release it with `tinkex_custom_loss_free` (which aborts a pass that neither
+ * sent its backward nor aborted). Holds its training client. Any thread may use it.
+ */
+typedef struct tinkex_custom_loss tinkex_custom_loss;
+
+/**
+ * A batch of datums for `tinkex_training_client_forward_backward_batch` / `_forward_batch`
+ * and the custom-loss calls, built from typed arrays or JSON datums.
+ *
+ * Arc-owned (`tinkex_datum_batch_clone` / `_free`); any thread may use it concurrently
+ * (each call locks it). Submit calls borrow it: they copy its datums, so the host may
+ * reuse, extend or free it afterwards.
  */
 typedef struct tinkex_datum_batch tinkex_datum_batch;
 
@@ -345,7 +374,7 @@ typedef struct tinkex_error tinkex_error;
 /**
  * One event, borrowed by `tinkex_event_fn` for the duration of the call.
  *
- * Read it with `tinkex_event_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
+ * Read it with `tinkex_event_get_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
  * what you keep. Never freed by the host.
  */
 typedef struct tinkex_event tinkex_event;
@@ -412,6 +441,15 @@ typedef struct tinkex_subscription tinkex_subscription;
 typedef struct tinkex_training_client tinkex_training_client;
 
 /**
+ * A host completion callback of an operation.
+ *
+ * `fut` is borrowed for the duration of the call; call `tinkex_future_take_result` (or a
+ * typed take) on it, and release `user_data` here if you like: the callback fires exactly
+ * once per submitted operation. Runs on the runtime's dispatcher thread (`tinkex-callback`).
+ */
+typedef void (*tinkex_done_fn)(void *user_data, const struct tinkex_future *fut);
+
+/**
  * Receives events: `ev` is borrowed until the callback returns. Runs on the dispatcher
  * thread, in emission order; must return quickly.
  */
@@ -423,13 +461,16 @@ typedef void (*tinkex_event_fn)(void *user_data, const struct tinkex_event *ev);
 typedef void (*tinkex_free_fn)(void *user_data);
 
 /**
- * A host completion callback of an operation.
- *
- * `fut` is borrowed for the duration of the call; call `tinkex_future_take_result` (or a
- * typed take) on it, and release `user_data` here if you like: the callback fires exactly
- * once per submitted operation. Runs on the runtime's dispatcher thread (`tinkex-callback`).
+ * Receives one log line on the dispatcher thread: `level`, the `target` (the Rust module,
+ * with `.` separators, e.g. `tinkex.core.queue_state`) and the `message` (UTF-8, not
+ * NUL-terminated; both borrowed for the call only). Must return quickly.
  */
-typedef void (*tinkex_done_fn)(void *user_data, struct tinkex_future *fut);
+typedef void (*tinkex_log_fn)(void *user_data,
+                              tinkex_log_level level,
+                              const uint8_t *target,
+                              size_t target_len,
+                              const uint8_t *message,
+                              size_t message_len);
 
 /**
  * Options of `tinkex_runtime_new`. Zero-initialise, set `struct_size = sizeof(tinkex_runtime_options)`,
@@ -478,14 +519,125 @@ size_t tinkex_bytes_len(const struct tinkex_bytes *bytes);
 void tinkex_bytes_free(struct tinkex_bytes *bytes);
 
 /**
+ * Starts `forward_backward_custom` over `batch` (borrowed; its datums are copied): reserves
+ * the client's next turn for both phases, so later submissions of the client queue behind
+ * the backward, and sends a `cross_entropy` forward over each datum's `target_tokens` (and
+ * `weights`, zeros when absent; the other loss inputs stay with the host's loss).
+ *
+ * `*out_future` completes with the forward's `ForwardBackwardOutput` JSON: its
+ * `loss_fn_outputs[i].logprobs` feed the host's loss. Then call
+ * `tinkex_custom_loss_backward` with the gradients, or `tinkex_custom_loss_abort`.
+ * A failed forward poisons the client: its later training requests fail with
+ * `TINKEX_STATUS_USER` naming the cause (as the official SDK does).
+ *
+ * Errors: `NULL_ARG`, `USER` (empty batch, a datum without `target_tokens`, a poisoned
+ * client), `SHUT_DOWN`. On a non-OK status nothing was reserved or submitted and
+ * `on_forward` never fires. Submit call. Blocks: never. Callback-safe. Caller owns
+ * `*out_pass` (release with `tinkex_custom_loss_free`) and `*out_future` (release with
+ * `tinkex_future_free`).
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_forward_backward_custom(const struct tinkex_training_client *client,
+                                                             const struct tinkex_datum_batch *batch,
+                                                             tinkex_done_fn on_forward,
+                                                             void *user_data,
+                                                             struct tinkex_custom_loss **out_pass,
+                                                             struct tinkex_future **out_future,
+                                                             struct tinkex_error **out_err);
+
+/**
+ * Sets what the backward's result reports: `json` is an object of metrics, e.g.
+ * `{"loss:sum": 1.25, "custom_metric": 0.5}`. `loss:sum` (when present) is the custom
+ * loss's sum: it replaces the server's `loss:sum`, which moves to `surrogate_loss:sum`; the
+ * other entries are merged into the metrics (as the official SDK does). Call it before
+ * `tinkex_custom_loss_backward`; a later call replaces the earlier one.
+ *
+ * Errors: `NULL_ARG`, `INVALID_UTF8`, `INVALID_JSON` (not an object of numbers).
+ * Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_custom_loss_set_metrics(const struct tinkex_custom_loss *pass,
+                                             const uint8_t *json,
+                                             size_t json_len,
+                                             struct tinkex_error **out_err);
+
+/**
+ * Sends the backward in the reserved turn, then releases the turn. `grads_batch` (borrowed)
+ * holds one datum per forward datum, in order, whose loss input `grads` is `dLoss/dlogprobs`
+ * for that datum (the shape of its `logprobs`; float32 or float64); its tokens are not read
+ * (push an empty token array, or `{"model_input": {"chunks": []}, "loss_fn_inputs":
+ * {"grads": {...}}}` as JSON). The core sends `weights = -grads` with the forward's tokens
+ * and `target_tokens`, in the forward's chunk boundaries.
+ *
+ * `*out_future` completes with the backward's `ForwardBackwardOutput` JSON (metrics as
+ * set by `tinkex_custom_loss_set_metrics`). A failed backward poisons the client.
+ *
+ * Errors: `NULL_ARG`, `USER` (gradients missing or not matching the datums: the client is
+ * poisoned; the backward was already sent, or the pass was aborted), `SHUT_DOWN`. On a
+ * non-OK status `on_done` never fires. Submit call. Blocks: never. Callback-safe. Caller
+ * owns `*out_future`; release with `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_custom_loss_backward(const struct tinkex_custom_loss *pass,
+                                          const struct tinkex_datum_batch *grads_batch,
+                                          tinkex_done_fn on_done,
+                                          void *user_data,
+                                          struct tinkex_future **out_future,
+                                          struct tinkex_error **out_err);
+
+/**
+ * The loss failed or was cancelled: releases the reserved turn and poisons the training
+ * client (its queued and later training requests fail with `TINKEX_STATUS_USER` naming
+ * `reason`, as the official SDK does). Idempotent; after a backward it does nothing.
+ *
+ * Errors: `NULL_ARG`, `INVALID_UTF8`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_custom_loss_abort(const struct tinkex_custom_loss *pass,
+                                       const uint8_t *reason,
+                                       size_t reason_len,
+                                       struct tinkex_error **out_err);
+
+/**
+ * Drops the host's reference. NULL does nothing. Freeing a pass that neither sent its
+ * backward nor aborted aborts it (the client is poisoned). A pending backward is not
+ * cancelled.
+ *
+ * Consumes: `pass`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_custom_loss_free(struct tinkex_custom_loss *pass);
+
+/**
  * Creates an empty batch.
  *
- * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_datum_batch_free`
- * or hand it to a batch submit call.
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_datum_batch_free`.
  */
 TINKEX_MUST_USE
 tinkex_status tinkex_datum_batch_new(struct tinkex_datum_batch **out,
                                      struct tinkex_error **out_err);
+
+/**
+ * A new reference to the same batch; NULL when `batch` is NULL.
+ *
+ * Blocks: never. Callback-safe. Caller owns the result; release with
+ * `tinkex_datum_batch_free`.
+ */
+struct tinkex_datum_batch *tinkex_datum_batch_clone(const struct tinkex_datum_batch *batch);
+
+/**
+ * Appends one datum given as JSON: `{"model_input": {"chunks": [...]}, "loss_fn_inputs":
+ * {"target_tokens": {"data": [...], "dtype": "int64", "shape": [n]}, ...}}` (any chunk
+ * types; the JSON rules of `tinkex_training_client_forward_backward`'s datums). Later
+ * `tinkex_datum_batch_set_loss_input` calls apply to this datum.
+ *
+ * Errors: `NULL_ARG`, `INVALID_UTF8`, `INVALID_JSON` (naming the field). The JSON is
+ * borrowed for the call only. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_datum_batch_push_json(const struct tinkex_datum_batch *batch,
+                                           const uint8_t *json,
+                                           size_t json_len,
+                                           struct tinkex_error **out_err);
 
 /**
  * Starts a new datum whose model input is one `encoded_text` chunk of `len` token ids
@@ -497,7 +649,7 @@ tinkex_status tinkex_datum_batch_new(struct tinkex_datum_batch **out,
  * only. Blocks: never. Callback-safe.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_datum_batch_push(struct tinkex_datum_batch *batch,
+tinkex_status tinkex_datum_batch_push(const struct tinkex_datum_batch *batch,
                                       const void *tokens,
                                       size_t len,
                                       int32_t dtype,
@@ -514,7 +666,7 @@ tinkex_status tinkex_datum_batch_push(struct tinkex_datum_batch *batch,
  * the call only. Blocks: never. Callback-safe.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_datum_batch_set_loss_input(struct tinkex_datum_batch *batch,
+tinkex_status tinkex_datum_batch_set_loss_input(const struct tinkex_datum_batch *batch,
                                                 const uint8_t *name,
                                                 size_t name_len,
                                                 const void *data,
@@ -532,9 +684,10 @@ tinkex_status tinkex_datum_batch_set_loss_input(struct tinkex_datum_batch *batch
 size_t tinkex_datum_batch_len(const struct tinkex_datum_batch *batch);
 
 /**
- * Releases a batch that was not handed to a submit call. NULL does nothing.
+ * Drops one reference. NULL does nothing. Submit calls copy what they need, so a batch
+ * may be freed right after a submit.
  *
- * Consumes: `batch`. Blocks: never. Callback-safe.
+ * Consumes: `batch`. Blocks: never. Callback-safe; any thread.
  */
 void tinkex_datum_batch_free(struct tinkex_datum_batch *batch);
 
@@ -623,7 +776,7 @@ void tinkex_error_free(struct tinkex_error *err);
  * `tinkex_subscription_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_subscribe(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_subscribe(const struct tinkex_service_client *svc,
                                               tinkex_event_fn on_event,
                                               void *user_data,
                                               tinkex_free_fn user_data_free,
@@ -639,11 +792,12 @@ tinkex_status tinkex_service_client_subscribe(struct tinkex_service_client *svc,
 void tinkex_subscription_free(struct tinkex_subscription *sub);
 
 /**
- * The event's kind; `TINKEX_EVENT_TYPE_OTHER` when `ev` is NULL.
+ * The event's kind; `TINKEX_EVENT_KIND_OTHER` when `ev` is NULL.
  *
- * Blocks: never. Callback-safe.
+ * (Named `_get_kind` because C gives the type `tinkex_event_kind` and functions one
+ * namespace.) Blocks: never. Callback-safe.
  */
-tinkex_event_type tinkex_event_kind(const struct tinkex_event *ev);
+tinkex_event_kind tinkex_event_get_kind(const struct tinkex_event *ev);
 
 /**
  * The event as UTF-8 JSON (NUL-terminated), e.g. `{"type": "retry", "request_id": null,
@@ -673,7 +827,7 @@ const char *tinkex_event_request_id(const struct tinkex_event *ev);
  * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_future_take_result(struct tinkex_future *fut,
+tinkex_status tinkex_future_take_result(const struct tinkex_future *fut,
                                         struct tinkex_bytes **out_bytes,
                                         struct tinkex_error **out_err);
 
@@ -685,7 +839,7 @@ tinkex_status tinkex_future_take_result(struct tinkex_future *fut,
  * `tinkex_training_client_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_future_take_training_client(struct tinkex_future *fut,
+tinkex_status tinkex_future_take_training_client(const struct tinkex_future *fut,
                                                  struct tinkex_training_client **out_client,
                                                  struct tinkex_error **out_err);
 
@@ -697,7 +851,7 @@ tinkex_status tinkex_future_take_training_client(struct tinkex_future *fut,
  * `tinkex_sampling_client_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_future_take_sampling_client(struct tinkex_future *fut,
+tinkex_status tinkex_future_take_sampling_client(const struct tinkex_future *fut,
                                                  struct tinkex_sampling_client **out_client,
                                                  struct tinkex_error **out_err);
 
@@ -729,18 +883,22 @@ bool tinkex_future_is_done(const struct tinkex_future *fut);
  *
  * Blocks: never. Callback-safe.
  */
-tinkex_status tinkex_future_cancel(struct tinkex_future *fut);
+tinkex_status tinkex_future_cancel(const struct tinkex_future *fut);
 
 /**
- * Blocks until the operation finishes or `timeout_ms` passes (0 = no limit). Returns
- * `TINKEX_STATUS_OK` when finished (then take the result), `TINKEX_STATUS_PENDING` on
- * timeout. The completion callback may not have run yet when this returns.
+ * Blocks until the operation has finished AND its completion callback (if any) has
+ * returned, or until `timeout_ms` passes: 0 = do not wait (check once),
+ * `TINKEX_WAIT_FOREVER` = no limit. Returns `TINKEX_STATUS_OK` when settled (then take the
+ * result; the callback has already run), `TINKEX_STATUS_PENDING` on timeout.
+ *
+ * Order: complete → callback runs on the dispatcher → callback returns → `wait` returns.
+ * (`tinkex_future_is_done` turns true at "complete", possibly before the callback runs.)
  *
  * For synchronous facades only (C++, Python sync API). Blocks: yes. Never call it from a
  * BEAM scheduler, a tinkex callback or a tokio thread (`TINKEX_STATUS_WRONG_STATE`).
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_future_wait(struct tinkex_future *fut,
+tinkex_status tinkex_future_wait(const struct tinkex_future *fut,
                                  uint64_t timeout_ms,
                                  struct tinkex_error **out_err);
 
@@ -759,6 +917,47 @@ struct tinkex_future *tinkex_future_clone(const struct tinkex_future *fut);
  * callback, when it is the host's own reference); any thread.
  */
 void tinkex_future_free(struct tinkex_future *fut);
+
+/**
+ * Sends the library's log lines of at most `max_level` to `on_log(user_data, level, target,
+ * target_len, message, message_len)`, on `rt`'s dispatcher thread, in emission order. The
+ * lines are the library's own, already debounced (e.g. one queue-state line per change,
+ * heartbeat warnings, telemetry drops); a Python binding forwards them to
+ * `logging.getLogger(target)`, an Elixir binding to `Logger`.
+ *
+ * Process-wide like `log_level`: a sink receives the lines of every runtime's operations.
+ * One sink per runtime: setting another replaces it; `on_log` NULL removes it. The replaced
+ * or removed sink's `user_data_free` (may be NULL) runs once on the dispatcher after its last
+ * `on_log`; runtime shutdown removes the sink too. Independent of the stderr output of the
+ * `log_level` option. `max_level` `TINKEX_LOG_LEVEL_OFF` also removes the sink.
+ *
+ * Errors: `NULL_ARG` (`rt`), `INVALID_ARG` (unknown `max_level`), `SHUT_DOWN`,
+ * `WRONG_STATE` (the process already has another global `tracing` subscriber, so the
+ * library's lines cannot be captured). On a non-OK status nothing is registered and
+ * neither callback runs. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_runtime_set_log_sink(const struct tinkex_runtime *rt,
+                                          tinkex_log_fn on_log,
+                                          void *user_data,
+                                          tinkex_free_fn user_data_free,
+                                          int32_t max_level,
+                                          struct tinkex_error **out_err);
+
+/**
+ * Parses a `tinker://{training_run_id}/{kind}/{name}` checkpoint path with the official
+ * SDK's rules. Result (UTF-8 JSON): `{"training_run_id": "...", "kind": "weights" |
+ * "sampler_weights" | "external_weights", "name": "...", "checkpoint_id": "{kind}/{name}"}`.
+ *
+ * Errors: `NULL_ARG`, `INVALID_UTF8`, `INVALID_ARG` (not a valid path; the message says
+ * why). Blocks: never. Callback-safe. Caller owns `*out_json`; release with
+ * `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_tinker_path_parse(const uint8_t *path,
+                                       size_t path_len,
+                                       struct tinkex_bytes **out_json,
+                                       struct tinkex_error **out_err);
 
 /**
  * A new reference to the same client; NULL when `client` is NULL.
@@ -785,7 +984,7 @@ void tinkex_rest_client_free(struct tinkex_rest_client *client);
  * with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_training_runs(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_list_training_runs(const struct tinkex_rest_client *client,
                                                     uint32_t limit,
                                                     uint32_t offset,
                                                     tinkex_done_fn on_done,
@@ -800,7 +999,7 @@ tinkex_status tinkex_rest_client_list_training_runs(struct tinkex_rest_client *c
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_training_run(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_get_training_run(const struct tinkex_rest_client *client,
                                                   const uint8_t *training_run_id,
                                                   size_t training_run_id_len,
                                                   tinkex_done_fn on_done,
@@ -815,7 +1014,7 @@ tinkex_status tinkex_rest_client_get_training_run(struct tinkex_rest_client *cli
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_checkpoints(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_list_checkpoints(const struct tinkex_rest_client *client,
                                                   const uint8_t *training_run_id,
                                                   size_t training_run_id_len,
                                                   tinkex_done_fn on_done,
@@ -831,7 +1030,7 @@ tinkex_status tinkex_rest_client_list_checkpoints(struct tinkex_rest_client *cli
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_user_checkpoints(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_list_user_checkpoints(const struct tinkex_rest_client *client,
                                                        uint32_t limit,
                                                        uint32_t offset,
                                                        tinkex_done_fn on_done,
@@ -846,7 +1045,7 @@ tinkex_status tinkex_rest_client_list_user_checkpoints(struct tinkex_rest_client
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_delete_checkpoint(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_delete_checkpoint(const struct tinkex_rest_client *client,
                                                    const uint8_t *path,
                                                    size_t path_len,
                                                    tinkex_done_fn on_done,
@@ -862,7 +1061,7 @@ tinkex_status tinkex_rest_client_delete_checkpoint(struct tinkex_rest_client *cl
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_weights_info(struct tinkex_rest_client *client,
+tinkex_status tinkex_rest_client_get_weights_info(const struct tinkex_rest_client *client,
                                                   const uint8_t *path,
                                                   size_t path_len,
                                                   tinkex_done_fn on_done,
@@ -904,7 +1103,8 @@ struct tinkex_runtime *tinkex_runtime_clone(const struct tinkex_runtime *rt);
 /**
  * Shuts the runtime down with a bounded drain:
  * 1. new submissions and subscriptions fail with `TINKEX_STATUS_SHUT_DOWN`;
- * 2. pending futures get up to `timeout_ms` to finish (0 = do not wait);
+ * 2. pending futures get up to `timeout_ms` to finish (0 = do not wait,
+ *    `TINKEX_WAIT_FOREVER` = no limit);
  * 3. futures still pending then complete with `TINKEX_STATUS_SHUT_DOWN` (their callbacks
  *    fire), and every subscription closes (its `user_data_free` runs);
  * 4. the callbacks queued so far run, tokio stops, and the dispatcher thread exits (each of
@@ -913,11 +1113,13 @@ struct tinkex_runtime *tinkex_runtime_clone(const struct tinkex_runtime *rt);
  * Idempotent: a second call returns `TINKEX_STATUS_OK` at once. Handles stay valid and must
  * still be freed; their operations fail with `SHUT_DOWN`.
  *
+ * Takes `rt` as `const` like every non-consuming call: handles are internally synchronised.
+ *
  * Blocks: yes, up to `timeout_ms` plus the bounded teardown. Never call it from a tinkex
  * callback or a tokio thread (`TINKEX_STATUS_WRONG_STATE`): it would deadlock.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_runtime_shutdown(struct tinkex_runtime *rt,
+tinkex_status tinkex_runtime_shutdown(const struct tinkex_runtime *rt,
                                       uint64_t timeout_ms,
                                       struct tinkex_error **out_err);
 
@@ -970,7 +1172,7 @@ tinkex_status tinkex_sampling_client_get_info(const struct tinkex_sampling_clien
  * with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_sampling_client_sample(struct tinkex_sampling_client *client,
+tinkex_status tinkex_sampling_client_sample(const struct tinkex_sampling_client *client,
                                             const uint8_t *json,
                                             size_t json_len,
                                             tinkex_done_fn on_done,
@@ -986,7 +1188,7 @@ tinkex_status tinkex_sampling_client_sample(struct tinkex_sampling_client *clien
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_sampling_client_compute_logprobs(struct tinkex_sampling_client *client,
+tinkex_status tinkex_sampling_client_compute_logprobs(const struct tinkex_sampling_client *client,
                                                       const uint8_t *json,
                                                       size_t json_len,
                                                       tinkex_done_fn on_done,
@@ -1026,7 +1228,7 @@ tinkex_status tinkex_sampling_client_compute_logprobs(struct tinkex_sampling_cli
  * `tinkex_service_client_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_new(struct tinkex_runtime *rt,
+tinkex_status tinkex_service_client_new(const struct tinkex_runtime *rt,
                                         const uint8_t *config_json,
                                         size_t config_json_len,
                                         struct tinkex_service_client **out,
@@ -1070,7 +1272,7 @@ tinkex_status tinkex_service_client_session_id(const struct tinkex_service_clien
  * with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_get_server_capabilities(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_get_server_capabilities(const struct tinkex_service_client *svc,
                                                             tinkex_done_fn on_done,
                                                             void *user_data,
                                                             struct tinkex_future **out_future,
@@ -1087,7 +1289,7 @@ tinkex_status tinkex_service_client_get_server_capabilities(struct tinkex_servic
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_create_lora_training_client(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_create_lora_training_client(const struct tinkex_service_client *svc,
                                                                 const uint8_t *json,
                                                                 size_t json_len,
                                                                 tinkex_done_fn on_done,
@@ -1104,7 +1306,7 @@ tinkex_status tinkex_service_client_create_lora_training_client(struct tinkex_se
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_create_training_client_from_state(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_create_training_client_from_state(const struct tinkex_service_client *svc,
                                                                       const uint8_t *json,
                                                                       size_t json_len,
                                                                       tinkex_done_fn on_done,
@@ -1122,7 +1324,7 @@ tinkex_status tinkex_service_client_create_training_client_from_state(struct tin
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_create_sampling_client(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_create_sampling_client(const struct tinkex_service_client *svc,
                                                            const uint8_t *json,
                                                            size_t json_len,
                                                            tinkex_done_fn on_done,
@@ -1136,7 +1338,7 @@ tinkex_status tinkex_service_client_create_sampling_client(struct tinkex_service
  * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_create_rest_client(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_create_rest_client(const struct tinkex_service_client *svc,
                                                        struct tinkex_rest_client **out,
                                                        struct tinkex_error **out_err);
 
@@ -1149,7 +1351,7 @@ tinkex_status tinkex_service_client_create_rest_client(struct tinkex_service_cli
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_service_client_close(struct tinkex_service_client *svc,
+tinkex_status tinkex_service_client_close(const struct tinkex_service_client *svc,
                                           const uint8_t *json,
                                           size_t json_len,
                                           tinkex_done_fn on_done,
@@ -1185,12 +1387,27 @@ TINKEX_MUST_USE tinkex_status tinkex_testing_panic_in_export(struct tinkex_error
  * Submit call. Blocks: never. Caller owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_testing_panic_in_task(struct tinkex_runtime *rt,
+tinkex_status tinkex_testing_panic_in_task(const struct tinkex_runtime *rt,
                                            int32_t where_,
                                            tinkex_done_fn on_done,
                                            void *user_data,
                                            struct tinkex_future **out_future,
                                            struct tinkex_error **out_err);
+#endif
+
+#if defined(TINKEX_TESTING)
+/**
+ * TESTING ONLY. Emits one library log line (target `tinkex::testing`) at `level` (a
+ * `tinkex_log_level` other than OFF) with the text `(message, message_len)`, as the core's
+ * own lines are emitted: for tests of `tinkex_runtime_set_log_sink`.
+ *
+ * Errors: `INVALID_ARG` (level), `NULL_ARG`, `INVALID_UTF8`. Blocks: never.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_testing_log(int32_t level,
+                                 const uint8_t *message,
+                                 size_t message_len,
+                                 struct tinkex_error **out_err);
 #endif
 
 /**
@@ -1238,7 +1455,7 @@ tinkex_status tinkex_training_client_get_info(const struct tinkex_training_clien
  * with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_forward_backward(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_forward_backward(const struct tinkex_training_client *client,
                                                       const uint8_t *json,
                                                       size_t json_len,
                                                       tinkex_done_fn on_done,
@@ -1253,7 +1470,7 @@ tinkex_status tinkex_training_client_forward_backward(struct tinkex_training_cli
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_forward(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_forward(const struct tinkex_training_client *client,
                                              const uint8_t *json,
                                              size_t json_len,
                                              tinkex_done_fn on_done,
@@ -1268,13 +1485,13 @@ tinkex_status tinkex_training_client_forward(struct tinkex_training_client *clie
  * the wire is byte-for-byte the one the JSON path builds for the same datums. Result:
  * `ForwardBackwardOutput` JSON.
  *
- * Consumes: `batch` (also on failure). Submit call (see
+ * Borrows `batch` (its datums are copied at submit; free it when you like). Submit call (see
  * `tinkex_training_client_forward_backward`). Blocks: never. Callback-safe. Caller owns
  * `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_forward_backward_batch(struct tinkex_training_client *client,
-                                                            struct tinkex_datum_batch *batch,
+tinkex_status tinkex_training_client_forward_backward_batch(const struct tinkex_training_client *client,
+                                                            const struct tinkex_datum_batch *batch,
                                                             const uint8_t *json,
                                                             size_t json_len,
                                                             tinkex_done_fn on_done,
@@ -1286,12 +1503,12 @@ tinkex_status tinkex_training_client_forward_backward_batch(struct tinkex_traini
  * forward (no gradients) over a datum batch; as
  * `tinkex_training_client_forward_backward_batch`.
  *
- * Consumes: `batch` (also on failure). Submit call. Blocks: never. Callback-safe. Caller
+ * Borrows `batch` (its datums are copied at submit). Submit call. Blocks: never. Callback-safe. Caller
  * owns `*out_future`; release with `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_forward_batch(struct tinkex_training_client *client,
-                                                   struct tinkex_datum_batch *batch,
+tinkex_status tinkex_training_client_forward_batch(const struct tinkex_training_client *client,
+                                                   const struct tinkex_datum_batch *batch,
                                                    const uint8_t *json,
                                                    size_t json_len,
                                                    tinkex_done_fn on_done,
@@ -1311,7 +1528,7 @@ tinkex_status tinkex_training_client_forward_batch(struct tinkex_training_client
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_optim_step(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_optim_step(const struct tinkex_training_client *client,
                                                 const uint8_t *json,
                                                 size_t json_len,
                                                 tinkex_done_fn on_done,
@@ -1329,7 +1546,7 @@ tinkex_status tinkex_training_client_optim_step(struct tinkex_training_client *c
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_save_state(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_save_state(const struct tinkex_training_client *client,
                                                 const uint8_t *json,
                                                 size_t json_len,
                                                 tinkex_done_fn on_done,
@@ -1345,7 +1562,7 @@ tinkex_status tinkex_training_client_save_state(struct tinkex_training_client *c
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_save_weights_for_sampler(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_save_weights_for_sampler(const struct tinkex_training_client *client,
                                                               const uint8_t *json,
                                                               size_t json_len,
                                                               tinkex_done_fn on_done,
@@ -1361,7 +1578,7 @@ tinkex_status tinkex_training_client_save_weights_for_sampler(struct tinkex_trai
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const struct tinkex_training_client *client,
                                                                           tinkex_done_fn on_done,
                                                                           void *user_data,
                                                                           struct tinkex_future **out_future,
@@ -1376,7 +1593,7 @@ tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(struct
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_training_client_load_state(struct tinkex_training_client *client,
+tinkex_status tinkex_training_client_load_state(const struct tinkex_training_client *client,
                                                 const uint8_t *json,
                                                 size_t json_len,
                                                 tinkex_done_fn on_done,
@@ -1400,11 +1617,20 @@ const char *tinkex_version(void);
 uint32_t tinkex_version_number(void);
 
 /**
- * The ABI revision of the library (compare with `TINKEX_ABI_VERSION` at load time).
+ * The ABI major version of the library (compare with `TINKEX_ABI_VERSION_MAJOR` at load
+ * time: they must be equal).
  *
  * Blocks: never. Callback-safe.
  */
-uint32_t tinkex_abi_version(void);
+uint32_t tinkex_abi_version_major(void);
+
+/**
+ * The ABI minor version of the library (must be at least the `TINKEX_ABI_VERSION_MINOR` the
+ * caller was built against).
+ *
+ * Blocks: never. Callback-safe.
+ */
+uint32_t tinkex_abi_version_minor(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -7,6 +7,7 @@ use ffi_support::*;
 use std::ffi::CStr;
 use std::process::Command;
 use tinkex::ffi::bytes::*;
+use tinkex::ffi::custom_loss::*;
 use tinkex::ffi::datum::*;
 use tinkex::ffi::error::*;
 use tinkex::ffi::event::*;
@@ -50,10 +51,16 @@ fn version_macros_match_cargo_and_the_library() {
     let v = unsafe { CStr::from_ptr(tinkex_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
     assert_eq!(
-        header_define("TINKEX_ABI_VERSION"),
-        TINKEX_ABI_VERSION.to_string()
+        header_define("TINKEX_ABI_VERSION_MAJOR"),
+        TINKEX_ABI_VERSION_MAJOR.to_string()
     );
-    assert_eq!(tinkex_abi_version(), TINKEX_ABI_VERSION);
+    assert_eq!(
+        header_define("TINKEX_ABI_VERSION_MINOR"),
+        TINKEX_ABI_VERSION_MINOR.to_string()
+    );
+    assert_eq!(tinkex_abi_version_major(), TINKEX_ABI_VERSION_MAJOR);
+    assert_eq!(tinkex_abi_version_minor(), TINKEX_ABI_VERSION_MINOR);
+    assert_eq!(header_define("TINKEX_WAIT_FOREVER"), "UINT64_MAX");
 }
 
 #[test]
@@ -174,9 +181,11 @@ fn free_null_does_nothing_and_getters_have_fallbacks() {
     assert!(tinkex_event_json(std::ptr::null(), &mut len).is_null());
     assert_eq!(len, 0);
     assert_eq!(
-        tinkex_event_kind(std::ptr::null()),
-        tinkex_event_type::Other
+        tinkex_event_get_kind(std::ptr::null()),
+        tinkex_event_kind::Other
     );
+    tinkex_custom_loss_free(std::ptr::null_mut());
+    assert!(tinkex_datum_batch_clone(std::ptr::null()).is_null());
 }
 
 /// Runs a call that must fail with `expected`; checks the error object and returns its

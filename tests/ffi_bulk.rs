@@ -342,6 +342,9 @@ fn bulk_and_json_paths_put_identical_requests_on_the_wire() {
             )
         })
         .json();
+        // Borrowed by the submit (its datums were copied): still intact, freed by its owner.
+        assert_eq!(tinkex_datum_batch_len(batch), 4);
+        tinkex_datum_batch_free(batch);
         let bodies = proxy.bodies.lock().unwrap().clone();
         assert_eq!(bodies.len(), 2, "one forward_backward request per path");
         let (a, b) = (&bodies[0], &bodies[1]);

@@ -20,6 +20,7 @@ use tinkex::ffi::sampling::*;
 use tinkex::ffi::service::*;
 use tinkex::ffi::status::tinkex_status;
 use tinkex::ffi::training::*;
+use tinkex::ffi::TINKEX_WAIT_FOREVER;
 
 fn capabilities(svc: &Svc) -> Op {
     submit(|cb, ud, out, err| {
@@ -391,8 +392,13 @@ fn cancel_before_and_after_completion_and_second_take() {
     );
     assert_eq!(
         tinkex_future_wait(op.fut, 0, &mut err),
+        tinkex_status::Pending,
+        "0 = do not wait"
+    );
+    assert_eq!(
+        tinkex_future_wait(op.fut, TINKEX_WAIT_FOREVER, &mut err),
         tinkex_status::Ok,
-        "0 = no limit"
+        "TINKEX_WAIT_FOREVER = no limit"
     );
     assert!(op.take().is_ok());
 }
@@ -529,7 +535,7 @@ fn results_of_the_wrong_type_and_user_errors_through_the_future() {
 }
 
 struct Events {
-    seen: Mutex<Vec<(tinkex_event_type, String, Option<String>)>>,
+    seen: Mutex<Vec<(tinkex_event_kind, String, Option<String>)>>,
     freed: AtomicU32,
     after_free: AtomicU32,
     wrong_thread: AtomicU32,
@@ -571,7 +577,7 @@ unsafe extern "C" fn on_event(user_data: *mut c_void, ev: *const tinkex_event) {
         .seen
         .lock()
         .unwrap()
-        .push((tinkex_event_kind(ev), text, rid));
+        .push((tinkex_event_get_kind(ev), text, rid));
 }
 
 unsafe extern "C" fn free_events(user_data: *mut c_void) {
@@ -608,7 +614,7 @@ fn events_arrive_in_order_and_user_data_free_runs_once_after_the_last() {
         let seen = events.seen.lock().unwrap();
         let retries: Vec<_> = seen
             .iter()
-            .filter(|(k, _, _)| *k == tinkex_event_type::Retry)
+            .filter(|(k, _, _)| *k == tinkex_event_kind::Retry)
             .collect();
         assert_eq!(retries.len(), 2, "{seen:?}");
         let attempts: Vec<u64> = retries

@@ -159,10 +159,10 @@ namespace detail {
 
 /// Takes a finished future's result as T (specialised below).
 template <class T>
-Result<T> take(tinkex_future *fut);
+Result<T> take(const tinkex_future *fut);
 
 template <>
-inline Result<std::string> take<std::string>(tinkex_future *fut) {
+inline Result<std::string> take<std::string>(const tinkex_future *fut) {
   tinkex_bytes *bytes = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_result(fut, &bytes, &err);
@@ -176,7 +176,7 @@ struct Context {
 };
 
 template <class T>
-void on_done(void *user_data, tinkex_future *fut) noexcept {
+void on_done(void *user_data, const tinkex_future *fut) noexcept {
   std::unique_ptr<Context<T>> ctx(static_cast<Context<T> *>(user_data));
   try {
     ctx->promise.set_value(take<T>(fut));
@@ -238,7 +238,7 @@ class Runtime {
 
 /// An event (a copy; safe to keep).
 struct Event {
-  tinkex_event_type type = TINKEX_EVENT_TYPE_OTHER;
+  tinkex_event_kind type = TINKEX_EVENT_KIND_OTHER;
   std::string json;
   std::string request_id;
 };
@@ -286,6 +286,14 @@ class DatumBatch {
   Status set_loss_input(std::string_view name, const std::vector<E> &v,
                         const std::vector<int64_t> &shape = {}) {
     return set_loss_input(name, v.data(), v.size(), shape);
+  }
+
+  /// Appends one datum given as `Datum` JSON (any chunk types).
+  Status push_json(std::string_view json) {
+    tinkex_error *err = nullptr;
+    tinkex_status s =
+        tinkex_datum_batch_push_json(p_.get(), detail::data_of(json), json.size(), &err);
+    return detail::check(s, err);
   }
 
   size_t size() const noexcept { return tinkex_datum_batch_len(p_.get()); }
@@ -355,12 +363,13 @@ class TrainingClient {
   Pending<std::string> forward_backward(std::string_view json) const {
     return submit_json(&tinkex_training_client_forward_backward, json);
   }
-  /// The bulk path (recommended for large batches); consumes `batch`.
-  Pending<std::string> forward_backward(DatumBatch &&batch, std::string_view loss_json) const {
-    tinkex_datum_batch *b = batch.p_.release();
+  /// The bulk path (recommended for large batches); borrows `batch` (its datums are
+  /// copied at submit, so it may be reused or destroyed right after).
+  Pending<std::string> forward_backward(const DatumBatch &batch, std::string_view loss_json) const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
       return tinkex_training_client_forward_backward_batch(
-          p_.get(), b, detail::data_of(loss_json), loss_json.size(), cb, ud, out, err);
+          p_.get(), batch.p_.get(), detail::data_of(loss_json), loss_json.size(), cb, ud, out,
+          err);
     });
   }
   Pending<std::string> forward(std::string_view json) const {
@@ -409,7 +418,7 @@ class TrainingClient {
 namespace detail {
 
 template <>
-inline Result<TrainingClient> take<TrainingClient>(tinkex_future *fut) {
+inline Result<TrainingClient> take<TrainingClient>(const tinkex_future *fut) {
   tinkex_training_client *c = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_training_client(fut, &c, &err);
@@ -418,7 +427,7 @@ inline Result<TrainingClient> take<TrainingClient>(tinkex_future *fut) {
 }
 
 template <>
-inline Result<SamplingClient> take<SamplingClient>(tinkex_future *fut) {
+inline Result<SamplingClient> take<SamplingClient>(const tinkex_future *fut) {
   tinkex_sampling_client *c = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_sampling_client(fut, &c, &err);
@@ -541,7 +550,7 @@ class ServiceClient {
   static void on_event(void *user_data, const tinkex_event *ev) noexcept {
     try {
       Event e;
-      e.type = tinkex_event_kind(ev);
+      e.type = tinkex_event_get_kind(ev);
       size_t len = 0;
       const uint8_t *json = tinkex_event_json(ev, &len);
       e.json.assign(reinterpret_cast<const char *>(json), len);
@@ -560,7 +569,10 @@ class ServiceClient {
 
 /// The library version ("0.1.0") and whether the loaded library matches this header's ABI.
 inline std::string version() { return tinkex_version(); }
-inline bool abi_matches() noexcept { return tinkex_abi_version() == TINKEX_ABI_VERSION; }
+inline bool abi_matches() noexcept {
+  return tinkex_abi_version_major() == TINKEX_ABI_VERSION_MAJOR &&
+         tinkex_abi_version_minor() >= TINKEX_ABI_VERSION_MINOR;
+}
 
 }  // namespace tinkex
 

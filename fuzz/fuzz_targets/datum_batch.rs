@@ -1,5 +1,5 @@
-//! The bulk datum path (`tinkex_datum_batch_*`) with fuzzed operations, lengths, dtypes,
-//! shapes and names, within the documented caller contract: every non-NULL buffer really
+//! The bulk datum path (`tinkex_datum_batch_*`) with fuzzed operations (typed pushes, loss
+//! inputs, JSON datums), lengths, dtypes, shapes and names, within the documented caller contract: every non-NULL buffer really
 //! holds `len` elements of the largest element size (8 bytes); NULL is passed with any
 //! `len` (the contract makes that `NULL_ARG`). The batch is then turned into the protobuf
 //! request the client would send, and chunked.
@@ -59,7 +59,15 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         } else {
             u.int_in_range(0..=5)?
         };
-        let status = if u.arbitrary::<bool>()? {
+        let status = if u.ratio(1u8, 6)? {
+            let json_len = u.int_in_range(0..=256)?;
+            let json = u.bytes(json_len)?.to_vec();
+            let s = tinkex_datum_batch_push_json(batch, json.as_ptr(), json.len(), &mut err);
+            if s == tinkex_status::Ok {
+                expect_len += 1;
+            }
+            s
+        } else if u.arbitrary::<bool>()? {
             let n = len(u)?;
             let buf = buffer(u, n)?;
             let ptr = buf.as_ref().map_or(std::ptr::null(), |b| b.as_ptr().cast());
@@ -110,8 +118,8 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         tinkex_error_free(err);
     }
     assert_eq!(tinkex_datum_batch_len(batch), expect_len);
-    // SAFETY: `batch` is live and used by this thread only.
-    let data = unsafe { &*batch }.data().to_vec();
+    // SAFETY: `batch` is a live handle (freed by `guard` below).
+    let data = unsafe { &*batch }.data();
     drop(guard);
     let _ = tinkex::core::chunking::chunk_ranges(&data, 64, 1 << 20);
     for d in &data {

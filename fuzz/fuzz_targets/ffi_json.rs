@@ -65,21 +65,22 @@ fuzz_target!(|data: &[u8]| {
             tinkex_training_client_forward_backward(h.training, p, n, cb, ud, o, e)
         }),
         5 => submit(&|cb, ud, o, e| tinkex_training_client_forward(h.training, p, n, cb, ud, o, e)),
-        6 => submit(&|cb, ud, o, e| {
-            tinkex_training_client_forward_backward_batch(
-                h.training,
-                datum_batch(),
-                p,
-                n,
-                cb,
-                ud,
-                o,
-                e,
-            )
-        }),
-        7 => submit(&|cb, ud, o, e| {
-            tinkex_training_client_forward_batch(h.training, datum_batch(), p, n, cb, ud, o, e)
-        }),
+        6 => {
+            let b = datum_batch();
+            let s = submit(&|cb, ud, o, e| {
+                tinkex_training_client_forward_backward_batch(h.training, b, p, n, cb, ud, o, e)
+            });
+            tinkex_datum_batch_free(b); // borrowed by the submit
+            s
+        }
+        7 => {
+            let b = datum_batch();
+            let s = submit(&|cb, ud, o, e| {
+                tinkex_training_client_forward_batch(h.training, b, p, n, cb, ud, o, e)
+            });
+            tinkex_datum_batch_free(b);
+            s
+        }
         8 => submit(&|cb, ud, o, e| {
             tinkex_training_client_optim_step(h.training, p, n, cb, ud, o, e)
         }),

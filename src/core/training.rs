@@ -35,6 +35,30 @@ pub(crate) struct TrainingInner {
     next_request_id: Mutex<i64>,
     turn: Arc<watch::Sender<i64>>,
     observer: QueueObserver,
+    /// Set once a custom-loss pass failed or was aborted (the official SDK's
+    /// `_request_error`): every later training request fails with a `User` error naming it.
+    poisoned: Mutex<Option<String>>,
+}
+
+impl TrainingInner {
+    /// Poisons the client (the first cause is kept).
+    pub(crate) fn poison(&self, cause: impl Into<String>) {
+        let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(cause.into());
+        }
+    }
+
+    /// `Err(User)` once poisoned.
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(cause) => Err(Error::user(format!(
+                "a previous custom-loss request failed; this training client is poisoned and \
+                 accepts no further training requests (cause: {cause})"
+            ))),
+        }
+    }
 }
 
 /// A training client for one model. Cheap to clone; clones share the request order.
@@ -45,12 +69,19 @@ pub struct TrainingClient {
     retry: Option<Arc<RetryPolicy>>,
 }
 
+/// Runs when an ordered operation fails (see [`TrainingClient::ordered_in`]).
+pub(crate) type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+#[path = "custom_loss.rs"]
+pub mod custom_loss;
+pub use custom_loss::{CustomLossOutput, CustomLossPass};
+
 /// How many times a training request whose future the server lost (410) is resubmitted.
 const MAX_RESUBMITS: u32 = 8;
 
 /// Passes the send turn on when dropped, also if the operation failed or was cancelled
 /// before its turn came (then a small task waits for the turn and passes it on).
-struct TurnGuard {
+pub(crate) struct TurnGuard {
     turn: Arc<watch::Sender<i64>>,
     first: i64,
     end: i64,
@@ -58,6 +89,25 @@ struct TurnGuard {
 }
 
 impl TurnGuard {
+    /// Splits a reservation into its first `n` ids and the rest (two consecutive turns).
+    pub(crate) fn split(mut self, n: usize) -> (TurnGuard, TurnGuard) {
+        let mid = (self.first + n as i64).min(self.end);
+        self.done = true;
+        let a = TurnGuard {
+            turn: self.turn.clone(),
+            first: self.first,
+            end: mid,
+            done: false,
+        };
+        let b = TurnGuard {
+            turn: self.turn.clone(),
+            first: mid,
+            end: self.end,
+            done: false,
+        };
+        (a, b)
+    }
+
     async fn wait(&self) {
         let mut rx = self.turn.subscribe();
         let _ = rx.wait_for(|t| *t >= self.first).await;
@@ -103,6 +153,7 @@ impl TrainingClient {
                 next_request_id: Mutex::new(0),
                 turn: Arc::new(watch::channel(0).0),
                 observer,
+                poisoned: Mutex::new(None),
             }),
         }
     }
@@ -143,7 +194,8 @@ impl TrainingClient {
         self.inner.observer.snapshot()
     }
 
-    fn reserve(&self, n: usize) -> TurnGuard {
+    /// Reserves the next `n` request ids (the next turn), in call order.
+    pub(crate) fn reserve(&self, n: usize) -> TurnGuard {
         let mut next = self.inner.next_request_id.lock().unwrap();
         let first = *next;
         *next += n as i64;
@@ -163,7 +215,32 @@ impl TrainingClient {
         B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
         D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
     {
-        let mut guard = self.reserve(n.max(1));
+        // A poisoned client fails at once (before reserving a turn it would never pass on).
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
+        }
+        let guard = self.reserve(n.max(1));
+        self.ordered_in(guard, None, rtype, build, decode)
+    }
+
+    /// [`ordered`](Self::ordered) in an already reserved turn. `on_error` runs when the
+    /// operation fails (custom-loss phases: poison the client, release the held turn).
+    pub(crate) fn ordered_in<T, B, D>(
+        &self,
+        mut guard: TurnGuard,
+        on_error: Option<OnError>,
+        rtype: RequestType,
+        build: B,
+        decode: D,
+    ) -> ApiFuture<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
+        D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
+    {
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
+        }
         let inner = self.inner.clone();
         let status = Arc::new(OpStatus::new(rtype.as_str()));
         let policy = self.policy();
@@ -179,6 +256,8 @@ impl TrainingClient {
                     let _waiting = core.progress.enter_waiting();
                     guard.wait().await;
                 }
+                // Poisoned while queued (a custom-loss pass before this one failed).
+                inner.check_poisoned()?;
                 let requests = requests?;
                 let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
                 let submitted = submit_all(&core, &requests, parallel, &status, &policy).await;
@@ -230,6 +309,11 @@ impl TrainingClient {
                 decode(results)
             })
             .await
+            .inspect_err(|e| {
+                if let Some(f) = on_error {
+                    f(e);
+                }
+            })
         })
     }
 
@@ -264,6 +348,16 @@ impl TrainingClient {
         if data.is_empty() {
             return ApiFuture::ready(Err(Error::user("No data provided")));
         }
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
+        }
+        let ranges = self.chunk_ranges(&data);
+        let guard = self.reserve(ranges.len().max(1));
+        self.forward_in(guard, None, data, ranges, loss_fn, config, forward_only, Ok)
+    }
+
+    /// The chunk boundaries of a forward/backward over `data` (server limits).
+    pub(crate) fn chunk_ranges(&self, data: &[Datum]) -> Vec<std::ops::Range<usize>> {
         let (max_len, max_bytes) = {
             let sc = self.inner.core.server_config.read().unwrap();
             (
@@ -271,7 +365,23 @@ impl TrainingClient {
                 sc.fwdbwd_max_chunk_bytes_count as usize,
             )
         };
-        let ranges = chunking::chunk_ranges(&data, max_len, max_bytes);
+        chunking::chunk_ranges(data, max_len, max_bytes)
+    }
+
+    /// A forward/backward with given chunk `ranges` in a reserved turn (`guard` holds
+    /// `ranges.len()` ids); `post` adjusts the combined output.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_in(
+        &self,
+        guard: TurnGuard,
+        on_error: Option<OnError>,
+        data: Vec<Datum>,
+        ranges: Vec<std::ops::Range<usize>>,
+        loss_fn: &str,
+        config: Option<BTreeMap<String, LossConfigValue>>,
+        forward_only: bool,
+        post: impl FnOnce(ForwardBackwardOutput) -> Result<ForwardBackwardOutput> + Send + 'static,
+    ) -> ApiFuture<ForwardBackwardOutput> {
         let rtype = if forward_only {
             RequestType::Forward
         } else {
@@ -281,10 +391,11 @@ impl TrainingClient {
         let timeout = self.inner.core.config.timeouts.request;
         let loss_fn = loss_fn.to_string();
         let config = config.unwrap_or_default();
-        let build_ranges = ranges.clone();
-        self.ordered(
+        let build_ranges = ranges;
+        self.ordered_in(
+            guard,
+            on_error,
             rtype,
-            ranges.len(),
             move |first_seq| {
                 build_ranges
                     .iter()
@@ -312,7 +423,7 @@ impl TrainingClient {
                     .into_iter()
                     .map(|(p, f)| decode_fb(p).map_err(|e| e.with_request_id(f.request_id)))
                     .collect::<Result<Vec<_>>>()?;
-                Ok(chunking::combine(outputs))
+                post(chunking::combine(outputs))
             },
         )
     }

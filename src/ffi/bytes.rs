@@ -1,6 +1,7 @@
 //! `tinkex_bytes` (Box-owned): an owned output buffer.
 
-use super::{boundary, box_ref, box_take};
+use super::boundary;
+use super::BoxHandle;
 
 /// An owned byte buffer returned by the library (results are UTF-8 JSON).
 ///
@@ -33,7 +34,7 @@ impl tinkex_bytes {
 pub extern "C" fn tinkex_bytes_data(bytes: *const tinkex_bytes) -> *const u8 {
     boundary!(value std::ptr::null(), {
         // SAFETY: a non-NULL `bytes` is a live handle (caller contract).
-        match unsafe { box_ref(bytes, "bytes") } {
+        match unsafe { BoxHandle::from_ptr(bytes, "bytes") } {
             Ok(b) => b.data.as_ptr(),
             Err(_) => std::ptr::null(),
         }
@@ -47,7 +48,7 @@ pub extern "C" fn tinkex_bytes_data(bytes: *const tinkex_bytes) -> *const u8 {
 pub extern "C" fn tinkex_bytes_len(bytes: *const tinkex_bytes) -> usize {
     boundary!(value 0, {
         // SAFETY: as in `tinkex_bytes_data`.
-        match unsafe { box_ref(bytes, "bytes") } {
+        match unsafe { BoxHandle::from_ptr(bytes, "bytes") } {
             Ok(b) => b.data.len() - 1,
             Err(_) => 0,
         }
@@ -59,8 +60,6 @@ pub extern "C" fn tinkex_bytes_len(bytes: *const tinkex_bytes) -> usize {
 /// Consumes: `bytes`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_bytes_free(bytes: *mut tinkex_bytes) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `bytes` came from this library and is released once.
-        drop(unsafe { box_take(bytes) });
-    })
+    // SAFETY: a non-NULL `bytes` came from this library; the host gives up this reference.
+    unsafe { super::free_box_export(bytes) }
 }

@@ -1,6 +1,7 @@
-//! `tinkex_datum_batch` (Box-owned): the bulk path for training data. Token ids and loss
-//! inputs arrive as typed arrays (pointer, length, dtype, shape) and are copied once into
-//! the client's `Datum`s, with no JSON text in between.
+//! `tinkex_datum_batch` (Arc-owned, thread-safe): the datums of a training call. Token ids
+//! and loss inputs arrive as typed arrays (pointer, length, dtype, shape) and are copied once
+//! into the client's `Datum`s, with no JSON text in between; a whole datum may also arrive
+//! as JSON (`tinkex_datum_batch_push_json`), so a binding always builds a batch.
 //!
 //! Conversion rules are those of the JSON path, so both build the same request: integer
 //! arrays become `int64` tensors, float arrays `float32` tensors (float64 values are
@@ -8,9 +9,11 @@
 
 use super::error::{tinkex_error, Failure};
 use super::status::tinkex_status;
-use super::{boundary, box_into_raw, box_mut, box_ref, box_take, input_str, out_ptr, write_out};
+use super::ArcHandle;
+use super::{boundary, input_json, input_str, out_ptr, write_out};
 use crate::core::types::{Datum, ModelInput, TensorData, TensorDtype, TensorValues};
 use std::ffi::c_void;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Element types of typed-array inputs (native byte order; any alignment).
 #[repr(i32)]
@@ -120,31 +123,49 @@ unsafe fn copy_values(
     })
 }
 
-/// A batch of datums built from typed arrays, for
-/// `tinkex_training_client_forward_backward_batch` / `_forward_batch`.
+/// A batch of datums for `tinkex_training_client_forward_backward_batch` / `_forward_batch`
+/// and the custom-loss calls, built from typed arrays or JSON datums.
 ///
-/// Box-owned: free it with `tinkex_datum_batch_free`, or hand it to a batch submit call,
-/// which consumes it. Not thread-safe: build it on one thread at a time.
+/// Arc-owned (`tinkex_datum_batch_clone` / `_free`); any thread may use it concurrently
+/// (each call locks it). Submit calls borrow it: they copy its datums, so the host may
+/// reuse, extend or free it afterwards.
 pub struct tinkex_datum_batch {
-    data: Vec<Datum>,
+    data: Mutex<Vec<Datum>>,
 }
 
 impl tinkex_datum_batch {
-    /// The datums built so far.
-    pub fn data(&self) -> &[Datum] {
-        &self.data
+    /// An empty batch.
+    pub(crate) fn new() -> Self {
+        tinkex_datum_batch {
+            data: Mutex::new(Vec::new()),
+        }
     }
 
-    /// The datums, consuming the batch.
-    pub fn into_data(self) -> Vec<Datum> {
-        self.data
+    /// Locks the datums (a panic while locked cannot leave a half-pushed datum: every
+    /// push builds its datum first, so a poisoned lock is taken over).
+    fn lock(&self) -> MutexGuard<'_, Vec<Datum>> {
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the datums built so far.
+    pub fn data(&self) -> Vec<Datum> {
+        self.lock().clone()
+    }
+
+    /// The number of datums.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no datum was pushed.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 /// Creates an empty batch.
 ///
-/// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_datum_batch_free`
-/// or hand it to a batch submit call.
+/// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_datum_batch_free`.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_datum_batch_new(
@@ -153,8 +174,46 @@ pub extern "C" fn tinkex_datum_batch_new(
 ) -> tinkex_status {
     boundary!(status out_err, {
         out_ptr(out, "out")?;
+        let batch = Arc::new(tinkex_datum_batch::new());
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, box_into_raw(tinkex_datum_batch { data: Vec::new() })) };
+        unsafe { write_out(out, ArcHandle::into_ptr(batch)) };
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// A new reference to the same batch; NULL when `batch` is NULL.
+///
+/// Blocks: never. Callback-safe. Caller owns the result; release with
+/// `tinkex_datum_batch_free`.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_clone(
+    batch: *const tinkex_datum_batch,
+) -> *mut tinkex_datum_batch {
+    // SAFETY: a non-NULL `batch` is a live handle (caller contract).
+    unsafe { super::clone_export(batch) }
+}
+
+/// Appends one datum given as JSON: `{"model_input": {"chunks": [...]}, "loss_fn_inputs":
+/// {"target_tokens": {"data": [...], "dtype": "int64", "shape": [n]}, ...}}` (any chunk
+/// types; the JSON rules of `tinkex_training_client_forward_backward`'s datums). Later
+/// `tinkex_datum_batch_set_loss_input` calls apply to this datum.
+///
+/// Errors: `NULL_ARG`, `INVALID_UTF8`, `INVALID_JSON` (naming the field). The JSON is
+/// borrowed for the call only. Blocks: never. Callback-safe.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_datum_batch_push_json(
+    batch: *const tinkex_datum_batch,
+    json: *const u8,
+    json_len: usize,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `batch` is a live handle (caller contract).
+        let batch = unsafe { ArcHandle::from_ptr(batch, "batch") }?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let datum: Datum = unsafe { input_json(json, json_len, "json") }?;
+        batch.lock().push(datum);
         Ok(tinkex_status::Ok)
     })
 }
@@ -169,15 +228,15 @@ pub extern "C" fn tinkex_datum_batch_new(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_datum_batch_push(
-    batch: *mut tinkex_datum_batch,
+    batch: *const tinkex_datum_batch,
     tokens: *const c_void,
     len: usize,
     dtype: i32,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        // SAFETY: a non-NULL `batch` is a live batch used by this thread only (contract).
-        let batch = unsafe { box_mut(batch, "batch") }?;
+        // SAFETY: a non-NULL `batch` is a live handle (caller contract).
+        let batch = unsafe { ArcHandle::from_ptr(batch, "batch") }?;
         let dtype = tinkex_dtype::try_from(dtype)?;
         if !matches!(dtype, tinkex_dtype::Int64 | tinkex_dtype::Int32) {
             return Err(Failure::invalid_arg(
@@ -193,7 +252,7 @@ pub extern "C" fn tinkex_datum_batch_push(
                 ))
             }
         };
-        batch.data.push(Datum {
+        batch.lock().push(Datum {
             model_input: ModelInput::from_ints(tokens),
             ..Default::default()
         });
@@ -212,7 +271,7 @@ pub extern "C" fn tinkex_datum_batch_push(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_datum_batch_set_loss_input(
-    batch: *mut tinkex_datum_batch,
+    batch: *const tinkex_datum_batch,
     name: *const u8,
     name_len: usize,
     data: *const c_void,
@@ -223,8 +282,8 @@ pub extern "C" fn tinkex_datum_batch_set_loss_input(
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        // SAFETY: a non-NULL `batch` is a live batch used by this thread only (contract).
-        let batch = unsafe { box_mut(batch, "batch") }?;
+        // SAFETY: a non-NULL `batch` is a live handle (caller contract).
+        let batch = unsafe { ArcHandle::from_ptr(batch, "batch") }?;
         // SAFETY: `(name, name_len)` is a readable input (caller contract).
         let name = unsafe { input_str(name, name_len, "name") }?;
         if name.is_empty() {
@@ -261,11 +320,12 @@ pub extern "C" fn tinkex_datum_batch_set_loss_input(
             }
             Some(dims)
         };
-        let datum = batch.data.last_mut().ok_or_else(|| {
-            Failure::wrong_state("call tinkex_datum_batch_push before setting loss inputs")
-        })?;
         // SAFETY: `(data, len)` is a readable array of `dtype` (caller contract).
         let values = unsafe { copy_values(data, len, dtype, "data") }?;
+        let mut datums = batch.lock();
+        let datum = datums.last_mut().ok_or_else(|| {
+            Failure::wrong_state("call tinkex_datum_batch_push before setting loss inputs")
+        })?;
         let dtype = match values {
             TensorValues::Int64(_) => TensorDtype::Int64,
             TensorValues::Float32(_) => TensorDtype::Float32,
@@ -291,21 +351,20 @@ pub extern "C" fn tinkex_datum_batch_set_loss_input(
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_datum_batch_len(batch: *const tinkex_datum_batch) -> usize {
     boundary!(value 0, {
-        // SAFETY: a non-NULL `batch` is a live batch (caller contract).
-        match unsafe { box_ref(batch, "batch") } {
-            Ok(b) => b.data.len(),
+        // SAFETY: a non-NULL `batch` is a live handle (caller contract).
+        match unsafe { ArcHandle::from_ptr(batch, "batch") } {
+            Ok(b) => b.len(),
             Err(_) => 0,
         }
     })
 }
 
-/// Releases a batch that was not handed to a submit call. NULL does nothing.
+/// Drops one reference. NULL does nothing. Submit calls copy what they need, so a batch
+/// may be freed right after a submit.
 ///
-/// Consumes: `batch`. Blocks: never. Callback-safe.
+/// Consumes: `batch`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_datum_batch_free(batch: *mut tinkex_datum_batch) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `batch` came from this library and is released once.
-        drop(unsafe { box_take(batch) });
-    })
+    // SAFETY: a non-NULL `batch` came from this library; the host gives up this reference.
+    unsafe { super::free_export(batch) }
 }

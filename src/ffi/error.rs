@@ -1,7 +1,8 @@
 //! `tinkex_error` (Box-owned): the details of a failed call or operation.
 
+use super::boundary;
 use super::status::tinkex_status;
-use super::{boundary, box_ref, box_take};
+use super::BoxHandle;
 use crate::core::error::{Error, ErrorKind, TransportCause};
 use std::ffi::{c_char, CString};
 
@@ -181,7 +182,7 @@ impl From<Failure> for tinkex_error {
 pub extern "C" fn tinkex_error_status(err: *const tinkex_error) -> tinkex_status {
     boundary!(value tinkex_status::Panic, {
         // SAFETY: a non-NULL `err` is a live error handle (caller contract).
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.failure.status,
             Err(_) => tinkex_status::NullArg,
         }
@@ -199,7 +200,7 @@ pub extern "C" fn tinkex_error_status(err: *const tinkex_error) -> tinkex_status
 pub extern "C" fn tinkex_error_kind(err: *const tinkex_error) -> *const c_char {
     boundary!(value std::ptr::null(), {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.kind.as_ptr(),
             Err(_) => std::ptr::null(),
         }
@@ -214,7 +215,7 @@ pub extern "C" fn tinkex_error_kind(err: *const tinkex_error) -> *const c_char {
 pub extern "C" fn tinkex_error_message(err: *const tinkex_error) -> *const c_char {
     boundary!(value std::ptr::null(), {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.message.as_ptr(),
             Err(_) => std::ptr::null(),
         }
@@ -228,7 +229,7 @@ pub extern "C" fn tinkex_error_message(err: *const tinkex_error) -> *const c_cha
 pub extern "C" fn tinkex_error_http_status(err: *const tinkex_error) -> u16 {
     boundary!(value 0, {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.failure.http_status,
             Err(_) => 0,
         }
@@ -243,7 +244,7 @@ pub extern "C" fn tinkex_error_http_status(err: *const tinkex_error) -> u16 {
 pub extern "C" fn tinkex_error_is_retryable(err: *const tinkex_error) -> bool {
     boundary!(value false, {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.failure.retryable,
             Err(_) => false,
         }
@@ -257,7 +258,7 @@ pub extern "C" fn tinkex_error_is_retryable(err: *const tinkex_error) -> bool {
 pub extern "C" fn tinkex_error_request_id(err: *const tinkex_error) -> *const c_char {
     boundary!(value std::ptr::null(), {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e
                 .request_id
                 .as_ref()
@@ -276,7 +277,7 @@ pub extern "C" fn tinkex_error_request_id(err: *const tinkex_error) -> *const c_
 pub extern "C" fn tinkex_error_category(err: *const tinkex_error) -> *const c_char {
     boundary!(value std::ptr::null(), {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.category.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
             Err(_) => std::ptr::null(),
         }
@@ -291,7 +292,7 @@ pub extern "C" fn tinkex_error_category(err: *const tinkex_error) -> *const c_ch
 pub extern "C" fn tinkex_error_body(err: *const tinkex_error) -> *const c_char {
     boundary!(value std::ptr::null(), {
         // SAFETY: as in `tinkex_error_status`.
-        match unsafe { box_ref(err, "err") } {
+        match unsafe { BoxHandle::from_ptr(err, "err") } {
             Ok(e) => e.body.as_ref().map_or(std::ptr::null(), |b| b.as_ptr()),
             Err(_) => std::ptr::null(),
         }
@@ -303,11 +304,8 @@ pub extern "C" fn tinkex_error_body(err: *const tinkex_error) -> *const c_char {
 /// Consumes: `err`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_error_free(err: *mut tinkex_error) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `err` came from this library and is released once (caller
-        // contract).
-        drop(unsafe { box_take(err) });
-    })
+    // SAFETY: a non-NULL `err` came from this library; the host gives up this reference.
+    unsafe { super::free_box_export(err) }
 }
 
 #[cfg(test)]

@@ -5,19 +5,17 @@ use super::error::{tinkex_error, Failure};
 use super::runtime::tinkex_runtime;
 use super::service::tinkex_service_client;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, lent_ref, out_ptr, tinkex_free_fn,
-    write_out, UserData,
-};
+use super::{boundary, out_ptr, tinkex_free_fn, write_out, UserData};
+use super::{ArcHandle, LentHandle};
 use crate::core::{Event, SubscriptionId};
 use std::ffi::{c_char, c_void, CString};
 use std::sync::{Arc, Mutex, Weak};
 
-/// Types of `tinkex_event` (the JSON's `type`). New kinds may be added; treat unknown values like
-/// `TINKEX_EVENT_TYPE_OTHER`.
+/// Kinds of `tinkex_event` (the JSON's `type`). New kinds may be added (a minor ABI bump);
+/// treat unknown values like `TINKEX_EVENT_KIND_OTHER`.
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum tinkex_event_type {
+pub enum tinkex_event_kind {
     /// A kind this header does not know yet (see the JSON's `type`).
     Other = 0,
     /// A pending request's queue state changed (`queue_state`).
@@ -36,27 +34,27 @@ pub enum tinkex_event_type {
     Summary = 7,
 }
 
-impl tinkex_event_type {
+impl tinkex_event_kind {
     fn of(event: &Event) -> Self {
         match event.kind() {
-            "queue_state" => tinkex_event_type::QueueState,
-            "progress" => tinkex_event_type::Progress,
-            "retry" => tinkex_event_type::Retry,
-            "heartbeat_warning" => tinkex_event_type::HeartbeatWarning,
-            "session_expired" => tinkex_event_type::SessionExpired,
-            "telemetry_overflow" => tinkex_event_type::TelemetryOverflow,
-            "summary" => tinkex_event_type::Summary,
-            _ => tinkex_event_type::Other,
+            "queue_state" => tinkex_event_kind::QueueState,
+            "progress" => tinkex_event_kind::Progress,
+            "retry" => tinkex_event_kind::Retry,
+            "heartbeat_warning" => tinkex_event_kind::HeartbeatWarning,
+            "session_expired" => tinkex_event_kind::SessionExpired,
+            "telemetry_overflow" => tinkex_event_kind::TelemetryOverflow,
+            "summary" => tinkex_event_kind::Summary,
+            _ => tinkex_event_kind::Other,
         }
     }
 }
 
 /// One event, borrowed by `tinkex_event_fn` for the duration of the call.
 ///
-/// Read it with `tinkex_event_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
+/// Read it with `tinkex_event_get_kind`, `tinkex_event_json`, `tinkex_event_request_id`; copy
 /// what you keep. Never freed by the host.
 pub struct tinkex_event {
-    kind: tinkex_event_type,
+    kind: tinkex_event_kind,
     /// JSON plus a trailing NUL.
     json: Vec<u8>,
     request_id: Option<CString>,
@@ -72,7 +70,7 @@ impl tinkex_event {
         let mut json = value.to_string().into_bytes();
         json.push(0);
         tinkex_event {
-            kind: tinkex_event_type::of(event),
+            kind: tinkex_event_kind::of(event),
             json,
             request_id,
         }
@@ -163,7 +161,7 @@ impl Drop for tinkex_subscription {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_subscribe(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     on_event: tinkex_event_fn,
     user_data: *mut c_void,
     user_data_free: tinkex_free_fn,
@@ -172,7 +170,7 @@ pub extern "C" fn tinkex_service_client_subscribe(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `svc` is a live handle (caller contract).
-        let service = unsafe { arc_clone(svc as *const tinkex_service_client, "svc") }?;
+        let service = unsafe { ArcHandle::clone_from_ptr(svc, "svc") }?;
         let on_event = on_event.ok_or_else(|| Failure::null_arg("on_event"))?;
         out_ptr(out_subscription, "out_subscription")?;
         let rt = service.rt.clone();
@@ -203,7 +201,7 @@ pub extern "C" fn tinkex_service_client_subscribe(
             return Err(e);
         }
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out_subscription, arc_into_raw(sub)) };
+        unsafe { write_out(out_subscription, ArcHandle::into_ptr(sub)) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -215,28 +213,29 @@ pub extern "C" fn tinkex_service_client_subscribe(
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_subscription_free(sub: *mut tinkex_subscription) {
     boundary!(value(), {
-        let sub = sub as *const tinkex_subscription;
+        let sub = sub;
         if !sub.is_null() {
             // SAFETY: a non-NULL `sub` is a live handle (caller contract).
-            if let Ok(s) = unsafe { arc_ref(sub, "sub") } {
+            if let Ok(s) = unsafe { ArcHandle::from_ptr(sub, "sub") } {
                 s.close();
             }
         }
         // SAFETY: a non-NULL `sub` came from this library; the host gives up its reference.
-        unsafe { arc_release(sub) }
+        unsafe { ArcHandle::release_ptr(sub) }
     })
 }
 
-/// The event's kind; `TINKEX_EVENT_TYPE_OTHER` when `ev` is NULL.
+/// The event's kind; `TINKEX_EVENT_KIND_OTHER` when `ev` is NULL.
 ///
-/// Blocks: never. Callback-safe.
+/// (Named `_get_kind` because C gives the type `tinkex_event_kind` and functions one
+/// namespace.) Blocks: never. Callback-safe.
 #[unsafe(no_mangle)]
-pub extern "C" fn tinkex_event_kind(ev: *const tinkex_event) -> tinkex_event_type {
-    boundary!(value tinkex_event_type::Other, {
+pub extern "C" fn tinkex_event_get_kind(ev: *const tinkex_event) -> tinkex_event_kind {
+    boundary!(value tinkex_event_kind::Other, {
         // SAFETY: a non-NULL `ev` is the event passed to the running callback.
-        match unsafe { lent_ref(ev, "ev") } {
+        match unsafe { LentHandle::from_ptr(ev, "ev") } {
             Ok(e) => e.kind,
-            Err(_) => tinkex_event_type::Other,
+            Err(_) => tinkex_event_kind::Other,
         }
     })
 }
@@ -250,8 +249,8 @@ pub extern "C" fn tinkex_event_kind(ev: *const tinkex_event) -> tinkex_event_typ
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_event_json(ev: *const tinkex_event, out_len: *mut usize) -> *const u8 {
     boundary!(value std::ptr::null(), {
-        // SAFETY: as in `tinkex_event_kind`.
-        let (ptr, len) = match unsafe { lent_ref(ev, "ev") } {
+        // SAFETY: as in `tinkex_event_get_kind`.
+        let (ptr, len) = match unsafe { LentHandle::from_ptr(ev, "ev") } {
             Ok(e) => (e.json.as_ptr(), e.json.len() - 1),
             Err(_) => (std::ptr::null(), 0),
         };
@@ -269,8 +268,8 @@ pub extern "C" fn tinkex_event_json(ev: *const tinkex_event, out_len: *mut usize
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_event_request_id(ev: *const tinkex_event) -> *const c_char {
     boundary!(value std::ptr::null(), {
-        // SAFETY: as in `tinkex_event_kind`.
-        match unsafe { lent_ref(ev, "ev") } {
+        // SAFETY: as in `tinkex_event_get_kind`.
+        match unsafe { LentHandle::from_ptr(ev, "ev") } {
             Ok(e) => e.request_id.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
             Err(_) => std::ptr::null(),
         }

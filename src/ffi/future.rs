@@ -7,10 +7,9 @@ use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
 use super::status::tinkex_status;
 use super::training::tinkex_training_client;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, out_ptr, write_out,
-};
+use super::{boundary, out_ptr, write_out};
 use super::{tinkex_done_fn, UserData};
+use super::{ArcHandle, BoxHandle};
 use crate::core::ApiFuture;
 use std::any::Any;
 use std::ffi::c_void;
@@ -67,7 +66,7 @@ impl<T: Send + 'static> CoreOp for ApiFuture<T> {
 }
 
 type DoneCallback = (
-    unsafe extern "C" fn(*mut c_void, *mut tinkex_future),
+    unsafe extern "C" fn(*mut c_void, *const tinkex_future),
     UserData,
 );
 
@@ -84,6 +83,21 @@ pub struct tinkex_future {
     done: Condvar,
     on_done: Mutex<Option<DoneCallback>>,
     op: OnceLock<Box<dyn CoreOp>>,
+    /// True once the future is done and its completion callback (if any) has returned:
+    /// what `tinkex_future_wait` waits for.
+    settled: Mutex<bool>,
+    settled_cv: Condvar,
+}
+
+/// Marks a future settled when dropped: after its callback returned, or when the callback
+/// job is dropped without running (a dispatcher that could not run it), so a waiter is
+/// never left behind.
+struct Settle(Arc<tinkex_future>);
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.0.settle();
+    }
 }
 
 impl tinkex_future {
@@ -100,17 +114,26 @@ impl tinkex_future {
         self.done.notify_all();
         self.rt.unregister_future(self.id);
         let callback = self.on_done.lock().unwrap().take();
-        if let Some((f, user_data)) = callback {
-            let me = self.clone();
-            self.rt.post(Box::new(move || {
-                let ptr = Arc::as_ptr(&me) as *mut tinkex_future;
-                // SAFETY: the host registered `f` for this future; `ptr` stays valid during
-                // the call because `me` holds a reference.
-                unsafe { f(user_data.get(), ptr) };
-                drop(me);
-            }));
+        match callback {
+            Some((f, user_data)) => {
+                let settle = Settle(self.clone());
+                self.rt.post(Box::new(move || {
+                    let ptr = Arc::as_ptr(&settle.0);
+                    // SAFETY: the host registered `f` for this future; `ptr` stays valid
+                    // during the call because `settle` holds a reference.
+                    unsafe { f(user_data.get(), ptr) };
+                    // The callback has returned: now `tinkex_future_wait` may return.
+                    drop(settle);
+                }));
+            }
+            None => self.settle(),
         }
         true
+    }
+
+    fn settle(&self) {
+        *self.settled.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.settled_cv.notify_all();
     }
 
     /// Completes with `SHUT_DOWN` (runtime shutdown) and stops the core operation.
@@ -134,22 +157,41 @@ impl tinkex_future {
         !matches!(*self.state.lock().unwrap(), State::Pending)
     }
 
-    /// Waits until done or the timeout; returns whether done.
+    /// Waits until settled (done and the callback returned) or the timeout (`None`: no
+    /// limit); returns whether settled.
     fn wait(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut state = self.state.lock().unwrap();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let unlimited = timeout.is_none();
+        let mut settled = self.settled.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if !matches!(*state, State::Pending) {
+            if *settled {
                 return true;
             }
             match deadline {
-                None => state = self.done.wait(state).unwrap(),
+                None if unlimited => {
+                    settled = self
+                        .settled_cv
+                        .wait(settled)
+                        .unwrap_or_else(|e| e.into_inner())
+                }
+                // A timeout too large for the clock: wait in bounded steps.
+                None => {
+                    settled = self
+                        .settled_cv
+                        .wait_timeout(settled, Duration::from_secs(3600))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         return false;
                     }
-                    state = self.done.wait_timeout(state, d - now).unwrap().0;
+                    settled = self
+                        .settled_cv
+                        .wait_timeout(settled, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
             }
         }
@@ -215,8 +257,12 @@ pub(crate) trait ClientHandle: Send + Sync + 'static {
 
 /// The common shape of every client submit call: check the handle and `out_future`, submit
 /// `start`'s operation (the handle is kept alive by the future), write the future.
-pub(crate) fn submit_on<H, T, C>(
-    handle: *mut H,
+///
+/// # Safety
+/// `handle` must be NULL or a live handle of type `H` (from `ArcHandle::into_ptr`);
+/// `out_future` must be NULL or writable.
+pub(crate) unsafe fn submit_on<H, T, C>(
+    handle: *const H,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
@@ -224,12 +270,12 @@ pub(crate) fn submit_on<H, T, C>(
     convert: impl FnOnce(Arc<H>) -> C,
 ) -> Result<tinkex_status, Failure>
 where
-    H: ClientHandle,
+    H: ClientHandle + ArcHandle,
     T: Send + 'static,
     C: FnOnce(T) -> Result<Output, Failure> + Send + 'static,
 {
-    // SAFETY: a non-NULL `handle` is a live handle (caller contract).
-    let h = unsafe { arc_clone(handle as *const H, H::ARG) }?;
+    // SAFETY: a non-NULL `handle` is a live handle (this function's contract).
+    let h = unsafe { H::clone_from_ptr(handle, H::ARG) }?;
     out_ptr(out_future, "out_future")?;
     let convert = convert(h.clone());
     let owner: Arc<dyn Any + Send + Sync> = h.clone();
@@ -247,25 +293,31 @@ where
 }
 
 /// [`submit_on`] for operations whose result is returned as JSON.
-pub(crate) fn submit_json_on<H, T>(
-    handle: *mut H,
+///
+/// # Safety
+/// As [`submit_on`].
+pub(crate) unsafe fn submit_json_on<H, T>(
+    handle: *const H,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
     start: impl FnOnce(&H::Client) -> ApiFuture<T>,
 ) -> Result<tinkex_status, Failure>
 where
-    H: ClientHandle,
+    H: ClientHandle + ArcHandle,
     T: serde::Serialize + Send + 'static,
 {
-    submit_on(
-        handle,
-        on_done,
-        user_data,
-        out_future,
-        |c| Ok(start(c)),
-        |_| |v: T| json_output(&v),
-    )
+    // SAFETY: forwarded (same contract).
+    unsafe {
+        submit_on(
+            handle,
+            on_done,
+            user_data,
+            out_future,
+            |c| Ok(start(c)),
+            |_| |v: T| json_output(&v),
+        )
+    }
 }
 
 /// Submits a core operation: `start` (run inside the runtime context) returns its
@@ -301,6 +353,8 @@ where
         done: Condvar::new(),
         on_done: Mutex::new(on_done.map(|f| (f, UserData(user_data)))),
         op: OnceLock::from(Box::new(api.clone()) as Box<dyn CoreOp>),
+        settled: Mutex::new(false),
+        settled_cv: Condvar::new(),
     });
     if let Err(f) = rt.register_future(id, &fut) {
         // Never visible: the submit fails with a status and the callback never fires.
@@ -322,7 +376,7 @@ where
         guard.0.complete(result);
         drop(guard);
     });
-    Ok(arc_into_raw(fut))
+    Ok(ArcHandle::into_ptr(fut))
 }
 
 /// Takes the JSON result of a finished future without blocking.
@@ -336,19 +390,19 @@ where
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_take_result(
-    fut: *mut tinkex_future,
+    fut: *const tinkex_future,
     out_bytes: *mut *mut tinkex_bytes,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `fut` is a live future handle (caller contract).
-        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         out_ptr(out_bytes, "out_bytes")?;
         match fut.take(|o| matches!(o, Output::Json(_)))? {
             None => Ok(tinkex_status::Pending),
             Some(Output::Json(bytes)) => {
                 // SAFETY: checked non-NULL above.
-                unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(bytes))) };
+                unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(bytes))) };
                 Ok(tinkex_status::Ok)
             }
             Some(_) => Err(Failure::internal("take accepted another type")),
@@ -364,19 +418,19 @@ pub extern "C" fn tinkex_future_take_result(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_take_training_client(
-    fut: *mut tinkex_future,
+    fut: *const tinkex_future,
     out_client: *mut *mut tinkex_training_client,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: as in `tinkex_future_take_result`.
-        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         out_ptr(out_client, "out_client")?;
         match fut.take(|o| matches!(o, Output::Training(_)))? {
             None => Ok(tinkex_status::Pending),
             Some(Output::Training(client)) => {
                 // SAFETY: checked non-NULL above.
-                unsafe { write_out(out_client, arc_into_raw(client)) };
+                unsafe { write_out(out_client, ArcHandle::into_ptr(client)) };
                 Ok(tinkex_status::Ok)
             }
             Some(_) => Err(Failure::internal("take accepted another type")),
@@ -392,19 +446,19 @@ pub extern "C" fn tinkex_future_take_training_client(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_take_sampling_client(
-    fut: *mut tinkex_future,
+    fut: *const tinkex_future,
     out_client: *mut *mut tinkex_sampling_client,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: as in `tinkex_future_take_result`.
-        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         out_ptr(out_client, "out_client")?;
         match fut.take(|o| matches!(o, Output::Sampling(_)))? {
             None => Ok(tinkex_status::Pending),
             Some(Output::Sampling(client)) => {
                 // SAFETY: checked non-NULL above.
-                unsafe { write_out(out_client, arc_into_raw(client)) };
+                unsafe { write_out(out_client, ArcHandle::into_ptr(client)) };
                 Ok(tinkex_status::Ok)
             }
             Some(_) => Err(Failure::internal("take accepted another type")),
@@ -426,13 +480,13 @@ pub extern "C" fn tinkex_future_request_id(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `fut` is a live future handle (caller contract).
-        let fut = unsafe { arc_ref(fut, "fut") }?;
+        let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         out_ptr(out_bytes, "out_bytes")?;
         match fut.op.get().and_then(|op| op.request_id()) {
             None => Ok(tinkex_status::Pending),
             Some(id) => {
                 // SAFETY: checked non-NULL above.
-                unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(id.into_bytes()))) };
+                unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(id.into_bytes()))) };
                 Ok(tinkex_status::Ok)
             }
         }
@@ -447,7 +501,7 @@ pub extern "C" fn tinkex_future_request_id(
 pub extern "C" fn tinkex_future_is_done(fut: *const tinkex_future) -> bool {
     boundary!(value false, {
         // SAFETY: as in `tinkex_future_take_result`.
-        match unsafe { arc_ref(fut, "fut") } {
+        match unsafe { ArcHandle::from_ptr(fut, "fut") } {
             Ok(f) => f.is_done(),
             Err(_) => false,
         }
@@ -461,10 +515,10 @@ pub extern "C" fn tinkex_future_is_done(fut: *const tinkex_future) -> bool {
 ///
 /// Blocks: never. Callback-safe.
 #[unsafe(no_mangle)]
-pub extern "C" fn tinkex_future_cancel(fut: *mut tinkex_future) -> tinkex_status {
+pub extern "C" fn tinkex_future_cancel(fut: *const tinkex_future) -> tinkex_status {
     boundary!(value tinkex_status::Panic, {
         // SAFETY: as in `tinkex_future_take_result`.
-        match unsafe { arc_clone(fut as *const tinkex_future, "fut") } {
+        match unsafe { ArcHandle::clone_from_ptr(fut, "fut") } {
             Ok(f) => {
                 f.cancel();
                 tinkex_status::Ok
@@ -474,25 +528,28 @@ pub extern "C" fn tinkex_future_cancel(fut: *mut tinkex_future) -> tinkex_status
     })
 }
 
-/// Blocks until the operation finishes or `timeout_ms` passes (0 = no limit). Returns
-/// `TINKEX_STATUS_OK` when finished (then take the result), `TINKEX_STATUS_PENDING` on
-/// timeout. The completion callback may not have run yet when this returns.
+/// Blocks until the operation has finished AND its completion callback (if any) has
+/// returned, or until `timeout_ms` passes: 0 = do not wait (check once),
+/// `TINKEX_WAIT_FOREVER` = no limit. Returns `TINKEX_STATUS_OK` when settled (then take the
+/// result; the callback has already run), `TINKEX_STATUS_PENDING` on timeout.
+///
+/// Order: complete → callback runs on the dispatcher → callback returns → `wait` returns.
+/// (`tinkex_future_is_done` turns true at "complete", possibly before the callback runs.)
 ///
 /// For synchronous facades only (C++, Python sync API). Blocks: yes. Never call it from a
 /// BEAM scheduler, a tinkex callback or a tokio thread (`TINKEX_STATUS_WRONG_STATE`).
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_wait(
-    fut: *mut tinkex_future,
+    fut: *const tinkex_future,
     timeout_ms: u64,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: as in `tinkex_future_take_result`.
-        let fut = unsafe { arc_ref(fut as *const tinkex_future, "fut") }?;
+        let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         fut.rt.check_may_block("tinkex_future_wait")?;
-        let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        Ok(if fut.wait(timeout) {
+        Ok(if fut.wait(super::timeout(timeout_ms)) {
             tinkex_status::Ok
         } else {
             tinkex_status::Pending
@@ -505,13 +562,8 @@ pub extern "C" fn tinkex_future_wait(
 /// Blocks: never. Callback-safe. Caller owns the result; release with `tinkex_future_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_clone(fut: *const tinkex_future) -> *mut tinkex_future {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: as in `tinkex_future_take_result`.
-        match unsafe { arc_clone(fut, "fut") } {
-            Ok(f) => arc_into_raw(f),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `fut` is a live handle (caller contract).
+    unsafe { super::clone_export(fut) }
 }
 
 /// Drops one reference. NULL does nothing. Does not cancel: the operation completes and
@@ -521,8 +573,6 @@ pub extern "C" fn tinkex_future_clone(fut: *const tinkex_future) -> *mut tinkex_
 /// callback, when it is the host's own reference); any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_future_free(fut: *mut tinkex_future) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `fut` came from this library and the host gives up this reference.
-        unsafe { arc_release(fut as *const tinkex_future) }
-    })
+    // SAFETY: a non-NULL `fut` came from this library; the host gives up this reference.
+    unsafe { super::free_export(fut) }
 }

@@ -21,11 +21,13 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 pub mod bytes;
+pub mod custom_loss;
 pub mod datum;
 pub mod error;
 pub mod event;
 pub mod future;
-mod log;
+pub mod log;
+pub mod path;
 pub mod rest;
 pub mod runtime;
 pub mod sampling;
@@ -50,9 +52,14 @@ use std::sync::Arc;
 /// - `boundary!(value fallback, { ... })`: for infallible getters and `_free`; a panic
 ///   returns `fallback`.
 macro_rules! boundary {
-    (status $out_err:expr, $body:block) => {
-        $crate::ffi::run_status($out_err, || $body)
-    };
+    (status $out_err:expr, $body:block) => {{
+        // The body is a closure defined outside the `unsafe` block, so its own unsafe
+        // operations still need their own `unsafe` blocks.
+        let body = || $body;
+        // SAFETY: `$out_err` is the export's own `out_err` parameter: NULL or writable
+        // (every export's caller contract).
+        unsafe { $crate::ffi::run_status($out_err, body) }
+    }};
     (value $fallback:expr, $body:block) => {
         $crate::ffi::run_value($fallback, || $body)
     };
@@ -61,7 +68,10 @@ pub(crate) use boundary;
 
 /// The `status` arm of `boundary!`: runs `body` under `catch_unwind` and turns its
 /// outcome into the status, writing the error object.
-pub(crate) fn run_status(
+///
+/// # Safety
+/// `out_err` must be NULL or point to a writable `tinkex_error *`.
+pub(crate) unsafe fn run_status(
     out_err: *mut *mut tinkex_error,
     body: impl FnOnce() -> Result<tinkex_status, Failure>,
 ) -> tinkex_status {
@@ -72,7 +82,7 @@ pub(crate) fn run_status(
     };
     let status = failure.status;
     if !out_err.is_null() {
-        let err = box_into_raw(tinkex_error::from(failure));
+        let err = BoxHandle::into_ptr(tinkex_error::from(failure));
         // SAFETY: the caller passes either NULL (checked) or a writable `tinkex_error **`.
         unsafe { out_err.write(err) };
     }
@@ -120,7 +130,16 @@ unsafe impl Sync for UserData {}
 /// typed take) on it, and release `user_data` here if you like: the callback fires exactly
 /// once per submitted operation. Runs on the runtime's dispatcher thread (`tinkex-callback`).
 pub type tinkex_done_fn =
-    Option<unsafe extern "C" fn(user_data: *mut c_void, fut: *mut future::tinkex_future)>;
+    Option<unsafe extern "C" fn(user_data: *mut c_void, fut: *const future::tinkex_future)>;
+
+/// `timeout_ms` value meaning "no limit" (every `timeout_ms` argument: 0 = do not wait,
+/// check once; `TINKEX_WAIT_FOREVER` = wait without limit; other values = milliseconds).
+pub const TINKEX_WAIT_FOREVER: u64 = u64::MAX;
+
+/// A `timeout_ms` argument as a duration (`None` = no limit).
+pub(crate) fn timeout(timeout_ms: u64) -> Option<std::time::Duration> {
+    (timeout_ms != TINKEX_WAIT_FOREVER).then(|| std::time::Duration::from_millis(timeout_ms))
+}
 
 /// Releases a registration's `user_data`; runs exactly once, after its last callback.
 pub type tinkex_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
@@ -228,98 +247,172 @@ pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) {
 // ---------------------------------------------------------------------------------------
 // Handle casts: the only place that converts between handles and raw pointers.
 //
-// Arc-owned: tinkex_runtime, tinkex_service_client, tinkex_training_client,
-//            tinkex_sampling_client, tinkex_rest_client, tinkex_future, tinkex_subscription.
-// Box-owned: tinkex_error, tinkex_bytes, tinkex_datum_batch.
-// Borrowed only: tinkex_event (lives on the dispatcher's stack during a callback).
+// The type decides how it crosses the ABI (rustls-ffi's `Castable` idea): each handle type
+// declares its ownership once, in `handle_kinds!` below, and gets the cast functions of that
+// kind only (`ArcHandle`, `BoxHandle` or `LentHandle`). A call site cannot pick the wrong
+// kind: `tinkex_error::clone_from_ptr` does not exist.
 // ---------------------------------------------------------------------------------------
 
-/// Hands one strong reference to the host.
-pub(crate) fn arc_into_raw<T>(value: Arc<T>) -> *mut T {
-    Arc::into_raw(value) as *mut T
+/// Ownership markers of [`Castable`].
+pub(crate) enum Arced {}
+/// Box-owned (one owner, the host, until `_free`).
+pub(crate) enum Boxed {}
+/// Lent by the library to a callback, never owned by the host.
+pub(crate) enum Lent {}
+
+/// A handle type: `Ownership` is [`Arced`], [`Boxed`] or [`Lent`].
+pub(crate) trait Castable {
+    /// How the handle is owned across the ABI.
+    type Ownership;
 }
 
-/// Borrows an Arc-owned handle (`NULL_ARG` when NULL).
-///
-/// # Safety
-/// A non-NULL `p` must come from [`arc_into_raw`] and still hold a reference.
-pub(crate) unsafe fn arc_ref<'a, T>(p: *const T, name: &str) -> Result<&'a T, Failure> {
-    non_null(p, name)?;
-    // SAFETY: guaranteed by the caller.
-    Ok(unsafe { &*p })
+macro_rules! handle_kinds {
+    ($kind:ty: $($t:ty),+ $(,)?) => {
+        $(impl Castable for $t { type Ownership = $kind; })+
+    };
 }
 
-/// A new strong reference to an Arc-owned handle (`NULL_ARG` when NULL).
-///
-/// # Safety
-/// As [`arc_ref`].
-pub(crate) unsafe fn arc_clone<T>(p: *const T, name: &str) -> Result<Arc<T>, Failure> {
-    non_null(p, name)?;
-    // SAFETY: `p` came from `Arc::into_raw` and its count is at least one.
-    unsafe {
-        Arc::increment_strong_count(p);
-        Ok(Arc::from_raw(p))
+// The one list of handle kinds (docs/c-api.md, "Handles").
+handle_kinds!(Arced:
+    runtime::tinkex_runtime,
+    service::tinkex_service_client,
+    training::tinkex_training_client,
+    sampling::tinkex_sampling_client,
+    rest::tinkex_rest_client,
+    future::tinkex_future,
+    event::tinkex_subscription,
+    datum::tinkex_datum_batch,
+    custom_loss::tinkex_custom_loss,
+);
+handle_kinds!(Boxed: error::tinkex_error, bytes::tinkex_bytes);
+handle_kinds!(Lent: event::tinkex_event);
+
+/// Casts of reference-counted handles (`Arc<T>` behind the pointer).
+pub(crate) trait ArcHandle: Castable<Ownership = Arced> + Sized {
+    /// Hands one strong reference to the host.
+    fn into_ptr(value: Arc<Self>) -> *mut Self {
+        Arc::into_raw(value) as *mut Self
     }
-}
 
-/// Drops the host's reference; NULL does nothing.
-///
-/// # Safety
-/// A non-NULL `p` must come from [`arc_into_raw`] and not be used by the host afterwards.
-pub(crate) unsafe fn arc_release<T>(p: *const T) {
-    if !p.is_null() {
+    /// Borrows the handle (`NULL_ARG` naming `name` when NULL).
+    ///
+    /// # Safety
+    /// A non-NULL `p` must come from [`ArcHandle::into_ptr`] and still hold a reference for `'a`.
+    unsafe fn from_ptr<'a>(p: *const Self, name: &str) -> Result<&'a Self, Failure> {
+        non_null(p, name)?;
         // SAFETY: guaranteed by the caller.
-        drop(unsafe { Arc::from_raw(p) });
+        Ok(unsafe { &*p })
+    }
+
+    /// A new strong reference (`NULL_ARG` when NULL).
+    ///
+    /// # Safety
+    /// As [`ArcHandle::from_ptr`].
+    unsafe fn clone_from_ptr(p: *const Self, name: &str) -> Result<Arc<Self>, Failure> {
+        non_null(p, name)?;
+        // SAFETY: `p` came from `Arc::into_raw` and its count is at least one (caller).
+        unsafe {
+            Arc::increment_strong_count(p);
+            Ok(Arc::from_raw(p))
+        }
+    }
+
+    /// Drops the host's reference; NULL does nothing.
+    ///
+    /// # Safety
+    /// A non-NULL `p` must come from [`ArcHandle::into_ptr`] and not be used by the host
+    /// afterwards.
+    unsafe fn release_ptr(p: *const Self) {
+        if !p.is_null() {
+            // SAFETY: guaranteed by the caller.
+            drop(unsafe { Arc::from_raw(p) });
+        }
     }
 }
+impl<T: Castable<Ownership = Arced>> ArcHandle for T {}
 
-/// Borrows a value the library lent to a callback (`NULL_ARG` when NULL).
-///
-/// # Safety
-/// A non-NULL `p` must be the pointer the running callback received.
-pub(crate) unsafe fn lent_ref<'a, T>(p: *const T, name: &str) -> Result<&'a T, Failure> {
-    non_null(p, name)?;
-    // SAFETY: guaranteed by the caller.
-    Ok(unsafe { &*p })
-}
+/// Casts of Box-owned handles.
+pub(crate) trait BoxHandle: Castable<Ownership = Boxed> + Sized {
+    /// Hands the value to the host.
+    fn into_ptr(value: Self) -> *mut Self {
+        Box::into_raw(Box::new(value))
+    }
 
-/// Hands a Box-owned value to the host.
-pub(crate) fn box_into_raw<T>(value: T) -> *mut T {
-    Box::into_raw(Box::new(value))
-}
-
-/// Borrows a Box-owned handle (`NULL_ARG` when NULL).
-///
-/// # Safety
-/// A non-NULL `p` must come from [`box_into_raw`] and not be freed.
-pub(crate) unsafe fn box_ref<'a, T>(p: *const T, name: &str) -> Result<&'a T, Failure> {
-    non_null(p, name)?;
-    // SAFETY: guaranteed by the caller.
-    Ok(unsafe { &*p })
-}
-
-/// Mutably borrows a Box-owned handle (`NULL_ARG` when NULL).
-///
-/// # Safety
-/// As [`box_ref`], and no other reference may be in use (the host must not share the handle
-/// across threads during the call).
-pub(crate) unsafe fn box_mut<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T, Failure> {
-    non_null(p, name)?;
-    // SAFETY: guaranteed by the caller.
-    Ok(unsafe { &mut *p })
-}
-
-/// Takes back ownership of a Box-owned handle (consumes it); NULL gives `None`.
-///
-/// # Safety
-/// A non-NULL `p` must come from [`box_into_raw`] and not be used by the host afterwards.
-pub(crate) unsafe fn box_take<T>(p: *mut T) -> Option<Box<T>> {
-    if p.is_null() {
-        None
-    } else {
+    /// Borrows the handle (`NULL_ARG` when NULL).
+    ///
+    /// # Safety
+    /// A non-NULL `p` must come from [`BoxHandle::into_ptr`] and not be freed during `'a`.
+    unsafe fn from_ptr<'a>(p: *const Self, name: &str) -> Result<&'a Self, Failure> {
+        non_null(p, name)?;
         // SAFETY: guaranteed by the caller.
-        Some(unsafe { Box::from_raw(p) })
+        Ok(unsafe { &*p })
     }
+
+    /// Takes back ownership (the host's `_free`); NULL gives `None`.
+    ///
+    /// # Safety
+    /// A non-NULL `p` must come from [`BoxHandle::into_ptr`] and not be used afterwards.
+    unsafe fn take_ptr(p: *mut Self) -> Option<Box<Self>> {
+        if p.is_null() {
+            None
+        } else {
+            // SAFETY: guaranteed by the caller.
+            Some(unsafe { Box::from_raw(p) })
+        }
+    }
+}
+impl<T: Castable<Ownership = Boxed>> BoxHandle for T {}
+
+/// Casts of values the library lends to a running callback.
+pub(crate) trait LentHandle: Castable<Ownership = Lent> + Sized {
+    /// Borrows the value (`NULL_ARG` when NULL).
+    ///
+    /// # Safety
+    /// A non-NULL `p` must be the pointer the running callback received.
+    unsafe fn from_ptr<'a>(p: *const Self, name: &str) -> Result<&'a Self, Failure> {
+        non_null(p, name)?;
+        // SAFETY: guaranteed by the caller.
+        Ok(unsafe { &*p })
+    }
+}
+impl<T: Castable<Ownership = Lent>> LentHandle for T {}
+
+/// The one implementation of every Arc-owned `tinkex_<noun>_clone` export: a new reference,
+/// NULL for NULL (and on a panic).
+///
+/// # Safety
+/// A non-NULL `p` must be a live handle of type `T` (the export's caller contract).
+pub(crate) unsafe fn clone_export<T: ArcHandle>(p: *const T) -> *mut T {
+    boundary!(value std::ptr::null_mut(), {
+        // SAFETY: forwarded from the caller.
+        match unsafe { T::clone_from_ptr(p, "handle") } {
+            Ok(a) => T::into_ptr(a),
+            Err(_) => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// The one implementation of every Arc-owned `tinkex_<noun>_free` export: drops the host's
+/// reference (NULL does nothing; a panic is swallowed).
+///
+/// # Safety
+/// A non-NULL `p` must be a live handle of type `T` that the host gives up.
+pub(crate) unsafe fn free_export<T: ArcHandle>(p: *mut T) {
+    boundary!(value(), {
+        // SAFETY: forwarded from the caller.
+        unsafe { T::release_ptr(p) }
+    })
+}
+
+/// The one implementation of every Box-owned `tinkex_<noun>_free` export.
+///
+/// # Safety
+/// A non-NULL `p` must be a live handle of type `T` that the host gives up.
+pub(crate) unsafe fn free_box_export<T: BoxHandle>(p: *mut T) {
+    boundary!(value(), {
+        // SAFETY: forwarded from the caller.
+        drop(unsafe { T::take_ptr(p) });
+    })
 }
 
 #[cfg(test)]
@@ -338,7 +431,7 @@ mod tests {
         assert_eq!(status, tinkex_status::Panic);
         assert!(!err.is_null());
         // SAFETY: `err` was just produced by the boundary.
-        let e = unsafe { box_take(err) }.unwrap();
+        let e = unsafe { tinkex_error::take_ptr(err) }.unwrap();
         assert!(e.message().contains("boom in an export body"));
         let v = boundary!(value 7u32, {
             if true {

@@ -5,7 +5,7 @@ use super::future::{submit_json_on, tinkex_future};
 use super::runtime::tinkex_runtime;
 use super::service::tinkex_service_client;
 use super::status::tinkex_status;
-use super::{arc_clone, arc_into_raw, arc_release, boundary, input_str, out_ptr, tinkex_done_fn};
+use super::{boundary, input_str, out_ptr, tinkex_done_fn};
 use crate::core::RestClient;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -53,13 +53,8 @@ impl tinkex_rest_client {
 pub extern "C" fn tinkex_rest_client_clone(
     client: *const tinkex_rest_client,
 ) -> *mut tinkex_rest_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        match unsafe { arc_clone(client, "client") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    unsafe { super::clone_export(client) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels.
@@ -67,11 +62,8 @@ pub extern "C" fn tinkex_rest_client_clone(
 /// Consumes: `client`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_free(client: *mut tinkex_rest_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `client` came from this library; the host gives up this
-        // reference.
-        unsafe { arc_release(client as *const tinkex_rest_client) }
-    })
+    // SAFETY: a non-NULL `client` came from this library; the host gives up this reference.
+    unsafe { super::free_export(client) }
 }
 
 /// The caller's training runs, newest first. Result: `{"training_runs": [...], "cursor":
@@ -84,7 +76,7 @@ pub extern "C" fn tinkex_rest_client_free(client: *mut tinkex_rest_client) {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_list_training_runs(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     limit: u32,
     offset: u32,
     on_done: tinkex_done_fn,
@@ -95,9 +87,11 @@ pub extern "C" fn tinkex_rest_client_list_training_runs(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_training_runs(limit, offset)
-        })
+        }) }
     })
 }
 
@@ -108,7 +102,7 @@ pub extern "C" fn tinkex_rest_client_list_training_runs(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_get_training_run(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     training_run_id: *const u8,
     training_run_id_len: usize,
     on_done: tinkex_done_fn,
@@ -121,9 +115,11 @@ pub extern "C" fn tinkex_rest_client_get_training_run(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let id = unsafe { input_str(training_run_id, training_run_id_len, "training_run_id") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.get_training_run(id)
-        })
+        }) }
     })
 }
 
@@ -134,7 +130,7 @@ pub extern "C" fn tinkex_rest_client_get_training_run(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_list_checkpoints(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     training_run_id: *const u8,
     training_run_id_len: usize,
     on_done: tinkex_done_fn,
@@ -147,9 +143,11 @@ pub extern "C" fn tinkex_rest_client_list_checkpoints(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let id = unsafe { input_str(training_run_id, training_run_id_len, "training_run_id") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_checkpoints(id)
-        })
+        }) }
     })
 }
 
@@ -161,7 +159,7 @@ pub extern "C" fn tinkex_rest_client_list_checkpoints(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_list_user_checkpoints(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     limit: u32,
     offset: u32,
     on_done: tinkex_done_fn,
@@ -172,9 +170,11 @@ pub extern "C" fn tinkex_rest_client_list_user_checkpoints(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.list_user_checkpoints(limit, offset)
-        })
+        }) }
     })
 }
 
@@ -185,7 +185,7 @@ pub extern "C" fn tinkex_rest_client_list_user_checkpoints(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_delete_checkpoint(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     path: *const u8,
     path_len: usize,
     on_done: tinkex_done_fn,
@@ -198,9 +198,11 @@ pub extern "C" fn tinkex_rest_client_delete_checkpoint(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let path = unsafe { input_str(path, path_len, "path") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.delete_checkpoint(path)
-        })
+        }) }
     })
 }
 
@@ -212,7 +214,7 @@ pub extern "C" fn tinkex_rest_client_delete_checkpoint(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_rest_client_get_weights_info(
-    client: *mut tinkex_rest_client,
+    client: *const tinkex_rest_client,
     path: *const u8,
     path_len: usize,
     on_done: tinkex_done_fn,
@@ -225,8 +227,10 @@ pub extern "C" fn tinkex_rest_client_get_weights_info(
         out_ptr(out_future, "out_future")?;
         // SAFETY: a readable input (caller contract).
         let path = unsafe { input_str(path, path_len, "path") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_json_on(client, on_done, user_data, out_future, |c| {
             c.get_weights_info(path)
-        })
+        }) }
     })
 }

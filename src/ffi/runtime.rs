@@ -5,7 +5,8 @@ use super::error::Failure;
 use super::event::tinkex_subscription;
 use super::future::tinkex_future;
 use super::status::tinkex_status;
-use super::{arc_clone, arc_into_raw, arc_ref, arc_release, boundary, out_ptr, write_out};
+use super::ArcHandle;
+use super::{boundary, out_ptr, write_out};
 use super::{error::tinkex_error, log};
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -231,6 +232,11 @@ impl tinkex_runtime {
         })
     }
 
+    /// The runtime's id (unique in the process).
+    pub(crate) fn id(&self) -> u64 {
+        self.dispatcher.runtime_id
+    }
+
     /// The tokio handle operations run on.
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         &self.handle
@@ -324,9 +330,10 @@ impl tinkex_runtime {
     }
 
     /// The blocking drain of `tinkex_runtime_shutdown`.
-    fn shutdown(&self, drain: Duration) -> Result<(), Failure> {
+    fn shutdown(&self, drain: Option<Duration>) -> Result<(), Failure> {
         self.check_may_block("tinkex_runtime_shutdown")?;
-        let deadline = Instant::now() + drain;
+        // `None` (no limit) or a drain too long for the clock: wait until drained.
+        let deadline = drain.and_then(|d| Instant::now().checked_add(d));
         {
             let mut r = self.registry.lock().unwrap();
             if r.shut_down {
@@ -336,11 +343,19 @@ impl tinkex_runtime {
             // 1. Let pending work finish, up to the deadline.
             loop {
                 r.futures.retain(|_, w| w.strong_count() > 0);
-                let now = Instant::now();
-                if r.futures.is_empty() || now >= deadline {
+                if r.futures.is_empty() {
                     break;
                 }
-                r = self.drained.wait_timeout(r, deadline - now).unwrap().0;
+                match deadline {
+                    None => r = self.drained.wait(r).unwrap(),
+                    Some(deadline) => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        r = self.drained.wait_timeout(r, deadline - now).unwrap().0;
+                    }
+                }
             }
         }
         // 2. Whatever is left completes with SHUT_DOWN; subscriptions close.
@@ -360,6 +375,7 @@ impl tinkex_runtime {
         for s in subscriptions {
             s.close();
         }
+        log::remove_sink(self.id());
         // 3. Run every callback posted so far.
         let flushed = Arc::new(Signal::default());
         let signal = flushed.clone();
@@ -381,6 +397,7 @@ impl Drop for tinkex_runtime {
         // The last reference can go on any thread, including a tokio worker or the
         // dispatcher: tokio cannot drop a runtime from its own threads and a plain drop may
         // wait for ever, so teardown is a bounded shutdown on a background thread.
+        log::remove_sink(self.id());
         self.dispatcher.close();
         if let Some(rt) = self.tokio.get_mut().unwrap().take() {
             let (tx, rx) = mpsc::channel::<tokio::runtime::Runtime>();
@@ -449,7 +466,7 @@ pub extern "C" fn tinkex_runtime_new(
         };
         let rt = Arc::new(tinkex_runtime::new(options)?);
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, arc_into_raw(rt)) };
+        unsafe { write_out(out, ArcHandle::into_ptr(rt)) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -459,18 +476,14 @@ pub extern "C" fn tinkex_runtime_new(
 /// Blocks: never. Callback-safe. Caller owns the result; release with `tinkex_runtime_free`.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_runtime_clone(rt: *const tinkex_runtime) -> *mut tinkex_runtime {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
-        match unsafe { arc_clone(rt, "rt") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `rt` is a live handle (caller contract).
+    unsafe { super::clone_export(rt) }
 }
 
 /// Shuts the runtime down with a bounded drain:
 /// 1. new submissions and subscriptions fail with `TINKEX_STATUS_SHUT_DOWN`;
-/// 2. pending futures get up to `timeout_ms` to finish (0 = do not wait);
+/// 2. pending futures get up to `timeout_ms` to finish (0 = do not wait,
+///    `TINKEX_WAIT_FOREVER` = no limit);
 /// 3. futures still pending then complete with `TINKEX_STATUS_SHUT_DOWN` (their callbacks
 ///    fire), and every subscription closes (its `user_data_free` runs);
 /// 4. the callbacks queued so far run, tokio stops, and the dispatcher thread exits (each of
@@ -479,19 +492,21 @@ pub extern "C" fn tinkex_runtime_clone(rt: *const tinkex_runtime) -> *mut tinkex
 /// Idempotent: a second call returns `TINKEX_STATUS_OK` at once. Handles stay valid and must
 /// still be freed; their operations fail with `SHUT_DOWN`.
 ///
+/// Takes `rt` as `const` like every non-consuming call: handles are internally synchronised.
+///
 /// Blocks: yes, up to `timeout_ms` plus the bounded teardown. Never call it from a tinkex
 /// callback or a tokio thread (`TINKEX_STATUS_WRONG_STATE`): it would deadlock.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_runtime_shutdown(
-    rt: *mut tinkex_runtime,
+    rt: *const tinkex_runtime,
     timeout_ms: u64,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
-        let rt = unsafe { arc_ref(rt as *const tinkex_runtime, "rt") }?;
-        rt.shutdown(Duration::from_millis(timeout_ms))?;
+        let rt = unsafe { ArcHandle::from_ptr(rt, "rt") }?;
+        rt.shutdown(super::timeout(timeout_ms))?;
         Ok(tinkex_status::Ok)
     })
 }
@@ -503,8 +518,6 @@ pub extern "C" fn tinkex_runtime_shutdown(
 /// Consumes: `rt`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_runtime_free(rt: *mut tinkex_runtime) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `rt` came from this library and the host gives up this reference.
-        unsafe { arc_release(rt as *const tinkex_runtime) }
-    })
+    // SAFETY: a non-NULL `rt` came from this library; the host gives up this reference.
+    unsafe { super::free_export(rt) }
 }

@@ -6,10 +6,8 @@ use super::error::tinkex_error;
 use super::future::{submit_json_on, tinkex_future};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
-    tinkex_done_fn, write_out,
-};
+use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
+use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{ComputeLogprobsInput, SampleInput};
 use crate::core::SamplingClient;
 use std::any::Any;
@@ -59,13 +57,8 @@ impl tinkex_sampling_client {
 pub extern "C" fn tinkex_sampling_client_clone(
     client: *const tinkex_sampling_client,
 ) -> *mut tinkex_sampling_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        match unsafe { arc_clone(client, "client") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    unsafe { super::clone_export(client) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels.
@@ -73,11 +66,8 @@ pub extern "C" fn tinkex_sampling_client_clone(
 /// Consumes: `client`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_free(client: *mut tinkex_sampling_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `client` came from this library; the host gives up this
-        // reference.
-        unsafe { arc_release(client as *const tinkex_sampling_client) }
-    })
+    // SAFETY: a non-NULL `client` came from this library; the host gives up this reference.
+    unsafe { super::free_export(client) }
 }
 
 /// The client's session and model: `{"sampling_session_id": "...", "base_model": "..."}`.
@@ -92,12 +82,12 @@ pub extern "C" fn tinkex_sampling_client_get_info(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        let c = unsafe { arc_ref(client, "client") }?;
+        let c = unsafe { ArcHandle::from_ptr(client, "client") }?;
         out_ptr(out_bytes, "out_bytes")?;
         let json = serde_json::to_vec(&c.client.info())
             .map_err(|e| super::error::Failure::internal(e.to_string()))?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(json))) };
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(json))) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -117,7 +107,7 @@ pub extern "C" fn tinkex_sampling_client_get_info(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_sample(
-    client: *mut tinkex_sampling_client,
+    client: *const tinkex_sampling_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -130,9 +120,13 @@ pub extern "C" fn tinkex_sampling_client_sample(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: SampleInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
-            c.sample_with(input)
-        })
+        // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
+        // other pointers are checked by `submit_json_on`.
+        unsafe {
+            submit_json_on(client, on_done, user_data, out_future, |c| {
+                c.sample_with(input)
+            })
+        }
     })
 }
 
@@ -144,7 +138,7 @@ pub extern "C" fn tinkex_sampling_client_sample(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_sampling_client_compute_logprobs(
-    client: *mut tinkex_sampling_client,
+    client: *const tinkex_sampling_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -157,8 +151,12 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ComputeLogprobsInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_json_on(client, on_done, user_data, out_future, |c| {
-            c.compute_logprobs_with(input)
-        })
+        // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
+        // other pointers are checked by `submit_json_on`.
+        unsafe {
+            submit_json_on(client, on_done, user_data, out_future, |c| {
+                c.compute_logprobs_with(input)
+            })
+        }
     })
 }

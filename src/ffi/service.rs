@@ -9,10 +9,8 @@ use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
 use super::status::tinkex_status;
 use super::training::tinkex_training_client;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
-    tinkex_done_fn, write_out,
-};
+use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
+use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{
     CloseInput, CreateLoraTrainingClientInput, CreateSamplingClientInput,
     CreateTrainingClientFromStateInput, Empty,
@@ -74,7 +72,7 @@ impl super::future::ClientHandle for tinkex_service_client {
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_new(
-    rt: *mut tinkex_runtime,
+    rt: *const tinkex_runtime,
     config_json: *const u8,
     config_json_len: usize,
     out: *mut *mut tinkex_service_client,
@@ -82,7 +80,7 @@ pub extern "C" fn tinkex_service_client_new(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
-        let rt = unsafe { arc_clone(rt as *const tinkex_runtime, "rt") }?;
+        let rt = unsafe { ArcHandle::clone_from_ptr(rt, "rt") }?;
         out_ptr(out, "out")?;
         // SAFETY: `(config_json, config_json_len)` is a readable input (caller contract).
         let cfg: ConfigInput = unsafe { input_json(config_json, config_json_len, "config_json") }?;
@@ -91,7 +89,7 @@ pub extern "C" fn tinkex_service_client_new(
         let client = ServiceClient::with_runtime(config, rt.handle().clone())?;
         let svc = Arc::new(tinkex_service_client { rt, client });
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, arc_into_raw(svc)) };
+        unsafe { write_out(out, ArcHandle::into_ptr(svc)) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -104,13 +102,8 @@ pub extern "C" fn tinkex_service_client_new(
 pub extern "C" fn tinkex_service_client_clone(
     svc: *const tinkex_service_client,
 ) -> *mut tinkex_service_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `svc` is a live handle (caller contract).
-        match unsafe { arc_clone(svc, "svc") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `svc` is a live handle (caller contract).
+    unsafe { super::clone_export(svc) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels: pending operations, created
@@ -120,10 +113,8 @@ pub extern "C" fn tinkex_service_client_clone(
 /// Consumes: `svc`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_free(svc: *mut tinkex_service_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `svc` came from this library; the host gives up this reference.
-        unsafe { arc_release(svc as *const tinkex_service_client) }
-    })
+    // SAFETY: a non-NULL `svc` came from this library; the host gives up this reference.
+    unsafe { super::free_export(svc) }
 }
 
 /// The session id as UTF-8 bytes, once the session exists (after the first operation);
@@ -139,14 +130,14 @@ pub extern "C" fn tinkex_service_client_session_id(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `svc` is a live handle (caller contract).
-        let svc = unsafe { arc_ref(svc, "svc") }?;
+        let svc = unsafe { ArcHandle::from_ptr(svc, "svc") }?;
         out_ptr(out_bytes, "out_bytes")?;
         let id = svc
             .client
             .session_id()
             .ok_or_else(|| Failure::wrong_state("the session has not started yet"))?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(id.into_bytes()))) };
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(id.into_bytes()))) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -161,7 +152,7 @@ pub extern "C" fn tinkex_service_client_session_id(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_get_server_capabilities(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
@@ -170,14 +161,16 @@ pub extern "C" fn tinkex_service_client_get_server_capabilities(
     boundary!(status out_err, {
         super::non_null(svc, "svc")?;
         out_ptr(out_future, "out_future")?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             svc,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.get_server_capabilities()),
             |_| |v| json_output(&v),
-        )
+        ) }
     })
 }
 
@@ -203,7 +196,7 @@ fn training_output(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_create_lora_training_client(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -216,14 +209,16 @@ pub extern "C" fn tinkex_service_client_create_lora_training_client(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: CreateLoraTrainingClientInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             svc,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.create_lora_training_client_with(&input)),
             training_output,
-        )
+        ) }
     })
 }
 
@@ -236,7 +231,7 @@ pub extern "C" fn tinkex_service_client_create_lora_training_client(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_create_training_client_from_state(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -250,14 +245,16 @@ pub extern "C" fn tinkex_service_client_create_training_client_from_state(
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: CreateTrainingClientFromStateInput =
             unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             svc,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.create_training_client_from_state_with(&input)),
             training_output,
-        )
+        ) }
     })
 }
 
@@ -271,7 +268,7 @@ pub extern "C" fn tinkex_service_client_create_training_client_from_state(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_create_sampling_client(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -285,7 +282,9 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: CreateSamplingClientInput = unsafe { input_json(json, json_len, "json") }?;
         input.validate().map_err(Failure::invalid_arg)?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             svc,
             on_done,
             user_data,
@@ -299,7 +298,7 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
                     ))))
                 }
             },
-        )
+        ) }
     })
 }
 
@@ -309,18 +308,18 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_create_rest_client(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     out: *mut *mut tinkex_rest_client,
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `svc` is a live handle (caller contract).
-        let svc = unsafe { arc_clone(svc as *const tinkex_service_client, "svc") }?;
+        let svc = unsafe { ArcHandle::clone_from_ptr(svc, "svc") }?;
         out_ptr(out, "out")?;
         let client = svc.client.create_rest_client();
         let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), svc, client));
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out, arc_into_raw(rest)) };
+        unsafe { write_out(out, ArcHandle::into_ptr(rest)) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -334,7 +333,7 @@ pub extern "C" fn tinkex_service_client_create_rest_client(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_service_client_close(
-    svc: *mut tinkex_service_client,
+    svc: *const tinkex_service_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -347,13 +346,15 @@ pub extern "C" fn tinkex_service_client_close(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: CloseInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             svc,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.close_with(input)),
             |_| |()| json_output(&Empty {}),
-        )
+        ) }
     })
 }

@@ -5,7 +5,8 @@ use super::error::{tinkex_error, Failure};
 use super::future::{submit, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
-use super::{arc_clone, boundary, out_ptr, tinkex_done_fn, write_out};
+use super::ArcHandle;
+use super::{boundary, out_ptr, tinkex_done_fn, write_out};
 use crate::core::{ApiFuture, Error};
 use std::any::Any;
 use std::ffi::c_void;
@@ -35,7 +36,7 @@ pub extern "C" fn tinkex_testing_panic_in_export(out_err: *mut *mut tinkex_error
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_testing_panic_in_task(
-    rt: *mut tinkex_runtime,
+    rt: *const tinkex_runtime,
     where_: i32,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
@@ -44,7 +45,7 @@ pub extern "C" fn tinkex_testing_panic_in_task(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `rt` is a live runtime handle (caller contract).
-        let rt = unsafe { arc_clone(rt as *const tinkex_runtime, "rt") }?;
+        let rt = unsafe { ArcHandle::clone_from_ptr(rt, "rt") }?;
         out_ptr(out_future, "out_future")?;
         let owner: Arc<dyn Any + Send + Sync> = rt.clone();
         let handle = rt.handle().clone();
@@ -76,6 +77,35 @@ pub extern "C" fn tinkex_testing_panic_in_task(
         }?;
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_future, fut) };
+        Ok(tinkex_status::Ok)
+    })
+}
+
+/// TESTING ONLY. Emits one library log line (target `tinkex::testing`) at `level` (a
+/// `tinkex_log_level` other than OFF) with the text `(message, message_len)`, as the core's
+/// own lines are emitted: for tests of `tinkex_runtime_set_log_sink`.
+///
+/// Errors: `INVALID_ARG` (level), `NULL_ARG`, `INVALID_UTF8`. Blocks: never.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_testing_log(
+    level: i32,
+    message: *const u8,
+    message_len: usize,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    use super::runtime::tinkex_log_level as L;
+    boundary!(status out_err, {
+        // SAFETY: `(message, message_len)` is a readable input (caller contract).
+        let text = unsafe { super::input_str(message, message_len, "message") }?;
+        match L::try_from(level)? {
+            L::Off => return Err(Failure::invalid_arg("level OFF emits nothing")),
+            L::Error => tracing::error!(target: "tinkex::testing", "{text}"),
+            L::Warn => tracing::warn!(target: "tinkex::testing", "{text}"),
+            L::Info => tracing::info!(target: "tinkex::testing", "{text}"),
+            L::Debug => tracing::debug!(target: "tinkex::testing", "{text}"),
+            L::Trace => tracing::trace!(target: "tinkex::testing", "{text}"),
+        }
         Ok(tinkex_status::Ok)
     })
 }

@@ -7,10 +7,8 @@ use super::future::{json_output, submit_on, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::sampling::tinkex_sampling_client;
 use super::status::tinkex_status;
-use super::{
-    arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, box_take, input_json,
-    out_ptr, tinkex_done_fn, write_out,
-};
+use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
+use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{
     Empty, LoadStateInput, LossInput, OptimStepInput, SaveStateInput, SaveWeightsForSamplerInput,
     SavedPath,
@@ -75,13 +73,8 @@ fn as_path(_: Arc<tinkex_training_client>) -> impl FnOnce(String) -> Result<Outp
 pub extern "C" fn tinkex_training_client_clone(
     client: *const tinkex_training_client,
 ) -> *mut tinkex_training_client {
-    boundary!(value std::ptr::null_mut(), {
-        // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        match unsafe { arc_clone(client, "client") } {
-            Ok(a) => arc_into_raw(a),
-            Err(_) => std::ptr::null_mut(),
-        }
-    })
+    // SAFETY: a non-NULL `client` is a live handle (caller contract).
+    unsafe { super::clone_export(client) }
 }
 
 /// Drops one reference. NULL does nothing. Never cancels: pending operations keep the
@@ -90,11 +83,8 @@ pub extern "C" fn tinkex_training_client_clone(
 /// Consumes: `client`. Blocks: never. Callback-safe; any thread.
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_free(client: *mut tinkex_training_client) {
-    boundary!(value(), {
-        // SAFETY: a non-NULL `client` came from this library; the host gives up this
-        // reference.
-        unsafe { arc_release(client as *const tinkex_training_client) }
-    })
+    // SAFETY: a non-NULL `client` came from this library; the host gives up this reference.
+    unsafe { super::free_export(client) }
 }
 
 /// The model's information (fetched at creation, no I/O): `get_info` JSON, e.g.
@@ -111,12 +101,12 @@ pub extern "C" fn tinkex_training_client_get_info(
 ) -> tinkex_status {
     boundary!(status out_err, {
         // SAFETY: a non-NULL `client` is a live handle (caller contract).
-        let c = unsafe { arc_ref(client, "client") }?;
+        let c = unsafe { ArcHandle::from_ptr(client, "client") }?;
         out_ptr(out_bytes, "out_bytes")?;
         let json = serde_json::to_vec(c.client.get_info())
             .map_err(|e| Failure::internal(e.to_string()))?;
         // SAFETY: checked non-NULL above.
-        unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(json))) };
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(json))) };
         Ok(tinkex_status::Ok)
     })
 }
@@ -138,7 +128,7 @@ pub extern "C" fn tinkex_training_client_get_info(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_backward(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -151,14 +141,16 @@ pub extern "C" fn tinkex_training_client_forward_backward(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ForwardBackwardInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.forward_backward_with(input)),
             as_json,
-        )
+        ) }
     })
 }
 
@@ -169,7 +161,7 @@ pub extern "C" fn tinkex_training_client_forward_backward(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -182,20 +174,27 @@ pub extern "C" fn tinkex_training_client_forward(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ForwardBackwardInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.forward_with(input)),
             as_json,
-        )
+        ) }
     })
 }
 
-fn batch_call(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+/// The body of the two batch submit calls: borrows `batch` (its datums are copied).
+///
+/// # Safety
+/// `client` and `batch` must be NULL or live handles of their types; `(json, json_len)` a
+/// readable input; `out_future` NULL or writable.
+unsafe fn batch_call(
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -203,28 +202,30 @@ fn batch_call(
     out_future: *mut *mut tinkex_future,
     forward_only: bool,
 ) -> Result<tinkex_status, Failure> {
-    // Consumed first, so it is released whatever happens next.
-    // SAFETY: a non-NULL `batch` came from `tinkex_datum_batch_new` and is handed over.
-    let batch = unsafe { box_take(batch) }.ok_or_else(|| Failure::null_arg("batch"))?;
     super::non_null(client, "client")?;
+    // SAFETY: a non-NULL `batch` is a live handle (this function's contract).
+    let batch = unsafe { ArcHandle::from_ptr(batch, "batch") }?;
     out_ptr(out_future, "out_future")?;
-    // SAFETY: `(json, json_len)` is a readable input (caller contract).
+    // SAFETY: `(json, json_len)` is a readable input (this function's contract).
     let loss: LossInput = unsafe { input_json(json, json_len, "json") }?;
-    let input = ForwardBackwardInput::from_parts(batch.into_data(), loss);
-    submit_on(
-        client,
-        on_done,
-        user_data,
-        out_future,
-        |c| {
-            Ok(if forward_only {
-                c.forward_with(input)
-            } else {
-                c.forward_backward_with(input)
-            })
-        },
-        as_json,
-    )
+    let input = ForwardBackwardInput::from_parts(batch.data(), loss);
+    // SAFETY: forwarded (this function's contract).
+    unsafe {
+        submit_on(
+            client,
+            on_done,
+            user_data,
+            out_future,
+            |c| {
+                Ok(if forward_only {
+                    c.forward_with(input)
+                } else {
+                    c.forward_backward_with(input)
+                })
+            },
+            as_json,
+        )
+    }
 }
 
 /// forward_backward over datums built with the typed-array bulk path
@@ -233,14 +234,14 @@ fn batch_call(
 /// the wire is byte-for-byte the one the JSON path builds for the same datums. Result:
 /// `ForwardBackwardOutput` JSON.
 ///
-/// Consumes: `batch` (also on failure). Submit call (see
+/// Borrows `batch` (its datums are copied at submit; free it when you like). Submit call (see
 /// `tinkex_training_client_forward_backward`). Blocks: never. Callback-safe. Caller owns
 /// `*out_future`; release with `tinkex_future_free`.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_backward_batch(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -249,22 +250,25 @@ pub extern "C" fn tinkex_training_client_forward_backward_batch(
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        batch_call(
-            client, batch, json, json_len, on_done, user_data, out_future, false,
-        )
+        // SAFETY: the export's pointer contract is `batch_call`'s.
+        unsafe {
+            batch_call(
+                client, batch, json, json_len, on_done, user_data, out_future, false,
+            )
+        }
     })
 }
 
 /// forward (no gradients) over a datum batch; as
 /// `tinkex_training_client_forward_backward_batch`.
 ///
-/// Consumes: `batch` (also on failure). Submit call. Blocks: never. Callback-safe. Caller
+/// Borrows `batch` (its datums are copied at submit). Submit call. Blocks: never. Callback-safe. Caller
 /// owns `*out_future`; release with `tinkex_future_free`.
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_forward_batch(
-    client: *mut tinkex_training_client,
-    batch: *mut tinkex_datum_batch,
+    client: *const tinkex_training_client,
+    batch: *const tinkex_datum_batch,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -273,9 +277,12 @@ pub extern "C" fn tinkex_training_client_forward_batch(
     out_err: *mut *mut tinkex_error,
 ) -> tinkex_status {
     boundary!(status out_err, {
-        batch_call(
-            client, batch, json, json_len, on_done, user_data, out_future, true,
-        )
+        // SAFETY: the export's pointer contract is `batch_call`'s.
+        unsafe {
+            batch_call(
+                client, batch, json, json_len, on_done, user_data, out_future, true,
+            )
+        }
     })
 }
 
@@ -291,7 +298,7 @@ pub extern "C" fn tinkex_training_client_forward_batch(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_optim_step(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -304,14 +311,16 @@ pub extern "C" fn tinkex_training_client_optim_step(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let params: OptimStepInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.optim_step_with(params)),
             as_json,
-        )
+        ) }
     })
 }
 
@@ -325,7 +334,7 @@ pub extern "C" fn tinkex_training_client_optim_step(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_state(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -338,14 +347,16 @@ pub extern "C" fn tinkex_training_client_save_state(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: SaveStateInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.save_state_with(input)),
             as_path,
-        )
+        ) }
     })
 }
 
@@ -357,7 +368,7 @@ pub extern "C" fn tinkex_training_client_save_state(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -370,14 +381,16 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: SaveWeightsForSamplerInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.save_weights_for_sampler_with(&input)),
             as_path,
-        )
+        ) }
     })
 }
 
@@ -389,7 +402,7 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
@@ -398,7 +411,9 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
@@ -412,7 +427,7 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
                     ))))
                 }
             },
-        )
+        ) }
     })
 }
 
@@ -425,7 +440,7 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
 #[must_use]
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_load_state(
-    client: *mut tinkex_training_client,
+    client: *const tinkex_training_client,
     json: *const u8,
     json_len: usize,
     on_done: tinkex_done_fn,
@@ -438,13 +453,15 @@ pub extern "C" fn tinkex_training_client_load_state(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: LoadStateInput = unsafe { input_json(json, json_len, "json") }?;
-        submit_on(
+        // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
+        // the other pointers are checked by `submit_on`.
+        unsafe { submit_on(
             client,
             on_done,
             user_data,
             out_future,
             |c| Ok(c.load_state_with(&input)),
             |_| |()| json_output(&Empty {}),
-        )
+        ) }
     })
 }

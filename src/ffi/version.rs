@@ -1,13 +1,24 @@
 //! Library and ABI versions. The header's `TINKEX_VERSION_*` macros are generated from the
-//! same `CARGO_PKG_VERSION` by `build.rs`; `TINKEX_ABI_VERSION` is the constant below.
+//! same `CARGO_PKG_VERSION` by `build.rs`; `TINKEX_ABI_VERSION_MAJOR`/`_MINOR` are the
+//! constants below.
+//!
+//! The ABI rule (docs/c-api.md, "ABI versions"): adding a declaration bumps the minor;
+//! changing or removing one bumps the major and resets the minor (the shared library's
+//! soname follows the major). `abi/tinkex.abi.sha256` records the digest of the header's
+//! declarations with the version; `tests/abi_digest.rs` fails when the declarations change
+//! and the version does not.
 
 use super::boundary;
 use std::ffi::c_char;
 
-/// The C ABI revision. Before 1.0 every change of the C surface bumps it; bindings compare
-/// `tinkex_abi_version()` with the value they were built against and refuse to load on a
-/// mismatch.
-pub const TINKEX_ABI_VERSION: u32 = 1;
+/// The C ABI major version: bumped by a change or removal of a declaration (the shared
+/// library's soname follows it). A binding accepts a library whose major equals the one it
+/// was built against and whose minor is at least the one it was built against.
+pub const TINKEX_ABI_VERSION_MAJOR: u32 = 2;
+
+/// The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
+/// bump).
+pub const TINKEX_ABI_VERSION_MINOR: u32 = 0;
 
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();
@@ -44,10 +55,20 @@ pub extern "C" fn tinkex_version_number() -> u32 {
     boundary!(value 0, { VERSION_NUMBER })
 }
 
-/// The ABI revision of the library (compare with `TINKEX_ABI_VERSION` at load time).
+/// The ABI major version of the library (compare with `TINKEX_ABI_VERSION_MAJOR` at load
+/// time: they must be equal).
 ///
 /// Blocks: never. Callback-safe.
 #[unsafe(no_mangle)]
-pub extern "C" fn tinkex_abi_version() -> u32 {
-    boundary!(value 0, { TINKEX_ABI_VERSION })
+pub extern "C" fn tinkex_abi_version_major() -> u32 {
+    boundary!(value 0, { TINKEX_ABI_VERSION_MAJOR })
+}
+
+/// The ABI minor version of the library (must be at least the `TINKEX_ABI_VERSION_MINOR` the
+/// caller was built against).
+///
+/// Blocks: never. Callback-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_abi_version_minor() -> u32 {
+    boundary!(value 0, { TINKEX_ABI_VERSION_MINOR })
 }

@@ -80,7 +80,7 @@ static inline void waiter_destroy(waiter *w) {
   pthread_cond_destroy(&w->cv);
 }
 
-static inline void on_done(void *user_data, tinkex_future *fut) {
+static inline void on_done(void *user_data, const tinkex_future *fut) {
   waiter *w = (waiter *)user_data;
   char name[32] = {0};
   (void)fut;

@@ -22,7 +22,7 @@ static int fail(const char *what, tinkex_status s, tinkex_error *err) {
 /* Blocks until `fut` finishes, then takes its JSON result (caller frees with
  * tinkex_bytes_free). Consumes `fut`. */
 static tinkex_status wait_json(tinkex_future *fut, tinkex_bytes **out, tinkex_error **err) {
-  tinkex_status s = tinkex_future_wait(fut, 0, err);
+  tinkex_status s = tinkex_future_wait(fut, TINKEX_WAIT_FOREVER, err);
   if (s == TINKEX_STATUS_OK) s = tinkex_future_take_result(fut, out, err);
   tinkex_future_free(fut);
   return s;
@@ -45,7 +45,9 @@ int main(int argc, char **argv) {
   size_t n = strlen(text), i;
   int step;
 
-  if (tinkex_abi_version() != TINKEX_ABI_VERSION) return fail("ABI check", 0, NULL);
+  if (tinkex_abi_version_major() != TINKEX_ABI_VERSION_MAJOR ||
+      tinkex_abi_version_minor() < TINKEX_ABI_VERSION_MINOR)
+    return fail("ABI check", 0, NULL);
   for (i = 0; i < n; i++) {
     tokens[i] = (unsigned char)text[i]; /* a byte-level "tokenizer" */
     weights[i] = 1.0f;
@@ -62,7 +64,7 @@ int main(int argc, char **argv) {
   snprintf(req, sizeof req, "{\"base_model\":\"Qwen/Qwen3-8B\",\"lora_config\":{\"rank\":16}}");
   s = tinkex_service_client_create_lora_training_client(svc, (const uint8_t *)req, strlen(req),
                                                         NULL, NULL, &fut, &err);
-  if (s == TINKEX_STATUS_OK) s = tinkex_future_wait(fut, 0, &err);
+  if (s == TINKEX_STATUS_OK) s = tinkex_future_wait(fut, TINKEX_WAIT_FOREVER, &err);
   if (s == TINKEX_STATUS_OK) s = tinkex_future_take_training_client(fut, &training, &err);
   tinkex_future_free(fut);
   if (s != TINKEX_STATUS_OK) return fail("create_lora_training_client", s, err);
@@ -88,9 +90,10 @@ int main(int argc, char **argv) {
       return fail("datum batch", s, err);
     }
     /* Submit both, then wait: the client sends them in submission order. */
-    s = tinkex_training_client_forward_backward_batch(training, batch /* consumed */,
+    s = tinkex_training_client_forward_backward_batch(training, batch /* borrowed */,
                                                       (const uint8_t *)loss, strlen(loss), NULL,
                                                       NULL, &fb, &err);
+    tinkex_datum_batch_free(batch); /* the submit copied its datums */
     if (s != TINKEX_STATUS_OK) return fail("forward_backward_batch", s, err);
     s = tinkex_training_client_optim_step(training, (const uint8_t *)adam, strlen(adam), NULL,
                                           NULL, &opt, &err);
@@ -111,7 +114,7 @@ int main(int argc, char **argv) {
   /* 4. Sample from the trained weights. */
   s = tinkex_training_client_save_weights_and_get_sampling_client(training, NULL, NULL, &fut,
                                                                   &err);
-  if (s == TINKEX_STATUS_OK) s = tinkex_future_wait(fut, 0, &err);
+  if (s == TINKEX_STATUS_OK) s = tinkex_future_wait(fut, TINKEX_WAIT_FOREVER, &err);
   if (s == TINKEX_STATUS_OK) s = tinkex_future_take_sampling_client(fut, &sampler, &err);
   tinkex_future_free(fut);
   if (s != TINKEX_STATUS_OK) return fail("save_weights_and_get_sampling_client", s, err);

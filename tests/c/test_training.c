@@ -167,7 +167,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s BASE_URL\n", argv[0]);
     return 2;
   }
-  CHECK(tinkex_abi_version() == TINKEX_ABI_VERSION);
+  CHECK(tinkex_abi_version_major() == TINKEX_ABI_VERSION_MAJOR);
+  CHECK(tinkex_abi_version_minor() >= TINKEX_ABI_VERSION_MINOR);
   CHECK(tinkex_version_number() == TINKEX_VERSION_NUMBER);
   make_tokens();
   memset(&ev, 0, sizeof ev);
@@ -224,8 +225,10 @@ int main(int argc, char **argv) {
     const char *adam = "{\"learning_rate\":0.001}";
     const char *loss = "{\"loss_fn\":\"cross_entropy\"}";
     op *fb = op_new(), *opt = op_new();
+    tinkex_datum_batch *batch = bulk_batch();
     tinkex_status sf = tinkex_training_client_forward_backward_batch(
-        training, bulk_batch(), u8(loss), strlen(loss), on_done, &fb->w, &fb->fut, &fb->err);
+        training, batch, u8(loss), strlen(loss), on_done, &fb->w, &fb->fut, &fb->err);
+    tinkex_datum_batch_free(batch); /* borrowed by the submit, which copied its datums */
     tinkex_status so = tinkex_training_client_optim_step(training, u8(adam), strlen(adam),
                                                          on_done, &opt->w, &opt->fut, &opt->err);
     op_wait(fb, sf, "forward_backward_batch");

@@ -227,7 +227,7 @@ impl Done {
 
 /// The `on_done` of the tests: records the call, its thread, and whether it is a tokio
 /// thread.
-pub unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *mut tinkex_future) {
+pub unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *const tinkex_future) {
     // SAFETY: `user_data` is a leaked `Arc<Done>` from `Done::user_data`.
     let done = unsafe { &*(user_data as *const Done) };
     let wait_status = done.wait_inside.then(|| {

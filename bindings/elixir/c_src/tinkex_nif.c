@@ -521,7 +521,7 @@ static ERL_NIF_TERM ok_client(ErlNifEnv *env, ERL_NIF_TERM tag, ErlNifResourceTy
 /* Runs on libtinkex's dispatcher thread, exactly once per submitted operation. Allocates
  * only the result's own terms; when one of them fails, the submitter gets the OOM error
  * instead of the result (the libtinkex object that could not be wrapped is freed). */
-static void on_done(void *user_data, tinkex_future *fut) {
+static void on_done(void *user_data, const tinkex_future *fut) {
     done_ctx *ctx = user_data;
     FAULT_SCOPE(&ctx->pid);
     ErlNifEnv *env = ctx->env;
@@ -819,15 +819,15 @@ typedef struct {
     ERL_NIF_TERM ref;
 } sub_ctx;
 
-static ERL_NIF_TERM event_type_atom(tinkex_event_type k) {
+static ERL_NIF_TERM event_type_atom(tinkex_event_kind k) {
     switch (k) {
-    case TINKEX_EVENT_TYPE_QUEUE_STATE: return a_ev_queue_state;
-    case TINKEX_EVENT_TYPE_PROGRESS: return a_ev_progress;
-    case TINKEX_EVENT_TYPE_RETRY: return a_ev_retry;
-    case TINKEX_EVENT_TYPE_HEARTBEAT_WARNING: return a_ev_heartbeat_warning;
-    case TINKEX_EVENT_TYPE_SESSION_EXPIRED: return a_ev_session_expired;
-    case TINKEX_EVENT_TYPE_TELEMETRY_OVERFLOW: return a_ev_telemetry_overflow;
-    case TINKEX_EVENT_TYPE_SUMMARY: return a_ev_summary;
+    case TINKEX_EVENT_KIND_QUEUE_STATE: return a_ev_queue_state;
+    case TINKEX_EVENT_KIND_PROGRESS: return a_ev_progress;
+    case TINKEX_EVENT_KIND_RETRY: return a_ev_retry;
+    case TINKEX_EVENT_KIND_HEARTBEAT_WARNING: return a_ev_heartbeat_warning;
+    case TINKEX_EVENT_KIND_SESSION_EXPIRED: return a_ev_session_expired;
+    case TINKEX_EVENT_KIND_TELEMETRY_OVERFLOW: return a_ev_telemetry_overflow;
+    case TINKEX_EVENT_KIND_SUMMARY: return a_ev_summary;
     default: return a_ev_other;
     }
 }
@@ -853,7 +853,7 @@ static void on_event(void *user_data, const tinkex_event *ev) {
         atomic_fetch_add(&dropped_events, 1);
     } else {
         ERL_NIF_TERM keys[5] = {a_struct, a_type, a_request_id, a_json, a_data};
-        ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_kind(ev)),
+        ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_get_kind(ev)),
                                 make_str(env, tinkex_event_request_id(ev)), json_t, a_nil};
         if (enif_make_map_from_arrays(env, keys, vals, 5, &map)) {
             ERL_NIF_TERM msg =
@@ -968,7 +968,8 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     return submit_end(env, &s, st, fut, err);
 }
 
-/* Takes the batch out of its resource (the submit call consumes it). */
+/* Takes the batch out of its resource (the submit call borrows it; batch_submit frees it
+ * afterwards, so an Elixir batch stays single-use). */
 static tinkex_datum_batch *take_batch(batch_t *b) {
     enif_mutex_lock(b->mu);
     tinkex_datum_batch *p = b->batch;
@@ -977,7 +978,7 @@ static tinkex_datum_batch *take_batch(batch_t *b) {
     return p;
 }
 
-typedef tinkex_status (*batch_submit_fn)(tinkex_training_client *, tinkex_datum_batch *,
+typedef tinkex_status (*batch_submit_fn)(const tinkex_training_client *, const tinkex_datum_batch *,
                                          const uint8_t *, size_t, tinkex_done_fn, void *,
                                          tinkex_future **, tinkex_error **);
 
@@ -1000,6 +1001,7 @@ static ERL_NIF_TERM batch_submit(ErlNifEnv *env, const ERL_NIF_TERM argv[], batc
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
     tinkex_status st = fn(tc, batch, json.data, json.size, on_done, s.ctx, &fut, &err);
+    tinkex_datum_batch_free(batch); /* borrowed by the call, which copied its datums */
     return submit_end(env, &s, st, fut, err);
 }
 
@@ -1161,9 +1163,9 @@ static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
 /* REST client                                                                           */
 /* ------------------------------------------------------------------------------------ */
 
-typedef tinkex_status (*rest_page_fn)(tinkex_rest_client *, uint32_t, uint32_t, tinkex_done_fn,
+typedef tinkex_status (*rest_page_fn)(const tinkex_rest_client *, uint32_t, uint32_t, tinkex_done_fn,
                                       void *, tinkex_future **, tinkex_error **);
-typedef tinkex_status (*rest_str_fn)(tinkex_rest_client *, const uint8_t *, size_t,
+typedef tinkex_status (*rest_str_fn)(const tinkex_rest_client *, const uint8_t *, size_t,
                                      tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
 
 static ERL_NIF_TERM rest_page(ErlNifEnv *env, const ERL_NIF_TERM argv[], rest_page_fn fn) {
@@ -1326,8 +1328,8 @@ static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM arg
     (void)argv;
     return enif_make_tuple4(env, make_str(env, tinkex_version()),
                             enif_make_uint(env, tinkex_version_number()),
-                            enif_make_uint(env, tinkex_abi_version()),
-                            enif_make_uint(env, TINKEX_ABI_VERSION));
+                            enif_make_uint(env, tinkex_abi_version_major()),
+                            enif_make_uint(env, TINKEX_ABI_VERSION_MAJOR));
 }
 
 static ERL_NIF_TERM nif_status_name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -1552,11 +1554,13 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
     pin_self();
-    if (tinkex_abi_version() != TINKEX_ABI_VERSION) {
+    if (tinkex_abi_version_major() != TINKEX_ABI_VERSION_MAJOR ||
+        tinkex_abi_version_minor() < TINKEX_ABI_VERSION_MINOR) {
         fprintf(stderr,
-                "tinkex_nif: libtinkex ABI version %u does not match the header's %u; "
+                "tinkex_nif: libtinkex ABI version %u.%u does not match the header's %u.%u; "
                 "rebuild the NIF against this library\n",
-                tinkex_abi_version(), (unsigned)TINKEX_ABI_VERSION);
+                tinkex_abi_version_major(), tinkex_abi_version_minor(),
+                (unsigned)TINKEX_ABI_VERSION_MAJOR, (unsigned)TINKEX_ABI_VERSION_MINOR);
         return 1;
     }
     make_atoms(env);

@@ -23,7 +23,7 @@ def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_abi_and_version():
     from tinkex import _lib
 
-    assert tinkex.ABI_VERSION == _lib.lib.tinkex_abi_version() == 1
+    assert tinkex.ABI_VERSION == (_lib.lib.tinkex_abi_version_major(), _lib.lib.tinkex_abi_version_minor()) == (2, 0)
     assert Path(tinkex.LIBRARY_PATH).is_file()
     assert tinkex.LIBRARY_VERSION.count(".") == 2
     assert _lib.status_name(101) == "TINKEX_STATUS_INVALID_ARG"
@@ -48,7 +48,7 @@ def test_abi_mismatch_is_a_clear_error():
     # Load the binding's loader with a different expected ABI revision.
     from tinkex import _lib
 
-    src = Path(_lib.__file__).read_text().replace("ABI_VERSION = 1\n", "ABI_VERSION = 999\n", 1)
+    src = Path(_lib.__file__).read_text().replace("ABI_VERSION_MAJOR = 2\n", "ABI_VERSION_MAJOR = 999\n", 1)
     code = (
         "import types, sys\n"
         "m = types.ModuleType('tinkex_lib_probe')\n"
@@ -59,7 +59,7 @@ def test_abi_mismatch_is_a_clear_error():
     # The probe is not inside the package (no _build_info, not a checkout): name the library.
     r = _run(code, {"TINKEX_LIBRARY": tinkex.LIBRARY_PATH})
     assert r.returncode != 0
-    assert "ABI mismatch" in r.stderr and "revision 1" in r.stderr and "revision 999" in r.stderr
+    assert "ABI mismatch" in r.stderr and "revision 2.0" in r.stderr and "revision 999.0" in r.stderr
 
 
 def test_public_names_match_the_official_sdk():

@@ -630,8 +630,8 @@ class TrainingClient:
             call = lib.tinkex_training_client_forward_batch if forward_only else lib.tinkex_training_client_forward_backward_batch
 
             def submit(state: OpState) -> None:
-                with self._handle.use() as ptr:
-                    bptr, batch.ptr = batch.ptr, None  # consumed by the call, also on failure
+                with self._handle.use() as ptr, batch.use() as bptr:
+                    # Borrowed by the call (it copies the datums); released by batch.close.
                     _core.submit(call, ptr, bptr, body, n, converter=_fbo, state=state)
 
             return submit, batch.close

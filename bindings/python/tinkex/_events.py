@@ -183,7 +183,7 @@ def _on_event(user_data: Optional[int], ev: Optional[int]) -> None:
         hub = ref() if ref is not None else None
         if hub is None or not ev:
             return
-        kind = int(lib.tinkex_event_kind(ev))
+        kind = int(lib.tinkex_event_get_kind(ev))
         n = c_size_t(0)
         ptr = lib.tinkex_event_json(ev, byref(n))
         data = json.loads(ctypes.string_at(ptr, n.value)) if ptr and n.value else {}

@@ -23,9 +23,9 @@ downloaded project, or ``/tmp/target/...`` above a virtualenv in ``/tmp``) would
 its code at ``import tinkex``. Only an explicit, relative ``TINKEX_LIBRARY`` is resolved
 against the working directory, because the user asked for it.
 
-At import the library's ``tinkex_abi_version()`` must equal :data:`ABI_VERSION`, the C ABI
-revision this package was written for; otherwise the import fails with
-:class:`LibraryError` naming both values and the library's path.
+At import the library's ABI major version (``tinkex_abi_version_major()``) must equal
+:data:`ABI_VERSION`'s and its minor must be at least this package's; otherwise the import
+fails with :class:`LibraryError` naming both values and the library's path.
 """
 
 from __future__ import annotations
@@ -50,8 +50,11 @@ from ctypes import (
 )
 from pathlib import Path
 
-#: The C ABI revision (``TINKEX_ABI_VERSION`` of include/tinkex.h) this package targets.
-ABI_VERSION = 1
+#: The C ABI version (``TINKEX_ABI_VERSION_MAJOR``/``_MINOR`` of include/tinkex.h) this
+#: package targets, as ``(major, minor)``.
+ABI_VERSION_MAJOR = 2
+ABI_VERSION_MINOR = 0
+ABI_VERSION = (ABI_VERSION_MAJOR, ABI_VERSION_MINOR)
 
 _LIB_NAMES = {
     "linux": "libtinkex.so",
@@ -165,7 +168,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     # events
     "tinkex_service_client_subscribe": (_ST, [_P, EVENT_FN, c_void_p, FREE_FN, _PP, _PP]),
     "tinkex_subscription_free": (None, [_P]),
-    "tinkex_event_kind": (c_int32, [_P]),
+    "tinkex_event_get_kind": (c_int32, [_P]),
     "tinkex_event_json": (c_void_p, [_P, POINTER(c_size_t)]),
     "tinkex_event_request_id": (c_char_p, [_P]),
     # futures
@@ -263,7 +266,8 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     # version
     "tinkex_version": (c_char_p, []),
     "tinkex_version_number": (c_uint32, []),
-    "tinkex_abi_version": (c_uint32, []),
+    "tinkex_abi_version_major": (c_uint32, []),
+    "tinkex_abi_version_minor": (c_uint32, []),
 }
 
 #: Symbols the package can do without (e.g. exports added after ABI 1).
@@ -357,16 +361,18 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 lib, LIBRARY_PATH = _load()
 try:
-    _abi = lib.tinkex_abi_version
-    _abi.restype = c_uint32
-    _abi.argtypes = []
-    LIBRARY_ABI_VERSION = int(_abi())
-except AttributeError as e:  # not a libtinkex at all
-    raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export tinkex_abi_version") from e
-if LIBRARY_ABI_VERSION != ABI_VERSION:
+    _abi_major, _abi_minor = lib.tinkex_abi_version_major, lib.tinkex_abi_version_minor
+    for _f in (_abi_major, _abi_minor):
+        _f.restype = c_uint32
+        _f.argtypes = []
+    LIBRARY_ABI_VERSION = (int(_abi_major()), int(_abi_minor()))
+except AttributeError as e:  # not a libtinkex (of ABI 2 or later) at all
+    raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export tinkex_abi_version_major") from e
+if LIBRARY_ABI_VERSION[0] != ABI_VERSION_MAJOR or LIBRARY_ABI_VERSION[1] < ABI_VERSION_MINOR:
     raise LibraryError(
-        f"tinkex: ABI mismatch: {LIBRARY_PATH} has C ABI revision {LIBRARY_ABI_VERSION}, but "
-        f"this Python package was written for revision {ABI_VERSION}. Install the tinkex "
+        f"tinkex: ABI mismatch: {LIBRARY_PATH} has C ABI revision "
+        f"{LIBRARY_ABI_VERSION[0]}.{LIBRARY_ABI_VERSION[1]}, but this Python package was written "
+        f"for revision {ABI_VERSION_MAJOR}.{ABI_VERSION_MINOR}. Install the tinkex "
         "Python package from the same libtinkex source tree as the library, or point "
         "TINKEX_LIBRARY at a matching build."
     )
