@@ -348,7 +348,7 @@ impl TrainingClient {
                     timeout,
                 )])
             },
-            |r| decode_json(r),
+            decode_json,
         )
     }
 
