@@ -193,9 +193,10 @@ impl ForwardBackwardInput {
 /// Input of `optim_step` (PROTOCOL.md 10.8): Adam step parameters, or the parameters of
 /// another optimizer family, passed through with all their fields.
 ///
-/// JSON: an object without `type` (or with `"type": "adam"` / `"adamw"`) is [`AdamParams`]
-/// (closed: a misspelled field is an error); an object with any other `type` (e.g.
-/// `{"type": "dimuon", "learning_rate": 0.01}`) is sent as `optimizer_params` unchanged.
+/// JSON: an object without `type` (or with `"type": "adam"` / `"adamw"` / `null`) is
+/// [`AdamParams`] (closed: a misspelled field is an error); an object with any other `type`
+/// (e.g. `{"type": "dimuon", "learning_rate": 0.01}`) is sent as `optimizer_params`
+/// unchanged.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptimStepInput {
     /// Adam parameters (sent as `adam_params`).
@@ -225,6 +226,9 @@ impl<'de> Deserialize<'de> for OptimStepInput {
         let mut map = Map::<String, Value>::deserialize(d)?;
         match map.get("type") {
             None => {}
+            Some(Value::Null) => {
+                map.remove("type");
+            }
             Some(Value::String(t)) if t == "adam" || t == "adamw" => {
                 map.remove("type");
             }
@@ -487,8 +491,14 @@ mod tests {
     fn optim_step_input_is_adam_closed_and_other_families_open() {
         let a: OptimStepInput = serde_json::from_str(r#"{"learning_rate": 0.5}"#).unwrap();
         assert!(matches!(a, OptimStepInput::Adam(p) if p.learning_rate == 0.5 && p.beta1 == 0.9));
-        let a: OptimStepInput = serde_json::from_str(r#"{"type": "adamw"}"#).unwrap();
-        assert_eq!(a, OptimStepInput::default());
+        for t in [
+            r#"{"type": "adamw"}"#,
+            r#"{"type": "adam"}"#,
+            r#"{"type": null}"#,
+        ] {
+            let a: OptimStepInput = serde_json::from_str(t).unwrap();
+            assert_eq!(a, OptimStepInput::default(), "{t}");
+        }
         let e = serde_json::from_str::<OptimStepInput>(r#"{"learning_rat": 1e-3}"#).unwrap_err();
         assert!(e.to_string().contains("learning_rat"), "{e}");
         let o: OptimStepInput =

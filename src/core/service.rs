@@ -197,7 +197,7 @@ impl ServiceClient {
 
     /// A training client whose weights come from a training checkpoint (optimizer reset).
     pub fn create_training_client_from_state(&self, path: &str) -> ApiFuture<TrainingClient> {
-        self.from_state(path, false)
+        self.training_client_from_state(path, false)
     }
 
     /// A training client resuming a checkpoint's weights and optimizer state.
@@ -205,10 +205,10 @@ impl ServiceClient {
         &self,
         path: &str,
     ) -> ApiFuture<TrainingClient> {
-        self.from_state(path, true)
+        self.training_client_from_state(path, true)
     }
 
-    fn from_state(&self, path: &str, optimizer: bool) -> ApiFuture<TrainingClient> {
+    fn training_client_from_state(&self, path: &str, optimizer: bool) -> ApiFuture<TrainingClient> {
         if let Err(e) = TinkerPath::parse(path) {
             return ApiFuture::ready(Err(Error::user(e.to_string())));
         }

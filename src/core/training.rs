@@ -459,7 +459,7 @@ impl TrainingClient {
                     timeout,
                 )])
             },
-            |r| decode_json(r),
+            decode_json,
         )
     }
 

@@ -118,6 +118,9 @@ fn type_sample() -> String {
     "sample".into()
 }
 
+/// Per-position top-k `(token, logprob)` lists; `None` where not computed.
+pub type TopkLogprobLists = Vec<Option<Vec<(i64, f32)>>>;
+
 /// Why a sequence stopped (10.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -142,7 +145,7 @@ pub struct SampledSequence {
     pub logprobs: Option<Vec<f32>>,
     /// Per-position top-k `(token, logprob)` lists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topk_logprobs: Option<Vec<Option<Vec<(i64, f32)>>>>,
+    pub topk_logprobs: Option<TopkLogprobLists>,
     /// Session-scoped id, from the submit answer's `sample_sequence_ids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence_id: Option<String>,
@@ -159,7 +162,7 @@ pub struct SampleResponse {
     pub prompt_logprobs: Option<Vec<Option<f32>>>,
     /// Top-k per prompt position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub topk_prompt_logprobs: Option<Vec<Option<Vec<(i64, f32)>>>>,
+    pub topk_prompt_logprobs: Option<TopkLogprobLists>,
     /// Prompt tokens billed as cache hits.
     #[serde(default)]
     pub prompt_cache_hit_tokens: i64,
