@@ -522,3 +522,77 @@ fn an_aborted_custom_loss_poisons_the_training_client() {
     assert!(msg.contains("released without a backward"), "{msg}");
     tinkex_datum_batch_free(batch);
 }
+
+// ---------------------------------------------------------------------------------------
+// The Rust API of the same operation (core): `forward_backward_custom(data, closure)`.
+// (Here because this file owns the custom-loss tests; it uses the core test helpers.)
+// ---------------------------------------------------------------------------------------
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[tokio::test]
+async fn rust_forward_backward_custom_with_a_closure_orders_and_poisons() {
+    use tinkex::core::training::CustomLossOutput;
+    use tinkex::core::types::{AdamParams, TensorData, TensorDtype, TensorValues};
+    use tinkex::core::{ErrorKind, LoraOptions};
+
+    let emu = support::emulator("rust-custom-loss").await;
+    let service = support::client(&emu);
+    let training = service
+        .create_lora_training_client(support::BASE_MODEL, LoraOptions::default())
+        .await
+        .unwrap();
+    let data = support::batch();
+    let n = data.len();
+    // C = -sum(logprobs): grads -1, so the surrogate equals C.
+    let step = training.forward_backward_custom(data, move |data, logprobs| {
+        assert_eq!(data.len(), logprobs.len());
+        let mut sum = 0.0;
+        let grads = logprobs
+            .iter()
+            .map(|lp| {
+                let TensorValues::Float32(v) = &lp.data else {
+                    panic!("float logprobs")
+                };
+                sum -= v.iter().map(|x| *x as f64).sum::<f64>();
+                TensorData {
+                    data: TensorValues::Float32(vec![-1.0; v.len()]),
+                    dtype: TensorDtype::Float32,
+                    shape: lp.shape.clone(),
+                    sparse_crow_indices: None,
+                    sparse_col_indices: None,
+                }
+            })
+            .collect();
+        Ok(CustomLossOutput {
+            grads,
+            loss_sum: Some(sum),
+            metrics: [("custom".to_string(), 1.0)].into(),
+        })
+    });
+    // Submitted after the custom step: runs after its backward.
+    let opt = training.optim_step(AdamParams {
+        learning_rate: 1e-3,
+        ..Default::default()
+    });
+    let out = step.await.unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), n);
+    assert_eq!(out.metrics["custom"], 1.0);
+    let (c, s) = (out.metrics["loss:sum"], out.metrics["surrogate_loss:sum"]);
+    assert!((c - s).abs() < 1e-3 * c.abs().max(1.0), "{c} vs {s}");
+    opt.await.unwrap();
+
+    // A failing loss poisons the client.
+    let failed = training.forward_backward_custom(support::batch(), |_, _| {
+        Err(tinkex::core::Error::user("nan in the loss"))
+    });
+    let e = failed.await.unwrap_err();
+    assert!(e.to_string().contains("nan in the loss"), "{e}");
+    let later = training
+        .optim_step(AdamParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(later.kind, ErrorKind::User);
+    assert!(later.to_string().contains("nan in the loss"), "{later}");
+}
