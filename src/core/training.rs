@@ -460,7 +460,7 @@ impl TrainingClient {
                     timeout,
                 )])
             },
-            |r| decode_json(r),
+            decode_json,
         )
     }
 
