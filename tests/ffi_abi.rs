@@ -157,9 +157,12 @@ fn a_datum_batch_takes_pushes_from_many_threads_and_json_datums() {
 // log sink
 // ---------------------------------------------------------------------------------------
 
+/// One received line: level, target, message, the thread it arrived on.
+type LogLine = (i32, String, String, Option<String>);
+
 #[derive(Default)]
 struct Sink {
-    lines: Mutex<Vec<(i32, String, String, Option<String>)>>,
+    lines: Mutex<Vec<LogLine>>,
     freed: AtomicU32,
     cv: Condvar,
 }

@@ -404,7 +404,7 @@ class TrainingClient {
   explicit TrainingClient(tinkex_training_client *p) : p_(p) {}
 
  private:
-  using JsonFn = tinkex_status (*)(tinkex_training_client *, const uint8_t *, size_t,
+  using JsonFn = tinkex_status (*)(const tinkex_training_client *, const uint8_t *, size_t,
                                    tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
   Pending<std::string> submit_json(JsonFn fn, std::string_view json) const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
@@ -570,8 +570,9 @@ class ServiceClient {
 /// The library version ("0.1.0") and whether the loaded library matches this header's ABI.
 inline std::string version() { return tinkex_version(); }
 inline bool abi_matches() noexcept {
-  return tinkex_abi_version_major() == TINKEX_ABI_VERSION_MAJOR &&
-         tinkex_abi_version_minor() >= TINKEX_ABI_VERSION_MINOR;
+  // Through variables: a literal minor of 0 would make `>=` a -Wtype-limits warning.
+  const uint32_t major = TINKEX_ABI_VERSION_MAJOR, minor = TINKEX_ABI_VERSION_MINOR;
+  return tinkex_abi_version_major() == major && tinkex_abi_version_minor() >= minor;
 }
 
 }  // namespace tinkex

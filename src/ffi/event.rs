@@ -213,7 +213,6 @@ pub extern "C" fn tinkex_service_client_subscribe(
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_subscription_free(sub: *mut tinkex_subscription) {
     boundary!(value(), {
-        let sub = sub;
         if !sub.is_null() {
             // SAFETY: a non-NULL `sub` is a live handle (caller contract).
             if let Ok(s) = unsafe { ArcHandle::from_ptr(sub, "sub") } {

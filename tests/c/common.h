@@ -80,6 +80,14 @@ static inline void waiter_destroy(waiter *w) {
   pthread_cond_destroy(&w->cv);
 }
 
+/* The load-time ABI check: same major, at least this header's minor. (Compared through a
+ * variable: with a literal minor of 0, `>=` would be a -Wtype-limits warning.) */
+static inline int abi_matches(void) {
+  uint32_t need_minor = TINKEX_ABI_VERSION_MINOR;
+  return tinkex_abi_version_major() == TINKEX_ABI_VERSION_MAJOR &&
+         tinkex_abi_version_minor() >= need_minor;
+}
+
 static inline void on_done(void *user_data, const tinkex_future *fut) {
   waiter *w = (waiter *)user_data;
   char name[32] = {0};

@@ -167,8 +167,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s BASE_URL\n", argv[0]);
     return 2;
   }
-  CHECK(tinkex_abi_version_major() == TINKEX_ABI_VERSION_MAJOR);
-  CHECK(tinkex_abi_version_minor() >= TINKEX_ABI_VERSION_MINOR);
+  CHECK(abi_matches());
   CHECK(tinkex_version_number() == TINKEX_VERSION_NUMBER);
   make_tokens();
   memset(&ev, 0, sizeof ev);

@@ -1554,8 +1554,9 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
     pin_self();
+    uint32_t need_minor = TINKEX_ABI_VERSION_MINOR; /* a variable: no -Wtype-limits at 0 */
     if (tinkex_abi_version_major() != TINKEX_ABI_VERSION_MAJOR ||
-        tinkex_abi_version_minor() < TINKEX_ABI_VERSION_MINOR) {
+        tinkex_abi_version_minor() < need_minor) {
         fprintf(stderr,
                 "tinkex_nif: libtinkex ABI version %u.%u does not match the header's %u.%u; "
                 "rebuild the NIF against this library\n",

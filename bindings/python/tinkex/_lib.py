@@ -134,6 +134,9 @@ DONE_FN = CFUNCTYPE(None, c_void_p, c_void_p)
 EVENT_FN = CFUNCTYPE(None, c_void_p, c_void_p)
 #: ``void (*tinkex_free_fn)(void *user_data)``
 FREE_FN = CFUNCTYPE(None, c_void_p)
+#: ``void (*tinkex_log_fn)(void *user_data, tinkex_log_level level, const uint8_t *target,
+#: size_t target_len, const uint8_t *message, size_t message_len)``
+LOG_FN = CFUNCTYPE(None, c_void_p, c_int32, c_void_p, c_size_t, c_void_p, c_size_t)
 
 _P = c_void_p  # every opaque handle
 _PP = POINTER(c_void_p)  # every out-handle / out_err
@@ -155,6 +158,17 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "tinkex_datum_batch_len": (c_size_t, [_P]),
     "tinkex_datum_batch_free": (None, [_P]),
+    # ABI 2.0 additions (declared here; used by the bindings' rewrite)
+    "tinkex_datum_batch_clone": (c_void_p, [_P]),
+    "tinkex_datum_batch_push_json": (_ST, [_P, _BUF, c_size_t, _PP]),
+    "tinkex_training_client_forward_backward_custom": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP, _PP]),
+    "tinkex_custom_loss_set_metrics": (_ST, [_P, _BUF, c_size_t, _PP]),
+    "tinkex_custom_loss_backward": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_custom_loss_abort": (_ST, [_P, _BUF, c_size_t, _PP]),
+    "tinkex_custom_loss_free": (None, [_P]),
+    "tinkex_runtime_set_log_sink": (_ST, [_P, LOG_FN, c_void_p, FREE_FN, c_int32, _PP]),
+    "tinkex_tinker_path_parse": (_ST, [_BUF, c_size_t, _PP, _PP]),
+    "tinkex_testing_log": (_ST, [c_int32, _BUF, c_size_t, _PP]),
     # errors
     "tinkex_error_status": (_ST, [_P]),
     "tinkex_error_kind": (c_char_p, [_P]),
@@ -271,7 +285,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 }
 
 #: Symbols the package can do without (e.g. exports added after ABI 1).
-_OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task"}
+_OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task", "tinkex_testing_log"}
 
 
 def _is_workspace(d: Path) -> bool:
