@@ -139,20 +139,16 @@ async fn intermittent_503_bursts_every_10_seconds() {
     let scale = 0.01;
     let emu = scaled_emulator("bursts", scale).await;
     let (_service, training) = trainer(&emu, scale).await;
-    let base = emu.base_url().to_string();
+    // The bursts are installed in-process: the injector never depends on the network it
+    // breaks.
+    let state = emu.state().clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let burster = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let rule = json!({"path": "/api/v1/", "status": 503, "duration_ms": 30});
-                let _ = client
-                    .post(format!("{base}/_emulator/faults"))
-                    .header("content-type", "application/json")
-                    .body(rule.to_string())
-                    .send()
-                    .await;
+                state.faults.add(serde_json::from_value(rule).unwrap());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -334,20 +330,16 @@ async fn a_three_hour_session_with_partitions_every_30_minutes_completes() {
         .unwrap();
     let started = Instant::now();
     let session = Duration::from_secs_f64(3.0 * 3600.0 * scale);
-    let base = emu.base_url().to_string();
+    // Partitions are started in-process (an HTTP control request could itself be cut by
+    // the previous partition, and then not count); `control_get` below is in-process too.
+    let state = emu.state().clone();
     let partitions = tokio::spawn(async move {
-        let client = reqwest::Client::new();
         let mut n = 0u64;
         while started.elapsed() < session {
             tokio::time::sleep(Duration::from_secs_f64(1800.0 * scale)).await;
             let ms = 5 + (n * 7919) % 26;
             n += 1;
-            let _ = client
-                .post(format!("{base}/_emulator/outage"))
-                .header("content-type", "application/json")
-                .body(json!({"duration_ms": ms}).to_string())
-                .send()
-                .await;
+            state.outage.start(Duration::from_millis(ms));
         }
         n
     });

@@ -255,59 +255,70 @@ async fn two_hundred_concurrent_samples_and_compute_logprobs() {
 
 #[tokio::test]
 async fn wait_timeout_is_typed_and_cancel_stops_polling() {
-    let emu = emulator("cancel").await;
-    let service = client(&emu);
-    let sampler = service
-        .create_sampling_client_for_base_model(BASE_MODEL)
-        .await
-        .unwrap();
-    // Every poll is held 100 ms and then answered try_again: the sample never finishes.
-    fault(
+    // Polls are held 100 ms; forward_backward never finishes on the server, so every poll
+    // reaches the emulator's handler (counted per request id) and answers try_again.
+    let emu = emulator_with("cancel", |c| c.poll_hold = Duration::from_millis(100)).await;
+    control_post(
         &emu,
-        serde_json::json!({"path": "/api/v1/retrieve_future", "status": 200, "latency_ms": 100,
-        "body": {"type": "try_again", "request_id": "x", "queue_state": "active"}}),
+        "delays",
+        serde_json::json!({"ForwardBackward": 3_600_000}),
     )
     .await;
-    let f = sampler.sample(
-        ModelInput::from_ints(vec![1, 2]),
-        1,
-        SamplingParams::default(),
-        SampleOptions::default(),
-    );
+    let service = client(&emu);
+    let training = service
+        .create_lora_training_client(BASE_MODEL, LoraOptions::default())
+        .await
+        .unwrap();
+    let f = training.forward_backward(batch(), "cross_entropy", None);
     let e = f
         .result_timeout(Duration::from_millis(300))
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Timeout);
-    assert!(f.request_id().is_some(), "submitted before the timeout");
-    let polls = |v: serde_json::Value| {
-        v["requests"]["/api/v1/retrieve_future"]
-            .as_u64()
-            .unwrap_or(0)
-    };
-    let before = polls(control_get(&emu, "requests").await);
-    assert!(before >= 2, "polled during the wait");
+    let id = f.request_id().expect("submitted before the timeout");
+    let polls_of = |v: &serde_json::Value, id: &str| v["polls"][id].as_u64().unwrap_or(0);
+    let before = polls_of(&control_get(&emu, "polls").await, &id);
+    assert!(before >= 1, "polled during the wait");
     // The wait timed out but the operation goes on polling until cancelled.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while polls(control_get(&emu, "requests").await) == before {
+    while polls_of(&control_get(&emu, "polls").await, &id) == before {
         assert!(
             std::time::Instant::now() < deadline,
             "polling continues after the wait timed out"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     f.cancel();
     assert_eq!(f.clone().await.unwrap_err().kind, ErrorKind::Cancelled);
-    // Let a poll that was already on the wire at the moment of cancelling arrive.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let after_cancel = polls(control_get(&emu, "requests").await);
-    // Observe a window of 5 poll holds: no further poll may arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        polls(control_get(&emu, "requests").await),
-        after_cancel,
-        "the server sees no further polls"
+    let at_cancel = polls_of(&control_get(&emu, "polls").await, &id);
+    // A marker operation on another model polls the same way (held 100 ms, try_again):
+    // once it has been polled 5 times, a still-running poll loop of the cancelled
+    // operation would have polled about as often. Only a poll already on the wire when
+    // cancelling may still arrive.
+    let other = service
+        .create_lora_training_client(BASE_MODEL, LoraOptions::default())
+        .await
+        .unwrap();
+    let marker = other.forward_backward(batch(), "cross_entropy", None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let polls = control_get(&emu, "polls").await;
+        let marker_polls = marker.request_id().map_or(0, |m| polls_of(&polls, &m));
+        if marker_polls >= 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the marker operation keeps polling: {polls}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = polls_of(&control_get(&emu, "polls").await, &id);
+    assert!(
+        after <= at_cancel + 1,
+        "the server sees no further polls of a cancelled operation: {at_cancel} at cancel, {after} after the marker's 5"
     );
+    marker.cancel();
 }
 
 async fn one_step_with_poll_fault(

@@ -73,10 +73,38 @@ fn the_committed_header_is_the_generated_one() {
     );
 }
 
-/// Compiles `src` with `compiler` if it is installed (skips otherwise).
+/// Whether a missing compiler fails the header test instead of skipping it: in CI (`CI`
+/// set and non-empty) or when `TINKEX_REQUIRE_CC=1`.
+fn compiler_required(ci: Option<&str>, require_cc: Option<&str>) -> bool {
+    ci.is_some_and(|v| !v.is_empty()) || require_cc == Some("1")
+}
+
+#[test]
+fn a_missing_compiler_is_required_in_ci_or_on_request() {
+    assert!(!compiler_required(None, None));
+    assert!(!compiler_required(Some(""), None));
+    assert!(!compiler_required(None, Some("0")));
+    assert!(compiler_required(Some("true"), None));
+    assert!(compiler_required(Some("1"), Some("0")));
+    assert!(compiler_required(None, Some("1")));
+}
+
+/// Compiles `src` with `compiler`. A compiler that is not installed skips (`None`, with the
+/// reason printed) on a developer machine but fails the test in CI or with
+/// `TINKEX_REQUIRE_CC=1` ([`compiler_required`]).
 fn compiles(compiler: &str, args: &[&str], file: &str, src: &str) -> Option<bool> {
-    if Command::new(compiler).arg("--version").output().is_err() {
-        eprintln!("{compiler} not found: skipped");
+    if let Err(e) = Command::new(compiler).arg("--version").output() {
+        let ci = std::env::var("CI").ok();
+        let require_cc = std::env::var("TINKEX_REQUIRE_CC").ok();
+        assert!(
+            !compiler_required(ci.as_deref(), require_cc.as_deref()),
+            "{compiler} cannot run ({e}) but the header must be compiled here \
+             (CI={ci:?}, TINKEX_REQUIRE_CC={require_cc:?})"
+        );
+        eprintln!(
+            "SKIPPED: {compiler} cannot run ({e}); the header was not compiled with it \
+             (set CI or TINKEX_REQUIRE_CC=1 to make this a failure)"
+        );
         return None;
     }
     let dir = std::env::temp_dir().join(format!("tinkex-header-{}", std::process::id()));

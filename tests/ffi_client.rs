@@ -28,6 +28,14 @@ fn capabilities(svc: &Svc) -> Op {
     })
 }
 
+/// Returns once every callback queued on the dispatcher of `svc`'s runtime before this call
+/// has run: the dispatcher runs callbacks one at a time in the order they were posted, so
+/// the callback of a marker operation submitted now proves the earlier ones ran (and a
+/// wrong second callback queued before it would have been counted).
+fn barrier(svc: &Svc) {
+    capabilities(svc).json();
+}
+
 fn forward_backward(t: &Training, body: &[u8]) -> Op {
     submit(|cb, ud, out, err| {
         tinkex_training_client_forward_backward(t.0, body.as_ptr(), body.len(), cb, ud, out, err)
@@ -244,7 +252,7 @@ fn callbacks_fire_once_on_the_dispatcher_never_the_caller_or_a_worker() {
         tinkex_service_client_get_server_capabilities(svc.0, cb, ud, out, err)
     });
     op.json();
-    std::thread::sleep(Duration::from_millis(200));
+    barrier(&svc);
     let seen = done.seen();
     assert_eq!(seen.calls, 1, "exactly once");
     assert_eq!(seen.thread_name.as_deref(), Some(DISPATCHER_THREAD_NAME));
@@ -272,7 +280,7 @@ fn callbacks_fire_once_on_the_dispatcher_never_the_caller_or_a_worker() {
     );
     assert_eq!(s, tinkex_status::InvalidJson, "{}", describe(err));
     assert!(fut.is_null());
-    std::thread::sleep(Duration::from_millis(100));
+    barrier(&svc);
     assert_eq!(counted.seen().calls, 0);
 }
 
@@ -333,7 +341,7 @@ fn two_hundred_concurrent_futures_each_complete_once() {
         let out = op.json();
         assert_eq!(out["sequences"][0]["tokens"].as_array().unwrap().len(), 2);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    barrier(&svc);
     for op in &ops {
         let seen = op.done.seen();
         assert_eq!(seen.calls, 1);
@@ -376,7 +384,9 @@ fn cancel_before_and_after_completion_and_second_take() {
     op.wait();
     let (s, msg) = op.take().unwrap_err();
     assert_eq!(s, tinkex_status::Cancelled, "{msg}");
-    std::thread::sleep(Duration::from_millis(200));
+    // The marker is held 3 s like the cancelled request was: had cancelling not stopped
+    // that request, its completion would have been queued before the marker's.
+    barrier(&svc);
     assert_eq!(op.done.seen().calls, 1, "cancel fires the callback once");
     assert_eq!(
         tinkex_future_cancel(std::ptr::null_mut()),
@@ -409,10 +419,14 @@ fn freeing_client_and_runtime_mid_flight_does_not_cancel() {
     let rt = Rt::new();
     let svc = Svc::new(&rt, &emu.url);
     let training = training_client(&svc);
+    // A second, independent service client on the same runtime, kept only to submit the
+    // barrier's marker operation; the future holds the runtime alive either way.
+    let marker = Svc::new(&rt, &emu.url);
     let body = batch_json();
     emu.fault(json!({"path": "/api/v1/forward_backward", "latency_ms": 300}));
     let fb = forward_backward(&training, &body);
-    // Free every handle the host holds except the future; the work goes on.
+    // Free every handle the host holds except the future (and the marker's client); the
+    // work goes on.
     drop(training);
     drop(svc);
     let raw_rt = rt.0;
@@ -420,8 +434,9 @@ fn freeing_client_and_runtime_mid_flight_does_not_cancel() {
     tinkex_runtime_free(raw_rt);
     let out = fb.json();
     assert!(out["metrics"]["loss:sum"].as_f64().unwrap() > 0.0);
-    std::thread::sleep(Duration::from_millis(100));
+    barrier(&marker);
     assert_eq!(fb.done.seen().calls, 1);
+    drop(marker);
     drop(fb); // The last reference: the runtime tears down in the background.
 }
 
@@ -608,8 +623,9 @@ fn events_arrive_in_order_and_user_data_free_runs_once_after_the_last() {
     assert_eq!(s, tinkex_status::Ok, "{}", describe(err));
     // Two failures then success: two retry events, in order.
     emu.fault(json!({"path": "/api/v1/get_server_capabilities", "status": 503, "count": 2}));
+    // Retry events are posted to the dispatcher when emitted, before the completion.
     capabilities(&svc).json();
-    std::thread::sleep(Duration::from_millis(100));
+    barrier(&svc);
     {
         let seen = events.seen.lock().unwrap();
         let retries: Vec<_> = seen
@@ -629,12 +645,14 @@ fn events_arrive_in_order_and_user_data_free_runs_once_after_the_last() {
         assert!(retries[0].1.contains("\"type\":\"retry\""));
     }
     tinkex_subscription_free(sub);
-    std::thread::sleep(Duration::from_millis(100));
+    // `user_data_free` was queued by the free, behind the events already queued.
+    barrier(&svc);
     assert_eq!(events.freed.load(Ordering::SeqCst), 1);
-    // No event after the free.
+    // No event after the free: the retry of this operation emits one, which a wrongly
+    // still-registered subscription would queue before the operation's own callback.
     emu.fault(json!({"path": "/api/v1/get_server_capabilities", "status": 503, "count": 1}));
     capabilities(&svc).json();
-    std::thread::sleep(Duration::from_millis(100));
+    barrier(&svc);
     assert_eq!(events.after_free.load(Ordering::SeqCst), 0);
     assert_eq!(events.freed.load(Ordering::SeqCst), 1, "exactly once");
     assert_eq!(

@@ -2,7 +2,9 @@
 # Runs every test of the project, suite by suite, and ends with one summary line.
 #
 #   1. Rust: unit and integration tests of the client, the C ABI and the emulator
-#      (cargo test --workspace --release), with the committed C header verified. Every
+#      (cargo test --workspace --release), with the committed C header verified (and
+#      compiled as C11 and C++17: TINKEX_REQUIRE_CC=1 makes a missing compiler a failure,
+#      as does a non-empty CI). Every
 #      suite builds with the `testing` feature (panic-injection exports for the panic
 #      tests), so they share one build; release artifacts for shipping are built without it.
 #   2. C and C++ programs against the C ABI (plain, ASan/UBSan, valgrind).
@@ -42,7 +44,7 @@ suite() { # name, command...
   fi
 }
 
-suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release --features tinkex/testing,tinkex/schema
+suite rust env TINKEX_VERIFY_HEADER=1 TINKEX_REQUIRE_CC=1 cargo test --workspace --release --features tinkex/testing,tinkex/schema
 suite c bash tests/c/run.sh
 suite python bash bindings/python/run_tests.sh
 suite elixir bash bindings/elixir/run_tests.sh

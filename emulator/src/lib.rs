@@ -95,6 +95,46 @@ impl RunningEmulator {
         &self.state
     }
 
+    /// Calls a `/_emulator` control route in-process, e.g.
+    /// `control("GET", "models/<id>", None)` or `control("POST", "outage", Some(&body))`:
+    /// the same handlers as over HTTP, but without the listener, the fault middleware or the
+    /// control token, so no outage, partition or fault rule (which all act on the socket or
+    /// on `/api/v1` requests) can delay or break it. Test helpers use it so they never share
+    /// the fate of the faults they inject. Returns the status code and the JSON answer
+    /// (`null` when the body is empty or not JSON).
+    pub async fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        use tower::ServiceExt;
+        let body = match body {
+            Some(v) => axum::body::Body::from(serde_json::to_vec(v).unwrap_or_default()),
+            None => axum::body::Body::empty(),
+        };
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("/{}", path.trim_start_matches('/')))
+            .header("content-type", "application/json")
+            .body(body);
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => return (400, serde_json::json!({ "detail": e.to_string() })),
+        };
+        let router = routes::control_router(self.state.clone());
+        let response = match router.oneshot(request).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, value)
+    }
+
     /// Stops serving at once: open connections (including long polls) are dropped, as if
     /// the process had stopped. Checkpoints already on disk stay.
     pub async fn shutdown(self) {

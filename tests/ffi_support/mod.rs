@@ -63,13 +63,16 @@ impl Emu {
         self.emu.as_ref().unwrap().state().faults.add(rule);
     }
 
-    /// GET a `/_emulator/...` control path.
+    /// GET a `/_emulator/...` control path, in-process (no socket a fault could break).
     pub fn control_get(&self, path: &str) -> Value {
-        let url = format!("{}/_emulator/{path}", self.url);
-        self.rt.as_ref().unwrap().block_on(async move {
-            let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
-            serde_json::from_slice(&body).unwrap()
-        })
+        let emu = self.emu.as_ref().unwrap();
+        let (status, body) = self
+            .rt
+            .as_ref()
+            .unwrap()
+            .block_on(emu.control("GET", path, None));
+        assert_eq!(status, 200, "control {path}: {body}");
+        body
     }
 }
 

@@ -107,51 +107,23 @@ pub async fn scaled_emulator(tag: &str, scale: f64) -> RunningEmulator {
     .await
 }
 
-/// Sends a control request, retrying (bounded by 30 s) while the emulator is unreachable or
-/// answers 5xx: test helpers must not share the fate of the faults they inject (an outage
-/// or partition the test itself started).
+/// Sends a control request in-process ([`RunningEmulator::control`]): no socket, listener or
+/// fault middleware is involved, so an outage, partition or fault rule the test itself
+/// injected can never delay, cut or fail it (test helpers must not share the fate of the
+/// faults they inject).
 async fn control_request(
     emu: &RunningEmulator,
-    method: reqwest::Method,
+    method: &str,
     path: &str,
     body: Option<Value>,
-) -> (reqwest::StatusCode, bytes::Bytes) {
-    let url = format!("{}/_emulator/{path}", emu.base_url());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut delay = Duration::from_millis(5);
-    loop {
-        // A fresh client each time: no pooled connection the fault may have broken.
-        let mut req = reqwest::Client::new().request(method.clone(), &url);
-        if let Some(b) = &body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        let outcome = match req.send().await {
-            Ok(resp) if !resp.status().is_server_error() => {
-                let status = resp.status();
-                resp.bytes().await.map(|b| (status, b))
-            }
-            Ok(resp) => Ok((resp.status(), bytes::Bytes::new())),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok((status, body)) if !status.is_server_error() => return (status, body),
-            outcome if std::time::Instant::now() >= deadline => {
-                panic!("control {path}: still failing after 30 s: {outcome:?}")
-            }
-            _ => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(200));
-            }
-        }
-    }
+) -> (u16, Value) {
+    emu.control(method, path, body.as_ref()).await
 }
 
 /// POSTs JSON to a `/_emulator/...` control path.
 pub async fn control_post(emu: &RunningEmulator, path: &str, body: Value) {
-    let (status, _) = control_request(emu, reqwest::Method::POST, path, Some(body)).await;
-    assert!(status.is_success(), "{path}: {status}");
+    let (status, answer) = control_request(emu, "POST", path, Some(body)).await;
+    assert_eq!(status, 200, "{path}: {answer}");
 }
 
 /// Next-token datum over `tokens`.
@@ -182,10 +154,11 @@ pub fn batch() -> Vec<Datum> {
         .collect()
 }
 
-/// GET a `/_emulator/...` control path (retried like [`control_post`]).
+/// GET a `/_emulator/...` control path (in-process like [`control_post`]).
 pub async fn control_get(emu: &RunningEmulator, path: &str) -> Value {
-    let (_, body) = control_request(emu, reqwest::Method::GET, path, None).await;
-    serde_json::from_slice(&body).unwrap()
+    let (status, answer) = control_request(emu, "GET", path, None).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
 }
 
 /// Installs a fault rule.

@@ -96,6 +96,16 @@ pub fn router(app: AppRef) -> Router {
         .with_state(app)
 }
 
+/// The `/_emulator` control routes alone, for in-process calls
+/// ([`crate::RunningEmulator::control`]): no listener, no fault middleware and no control
+/// token (the caller holds the emulator itself), so an outage or fault rule the caller
+/// injected can never break them.
+pub fn control_router(app: AppRef) -> Router {
+    control::router()
+        .layer(middleware::from_fn_with_state(app.clone(), json_errors))
+        .with_state(app)
+}
+
 async fn not_found(req: Request<Body>) -> ApiError {
     ApiError::not_found(format!(
         "no route for {} {}",
