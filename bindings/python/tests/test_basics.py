@@ -145,11 +145,11 @@ def test_bindings_match_the_header():
 
 
 def test_panics_in_the_library_map_to_internal_error():
-    from tinkex import _core, _lib
+    from tinkex import _ffi, _lib
 
     if not hasattr(_lib.lib, "tinkex_testing_panic_in_task"):
         pytest.skip("library built without the `testing` feature")
-    state = _core.submit(_lib.lib.tinkex_testing_panic_in_task, _core.runtime(), 0)
+    state = _ffi.submit(_lib.lib.tinkex_testing_panic_in_task, _ffi.runtime(), 0)
     with pytest.raises(tinkex.InternalError) as ei:
-        _core.APIFuture(state).result(timeout=10)
+        tinkex.APIFuture(state).result(timeout=10)
     assert ei.value.status == _lib.STATUS_PANIC and ei.value.kind == "panic"

@@ -21,7 +21,7 @@ import weakref
 from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Callable, Dict, Iterable, Optional
 
-from . import _core, _lib
+from . import _ffi, _lib
 from ._lib import lib
 from .types import Event, QueueState
 
@@ -98,7 +98,7 @@ class EventHub:
             try:
                 listener.fn(ev)
             except Exception:
-                _core.stats["callback_errors"] += 1
+                _ffi.stats["callback_errors"] += 1
                 logger.exception("tinkex: an event listener raised")
 
     def _log(self, ev: Event) -> None:
@@ -195,7 +195,7 @@ def _on_event(user_data: Optional[int], ev: Optional[int]) -> None:
         )
         hub.dispatch(event)
     except BaseException:  # noqa: BLE001 - nothing may unwind into C
-        _core.stats["callback_errors"] += 1
+        _ffi.stats["callback_errors"] += 1
         try:
             logger.exception("tinkex: event callback failed")
         except Exception:
@@ -213,7 +213,7 @@ _EVENT_CB = _lib.EVENT_FN(_on_event)
 _FREE_CB = _lib.FREE_FN(_on_free)
 
 
-def subscribe(svc_ptr: int, hub: EventHub) -> _core.Handle:
+def subscribe(svc_ptr: int, hub: EventHub) -> _ffi.Handle:
     """Subscribes ``hub`` to the events of the service client ``svc_ptr``."""
     token = next(_hub_tokens)
     _hubs[token] = weakref.ref(hub)
@@ -222,8 +222,8 @@ def subscribe(svc_ptr: int, hub: EventHub) -> _core.Handle:
     status = lib.tinkex_service_client_subscribe(svc_ptr, _EVENT_CB, token, _FREE_CB, byref(out), byref(err))
     if status != _lib.STATUS_OK:
         _hubs.pop(token, None)
-        _core.check(status, err)
-    return _core.Handle(out.value, lib.tinkex_subscription_free, "subscription")
+        _ffi.check(status, err)
+    return _ffi.Handle(out.value, lib.tinkex_subscription_free, "subscription")
 
 
 def hub_count() -> int:
@@ -255,7 +255,7 @@ class ProgressDisplay:
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def track(self, state: "_core.OpState") -> None:
+    def track(self, state: "_ffi.OpState") -> None:
         if self._bar is None:
             return
         with self._lock:
@@ -263,7 +263,7 @@ class ProgressDisplay:
             self._bar.refresh()
         state.add_done_callback(self._done)
 
-    def _done(self, _state: "_core.OpState") -> None:
+    def _done(self, _state: "_ffi.OpState") -> None:
         with self._lock:
             if self._bar is not None:
                 self._bar.update(1)
