@@ -101,7 +101,9 @@ BackcompatSamplingClientFuture = APIFuture
 def diagnostics() -> Dict[str, Any]:
     """Counters of the binding: operations submitted/completed, completions still pending
     (``inflight``), live event subscriptions (``subscriptions``), completion callbacks that
-    found no pending operation (``orphan_callbacks``, always 0), bulk-path use."""
+    found no pending operation (``orphan_callbacks``, always 0), datum batches built
+    (``batches``) and their datums passed as typed arrays (``typed_datums``) or as JSON
+    (``json_datums``)."""
     d: Dict[str, Any] = dict(_ffi.stats)
     d["inflight"] = _ffi.inflight_count()
     d["subscriptions"] = _events.hub_count()

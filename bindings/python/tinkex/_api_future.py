@@ -8,7 +8,7 @@ import concurrent.futures
 from ctypes import byref, c_void_p
 from typing import Any, Callable, Generic, TypeVar
 
-from . import _lib
+from . import _constants as K, _lib
 from ._ffi import OpState
 from ._lib import lib
 
@@ -64,7 +64,7 @@ class APIFuture(Generic[T]):
                 status = lib.tinkex_future_request_id(ptr, byref(out), None)
         except Exception:  # noqa: BLE001 - a closed handle has no id to report
             return None
-        if status != _lib.STATUS_OK:
+        if status != K.STATUS_OK:
             return None
         return _lib.take_bytes(out.value).decode()
 

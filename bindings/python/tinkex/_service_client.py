@@ -11,6 +11,7 @@ from ctypes import byref, c_void_p
 from typing import Any, Callable, Dict, Literal, Mapping, Optional, Sequence
 
 from . import _events, _ffi, _lib
+from . import _constants as K
 from ._api_future import APIFuture, completed_future
 from ._client_common import _buf, _ClientFuture, _ignored, _only_adamw, _unsupported
 from ._ffi import Handle, OpState, check, json_bytes, parse_json
@@ -166,7 +167,7 @@ class ServiceClient:
         err = c_void_p()
         with self._handle.use() as ptr:
             status = lib.tinkex_service_client_session_id(ptr, byref(out), byref(err))
-        if status == _lib.STATUS_WRONG_STATE:
+        if status == K.STATUS_WRONG_STATE:
             _ffi.ErrorInfo.take(status, err.value)
             return None
         check(status, err)

@@ -3,18 +3,15 @@
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
-import threading
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from ctypes import byref, c_void_p
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from . import _custom_loss, _ffi
+from . import _custom_loss, _datum_batch, _ffi
 from ._api_future import APIFuture
 from ._client_common import _buf, _ClientFuture, _load_tokenizer, _sync_json, _unsupported
-from ._datum_batch import _build_batch, _bulk_ok
-from ._exceptions import TinkerError
-from ._ffi import Handle, OpState, json_bytes, parse_json
+from ._ffi import Handle, OpState, check, json_bytes, parse_json
 from ._lib import lib
 from ._sampling_client import SamplingClient
 from .types import (
@@ -36,13 +33,10 @@ def _fbo(raw: bytes) -> ForwardBackwardOutput:
     return ForwardBackwardOutput._from_json(parse_json(raw))
 
 
-class _Poisoned(TinkerError):
-    pass
-
-
 class TrainingClient:
-    """A model being trained. Operations are sent in call order (also across threads) and
-    return :class:`APIFuture` s at once; submit the next request before waiting."""
+    """A model being trained. Operations are sent in call order (also across threads; the
+    library reserves each one's turn at the call) and return :class:`APIFuture` s at once;
+    submit the next request before waiting."""
 
     def __init__(self, _handle: Handle, _service: ServiceClient) -> None:
         self._handle = _handle
@@ -50,11 +44,6 @@ class TrainingClient:
         with _handle.use() as ptr:
             self._info = GetInfoResponse._from_json(_sync_json(lib.tinkex_training_client_get_info, ptr))
         self.model_id: str = self._info.model_id
-        # Ordering gate for client-side custom losses (see forward_backward_custom).
-        self._order_lock = threading.RLock()
-        self._queue: Deque[Tuple[Callable[[OpState], None], OpState, bool]] = collections.deque()
-        self._blocked = False
-        self._poisoned: Optional[BaseException] = None
 
     @classmethod
     def _from_handle(cls, h: Handle, service: ServiceClient) -> "TrainingClient":
@@ -75,105 +64,34 @@ class TrainingClient:
     def __repr__(self) -> str:
         return f"<tinkex.TrainingClient model_id={self.model_id!r}>"
 
-    # -- ordered submission --
-
-    def _ordered(self, label: str, submit: Callable[[OpState], None], *, blocks: bool = False, on_drop: Optional[Callable[[], None]] = None) -> OpState:
-        """Submits now, or queues behind a custom-loss operation whose backward pass is not
-        sent yet (so call order is send order). ``submit(state)`` performs the C call."""
-        state = OpState(label=label)
-        with self._order_lock:
-            if self._poisoned is not None:
-                if on_drop:
-                    on_drop()
-                state.set_exception(self._poison_error())
-                return state
-            if not self._blocked and not self._queue:
-                submit(state)  # raises for a rejected request: nothing was submitted
-                if blocks:
-                    self._blocked = True
-                return self._service._track(state)
-            self._queue.append((submit, state, blocks))
-            state._cancel_hook = lambda: self._drop_queued(state, on_drop)
-        return self._service._track(state)
-
-    def _drop_queued(self, state: OpState, on_drop: Optional[Callable[[], None]]) -> None:
-        with self._order_lock:
-            for i, (_s, st, _b) in enumerate(self._queue):
-                if st is state:
-                    del self._queue[i]
-                    if on_drop:
-                        on_drop()
-                    state.set_exception(concurrent.futures.CancelledError("the operation was cancelled"))
-                    return
-
-    def _drain(self) -> None:
-        with self._order_lock:
-            while self._queue and not self._blocked:
-                submit, state, blocks = self._queue.popleft()
-                if state.done():
-                    continue
-                if self._poisoned is not None:
-                    state.set_exception(self._poison_error())
-                    continue
-                try:
-                    submit(state)
-                    if blocks:
-                        self._blocked = True
-                except BaseException as e:  # noqa: BLE001
-                    state.set_exception(e)
-
-    def _poison(self, error: BaseException) -> None:
-        with self._order_lock:
-            if self._poisoned is None:
-                self._poisoned = error
-            self._blocked = False
-        self._drain()
-
-    def _poison_error(self) -> TinkerError:
-        return _Poisoned(
-            "A previous request failed; this TrainingClient is poisoned and rejects further "
-            f"training requests (cause: {self._poisoned!r})"
-        )
-
     # -- forward / backward --
 
-    def _fwd_submitter(
-        self, data: Sequence[Any], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]], forward_only: bool
-    ) -> Tuple[Callable[[OpState], None], Optional[Callable[[], None]]]:
+    def _submit_batch(self, call: Any, data: Sequence[Any], label: str, *args: Any, **kwargs: Any) -> OpState:
+        """Submits ``call(client, batch, *args, ...)`` over a datum batch of ``data``; the
+        batch is borrowed by the call and freed here."""
         data = [d if isinstance(d, Datum) else Datum(**d) for d in data]
         if not data:
             raise ValueError("No data provided")
+        batch = _datum_batch.build(data)  # copies the arrays now: later changes do not leak in
+        try:
+            with self._handle.use() as ptr, batch.use() as bptr:
+                state = _ffi.submit(call, ptr, bptr, *args, converter=_fbo, label=label, **kwargs)
+        finally:
+            batch.close()
+        return self._service._track(state)
+
+    def _forward(self, call: Any, label: str, data: Sequence[Any], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]]) -> APIFuture[ForwardBackwardOutput]:
         loss: Dict[str, Any] = {"loss_fn": loss_fn}
         if loss_fn_config is not None:
             loss["loss_fn_config"] = dict(loss_fn_config)
-        if _bulk_ok(data):
-            batch = _build_batch(data)  # copies the arrays now: later changes do not leak in
-            body, n = _buf(json_bytes(loss))
-            call = lib.tinkex_training_client_forward_batch if forward_only else lib.tinkex_training_client_forward_backward_batch
-
-            def submit(state: OpState) -> None:
-                with self._handle.use() as ptr:
-                    bptr, batch.ptr = batch.ptr, None  # consumed by the call, also on failure
-                    _ffi.submit(call, ptr, bptr, body, n, converter=_fbo, state=state)
-
-            return submit, batch.close
-        loss["data"] = [d._json() for d in data]
         body, n = _buf(json_bytes(loss))
-        _ffi.stats["json_batches"] += 1
-        call = lib.tinkex_training_client_forward if forward_only else lib.tinkex_training_client_forward_backward
-
-        def submit_json(state: OpState) -> None:
-            with self._handle.use() as ptr:
-                _ffi.submit(call, ptr, body, n, converter=_fbo, state=state)
-
-        return submit_json, None
+        return APIFuture(self._submit_batch(call, data, label, body, n))
 
     def forward(
         self, data: List[Datum], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]] = None
     ) -> APIFuture[ForwardBackwardOutput]:
         """Forward pass without gradients."""
-        submit, on_drop = self._fwd_submitter(data, loss_fn, loss_fn_config, True)
-        return APIFuture(self._ordered("forward", submit, on_drop=on_drop))
+        return self._forward(lib.tinkex_training_client_forward_batch, "forward", data, loss_fn, loss_fn_config)
 
     async def forward_async(self, data: List[Datum], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]] = None) -> APIFuture[ForwardBackwardOutput]:
         return self.forward(data, loss_fn, loss_fn_config)
@@ -182,9 +100,10 @@ class TrainingClient:
         self, data: List[Datum], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]] = None
     ) -> APIFuture[ForwardBackwardOutput]:
         """Forward and backward pass; gradients accumulate until the next ``optim_step``.
-        Datums with a single token chunk go through libtinkex's typed-array bulk path."""
-        submit, on_drop = self._fwd_submitter(data, loss_fn, loss_fn_config, False)
-        return APIFuture(self._ordered("forward_backward", submit, on_drop=on_drop))
+        Datums with a single token chunk go to libtinkex as typed arrays (no JSON text)."""
+        return self._forward(
+            lib.tinkex_training_client_forward_backward_batch, "forward_backward", data, loss_fn, loss_fn_config
+        )
 
     async def forward_backward_async(self, data: List[Datum], loss_fn: str, loss_fn_config: Optional[Mapping[str, Any]] = None) -> APIFuture[ForwardBackwardOutput]:
         return self.forward_backward(data, loss_fn, loss_fn_config)
@@ -196,65 +115,71 @@ class TrainingClient:
 
         ``loss_fn(data, logprobs_list) -> (loss, metrics)``: torch tensors when torch is
         installed (autograd gives the gradient), else numpy arrays (see
-        :mod:`tinkex._custom_loss` for the gradient rules). Later requests of this client
-        are sent after the backward pass; if any step fails or is cancelled, the client is
-        poisoned (later training requests fail), as in the official SDK."""
+        :mod:`tinkex._custom_loss` for the gradient rules). The library runs the two passes
+        in one reserved turn of this client (later requests are sent after the backward
+        pass); the loss runs here, on a worker thread. If any step fails or is cancelled,
+        the client is poisoned (later training requests fail), as in the official SDK."""
         if loss_type_input not in (None, "logprobs"):
             raise ValueError("loss_type_input must be 'logprobs' (deprecated argument)")
         if not callable(loss_fn):
             raise TypeError("forward_backward_custom needs a callable loss (LossHandle is not supported)")
         data = [d if isinstance(d, Datum) else Datum(**d) for d in data]
-        fwd_submit, on_drop = self._fwd_submitter(_custom_loss.forward_data(data), "cross_entropy", None, True)
+        out_pass = c_void_p()
+        fwd_state = self._submit_batch(
+            lib.tinkex_training_client_forward_backward_custom,
+            data,
+            "forward_backward_custom/forward",
+            extra_out=out_pass,
+        )
+        loss_pass = Handle(out_pass.value, lib.tinkex_custom_loss_free, "custom loss pass")
         visible = OpState(label="forward_backward_custom")
-        fwd_state = self._ordered("forward_backward_custom/forward", fwd_submit, blocks=True, on_drop=on_drop)
         phase: Dict[str, OpState] = {"current": fwd_state}
+        visible._cancel_hook = lambda: phase["current"].cancel()
 
-        def cancel_hook() -> None:
-            phase["current"].cancel()
-
-        visible._cancel_hook = cancel_hook
-
-        def fail(e: BaseException) -> None:
-            visible.set_exception(e)
-            self._poison(e)
-
-        def after_forward(_s: OpState) -> None:
-            _custom_loss.executor().submit(run_loss)
+        def abort(e: BaseException) -> None:
+            # Releases the turn and poisons the client, naming the cause (idempotent).
+            reason = f"{type(e).__name__}: {e}".encode("utf-8", "replace")
+            try:
+                with loss_pass.use() as pp:
+                    lib.tinkex_custom_loss_abort(pp, reason, len(reason), None)
+            finally:
+                loss_pass.close()
+                visible.set_exception(e)
 
         def run_loss() -> None:
             try:
                 fwd = fwd_state.value()
                 value, metrics, grads = _custom_loss.compute(loss_fn, data, fwd)
-                bwd_submit, _drop = self._fwd_submitter(_custom_loss.backward_data(data, grads), "cross_entropy", None, False)
-                bwd_state = OpState(label="forward_backward_custom/backward")
-                with self._order_lock:
-                    if self._poisoned is not None:
-                        raise self._poison_error()
-                    bwd_submit(bwd_state)
-                    self._blocked = False
-                phase["current"] = bwd_state
-                self._service._track(bwd_state)
+                reported = json_bytes({**metrics, "loss:sum": value})
+                grads_batch = _datum_batch.build_grads(grads)
+                try:
+                    with loss_pass.use() as pp, grads_batch.use() as gp:
+                        err = c_void_p()
+                        check(lib.tinkex_custom_loss_set_metrics(pp, reported, len(reported), byref(err)), err)
+                        bwd_state = _ffi.submit(
+                            lib.tinkex_custom_loss_backward, pp, gp, converter=_fbo, label="forward_backward_custom/backward"
+                        )
+                finally:
+                    grads_batch.close()
             except BaseException as e:  # noqa: BLE001
-                err = e
                 if isinstance(e, concurrent.futures.CancelledError) or fwd_state.cancelled():
-                    err = concurrent.futures.CancelledError("the operation was cancelled")
-                fail(err)
+                    e = concurrent.futures.CancelledError("the operation was cancelled")
+                abort(e)
                 return
-            self._drain()
+            loss_pass.close()
+            phase["current"] = bwd_state
+            self._service._track(bwd_state)
 
             def after_backward(s: OpState) -> None:
-                e = s.error_info()
-                if e is not None:
-                    try:
-                        s.value()
-                    except BaseException as exc:  # noqa: BLE001
-                        fail(exc)
-                    return
-                visible.set_result_raw(s, converter=lambda st: _custom_loss.adjust(st.value(), value, metrics))
+                if s.error_info() is not None:
+                    visible._finish(error=s.error_info())
+                else:
+                    visible.set_result_raw(s, converter=lambda st: st.value())
 
             bwd_state.add_done_callback(after_backward)
 
-        fwd_state.add_done_callback(after_forward)
+        # The loss never runs on the library's dispatcher thread.
+        fwd_state.add_done_callback(lambda _s: _custom_loss.executor().submit(run_loss))
         return APIFuture(self._service._track(visible))
 
     async def forward_backward_custom_async(self, data: List[Datum], loss_fn: Callable[..., Any], *, loss_type_input: Optional[str] = None) -> APIFuture[ForwardBackwardOutput]:
@@ -264,12 +189,9 @@ class TrainingClient:
 
     def _simple(self, label: str, call: Any, body: Any, converter: Callable[[bytes], Any]) -> APIFuture[Any]:
         data, n = _buf(json_bytes(body))
-
-        def submit(state: OpState) -> None:
-            with self._handle.use() as ptr:
-                _ffi.submit(call, ptr, data, n, converter=converter, state=state)
-
-        return APIFuture(self._ordered(label, submit))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(call, ptr, data, n, converter=converter, label=label)
+        return APIFuture(self._service._track(state))
 
     def optim_step(self, optim_params: Any = None, *, adam_params: Optional[AdamParams] = None) -> APIFuture[OptimStepResponse]:
         """Applies the accumulated gradients (Adam)."""
@@ -371,18 +293,15 @@ class TrainingClient:
             raise NotImplementedError("tinkex: only kind='snapshot' is supported")
         _unsupported(record_stability_info=record_stability_info)
         service = self._service
-
-        def submit(state: OpState) -> None:
-            with self._handle.use() as ptr:
-                _ffi.submit(
-                    lib.tinkex_training_client_save_weights_and_get_sampling_client,
-                    ptr,
-                    converter=lambda h: SamplingClient._from_handle(h, service),
-                    take_kind=_ffi.TAKE_SAMPLING,
-                    state=state,
-                )
-
-        return _ClientFuture(self._ordered("save_weights_and_get_sampling_client", submit))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(
+                lib.tinkex_training_client_save_weights_and_get_sampling_client,
+                ptr,
+                converter=lambda h: SamplingClient._from_handle(h, service),
+                take_kind=_ffi.TAKE_SAMPLING,
+                label="save_weights_and_get_sampling_client",
+            )
+        return _ClientFuture(service._track(state))
 
     async def save_weights_and_get_sampling_client_async(self, name: Optional[str] = None, retry_config: Any = None, record_stability_info: bool = False, kind: str = "snapshot") -> "SamplingClient":
         return await self.save_weights_and_get_sampling_client(name, retry_config, record_stability_info, kind)
