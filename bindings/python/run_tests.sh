@@ -32,14 +32,14 @@ EMU="$REPO/target/release/tinkex-emulator"
 [[ -f "$LIB" ]] || { log "missing $LIB"; exit 1; }
 [[ -x "$EMU" ]] || { log "missing $EMU"; exit 1; }
 
-# --- 2. the test venv (numpy, pytest; tqdm for the progress-bar test) ----------------------
+# --- 2. the test venv (numpy, pytest; tqdm: progress bar; jsonschema: docs/schema checks) ---
 if [[ ! -x "$VENV/bin/python" ]]; then
   log "creating $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy, pytest, tqdm" >/dev/null 2>&1; then
-  log "installing numpy, pytest, tqdm into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy pytest tqdm
+if ! "$VENV/bin/python" -c "import numpy, pytest, tqdm, jsonschema" >/dev/null 2>&1; then
+  log "installing numpy, pytest, tqdm, jsonschema into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check numpy pytest tqdm jsonschema
 fi
 
 # --- 3. the official SDK venv (for the drop-in runs of the examples) -----------------------

@@ -21,9 +21,11 @@ def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_abi_and_version():
-    from tinkex import _lib
+    from tinkex import _constants, _lib
 
-    assert tinkex.ABI_VERSION == (_lib.lib.tinkex_abi_version_major(), _lib.lib.tinkex_abi_version_minor()) == (2, 0)
+    assert tinkex.ABI_VERSION == (_constants.ABI_VERSION_MAJOR, _constants.ABI_VERSION_MINOR)
+    assert _lib.lib.tinkex_abi_version_major() == tinkex.ABI_VERSION[0]
+    assert _lib.lib.tinkex_abi_version_minor() >= tinkex.ABI_VERSION[1]
     assert Path(tinkex.LIBRARY_PATH).is_file()
     assert tinkex.LIBRARY_VERSION.count(".") == 2
     assert _lib.status_name(101) == "TINKEX_STATUS_INVALID_ARG"
@@ -44,22 +46,43 @@ def test_missing_library_is_a_clear_error(tmp_path):
     assert "TINKEX_LIBRARY" in r.stderr
 
 
-def test_abi_mismatch_is_a_clear_error():
-    # Load the binding's loader with a different expected ABI revision.
+def _load_lib_expecting(major: int, minor: int) -> subprocess.CompletedProcess:
+    """Runs the binding's loader in a subprocess, as written for ABI ``major.minor``."""
     from tinkex import _lib
 
-    src = Path(_lib.__file__).read_text().replace("ABI_VERSION_MAJOR = 2\n", "ABI_VERSION_MAJOR = 999\n", 1)
+    line = "from ._constants import ABI_VERSION_MAJOR, ABI_VERSION_MINOR\n"
+    src = Path(_lib.__file__).read_text()
+    assert line in src
+    src = src.replace(line, f"ABI_VERSION_MAJOR, ABI_VERSION_MINOR = {major}, {minor}\n", 1)
     code = (
         "import types, sys\n"
         "m = types.ModuleType('tinkex_lib_probe')\n"
         f"m.__file__ = {_lib.__file__!r}\n"
         "sys.modules['tinkex_lib_probe'] = m\n"
         f"exec(compile({src!r}, 'probe', 'exec'), m.__dict__)\n"
+        "print('loaded', m.LIBRARY_ABI_VERSION)\n"
     )
     # The probe is not inside the package (no _build_info, not a checkout): name the library.
-    r = _run(code, {"TINKEX_LIBRARY": tinkex.LIBRARY_PATH})
+    return _run(code, {"TINKEX_LIBRARY": tinkex.LIBRARY_PATH})
+
+
+def test_abi_mismatch_is_a_clear_error():
+    from tinkex import _lib
+
+    major, minor = _lib.LIBRARY_ABI_VERSION
+    # Another major: refused, naming both versions.
+    r = _load_lib_expecting(major + 997, 0)
     assert r.returncode != 0
-    assert "ABI mismatch" in r.stderr and "revision 2.0" in r.stderr and "revision 999.0" in r.stderr
+    assert "ABI mismatch" in r.stderr and f"version {major}.{minor}" in r.stderr and f"needs {major + 997}.x" in r.stderr
+    # A newer minor than the library's: refused (the package may call what the library lacks).
+    r = _load_lib_expecting(major, minor + 1)
+    assert r.returncode != 0 and "ABI mismatch" in r.stderr, r.stderr
+    # An older minor: accepted (additions only).
+    if minor > 0:
+        r = _load_lib_expecting(major, minor - 1)
+        assert r.returncode == 0 and "loaded" in r.stdout, r.stderr
+    r = _load_lib_expecting(major, minor)
+    assert r.returncode == 0 and "loaded" in r.stdout, r.stderr
 
 
 def test_public_names_match_the_official_sdk():
@@ -112,6 +135,17 @@ def test_types_mirror_the_sdk():
     assert types.AdamParams().learning_rate == 1e-4
     p = types.ParsedCheckpointTinkerPath.from_tinker_path("tinker://run/weights/ck")
     assert (p.training_run_id, p.checkpoint_type, p.checkpoint_id) == ("run", "training", "weights/ck")
+    p = types.ParsedCheckpointTinkerPath.from_tinker_path("tinker://a:b:0/sampler_weights/s-1")
+    assert (p.training_run_id, p.checkpoint_type, p.checkpoint_id) == ("a:b:0", "sampler", "sampler_weights/s-1")
+    # The library's parser (tinkex_tinker_path_parse) says what is wrong, as a ValueError.
+    for bad, why in [
+        ("http://x/weights/a", "tinker://"),
+        ("tinker://run/weights", "tinker://<training_run_id>"),
+        ("tinker://run/checkpoints/a", "kind must be"),
+        ("tinker://run/weights/..", "must not be"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            types.ParsedCheckpointTinkerPath.from_tinker_path(bad)
 
 
 def test_tensor_data_keeps_numpy_arrays_without_copy():
@@ -145,11 +179,11 @@ def test_bindings_match_the_header():
 
 
 def test_panics_in_the_library_map_to_internal_error():
-    from tinkex import _core, _lib
+    from tinkex import _constants, _ffi, _lib
 
     if not hasattr(_lib.lib, "tinkex_testing_panic_in_task"):
         pytest.skip("library built without the `testing` feature")
-    state = _core.submit(_lib.lib.tinkex_testing_panic_in_task, _core.runtime(), 0)
+    state = _ffi.submit(_lib.lib.tinkex_testing_panic_in_task, _ffi.runtime(), 0)
     with pytest.raises(tinkex.InternalError) as ei:
-        _core.APIFuture(state).result(timeout=10)
-    assert ei.value.status == _lib.STATUS_PANIC and ei.value.kind == "panic"
+        tinkex.APIFuture(state).result(timeout=10)
+    assert ei.value.status == _constants.STATUS_PANIC and ei.value.kind == "panic"

@@ -1,5 +1,6 @@
-"""The typed-array bulk path (tinkex_datum_batch_*): numpy arrays go to libtinkex without
-Python lists or JSON text."""
+"""Datum batches (tinkex_datum_batch_*): numpy arrays go to libtinkex as typed arrays, without
+Python lists or JSON text; datums without that form (several chunks) go as JSON in the same
+batch."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class _Spy:
 
 def test_one_million_tokens_go_through_the_bulk_path(tc, monkeypatch):
     push = _Spy(monkeypatch, "tinkex_datum_batch_push", 2)
-    json_fb = _Spy(monkeypatch, "tinkex_training_client_forward_backward", 2)
+    push_json = _Spy(monkeypatch, "tinkex_datum_batch_push_json", 2)
     n_datums, length = 250, 4000  # 1,000,000 tokens
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 256, size=(n_datums, length + 1), dtype=np.int64)
@@ -56,10 +57,11 @@ def test_one_million_tokens_go_through_the_bulk_path(tc, monkeypatch):
     out = fut.result(timeout=300)
     total_s = time.monotonic() - t0
     assert push.calls == n_datums and push.elements == n_datums * length == 1_000_000
-    assert json_fb.calls == 0  # the JSON path was not used
+    assert push_json.calls == 0  # no datum went as JSON
     d = tinkex.diagnostics()
-    assert d["bulk_datums"] - stats0["bulk_datums"] == n_datums
-    assert d["json_batches"] == stats0["json_batches"]
+    assert d["typed_datums"] - stats0["typed_datums"] == n_datums
+    assert d["json_datums"] == stats0["json_datums"]
+    assert d["batches"] == stats0["batches"] + 1
     assert len(out.loss_fn_outputs) == n_datums
     assert out.loss_fn_outputs[0]["logprobs"].to_numpy().shape == (length,)
     assert out.metrics["loss:sum"] > 0
@@ -72,7 +74,7 @@ def test_bulk_and_json_paths_agree(tc):
     tgt = np.arange(2, 42, dtype=np.int64)
     w = np.linspace(0, 1, 40, dtype=np.float64)  # float64: rounded to float32 by the library
     bulk = types.Datum(model_input=types.ModelInput.from_ints(toks), loss_fn_inputs={"target_tokens": tgt, "weights": w})
-    # Two chunks force the JSON path for the same tokens.
+    # Two chunks: the same tokens go as a JSON datum.
     two_chunks = types.ModelInput(
         chunks=[types.EncodedTextChunk(tokens=toks[:20].tolist()), types.EncodedTextChunk(tokens=toks[20:].tolist())]
     )
@@ -81,8 +83,9 @@ def test_bulk_and_json_paths_agree(tc):
     a = tc.forward([bulk], "cross_entropy").result(timeout=60)
     b = tc.forward([js], "cross_entropy").result(timeout=60)
     after = tinkex.diagnostics()
-    assert after["bulk_batches"] == before["bulk_batches"] + 1
-    assert after["json_batches"] == before["json_batches"] + 1
+    assert after["batches"] == before["batches"] + 2
+    assert after["typed_datums"] == before["typed_datums"] + 1
+    assert after["json_datums"] == before["json_datums"] + 1
     assert a.metrics["loss:sum"] == pytest.approx(b.metrics["loss:sum"], rel=1e-6)
     np.testing.assert_allclose(a.loss_fn_outputs[0]["logprobs"].to_numpy(), b.loss_fn_outputs[0]["logprobs"].to_numpy(), rtol=1e-6)
 
@@ -106,3 +109,28 @@ def test_importance_sampling_inputs_via_bulk(tc):
     d = types.Datum(model_input=types.ModelInput.from_ints(toks), loss_fn_inputs={"target_tokens": tgt, "advantages": adv, "logprobs": lp})
     out = tc.forward([d], "importance_sampling").result(timeout=60)
     assert out.metrics["loss:sum"] == pytest.approx(-10.0 * np.mean(np.exp(out.loss_fn_outputs[0]["logprobs"].to_numpy())) , rel=1e-3)
+
+
+def test_one_batch_holds_typed_and_json_datums_and_is_freed(tc, monkeypatch):
+    toks = np.arange(1, 31, dtype=np.int64)
+    tgt = np.arange(2, 32, dtype=np.int64)
+    w = np.ones(30, dtype=np.float32)
+    typed = types.Datum(model_input=types.ModelInput.from_ints(toks), loss_fn_inputs={"target_tokens": tgt, "weights": w})
+    two_chunks = types.ModelInput(
+        chunks=[types.EncodedTextChunk(tokens=toks[:10].tolist()), types.EncodedTextChunk(tokens=toks[10:].tolist())]
+    )
+    js = types.Datum(model_input=two_chunks, loss_fn_inputs={"target_tokens": tgt, "weights": w})
+    alone = tc.forward([typed], "cross_entropy").result(timeout=60)
+    freed = _Spy(monkeypatch, "tinkex_datum_batch_free", 0)
+    pushed_json = _Spy(monkeypatch, "tinkex_datum_batch_push_json", 2)
+    before = tinkex.diagnostics()
+    fut = tc.forward([typed, js, typed], "cross_entropy")
+    # The submit borrowed the batch: the binding freed it before the result arrived.
+    assert freed.calls == 1 and pushed_json.calls == 1
+    out = fut.result(timeout=60)
+    after = tinkex.diagnostics()
+    assert after["typed_datums"] - before["typed_datums"] == 2 and after["json_datums"] - before["json_datums"] == 1
+    assert len(out.loss_fn_outputs) == 3
+    ref = alone.loss_fn_outputs[0]["logprobs"].to_numpy()
+    for o in out.loss_fn_outputs:
+        np.testing.assert_allclose(o["logprobs"].to_numpy(), ref, rtol=1e-6)

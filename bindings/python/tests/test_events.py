@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -9,12 +10,11 @@ import time
 import pytest
 
 import tinkex
-from tinkex import _events, types
+from tinkex import types
 from conftest import API_KEY, BASE_MODEL, text_datum, wait_until
 
 
-def test_queue_state_observer_is_called(emu, base_url, monkeypatch, caplog):
-    monkeypatch.setattr(_events, "TRAINING_PAUSE_GRACE", 0.0)  # log at once (SDK: 15 min)
+def test_queue_state_observer_is_called(emu, base_url):
     svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY)
     tc = svc.create_lora_training_client(base_model=BASE_MODEL, rank=4).result(timeout=60)
     states = []
@@ -30,18 +30,16 @@ def test_queue_state_observer_is_called(emu, base_url, monkeypatch, caplog):
     svc.subscribe(events.append, kinds=["queue_state"])
     emu.set_delays({"OptimStep": 1500})
     emu.post("queue_state", {"queue_state": "paused_capacity", "reason": "test"})
-    with caplog.at_level(logging.WARNING, logger="tinkex"):
-        fut = tc.optim_step(types.AdamParams())
-        assert seen.wait(15), states
-        emu.post("queue_state", {"queue_state": None})
-        fut.result(timeout=30)
+    fut = tc.optim_step(types.AdamParams())
+    assert seen.wait(15), states
+    emu.post("queue_state", {"queue_state": None})
+    fut.result(timeout=30)
     assert (types.QueueState.PAUSED_CAPACITY, "test") in states
     ev = next(e for e in events if e.get("state") == "paused_capacity")
     assert ev.type == "queue_state" and ev.request_id and ev.get("request_type") == "OptimStep"
-    assert any("is paused. Reason: test" in r.getMessage() for r in caplog.records), caplog.text
 
 
-def test_sampling_client_on_queue_state_change_is_called(emu, base_url):
+def test_sampling_client_on_queue_state_change_is_called(emu, base_url, caplog):
     svc = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY)
     sampler = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
     other = svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
@@ -52,11 +50,19 @@ def test_sampling_client_on_queue_state_change_is_called(emu, base_url):
     emu.post("faults", {"path": "/api/v1/retrieve_future", "status": 200, "count": 2,
                         "body": {"type": "try_again", "request_id": "x", "queue_state": "paused_capacity",
                                  "queue_state_reason": "busy"}})
-    sampler.sample(
-        prompt=types.ModelInput.from_ints([1, 2, 3]),
-        num_samples=1,
-        sampling_params=types.SamplingParams(max_tokens=2),
-    ).result(timeout=60)
+    with caplog.at_level(logging.WARNING, logger="tinkex"):
+        sampler.sample(
+            prompt=types.ModelInput.from_ints([1, 2, 3]),
+            num_samples=1,
+            sampling_params=types.SamplingParams(max_tokens=2),
+        ).result(timeout=60)
+        # The library's own (debounced) line reaches logging through the log sink, under
+        # the target's logger: once for the two paused polls.
+        line = f"Sampling is paused for sampler {sampler.sampling_session_id}. Reason: busy"
+        assert wait_until(lambda: any(line in r.getMessage() for r in caplog.records)), caplog.text
+        paused = [r for r in caplog.records if "Sampling is paused" in r.getMessage()]
+    assert len(paused) == 1, [r.getMessage() for r in paused]
+    assert paused[0].name.startswith("tinkex.") and paused[0].levelno == logging.WARNING
     # Events arrive on the library's callback thread, possibly after result() returned.
     deadline = time.monotonic() + 10
     while (types.QueueState.PAUSED_CAPACITY, "busy") not in mine:
@@ -83,9 +89,11 @@ def test_retry_and_progress_events_and_log_lines(emu, base_url, caplog):
     assert len(res.sequences) == 1
     assert kinds.count("retry") >= 2
     assert "progress" in kinds and "summary" in kinds
-    text = caplog.text
-    assert "Retrying POST" in text and "503" in text
-    assert "OptimStep" in text  # progress lines at DEBUG
+    # The library's own lines (through the log sink, DEBUG: one per event), under its
+    # targets' loggers.
+    lines = [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("tinkex.")]
+    assert any("POST /api/v1/asample" in m and "503" in m for _, m in lines), caplog.text
+    assert any("OptimStep" in m for _, m in lines), caplog.text  # progress
 
 
 def test_listener_errors_are_contained(emu, base_url):
@@ -123,3 +131,35 @@ def test_tqdm_progress_bar(base_url, capsys):
     bar = svc._progress._bar
     assert wait_until(lambda: bar.n == bar.total == 21)
     svc.close().result(timeout=30)
+
+
+def test_library_log_lines_reach_logging(caplog):
+    """The core's log lines go through the runtime's log sink to logging.getLogger(target),
+    at the mapped level, verbatim, in order; TRACE is not sent."""
+    from tinkex import _constants, _ffi, _lib
+
+    if not hasattr(_lib.lib, "tinkex_testing_log"):
+        pytest.skip("library built without the `testing` feature")
+    _ffi.runtime()  # the sink is installed with the runtime
+    marker = f"sink-{time.monotonic_ns()}"
+
+    def emit(level: str, text: str) -> None:
+        data = f"{marker} {text}".encode()
+        err = ctypes.c_void_p()
+        _ffi.check(_lib.lib.tinkex_testing_log(_constants.LOG_LEVELS[level], data, len(data), ctypes.byref(err)), err)
+
+    with caplog.at_level(5, logger="tinkex"):
+        emit("trace", "trace line")
+        emit("error", "error 100% %s")  # no %-formatting of the library's text
+        emit("warn", "warn line")
+        emit("info", "info line")
+        emit("debug", "debug line")
+        # In order: once the debug line is there, every earlier line was delivered.
+        assert wait_until(lambda: any("debug line" in r.getMessage() for r in caplog.records)), caplog.text
+    got = [(r.name, r.levelno, r.getMessage()) for r in caplog.records if marker in r.getMessage()]
+    assert got == [
+        ("tinkex.testing", logging.ERROR, f"{marker} error 100% %s"),
+        ("tinkex.testing", logging.WARNING, f"{marker} warn line"),
+        ("tinkex.testing", logging.INFO, f"{marker} info line"),
+        ("tinkex.testing", logging.DEBUG, f"{marker} debug line"),
+    ], got

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import _core, _events, _lib, types
-from ._clients import RestClient, SamplingClient, ServiceClient, TrainingClient
-from ._core import APIFuture, shutdown
+from . import _events, _ffi, _lib, types
+from ._api_future import APIFuture
+from ._ffi import shutdown
+from ._rest_client import RestClient
+from ._sampling_client import SamplingClient
+from ._service_client import ServiceClient
+from ._training_client import TrainingClient
 from ._custom_loss import numpy_loss
 from ._exceptions import (
     APIConnectionError,
@@ -97,9 +101,11 @@ BackcompatSamplingClientFuture = APIFuture
 def diagnostics() -> Dict[str, Any]:
     """Counters of the binding: operations submitted/completed, completions still pending
     (``inflight``), live event subscriptions (``subscriptions``), completion callbacks that
-    found no pending operation (``orphan_callbacks``, always 0), bulk-path use."""
-    d: Dict[str, Any] = dict(_core.stats)
-    d["inflight"] = _core.inflight_count()
+    found no pending operation (``orphan_callbacks``, always 0), datum batches built
+    (``batches``) and their datums passed as typed arrays (``typed_datums``) or as JSON
+    (``json_datums``)."""
+    d: Dict[str, Any] = dict(_ffi.stats)
+    d["inflight"] = _ffi.inflight_count()
     d["subscriptions"] = _events.hub_count()
     d["library"] = LIBRARY_PATH
     d["library_version"] = LIBRARY_VERSION

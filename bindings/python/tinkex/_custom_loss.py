@@ -1,10 +1,11 @@
 """Client-side custom losses for ``TrainingClient.forward_backward_custom`` (PROTOCOL.md 11.6).
 
-The loss runs here, between two libtinkex calls: a forward pass (``cross_entropy``,
-``forward_only``) gives per-datum target logprobs; the user's loss and its gradient
-``g = dloss/dlogprobs`` are computed; the backward pass sends ``weights = -g`` with
-``cross_entropy`` (the backend computes ``sum(-logprobs * weights)``, so this back-propagates
-the custom loss).
+The loss runs here, between the two phases libtinkex runs in one reserved turn of the
+training client (``tinkex_training_client_forward_backward_custom``, then
+``tinkex_custom_loss_backward``): the forward pass gives per-datum target logprobs; this
+module computes the user's loss and its gradient ``g = dloss/dlogprobs``; the library sends
+the backward pass (``weights = -g`` with ``cross_entropy``) and reports the loss in the
+metrics (``loss:sum``, the server's as ``surrogate_loss:sum``).
 
 Gradients: with torch installed, the loss function receives torch tensors (requires_grad)
 exactly as with the official SDK, and autograd gives ``g``. Without torch (or for a function
@@ -23,7 +24,7 @@ from typing import Any, Callable, List, Sequence, Tuple
 
 import numpy as np
 
-from .types import Datum, ForwardBackwardOutput, TensorData
+from .types import Datum, ForwardBackwardOutput
 
 try:
     import torch  # type: ignore[import-not-found]
@@ -55,20 +56,6 @@ def executor() -> concurrent.futures.ThreadPoolExecutor:
             _executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinkex-custom-loss")
             _executor_pid = os.getpid()
         return _executor
-
-
-def forward_data(data: Sequence[Datum]) -> List[Datum]:
-    """Step 1: per datum only ``target_tokens`` and ``weights`` (zeros when absent)."""
-    out = []
-    for d in data:
-        tt = d.loss_fn_inputs.get("target_tokens")
-        if tt is None:
-            raise ValueError("target_tokens must be provided when using cross_entropy")
-        w = d.loss_fn_inputs.get("weights")
-        if w is None:
-            w = TensorData(data=np.zeros(len(tt), dtype=np.float32), dtype="float32", shape=tt.shape)
-        out.append(Datum(model_input=d.model_input, loss_fn_inputs={"target_tokens": tt, "weights": w}))
-    return out
 
 
 def _logprobs_arrays(data: Sequence[Datum], fwd: ForwardBackwardOutput) -> List[np.ndarray]:
@@ -145,35 +132,3 @@ def _finite_differences(loss_fn: Callable[..., Any], data: Sequence[Datum], logp
             g.reshape(-1)[j] = (up - down) / (2 * _FD_STEP)
         grads.append(g)
     return grads
-
-
-def backward_data(data: Sequence[Datum], grads: Sequence[np.ndarray]) -> List[Datum]:
-    """Step 5: ``target_tokens`` as given and ``weights = -grad``."""
-    out = []
-    for d, g in zip(data, grads):
-        w = (-g).astype(np.float32)
-        out.append(
-            Datum(
-                model_input=d.model_input,
-                loss_fn_inputs={
-                    "target_tokens": d.loss_fn_inputs["target_tokens"],
-                    "weights": TensorData(data=w, dtype="float32", shape=list(w.shape)),
-                },
-            )
-        )
-    return out
-
-
-def adjust(backward: ForwardBackwardOutput, loss_value: float, metrics: dict) -> ForwardBackwardOutput:
-    """Step 6: ``surrogate_loss:sum`` = backend loss, ``loss:sum`` = the custom loss."""
-    m = dict(backward.metrics)
-    surrogate = m.pop("loss:sum", None)
-    m.update(metrics)
-    m["loss:sum"] = loss_value
-    if surrogate is not None:
-        m["surrogate_loss:sum"] = surrogate
-    return ForwardBackwardOutput(
-        loss_fn_output_type=backward.loss_fn_output_type,
-        loss_fn_outputs=backward.loss_fn_outputs,
-        metrics=m,
-    )

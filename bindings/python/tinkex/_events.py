@@ -1,5 +1,6 @@
-"""Events of a service client (C ABI event subscription) as Python callables, log lines
-through ``logging``, and an optional tqdm progress display.
+"""Events of a service client (C ABI event subscription) as Python callables, and an
+optional tqdm progress display. (Log lines, including the debounced queue-state lines, are
+the library's own: they reach ``logging`` through the runtime's log sink, see ``_ffi``.)
 
 One subscription per ``ServiceClient``. As for completions, the event callback and the
 ``user_data_free`` callback are single module-level ``CFUNCTYPE`` objects and ``user_data``
@@ -16,40 +17,19 @@ import itertools
 import json
 import logging
 import threading
-import time
 import weakref
 from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Callable, Dict, Iterable, Optional
 
-from . import _core, _lib
+from . import _ffi, _lib
+from . import _constants as K
 from ._lib import lib
-from .types import Event, QueueState
+from .types import Event
 
 logger = logging.getLogger("tinkex")
 
-_KIND_NAMES = {
-    _lib.EVENT_QUEUE_STATE: "queue_state",
-    _lib.EVENT_PROGRESS: "progress",
-    _lib.EVENT_RETRY: "retry",
-    _lib.EVENT_HEARTBEAT_WARNING: "heartbeat_warning",
-    _lib.EVENT_SESSION_EXPIRED: "session_expired",
-    _lib.EVENT_TELEMETRY_OVERFLOW: "telemetry_overflow",
-    _lib.EVENT_SUMMARY: "summary",
-}
-
-#: The SDK's queue-state log rules (PROTOCOL.md 15.2).
-QUEUE_STATE_LOG_INTERVAL = 60.0
-TRAINING_PAUSE_GRACE = 15 * 60.0
-
-_TRAINING_TYPES_CREATION = {"CreateModel", "LoadWeights", "create_model"}
-
-
-def _default_reason(sampling: bool, state: QueueState) -> str:
-    if state == QueueState.PAUSED_RATE_LIMIT:
-        return "concurrent sampler weights limit hit" if sampling else "concurrent training clients rate limit hit"
-    if state == QueueState.PAUSED_CAPACITY:
-        return "Tinker backend is running short on capacity, please wait"
-    return "unknown"
+# Event kind number -> name ("queue_state", ...): the header's TINKEX_EVENT_KIND_* names.
+_KIND_NAMES = {v: n for n, v in K.EVENT_KINDS.items()}
 
 
 class _Listener:
@@ -62,15 +42,13 @@ class _Listener:
 
 
 class EventHub:
-    """Fans one service client's events out to Python listeners and ``logging``."""
+    """Fans one service client's events out to Python listeners."""
 
     def __init__(self, label: str):
         self.label = label
         self._lock = threading.Lock()
         self._listeners: Dict[int, _Listener] = {}
         self._ids = itertools.count(1)
-        # queue-state logging state: category -> [state, since, last_logged]
-        self._qs: Dict[str, list] = {}
         self.events_seen = 0
 
     # -- listeners --
@@ -89,7 +67,6 @@ class EventHub:
 
     def dispatch(self, ev: Event) -> None:
         self.events_seen += 1
-        self._log(ev)
         with self._lock:
             listeners = list(self._listeners.values())
         for listener in listeners:
@@ -98,77 +75,8 @@ class EventHub:
             try:
                 listener.fn(ev)
             except Exception:
-                _core.stats["callback_errors"] += 1
+                _ffi.stats["callback_errors"] += 1
                 logger.exception("tinkex: an event listener raised")
-
-    def _log(self, ev: Event) -> None:
-        t = ev.type
-        d = ev.data
-        if t == "queue_state":
-            self._log_queue_state(d.get("request_type") or "", QueueState.parse(d.get("state")), d.get("reason"), d.get("request_id"))
-        elif t == "progress":
-            logger.debug(
-                "%s %s pending for %.1fs (attempts %s, polls %s, queue state %s)",
-                d.get("request_type"),
-                d.get("request_id") or "",
-                d.get("elapsed_secs") or 0.0,
-                d.get("attempts"),
-                d.get("polls"),
-                d.get("queue_state"),
-            )
-            qs = d.get("queue_state")
-            if qs and qs != "active":
-                self._log_queue_state(d.get("request_type") or "", QueueState.parse(qs), None, d.get("request_id"), from_progress=True)
-        elif t == "retry":
-            logger.info(
-                "Retrying %s in %.2f seconds (attempt %s failed: %s)",
-                d.get("operation"),
-                d.get("delay_secs") or 0.0,
-                d.get("attempt"),
-                d.get("error"),
-            )
-        elif t == "heartbeat_warning":
-            logger.warning(
-                "Session heartbeats for %s have been failing for %.0f s: %s",
-                d.get("session_id"),
-                d.get("failing_for_secs") or 0.0,
-                d.get("error"),
-            )
-        elif t == "session_expired":
-            logger.warning("Session %s expired: the server ended it", d.get("session_id"))
-        elif t == "telemetry_overflow":
-            logger.warning("Telemetry events were dropped (%s so far)", d.get("dropped"))
-        elif t == "summary":
-            logger.debug(
-                "operations: %s waiting, %s in flight, %s completed", d.get("waiting"), d.get("in_flight"), d.get("completed")
-            )
-        else:
-            logger.debug("tinkex event %s", d)
-
-    def _log_queue_state(
-        self, request_type: str, state: QueueState, reason: Optional[str], request_id: Optional[str], from_progress: bool = False
-    ) -> None:
-        sampling = request_type in ("Sample", "ComputeLogprobs", "sample")
-        category = "sampling" if sampling else ("creation" if request_type in _TRAINING_TYPES_CREATION else "training")
-        now = time.monotonic()
-        with self._lock:
-            rec = self._qs.setdefault(category, [QueueState.ACTIVE, now, -1e18, None])
-            if state != rec[0]:
-                rec[0], rec[1] = state, now
-            if reason:
-                rec[3] = reason
-            if state == QueueState.ACTIVE:
-                return
-            grace = 0.0 if sampling else TRAINING_PAUSE_GRACE
-            if now - rec[1] < grace or now - rec[2] < QUEUE_STATE_LOG_INTERVAL:
-                return
-            rec[2] = now
-            reason = rec[3] or _default_reason(sampling, state)
-        if sampling:
-            logger.warning("Sampling is paused for %s. Reason: %s", self.label, reason)
-        else:
-            prefix = "Model creation" if category == "creation" else "Training"
-            logger.warning("%s for %s is paused. Reason: %s.", prefix, request_id or self.label, reason)
 
 
 _hub_tokens = itertools.count(1)
@@ -195,7 +103,7 @@ def _on_event(user_data: Optional[int], ev: Optional[int]) -> None:
         )
         hub.dispatch(event)
     except BaseException:  # noqa: BLE001 - nothing may unwind into C
-        _core.stats["callback_errors"] += 1
+        _ffi.stats["callback_errors"] += 1
         try:
             logger.exception("tinkex: event callback failed")
         except Exception:
@@ -213,17 +121,17 @@ _EVENT_CB = _lib.EVENT_FN(_on_event)
 _FREE_CB = _lib.FREE_FN(_on_free)
 
 
-def subscribe(svc_ptr: int, hub: EventHub) -> _core.Handle:
+def subscribe(svc_ptr: int, hub: EventHub) -> _ffi.Handle:
     """Subscribes ``hub`` to the events of the service client ``svc_ptr``."""
     token = next(_hub_tokens)
     _hubs[token] = weakref.ref(hub)
     out = c_void_p()
     err = c_void_p()
     status = lib.tinkex_service_client_subscribe(svc_ptr, _EVENT_CB, token, _FREE_CB, byref(out), byref(err))
-    if status != _lib.STATUS_OK:
+    if status != K.STATUS_OK:
         _hubs.pop(token, None)
-        _core.check(status, err)
-    return _core.Handle(out.value, lib.tinkex_subscription_free, "subscription")
+        _ffi.check(status, err)
+    return _ffi.Handle(out.value, lib.tinkex_subscription_free, "subscription")
 
 
 def hub_count() -> int:
@@ -255,7 +163,7 @@ class ProgressDisplay:
     def enabled(self) -> bool:
         return self._bar is not None
 
-    def track(self, state: "_core.OpState") -> None:
+    def track(self, state: "_ffi.OpState") -> None:
         if self._bar is None:
             return
         with self._lock:
@@ -263,7 +171,7 @@ class ProgressDisplay:
             self._bar.refresh()
         state.add_done_callback(self._done)
 
-    def _done(self, _state: "_core.OpState") -> None:
+    def _done(self, _state: "_ffi.OpState") -> None:
         with self._lock:
             if self._bar is not None:
                 self._bar.update(1)

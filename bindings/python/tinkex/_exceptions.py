@@ -29,7 +29,7 @@ import json
 
 from typing import Any
 
-from . import _lib
+from . import _constants as K, _lib
 
 __all__ = [
     "TinkerError",
@@ -278,7 +278,7 @@ def make_error(
     body: str | None = None,
 ) -> BaseException:
     """The exception for one libtinkex failure (see the module docs for the mapping)."""
-    S = _lib
+    S = K
     http = http_status or None
     exc: TinkerError
     if status == S.STATUS_TIMEOUT and not http:

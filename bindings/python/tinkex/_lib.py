@@ -23,9 +23,10 @@ downloaded project, or ``/tmp/target/...`` above a virtualenv in ``/tmp``) would
 its code at ``import tinkex``. Only an explicit, relative ``TINKEX_LIBRARY`` is resolved
 against the working directory, because the user asked for it.
 
-At import the library's ABI major version (``tinkex_abi_version_major()``) must equal
-:data:`ABI_VERSION`'s and its minor must be at least this package's; otherwise the import
-fails with :class:`LibraryError` naming both values and the library's path.
+At import the library's ABI version (``tinkex_abi_version_major()``,
+``tinkex_abi_version_minor()``) must have the major of :data:`ABI_VERSION`, the C ABI
+revision this package was written for, and at least its minor; otherwise the import fails
+with :class:`LibraryError` naming both versions and the library's path.
 """
 
 from __future__ import annotations
@@ -50,11 +51,7 @@ from ctypes import (
 )
 from pathlib import Path
 
-#: The C ABI version (``TINKEX_ABI_VERSION_MAJOR``/``_MINOR`` of include/tinkex.h) this
-#: package targets, as ``(major, minor)``.
-ABI_VERSION_MAJOR = 2
-ABI_VERSION_MINOR = 0
-ABI_VERSION = (ABI_VERSION_MAJOR, ABI_VERSION_MINOR)
+from ._constants import ABI_VERSION_MAJOR, ABI_VERSION_MINOR
 
 _LIB_NAMES = {
     "linux": "libtinkex.so",
@@ -68,54 +65,12 @@ class LibraryError(ImportError):
     """libtinkex could not be found or loaded, or its ABI revision does not match."""
 
 
-# ---- status, event, dtype and log-level constants (tinkex.h) ------------------------------
-
-STATUS_OK = 0
-STATUS_PENDING = 1
-STATUS_NULL_ARG = 100
-STATUS_INVALID_ARG = 101
-STATUS_INVALID_UTF8 = 102
-STATUS_INVALID_JSON = 103
-STATUS_ALREADY_TAKEN = 104
-STATUS_WRONG_STATE = 105
-STATUS_WRONG_TYPE = 106
-STATUS_CONNECT = 200
-STATUS_TIMEOUT = 201
-STATUS_TLS = 202
-STATUS_IO = 203
-STATUS_USER = 300
-STATUS_TRANSIENT = 301
-STATUS_FATAL = 302
-STATUS_BILLING = 303
-STATUS_EXPIRED = 304
-STATUS_AUTH = 305
-STATUS_NO_PROGRESS = 306
-STATUS_SESSION_EXPIRED = 307
-STATUS_CANCELLED = 400
-STATUS_SHUT_DOWN = 401
-STATUS_INTERNAL = 900
-STATUS_PANIC = 901
-
-EVENT_OTHER = 0
-EVENT_QUEUE_STATE = 1
-EVENT_PROGRESS = 2
-EVENT_RETRY = 3
-EVENT_HEARTBEAT_WARNING = 4
-EVENT_SESSION_EXPIRED = 5
-EVENT_TELEMETRY_OVERFLOW = 6
-EVENT_SUMMARY = 7
-
-DTYPE_INT64 = 1
-DTYPE_FLOAT32 = 2
-DTYPE_INT32 = 3
-DTYPE_FLOAT64 = 4
-
-LOG_OFF = 0
-LOG_ERROR = 1
-LOG_WARN = 2
-LOG_INFO = 3
-LOG_DEBUG = 4
-LOG_TRACE = 5
+# The status, event-kind, dtype and log-level numbers are in ``_constants`` (generated from
+# include/tinkex.h by tools/gen_constants.py; tests/test_constants.py checks every value).
+#: The C ABI revision (``TINKEX_ABI_VERSION_MAJOR``, ``TINKEX_ABI_VERSION_MINOR`` of
+#: include/tinkex.h) this package targets: a library of the same major and at least this
+#: minor is accepted.
+ABI_VERSION = (ABI_VERSION_MAJOR, ABI_VERSION_MINOR)
 
 
 class RuntimeOptions(Structure):
@@ -149,8 +104,16 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_bytes_data": (c_void_p, [_P]),
     "tinkex_bytes_len": (c_size_t, [_P]),
     "tinkex_bytes_free": (None, [_P]),
-    # datum batch (bulk path)
+    # custom loss (forward_backward_custom)
+    "tinkex_training_client_forward_backward_custom": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP, _PP]),
+    "tinkex_custom_loss_set_metrics": (_ST, [_P, _BUF, c_size_t, _PP]),
+    "tinkex_custom_loss_backward": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_custom_loss_abort": (_ST, [_P, _BUF, c_size_t, _PP]),
+    "tinkex_custom_loss_free": (None, [_P]),
+    # datum batch
     "tinkex_datum_batch_new": (_ST, [_PP, _PP]),
+    "tinkex_datum_batch_clone": (_P, [_P]),
+    "tinkex_datum_batch_push_json": (_ST, [_P, _BUF, c_size_t, _PP]),
     "tinkex_datum_batch_push": (_ST, [_P, c_void_p, c_size_t, c_int32, _PP]),
     "tinkex_datum_batch_set_loss_input": (
         _ST,
@@ -158,17 +121,6 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "tinkex_datum_batch_len": (c_size_t, [_P]),
     "tinkex_datum_batch_free": (None, [_P]),
-    # ABI 2.0 additions (declared here; used by the bindings' rewrite)
-    "tinkex_datum_batch_clone": (c_void_p, [_P]),
-    "tinkex_datum_batch_push_json": (_ST, [_P, _BUF, c_size_t, _PP]),
-    "tinkex_training_client_forward_backward_custom": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP, _PP]),
-    "tinkex_custom_loss_set_metrics": (_ST, [_P, _BUF, c_size_t, _PP]),
-    "tinkex_custom_loss_backward": (_ST, [_P, _P, DONE_FN, c_void_p, _PP, _PP]),
-    "tinkex_custom_loss_abort": (_ST, [_P, _BUF, c_size_t, _PP]),
-    "tinkex_custom_loss_free": (None, [_P]),
-    "tinkex_runtime_set_log_sink": (_ST, [_P, LOG_FN, c_void_p, FREE_FN, c_int32, _PP]),
-    "tinkex_tinker_path_parse": (_ST, [_BUF, c_size_t, _PP, _PP]),
-    "tinkex_testing_log": (_ST, [c_int32, _BUF, c_size_t, _PP]),
     # errors
     "tinkex_error_status": (_ST, [_P]),
     "tinkex_error_kind": (c_char_p, [_P]),
@@ -216,6 +168,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_runtime_clone": (_P, [_P]),
     "tinkex_runtime_shutdown": (_ST, [_P, c_uint64, _PP]),
     "tinkex_runtime_free": (None, [_P]),
+    "tinkex_runtime_set_log_sink": (_ST, [_P, LOG_FN, c_void_p, FREE_FN, c_int32, _PP]),
+    # paths
+    "tinkex_tinker_path_parse": (_ST, [_BUF, c_size_t, _PP, _PP]),
     # sampling client
     "tinkex_sampling_client_clone": (_P, [_P]),
     "tinkex_sampling_client_free": (None, [_P]),
@@ -277,6 +232,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     # test-only exports (cargo feature `testing`): bound when present
     "tinkex_testing_panic_in_export": (_ST, [_PP]),
     "tinkex_testing_panic_in_task": (_ST, [_P, c_int32, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_testing_log": (_ST, [c_int32, _BUF, c_size_t, _PP]),
     # version
     "tinkex_version": (c_char_p, []),
     "tinkex_version_number": (c_uint32, []),
@@ -284,7 +240,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_abi_version_minor": (c_uint32, []),
 }
 
-#: Symbols the package can do without (e.g. exports added after ABI 1).
+#: Symbols the package can do without (exports of later minor versions, test-only exports).
 _OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task", "tinkex_testing_log"}
 
 
@@ -374,21 +330,30 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 lib, LIBRARY_PATH = _load()
-try:
-    _abi_major, _abi_minor = lib.tinkex_abi_version_major, lib.tinkex_abi_version_minor
-    for _f in (_abi_major, _abi_minor):
-        _f.restype = c_uint32
-        _f.argtypes = []
-    LIBRARY_ABI_VERSION = (int(_abi_major()), int(_abi_minor()))
-except AttributeError as e:  # not a libtinkex (of ABI 2 or later) at all
-    raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export tinkex_abi_version_major") from e
-if LIBRARY_ABI_VERSION[0] != ABI_VERSION_MAJOR or LIBRARY_ABI_VERSION[1] < ABI_VERSION_MINOR:
+
+
+def _abi_of(library: ctypes.CDLL) -> tuple[int, int]:
+    try:
+        major, minor = library.tinkex_abi_version_major, library.tinkex_abi_version_minor
+    except AttributeError as e:  # an ABI 1 library (tinkex_abi_version only) or not libtinkex
+        old = getattr(library, "tinkex_abi_version", None)
+        if old is not None:
+            old.restype, old.argtypes = c_uint32, []
+            return int(old()), 0
+        raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export tinkex_abi_version_major") from e
+    for fn in (major, minor):
+        fn.restype, fn.argtypes = c_uint32, []
+    return int(major()), int(minor())
+
+
+LIBRARY_ABI_VERSION = _abi_of(lib)
+if LIBRARY_ABI_VERSION[0] != ABI_VERSION[0] or LIBRARY_ABI_VERSION[1] < ABI_VERSION[1]:
     raise LibraryError(
-        f"tinkex: ABI mismatch: {LIBRARY_PATH} has C ABI revision "
-        f"{LIBRARY_ABI_VERSION[0]}.{LIBRARY_ABI_VERSION[1]}, but this Python package was written "
-        f"for revision {ABI_VERSION_MAJOR}.{ABI_VERSION_MINOR}. Install the tinkex "
-        "Python package from the same libtinkex source tree as the library, or point "
-        "TINKEX_LIBRARY at a matching build."
+        f"tinkex: ABI mismatch: {LIBRARY_PATH} has C ABI version "
+        f"{LIBRARY_ABI_VERSION[0]}.{LIBRARY_ABI_VERSION[1]}, but this Python package needs "
+        f"{ABI_VERSION[0]}.x with x >= {ABI_VERSION[1]}. Install the tinkex Python package from "
+        "the same libtinkex source tree as the library, or point TINKEX_LIBRARY at a matching "
+        "build."
     )
 _declare(lib)
 

@@ -773,15 +773,19 @@ class ParsedCheckpointTinkerPath(_Model):
 
     @classmethod
     def from_tinker_path(cls, tinker_path: str) -> "ParsedCheckpointTinkerPath":
-        if not tinker_path.startswith("tinker://"):
-            raise ValueError(f"Invalid tinker path: {tinker_path}")
-        parts = tinker_path[len("tinker://") :].split("/")
-        if len(parts) != 3:
-            raise ValueError(f"Invalid tinker path: {tinker_path}")
-        kinds = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
-        if parts[1] not in kinds:
-            raise ValueError(f"Invalid tinker path: {tinker_path}")
-        return cls(tinker_path, parts[0], kinds[parts[1]], f"{parts[1]}/{parts[2]}")
+        """Parses ``tinker://{training_run_id}/{kind}/{name}`` with libtinkex's parser
+        (``tinkex_tinker_path_parse``: the official SDK's rules); a ``ValueError``
+        (:class:`tinkex.InvalidArgumentError`) names what is wrong."""
+        from ._ffi import parse_tinker_path
+
+        p = parse_tinker_path(tinker_path)
+        kind = p["kind"]
+        checkpoint_type = p.get("checkpoint_type") or _CHECKPOINT_TYPES.get(kind, kind)
+        return cls(tinker_path, p["training_run_id"], checkpoint_type, p["checkpoint_id"])
+
+
+# The wire ``checkpoint_type`` of a path kind, for a library whose parse result lacks it.
+_CHECKPOINT_TYPES = {"weights": "training", "sampler_weights": "sampler", "external_weights": "external"}
 
 
 # ---- events (tinkex extension) -----------------------------------------------------------

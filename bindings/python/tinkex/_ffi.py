@@ -1,5 +1,6 @@
-"""The machinery between Python and the C ABI: the process-wide runtime, owned handles,
-completion callbacks, and the futures the clients return.
+"""The ctypes glue between Python and the C ABI: the process-wide runtime, owned handles,
+errors, the state of pending operations and the one completion callback. The futures the
+clients return (:class:`tinkex.APIFuture`) are in ``_api_future``.
 
 Callbacks. There is exactly one completion callback object (``_DONE_CB``) and one pair of
 event callbacks for the whole process; they live as long as the module, so no ``CFUNCTYPE``
@@ -28,15 +29,13 @@ import os
 import threading
 import time
 from ctypes import byref, c_void_p
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Optional
 
-from . import _lib
+from . import _constants as K, _lib
 from ._exceptions import make_error
 from ._lib import lib
 
 logger = logging.getLogger("tinkex")
-
-T = TypeVar("T")
 
 #: Counters for tests and diagnostics (read with :func:`tinkex.diagnostics`).
 stats = {
@@ -44,9 +43,9 @@ stats = {
     "completed": 0,
     "orphan_callbacks": 0,
     "callback_errors": 0,
-    "bulk_batches": 0,
-    "bulk_datums": 0,
-    "json_batches": 0,
+    "batches": 0,
+    "typed_datums": 0,
+    "json_datums": 0,
 }
 
 # After the atexit shutdown, handles are no longer freed (the process is exiting, and a free
@@ -98,7 +97,7 @@ class ErrorInfo:
 
     @property
     def cancelled(self) -> bool:
-        return self.status == _lib.STATUS_CANCELLED
+        return self.status == K.STATUS_CANCELLED
 
     def exception(self) -> BaseException:
         if self.cancelled:
@@ -117,21 +116,49 @@ class ErrorInfo:
 
 def check(status: int, err: c_void_p) -> None:
     """Raises the exception for a non-OK status of a synchronous call."""
-    if status != _lib.STATUS_OK:
+    if status != K.STATUS_OK:
         raise ErrorInfo.take(status, err.value).exception()
 
 
 # ---- runtime -------------------------------------------------------------------------------
 
-_LOG_LEVELS = {
-    "off": _lib.LOG_OFF,
-    "error": _lib.LOG_ERROR,
-    "warn": _lib.LOG_WARN,
-    "warning": _lib.LOG_WARN,
-    "info": _lib.LOG_INFO,
-    "debug": _lib.LOG_DEBUG,
-    "trace": _lib.LOG_TRACE,
+# TINKEX_LOG_LEVEL values by name ("off", "error", "warn", "info", "debug", "trace").
+_LOG_LEVELS = {**K.LOG_LEVELS, "warning": K.LOG_LEVEL_WARN}
+
+# The library's log lines (already debounced by the core) -> ``logging``: the target names
+# the logger (``tinkex.core.queue_state``, ...: children of the ``tinkex`` logger).
+_PY_LEVELS = {
+    K.LOG_LEVEL_ERROR: logging.ERROR,
+    K.LOG_LEVEL_WARN: logging.WARNING,
+    K.LOG_LEVEL_INFO: logging.INFO,
+    K.LOG_LEVEL_DEBUG: logging.DEBUG,
+    K.LOG_LEVEL_TRACE: logging.DEBUG - 5,
 }
+
+
+def _on_log(_user_data: int | None, level: int, target: int | None, target_len: int, message: int | None, message_len: int) -> None:
+    try:
+        name = ctypes.string_at(target, target_len).decode("utf-8", "replace") if target and target_len else "tinkex"
+        py_level = _PY_LEVELS.get(level, logging.DEBUG)
+        log = logging.getLogger(name)
+        if log.isEnabledFor(py_level):
+            text = ctypes.string_at(message, message_len).decode("utf-8", "replace") if message and message_len else ""
+            log.log(py_level, text)
+    except BaseException:  # noqa: BLE001 - nothing may unwind into C
+        stats["callback_errors"] += 1
+
+
+#: The one log callback of the process (kept alive by this module); it needs no user_data
+#: release (a NULL ``tinkex_free_fn``).
+_LOG_CB = _lib.LOG_FN(_on_log)
+_NO_FREE = _lib.FREE_FN()
+
+
+#: The most detailed level the library sends to the sink. Its DEBUG lines are few (one per
+#: event: retries, progress, summaries; none per request), and ``logging`` then decides per
+#: logger, so a level set later (``caplog``, ``setLevel``) takes effect.
+_SINK_LEVEL = K.LOG_LEVEL_DEBUG
+
 
 _rt_lock = threading.Lock()
 _rt: Optional["Handle"] = None
@@ -143,6 +170,8 @@ def runtime() -> int:
 
     ``TINKEX_WORKER_THREADS`` sets the tokio worker count (default: one per CPU) and
     ``TINKEX_LOG_LEVEL`` (off, error, warn, info, debug, trace) the library's own stderr log.
+    The library's log lines also reach ``logging`` (logger = their target, e.g.
+    ``tinkex.core.queue_state``) through its log sink.
     """
     global _rt, _rt_pid
     pid = os.getpid()
@@ -167,6 +196,9 @@ def runtime() -> int:
         check(lib.tinkex_runtime_new(byref(opts), byref(out), byref(err)), err)
         _rt = Handle(out.value, lib.tinkex_runtime_free, "runtime")
         _rt_pid = pid
+        status = lib.tinkex_runtime_set_log_sink(_rt.ptr, _LOG_CB, None, _NO_FREE, _SINK_LEVEL, byref(err))
+        if status != K.STATUS_OK:  # e.g. the process has its own global `tracing` subscriber
+            logger.debug("tinkex: the library's log lines stay on stderr: %s", ErrorInfo.take(status, err.value).message)
         return _rt.ptr
 
 
@@ -181,7 +213,7 @@ def shutdown(timeout: float = 0.25) -> None:
             return
         err = c_void_p()
         status = lib.tinkex_runtime_shutdown(rt.ptr, int(timeout * 1000), byref(err))
-        if status != _lib.STATUS_OK:
+        if status != K.STATUS_OK:
             logger.warning("tinkex: runtime shutdown: %s", ErrorInfo.take(status, err.value).message)
         _rt = None
         rt.close()
@@ -370,11 +402,11 @@ class OpState:
             if self._done:
                 return
             status = _TAKE_FNS[self.take_kind](fut, byref(out), byref(err))
-        if status == _lib.STATUS_PENDING:
+        if status == K.STATUS_PENDING:
             return
-        if status == _lib.STATUS_ALREADY_TAKEN:
+        if status == K.STATUS_ALREADY_TAKEN:
             return  # another thread took it and is finishing
-        if status == _lib.STATUS_OK:
+        if status == K.STATUS_OK:
             if self.take_kind == TAKE_JSON:
                 raw = _lib.take_bytes(out.value)
             elif self.take_kind == TAKE_TRAINING:
@@ -434,11 +466,11 @@ class OpState:
                     with h.use() as ptr:
                         err = c_void_p()
                         status = lib.tinkex_future_wait(ptr, max(1, int(slice_s * 1000)), byref(err))
-                        if status == _lib.STATUS_OK:
+                        if status == K.STATUS_OK:
                             self.take_from(ptr)
                             if not self._done:  # another thread is finishing it
                                 self._event.wait(slice_s)
-                        elif status != _lib.STATUS_PENDING:
+                        elif status != K.STATUS_PENDING:
                             info = ErrorInfo.take(status, err.value)
                             raise info.exception()
                 except Exception as e:
@@ -510,33 +542,44 @@ def submit(
     *args: Any,
     converter: Callable[[Any], Any] | None = None,
     take_kind: int = TAKE_JSON,
-    state: OpState | None = None,
     label: str = "",
+    extra_out: c_void_p | None = None,
 ) -> OpState:
-    """Runs one submit call ``call(*args, on_done, user_data, &out_future, &out_err)``.
+    """Runs one submit call ``call(*args, on_done, user_data, &out_future, &out_err)``, or
+    ``call(*args, on_done, user_data, &extra_out, &out_future, &out_err)`` when ``extra_out``
+    is given (``tinkex_training_client_forward_backward_custom``'s pass).
 
     Registers the state before the call (the callback may fire on the dispatcher as soon as
     the call returns) and raises the call's error, in which case nothing was submitted."""
-    if state is None:
-        state = OpState(converter, take_kind, label)
-    else:
-        state._converter = converter or state._converter
-        state.take_kind = take_kind
+    state = OpState(converter, take_kind, label)
     token = next(_tokens)
     _inflight[token] = state
     out = c_void_p()
     err = c_void_p()
     try:
-        status = call(*args, _DONE_CB, token, byref(out), byref(err))
+        if extra_out is None:
+            status = call(*args, _DONE_CB, token, byref(out), byref(err))
+        else:
+            status = call(*args, _DONE_CB, token, byref(extra_out), byref(out), byref(err))
     except BaseException:
         _inflight.pop(token, None)
         raise
-    if status != _lib.STATUS_OK:
+    if status != K.STATUS_OK:
         _inflight.pop(token, None)
         raise ErrorInfo.take(status, err.value).exception()
     state.handle = Handle(out.value, lib.tinkex_future_free, "future")
     stats["submitted"] += 1
     return state
+
+
+def parse_tinker_path(path: str) -> dict:
+    """``tinkex_tinker_path_parse``: ``{"training_run_id", "kind", "name", "checkpoint_id"}``;
+    raises :class:`tinkex.InvalidArgumentError` (a ``ValueError``) naming the problem."""
+    data = path.encode("utf-8", "surrogatepass")
+    out = c_void_p()
+    err = c_void_p()
+    check(lib.tinkex_tinker_path_parse(data if data else None, len(data), byref(out), byref(err)), err)
+    return json.loads(_lib.take_bytes(out.value))
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -545,164 +588,3 @@ def json_bytes(obj: Any) -> bytes:
 
 def parse_json(raw: bytes) -> Any:
     return json.loads(raw) if raw else None
-
-
-# ---- futures returned to users -------------------------------------------------------------
-
-
-class _LinkedFuture(concurrent.futures.Future):
-    """A ``concurrent.futures.Future`` whose ``cancel()`` cancels the operation."""
-
-    def __init__(self, state: OpState):
-        super().__init__()
-        self._tinkex_state = state
-
-    def cancel(self) -> bool:
-        self._tinkex_state.cancel()
-        return super().cancel()
-
-
-class APIFuture(Generic[T]):
-    """The result of an operation, available synchronously (``result()``) or with ``await``.
-
-    ``result(timeout=None)`` blocks without holding the GIL and raises ``TimeoutError`` when
-    ``timeout`` seconds pass first (the operation keeps running). ``cancel()`` cancels the
-    operation: waiters then get ``concurrent.futures.CancelledError`` (``asyncio``'s when
-    awaited). Dropping the future never cancels it.
-    """
-
-    __slots__ = ("_state", "_cf", "__weakref__")
-
-    def __init__(self, state: OpState):
-        self._state = state
-        self._cf: concurrent.futures.Future | None = None
-
-    # -- sync --
-
-    def result(self, timeout: float | None = None) -> T:
-        if not self._state.wait(timeout):
-            raise TimeoutError(f"the operation did not finish within {timeout} s")
-        return self._state.value()
-
-    def done(self) -> bool:
-        return self._state.done()
-
-    @property
-    def request_id(self) -> str | None:
-        """The server's request id once the submission was accepted, else ``None``."""
-        h = self._state.handle
-        if h is None or not h.ptr:
-            return None
-        out = c_void_p()
-        try:
-            with h.use() as ptr:
-                status = lib.tinkex_future_request_id(ptr, byref(out), None)
-        except Exception:  # noqa: BLE001 - a closed handle has no id to report
-            return None
-        if status != _lib.STATUS_OK:
-            return None
-        return _lib.take_bytes(out.value).decode()
-
-    def cancelled(self) -> bool:
-        return self._state.done() and self._state.cancelled()
-
-    def cancel(self) -> bool:
-        return self._state.cancel()
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        try:
-            self.result(timeout)
-        except TimeoutError:
-            if not self._state.done():
-                raise
-            return None
-        except BaseException as e:  # noqa: BLE001
-            return e
-        return None
-
-    def add_done_callback(self, fn: Callable[["APIFuture[T]"], None]) -> None:
-        """Calls ``fn(self)`` once done (on the thread that completes it; keep it short)."""
-        self._state.add_done_callback(lambda _s: fn(self))
-
-    def future(self) -> concurrent.futures.Future:
-        """This operation as a ``concurrent.futures.Future`` (cancelling it cancels the
-        operation)."""
-        if self._cf is None:
-            cf = _LinkedFuture(self._state)
-
-            def resolve(state: OpState) -> None:
-                if cf.done():
-                    return
-                try:
-                    value = state.value()
-                except concurrent.futures.CancelledError:
-                    if cf.set_running_or_notify_cancel():
-                        cf.set_exception(concurrent.futures.CancelledError())
-                    return
-                except BaseException as e:  # noqa: BLE001
-                    if cf.set_running_or_notify_cancel():
-                        cf.set_exception(e)
-                    return
-                if cf.set_running_or_notify_cancel():
-                    cf.set_result(value)
-
-            self._cf = cf
-            self._state.add_done_callback(resolve)
-        return self._cf
-
-    # -- async --
-
-    async def result_async(self, timeout: float | None = None) -> T:
-        state = self._state
-        if not state.done():
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-
-            def wake(_s: OpState) -> None:
-                try:
-                    loop.call_soon_threadsafe(_set_if_pending, waiter)
-                except RuntimeError:  # the loop is closed
-                    pass
-
-            state.add_done_callback(wake)
-            if timeout is None:
-                await waiter
-            else:
-                try:
-                    await asyncio.wait_for(waiter, timeout)
-                except asyncio.TimeoutError:
-                    raise TimeoutError(f"the operation did not finish within {timeout} s") from None
-        try:
-            return state.value()
-        except concurrent.futures.CancelledError as e:
-            raise asyncio.CancelledError(str(e)) from None
-
-    def __await__(self):
-        return self.result_async().__await__()
-
-    async def coroutine(self) -> T:
-        return await self
-
-    def __repr__(self) -> str:
-        s = self._state
-        if not s.done():
-            what = "pending"
-        elif s.cancelled():
-            what = "cancelled"
-        elif s.error_info() is not None:
-            what = "failed"
-        else:
-            what = "done"
-        label = f" {s.label}" if s.label else ""
-        return f"<{type(self).__name__}{label}: {what}>"
-
-
-def _set_if_pending(waiter: asyncio.Future) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def completed_future(value: Any) -> APIFuture:
-    state = OpState()
-    state.set_result_raw(value)
-    return APIFuture(state)

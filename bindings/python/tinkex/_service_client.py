@@ -1,0 +1,371 @@
+"""ServiceClient: the entry point of a session, which creates the training, sampling and
+REST clients (the official SDK's names and signatures)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+import weakref
+from ctypes import byref, c_void_p
+from typing import Any, Callable, Dict, Literal, Mapping, Optional, Sequence
+
+from . import _events, _ffi, _lib
+from . import _constants as K
+from ._api_future import APIFuture, completed_future
+from ._client_common import _buf, _ClientFuture, _ignored, _only_adamw, _unsupported
+from ._ffi import Handle, OpState, check, json_bytes, parse_json
+from ._lib import lib
+from ._rest_client import RestClient
+from ._sampling_client import SamplingClient
+from ._training_client import TrainingClient
+from .types import Event, GetServerCapabilitiesResponse, QueueState
+
+
+def _merge(dst: Dict[str, Any], src: Mapping[str, Any]) -> None:
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = dict(v) if isinstance(v, Mapping) else v
+
+
+class ServiceClient:
+    """The entry point: creates training, sampling and REST clients of one session.
+
+    Args (as the official SDK): ``user_metadata``, ``project_id``, ``display_name``,
+    ``base_url`` (else ``TINKER_BASE_URL``), ``api_key`` (else ``TINKER_API_KEY``).
+
+    tinkex additions (keyword-only): ``tags``; ``telemetry`` (else ``TINKER_TELEMETRY``);
+    ``config``: more fields of the libtinkex client configuration (``timeouts``, ``retry``,
+    ``heartbeat``, ``progress_event_interval_ms``, ``allow_insecure_http``; see
+    ``tinkex_service_client_new`` in tinkex.h); ``on_event``: a callable receiving every
+    :class:`tinkex.types.Event`; ``progress_bar``: show a tqdm bar of the client's
+    operations (also ``TINKEX_PROGRESS=1``; needs tqdm).
+
+    The session starts with the first operation. ``close()`` (or leaving a ``with`` block)
+    finishes it; dropping the client does not.
+    """
+
+    def __init__(
+        self,
+        user_metadata: Optional[Dict[str, str]] = None,
+        project_id: Optional[str] = None,
+        *,
+        display_name: Optional[str] = None,
+        base_url: Optional[str] = None,
+        api_key: Optional[str] = None,
+        default_headers_overrides: Optional[Mapping[str, str]] = None,
+        tags: Optional[Sequence[str]] = None,
+        telemetry: Optional[bool] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        on_event: Optional[Callable[[Event], None]] = None,
+        progress_bar: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            warnings.warn(
+                f"ServiceClient ignores unsupported arguments: {', '.join(sorted(kwargs))}",
+                FutureWarning,
+                stacklevel=2,
+            )
+        if user_metadata:
+            warnings.warn(
+                "tinkex: ServiceClient(user_metadata=...) is not supported by libtinkex's C ABI "
+                "yet and is ignored",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if default_headers_overrides:
+            warnings.warn(
+                "tinkex: default_headers_overrides is not supported and is ignored",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        cfg: Dict[str, Any] = {}
+        if api_key is not None:
+            cfg["api_key"] = api_key
+        if base_url is not None:
+            cfg["base_url"] = base_url
+        if project_id is not None:
+            cfg["project_id"] = project_id
+        if display_name is not None:
+            cfg["display_name"] = display_name
+        if tags is not None:
+            cfg["tags"] = list(tags)
+        if telemetry is not None:
+            cfg["telemetry"] = bool(telemetry)
+        if config:
+            _merge(cfg, config)
+        self._closed = False
+        self._lock = threading.Lock()
+        rt = _ffi.runtime()
+        out = c_void_p()
+        err = c_void_p()
+        body, n = _buf(json_bytes(cfg))
+        check(lib.tinkex_service_client_new(rt, body, n, byref(out), byref(err)), err)
+        self._handle = Handle(out.value, lib.tinkex_service_client_free, "service client")
+        self._hub = _events.EventHub(label=base_url or os.environ.get("TINKER_BASE_URL", "tinker"))
+        with self._handle.use() as ptr:
+            self._subscription = _events.subscribe(ptr, self._hub)
+        if on_event is not None:
+            self._hub.add(on_event)
+        # Sampling clients by sampling session id, for their on_queue_state_change hook.
+        self._samplers: Dict[str, "weakref.WeakSet[SamplingClient]"] = {}
+        self._hub.add(self._route_queue_state, kinds=("queue_state",))
+        if progress_bar is None:
+            progress_bar = os.environ.get("TINKEX_PROGRESS", "") not in ("", "0")
+        self._progress = _events.ProgressDisplay(self._hub) if progress_bar else None
+
+    # -- lifecycle --
+
+    def __enter__(self) -> "ServiceClient":
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed")
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            status = "success"
+        elif issubclass(exc_type, Exception):
+            status = "errored"
+        else:
+            status = "interrupted"
+        self.close(status).result()
+
+    def close(
+        self, status: Literal["success", "errored", "interrupted"] = "success", detail: Optional[str] = None
+    ) -> APIFuture[None]:
+        """Finishes the session (first call wins) and stops its heartbeats."""
+        with self._lock:
+            if self._closed:
+                return completed_future(None)
+            self._closed = True
+        if self._progress is not None:
+            self._progress.close()
+        body: Dict[str, Any] = {"reason": {"type": status}}
+        if detail is not None:
+            body["detail"] = detail
+        data, n = _buf(json_bytes(body))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(lib.tinkex_service_client_close, ptr, data, n, converter=lambda _raw: None, label="close")
+        return APIFuture(state)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("ServiceClient is closed")
+
+    def _track(self, state: OpState) -> OpState:
+        if self._progress is not None:
+            self._progress.track(state)
+        return state
+
+    @property
+    def session_id(self) -> Optional[str]:
+        """The session id once the session exists (after the first operation), else None."""
+        out = c_void_p()
+        err = c_void_p()
+        with self._handle.use() as ptr:
+            status = lib.tinkex_service_client_session_id(ptr, byref(out), byref(err))
+        if status == K.STATUS_WRONG_STATE:
+            _ffi.ErrorInfo.take(status, err.value)
+            return None
+        check(status, err)
+        return _lib.take_bytes(out.value).decode()
+
+    # -- events --
+
+    def subscribe(self, fn: Callable[[Event], None], kinds: Optional[Sequence[str]] = None) -> int:
+        """Calls ``fn(event)`` for events of this client and every client it created
+        (``kinds``: e.g. ``["queue_state", "progress", "retry"]``; None = all). Runs on the
+        library's callback thread: keep it quick. Returns an id for :meth:`unsubscribe`."""
+        return self._hub.add(fn, kinds)
+
+    def unsubscribe(self, listener_id: int) -> bool:
+        return self._hub.remove(listener_id)
+
+    def _register_sampler(self, sampler: "SamplingClient") -> None:
+        with self._lock:
+            self._samplers.setdefault(sampler._sampling_session_id, weakref.WeakSet()).add(sampler)
+
+    def _route_queue_state(self, ev: Event) -> None:
+        """Calls ``on_queue_state_change`` of the sampling clients the event is about."""
+        with self._lock:
+            clients = list(self._samplers.get(ev.get("client_id") or "", ()))
+        for client in clients:
+            client.on_queue_state_change(QueueState.parse(ev.get("state")), ev.get("reason"))
+
+    def add_queue_state_observer(self, fn: Callable[..., None]) -> int:
+        """Calls ``fn(queue_state: QueueState, queue_state_reason: str | None)`` whenever a
+        pending request's queue state changes (the official ``QueueStateObserver`` shape)."""
+
+        def on_event(ev: Event) -> None:
+            fn(QueueState.parse(ev.get("state")), ev.get("reason"))
+
+        return self._hub.add(on_event, kinds=("queue_state",))
+
+    # -- capabilities --
+
+    def _capabilities_state(self) -> OpState:
+        self._check_open()
+        with self._handle.use() as ptr:
+            return self._track(
+                _ffi.submit(
+                    lib.tinkex_service_client_get_server_capabilities,
+                    ptr,
+                    converter=lambda raw: GetServerCapabilitiesResponse._from_json(parse_json(raw)),
+                    label="get_server_capabilities",
+                )
+            )
+
+    def get_server_capabilities(self) -> GetServerCapabilitiesResponse:
+        return APIFuture(self._capabilities_state()).result()
+
+    async def get_server_capabilities_async(self) -> GetServerCapabilitiesResponse:
+        return await APIFuture(self._capabilities_state())
+
+    # -- training clients --
+
+    def _training_client_future(self, call: Any, body: Dict[str, Any], label: str) -> "_ClientFuture[TrainingClient]":
+        self._check_open()
+        data, n = _buf(json_bytes(body))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(
+                call,
+                ptr,
+                data,
+                n,
+                converter=lambda h: TrainingClient._from_handle(h, self),
+                take_kind=_ffi.TAKE_TRAINING,
+                label=label,
+            )
+        return _ClientFuture(self._track(state))
+
+    def create_lora_training_client(
+        self,
+        base_model: str,
+        rank: int = 32,
+        seed: Optional[int] = None,
+        train_mlp: bool = True,
+        train_attn: bool = True,
+        train_unembed: bool = True,
+        user_metadata: Optional[Dict[str, str]] = None,
+        optimizer: Any = None,
+    ) -> "_ClientFuture[TrainingClient]":
+        """A future of a LoRA ``TrainingClient``: ``.result()`` or ``await`` it."""
+        assert any([train_mlp, train_attn, train_unembed]), (
+            "At least one of train_mlp, train_attn, or train_unembed must be True"
+        )
+        _only_adamw(optimizer)
+        _ignored(user_metadata=user_metadata)
+        lora: Dict[str, Any] = {
+            "rank": int(rank),
+            "train_unembed": bool(train_unembed),
+            "train_mlp": bool(train_mlp),
+            "train_attn": bool(train_attn),
+        }
+        if seed is not None:
+            lora["seed"] = int(seed)
+        return self._training_client_future(
+            lib.tinkex_service_client_create_lora_training_client,
+            {"base_model": base_model, "lora_config": lora},
+            "create_lora_training_client",
+        )
+
+    async def create_lora_training_client_async(self, base_model: str, rank: int = 32, seed: Optional[int] = None, train_mlp: bool = True, train_attn: bool = True, train_unembed: bool = True, user_metadata: Optional[Dict[str, str]] = None, optimizer: Any = None) -> "TrainingClient":
+        return await self.create_lora_training_client(
+            base_model, rank, seed, train_mlp, train_attn, train_unembed, user_metadata, optimizer
+        )
+
+    def create_training_client_from_state(
+        self,
+        path: str,
+        base_model: Optional[str] = None,
+        user_metadata: Optional[Dict[str, str]] = None,
+        weights_access_token: Optional[str] = None,
+        optimizer: Any = None,
+    ) -> "_ClientFuture[TrainingClient]":
+        """A future of a ``TrainingClient`` loaded from a training checkpoint (weights only)."""
+        _unsupported(base_model=base_model, weights_access_token=weights_access_token)
+        _ignored(user_metadata=user_metadata)
+        _only_adamw(optimizer)
+        return self._training_client_future(
+            lib.tinkex_service_client_create_training_client_from_state,
+            {"path": path, "optimizer": False},
+            "create_training_client_from_state",
+        )
+
+    async def create_training_client_from_state_async(self, path: str, base_model: Optional[str] = None, user_metadata: Optional[Dict[str, str]] = None, weights_access_token: Optional[str] = None, optimizer: Any = None) -> "TrainingClient":
+        return await self.create_training_client_from_state(path, base_model, user_metadata, weights_access_token, optimizer)
+
+    def create_training_client_from_state_with_optimizer(
+        self,
+        path: str,
+        base_model: Optional[str] = None,
+        user_metadata: Optional[Dict[str, str]] = None,
+        weights_access_token: Optional[str] = None,
+    ) -> "_ClientFuture[TrainingClient]":
+        """As :meth:`create_training_client_from_state`, also restoring the optimizer state."""
+        _unsupported(base_model=base_model, weights_access_token=weights_access_token)
+        _ignored(user_metadata=user_metadata)
+        return self._training_client_future(
+            lib.tinkex_service_client_create_training_client_from_state,
+            {"path": path, "optimizer": True},
+            "create_training_client_from_state_with_optimizer",
+        )
+
+    async def create_training_client_from_state_with_optimizer_async(self, path: str, base_model: Optional[str] = None, user_metadata: Optional[Dict[str, str]] = None, weights_access_token: Optional[str] = None) -> "TrainingClient":
+        return await self.create_training_client_from_state_with_optimizer(path, base_model, user_metadata, weights_access_token)
+
+    # -- sampling clients --
+
+    def create_sampling_client(
+        self,
+        model_path: Optional[str] = None,
+        base_model: Optional[str] = None,
+        retry_config: Any = None,
+        record_stability_info: bool = False,
+    ) -> "_ClientFuture[SamplingClient]":
+        """A future of a ``SamplingClient`` for saved sampler weights (``model_path``) or a
+        base model. ``retry_config`` is accepted for compatibility; libtinkex's own retry
+        policy (``config={"retry": ...}``) applies."""
+        self._check_open()
+        if model_path is None and base_model is None:
+            raise ValueError("Either model_path or base_model must be provided")
+        if record_stability_info:
+            _unsupported(record_stability_info=True)
+        body = {"model_path": model_path} if model_path is not None else {"base_model": base_model}
+        data, n = _buf(json_bytes(body))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(
+                lib.tinkex_service_client_create_sampling_client,
+                ptr,
+                data,
+                n,
+                converter=lambda h: SamplingClient._from_handle(h, self),
+                take_kind=_ffi.TAKE_SAMPLING,
+                label="create_sampling_client",
+            )
+        return _ClientFuture(self._track(state))
+
+    async def create_sampling_client_async(self, model_path: Optional[str] = None, base_model: Optional[str] = None, retry_config: Any = None, record_stability_info: bool = False) -> "SamplingClient":
+        return await self.create_sampling_client(model_path, base_model, retry_config, record_stability_info)
+
+    # -- others --
+
+    def create_rest_client(self) -> "RestClient":
+        out = c_void_p()
+        err = c_void_p()
+        with self._handle.use() as ptr:
+            check(lib.tinkex_service_client_create_rest_client(ptr, byref(out), byref(err)), err)
+        return RestClient(_handle=Handle(out.value, lib.tinkex_rest_client_free, "rest client"), _service=self)
+
+    def create_custom_loss(self, fn: Any, input_ranks: Any) -> APIFuture[Any]:
+        raise NotImplementedError(
+            "tinkex: server-side custom losses (create_custom_loss) are not in libtinkex's C ABI; "
+            "pass the loss function itself to TrainingClient.forward_backward_custom"
+        )
+
+    def __repr__(self) -> str:
+        return f"<tinkex.ServiceClient session={self.session_id!r}{' closed' if self._closed else ''}>"
+
