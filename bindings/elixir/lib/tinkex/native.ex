@@ -76,12 +76,14 @@ defmodule Tinkex.Native do
   def testing_panic_in_export(), do: nif()
   def testing_panic_in_task(_rt, _where), do: nif()
   def testing_spin(_us), do: nif()
+  def testing_block(_us), do: nif()
   # The test build of the NIF only (TINKEX_NIF_TESTING): allocation fault injection.
   def testing_fail_alloc(_n), do: nif()
   def testing_fault_state(), do: nif()
   def version(), do: nif()
   def status_name(_status), do: nif()
   def resource_counts(), do: nif()
+  # The timing build only (TINKEX_NIF_TIMING); {:error, :not_compiled} otherwise.
   def nif_stats(), do: nif()
   def nif_stats_reset(), do: nif()
   def nif_slow_calls(), do: nif()

@@ -18,7 +18,7 @@ defmodule Tinkex.TrainingClient do
   (images, several chunks) go as JSON.
   """
 
-  alias Tinkex.{Error, Future, JSON, Native}
+  alias Tinkex.{Error, Future, JSON, Native, Requests}
   alias Tinkex.Types.{
     AdamParams,
     Datum,
@@ -65,7 +65,7 @@ defmodule Tinkex.TrainingClient do
   def forward(tc, data, loss_fn, opts \\ []), do: fb(tc, data, loss_fn, opts, true)
 
   defp fb(%__MODULE__{handle: h}, data, loss_fn, opts, forward_only) do
-    loss = Tinkex.Types.Util.compact(%{"loss_fn" => to_string(loss_fn), "loss_fn_config" => opts[:loss_fn_config]})
+    loss = Requests.loss(loss_fn, opts)
     op = if forward_only, do: :forward, else: :forward_backward
     decode = Future.json(&ForwardBackwardOutput.from_json/1)
 
@@ -79,7 +79,7 @@ defmodule Tinkex.TrainingClient do
           {:error, e}
       end
     else
-      body = Map.put(loss, "data", Enum.map(data, &Datum.to_json/1)) |> JSON.encode!()
+      body = JSON.encode!(Requests.forward_backward(data, loss_fn, opts))
       nif = if forward_only, do: &Native.training_client_forward/2, else: &Native.training_client_forward_backward/2
       nif.(h, body) |> Future.submitted(op, decode)
     end
@@ -142,7 +142,7 @@ defmodule Tinkex.TrainingClient do
   def optim_step(tc, params) when is_list(params), do: optim_step(tc, struct!(AdamParams, params))
 
   def optim_step(%__MODULE__{handle: h}, %AdamParams{} = p) do
-    Native.training_client_optim_step(h, JSON.encode!(AdamParams.to_json(p)))
+    Native.training_client_optim_step(h, JSON.encode!(Requests.optim_step(p)))
     |> Future.submitted(:optim_step, Future.json(&OptimStepResponse.from_json/1))
   end
 
@@ -153,13 +153,7 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_state(%__MODULE__{handle: h}, name, opts \\ []) do
-    body =
-      Tinkex.Types.Util.compact(%{
-        "path" => name,
-        "ttl_seconds" => opts[:ttl_seconds],
-        "overwrite" => opts[:overwrite],
-        "user_metadata" => opts[:user_metadata]
-      })
+    body = Requests.save_state(name, opts)
 
     Native.training_client_save_state(h, JSON.encode!(body))
     |> Future.submitted(:save_state, Future.json(&SaveWeightsResponse.from_json/1))
@@ -171,7 +165,7 @@ defmodule Tinkex.TrainingClient do
   """
   @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
-    body = %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+    body = Requests.load_state(path, opts)
 
     Native.training_client_load_state(h, JSON.encode!(body))
     |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
@@ -183,7 +177,7 @@ defmodule Tinkex.TrainingClient do
   @doc "Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`."
   @spec save_weights_for_sampler(t, String.t()) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_weights_for_sampler(%__MODULE__{handle: h}, name) do
-    Native.training_client_save_weights_for_sampler(h, JSON.encode!(%{"path" => name}))
+    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name)))
     |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
   end
 
