@@ -998,9 +998,9 @@ tinkex_status tinkex_sampling_client_compute_logprobs(struct tinkex_sampling_cli
  * Creates a service client on `rt`. Performs no I/O (the session starts with the first
  * operation).
  *
- * `config_json` (UTF-8 JSON object; every field optional, unknown fields are
- * `INVALID_JSON`; unset fields fall back to the `TINKER_*` environment variables, then to
- * defaults):
+ * `config_json` (UTF-8 JSON object, a `ConfigInput` (`docs/schema/ConfigInput.json`);
+ * every field optional, unknown fields at any level are `INVALID_JSON`; unset fields fall
+ * back to the `TINKER_*` environment variables, then to defaults):
  * ```json
  * {"api_key": "tml-...", "base_url": "https://...", "tags": ["a"], "project_id": "p",
  *  "display_name": "run 1", "telemetry": false, "allow_insecure_http": false,
@@ -1017,8 +1017,8 @@ tinkex_status tinkex_sampling_client_compute_logprobs(struct tinkex_sampling_cli
  *  "limits": {"max_response_bytes": 67108864, "max_announced_response_bytes": 2147483648,
  *             "max_redirects": 10}}
  * ```
- * Every interval and timeout must be above zero (else `TINKEX_STATUS_USER`:
- * zero never means "off"). Error messages never repeat a rejected value.
+ * Every interval and timeout must be above zero and `retry.jitter` in [0, 1] (else
+ * `TINKEX_STATUS_USER`: zero never means "off"). Error messages never repeat a rejected value.
  * A missing or malformed key gives `TINKEX_STATUS_AUTH` / `TINKEX_STATUS_USER`; a bad URL
  * `TINKEX_STATUS_USER`; a shut-down runtime `TINKEX_STATUS_SHUT_DOWN`.
  *
@@ -1300,9 +1300,12 @@ tinkex_status tinkex_training_client_forward_batch(struct tinkex_training_client
                                                    struct tinkex_error **out_err);
 
 /**
- * Applies the accumulated gradients with Adam. `json` is `AdamParams`:
+ * Applies the accumulated gradients. `json` is an `OptimStepInput`: Adam parameters
  * `{"learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-12, "weight_decay": 0,
- * "grad_clip_norm": 0}` (every field optional). Result: `{"metrics": {...} | null}`.
+ * "grad_clip_norm": 0}` (every field optional; a misspelled one is `INVALID_JSON`), or
+ * another optimizer family's parameters with their `type` (e.g. `{"type": "dimuon",
+ * "learning_rate": 0.01}`), passed through as `optimizer_params`. Result: `{"metrics":
+ * {...} | null}`.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.

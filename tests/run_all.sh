@@ -42,7 +42,7 @@ suite() { # name, command...
   fi
 }
 
-suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release --features tinkex/testing
+suite rust env TINKEX_VERIFY_HEADER=1 cargo test --workspace --release --features tinkex/testing,tinkex/schema
 suite c bash tests/c/run.sh
 suite python bash bindings/python/run_tests.sh
 suite elixir bash bindings/elixir/run_tests.sh

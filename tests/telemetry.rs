@@ -126,17 +126,17 @@ async fn a_dead_sink_under_load_bounds_memory_counts_overflow_and_never_blocks_r
         elapsed < Duration::from_secs(30),
         "requests never wait on the hanging sink ({elapsed:?})"
     );
-    let telemetry = service.core().telemetry.get().unwrap();
+    let telemetry = service.telemetry_counters().unwrap();
     assert!(
-        telemetry.queued() <= 200,
+        telemetry.queued <= 200,
         "bounded queue: {}",
-        telemetry.queued()
+        telemetry.queued
     );
     // At most a few batches (5 s send timeout each) can leave the queue meanwhile.
     assert!(
-        telemetry.dropped() >= 300,
+        telemetry.dropped >= 300,
         "overflow counted: {}",
-        telemetry.dropped()
+        telemetry.dropped
     );
     let deadline = Instant::now() + Duration::from_secs(5);
     while overflow.lock().unwrap().is_empty() {

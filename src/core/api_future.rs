@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-
 enum Slot<T> {
     Pending,
     Ready(Result<T>),

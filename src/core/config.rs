@@ -584,6 +584,268 @@ impl ConfigBuilder {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// JSON form (the C ABI's `tinkex_service_client_new` input)
+// ------------------------------------------------------------------------------------------
+
+fn ms(v: Option<u64>, default: Duration) -> Duration {
+    v.map(Duration::from_millis).unwrap_or(default)
+}
+
+/// The JSON form of a configuration: every field optional; durations in milliseconds
+/// (`*_ms`). Unset fields fall back to the `TINKER_*` environment variables, then to the
+/// defaults. [`ConfigInput::into_builder`] applies it; [`Config::try_from`] also validates.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ConfigInput {
+    /// API key (else `TINKER_API_KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Base URL (else `TINKER_BASE_URL`, else the official service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// Session tags (else `TINKER_TAGS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Project to bill and group under (else `TINKER_PROJECT_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
+    /// Human-readable session name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Send telemetry (else `TINKER_TELEMETRY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<bool>,
+    /// Telemetry queue and batching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_settings: Option<TelemetryInput>,
+    /// Allow a plain `http://` base URL for a non-loopback host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_insecure_http: Option<bool>,
+    /// Per-request timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsInput>,
+    /// Retry and progress policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryInput>,
+    /// Session heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatInput>,
+    /// Period of progress events for pending operations, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_event_interval_ms: Option<u64>,
+    /// Response size and redirect limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsInput>,
+}
+
+/// JSON form of [`Timeouts`], ms; unset fields keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TimeoutsInput {
+    /// TCP/TLS connect timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    /// Whole-request timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    /// Timeout of one `retrieve_future` long-poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrieve_future_ms: Option<u64>,
+    /// Timeout of one heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
+    /// Timeout of a `client/dynamic_config` refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_config_ms: Option<u64>,
+    /// Timeout of a telemetry send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_ms: Option<u64>,
+}
+
+/// JSON form of [`RetryPolicy`], ms; unset fields keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RetryInput {
+    /// Fail when nothing progressed for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_timeout_ms: Option<u64>,
+    /// First backoff delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_delay_ms: Option<u64>,
+    /// Backoff cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay_ms: Option<u64>,
+    /// Random share of each delay, in [0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+    /// Attempt cap; absent or null = none (the progress timeout bounds retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Longest server-requested `Retry-After` honoured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_after_ms: Option<u64>,
+    /// Step of the billing (402) pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_pause_step_ms: Option<u64>,
+    /// Longest billing pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_max_pause_ms: Option<u64>,
+    /// Shortest time between two polls of one future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_poll_duration_ms: Option<u64>,
+}
+
+/// JSON form of [`HeartbeatConfig`], ms; unset fields keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HeartbeatInput {
+    /// Time between heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Warn (event) after heartbeats failed for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_after_ms: Option<u64>,
+}
+
+/// JSON form of [`crate::core::telemetry::TelemetryConfig`]; unset fields keep their
+/// defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TelemetryInput {
+    /// Events per batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<usize>,
+    /// Time between periodic flushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flush_interval_ms: Option<u64>,
+    /// Events kept in memory at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<usize>,
+    /// Cap on one batch's send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_timeout_ms: Option<u64>,
+    /// How long a shutdown drain may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+/// JSON form of [`Limits`]; unset fields keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LimitsInput {
+    /// Largest response body read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
+    /// Largest result announced by a metadata-only response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_announced_response_bytes: Option<u64>,
+    /// Redirects followed at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_redirects: Option<u32>,
+}
+
+impl ConfigInput {
+    /// A builder with every given field applied (nothing is validated yet: see
+    /// [`ConfigBuilder::build`]).
+    pub fn into_builder(self) -> ConfigBuilder {
+        let mut b = Config::builder();
+        if let Some(v) = self.api_key {
+            b = b.api_key(v);
+        }
+        if let Some(v) = self.base_url {
+            b = b.base_url(v);
+        }
+        if let Some(v) = self.tags {
+            b = b.tags(v);
+        }
+        if let Some(v) = self.project_id {
+            b = b.project_id(v);
+        }
+        if let Some(v) = self.display_name {
+            b = b.display_name(v);
+        }
+        if let Some(v) = self.telemetry {
+            b = b.telemetry(v);
+        }
+        if let Some(t) = self.telemetry_settings {
+            let d = crate::core::telemetry::TelemetryConfig::default();
+            b = b.telemetry_settings(crate::core::telemetry::TelemetryConfig {
+                max_batch: t.max_batch.unwrap_or(d.max_batch),
+                flush_interval: ms(t.flush_interval_ms, d.flush_interval),
+                max_queue: t.max_queue.unwrap_or(d.max_queue),
+                http_timeout: ms(t.http_timeout_ms, d.http_timeout),
+                drain_timeout: ms(t.drain_timeout_ms, d.drain_timeout),
+                ..d
+            });
+        }
+        if let Some(v) = self.allow_insecure_http {
+            b = b.allow_insecure_http(v);
+        }
+        if let Some(t) = self.timeouts {
+            let d = Timeouts::default();
+            b = b.timeouts(Timeouts {
+                connect: ms(t.connect_ms, d.connect),
+                request: ms(t.request_ms, d.request),
+                retrieve_future: ms(t.retrieve_future_ms, d.retrieve_future),
+                heartbeat: ms(t.heartbeat_ms, d.heartbeat),
+                dynamic_config: ms(t.dynamic_config_ms, d.dynamic_config),
+                telemetry: ms(t.telemetry_ms, d.telemetry),
+            });
+        }
+        if let Some(r) = self.retry {
+            let d = RetryPolicy::default();
+            b = b.retry(RetryPolicy {
+                progress_timeout: ms(r.progress_timeout_ms, d.progress_timeout),
+                base_delay: ms(r.base_delay_ms, d.base_delay),
+                max_delay: ms(r.max_delay_ms, d.max_delay),
+                jitter: r.jitter.unwrap_or(d.jitter),
+                max_attempts: r.max_attempts.or(d.max_attempts),
+                max_retry_after: ms(r.max_retry_after_ms, d.max_retry_after),
+                billing_pause_step: ms(r.billing_pause_step_ms, d.billing_pause_step),
+                billing_max_pause: ms(r.billing_max_pause_ms, d.billing_max_pause),
+                min_poll_duration: ms(r.min_poll_duration_ms, d.min_poll_duration),
+            });
+        }
+        if let Some(h) = self.heartbeat {
+            let d = HeartbeatConfig::default();
+            b = b.heartbeat(HeartbeatConfig {
+                interval: ms(h.interval_ms, d.interval),
+                warn_after: ms(h.warn_after_ms, d.warn_after),
+            });
+        }
+        if let Some(v) = self.progress_event_interval_ms {
+            b = b.progress_event_interval(Duration::from_millis(v));
+        }
+        if let Some(l) = self.limits {
+            let d = Limits::default();
+            b = b.limits(Limits {
+                max_response_bytes: l.max_response_bytes.unwrap_or(d.max_response_bytes),
+                max_announced_response_bytes: l
+                    .max_announced_response_bytes
+                    .unwrap_or(d.max_announced_response_bytes),
+                max_redirects: l.max_redirects.unwrap_or(d.max_redirects),
+            });
+        }
+        b
+    }
+}
+
+impl TryFrom<ConfigInput> for Config {
+    type Error = Error;
+
+    /// Applies the input over the environment and defaults and validates the result.
+    fn try_from(input: ConfigInput) -> Result<Config> {
+        input.into_builder().build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// Something that happened in a client.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A pending request's queue state changed.

@@ -2,17 +2,18 @@
 //!
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
+pub mod api_future;
+pub mod chunking;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
-pub mod api_future;
 pub mod polling;
 pub mod progress;
 pub mod proto;
 pub mod queue_state;
 pub mod rand;
-pub mod chunking;
+pub mod requests;
 pub mod rest;
 pub mod retry;
 pub mod sampling;
@@ -25,13 +26,20 @@ pub mod training;
 pub mod transport;
 pub mod types;
 
-pub use config::{Config, ConfigBuilder, HeartbeatConfig, Limits, RetryPolicy, Timeouts};
+pub use api_future::ApiFuture;
+pub use config::{
+    Config, ConfigBuilder, ConfigInput, HeartbeatConfig, Limits, RetryPolicy, Timeouts,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventBus, SubscriptionId};
-pub use api_future::ApiFuture;
+pub use requests::{
+    CloseInput, ComputeLogprobsInput, CreateLoraTrainingClientInput, CreateSamplingClientInput,
+    CreateTrainingClientFromStateInput, LoadStateInput, LossInput, OptimStepInput, SampleInput,
+    SaveStateInput, SaveWeightsForSamplerInput,
+};
 pub use rest::RestClient;
 pub use sampling::{SampleOptions, SamplingClient};
-pub use service::{ClientStatus, LoraOptions, ServiceClient};
+pub use service::{ClientStatus, LoraOptions, ServiceClient, TelemetryCounters};
 pub use training::TrainingClient;
 
 use std::sync::Arc;
@@ -41,27 +49,27 @@ use tokio::sync::Semaphore;
 /// State shared by a ServiceClient and every client it creates.
 pub struct ClientCore {
     /// Resolved configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// HTTP attempts.
-    pub transport: transport::Transport,
+    pub(crate) transport: transport::Transport,
     /// Where operations run.
-    pub runtime: tokio::runtime::Handle,
+    pub(crate) runtime: tokio::runtime::Handle,
     /// Progress watchdog.
-    pub progress: progress::ProgressTracker,
+    pub(crate) progress: progress::ProgressTracker,
     /// Event subscribers.
-    pub events: EventBus,
+    pub(crate) events: EventBus,
     /// Flags from `client/config` (defaults until fetched).
-    pub server_config: RwLock<types::ClientConfig>,
+    pub(crate) server_config: RwLock<types::ClientConfig>,
     /// Flags from `client/dynamic_config`, refreshed periodically.
-    pub dynamic_config: RwLock<types::DynamicConfig>,
+    pub(crate) dynamic_config: RwLock<types::DynamicConfig>,
     /// Lazily created session.
-    pub session: tokio::sync::OnceCell<Arc<session::SessionState>>,
+    pub(crate) session: tokio::sync::OnceCell<Arc<session::SessionState>>,
     /// Concurrent sample dispatches (PROTOCOL.md 12.4).
-    pub sample_dispatch: Semaphore,
+    pub(crate) sample_dispatch: Semaphore,
     /// Stops background loops on close.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Telemetry of the session (started with it).
-    pub telemetry: std::sync::OnceLock<Arc<telemetry::Telemetry>>,
+    pub(crate) telemetry: std::sync::OnceLock<Arc<telemetry::Telemetry>>,
 }
 
 impl ClientCore {

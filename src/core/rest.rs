@@ -1,7 +1,7 @@
 //! [`RestClient`]: training runs, checkpoints and weights info (PROTOCOL.md 9).
 
-use crate::core::error::Error;
 use crate::core::api_future::ApiFuture;
+use crate::core::error::Error;
 use crate::core::sanitize::check_path_id;
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{

@@ -2,10 +2,10 @@
 //! 12). Sample `seq_id`s start at 0 per client; a resubmission after a lost future (410)
 //! takes a new `seq_id`, lower-layer retries resend the same one.
 
+use crate::core::api_future::ApiFuture;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
-use crate::core::api_future::ApiFuture;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};

@@ -1,10 +1,10 @@
 //! [`ServiceClient`]: the entry point. Holds the session and creates training, sampling and
 //! REST clients (PROTOCOL.md 3, 11.1, 12.1).
 
+use crate::core::api_future::ApiFuture;
 use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
-use crate::core::api_future::ApiFuture;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;
@@ -47,6 +47,15 @@ impl Default for LoraOptions {
     }
 }
 
+/// Telemetry queue counters (see [`ServiceClient::telemetry_counters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TelemetryCounters {
+    /// Events waiting to be sent.
+    pub queued: usize,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+}
+
 /// A point-in-time view of a client (see [`ServiceClient::status`]).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ClientStatus {
@@ -84,8 +93,17 @@ impl ServiceClient {
     }
 
     /// The shared core (configuration, transport, progress, events).
-    pub fn core(&self) -> &Arc<ClientCore> {
+    pub(crate) fn core(&self) -> &Arc<ClientCore> {
         &self.core
+    }
+
+    /// Counters of the session's telemetry queue; `None` before the session started or
+    /// with telemetry off.
+    pub fn telemetry_counters(&self) -> Option<TelemetryCounters> {
+        self.core.telemetry.get().map(|t| TelemetryCounters {
+            queued: t.queued(),
+            dropped: t.dropped(),
+        })
     }
 
     /// Subscribe here for queue-state, progress, retry and session events.

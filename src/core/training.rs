@@ -5,15 +5,16 @@
 //! waiting until every lower id was sent and acknowledged; results are awaited
 //! independently. A failed or cancelled send still passes the turn on.
 
+use crate::core::api_future::ApiFuture;
+use crate::core::chunking;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::ErrorKind;
 use crate::core::error::{Error, Result};
-use crate::core::api_future::ApiFuture;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
-use crate::core::chunking;
+use crate::core::requests::SaveStateInput;
 use crate::core::sampling::SamplingClient;
 use crate::core::transport::{Body, Pool, Request};
 use crate::core::types::{
@@ -26,17 +27,6 @@ use prost::Message;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-
-/// Options of [`TrainingClient::save_state_with`].
-#[derive(Clone, Debug, Default)]
-pub struct SaveOptions {
-    /// Expiry in seconds (3600 … 10 years); `None` = never.
-    pub ttl_seconds: Option<i64>,
-    /// Replace an existing checkpoint of the same name.
-    pub overwrite: bool,
-    /// Metadata stored with the checkpoint.
-    pub user_metadata: Option<BTreeMap<String, String>>,
-}
 
 pub(crate) struct TrainingInner {
     pub(crate) core: Arc<ClientCore>,
@@ -329,6 +319,15 @@ impl TrainingClient {
 
     /// optim_step: applies the accumulated gradients with Adam.
     pub fn optim_step(&self, params: AdamParams) -> ApiFuture<OptimStepResult> {
+        self.optim_step_params(Some(params), None)
+    }
+
+    /// optim_step sending `adam_params` or another family's `optimizer_params` (10.8).
+    pub(crate) fn optim_step_params(
+        &self,
+        adam_params: Option<AdamParams>,
+        optimizer_params: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> ApiFuture<OptimStepResult> {
         let model_id = self.inner.model_id.clone();
         let timeout = self.inner.core.config.timeouts.request;
         self.ordered(
@@ -338,8 +337,8 @@ impl TrainingClient {
                 let body = OptimStepRequest {
                     model_id,
                     seq_id: Some(seq),
-                    adam_params: Some(params),
-                    optimizer_params: None,
+                    adam_params,
+                    optimizer_params,
                     kind: "optim_step".into(),
                 };
                 Ok(vec![Request::post_json(
@@ -355,13 +354,12 @@ impl TrainingClient {
 
     /// save_state: a training checkpoint (weights and optimizer state); returns its path.
     pub fn save_state(&self, name: &str) -> ApiFuture<String> {
-        self.save_state_with(name, SaveOptions::default())
+        self.save_state_with(SaveStateInput::named(name))
     }
 
-    /// save_state with TTL, overwrite and metadata.
-    pub fn save_state_with(&self, name: &str, options: SaveOptions) -> ApiFuture<String> {
+    pub(crate) fn save_state_impl(&self, options: SaveStateInput) -> ApiFuture<String> {
         let model_id = self.inner.model_id.clone();
-        let name = name.to_string();
+        let name = options.path;
         let timeout = self.inner.core.config.timeouts.request;
         self.ordered(
             RequestType::SaveWeights,

@@ -10,9 +10,8 @@ use super::{
     arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, input_json, out_ptr,
     tinkex_done_fn, write_out,
 };
-use crate::core::types::{ModelInput, SamplingParams};
-use crate::core::{SampleOptions, SamplingClient};
-use serde::Deserialize;
+use crate::core::requests::{ComputeLogprobsInput, SampleInput};
+use crate::core::SamplingClient;
 use std::any::Any;
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -95,41 +94,12 @@ pub extern "C" fn tinkex_sampling_client_get_info(
         // SAFETY: a non-NULL `client` is a live handle (caller contract).
         let c = unsafe { arc_ref(client, "client") }?;
         out_ptr(out_bytes, "out_bytes")?;
-        let json = serde_json::json!({
-            "sampling_session_id": c.client.sampling_session_id(),
-            "base_model": c.client.base_model(),
-        });
+        let json = serde_json::to_vec(&c.client.info())
+            .map_err(|e| super::error::Failure::internal(e.to_string()))?;
         // SAFETY: checked non-NULL above.
-        unsafe {
-            write_out(
-                out_bytes,
-                box_into_raw(tinkex_bytes::new(json.to_string().into_bytes())),
-            )
-        };
+        unsafe { write_out(out_bytes, box_into_raw(tinkex_bytes::new(json))) };
         Ok(tinkex_status::Ok)
     })
-}
-
-fn one() -> u32 {
-    1
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SampleJson {
-    prompt: ModelInput,
-    #[serde(default = "one")]
-    num_samples: u32,
-    #[serde(default)]
-    sampling_params: SamplingParams,
-    #[serde(default)]
-    prompt_logprobs: bool,
-    #[serde(default)]
-    topk_prompt_logprobs: u32,
-    #[serde(default)]
-    topk_sample_logprobs: u32,
-    #[serde(default)]
-    prompt_logprobs_last_n: Option<u32>,
 }
 
 /// Draws continuations of a prompt. `json` is the `asample` body without client-owned
@@ -159,28 +129,11 @@ pub extern "C" fn tinkex_sampling_client_sample(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let input: SampleJson = unsafe { input_json(json, json_len, "json") }?;
-        let options = SampleOptions {
-            prompt_logprobs: input.prompt_logprobs,
-            topk_prompt_logprobs: input.topk_prompt_logprobs,
-            topk_sample_logprobs: input.topk_sample_logprobs,
-            prompt_logprobs_last_n: input.prompt_logprobs_last_n,
-        };
+        let input: SampleInput = unsafe { input_json(json, json_len, "json") }?;
         submit_json_on(client, on_done, user_data, out_future, |c| {
-            c.sample(
-                input.prompt,
-                input.num_samples,
-                input.sampling_params,
-                options,
-            )
+            c.sample_with(input)
         })
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogprobsJson {
-    prompt: ModelInput,
 }
 
 /// Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput}`. Result: a
@@ -203,9 +156,9 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let input: LogprobsJson = unsafe { input_json(json, json_len, "json") }?;
+        let input: ComputeLogprobsInput = unsafe { input_json(json, json_len, "json") }?;
         submit_json_on(client, on_done, user_data, out_future, |c| {
-            c.compute_logprobs(input.prompt)
+            c.compute_logprobs_with(input)
         })
     })
 }

@@ -11,12 +11,13 @@ use super::{
     arc_clone, arc_into_raw, arc_ref, arc_release, boundary, box_into_raw, box_take, input_json,
     out_ptr, tinkex_done_fn, write_out,
 };
-use crate::core::training::SaveOptions;
-use crate::core::types::{AdamParams, Datum, ForwardBackwardInput, LossConfigValue};
+use crate::core::requests::{
+    Empty, LoadStateInput, LossInput, OptimStepInput, SaveStateInput, SaveWeightsForSamplerInput,
+    SavedPath,
+};
+use crate::core::types::ForwardBackwardInput;
 use crate::core::TrainingClient;
-use serde::Deserialize;
 use std::any::Any;
-use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -63,7 +64,7 @@ fn as_json<T: serde::Serialize>(
 }
 
 fn as_path(_: Arc<tinkex_training_client>) -> impl FnOnce(String) -> Result<Output, Failure> {
-    |path| json_output(&serde_json::json!({ "path": path }))
+    |path| json_output(&SavedPath { path })
 }
 
 /// A new reference to the same client; NULL when `client` is NULL.
@@ -155,13 +156,7 @@ pub extern "C" fn tinkex_training_client_forward_backward(
             on_done,
             user_data,
             out_future,
-            |c| {
-                Ok(c.forward_backward(
-                    input.data,
-                    &input.loss_fn,
-                    input.loss_fn_config,
-                ))
-            },
+            |c| Ok(c.forward_backward_with(input)),
             as_json,
         )
     })
@@ -192,18 +187,10 @@ pub extern "C" fn tinkex_training_client_forward(
             on_done,
             user_data,
             out_future,
-            |c| Ok(c.forward(input.data, &input.loss_fn, input.loss_fn_config)),
+            |c| Ok(c.forward_with(input)),
             as_json,
         )
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LossJson {
-    loss_fn: String,
-    #[serde(default)]
-    loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
 }
 
 fn batch_call(
@@ -222,8 +209,8 @@ fn batch_call(
     super::non_null(client, "client")?;
     out_ptr(out_future, "out_future")?;
     // SAFETY: `(json, json_len)` is a readable input (caller contract).
-    let loss: LossJson = unsafe { input_json(json, json_len, "json") }?;
-    let data: Vec<Datum> = batch.into_data();
+    let loss: LossInput = unsafe { input_json(json, json_len, "json") }?;
+    let input = ForwardBackwardInput::from_parts(batch.into_data(), loss);
     submit_on(
         client,
         on_done,
@@ -231,9 +218,9 @@ fn batch_call(
         out_future,
         |c| {
             Ok(if forward_only {
-                c.forward(data, &loss.loss_fn, loss.loss_fn_config)
+                c.forward_with(input)
             } else {
-                c.forward_backward(data, &loss.loss_fn, loss.loss_fn_config)
+                c.forward_backward_with(input)
             })
         },
         as_json,
@@ -292,9 +279,12 @@ pub extern "C" fn tinkex_training_client_forward_batch(
     })
 }
 
-/// Applies the accumulated gradients with Adam. `json` is `AdamParams`:
+/// Applies the accumulated gradients. `json` is an `OptimStepInput`: Adam parameters
 /// `{"learning_rate": 1e-4, "beta1": 0.9, "beta2": 0.95, "eps": 1e-12, "weight_decay": 0,
-/// "grad_clip_norm": 0}` (every field optional). Result: `{"metrics": {...} | null}`.
+/// "grad_clip_norm": 0}` (every field optional; a misspelled one is `INVALID_JSON`), or
+/// another optimizer family's parameters with their `type` (e.g. `{"type": "dimuon",
+/// "learning_rate": 0.01}`), passed through as `optimizer_params`. Result: `{"metrics":
+/// {...} | null}`.
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
 /// `tinkex_future_free`.
@@ -313,28 +303,16 @@ pub extern "C" fn tinkex_training_client_optim_step(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let params: AdamParams = unsafe { input_json(json, json_len, "json") }?;
+        let params: OptimStepInput = unsafe { input_json(json, json_len, "json") }?;
         submit_on(
             client,
             on_done,
             user_data,
             out_future,
-            |c| Ok(c.optim_step(params)),
+            |c| Ok(c.optim_step_with(params)),
             as_json,
         )
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SaveJson {
-    path: String,
-    #[serde(default)]
-    ttl_seconds: Option<i64>,
-    #[serde(default)]
-    overwrite: bool,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
 }
 
 /// Saves a training checkpoint (weights and optimizer state). `json` is the `save_weights`
@@ -359,27 +337,16 @@ pub extern "C" fn tinkex_training_client_save_state(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let input: SaveJson = unsafe { input_json(json, json_len, "json") }?;
-        let options = SaveOptions {
-            ttl_seconds: input.ttl_seconds,
-            overwrite: input.overwrite,
-            user_metadata: input.user_metadata,
-        };
+        let input: SaveStateInput = unsafe { input_json(json, json_len, "json") }?;
         submit_on(
             client,
             on_done,
             user_data,
             out_future,
-            |c| Ok(c.save_state_with(&input.path, options)),
+            |c| Ok(c.save_state_with(input)),
             as_path,
         )
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NamedJson {
-    path: String,
 }
 
 /// Saves named sampler weights. `json`: `{"path": "name"}`. Result:
@@ -402,13 +369,13 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let input: NamedJson = unsafe { input_json(json, json_len, "json") }?;
+        let input: SaveWeightsForSamplerInput = unsafe { input_json(json, json_len, "json") }?;
         submit_on(
             client,
             on_done,
             user_data,
             out_future,
-            |c| Ok(c.save_weights_for_sampler(&input.path)),
+            |c| Ok(c.save_weights_for_sampler_with(&input)),
             as_path,
         )
     })
@@ -449,14 +416,6 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
     })
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoadJson {
-    path: String,
-    #[serde(default)]
-    optimizer: bool,
-}
-
 /// Loads a training checkpoint into this model. `json`: `{"path":
 /// "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also restores the
 /// optimizer state). Result: `{}`.
@@ -478,20 +437,14 @@ pub extern "C" fn tinkex_training_client_load_state(
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let input: LoadJson = unsafe { input_json(json, json_len, "json") }?;
+        let input: LoadStateInput = unsafe { input_json(json, json_len, "json") }?;
         submit_on(
             client,
             on_done,
             user_data,
             out_future,
-            |c| {
-                Ok(if input.optimizer {
-                    c.load_state_with_optimizer(&input.path)
-                } else {
-                    c.load_state(&input.path)
-                })
-            },
-            |_| |()| json_output(&serde_json::json!({})),
+            |c| Ok(c.load_state_with(&input)),
+            |_| |()| json_output(&Empty {}),
         )
     })
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 /// Image encodings accepted in image chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     /// PNG.
@@ -26,7 +27,8 @@ impl ImageFormat {
 
 /// One piece of a model input, discriminated by `type`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Chunk {
     /// Token ids.
     EncodedText {
@@ -78,6 +80,8 @@ impl Chunk {
 
 /// The input of a model: a list of chunks.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ModelInput {
     /// The chunks, in order.
     pub chunks: Vec<Chunk>,
@@ -110,6 +114,8 @@ impl ModelInput {
 
 /// One training example: a model input and named loss inputs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Datum {
     /// The tokens fed to the model.
     pub model_input: ModelInput,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 /// A stored checkpoint (10.10).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Checkpoint {
     /// `weights/<name>`, `sampler_weights/<name>` or `external_weights/<name>`.
     pub checkpoint_id: String,
@@ -30,6 +31,7 @@ pub struct Checkpoint {
 
 /// Pagination cursor.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Cursor {
     /// Offset of the page.
     pub offset: i64,
@@ -41,6 +43,7 @@ pub struct Cursor {
 
 /// A training run (9.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TrainingRun {
     /// Run id (= model id).
     pub training_run_id: String,
@@ -71,6 +74,7 @@ pub struct TrainingRun {
 
 /// `GET /api/v1/training_runs` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TrainingRunsResponse {
     /// The page of runs.
     pub training_runs: Vec<TrainingRun>,
@@ -80,6 +84,7 @@ pub struct TrainingRunsResponse {
 
 /// Checkpoint listings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct CheckpointsListResponse {
     /// The checkpoints.
     pub checkpoints: Vec<Checkpoint>,
@@ -97,6 +102,7 @@ pub struct WeightsInfoRequest {
 
 /// `weights_info` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct WeightsInfoResponse {
     /// Base model.
     pub base_model: String,

@@ -27,6 +27,7 @@ pub struct FutureRetrieveRequest {
 
 /// Server-reported state of a queued request (15.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum QueueState {
     /// Queued or running normally.

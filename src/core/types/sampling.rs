@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Stop condition: one string, several strings, or token ids.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum StopCondition {
     /// One stop string.
@@ -17,6 +18,8 @@ pub enum StopCondition {
 
 /// Sampling parameters (10.6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SamplingParams {
     /// Maximum generated tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,7 @@ fn type_sample() -> String {
 
 /// Why a sequence stopped (10.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
     /// Hit `max_tokens`.
@@ -127,6 +131,7 @@ pub enum StopReason {
 
 /// One sampled continuation (JSON form).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SampledSequence {
     /// Why it stopped.
     pub stop_reason: StopReason,
@@ -145,6 +150,7 @@ pub struct SampledSequence {
 
 /// Result of a sample future (JSON form, 14.6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SampleResponse {
     /// One sequence per requested sample.
     pub sequences: Vec<SampledSequence>,

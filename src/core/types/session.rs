@@ -154,6 +154,7 @@ pub struct SessionHeartbeatRequest {
 
 /// Why a session finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReasonKind {
     /// Clean exit.
@@ -166,6 +167,8 @@ pub enum FinishReasonKind {
 
 /// The `reason` object of a finish request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FinishReason {
     /// The reason's kind.
     #[serde(rename = "type")]
@@ -227,6 +230,7 @@ pub struct GetSamplerResponse {
 
 /// One entry of the server's capabilities (5.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SupportedModel {
     /// Model name, e.g. `Qwen/Qwen3-8B`.
     #[serde(default)]
@@ -244,6 +248,7 @@ pub struct SupportedModel {
 
 /// `GET /api/v1/get_server_capabilities` response.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ServerCapabilities {
     /// Models the server serves.
     pub supported_models: Vec<SupportedModel>,

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// The two public element types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TensorDtype {
     /// 64-bit signed integers (token ids).
@@ -65,6 +66,8 @@ impl Serialize for TensorValues {
 
 /// A tensor as it appears in JSON bodies.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(deny_unknown_fields))]
 pub struct TensorData {
     /// Row-major values (for sparse tensors only the stored values).
     pub data: TensorValues,
@@ -242,7 +245,10 @@ impl<'de> Deserialize<'de> for Nums {
     }
 }
 
+/// The JSON fields of a tensor. `STRICT` rejects unknown fields (an input of the client);
+/// the lenient form reads server responses, which may gain fields (PROTOCOL.md 1.8).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTensorData {
     data: Nums,
     dtype: TensorDtype,
@@ -254,9 +260,33 @@ struct RawTensorData {
     sparse_col_indices: Option<Vec<i64>>,
 }
 
-impl<'de> Deserialize<'de> for TensorData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = RawTensorData::deserialize(d)?;
+#[derive(Deserialize)]
+struct LenientRawTensorData {
+    data: Nums,
+    dtype: TensorDtype,
+    #[serde(default)]
+    shape: Option<Vec<i64>>,
+    #[serde(default)]
+    sparse_crow_indices: Option<Vec<i64>>,
+    #[serde(default)]
+    sparse_col_indices: Option<Vec<i64>>,
+}
+
+impl From<LenientRawTensorData> for RawTensorData {
+    fn from(r: LenientRawTensorData) -> Self {
+        RawTensorData {
+            data: r.data,
+            dtype: r.dtype,
+            shape: r.shape,
+            sparse_crow_indices: r.sparse_crow_indices,
+            sparse_col_indices: r.sparse_col_indices,
+        }
+    }
+}
+
+impl RawTensorData {
+    fn into_tensor<E: de::Error>(self) -> Result<TensorData, E> {
+        let raw = self;
         let data = match raw.dtype {
             TensorDtype::Int64 => TensorValues::Int64(
                 raw.data
@@ -265,11 +295,11 @@ impl<'de> Deserialize<'de> for TensorData {
                     .map(|n| match n {
                         Num::Int(i) => Ok(i),
                         Num::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
-                        Num::Float(f) => Err(de::Error::custom(format!(
+                        Num::Float(f) => Err(E::custom(format!(
                             "int64 tensor holds a non-integer value {f}"
                         ))),
                     })
-                    .collect::<Result<_, D::Error>>()?,
+                    .collect::<Result<_, E>>()?,
             ),
             TensorDtype::Float32 => TensorValues::Float32(
                 raw.data
@@ -288,6 +318,54 @@ impl<'de> Deserialize<'de> for TensorData {
             shape: raw.shape,
             sparse_crow_indices: raw.sparse_crow_indices,
             sparse_col_indices: raw.sparse_col_indices,
+        })
+    }
+}
+
+/// Strict: an unknown field is an error naming it (tensors given to the client). Server
+/// responses holding tensors read them with [`LenientTensorData`].
+impl<'de> Deserialize<'de> for TensorData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawTensorData::deserialize(d)?.into_tensor()
+    }
+}
+
+/// A [`TensorData`] read leniently (unknown fields ignored): for tensors in responses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LenientTensorData(pub TensorData);
+
+impl<'de> Deserialize<'de> for LenientTensorData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RawTensorData::from(LenientRawTensorData::deserialize(d)?)
+            .into_tensor()
+            .map(LenientTensorData)
+    }
+}
+
+/// `deserialize_with` helper: a list of name → tensor maps read leniently (response
+/// outputs such as `loss_fn_outputs`).
+pub(crate) fn lenient_tensor_maps<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<std::collections::BTreeMap<String, TensorData>>, D::Error> {
+    let maps: Vec<std::collections::BTreeMap<String, LenientTensorData>> =
+        Deserialize::deserialize(d)?;
+    Ok(maps
+        .into_iter()
+        .map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect())
+        .collect())
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for TensorValues {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "TensorValues".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Row-major values: integers for int64, numbers for float32.",
+            "type": "array",
+            "items": {"type": "number"}
         })
     }
 }
@@ -340,6 +418,15 @@ mod tests {
         assert_eq!(d[2], 17.0);
         assert_eq!(d[8], 42.0);
         assert_eq!(d.iter().filter(|&&x| x == -1.0).count(), 10);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_in_inputs_and_ignored_in_responses() {
+        let j = r#"{"data":[1],"dtype":"int64","shapee":[1]}"#;
+        let e = serde_json::from_str::<TensorData>(j).unwrap_err();
+        assert!(e.to_string().contains("shapee"), "{e}");
+        let t: LenientTensorData = serde_json::from_str(j).unwrap();
+        assert_eq!(t.0.data, TensorValues::Int64(vec![1]));
     }
 
     #[test]

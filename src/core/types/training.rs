@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 /// LoRA adapter settings (10.9).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct LoraConfig {
     /// Adapter rank.
     pub rank: u32,
@@ -38,6 +40,7 @@ impl Default for LoraConfig {
 
 /// Optimizer family chosen at model creation (10.8); unknown families pass through.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OptimizerConfig {
     /// Family name, e.g. `adamw` or `dimuon`.
     #[serde(rename = "type")]
@@ -58,6 +61,8 @@ impl Default for OptimizerConfig {
 
 /// Adam step parameters; every field is always serialized (10.8).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct AdamParams {
     /// Learning rate.
@@ -140,6 +145,7 @@ fn type_get_info() -> String {
 
 /// Architecture and tokenizer of a model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ModelData {
     /// Architecture family.
     #[serde(default)]
@@ -154,6 +160,7 @@ pub struct ModelData {
 
 /// `get_info` response (6.2).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct GetInfoResponse {
     /// Architecture and tokenizer.
     pub model_data: ModelData,
@@ -216,6 +223,7 @@ impl LossFnType {
 
 /// A `loss_fn_config` value: a number or a string.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum LossConfigValue {
     /// Numeric parameter.
@@ -226,6 +234,8 @@ pub enum LossConfigValue {
 
 /// Legacy JSON `forward_backward_input` (6.3, 10.5).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ForwardBackwardInput {
     /// Training examples.
     pub data: Vec<Datum>,
@@ -251,10 +261,12 @@ pub struct ForwardBackwardJsonRequest {
 
 /// Logical result of a forward/forward_backward future (6.3).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ForwardBackwardOutput {
     /// Output record class name, e.g. `ArrayRecord`.
     pub loss_fn_output_type: String,
-    /// One map name → tensor per datum.
+    /// One map name → tensor per datum (read leniently: a response).
+    #[serde(deserialize_with = "super::tensor::lenient_tensor_maps")]
     pub loss_fn_outputs: Vec<BTreeMap<String, TensorData>>,
     /// Metrics keyed `name:reduction`.
     pub metrics: BTreeMap<String, f64>,
@@ -289,6 +301,7 @@ fn type_optim_step() -> String {
 
 /// Result of an `optim_step` future.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OptimStepResult {
     /// Optimizer metrics.
     #[serde(default)]

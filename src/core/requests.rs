@@ -1,0 +1,506 @@
+//! The JSON inputs of client operations, one type per operation, and the results that have
+//! no wire type of their own.
+//!
+//! These are the types the C ABI parses (`src/ffi` deserializes them as they are and calls
+//! the `*_with` method of the client), and a Rust caller may use the same methods. Every
+//! closed model rejects unknown fields, naming the field; what the protocol leaves open stays
+//! open (`loss_fn_config`, extra `loss_fn_inputs` keys, `user_metadata`, the parameters of an
+//! optimizer family this client does not know). The JSON Schema of each type (feature
+//! `schema`) is committed under `docs/schema/` (see `tests/schema.rs`).
+//!
+//! Inputs shared with the wire live in [`crate::core::types`]: [`ForwardBackwardInput`]
+//! (forward, forward_backward), [`AdamParams`], [`LoraConfig`], [`SamplingParams`],
+//! [`ModelInput`], [`crate::core::types::Datum`], [`crate::core::types::TensorData`].
+
+use crate::core::api_future::ApiFuture;
+use crate::core::error::Error;
+use crate::core::sampling::{SampleOptions, SamplingClient};
+use crate::core::service::{LoraOptions, ServiceClient};
+use crate::core::training::TrainingClient;
+use crate::core::types::{
+    AdamParams, Datum, FinishReason, FinishReasonKind, ForwardBackwardInput, ForwardBackwardOutput,
+    LoraConfig, LossConfigValue, ModelInput, OptimStepResult, SampleResponse, SamplingParams,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+// ------------------------------------------------------------------------------------------
+// Service client
+// ------------------------------------------------------------------------------------------
+
+/// Input of `create_lora_training_client`: the `create_model` body without the fields the
+/// client owns (PROTOCOL.md 6.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateLoraTrainingClientInput {
+    /// Base model name, e.g. `Qwen/Qwen3-8B`.
+    pub base_model: String,
+    /// LoRA settings; absent means rank 32 with every layer group trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_config: Option<LoraConfig>,
+}
+
+/// Input of `create_training_client_from_state`: a training checkpoint to start from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateTrainingClientFromStateInput {
+    /// `tinker://<run>/weights/<name>` path of the checkpoint.
+    pub path: String,
+    /// Also restore the optimizer state (otherwise it is reset).
+    #[serde(default)]
+    pub optimizer: bool,
+}
+
+/// Input of `create_sampling_client`: exactly one of `model_path` and `base_model`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateSamplingClientInput {
+    /// `tinker://<run>/sampler_weights/<name>` weights to sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<String>,
+    /// Base model to sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
+}
+
+impl CreateSamplingClientInput {
+    /// Checks that exactly one of `model_path` and `base_model` is given.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        match (&self.model_path, &self.base_model) {
+            (Some(_), None) | (None, Some(_)) => Ok(()),
+            _ => Err("give exactly one of model_path and base_model"),
+        }
+    }
+}
+
+fn success() -> FinishReason {
+    FinishReason {
+        kind: FinishReasonKind::Success,
+    }
+}
+
+/// Input of `close`: the `sessions/{id}/finish` body (PROTOCOL.md 3.5); every field
+/// optional (an empty object means success).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CloseInput {
+    /// Why the session ended; default `{"type": "success"}`.
+    #[serde(default = "success")]
+    pub reason: FinishReason,
+    /// Free text sent with the reason.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl Default for CloseInput {
+    fn default() -> Self {
+        CloseInput {
+            reason: success(),
+            detail: None,
+        }
+    }
+}
+
+impl ServiceClient {
+    /// [`create_lora_training_client`](Self::create_lora_training_client) from its JSON
+    /// input.
+    pub fn create_lora_training_client_with(
+        &self,
+        input: &CreateLoraTrainingClientInput,
+    ) -> ApiFuture<TrainingClient> {
+        let lora = input.lora_config.clone().unwrap_or_default();
+        let options = LoraOptions {
+            rank: lora.rank,
+            seed: lora.seed,
+            train_unembed: lora.train_unembed,
+            train_mlp: lora.train_mlp,
+            train_attn: lora.train_attn,
+        };
+        self.create_lora_training_client(&input.base_model, options)
+    }
+
+    /// [`create_training_client_from_state`](Self::create_training_client_from_state) (or
+    /// its `_with_optimizer` form) from its JSON input.
+    pub fn create_training_client_from_state_with(
+        &self,
+        input: &CreateTrainingClientFromStateInput,
+    ) -> ApiFuture<TrainingClient> {
+        if input.optimizer {
+            self.create_training_client_from_state_with_optimizer(&input.path)
+        } else {
+            self.create_training_client_from_state(&input.path)
+        }
+    }
+
+    /// [`create_sampling_client`](Self::create_sampling_client) or
+    /// [`create_sampling_client_for_base_model`](Self::create_sampling_client_for_base_model)
+    /// from its JSON input; fails (user error) unless exactly one target is given.
+    pub fn create_sampling_client_with(
+        &self,
+        input: &CreateSamplingClientInput,
+    ) -> ApiFuture<SamplingClient> {
+        match (&input.model_path, &input.base_model) {
+            (Some(p), None) => self.create_sampling_client(p),
+            (None, Some(b)) => self.create_sampling_client_for_base_model(b),
+            _ => ApiFuture::ready(Err(Error::user(
+                "give exactly one of model_path and base_model",
+            ))),
+        }
+    }
+
+    /// [`close`](Self::close) as an [`ApiFuture`] running on the client's runtime.
+    pub fn close_with(&self, input: CloseInput) -> ApiFuture<()> {
+        let client = self.clone();
+        ApiFuture::spawn(&self.core().runtime, move |_| async move {
+            client.close(input.reason.kind, input.detail).await
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Training client
+// ------------------------------------------------------------------------------------------
+
+/// Input of the batch forms of `forward_backward` / `forward` (the datums come from a datum
+/// batch): the loss (PROTOCOL.md 10.4).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LossInput {
+    /// Loss function name (kept as text so unknown names reach the server's error).
+    pub loss_fn: String,
+    /// Loss parameters: an open map of names to numbers or strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_fn_config: Option<BTreeMap<String, LossConfigValue>>,
+}
+
+impl ForwardBackwardInput {
+    /// The input of datums given separately (a datum batch) and a loss.
+    pub fn from_parts(data: Vec<Datum>, loss: LossInput) -> Self {
+        ForwardBackwardInput {
+            data,
+            loss_fn: loss.loss_fn,
+            loss_fn_config: loss.loss_fn_config,
+        }
+    }
+}
+
+/// Input of `optim_step` (PROTOCOL.md 10.8): Adam step parameters, or the parameters of
+/// another optimizer family, passed through with all their fields.
+///
+/// JSON: an object without `type` (or with `"type": "adam"` / `"adamw"`) is [`AdamParams`]
+/// (closed: a misspelled field is an error); an object with any other `type` (e.g.
+/// `{"type": "dimuon", "learning_rate": 0.01}`) is sent as `optimizer_params` unchanged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OptimStepInput {
+    /// Adam parameters (sent as `adam_params`).
+    Adam(AdamParams),
+    /// Another family's parameters, `type` included (sent as `optimizer_params`).
+    Other(Map<String, Value>),
+}
+
+impl Default for OptimStepInput {
+    fn default() -> Self {
+        OptimStepInput::Adam(AdamParams::default())
+    }
+}
+
+impl Serialize for OptimStepInput {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OptimStepInput::Adam(p) => p.serialize(s),
+            OptimStepInput::Other(m) => m.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptimStepInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut map = Map::<String, Value>::deserialize(d)?;
+        match map.get("type") {
+            None => {}
+            Some(Value::String(t)) if t == "adam" || t == "adamw" => {
+                map.remove("type");
+            }
+            Some(Value::String(_)) => return Ok(OptimStepInput::Other(map)),
+            Some(_) => return Err(D::Error::custom("optimizer `type` must be a string")),
+        }
+        AdamParams::deserialize(Value::Object(map))
+            .map(OptimStepInput::Adam)
+            .map_err(|e| D::Error::custom(e.to_string()))
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for OptimStepInput {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OptimStepInput".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let adam = generator.subschema_for::<AdamParams>();
+        schemars::json_schema!({
+            "description": "Adam step parameters (closed; the parser also accepts `\"type\": \"adam\"` or `\"adamw\"` beside them), or another optimizer family's parameters with its `type` (open, passed through as `optimizer_params`).",
+            "anyOf": [
+                adam,
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"type": "string", "not": {"enum": ["adam", "adamw"]}}
+                    },
+                    "additionalProperties": true
+                }
+            ]
+        })
+    }
+}
+
+/// Input of `save_state`: the `save_weights` body without the fields the client owns
+/// (PROTOCOL.md 6.5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SaveStateInput {
+    /// Checkpoint name (not a URI).
+    pub path: String,
+    /// Expiry in seconds (3600 … 10 years); absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// Replace an existing checkpoint of the same name.
+    #[serde(default)]
+    pub overwrite: bool,
+    /// Metadata stored with the checkpoint: an open map of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<BTreeMap<String, String>>,
+}
+
+impl SaveStateInput {
+    /// A save of the given name with no TTL, no overwrite and no metadata.
+    pub fn named(path: impl Into<String>) -> Self {
+        SaveStateInput {
+            path: path.into(),
+            ttl_seconds: None,
+            overwrite: false,
+            user_metadata: None,
+        }
+    }
+}
+
+/// Input of `save_weights_for_sampler`: a name for the sampler weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SaveWeightsForSamplerInput {
+    /// Name of the sampler weights (not a URI).
+    pub path: String,
+}
+
+/// Input of `load_state`: a training checkpoint to load into the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LoadStateInput {
+    /// `tinker://<run>/weights/<name>` path of the checkpoint.
+    pub path: String,
+    /// Also restore the optimizer state (otherwise it is reset).
+    #[serde(default)]
+    pub optimizer: bool,
+}
+
+/// Result of `save_state` and `save_weights_for_sampler`: where the checkpoint is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SavedPath {
+    /// `tinker://` path of the checkpoint.
+    pub path: String,
+}
+
+/// Result of operations that return nothing (`close`, `load_state`): `{}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Empty {}
+
+impl TrainingClient {
+    /// [`forward_backward`](Self::forward_backward) from its JSON input.
+    pub fn forward_backward_with(
+        &self,
+        input: ForwardBackwardInput,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.forward_backward(input.data, &input.loss_fn, input.loss_fn_config)
+    }
+
+    /// [`forward`](Self::forward) from its JSON input.
+    pub fn forward_with(&self, input: ForwardBackwardInput) -> ApiFuture<ForwardBackwardOutput> {
+        self.forward(input.data, &input.loss_fn, input.loss_fn_config)
+    }
+
+    /// `optim_step` with Adam or another family's parameters (PROTOCOL.md 10.8).
+    pub fn optim_step_with(&self, input: OptimStepInput) -> ApiFuture<OptimStepResult> {
+        match input {
+            OptimStepInput::Adam(p) => self.optim_step(p),
+            OptimStepInput::Other(m) => self.optim_step_params(None, Some(m)),
+        }
+    }
+
+    /// [`save_state`](Self::save_state) with TTL, overwrite and metadata.
+    pub fn save_state_with(&self, input: SaveStateInput) -> ApiFuture<String> {
+        self.save_state_impl(input)
+    }
+
+    /// [`save_weights_for_sampler`](Self::save_weights_for_sampler) from its JSON input.
+    pub fn save_weights_for_sampler_with(
+        &self,
+        input: &SaveWeightsForSamplerInput,
+    ) -> ApiFuture<String> {
+        self.save_weights_for_sampler(&input.path)
+    }
+
+    /// [`load_state`](Self::load_state) (or its `_with_optimizer` form) from its JSON input.
+    pub fn load_state_with(&self, input: &LoadStateInput) -> ApiFuture<()> {
+        if input.optimizer {
+            self.load_state_with_optimizer(&input.path)
+        } else {
+            self.load_state(&input.path)
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Sampling client
+// ------------------------------------------------------------------------------------------
+
+fn one() -> u32 {
+    1
+}
+
+/// Input of `sample`: the `asample` body without the fields the client owns (PROTOCOL.md
+/// 7.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SampleInput {
+    /// The prompt.
+    pub prompt: ModelInput,
+    /// Independent samples to draw (at least 1).
+    #[serde(default = "one")]
+    pub num_samples: u32,
+    /// Sampling parameters.
+    #[serde(default)]
+    pub sampling_params: SamplingParams,
+    /// Return logprobs of the prompt tokens.
+    #[serde(default)]
+    pub prompt_logprobs: bool,
+    /// Top-k logprobs per prompt position.
+    #[serde(default)]
+    pub topk_prompt_logprobs: u32,
+    /// Top-k logprobs per sampled position.
+    #[serde(default)]
+    pub topk_sample_logprobs: u32,
+    /// Score only the last N prompt tokens (needs `prompt_logprobs`).
+    #[serde(default)]
+    pub prompt_logprobs_last_n: Option<u32>,
+}
+
+impl SampleInput {
+    /// One sample of `prompt` with default parameters.
+    pub fn new(prompt: ModelInput) -> Self {
+        SampleInput {
+            prompt,
+            num_samples: 1,
+            sampling_params: SamplingParams::default(),
+            prompt_logprobs: false,
+            topk_prompt_logprobs: 0,
+            topk_sample_logprobs: 0,
+            prompt_logprobs_last_n: None,
+        }
+    }
+}
+
+/// Input of `compute_logprobs`: the prompt to score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ComputeLogprobsInput {
+    /// The prompt.
+    pub prompt: ModelInput,
+}
+
+/// Result of a sampling client's `get_info`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SamplingClientInfo {
+    /// The sampling session.
+    pub sampling_session_id: String,
+    /// The base model sampled.
+    pub base_model: String,
+}
+
+/// Result of `compute_logprobs`: one entry per prompt token, `null` at position 0.
+pub type ComputeLogprobsOutput = Vec<Option<f32>>;
+
+impl SamplingClient {
+    /// [`sample`](Self::sample) from its JSON input.
+    pub fn sample_with(&self, input: SampleInput) -> ApiFuture<SampleResponse> {
+        let options = SampleOptions {
+            prompt_logprobs: input.prompt_logprobs,
+            topk_prompt_logprobs: input.topk_prompt_logprobs,
+            topk_sample_logprobs: input.topk_sample_logprobs,
+            prompt_logprobs_last_n: input.prompt_logprobs_last_n,
+        };
+        self.sample(
+            input.prompt,
+            input.num_samples,
+            input.sampling_params,
+            options,
+        )
+    }
+
+    /// [`compute_logprobs`](Self::compute_logprobs) from its JSON input.
+    pub fn compute_logprobs_with(
+        &self,
+        input: ComputeLogprobsInput,
+    ) -> ApiFuture<ComputeLogprobsOutput> {
+        self.compute_logprobs(input.prompt)
+    }
+
+    /// The client's session and model.
+    pub fn info(&self) -> SamplingClientInfo {
+        SamplingClientInfo {
+            sampling_session_id: self.sampling_session_id().to_string(),
+            base_model: self.base_model().to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optim_step_input_is_adam_closed_and_other_families_open() {
+        let a: OptimStepInput = serde_json::from_str(r#"{"learning_rate": 0.5}"#).unwrap();
+        assert!(matches!(a, OptimStepInput::Adam(p) if p.learning_rate == 0.5 && p.beta1 == 0.9));
+        let a: OptimStepInput = serde_json::from_str(r#"{"type": "adamw"}"#).unwrap();
+        assert_eq!(a, OptimStepInput::default());
+        let e = serde_json::from_str::<OptimStepInput>(r#"{"learning_rat": 1e-3}"#).unwrap_err();
+        assert!(e.to_string().contains("learning_rat"), "{e}");
+        let o: OptimStepInput =
+            serde_json::from_str(r#"{"type": "dimuon", "learning_rate": 0.01, "version": 2}"#)
+                .unwrap();
+        match o {
+            OptimStepInput::Other(m) => {
+                assert_eq!(m["type"], "dimuon");
+                assert_eq!(m["version"], 2);
+            }
+            _ => panic!("expected pass-through"),
+        }
+        assert!(serde_json::from_str::<OptimStepInput>(r#"{"type": 3}"#).is_err());
+    }
+}
