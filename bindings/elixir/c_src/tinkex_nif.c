@@ -1387,6 +1387,7 @@ typedef struct {
     atomic_ullong blocked_calls;   /* calls during which the thread blocked (voluntary switch) */
     atomic_ullong preempted_calls; /* calls during which the OS preempted the thread */
     atomic_ullong max_blocked_ns;  /* longest time a call spent blocked (see above) */
+    atomic_ullong blocked_over_calls; /* calls blocked for more than SLOW_CALL_NS */
 } nif_stat;
 
 static nif_stat stats[I_COUNT];
@@ -1462,6 +1463,7 @@ static ERL_NIF_TERM timed_body(int idx,
     atomic_max(&stats[idx].max_wall_ns, wall);
     atomic_max(&stats[idx].max_cpu_ns, cpu);
     atomic_max(&stats[idx].max_blocked_ns, blocked_ns);
+    if (blocked_ns > SLOW_CALL_NS) atomic_fetch_add(&stats[idx].blocked_over_calls, 1);
     return r;
 }
 #else
@@ -1499,23 +1501,23 @@ static const char *const nif_names[I_COUNT] = {NIF_LIST(X_NAME)};
 
 #ifdef TINKEX_NIF_TIMING
 /* [{Name, Calls, MaxWallNs, MaxCpuNs, TotalWallNs, DirtyCalls, BlockedCalls, PreemptedCalls,
- *   MaxBlockedNs}] */
+ *   MaxBlockedNs, BlockedOverCalls}] */
 static ERL_NIF_TERM nif_stats_get(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (int i = I_COUNT - 1; i >= 0; i--) {
-        ERL_NIF_TERM t = enif_make_tuple9(
-            env, enif_make_atom(env, nif_names[i]),
-            enif_make_uint64(env, atomic_load(&stats[i].calls)),
-            enif_make_uint64(env, atomic_load(&stats[i].max_wall_ns)),
-            enif_make_uint64(env, atomic_load(&stats[i].max_cpu_ns)),
-            enif_make_uint64(env, atomic_load(&stats[i].total_wall_ns)),
-            enif_make_uint64(env, atomic_load(&stats[i].dirty_calls)),
-            enif_make_uint64(env, atomic_load(&stats[i].blocked_calls)),
-            enif_make_uint64(env, atomic_load(&stats[i].preempted_calls)),
-            enif_make_uint64(env, atomic_load(&stats[i].max_blocked_ns)));
-        list = enif_make_list_cell(env, t, list);
+        ERL_NIF_TERM items[10] = {enif_make_atom(env, nif_names[i]),
+                                  enif_make_uint64(env, atomic_load(&stats[i].calls)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].max_wall_ns)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].max_cpu_ns)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].total_wall_ns)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].dirty_calls)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].blocked_calls)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].preempted_calls)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].max_blocked_ns)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].blocked_over_calls))};
+        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 10), list);
     }
     return list;
 }
@@ -1559,6 +1561,7 @@ static ERL_NIF_TERM nif_stats_reset(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         atomic_store(&stats[i].blocked_calls, 0);
         atomic_store(&stats[i].preempted_calls, 0);
         atomic_store(&stats[i].max_blocked_ns, 0);
+        atomic_store(&stats[i].blocked_over_calls, 0);
     }
     return a_ok;
 }

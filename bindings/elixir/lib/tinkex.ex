@@ -47,7 +47,8 @@ defmodule Tinkex do
   `:preempted_calls` (calls during which the scheduler thread switched out voluntarily —
   it slept, e.g. waiting for a lock — or was preempted by the OS), and `:max_blocked_us`
   (the longest time a call spent asleep: wall time minus CPU time minus the time the
-  thread waited on the OS run queue, for calls that switched out voluntarily).
+  thread waited on the OS run queue, for calls that switched out voluntarily) and
+  `:blocked_over_1ms_calls` (calls asleep for more than 1 ms).
   """
   @spec nif_stats() :: [map]
   def nif_stats do
@@ -56,7 +57,7 @@ defmodule Tinkex do
         []
 
       stats ->
-        for {name, calls, max_wall, max_cpu, total, dirty, blocked, preempted, max_blocked} <- stats do
+        for {name, calls, max_wall, max_cpu, total, dirty, blocked, preempted, max_blocked, blocked_over} <- stats do
           %{
             name: name,
             calls: calls,
@@ -66,7 +67,8 @@ defmodule Tinkex do
             dirty_calls: dirty,
             blocked_calls: blocked,
             preempted_calls: preempted,
-            max_blocked_us: max_blocked / 1000
+            max_blocked_us: max_blocked / 1000,
+            blocked_over_1ms_calls: blocked_over
           }
         end
     end

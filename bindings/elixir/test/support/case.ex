@@ -16,6 +16,12 @@ defmodule Tinkex.Case do
   # does not count: wall-clock time alone would make the check fail on a busy machine (a call
   # that used 120 us of CPU has been seen to take 2.9 ms of wall time).
   @nif_bound_us 1_000
+  # A call asleep for longer than the bound is a violation when its NIF does so in at least
+  # this percentage of its calls of the test (any call of a NIF called fewer than 100 times).
+  # A NIF that blocks, blocks every time; an isolated long sleep among hundreds of calls is
+  # a lock whose holder the OS preempted (seen under load: one `sampling_client_sample` in
+  # 1,000 slept 20 ms).
+  @blocked_percent 1
   # Dirty NIFs, and the test-only export that panics on purpose (Rust's panic machinery —
   # the panic hook writing its message to stderr, a backtrace when RUST_BACKTRACE is set —
   # takes about a millisecond; see the README).
@@ -54,9 +60,10 @@ defmodule Tinkex.Case do
   @doc """
   The scheduler check after every test (and before it, for what ran in between):
 
-  1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of thread CPU time
-     and spent at most #{@nif_bound_us} us asleep (the NIF's own timing of every call in the
-     timing build: `Tinkex.nif_stats/0`, `Tinkex.slow_nif_calls/0`);
+  1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of thread CPU time,
+     and no NIF spent more than #{@nif_bound_us} us asleep in #{@blocked_percent} % or more of its
+     calls (the NIF's own timing of every call in the timing build: `Tinkex.nif_stats/0`,
+     `Tinkex.slow_nif_calls/0`);
   2. no busy_port report;
   3. every long_schedule report (over #{SchedMonitor.bound_ms()} ms of wall time) is attributed: a
      report for a process with a NIF call that broke (1) is a violation; the others (the OS
@@ -77,17 +84,24 @@ defmodule Tinkex.Case do
     stats = Tinkex.nif_stats()
     Tinkex.reset_nif_stats()
 
+    blocking =
+      for s <- stats,
+          s.calls > 0,
+          s.blocked_over_1ms_calls * 100 >= s.calls * @blocked_percent and s.blocked_over_1ms_calls > 0,
+          into: MapSet.new(),
+          do: s.name
+
     over =
       for s <- stats,
           s.calls > 0,
           s.name not in @dirty_nifs,
-          s.max_cpu_us > @nif_bound_us or s.max_blocked_us > @nif_bound_us,
+          s.max_cpu_us > @nif_bound_us or s.name in blocking,
           do: {:nif_over_bound, s}
 
     held =
       for c <- slow,
           c.name not in @dirty_nifs,
-          c.cpu_us > @nif_bound_us or c.blocked_us > @nif_bound_us,
+          c.cpu_us > @nif_bound_us or (c.blocked_us > @nif_bound_us and c.name in blocking),
           do: c
 
     {busy, long} = Enum.split_with(reports, &(&1.kind != :long_schedule))

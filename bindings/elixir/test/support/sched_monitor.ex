@@ -116,8 +116,8 @@ defmodule Tinkex.Test.SchedMonitor do
     IO.puts("""
 
     Scheduler bound (every NIF call timed; system_monitor long_schedule > #{@bound_ms} ms and busy_port on):
-      NIF calls (timing build): a call over 1 ms of CPU time or asleep for over 1 ms fails its test (the negative
-        controls testing_spin and testing_block aside). #{s.slow_nif_calls} call(s) took over 1 ms of wall time
+      NIF calls (timing build): a call over 1 ms of CPU time, or a NIF asleep for over 1 ms in 1 % or more of its
+        calls, fails its test (the negative controls testing_spin and testing_block aside). #{s.slow_nif_calls} call(s) took over 1 ms of wall time
         (#{s.slow_nif_calls_blocked} of them slept at some point).
       system_monitor: #{s.reports - control} long_schedule report(s) not caused by a NIF #{inspect(classes)}, max #{s.max_timeout_ms} ms,
         plus #{control} caught from the negative control. Normal scheduler threads ran #{s.scheduler_run_ms} ms and
