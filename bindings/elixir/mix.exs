@@ -48,7 +48,10 @@ defmodule Tinkex.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger] ++ if(Mix.env() == :test, do: [:inets], else: [])]
+    [
+      mod: {Tinkex.Application, []},
+      extra_applications: [:logger] ++ if(Mix.env() == :test, do: [:inets], else: [])
+    ]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

@@ -22,7 +22,7 @@
  * - Live resources and pending callback contexts are counted (resource_counts/0), so the
  *   tests can assert that nothing leaks.
  * - Every fallible allocation (enif_alloc, enif_alloc_env, enif_alloc_resource,
- *   enif_make_new_binary, enif_mutex_create, enif_thread_create) goes through a try_*
+ *   enif_make_new_binary, enif_thread_create) goes through a try_*
  *   wrapper and is checked: a NIF returns {error, {900, out_of_memory, ...}}, a completion
  *   delivers that error instead of its result, an event is dropped. Everything that must exist
  *   for a submitted operation (its callback context, its future's resource) is allocated
@@ -99,10 +99,6 @@ static unsigned char *try_new_binary(ErlNifEnv *env, size_t n, ERL_NIF_TERM *t) 
     return fault_now() ? NULL : enif_make_new_binary(env, n, t);
 }
 
-static ErlNifMutex *try_mutex_create(char *name) {
-    return fault_now() ? NULL : enif_mutex_create(name);
-}
-
 static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), void *arg) {
     return fault_now() ? ENOMEM : enif_thread_create(name, tid, fn, arg, NULL);
 }
@@ -115,6 +111,7 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
 /* Inputs above these sizes are handed to libtinkex on a dirty CPU scheduler. */
 #define DIRTY_JSON_BYTES (256u * 1024u)
 #define DIRTY_ARRAY_BYTES (256u * 1024u)
+#define DIRTY_BATCH_BYTES (256u * 1024u)
 #define SMALL_RESULT_BYTES 4096u
 #define MAX_NDIM 8
 
@@ -126,6 +123,7 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
 #define NIF_LIST(X)                                                                            \
     X(runtime_new, 3, ERL_NIF_DIRTY_JOB_IO_BOUND)                                              \
     X(runtime_shutdown, 2, ERL_NIF_DIRTY_JOB_IO_BOUND)                                         \
+    X(runtime_set_log_sink, 3, 0)                                                              \
     X(service_client_new, 2, 0)                                                                \
     X(service_client_session_id, 1, 0)                                                         \
     X(service_client_get_server_capabilities, 1, 0)                                            \
@@ -148,6 +146,7 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(training_client_load_state, 2, 0)                                                        \
     X(datum_batch_new, 0, 0)                                                                   \
     X(datum_batch_push, 3, 0)                                                                  \
+    X(datum_batch_push_json, 2, 0)                                                             \
     X(datum_batch_set_loss_input, 5, 0)                                                        \
     X(datum_batch_len, 1, 0)                                                                   \
     X(sampling_client_get_info, 1, 0)                                                          \
@@ -183,7 +182,7 @@ NIF_LIST(X_DECL)
 /* Atoms                                                                                 */
 /* ------------------------------------------------------------------------------------ */
 
-static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_tinkex, a_tinkex_event,
+static ERL_NIF_TERM a_ok, a_error, a_nil, a_true, a_false, a_tinkex, a_tinkex_event, a_tinkex_log,
     a_training_client, a_sampling_client, a_struct, a_event_mod, a_type, a_request_id,
     a_json, a_data, a_wrong_state, a_invalid_arg, a_internal, a_out_of_memory;
 
@@ -198,6 +197,7 @@ static void make_atoms(ErlNifEnv *env) {
     a_false = enif_make_atom(env, "false");
     a_tinkex = enif_make_atom(env, "tinkex");
     a_tinkex_event = enif_make_atom(env, "tinkex_event");
+    a_tinkex_log = enif_make_atom(env, "tinkex_log");
     a_training_client = enif_make_atom(env, "training_client");
     a_sampling_client = enif_make_atom(env, "sampling_client");
     a_struct = enif_make_atom(env, "__struct__");
@@ -236,13 +236,14 @@ enum {
     K_BYTES,
     K_DONE_CTX, /* completion contexts whose callback has not run yet */
     K_SUB_CTX,  /* subscription contexts whose user_data_free has not run yet */
+    K_LOG_CTX,  /* log sink contexts whose user_data_free has not run yet */
     K_COUNT
 };
 
 static const char *const kind_names[K_COUNT] = {
     "runtime", "service_client", "training_client", "sampling_client", "rest_client",
     "future",  "subscription",   "datum_batch",     "result_binary",   "pending_callback",
-    "subscription_context"};
+    "subscription_context", "log_sink_context"};
 
 static atomic_long live[K_COUNT];
 static atomic_long total[K_COUNT];
@@ -272,8 +273,8 @@ typedef struct {
 } sub_t;
 
 typedef struct {
-    ErlNifMutex *mu;
-    tinkex_datum_batch *batch; /* NULL once handed to a submit call */
+    tinkex_datum_batch *batch; /* one reference, owned by this resource (NULL if never created) */
+    atomic_size_t bytes;       /* bytes pushed so far: what a submit call copies */
 } batch_t;
 
 typedef struct {
@@ -335,9 +336,8 @@ static void down_subscription(ErlNifEnv *env, void *obj, ErlNifPid *pid, ErlNifM
 static void dtor_batch(ErlNifEnv *env, void *obj) {
     (void)env;
     batch_t *b = obj;
-    tinkex_datum_batch_free(b->batch); /* NULL: submitted, or never created */
+    tinkex_datum_batch_free(b->batch); /* NULL: never created */
     b->batch = NULL;
-    if (b->mu) enif_mutex_destroy(b->mu); /* NULL only if creating it failed */
     count_down(K_BATCH);
 }
 static void dtor_bytes(ErlNifEnv *env, void *obj) {
@@ -526,7 +526,7 @@ static ERL_NIF_TERM ok_client(ErlNifEnv *env, ERL_NIF_TERM tag, ErlNifResourceTy
 /* Runs on libtinkex's dispatcher thread, exactly once per submitted operation. Allocates
  * only the result's own terms; when one of them fails, the submitter gets the OOM error
  * instead of the result (the libtinkex object that could not be wrapped is freed). */
-static void on_done(void *user_data, tinkex_future *fut) {
+static void on_done(void *user_data, const tinkex_future *fut) {
     done_ctx *ctx = user_data;
     FAULT_SCOPE(&ctx->pid);
     ErlNifEnv *env = ctx->env;
@@ -696,6 +696,68 @@ static ERL_NIF_TERM nif_runtime_shutdown(ErlNifEnv *env, int argc, const ERL_NIF
     return a_ok;
 }
 
+/* The log sink: the core's own log lines (already debounced) go to one Erlang process, the
+ * binding's Tinkex.LogForwarder, which hands them to Logger. on_log runs on the dispatcher
+ * thread and only sends a message ({tinkex_log, Level, Target, Message}, Level the
+ * tinkex_log_level value): it never waits for Logger. A line that cannot be built for lack
+ * of memory is dropped (counted in testing_fault_state/0). */
+typedef struct {
+    ErlNifPid pid;
+} log_ctx;
+
+static atomic_long dropped_logs;
+
+static void on_log(void *user_data, tinkex_log_level level, const uint8_t *target,
+                   size_t target_len, const uint8_t *message, size_t message_len) {
+    log_ctx *ctx = user_data;
+    ErlNifEnv *env = try_alloc_env();
+    if (!env) {
+        atomic_fetch_add(&dropped_logs, 1);
+        return;
+    }
+    ERL_NIF_TERM t, m;
+    if (make_buf(env, target, target ? target_len : 0, &t) &&
+        make_buf(env, message, message ? message_len : 0, &m)) {
+        ERL_NIF_TERM msg = enif_make_tuple4(env, a_tinkex_log, enif_make_int(env, (int)level), t, m);
+        (void)enif_send(NULL, &ctx->pid, env, msg);
+    } else {
+        atomic_fetch_add(&dropped_logs, 1);
+    }
+    enif_free_env(env);
+}
+
+static void on_log_free(void *user_data) {
+    enif_free(user_data);
+    count_down(K_LOG_CTX);
+}
+
+/* runtime_set_log_sink(Runtime, Pid | nil, MaxLevel): Pid receives the log lines of at most
+ * MaxLevel (a tinkex_log_level); nil removes the sink. */
+static ERL_NIF_TERM nif_runtime_set_log_sink(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    ErlNifPid pid;
+    int level;
+    int remove = enif_is_identical(argv[1], a_nil);
+    if (!get_handle(env, argv[0], rt_type, &rt) || (!remove && !enif_get_local_pid(env, argv[1], &pid)) ||
+        !enif_get_int(env, argv[2], &level))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st;
+    if (remove) {
+        st = tinkex_runtime_set_log_sink(rt, NULL, NULL, NULL, level, &err);
+    } else {
+        log_ctx *ctx = try_alloc(sizeof *ctx);
+        if (!ctx) return oom_error(env, "log sink context");
+        ctx->pid = pid;
+        count_up(K_LOG_CTX);
+        st = tinkex_runtime_set_log_sink(rt, on_log, ctx, on_log_free, level, &err);
+        if (st != TINKEX_STATUS_OK) on_log_free(ctx); /* nothing registered */
+    }
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Service client                                                                        */
 /* ------------------------------------------------------------------------------------ */
@@ -825,15 +887,15 @@ typedef struct {
     ERL_NIF_TERM ref;
 } sub_ctx;
 
-static ERL_NIF_TERM event_type_atom(tinkex_event_type k) {
+static ERL_NIF_TERM event_kind_atom(tinkex_event_kind k) {
     switch (k) {
-    case TINKEX_EVENT_TYPE_QUEUE_STATE: return a_ev_queue_state;
-    case TINKEX_EVENT_TYPE_PROGRESS: return a_ev_progress;
-    case TINKEX_EVENT_TYPE_RETRY: return a_ev_retry;
-    case TINKEX_EVENT_TYPE_HEARTBEAT_WARNING: return a_ev_heartbeat_warning;
-    case TINKEX_EVENT_TYPE_SESSION_EXPIRED: return a_ev_session_expired;
-    case TINKEX_EVENT_TYPE_TELEMETRY_OVERFLOW: return a_ev_telemetry_overflow;
-    case TINKEX_EVENT_TYPE_SUMMARY: return a_ev_summary;
+    case TINKEX_EVENT_KIND_QUEUE_STATE: return a_ev_queue_state;
+    case TINKEX_EVENT_KIND_PROGRESS: return a_ev_progress;
+    case TINKEX_EVENT_KIND_RETRY: return a_ev_retry;
+    case TINKEX_EVENT_KIND_HEARTBEAT_WARNING: return a_ev_heartbeat_warning;
+    case TINKEX_EVENT_KIND_SESSION_EXPIRED: return a_ev_session_expired;
+    case TINKEX_EVENT_KIND_TELEMETRY_OVERFLOW: return a_ev_telemetry_overflow;
+    case TINKEX_EVENT_KIND_SUMMARY: return a_ev_summary;
     default: return a_ev_other;
     }
 }
@@ -859,7 +921,7 @@ static void on_event(void *user_data, const tinkex_event *ev) {
         atomic_fetch_add(&dropped_events, 1);
     } else {
         ERL_NIF_TERM keys[5] = {a_struct, a_type, a_request_id, a_json, a_data};
-        ERL_NIF_TERM vals[5] = {a_event_mod, event_type_atom(tinkex_event_kind(ev)),
+        ERL_NIF_TERM vals[5] = {a_event_mod, event_kind_atom(tinkex_event_get_kind(ev)),
                                 make_str(env, tinkex_event_request_id(ev)), json_t, a_nil};
         if (enif_make_map_from_arrays(env, keys, vals, 5, &map)) {
             ERL_NIF_TERM msg =
@@ -974,51 +1036,47 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     return submit_end(env, &s, st, fut, err);
 }
 
-/* Takes the batch out of its resource (the submit call consumes it). */
-static tinkex_datum_batch *take_batch(batch_t *b) {
-    enif_mutex_lock(b->mu);
-    tinkex_datum_batch *p = b->batch;
-    b->batch = NULL;
-    enif_mutex_unlock(b->mu);
-    return p;
-}
-
-/* The arguments of a batch submit NIF; takes the batch out of its resource (the submit call
- * consumes it). Returns 0 with *early set when the NIF must return *early. */
-static int batch_submit_begin(ErlNifEnv *env, const ERL_NIF_TERM argv[], void **tc,
-                              ErlNifBinary *json, submit_t *s, tinkex_datum_batch **batch,
-                              ERL_NIF_TERM *early) {
+/* The arguments of a batch submit NIF. The submit call borrows the batch: it copies the
+ * datums synchronously, so a batch of more than DIRTY_BATCH_BYTES is submitted from a dirty
+ * CPU scheduler (a 1M-token batch takes some 10 ms to copy). The batch stays with its
+ * resource and may be submitted again. Returns 0 with *early set when the NIF must return
+ * *early. */
+static int batch_submit_begin(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[],
+                              const char *name,
+                              ERL_NIF_TERM (*self)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                              void **tc, ErlNifBinary *json, submit_t *s,
+                              tinkex_datum_batch **batch, ERL_NIF_TERM *early) {
     batch_t *b;
     if (!get_handle(env, argv[0], train_type, tc) ||
-        !enif_get_resource(env, argv[1], batch_type, (void **)&b) || !get_bin(env, argv[2], json)) {
+        !enif_get_resource(env, argv[1], batch_type, (void **)&b) || !b->batch ||
+        !get_bin(env, argv[2], json)) {
         *early = enif_make_badarg(env);
         return 0;
     }
-    /* Allocated before the batch is taken, so that a failure leaves the batch usable. */
+    if (atomic_load(&b->bytes) + json->size > DIRTY_BATCH_BYTES &&
+        enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        *early = enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self, argc, argv);
+        return 0;
+    }
     if (!submit_begin(env, TAKE_JSON, s)) {
         *early = oom_error(env, "submit");
         return 0;
     }
-    *batch = take_batch(b);
-    if (!*batch) {
-        submit_abort(s);
-        *early = local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
-                             "this datum batch was already submitted");
-        return 0;
-    }
+    *batch = b->batch;
     return 1;
 }
 
 /* One NIF per batch submit export, calling it by name with its own prototype. */
 #define BATCH_SUBMIT(name)                                                                     \
     static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
-        (void)argc;                                                                            \
         void *tc;                                                                              \
         ErlNifBinary json;                                                                     \
         submit_t s;                                                                            \
         tinkex_datum_batch *batch;                                                             \
         ERL_NIF_TERM early;                                                                    \
-        if (!batch_submit_begin(env, argv, &tc, &json, &s, &batch, &early)) return early;     \
+        if (!batch_submit_begin(env, argc, argv, #name, timed_##name, &tc, &json, &s, &batch,  \
+                                &early))                                                       \
+            return early;                                                                      \
         tinkex_future *fut = NULL;                                                             \
         tinkex_error *err = NULL;                                                              \
         tinkex_status st =                                                                     \
@@ -1030,23 +1088,17 @@ BATCH_SUBMIT(training_client_forward_backward_batch)
 BATCH_SUBMIT(training_client_forward_batch)
 
 /* ------------------------------------------------------------------------------------ */
-/* Datum batches (the bulk path)                                                         */
+/* Datum batches                                                                         */
 /* ------------------------------------------------------------------------------------ */
 
 static ERL_NIF_TERM nif_datum_batch_new(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    /* The resource and its mutex first: a batch resource reachable from Erlang always has
-     * its mutex (every batch NIF locks it). */
     batch_t *b = try_alloc_resource(batch_type, sizeof *b);
     if (!b) return oom_error(env, "datum batch resource");
     b->batch = NULL;
+    atomic_init(&b->bytes, 0);
     count_up(K_BATCH);
-    b->mu = try_mutex_create("tinkex_datum_batch");
-    if (!b->mu) {
-        enif_release_resource(b);
-        return oom_error(env, "datum batch mutex");
-    }
     tinkex_error *err = NULL;
     tinkex_status st = tinkex_datum_batch_new(&b->batch, &err);
     if (st != TINKEX_STATUS_OK) {
@@ -1073,7 +1125,7 @@ static ERL_NIF_TERM nif_datum_batch_push(ErlNifEnv *env, int argc, const ERL_NIF
     batch_t *b;
     ErlNifBinary tokens;
     int dtype;
-    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) ||
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) || !b->batch ||
         !get_bin(env, argv[1], &tokens) || !enif_get_int(env, argv[2], &dtype))
         return enif_make_badarg(env);
     size_t es = dtype_size(dtype);
@@ -1085,16 +1137,28 @@ static ERL_NIF_TERM nif_datum_batch_push(ErlNifEnv *env, int argc, const ERL_NIF
         return enif_schedule_nif(env, "datum_batch_push", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  timed_datum_batch_push, argc, argv);
     tinkex_error *err = NULL;
-    tinkex_status st;
-    enif_mutex_lock(b->mu);
-    if (!b->batch) {
-        enif_mutex_unlock(b->mu);
-        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
-                           "this datum batch was already submitted");
-    }
-    st = tinkex_datum_batch_push(b->batch, n ? tokens.data : NULL, n, dtype, &err);
-    enif_mutex_unlock(b->mu);
+    tinkex_status st = tinkex_datum_batch_push(b->batch, n ? tokens.data : NULL, n, dtype, &err);
     if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    atomic_fetch_add(&b->bytes, tokens.size);
+    return a_ok;
+}
+
+/* datum_batch_push_json(Batch, DatumJson): a datum of any shape (several chunks, images)
+ * as JSON; a text over DIRTY_JSON_BYTES is parsed on a dirty CPU scheduler. */
+static ERL_NIF_TERM nif_datum_batch_push_json(ErlNifEnv *env, int argc,
+                                              const ERL_NIF_TERM argv[]) {
+    batch_t *b;
+    ErlNifBinary json;
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) || !b->batch ||
+        !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
+    if (json.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_schedule_nif(env, "datum_batch_push_json", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 timed_datum_batch_push_json, argc, argv);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_datum_batch_push_json(b->batch, json.data, json.size, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    atomic_fetch_add(&b->bytes, json.size);
     return a_ok;
 }
 
@@ -1104,7 +1168,7 @@ static ERL_NIF_TERM nif_datum_batch_set_loss_input(ErlNifEnv *env, int argc,
     batch_t *b;
     ErlNifBinary name, data;
     int dtype;
-    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) ||
+    if (!enif_get_resource(env, argv[0], batch_type, (void **)&b) || !b->batch ||
         !get_bin(env, argv[1], &name) || !get_bin(env, argv[2], &data) ||
         !enif_get_int(env, argv[3], &dtype))
         return enif_make_badarg(env);
@@ -1132,16 +1196,10 @@ static ERL_NIF_TERM nif_datum_batch_set_loss_input(ErlNifEnv *env, int argc,
         return enif_schedule_nif(env, "datum_batch_set_loss_input", ERL_NIF_DIRTY_JOB_CPU_BOUND,
                                  timed_datum_batch_set_loss_input, argc, argv);
     tinkex_error *err = NULL;
-    tinkex_status st;
-    enif_mutex_lock(b->mu);
-    if (!b->batch) {
-        enif_mutex_unlock(b->mu);
-        return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,
-                           "this datum batch was already submitted");
-    }
-    st = tinkex_datum_batch_set_loss_input(b->batch, name.data, name.size, n ? data.data : NULL,
-                                           n, dtype, has_shape ? shape : NULL, ndim, &err);
-    enif_mutex_unlock(b->mu);
+    tinkex_status st =
+        tinkex_datum_batch_set_loss_input(b->batch, name.data, name.size, n ? data.data : NULL,
+                                          n, dtype, has_shape ? shape : NULL, ndim, &err);
+    if (st == TINKEX_STATUS_OK) atomic_fetch_add(&b->bytes, data.size);
     if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
     return a_ok;
 }
@@ -1150,10 +1208,7 @@ static ERL_NIF_TERM nif_datum_batch_len(ErlNifEnv *env, int argc, const ERL_NIF_
     (void)argc;
     batch_t *b;
     if (!enif_get_resource(env, argv[0], batch_type, (void **)&b)) return enif_make_badarg(env);
-    enif_mutex_lock(b->mu);
-    size_t n = tinkex_datum_batch_len(b->batch);
-    enif_mutex_unlock(b->mu);
-    return enif_make_uint64(env, n);
+    return enif_make_uint64(env, tinkex_datum_batch_len(b->batch));
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -1316,9 +1371,10 @@ static ERL_NIF_TERM nif_testing_fault_state(ErlNifEnv *env, int argc, const ERL_
     (void)argc;
     (void)argv;
 #ifdef TINKEX_NIF_TESTING
-    return enif_make_tuple3(env, enif_make_long(env, atomic_load(&fault_countdown)),
+    return enif_make_tuple4(env, enif_make_long(env, atomic_load(&fault_countdown)),
                             enif_make_long(env, atomic_load(&fault_injected)),
-                            enif_make_long(env, atomic_load(&dropped_events)));
+                            enif_make_long(env, atomic_load(&dropped_events)),
+                            enif_make_long(env, atomic_load(&dropped_logs)));
 #else
     return enif_make_tuple2(env, a_error, enif_make_atom(env, "not_compiled"));
 #endif
@@ -1331,10 +1387,12 @@ static ERL_NIF_TERM nif_testing_fault_state(ErlNifEnv *env, int argc, const ERL_
 static ERL_NIF_TERM nif_version(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return enif_make_tuple4(env, make_str(env, tinkex_version()),
-                            enif_make_uint(env, tinkex_version_number()),
-                            enif_make_uint(env, tinkex_abi_version()),
-                            enif_make_uint(env, TINKEX_ABI_VERSION));
+    return enif_make_tuple4(
+        env, make_str(env, tinkex_version()), enif_make_uint(env, tinkex_version_number()),
+        enif_make_tuple2(env, enif_make_uint(env, tinkex_abi_version_major()),
+                         enif_make_uint(env, tinkex_abi_version_minor())),
+        enif_make_tuple2(env, enif_make_uint(env, TINKEX_ABI_VERSION_MAJOR),
+                         enif_make_uint(env, TINKEX_ABI_VERSION_MINOR)));
 }
 
 static ERL_NIF_TERM nif_status_name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
@@ -1607,7 +1665,7 @@ static int open_types(ErlNifEnv *env) {
     return 1;
 }
 
-/* libtinkex keeps pointers to on_done/on_event/on_sub_free until the last callback has run,
+/* libtinkex keeps pointers to on_done/on_event/on_sub_free/on_log/on_log_free until the last callback has run,
  * possibly after the module was purged: pin this library so it is never unmapped. */
 static void pin_self(void) {
     Dl_info info;
@@ -1617,15 +1675,28 @@ static void pin_self(void) {
         (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
 }
 
+/* A library of ABI major.minor serves a binding built for want_major.want_minor when the
+ * majors are equal and its minor is at least the binding's (a function, not an inline
+ * expression: with a minor of 0 the comparison is constant). */
+static int abi_compatible(uint32_t major, uint32_t minor, uint32_t want_major,
+                          uint32_t want_minor) {
+    return major == want_major && minor >= want_minor;
+}
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
     pin_self();
-    if (tinkex_abi_version() != TINKEX_ABI_VERSION) {
+    /* The library must have the header's major version and at least its minor version
+     * (a minor bump only adds). */
+    uint32_t major = tinkex_abi_version_major(), minor = tinkex_abi_version_minor();
+    if (!abi_compatible(major, minor, TINKEX_ABI_VERSION_MAJOR, TINKEX_ABI_VERSION_MINOR)) {
         fprintf(stderr,
-                "tinkex_nif: libtinkex ABI version %u does not match the header's %u; "
-                "rebuild the NIF against this library\n",
-                tinkex_abi_version(), (unsigned)TINKEX_ABI_VERSION);
+                "tinkex_nif: libtinkex ABI %u.%u is not compatible with the header's %u.%u "
+                "(the major must match, the minor be at least the header's); rebuild the NIF "
+                "against this library\n",
+                major, minor, (unsigned)TINKEX_ABI_VERSION_MAJOR,
+                (unsigned)TINKEX_ABI_VERSION_MINOR);
         return 1;
     }
     make_atoms(env);

@@ -8,8 +8,9 @@ defmodule Tinkex do
   """
 
   @doc """
-  `%{library: "0.1.0", library_number: 1000, abi: 1, header_abi: 1}`: the loaded
-  libtinkex and the ABI the NIF was built against (the NIF refuses to load on a mismatch).
+  `%{library: "0.1.0", library_number: 1000, abi: {2, 0}, header_abi: {2, 0}}`: the loaded
+  libtinkex, its ABI version (major, minor) and the one the NIF was built against. The NIF
+  refuses to load a library of another major version, or of a smaller minor version.
   """
   @spec version() :: map
   def version do

@@ -104,8 +104,7 @@ defmodule Tinkex.SchemaTest do
 
     assert_valid("LossInput", Requests.loss(:cross_entropy, []))
     assert_valid("LossInput", Requests.loss("importance_sampling", loss_fn_config: %{"clip_low" => 0.8, "clip_high" => 1.2}))
-    assert_valid("ForwardBackwardInput", Requests.forward_backward(datums(), :cross_entropy, []))
-    assert_valid("ForwardBackwardInput", Requests.forward_backward(datums(), :ppo, loss_fn_config: %{"clip" => 0.2}))
+    assert_valid("LossInput", Requests.loss(:ppo, loss_fn_config: %{"clip" => 0.2}))
 
     assert_valid("OptimStepInput", Requests.optim_step(%AdamParams{}))
 

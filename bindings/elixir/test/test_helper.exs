@@ -47,7 +47,7 @@ Tinkex.Test.SchedMonitor.start()
 
 emu = Tinkex.Test.Emulator.start(["--poll-hold-ms", "1000"])
 :persistent_term.put({Tinkex.Case, :emulator}, emu)
-IO.puts("tinkex-emulator #{emu.url}; libtinkex #{Tinkex.version().library} (ABI #{Tinkex.version().abi})")
+IO.puts("tinkex-emulator #{emu.url}; libtinkex #{Tinkex.version().library} (ABI #{Tinkex.version().abi |> Tuple.to_list() |> Enum.join(".")})")
 
 exclude =
   if Tinkex.Native.testing_available() do

@@ -38,15 +38,11 @@ defmodule Tinkex.Requests do
 
   def close(reason, detail), do: Util.compact(%{"reason" => %{"type" => Atom.to_string(reason)}, "detail" => detail})
 
-  @doc "The loss part of forward / forward_backward (the whole body on the batch path)."
+  @doc "The body of forward / forward_backward (the datums go into a datum batch)."
   def loss(loss_fn, opts),
     do: Util.compact(%{"loss_fn" => to_string(loss_fn), "loss_fn_config" => opts[:loss_fn_config]})
 
-  @doc "A forward / forward_backward body with its data as JSON datums."
-  def forward_backward(data, loss_fn, opts),
-    do: Map.put(loss(loss_fn, opts), "data", Enum.map(data, &datum/1))
-
-  @doc "One datum as JSON (`tinkex_datum_batch_push_json`, or an element of `data`)."
+  @doc "One datum as JSON (`tinkex_datum_batch_push_json`)."
   def datum(%Datum{} = d), do: Datum.to_json(d)
 
   def optim_step(%AdamParams{} = p), do: AdamParams.to_json(p)
