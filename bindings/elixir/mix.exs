@@ -6,7 +6,8 @@ defmodule Mix.Tasks.Compile.TinkexNif do
   `target/release/libtinkex.so` (override with `TINKEX_LIB_DIR` / `TINKEX_INCLUDE_DIR`).
   make only rebuilds when the C source, the header, the Makefile or the build command
   changed. In the `:test` environment it builds with `TINKEX_NIF_TESTING=1` (the allocation
-  fault-injection hook the tests use).
+  fault-injection hook the tests use) and `TINKEX_NIF_TIMING=1` (per-call timing for the
+  scheduler checks); other builds do no timing.
   """
   use Mix.Task.Compiler
 
@@ -20,8 +21,9 @@ defmodule Mix.Tasks.Compile.TinkexNif do
         {:error, []}
 
       make ->
-        # The test build carries the allocation fault-injection hook (TINKEX_NIF_TESTING).
-        testing = if Mix.env() == :test, do: ["TINKEX_NIF_TESTING=1"], else: []
+        # The test build carries the allocation fault-injection hook (TINKEX_NIF_TESTING) and
+        # times every NIF call (TINKEX_NIF_TIMING) for the suite's scheduler checks.
+        testing = if Mix.env() == :test, do: ["TINKEX_NIF_TESTING=1", "TINKEX_NIF_TIMING=1"], else: []
         {out, status} = System.cmd(make, ["-s", "-C", dir | testing], stderr_to_stdout: true)
         if out != "", do: Mix.shell().info(String.trim_trailing(out))
         if status == 0, do: {:ok, []}, else: {:error, []}
@@ -46,7 +48,10 @@ defmodule Tinkex.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger] ++ if(Mix.env() == :test, do: [:inets], else: [])]
+    [
+      mod: {Tinkex.Application, []},
+      extra_applications: [:logger] ++ if(Mix.env() == :test, do: [:inets], else: [])
+    ]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

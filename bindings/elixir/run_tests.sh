@@ -36,7 +36,7 @@ export TINKEX_EMULATOR="$target/tinkex-emulator"
 # Exported, so that the make run by `mix test` (mix.exs) sees the same build command.
 export TINKEX_LIB_DIR="$target"
 echo "== make (priv/tinkex_nif.so against $target/libtinkex.so, test build)"
-make TINKEX_NIF_TESTING=1
+make TINKEX_NIF_TESTING=1 TINKEX_NIF_TIMING=1
 
 echo "== mix test (Elixir $(elixir -e 'IO.write(System.version())'), OTP $(erl -noshell -eval 'io:format("~s", [erlang:system_info(otp_release)]), halt().'))"
 exec mix test "$@"

@@ -17,9 +17,10 @@ defmodule Tinkex.FutureTest do
   end
 
   test "cancel: the future completes with :cancelled; cancel is idempotent", %{sampler: s} do
-    {200, _} = Emulator.post(emulator(), "faults", %{"path" => "/api/v1/asample", "latency_ms" => 3_000, "count" => 1})
+    id = Emulator.add_fault(emulator(), %{"path" => "/api/v1/asample", "latency_ms" => 3_000, "count" => 1})
     {:ok, f} = SamplingClient.sample(s, [1, 2], max_tokens: 2)
-    Process.sleep(50)
+    # The request is at the emulator, held there for 3 s.
+    Emulator.await_fault_hits(emulator(), id)
     refute Future.done?(f)
     t0 = System.monotonic_time(:millisecond)
     assert :ok = Future.cancel(f)
@@ -37,8 +38,11 @@ defmodule Tinkex.FutureTest do
     {200, _} = Emulator.post(emulator(), "delays", %{"SaveWeights" => 3_000})
 
     try do
+      sent = Emulator.requests(emulator(), "/api/v1/save_weights")
       {:ok, f} = TrainingClient.save_state(tc, "cancelled-save")
-      Process.sleep(100)
+      # The request reached the emulator (which delays the operation by 3 s).
+      Emulator.await_requests_over(emulator(), "/api/v1/save_weights", sent)
+      refute Future.done?(f)
       :ok = Future.cancel(f)
       assert {:error, %Error{kind: :cancelled}} = Future.await(f, 2_000)
     after
@@ -54,12 +58,13 @@ defmodule Tinkex.FutureTest do
     assert {:ok, %SampleResponse{sequences: [%{tokens: [_, _, _]}]}} = Future.await(f, 30_000)
 
     # await_many with one overall timeout.
-    {200, _} = Emulator.post(emulator(), "faults", %{"path" => "/api/v1/asample", "latency_ms" => 800, "count" => 1})
+    id = Emulator.add_fault(emulator(), %{"path" => "/api/v1/asample", "latency_ms" => 3_000, "count" => 1})
     {:ok, slow} = SamplingClient.sample(s, [1, 2], max_tokens: 1)
-    # Let the slow one reach the server first (the fault delays the first asample only).
-    Process.sleep(150)
+    # The slow one reaches the server first (the fault delays the first asample only).
+    Emulator.await_fault_hits(emulator(), id)
     {:ok, quick} = SamplingClient.sample(s, [1, 2], max_tokens: 1)
-    Process.sleep(300)
+    await_arrival(quick)
+    refute Future.done?(slow)
     assert [{:error, %Error{kind: :await_timeout}}, {:ok, _}] = Future.await_many([slow, quick], 100)
     assert {:ok, _} = Future.await(slow, 30_000)
   end

@@ -5,8 +5,8 @@ defmodule Tinkex.HardeningTest do
 
   alias Tinkex.Native
 
-  @f32 2
-  @i64 1
+  @f32 Tinkex.Constants.dtype(:float32)
+  @i64 Tinkex.Constants.dtype(:int64)
 
   defp f32(list), do: TensorData.pack(list, :float32)
 
@@ -84,12 +84,12 @@ defmodule Tinkex.HardeningTest do
     end
 
     defp injected do
-      {_remaining, injected, _dropped} = Native.testing_fault_state()
+      {_remaining, injected, _dropped, _dropped_logs} = Native.testing_fault_state()
       injected
     end
 
     defp dropped_events do
-      {_remaining, _injected, dropped} = Native.testing_fault_state()
+      {_remaining, _injected, dropped, _dropped_logs} = Native.testing_fault_state()
       dropped
     end
 
@@ -106,9 +106,10 @@ defmodule Tinkex.HardeningTest do
         :ok = Native.testing_fail_alloc(0)
 
         if injected() > before do
-          assert {:error, %Error{kind: :out_of_memory, status: :internal, status_code: 900} = e} = result,
+          assert {:error, %Error{kind: :out_of_memory, status: :internal, status_code: code} = e} = result,
                  "#{name}, allocation #{n} failed: #{inspect(result)}"
 
+          assert code == Tinkex.Constants.status(:internal)
           assert e.message =~ "out of memory"
           {:cont, n}
         else
@@ -159,7 +160,7 @@ defmodule Tinkex.HardeningTest do
           {:ok, rest} = ServiceClient.create_rest_client(svc)
 
           %{
-            # the resource, then its mutex (a NULL mutex was dereferenced later before)
+            # the resource (the batch is thread-safe in libtinkex: no mutex of the NIF's)
             datum_batch_new: walk("datum_batch_new", fn -> Native.datum_batch_new() |> nif_result() end),
             service_client_new: walk("ServiceClient.new", fn -> ServiceClient.new(api_key: "tml-elixir-test", base_url: emu.url, telemetry: false) end),
             session_id: walk("session_id", fn -> ServiceClient.session_id(svc) end),
@@ -171,7 +172,7 @@ defmodule Tinkex.HardeningTest do
               walk("create_lora_training_client", fn -> await(ServiceClient.create_lora_training_client(svc, base_model(), rank: 4)) end),
             create_sampling_client: walk("create_sampling_client", fn -> await(ServiceClient.create_sampling_client(svc, base_model: base_model())) end),
             sample: walk("sample", fn -> await(SamplingClient.sample(sampler, [1, 2, 3], max_tokens: 2)) end),
-            # the bulk path: batch resource and mutex, then the submit, then a large result
+            # the batch resource, then the submit, then a large result
             # (>= 4 KiB: a resource binary over libtinkex's buffer)
             forward_backward_bulk:
               with_large_results(fn -> walk("forward_backward", fn -> await(TrainingClient.forward_backward(tc, [long_datum(600)], :cross_entropy)) end) end),
@@ -184,11 +185,11 @@ defmodule Tinkex.HardeningTest do
 
       # Each path had each of its allocations fail in turn: a submit is the future's
       # resource, the callback context and its environment, then the result on the
-      # dispatcher (a binary, or a client resource followed by get_info's binary); the bulk
-      # path adds the batch's resource and mutex; a synchronous call allocates its resource
+      # dispatcher (a binary, or a client resource followed by get_info's binary); a
+      # forward_backward adds its batch's resource; a synchronous call allocates its resource
       # or its result binary.
       assert walked == %{
-               datum_batch_new: 2,
+               datum_batch_new: 1,
                service_client_new: 1,
                session_id: 1,
                create_rest_client: 1,
@@ -197,7 +198,7 @@ defmodule Tinkex.HardeningTest do
                create_sampling_client: 5,
                sample: 4,
                # the result (over 4 KiB) went through the resource-binary path
-               forward_backward_bulk: {6, :large_result},
+               forward_backward_bulk: {5, :large_result},
                optim_step: 4,
                list_training_runs: 4,
                get_training_run: 4
@@ -214,6 +215,10 @@ defmodule Tinkex.HardeningTest do
       before = injected()
       assert {:ok, rt} = with_fault(2, fn -> Tinkex.Runtime.new(worker_threads: 1, thread_nice: 1) end)
       assert injected() == before + 1
+      # A log sink: its context.
+      assert {:error, %Error{kind: :out_of_memory}} = with_fault(1, fn -> Tinkex.Runtime.set_log_level(rt, :warn) end)
+      eventually(fn -> Tinkex.resource_counts().log_sink_context == 0 end)
+      assert :ok = Tinkex.Runtime.set_log_level(rt, :off)
       assert :ok = Tinkex.Runtime.shutdown(rt, 10_000)
     end
 

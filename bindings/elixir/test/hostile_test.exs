@@ -126,7 +126,7 @@ defmodule Tinkex.HostileTest do
         %{"ok" => false, "typed" => true, "kind" => to_string(e.kind), "http_status" => e.http_status,
           "text_len" => byte_size(e.message || ""),
           "text_has_key" => String.contains?(text, key) or String.contains?(text, System.get_env("CLOUDFLARE_ACCESS_CLIENT_SECRET")),
-          "text_has_signed_query" => String.contains?(text, "X-Amz-Signature=sig-CANARY-QUERY-9876"),
+          "text_has_signed_query" => String.contains?(text, System.fetch_env!("HOSTILE_SIGNED_QUERY")),
           "message_head" => String.slice(e.message || "", 0, 160) |> String.replace(key, "<KEY>")}
       kind, reason ->
         %{"ok" => false, "typed" => false, "kind" => "#{inspect(kind)}", "text_len" => 0,
@@ -208,6 +208,7 @@ defmodule Tinkex.HostileTest do
     env = [
       {~c"HOSTILE_KEY", ~c"#{@canary_key}"},
       {~c"CLOUDFLARE_ACCESS_CLIENT_SECRET", ~c"#{@canary_cf}"},
+      {~c"HOSTILE_SIGNED_QUERY", ~c"#{@signed_query}"},
       {~c"CLOUDFLARE_ACCESS_CLIENT_ID", ~c"cf-client-id"},
       {~c"HOSTILE_REQUEST_MS", ~c"#{@request_timeout_ms}"},
       {~c"HOSTILE_PROGRESS_MS", ~c"#{@progress_timeout_ms}"},

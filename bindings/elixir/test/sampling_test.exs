@@ -51,17 +51,17 @@ defmodule Tinkex.SamplingTest do
     assert stats.calls == 1_000
     IO.puts(
       "\n  1,000 samples from 100 processes in #{elapsed} ms; sample NIF: max #{stats.max_cpu_us} us CPU, " <>
-        "max #{stats.max_wall_unswitched_us} us wall when not switched out (#{stats.preempted_calls} calls preempted by the OS)"
+        "max #{stats.max_blocked_us} us asleep (#{stats.preempted_calls} calls preempted by the OS)"
     )
   end
 
   test "await_many keeps input order whatever the completion order", %{sampler: sampler} do
     emu = emulator()
     # The first sample is slowed down on the server side; the later ones finish first.
-    {200, _} = Emulator.post(emu, "faults", %{"path" => "/api/v1/asample", "latency_ms" => 400, "count" => 1})
+    id = Emulator.add_fault(emu, %{"path" => "/api/v1/asample", "latency_ms" => 400, "count" => 1})
     {:ok, slow} = SamplingClient.sample(sampler, [1, 2], max_tokens: 5)
-    # Let it reach the server first: the fault delays the first asample only.
-    Process.sleep(150)
+    # It reaches the server first: the fault delays the first asample only.
+    Emulator.await_fault_hits(emu, id)
     fast = for n <- 1..4, do: elem(SamplingClient.sample(sampler, [3, 4], max_tokens: n), 1)
     [first | rest] = Future.await_many([slow | fast], 30_000)
     assert {:ok, %{sequences: [%{tokens: t}]}} = first

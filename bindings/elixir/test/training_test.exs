@@ -99,7 +99,7 @@ defmodule Tinkex.TrainingTest do
     assert {:ok, :ok} = Future.await(f, 30_000)
   end
 
-  test "binaries, lists and the JSON path build the same request" do
+  test "binaries, lists and JSON datums build the same request" do
     tc = trainer(service())
     tokens = for i <- 0..40, do: 1000 + rem(i * 37, 500)
     as_lists = [datum(tokens)]
@@ -120,7 +120,7 @@ defmodule Tinkex.TrainingTest do
       })
     ]
 
-    # Two token chunks cannot use the bulk path: this one goes as JSON.
+    # Two token chunks cannot be typed arrays: this datum goes into the batch as JSON.
     {a, b} = tokens |> Enum.drop(-1) |> Enum.split(17)
     two_chunks = [
       %Datum{
@@ -133,9 +133,11 @@ defmodule Tinkex.TrainingTest do
     [first | _] = losses
     for l <- losses, do: assert_in_delta(l, first, 1.0e-4)
 
+    # One request path: every call builds a datum batch (typed arrays, or JSON datums).
     stats = Map.new(Tinkex.nif_stats(), &{&1.name, &1})
-    assert stats[:training_client_forward_batch].calls == 3
-    assert stats[:training_client_forward].calls == 1
+    assert stats[:training_client_forward_batch].calls == 4
+    assert stats[:datum_batch_push_json].calls == 1
+    assert stats[:training_client_forward].calls == 0
   end
 
   test "invalid requests fail as user errors" do

@@ -57,33 +57,8 @@ defmodule Tinkex.Error do
           request_id: String.t() | nil
         }
 
-  @statuses %{
-    0 => :ok,
-    1 => :pending,
-    100 => :null_arg,
-    101 => :invalid_arg,
-    102 => :invalid_utf8,
-    103 => :invalid_json,
-    104 => :already_taken,
-    105 => :wrong_state,
-    106 => :wrong_type,
-    200 => :connect,
-    201 => :timeout,
-    202 => :tls,
-    203 => :io,
-    300 => :user,
-    301 => :transient,
-    302 => :fatal,
-    303 => :billing,
-    304 => :expired,
-    305 => :auth,
-    306 => :no_progress,
-    307 => :session_expired,
-    400 => :cancelled,
-    401 => :shut_down,
-    900 => :internal,
-    901 => :panic
-  }
+  # Status values by name, from include/tinkex.h (Tinkex.Constants is generated from it).
+  @statuses Map.new(Tinkex.Constants.statuses(), fn {name, value} -> {value, name} end)
 
   @doc "The status atom of a `TINKEX_STATUS_*` value (`:unknown` for others)."
   @spec status_atom(integer) :: atom
@@ -114,7 +89,7 @@ defmodule Tinkex.Error do
     %__MODULE__{
       kind: kind,
       status: status,
-      status_code: Enum.find_value(@statuses, -1, fn {k, v} -> if v == status, do: k end),
+      status_code: Map.get(Tinkex.Constants.statuses(), status, -1),
       message: message
     }
   end

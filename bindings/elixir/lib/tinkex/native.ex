@@ -37,6 +37,7 @@ defmodule Tinkex.Native do
 
   def runtime_new(_workers, _log_level, _thread_nice), do: nif()
   def runtime_shutdown(_rt, _timeout_ms), do: nif()
+  def runtime_set_log_sink(_rt, _pid_or_nil, _max_level), do: nif()
   def service_client_new(_rt, _config_json), do: nif()
   def service_client_session_id(_svc), do: nif()
   def service_client_get_server_capabilities(_svc), do: nif()
@@ -59,6 +60,7 @@ defmodule Tinkex.Native do
   def training_client_load_state(_tc, _json), do: nif()
   def datum_batch_new(), do: nif()
   def datum_batch_push(_batch, _tokens, _dtype), do: nif()
+  def datum_batch_push_json(_batch, _json), do: nif()
   def datum_batch_set_loss_input(_batch, _name, _data, _dtype, _shape), do: nif()
   def datum_batch_len(_batch), do: nif()
   def sampling_client_get_info(_sc), do: nif()
@@ -76,12 +78,14 @@ defmodule Tinkex.Native do
   def testing_panic_in_export(), do: nif()
   def testing_panic_in_task(_rt, _where), do: nif()
   def testing_spin(_us), do: nif()
+  def testing_block(_us), do: nif()
   # The test build of the NIF only (TINKEX_NIF_TESTING): allocation fault injection.
   def testing_fail_alloc(_n), do: nif()
   def testing_fault_state(), do: nif()
   def version(), do: nif()
   def status_name(_status), do: nif()
   def resource_counts(), do: nif()
+  # The timing build only (TINKEX_NIF_TIMING); {:error, :not_compiled} otherwise.
   def nif_stats(), do: nif()
   def nif_stats_reset(), do: nif()
   def nif_slow_calls(), do: nif()

@@ -11,23 +11,55 @@ defmodule Tinkex.Runtime do
   defstruct [:handle]
   @type t :: %__MODULE__{handle: reference}
 
-  @log_levels %{off: 0, error: 1, warn: 2, info: 3, debug: 4, trace: 5}
+  alias Tinkex.Constants
 
   @doc """
   Starts a runtime. Options: `:worker_threads` (default 0 = one per CPU), `:log_level`
-  (`:off` default, `:error`, `:warn`, `:info`, `:debug`, `:trace`; written to stderr),
-  `:thread_nice` (default 0; e.g. 5: libtinkex's threads — tokio workers and the dispatcher — run
-  this much nicer than the BEAM, so on a busy machine they do not preempt the scheduler
-  threads).
+  (`:off` default, `:error`, `:warn`, `:info`, `:debug`, `:trace`: libtinkex's own log lines
+  up to that level go to `Logger` through `Tinkex.LogForwarder`; the C ABI's log sink is
+  process-wide, so one runtime with a log level is enough), `:stderr_log_level` (default
+  `:off`: the library's own stderr output), `:thread_nice` (default 0; e.g. 5: libtinkex's
+  threads — tokio workers and the dispatcher — run this much nicer than the BEAM, so on a busy
+  machine they do not preempt the scheduler threads).
   """
   @spec new(keyword) :: {:ok, t} | {:error, Tinkex.Error.t()}
   def new(opts \\ []) do
     workers = Keyword.get(opts, :worker_threads, 0)
-    level = Map.fetch!(@log_levels, Keyword.get(opts, :log_level, :off))
+    level = log_level!(Keyword.get(opts, :log_level, :off))
+    stderr = log_level!(Keyword.get(opts, :stderr_log_level, :off))
     nice = Keyword.get(opts, :thread_nice, 0)
 
-    case Tinkex.Native.runtime_new(workers, level, nice) do
-      {:ok, h} -> {:ok, %__MODULE__{handle: h}}
+    with {:ok, h} <- Tinkex.Native.runtime_new(workers, stderr, nice),
+         :ok <- log_sink(h, level) do
+      {:ok, %__MODULE__{handle: h}}
+    else
+      {:error, e} -> {:error, Tinkex.Error.from_nif(e)}
+    end
+  end
+
+  defp log_level!(name) do
+    case Map.fetch(Constants.log_levels(), name) do
+      {:ok, v} -> v
+      :error -> raise ArgumentError, "unknown log level #{inspect(name)} (one of #{inspect(Map.keys(Constants.log_levels()))})"
+    end
+  end
+
+  defp log_sink(h, level) do
+    if level == Constants.log_level(:off),
+      do: :ok,
+      else: Tinkex.Native.runtime_set_log_sink(h, Tinkex.LogForwarder.pid(), level)
+  end
+
+  @doc """
+  Sends libtinkex's log lines up to `level` to `Logger` (see `new/1`); `:off` stops them.
+  """
+  @spec set_log_level(t, atom) :: :ok | {:error, Tinkex.Error.t()}
+  def set_log_level(%__MODULE__{handle: h}, level) do
+    v = log_level!(level)
+    pid = if level == :off, do: nil, else: Tinkex.LogForwarder.pid()
+
+    case Tinkex.Native.runtime_set_log_sink(h, pid, v) do
+      :ok -> :ok
       {:error, e} -> {:error, Tinkex.Error.from_nif(e)}
     end
   end
@@ -65,11 +97,14 @@ defmodule Tinkex.Runtime do
 
   @doc """
   Shuts the runtime down (dirty NIF): new operations fail with `:shut_down`, pending ones get
-  up to `timeout_ms` to finish, then complete with `:shut_down`. Handles stay valid.
+  up to `timeout_ms` to finish (0: none; `:infinity`: no limit), then complete with
+  `:shut_down`. Handles stay valid.
   """
-  @spec shutdown(t, non_neg_integer) :: :ok | {:error, Tinkex.Error.t()}
+  @spec shutdown(t, non_neg_integer | :infinity) :: :ok | {:error, Tinkex.Error.t()}
   def shutdown(%__MODULE__{handle: h}, timeout_ms \\ 5_000) do
-    case Tinkex.Native.runtime_shutdown(h, timeout_ms) do
+    ms = if timeout_ms == :infinity, do: Constants.wait_forever(), else: timeout_ms
+
+    case Tinkex.Native.runtime_shutdown(h, ms) do
       :ok -> :ok
       {:error, e} -> {:error, Tinkex.Error.from_nif(e)}
     end

@@ -40,16 +40,7 @@ defmodule Tinkex.SamplingClient do
   def sample(sc, prompt, params, opts) when is_list(params), do: sample(sc, prompt, struct!(SamplingParams, params), opts)
 
   def sample(%__MODULE__{handle: h}, prompt, %SamplingParams{} = params, opts) do
-    body =
-      Tinkex.Types.Util.compact(%{
-        "prompt" => ModelInput.to_json(prompt),
-        "num_samples" => Keyword.get(opts, :num_samples, 1),
-        "sampling_params" => SamplingParams.to_json(params),
-        "prompt_logprobs" => opts[:prompt_logprobs],
-        "topk_prompt_logprobs" => opts[:topk_prompt_logprobs],
-        "topk_sample_logprobs" => opts[:topk_sample_logprobs],
-        "prompt_logprobs_last_n" => opts[:prompt_logprobs_last_n]
-      })
+    body = Tinkex.Requests.sample(prompt, params, opts)
 
     Native.sampling_client_sample(h, JSON.encode!(body))
     |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
@@ -61,7 +52,7 @@ defmodule Tinkex.SamplingClient do
   """
   @spec compute_logprobs(t, ModelInput.t() | [integer]) :: {:ok, Future.t()} | {:error, Error.t()}
   def compute_logprobs(%__MODULE__{handle: h}, prompt) do
-    Native.sampling_client_compute_logprobs(h, JSON.encode!(%{"prompt" => ModelInput.to_json(prompt)}))
+    Native.sampling_client_compute_logprobs(h, JSON.encode!(Tinkex.Requests.compute_logprobs(prompt)))
     |> Future.submitted(:compute_logprobs, Future.json(& &1))
   end
 end

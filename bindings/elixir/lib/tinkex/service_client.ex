@@ -26,33 +26,22 @@ defmodule Tinkex.ServiceClient do
   These are the keys of `tinkex_service_client_new`'s JSON configuration (include/tinkex.h).
   """
 
-  alias Tinkex.{Error, Future, JSON, Native, Runtime}
-  alias Tinkex.Types.{GetServerCapabilitiesResponse, LoraConfig}
+  alias Tinkex.{Error, Future, JSON, Native, Requests, Runtime}
+  alias Tinkex.Types.GetServerCapabilitiesResponse
 
   defstruct [:handle, :runtime]
   @type t :: %__MODULE__{handle: reference, runtime: Runtime.t()}
-
-  @top_keys ~w(api_key base_url tags project_id display_name telemetry allow_insecure_http timeouts retry heartbeat progress_event_interval_ms)a
 
   @doc "Creates a service client (no I/O). See the module doc for the options."
   @spec new(keyword) :: {:ok, t} | {:error, Error.t()}
   def new(opts \\ []) do
     {rt, opts} = Keyword.pop_lazy(opts, :runtime, &Runtime.default/0)
 
-    config =
-      Map.new(opts, fn {k, v} ->
-        unless k in @top_keys, do: raise(ArgumentError, "unknown Tinkex.ServiceClient option #{inspect(k)}")
-        {Atom.to_string(k), nested(v)}
-      end)
-
-    case Native.service_client_new(rt.handle, JSON.encode!(config)) do
+    case Native.service_client_new(rt.handle, JSON.encode!(Requests.service_config(opts))) do
       {:ok, h} -> {:ok, %__MODULE__{handle: h, runtime: rt}}
       {:error, e} -> {:error, Error.from_nif(e)}
     end
   end
-
-  defp nested(kw) when is_list(kw) and kw != [] and is_tuple(hd(kw)), do: Map.new(kw, fn {k, v} -> {to_string(k), v} end)
-  defp nested(v), do: v
 
   @doc "The session id once the session exists (after the first operation)."
   @spec session_id(t) :: {:ok, String.t()} | {:error, Error.t()}
@@ -77,13 +66,7 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_lora_training_client(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_lora_training_client(%__MODULE__{handle: h}, base_model, opts \\ []) do
-    lora =
-      case Keyword.fetch(opts, :lora_config) do
-        {:ok, %LoraConfig{} = c} -> c
-        :error -> struct!(LoraConfig, Keyword.take(opts, [:rank, :seed, :train_unembed, :train_mlp, :train_attn]))
-      end
-
-    body = %{"base_model" => base_model, "lora_config" => LoraConfig.to_json(lora)}
+    body = Requests.create_lora_training_client(base_model, opts)
 
     Native.service_client_create_lora_training_client(h, JSON.encode!(body))
     |> Future.submitted(:create_lora_training_client, &Tinkex.TrainingClient.wrap/1)
@@ -95,7 +78,7 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_training_client_from_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_training_client_from_state(%__MODULE__{handle: h}, path, opts \\ []) do
-    body = %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+    body = Requests.create_training_client_from_state(path, opts)
 
     Native.service_client_create_training_client_from_state(h, JSON.encode!(body))
     |> Future.submitted(:create_training_client_from_state, &Tinkex.TrainingClient.wrap/1)
@@ -111,7 +94,7 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_sampling_client(%__MODULE__{handle: h}, opts) do
-    body = opts |> Keyword.take([:base_model, :model_path]) |> Map.new(fn {k, v} -> {Atom.to_string(k), v} end)
+    body = Requests.create_sampling_client(opts)
 
     Native.service_client_create_sampling_client(h, JSON.encode!(body))
     |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap/1)
@@ -132,7 +115,7 @@ defmodule Tinkex.ServiceClient do
   """
   @spec close(t, :success | :errored | :interrupted, String.t() | nil) :: {:ok, Future.t()} | {:error, Error.t()}
   def close(%__MODULE__{handle: h}, reason \\ :success, detail \\ nil) do
-    body = %{"reason" => %{"type" => Atom.to_string(reason)}, "detail" => detail}
+    body = Requests.close(reason, detail)
 
     Native.service_client_close(h, JSON.encode!(body))
     |> Future.submitted(:close, fn _ -> {:ok, :ok} end)

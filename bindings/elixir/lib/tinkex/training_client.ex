@@ -12,13 +12,13 @@ defmodule Tinkex.TrainingClient do
   Every function returns `{:ok, %Tinkex.Future{}}` at once (or `{:error, %Tinkex.Error{}}`
   when the input is rejected before anything is sent).
 
-  Training data: datums whose model input is one token chunk are sent through libtinkex's
-  bulk path (typed arrays, no JSON text); give token ids and loss inputs as binaries
-  (native-endian int64 / float32) to skip any per-element work in Elixir. Other datums
-  (images, several chunks) go as JSON.
+  Training data goes into one libtinkex datum batch per call: datums whose model input is one
+  token chunk as typed arrays (no JSON text; give token ids and loss inputs as binaries —
+  native-endian int64 / float32 — to skip any per-element work in Elixir), other datums
+  (images, several chunks) as JSON (`tinkex_datum_batch_push_json`).
   """
 
-  alias Tinkex.{Error, Future, JSON, Native}
+  alias Tinkex.{Constants, Error, Future, JSON, Native, Requests}
   alias Tinkex.Types.{
     AdamParams,
     Datum,
@@ -65,39 +65,18 @@ defmodule Tinkex.TrainingClient do
   def forward(tc, data, loss_fn, opts \\ []), do: fb(tc, data, loss_fn, opts, true)
 
   defp fb(%__MODULE__{handle: h}, data, loss_fn, opts, forward_only) do
-    loss = Tinkex.Types.Util.compact(%{"loss_fn" => to_string(loss_fn), "loss_fn_config" => opts[:loss_fn_config]})
     op = if forward_only, do: :forward, else: :forward_backward
     decode = Future.json(&ForwardBackwardOutput.from_json/1)
 
-    if data != [] and Enum.all?(data, &bulk?/1) do
-      case build_batch(data) do
-        {:ok, batch} ->
-          nif = if forward_only, do: &Native.training_client_forward_batch/3, else: &Native.training_client_forward_backward_batch/3
-          nif.(h, batch, JSON.encode!(loss)) |> Future.submitted(op, decode)
+    # Always one datum batch (the C ABI borrows it at submit; its resource frees it).
+    with {:ok, batch} <- build_batch(data) do
+      loss = JSON.encode!(Requests.loss(loss_fn, opts))
 
-        {:error, e} ->
-          {:error, e}
-      end
-    else
-      body = Map.put(loss, "data", Enum.map(data, &Datum.to_json/1)) |> JSON.encode!()
-      nif = if forward_only, do: &Native.training_client_forward/2, else: &Native.training_client_forward_backward/2
-      nif.(h, body) |> Future.submitted(op, decode)
+      if forward_only,
+        do: Native.training_client_forward_batch(h, batch, loss) |> Future.submitted(op, decode),
+        else: Native.training_client_forward_backward_batch(h, batch, loss) |> Future.submitted(op, decode)
     end
   end
-
-  # A datum fits the bulk path when its input is at most one token chunk and its loss inputs
-  # are dense.
-  defp bulk?(%Datum{model_input: %ModelInput{chunks: chunks}}) do
-    case chunks do
-      [] -> true
-      [%EncodedTextChunk{}] -> true
-      _ -> false
-    end
-  end
-
-  defp bulk?(_), do: false
-
-  @dtypes %{int64: 1, float32: 2, int32: 3, float64: 4}
 
   defp build_batch(data) do
     case Native.datum_batch_new() do
@@ -107,27 +86,41 @@ defmodule Tinkex.TrainingClient do
   end
 
   defp fill_batch(batch, data) do
-    Enum.reduce_while(data, {:ok, batch}, fn %Datum{model_input: mi} = d, acc ->
-      tokens =
-        case mi.chunks do
-          [] -> <<>>
-          [%EncodedTextChunk{tokens: t}] when is_binary(t) -> t
-          [%EncodedTextChunk{tokens: t}] -> TensorData.pack(t, :int64)
-        end
-
-      with :ok <- Native.datum_batch_push(batch, tokens, @dtypes.int64),
-           :ok <- set_inputs(batch, Datum.loss_inputs(d)) do
-        {:cont, acc}
-      else
+    Enum.reduce_while(data, {:ok, batch}, fn d, acc ->
+      case push(batch, d) do
+        :ok -> {:cont, acc}
         {:error, e} -> {:halt, {:error, Error.from_nif(e)}}
       end
     end)
   end
 
+  # A datum whose input is at most one token chunk crosses as typed arrays (no JSON text for
+  # the numbers); any other datum (images, several chunks) as JSON.
+  defp push(batch, %Datum{model_input: %ModelInput{chunks: chunks}} = d) when length(chunks) <= 1 do
+    tokens =
+      case chunks do
+        [] -> <<>>
+        [%EncodedTextChunk{tokens: t}] when is_binary(t) -> t
+        [%EncodedTextChunk{tokens: t}] -> TensorData.pack(t, :int64)
+        [_other] -> nil
+      end
+
+    if tokens do
+      with :ok <- Native.datum_batch_push(batch, tokens, Constants.dtype(:int64)),
+           do: set_inputs(batch, Datum.loss_inputs(d))
+    else
+      push_json(batch, d)
+    end
+  end
+
+  defp push(batch, d), do: push_json(batch, d)
+
+  defp push_json(batch, d), do: Native.datum_batch_push_json(batch, JSON.encode!(Requests.datum(d)))
+
   defp set_inputs(_batch, []), do: :ok
 
   defp set_inputs(batch, [{name, %TensorData{} = t} | rest]) do
-    case Native.datum_batch_set_loss_input(batch, name, TensorData.to_binary(t), Map.fetch!(@dtypes, t.dtype), t.shape) do
+    case Native.datum_batch_set_loss_input(batch, name, TensorData.to_binary(t), Constants.dtype(t.dtype), t.shape) do
       :ok -> set_inputs(batch, rest)
       err -> err
     end
@@ -142,7 +135,7 @@ defmodule Tinkex.TrainingClient do
   def optim_step(tc, params) when is_list(params), do: optim_step(tc, struct!(AdamParams, params))
 
   def optim_step(%__MODULE__{handle: h}, %AdamParams{} = p) do
-    Native.training_client_optim_step(h, JSON.encode!(AdamParams.to_json(p)))
+    Native.training_client_optim_step(h, JSON.encode!(Requests.optim_step(p)))
     |> Future.submitted(:optim_step, Future.json(&OptimStepResponse.from_json/1))
   end
 
@@ -153,13 +146,7 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_state(%__MODULE__{handle: h}, name, opts \\ []) do
-    body =
-      Tinkex.Types.Util.compact(%{
-        "path" => name,
-        "ttl_seconds" => opts[:ttl_seconds],
-        "overwrite" => opts[:overwrite],
-        "user_metadata" => opts[:user_metadata]
-      })
+    body = Requests.save_state(name, opts)
 
     Native.training_client_save_state(h, JSON.encode!(body))
     |> Future.submitted(:save_state, Future.json(&SaveWeightsResponse.from_json/1))
@@ -171,7 +158,7 @@ defmodule Tinkex.TrainingClient do
   """
   @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
-    body = %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+    body = Requests.load_state(path, opts)
 
     Native.training_client_load_state(h, JSON.encode!(body))
     |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
@@ -183,7 +170,7 @@ defmodule Tinkex.TrainingClient do
   @doc "Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`."
   @spec save_weights_for_sampler(t, String.t()) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_weights_for_sampler(%__MODULE__{handle: h}, name) do
-    Native.training_client_save_weights_for_sampler(h, JSON.encode!(%{"path" => name}))
+    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name)))
     |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
   end
 

@@ -9,14 +9,27 @@ defmodule Tinkex.Case do
 
   alias Tinkex.Test.{Emulator, SchedMonitor}
 
-  # Every NIF call on a normal scheduler must use at most this much thread CPU time, and a
-  # call during which the OS never switched the thread out must also return within it in
-  # wall-clock time.
+  # What holds a normal scheduler is a NIF call's own work: its thread CPU time, and the time
+  # it spends asleep (blocked on a lock, I/O, a sleep). Every NIF call on a normal scheduler
+  # must stay under this bound in both. The time the OS or the hypervisor keeps the runnable
+  # scheduler thread off the CPU (preemption, steal, interrupts) is not the NIF's doing and
+  # does not count: wall-clock time alone would make the check fail on a busy machine (a call
+  # that used 120 us of CPU has been seen to take 2.9 ms of wall time).
   @nif_bound_us 1_000
+  # A call asleep for longer than the bound is a violation when its NIF does so in at least
+  # this percentage of its calls of the test (any call of a NIF called fewer than 100 times).
+  # A NIF that blocks, blocks every time; an isolated long sleep among hundreds of calls is
+  # a lock whose holder the OS preempted (seen under load: one `sampling_client_sample` in
+  # 1,000 slept 20 ms).
+  @blocked_percent 1
   # Dirty NIFs, and the test-only export that panics on purpose (Rust's panic machinery —
   # the panic hook writing its message to stderr, a backtrace when RUST_BACKTRACE is set —
   # takes about a millisecond; see the README).
   @dirty_nifs [:runtime_new, :runtime_shutdown, :testing_panic_in_export]
+  # The negative controls: NIFs that break the bound on purpose.
+  @controls [:testing_spin, :testing_block]
+
+  def nif_bound_us, do: @nif_bound_us
 
   using do
     quote do
@@ -47,9 +60,10 @@ defmodule Tinkex.Case do
   @doc """
   The scheduler check after every test (and before it, for what ran in between):
 
-  1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of CPU time, and
-     every call the OS did not switch out returned within #{@nif_bound_us} us of wall time
-     (the NIF's own timing of every call: `Tinkex.nif_stats/0`, `Tinkex.slow_nif_calls/0`);
+  1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of thread CPU time,
+     and no NIF spent more than #{@nif_bound_us} us asleep in #{@blocked_percent} % or more of its
+     calls (the NIF's own timing of every call in the timing build: `Tinkex.nif_stats/0`,
+     `Tinkex.slow_nif_calls/0`);
   2. no busy_port report;
   3. every long_schedule report (over #{SchedMonitor.bound_ms()} ms of wall time) is attributed: a
      report for a process with a NIF call that broke (1) is a violation; the others (the OS
@@ -70,17 +84,24 @@ defmodule Tinkex.Case do
     stats = Tinkex.nif_stats()
     Tinkex.reset_nif_stats()
 
+    blocking =
+      for s <- stats,
+          s.calls > 0,
+          s.blocked_over_1ms_calls * 100 >= s.calls * @blocked_percent and s.blocked_over_1ms_calls > 0,
+          into: MapSet.new(),
+          do: s.name
+
     over =
       for s <- stats,
           s.calls > 0,
           s.name not in @dirty_nifs,
-          s.max_cpu_us > @nif_bound_us or s.max_wall_unswitched_us > @nif_bound_us,
+          s.max_cpu_us > @nif_bound_us or s.name in blocking,
           do: {:nif_over_bound, s}
 
     held =
       for c <- slow,
           c.name not in @dirty_nifs,
-          c.cpu_us > @nif_bound_us or not (c.blocked or c.preempted),
+          c.cpu_us > @nif_bound_us or (c.blocked_us > @nif_bound_us and c.name in blocking),
           do: c
 
     {busy, long} = Enum.split_with(reports, &(&1.kind != :long_schedule))
@@ -96,7 +117,7 @@ defmodule Tinkex.Case do
         end
       end
 
-    SchedMonitor.record(classified, Enum.reject(slow, &(&1.name == :testing_spin)))
+    SchedMonitor.record(classified, Enum.reject(slow, &(&1.name in @controls)))
     strict = System.get_env("TINKEX_STRICT_SCHED") == "1"
 
     over ++
@@ -149,12 +170,28 @@ defmodule Tinkex.Case do
     m["optimizer_steps"]
   end
 
-  @doc "Forces a garbage collection of every process, then waits for destructors."
+  @doc """
+  Forces a garbage collection of every process. Resource destructors may run a little later:
+  check their effect with `eventually/2` (e.g. `eventually(fn -> gc_all(); counts() == ... end)`).
+  """
   def gc_all do
     for p <- Process.list(), do: :erlang.garbage_collect(p)
-    Process.sleep(50)
-    for p <- Process.list(), do: :erlang.garbage_collect(p)
-    Process.sleep(50)
+    :ok
+  end
+
+  @doc """
+  Waits until the completion message of `future` has arrived, without taking it (a barrier:
+  the operation finished and its message is in the mailbox); flunks after `timeout_ms`.
+  """
+  def await_arrival(%Tinkex.Future{ref: ref}, timeout_ms \\ 30_000) do
+    receive do
+      {:tinkex, ^ref, _} = msg ->
+        # Put back (at the end of the mailbox; completions are matched by ref).
+        send(self(), msg)
+        :ok
+    after
+      timeout_ms -> flunk("the future's completion did not arrive within #{timeout_ms} ms")
+    end
   end
 
   @doc "Polls `fun` until it returns a truthy value or `timeout_ms` passes."

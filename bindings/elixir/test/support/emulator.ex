@@ -72,6 +72,57 @@ defmodule Tinkex.Test.Emulator do
 
   def model(emu, model_id), do: get(emu, "models/" <> model_id)
 
+  @doc "Installs a fault rule; returns its id."
+  def add_fault(emu, rule) do
+    {200, %{"id" => id}} = post(emu, "faults", rule)
+    id
+  end
+
+  @doc "Requests the fault rule `id` applied to so far."
+  def fault_hits(emu, id) do
+    {200, %{"faults" => faults}} = get(emu, "faults")
+    Enum.find_value(faults, 0, fn f -> f["id"] == id && f["hits"] end)
+  end
+
+  @doc """
+  Waits until the fault rule `id` applied to `n` requests (they reached the emulator and are
+  being held or failed by it); raises after `timeout_ms`.
+  """
+  def await_fault_hits(emu, id, n \\ 1, timeout_ms \\ 10_000) do
+    await(fn -> fault_hits(emu, id) >= n end, timeout_ms, "fault #{id}: #{n} hit(s)")
+  end
+
+  @doc "Requests received on `path` (e.g. \"/api/v1/save_weights\") so far."
+  def requests(emu, path) do
+    {200, %{"requests" => r}} = get(emu, "requests")
+    Map.get(r, path, 0)
+  end
+
+  @doc "Waits until `path` received more than `n` requests; raises after `timeout_ms`."
+  def await_requests_over(emu, path, n, timeout_ms \\ 10_000) do
+    await(fn -> requests(emu, path) > n end, timeout_ms, "more than #{n} request(s) on #{path}")
+  end
+
+  defp await(check, timeout_ms, what) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    do_await(check, deadline, what)
+  end
+
+  defp do_await(check, deadline, what) do
+    cond do
+      check.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        raise ExUnit.AssertionError, message: "emulator: no #{what} in time"
+
+      true ->
+        # The polling interval of a wait with a deadline.
+        Process.sleep(10)
+        do_await(check, deadline, what)
+    end
+  end
+
   defp request(method, url, body) do
     {:ok, _} = Application.ensure_all_started(:inets)
     url = String.to_charlist(url)

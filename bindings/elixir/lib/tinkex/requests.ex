@@ -1,0 +1,76 @@
+defmodule Tinkex.Requests do
+  @moduledoc false
+  # The JSON bodies the binding passes to the C ABI, one function per operation, as maps
+  # (the clients encode them with Tinkex.JSON). Kept apart from the clients so that the test
+  # suite validates every body against the committed JSON Schema (docs/schema/) without
+  # running the operation.
+
+  alias Tinkex.Types.{AdamParams, Datum, LoraConfig, ModelInput, SamplingParams, Util}
+
+  @top_keys ~w(api_key base_url tags project_id display_name telemetry allow_insecure_http timeouts retry heartbeat progress_event_interval_ms)a
+
+  @doc "The configuration of `tinkex_service_client_new` from `ServiceClient.new/1`'s options (without `:runtime`)."
+  def service_config(opts) do
+    Map.new(opts, fn {k, v} ->
+      unless k in @top_keys, do: raise(ArgumentError, "unknown Tinkex.ServiceClient option #{inspect(k)}")
+      {Atom.to_string(k), nested(v)}
+    end)
+  end
+
+  defp nested(kw) when is_list(kw) and kw != [] and is_tuple(hd(kw)), do: Map.new(kw, fn {k, v} -> {to_string(k), v} end)
+  defp nested(v), do: v
+
+  def create_lora_training_client(base_model, opts) do
+    lora =
+      case Keyword.fetch(opts, :lora_config) do
+        {:ok, %LoraConfig{} = c} -> c
+        :error -> struct!(LoraConfig, Keyword.take(opts, [:rank, :seed, :train_unembed, :train_mlp, :train_attn]))
+      end
+
+    %{"base_model" => base_model, "lora_config" => LoraConfig.to_json(lora)}
+  end
+
+  def create_training_client_from_state(path, opts),
+    do: %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+
+  def create_sampling_client(opts),
+    do: opts |> Keyword.take([:base_model, :model_path]) |> Map.new(fn {k, v} -> {Atom.to_string(k), v} end)
+
+  def close(reason, detail), do: Util.compact(%{"reason" => %{"type" => Atom.to_string(reason)}, "detail" => detail})
+
+  @doc "The body of forward / forward_backward (the datums go into a datum batch)."
+  def loss(loss_fn, opts),
+    do: Util.compact(%{"loss_fn" => to_string(loss_fn), "loss_fn_config" => opts[:loss_fn_config]})
+
+  @doc "One datum as JSON (`tinkex_datum_batch_push_json`)."
+  def datum(%Datum{} = d), do: Datum.to_json(d)
+
+  def optim_step(%AdamParams{} = p), do: AdamParams.to_json(p)
+
+  def save_state(name, opts) do
+    Util.compact(%{
+      "path" => name,
+      "ttl_seconds" => opts[:ttl_seconds],
+      "overwrite" => opts[:overwrite],
+      "user_metadata" => opts[:user_metadata]
+    })
+  end
+
+  def load_state(path, opts), do: %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+
+  def save_weights_for_sampler(name), do: %{"path" => name}
+
+  def sample(prompt, %SamplingParams{} = params, opts) do
+    Util.compact(%{
+      "prompt" => ModelInput.to_json(prompt),
+      "num_samples" => Keyword.get(opts, :num_samples, 1),
+      "sampling_params" => SamplingParams.to_json(params),
+      "prompt_logprobs" => opts[:prompt_logprobs],
+      "topk_prompt_logprobs" => opts[:topk_prompt_logprobs],
+      "topk_sample_logprobs" => opts[:topk_sample_logprobs],
+      "prompt_logprobs_last_n" => opts[:prompt_logprobs_last_n]
+    })
+  end
+
+  def compute_logprobs(prompt), do: %{"prompt" => ModelInput.to_json(prompt)}
+end
