@@ -207,7 +207,7 @@ static void run_op(const char *op, tinkex_service_client *svc, outcome *o) {
       s = tinkex_training_client_forward_backward(tc, u8(FB), strlen(FB), NULL, NULL, &fut, &err);
       json = take(o, s, fut, err);
       if (json && strcmp(op, "optim_step_result") == 0) {
-        const char *adam = "{\"adam_params\":{\"learning_rate\":0.001}}";
+        const char *adam = "{\"learning_rate\":0.001}";
         free(json);
         fut = NULL;
         err = NULL;

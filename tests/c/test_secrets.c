@@ -95,7 +95,7 @@ static int child(const char *url) {
       "\"num_samples\":2,\"sampling_params\":{\"max_tokens\":4}}";
   const char *logprobs =
       "{\"prompt\":{\"chunks\":[{\"type\":\"encoded_text\",\"tokens\":[1,2,3]}]}}";
-  const char *adam = "{\"adam_params\":{\"learning_rate\":0.001}}";
+  const char *adam = "{\"learning_rate\":0.001}";
   const char *bad[6];
   char bad_buf[6][512];
   char *json;
