@@ -81,7 +81,11 @@ impl FfiSampler {
             ),
             err,
         );
-        check("wait", tinkex_future_wait(fut, 0, &mut err), err);
+        check(
+            "wait",
+            tinkex_future_wait(fut, tinkex::ffi::TINKEX_WAIT_FOREVER, &mut err),
+            err,
+        );
         let mut sampler = std::ptr::null_mut();
         check(
             "take_sampling_client",
@@ -156,7 +160,7 @@ fn finish_one(b: &Batch, idx: usize) {
     }
 }
 
-unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *mut tinkex_future) {
+unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *const tinkex_future) {
     // SAFETY: the batch outlives its operations (run() waits for every completion).
     let b = unsafe { &*BATCH.load(Ordering::Acquire) };
     let idx = user_data as usize;
@@ -169,7 +173,8 @@ unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *mut tinkex_future) {
         b.errors.fetch_add(1, Ordering::Relaxed);
         tinkex_error_free(err);
     }
-    tinkex_future_free(fut);
+    // The reference `out_future` gave this program, released once its result is taken.
+    tinkex_future_free(fut.cast_mut());
     finish_one(b, idx);
 }
 
