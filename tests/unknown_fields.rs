@@ -348,12 +348,13 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
     let sampler = sampling_client(&svc);
     let mut total = (0, 0);
 
-    macro_rules! svc_call {
-        ($f:ident) => {
+    // One submit shape for every JSON export: (handle, json, len, on_done, user_data, out, err).
+    macro_rules! json_call {
+        ($handle:expr, $f:ident) => {
             Box::new(|json: &[u8]| {
                 submit_status(|out, err| {
                     $f(
-                        svc.0,
+                        $handle,
                         json.as_ptr(),
                         json.len(),
                         None,
@@ -365,30 +366,15 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
             })
         };
     }
-    macro_rules! training_call {
-        ($f:ident) => {
-            Box::new(|json: &[u8]| {
-                submit_status(|out, err| {
-                    $f(
-                        training.0,
-                        json.as_ptr(),
-                        json.len(),
-                        None,
-                        std::ptr::null_mut(),
-                        out,
-                        err,
-                    )
-                })
-            })
-        };
-    }
+    // The batch submits borrow the batch: it is freed after the call.
     macro_rules! batch_call {
         ($f:ident) => {
             Box::new(|json: &[u8]| {
-                submit_status(|out, err| {
+                let batch = empty_batch();
+                let status = submit_status(|out, err| {
                     $f(
                         training.0,
-                        empty_batch(),
+                        batch,
                         json.as_ptr(),
                         json.len(),
                         None,
@@ -396,24 +382,9 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
                         out,
                         err,
                     )
-                })
-            })
-        };
-    }
-    macro_rules! sampler_call {
-        ($f:ident) => {
-            Box::new(|json: &[u8]| {
-                submit_status(|out, err| {
-                    $f(
-                        sampler,
-                        json.as_ptr(),
-                        json.len(),
-                        None,
-                        std::ptr::null_mut(),
-                        out,
-                        err,
-                    )
-                })
+                });
+                tinkex_datum_batch_free(batch);
+                status
             })
         };
     }
@@ -426,7 +397,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         json!({"base_model": BASE_MODEL,
                "lora_config": {"rank": 8, "seed": 3, "train_unembed": true, "train_mlp": true,
                                "train_attn": false}}),
-        svc_call!(tinkex_service_client_create_lora_training_client),
+        json_call!(svc.0, tinkex_service_client_create_lora_training_client),
     );
     assert_eq!(c, 2, "top level and lora_config");
     run_one(
@@ -434,14 +405,17 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "create_training_client_from_state",
         "CreateTrainingClientFromStateInput",
         json!({"path": "tinker://run/weights/x", "optimizer": true}),
-        svc_call!(tinkex_service_client_create_training_client_from_state),
+        json_call!(
+            svc.0,
+            tinkex_service_client_create_training_client_from_state
+        ),
     );
     run_one(
         &mut total,
         "create_sampling_client",
         "CreateSamplingClientInput",
         json!({"base_model": BASE_MODEL}),
-        svc_call!(tinkex_service_client_create_sampling_client),
+        json_call!(svc.0, tinkex_service_client_create_sampling_client),
     );
 
     // Training client.
@@ -450,9 +424,12 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
     for (export, call) in [
         (
             "forward_backward",
-            training_call!(tinkex_training_client_forward_backward) as Call,
+            json_call!(training.0, tinkex_training_client_forward_backward) as Call,
         ),
-        ("forward", training_call!(tinkex_training_client_forward)),
+        (
+            "forward",
+            json_call!(training.0, tinkex_training_client_forward),
+        ),
     ] {
         let (c, o) = run_one(&mut total, export, "ForwardBackwardInput", fb.clone(), call);
         // Top level, datum, model_input, two chunks, two tensors; loss_fn_config and
@@ -484,14 +461,14 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "OptimStepInput",
         json!({"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.95, "eps": 1e-12,
                "weight_decay": 0.0, "grad_clip_norm": 1.0}),
-        training_call!(tinkex_training_client_optim_step),
+        json_call!(training.0, tinkex_training_client_optim_step),
     );
     // An unknown optimizer family passes through with its fields (PROTOCOL.md 10.8).
     let (c, o) = check(
         "optim_step (other family)",
         "OptimStepInput",
         json!({"type": "dimuon", "learning_rate": 0.01, "version": 1}),
-        &(training_call!(tinkex_training_client_optim_step) as Call),
+        &(json_call!(training.0, tinkex_training_client_optim_step) as Call),
     );
     assert_eq!((c, o), (0, 1));
     let (c, o) = run_one(
@@ -500,7 +477,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "SaveStateInput",
         json!({"path": "uf", "ttl_seconds": 3600, "overwrite": true,
                "user_metadata": {"k": "v"}}),
-        training_call!(tinkex_training_client_save_state),
+        json_call!(training.0, tinkex_training_client_save_state),
     );
     assert_eq!((c, o), (1, 1), "user_metadata is open");
     run_one(
@@ -508,14 +485,14 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "save_weights_for_sampler",
         "SaveWeightsForSamplerInput",
         json!({"path": "uf-sampler"}),
-        training_call!(tinkex_training_client_save_weights_for_sampler),
+        json_call!(training.0, tinkex_training_client_save_weights_for_sampler),
     );
     run_one(
         &mut total,
         "load_state",
         "LoadStateInput",
         json!({"path": "tinker://run/weights/x", "optimizer": false}),
-        training_call!(tinkex_training_client_load_state),
+        json_call!(training.0, tinkex_training_client_load_state),
     );
 
     // Sampling client.
@@ -528,7 +505,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
                                    "top_k": -1, "top_p": 0.9},
                "prompt_logprobs": true, "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0,
                "prompt_logprobs_last_n": 2}),
-        sampler_call!(tinkex_sampling_client_sample),
+        json_call!(sampler, tinkex_sampling_client_sample),
     );
     assert_eq!(c, 4, "top level, prompt, chunk, sampling_params");
     run_one(
@@ -536,7 +513,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "compute_logprobs",
         "ComputeLogprobsInput",
         json!({"prompt": prompt()}),
-        sampler_call!(tinkex_sampling_client_compute_logprobs),
+        json_call!(sampler, tinkex_sampling_client_compute_logprobs),
     );
 
     // Close last: the valid example finishes the session.
@@ -545,7 +522,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
         "close",
         "CloseInput",
         json!({"reason": {"type": "errored"}, "detail": "test"}),
-        svc_call!(tinkex_service_client_close),
+        json_call!(svc.0, tinkex_service_client_close),
     );
     tinkex_sampling_client_free(sampler);
     assert!(total.0 >= 25, "closed objects exercised: {total:?}");
