@@ -85,7 +85,13 @@ const EXPORTS: &[(&str, &str, &str)] = &[
         "LoadStateInput",
         "Empty",
     ),
-    ("tinkex_datum_batch_push_json (ABI 2.0)", "Datum", "-"),
+    ("tinkex_datum_batch_push_json", "Datum", "-"),
+    (
+        "tinkex_custom_loss_set_metrics",
+        "CustomLossMetricsInput",
+        "-",
+    ),
+    ("tinkex_tinker_path_parse", "-", "TinkerPathInfo"),
     ("tinkex_sampling_client_get_info", "-", "SamplingClientInfo"),
     (
         "tinkex_sampling_client_sample",
@@ -138,6 +144,8 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<CreateTrainingClientFromStateInput>("CreateTrainingClientFromStateInput"),
         schema_of::<CreateSamplingClientInput>("CreateSamplingClientInput"),
         schema_of::<CloseInput>("CloseInput"),
+        schema_of::<tinkex::core::requests::CustomLossMetricsInput>("CustomLossMetricsInput"),
+        schema_of::<tinkex::core::requests::TinkerPathInfo>("TinkerPathInfo"),
         schema_of::<ForwardBackwardInput>("ForwardBackwardInput"),
         schema_of::<LossInput>("LossInput"),
         schema_of::<OptimStepInput>("OptimStepInput"),

@@ -326,6 +326,35 @@ pub struct SavedPath {
     pub path: String,
 }
 
+/// Input of `tinkex_custom_loss_set_metrics`: the client-side loss's metrics by name
+/// (`{"loss:sum": L, ...}`); an open map.
+pub type CustomLossMetricsInput = BTreeMap<String, f64>;
+
+/// Result of `tinkex_tinker_path_parse`: the parts of a `tinker://` path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct TinkerPathInfo {
+    /// The training run (model) id.
+    pub training_run_id: String,
+    /// The checkpoint kind as its path segment (`weights`, `sampler_weights`, ...).
+    pub kind: String,
+    /// The checkpoint name.
+    pub name: String,
+    /// `{kind}/{name}`, the id the REST endpoints take.
+    pub checkpoint_id: String,
+}
+
+impl From<&crate::core::types::TinkerPath> for TinkerPathInfo {
+    fn from(p: &crate::core::types::TinkerPath) -> Self {
+        TinkerPathInfo {
+            training_run_id: p.training_run_id.clone(),
+            kind: p.kind.segment().to_string(),
+            name: p.name.clone(),
+            checkpoint_id: p.checkpoint_id(),
+        }
+    }
+}
+
 /// Result of operations that return nothing (`close`, `load_state`): `{}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

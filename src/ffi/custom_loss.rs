@@ -110,7 +110,7 @@ pub extern "C" fn tinkex_custom_loss_set_metrics(
         // SAFETY: a non-NULL `pass` is a live handle (caller contract).
         let pass = unsafe { ArcHandle::from_ptr(pass, "pass") }?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
-        let mut metrics: BTreeMap<String, f64> = unsafe { input_json(json, json_len, "json") }?;
+        let mut metrics: crate::core::requests::CustomLossMetricsInput = unsafe { input_json(json, json_len, "json") }?;
         let loss_sum = metrics.remove("loss:sum");
         *pass.metrics.lock().unwrap_or_else(|e| e.into_inner()) = (loss_sum, metrics);
         Ok(tinkex_status::Ok)

@@ -27,13 +27,9 @@ pub extern "C" fn tinkex_tinker_path_parse(
         // SAFETY: `(path, path_len)` is a readable input (caller contract).
         let text = unsafe { input_str(path, path_len, "path") }?;
         let parsed = TinkerPath::parse(text).map_err(|e| Failure::invalid_arg(e.to_string()))?;
-        let json = serde_json::json!({
-            "training_run_id": parsed.training_run_id,
-            "kind": parsed.kind.segment(),
-            "name": parsed.name,
-            "checkpoint_id": parsed.checkpoint_id(),
-        });
-        let bytes = tinkex_bytes::new(json.to_string().into_bytes());
+        let info = crate::core::requests::TinkerPathInfo::from(&parsed);
+        let json = serde_json::to_vec(&info).map_err(|e| Failure::internal(e.to_string()))?;
+        let bytes = tinkex_bytes::new(json);
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_json, BoxHandle::into_ptr(bytes)) };
         Ok(tinkex_status::Ok)
