@@ -74,6 +74,11 @@ pub struct EmulatorConfig {
     pub zero_compute: bool,
     /// Write live state (sessions, models) so a killed emulator can be restarted.
     pub persist_live_state: bool,
+    /// Flags answered by `client/config` over the official defaults (PROTOCOL.md 5.3);
+    /// changeable at run time with `POST /_emulator/flags`.
+    pub client_config: serde_json::Map<String, serde_json::Value>,
+    /// Flags answered by `client/dynamic_config` over the official defaults (5.4).
+    pub dynamic_config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl EmulatorConfig {
@@ -98,6 +103,8 @@ impl EmulatorConfig {
                 .collect(),
             zero_compute: false,
             persist_live_state: true,
+            client_config: serde_json::Map::new(),
+            dynamic_config: serde_json::Map::new(),
         }
     }
 

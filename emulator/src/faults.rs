@@ -180,17 +180,62 @@ pub async fn apply(
         .unwrap()
         .entry(path.clone())
         .or_default() += 1;
+    let mut entry = journal_entry(&req, &path);
+    let resp = apply_rules(&app, &path, req, next).await;
+    entry.status = if resp.extensions().get::<Broken>().is_some() {
+        0
+    } else {
+        resp.status().as_u16()
+    };
+    let mut journal = app.journal.lock().unwrap();
+    if journal.len() >= crate::state::MAX_JOURNAL_ENTRIES {
+        journal.pop_front();
+    }
+    journal.push_back(entry);
+    drop(journal);
+    resp
+}
+
+/// What the journal records of a request (no credential).
+fn journal_entry(req: &Request<Body>, path: &str) -> crate::state::JournalEntry {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    crate::state::JournalEntry {
+        method: req.method().to_string(),
+        path: path.to_string(),
+        idempotency_key: header("x-idempotency-key"),
+        retry_count: header("x-stainless-retry-count"),
+        content_encoding: header("content-encoding"),
+        sdk_method: header("x-sdk-method"),
+        status: 0,
+    }
+}
+
+/// Marks a response whose connection is broken on purpose (journal status 0).
+#[derive(Clone, Copy)]
+struct Broken;
+
+async fn apply_rules(
+    app: &std::sync::Arc<crate::state::AppState>,
+    path: &str,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
     if app.outage.active() {
         return broken_response(StatusCode::OK);
     }
-    let Some(rule) = app.faults.take(req.method().as_str(), &path) else {
-        return run_unless_outage(&app, next, req).await;
+    let Some(rule) = app.faults.take(req.method().as_str(), path) else {
+        return run_unless_outage(app, next, req).await;
     };
     let mut pending = Some((next, req));
     let mut handled = None;
     if rule.after_handler {
         let (next, req) = pending.take().expect("not yet run");
-        handled = Some(run_unless_outage(&app, next, req).await);
+        handled = Some(run_unless_outage(app, next, req).await);
     }
     if let Some(ms) = rule.latency_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -207,7 +252,7 @@ pub async fn apply(
     }
     match (handled, pending) {
         (Some(resp), _) => resp,
-        (None, Some((next, req))) => run_unless_outage(&app, next, req).await,
+        (None, Some((next, req))) => run_unless_outage(app, next, req).await,
         (None, None) => unreachable!("the handler either ran or is pending"),
     }
 }
@@ -340,6 +385,7 @@ fn broken_response(status: StatusCode) -> Response {
         .insert("content-type", HeaderValue::from_static("application/json"));
     resp.headers_mut()
         .insert("content-length", HeaderValue::from_static("1000"));
+    resp.extensions_mut().insert(Broken);
     resp
 }
 

@@ -12,6 +12,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod encode;
 pub mod faults;
+pub mod flags;
 pub mod futures;
 pub mod model;
 pub mod persist;

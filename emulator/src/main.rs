@@ -14,6 +14,7 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                        [--max-decompressed-bytes BYTES] [--max-num-samples N]
                        [--max-topk-logprobs N] [--max-sample-result-entries N]
                        [--control-token TOKEN] [--zero-compute] [--no-persist]
+                       [--client-config JSON] [--dynamic-config JSON]
 
   --port N                 port to listen on; 0 (default) picks a free one
   --host IP                address to bind (default 127.0.0.1)
@@ -37,11 +38,26 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                            --host; on any other address they answer 403.
   --zero-compute           canned results instead of running the model (benchmarks)
   --no-persist             do not write live state (sessions, models) to the state dir
+  --client-config JSON     client/config flags over the official defaults, e.g.
+                           '{\"sample_use_retrieve_futures\": true}' (null removes a flag);
+                           changeable later with POST /_emulator/flags
+  --dynamic-config JSON    client/dynamic_config flags, e.g. '{\"sample_cancel_enabled\": true}'
 
 The first line on stdout is the base URL, e.g. http://127.0.0.1:43127";
 
 /// Environment variable holding the control token (used when --control-token is not given).
 const CONTROL_TOKEN_ENV: &str = "TINKEX_EMULATOR_CONTROL_TOKEN";
+
+fn json_object(
+    flag: &str,
+    value: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(value) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(format!("{flag}: expected a JSON object")),
+        Err(e) => Err(format!("{flag}: invalid JSON: {e}")),
+    }
+}
 
 fn parse_args(args: &[String], env_token: Option<String>) -> Result<EmulatorConfig, String> {
     let mut config = EmulatorConfig::new("tinkex-emulator-state");
@@ -73,6 +89,8 @@ fn parse_args(args: &[String], env_token: Option<String>) -> Result<EmulatorConf
                     .map_err(|_| format!("--host: {value:?} is not an IP address"))?
             }
             "--state-dir" => config.state_dir = PathBuf::from(value),
+            "--client-config" => config.client_config = json_object(flag, value)?,
+            "--dynamic-config" => config.dynamic_config = json_object(flag, value)?,
             "--poll-hold-ms" => config.poll_hold = Duration::from_millis(num(value)?),
             "--seq-gap-timeout-ms" => config.seq_gap_timeout = Duration::from_millis(num(value)?),
             "--inline-result-limit" => config.inline_result_limit = num(value)? as usize,

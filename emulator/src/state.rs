@@ -16,6 +16,29 @@ use tokio::sync::watch;
 /// Telemetry batches kept for `/_emulator/telemetry` (older ones are dropped).
 pub const MAX_TELEMETRY_BATCHES: usize = 10_000;
 
+/// Journal entries kept for `/_emulator/journal` (older ones are dropped).
+pub const MAX_JOURNAL_ENTRIES: usize = 100_000;
+
+/// One API request as received, for tests of what a client sent on each attempt. Carries
+/// no credential.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JournalEntry {
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// `X-Idempotency-Key`, if sent.
+    pub idempotency_key: Option<String>,
+    /// `x-stainless-retry-count`, if sent.
+    pub retry_count: Option<String>,
+    /// `Content-Encoding`, if sent.
+    pub content_encoding: Option<String>,
+    /// `x-sdk-method`, if sent.
+    pub sdk_method: Option<String>,
+    /// Status of the answer (0 when the connection was broken instead).
+    pub status: u16,
+}
+
 /// One client session.
 pub struct Session {
     /// Session id.
@@ -66,6 +89,10 @@ pub struct AppState {
     pub polls: Mutex<HashMap<String, u64>>,
     /// Requests received (including those answered by a fault rule), by path.
     pub requests: Mutex<HashMap<String, u64>>,
+    /// Every API request received, in order (the newest [`MAX_JOURNAL_ENTRIES`]).
+    pub journal: Mutex<std::collections::VecDeque<JournalEntry>>,
+    /// The `client/config` and `client/dynamic_config` answers.
+    pub flags: crate::flags::Flags,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -77,6 +104,7 @@ impl AppState {
         checkpoints: CheckpointStore,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let flags = crate::flags::Flags::new(&config.client_config, &config.dynamic_config);
         AppState {
             config,
             ids: IdGen::new(),
@@ -92,6 +120,8 @@ impl AppState {
             op_delays: Mutex::new(HashMap::new()),
             polls: Mutex::new(HashMap::new()),
             requests: Mutex::new(HashMap::new()),
+            journal: Mutex::new(std::collections::VecDeque::new()),
+            flags,
             shutdown,
         }
     }

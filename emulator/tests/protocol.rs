@@ -446,3 +446,65 @@ async fn zero_compute_mode_returns_canned_results_of_the_right_shape() {
     assert_eq!(out.loss_fn_outputs[0].num_datums, 4);
     assert!(!dir.join("live").exists(), "nothing persisted");
 }
+
+#[tokio::test]
+async fn flags_are_settable_and_the_journal_records_each_request() {
+    let dir = state_dir("flags");
+    let emu = start(&dir, Duration::from_millis(200)).await;
+    let api = Api::new(emu.base_url());
+    let (status, defaults) = api
+        .post("client/config", json!({"sdk_version": "0.38.0"}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(defaults["sample_use_retrieve_futures"], json!(false));
+    assert_eq!(
+        defaults["billing_exception_max_pause_duration_sec"],
+        json!(3600)
+    );
+    let (status, _) = emu
+        .control(
+            "POST",
+            "flags",
+            Some(&json!({
+                "client_config": {"sample_use_retrieve_futures": true, "proto_compress_fwdbwd": null},
+                "dynamic_config": {"sample_cancel_enabled": true}
+            })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, client) = api
+        .post("client/config", json!({"sdk_version": "0.38.0"}))
+        .await;
+    assert_eq!(client["sample_use_retrieve_futures"], json!(true));
+    assert!(
+        client.get("proto_compress_fwdbwd").is_none(),
+        "null removes a flag"
+    );
+    let (_, dynamic) = api
+        .post("client/dynamic_config", json!({"sdk_version": "0.38.0"}))
+        .await;
+    assert_eq!(dynamic["sample_cancel_enabled"], json!(true));
+    let (status, _) = emu
+        .control("POST", "flags", Some(&json!({"nope": {}})))
+        .await;
+    assert_eq!(status, 400, "unknown parts are refused");
+
+    let (_, journal) = emu.control("GET", "journal", None).await;
+    let entries = journal["journal"].as_array().unwrap();
+    let paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/client/config",
+            "/api/v1/client/config",
+            "/api/v1/client/dynamic_config"
+        ]
+    );
+    assert!(entries.iter().all(|e| e["status"] == json!(200)));
+    emu.control("DELETE", "journal", None).await;
+    let (_, journal) = emu.control("GET", "journal", None).await;
+    assert_eq!(journal["journal"], json!([]));
+}

@@ -28,6 +28,36 @@ pub fn router() -> Router<AppRef> {
         .route("/requests", get(requests))
         .route("/outage", post(outage))
         .route("/delays", post(delays))
+        .route("/flags", get(flags).post(set_flags))
+        .route("/journal", get(journal).delete(clear_journal))
+}
+
+/// The current `client/config` and `client/dynamic_config` answers.
+async fn flags(State(app): State<AppRef>) -> Response {
+    json_response(StatusCode::OK, &app.flags.snapshot())
+}
+
+/// Changes flags: `{"client_config": {"sample_use_retrieve_futures": true}, "dynamic_config":
+/// {...}}`; a `null` value restores the client's default (the flag is no longer sent).
+/// Answers the new flags.
+async fn set_flags(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    let body: serde_json::Map<String, serde_json::Value> = parse_json(&body)?;
+    app.flags
+        .update(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    Ok(json_response(StatusCode::OK, &app.flags.snapshot()))
+}
+
+/// Every API request received, in order: method, path, idempotency key, retry count,
+/// content encoding, `x-sdk-method` and the answer's status (0: connection broken).
+async fn journal(State(app): State<AppRef>) -> Response {
+    let entries: Vec<_> = app.journal.lock().unwrap().iter().cloned().collect();
+    json_response(StatusCode::OK, &json!({ "journal": entries }))
+}
+
+async fn clear_journal(State(app): State<AppRef>) -> Response {
+    app.journal.lock().unwrap().clear();
+    json_response(StatusCode::OK, &json!({}))
 }
 
 /// Installs a fault rule (JSON [`crate::faults::FaultRule`]); answers `{"id": n}`.

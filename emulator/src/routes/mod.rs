@@ -74,11 +74,10 @@ pub fn router(app: AppRef) -> Router {
         .route("/checkpoints", get(rest::all_checkpoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
-        .layer(middleware::from_fn(require_api_key))
-        .layer(middleware::from_fn_with_state(
-            app.clone(),
-            crate::faults::apply,
-        ));
+        .layer(middleware::from_fn(require_api_key));
+    // Faults, request counts and the journal: once per request, on the full path (the outer
+    // layer below). A second layer here would see the path without `/api/v1` and apply
+    // every probabilistic rule twice.
     Router::new()
         .nest("/api/v1", api)
         .nest(

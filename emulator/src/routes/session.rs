@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use tinkex::core::types::{
-    ClientConfig, CreateSessionRequest, CreateSessionResponse, DynamicConfig, FinishSessionRequest,
-    ServerCapabilities, SessionHeartbeatRequest, SupportedModel,
+    CreateSessionRequest, CreateSessionResponse, FinishSessionRequest, ServerCapabilities,
+    SessionHeartbeatRequest, SupportedModel,
 };
 
 pub async fn healthz() -> Response {
@@ -32,16 +32,14 @@ pub async fn capabilities(State(app): State<AppRef>) -> Response {
 }
 
 /// Startup flags: the official defaults, with JWT auth off (the emulator takes API keys).
-pub async fn client_config() -> Response {
-    let config = ClientConfig {
-        pjwt_auth_enabled: false,
-        ..ClientConfig::default()
-    };
-    json_response(StatusCode::OK, &config)
+/// The configured `client/config` flags (see [`crate::flags`]).
+pub async fn client_config(State(app): State<AppRef>) -> Response {
+    json_response(StatusCode::OK, &app.flags.client_config())
 }
 
-pub async fn dynamic_config() -> Response {
-    json_response(StatusCode::OK, &DynamicConfig::default())
+/// The configured `client/dynamic_config` flags.
+pub async fn dynamic_config(State(app): State<AppRef>) -> Response {
+    json_response(StatusCode::OK, &app.flags.dynamic_config())
 }
 
 pub async fn create_session(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
