@@ -3,6 +3,7 @@
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
 pub mod api_future;
+pub mod byte_budget;
 pub mod chunking;
 pub mod codec;
 pub mod config;
