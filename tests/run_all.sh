@@ -10,7 +10,8 @@
 #   2. C and C++ programs against the C ABI (plain, ASan/UBSan, valgrind).
 #   3. The Python binding (pytest) and its drop-in check with the official SDK.
 #   4. The Elixir binding (ExUnit).
-#   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator.
+#   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator, in every
+#      mode (default, jwt, retrieve_futures: emulator/tests/official_sdk/run.sh --all-modes).
 #   6. The benchmark harness on tiny sizes (bench/run.sh --smoke: it still runs end to end).
 #
 # Needs Rust, gcc/g++, valgrind, python3 with venv, Elixir + erlang-dev, and the Rust and
@@ -48,7 +49,7 @@ suite rust env TINKEX_VERIFY_HEADER=1 TINKEX_REQUIRE_CC=1 cargo test --workspace
 suite c bash tests/c/run.sh
 suite python bash bindings/python/run_tests.sh
 suite elixir bash bindings/elixir/run_tests.sh
-suite official-sdk bash emulator/tests/official_sdk/run.sh
+suite official-sdk bash emulator/tests/official_sdk/run.sh --all-modes
 suite bench-smoke bash bench/run.sh --smoke
 suite fuzz-smoke bash fuzz/smoke.sh
 

@@ -15,6 +15,16 @@ must fall -> save_state -> forward (L) -> snapshot sampling client: sample, comp
 and create_training_client_from_state both reproduce L -> RestClient.list_checkpoints ->
 first session heartbeat (~10 s after the session starts) -> close -> telemetry accepted.
 The httpx request log is captured (logging only) to report every endpoint and status.
+
+CONFORMANCE_MODE (set by run.sh --mode) names how the emulator was started and adds checks
+read from the emulator's request journal (GET /_emulator/journal):
+
+* default: plain API key; sampling polls retrieve_future.
+* jwt (`pjwt_auth_enabled`): the SDK exchanged its key at POST /api/v1/auth/token and every
+  exchange succeeded (PROTOCOL.md 2.5, 2.7).
+* retrieve_futures (`sample_use_retrieve_futures`, `sample_cancel_enabled`): sampling went
+  through the batched poller POST /api/v1/retrieve_futures (8.2), and a sample abandoned
+  while its completion was being waited for sent POST /api/v1/cancel_future (8.3).
 """
 
 from __future__ import annotations
@@ -31,6 +41,9 @@ import warnings
 from collections import Counter
 from contextlib import contextmanager
 from typing import Iterator, Sequence
+
+import json
+import urllib.request
 
 import tinker
 from tinker import types
@@ -55,6 +68,10 @@ CHECKPOINT_NAME = "conformance-step-20"
 RELOAD_TOLERANCE = 1e-4  # abs diff of the per-token loss after restoring the checkpoint
 RESULT_TIMEOUT_S = 180.0  # bound on every single .result() wait
 HEARTBEAT_DEADLINE_S = 30.0  # the SDK sends its first heartbeat 10 s after the session starts
+MODES = ("default", "jwt", "retrieve_futures")
+MODE = os.environ.get("CONFORMANCE_MODE", "default")
+CANCEL_DEADLINE_S = 20.0  # the abandoned sample's cancel_future must arrive within this
+CANCEL_HOLD_MS = 3000  # the poll of the sample to abandon is held this long by a fault rule
 
 # ------------------------------------------------------------------------------------------
 # Small helpers
@@ -160,6 +177,40 @@ def endpoint_summary() -> Counter:
     return Counter((m, normalise(p), s) for m, p, s in RECORDER.requests)
 
 
+def control(method: str, path: str, body: object = None) -> object:
+    """The emulator's control API (/_emulator/...), not the SDK."""
+    base = os.environ["TINKER_BASE_URL"].rstrip("/")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"{base}/_emulator/{path}", data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read() or b"null")
+
+
+def journal(path_suffix: str) -> list[int]:
+    """Statuses of the API requests whose path ends with `path_suffix`, in order (0: the
+    connection was broken), from the emulator's journal."""
+    entries = control("GET", "journal")["journal"]  # type: ignore[index]
+    return [e["status"] for e in entries if e["path"].endswith(path_suffix)]
+
+
+def polls_received() -> int:
+    """retrieve_future and retrieve_futures requests that reached the emulator, including
+    those still held (the journal lists a request only once answered)."""
+    counts = control("GET", "requests")["requests"]  # type: ignore[index]
+    return sum(n for p, n in counts.items() if p.startswith("/api/v1/retrieve_future"))
+
+
+def wait_journal(path_suffix: str, deadline_s: float) -> list[int]:
+    """The statuses of `path_suffix` requests once there is one, or [] after the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        seen = journal(path_suffix)
+        if seen or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.1)
+
+
 def telemetry_enabled() -> bool:
     # Same rule as the SDK (tinker/lib/telemetry.py).
     return os.environ.get("TINKER_TELEMETRY", "1").lower() in {"1", "true", "yes", "on"}
@@ -263,7 +314,9 @@ def run() -> dict:
     api_key = os.environ.get("TINKER_API_KEY", "")
     check(base_url != "", "TINKER_BASE_URL must be set (the emulator's base URL)")
     check(api_key.startswith("tml-"), "TINKER_API_KEY must be set to a key starting with 'tml-'")
-    log(f"tinker SDK {tinker.__version__} -> {base_url} (telemetry {'on' if telemetry_enabled() else 'off'})")
+    check(MODE in MODES, f"CONFORMANCE_MODE must be one of {MODES}, got {MODE!r}")
+    log(f"tinker SDK {tinker.__version__} -> {base_url} (mode {MODE}, "
+        f"telemetry {'on' if telemetry_enabled() else 'off'})")
     check(tinker.__version__ == "0.38.0", f"expected tinker 0.38.0, imported {tinker.__version__}")
 
     seqs = make_sequences()
@@ -368,6 +421,38 @@ def run() -> dict:
                 log(f"    seq {j}: stop={s.stop_reason} tokens={toks} logprobs={[round(v, 3) for v in lps]}")
             check(len(ids) == 4, f"sample: sequence ids should be distinct, got {[s.sequence_id for s in resp.sequences]}")
 
+        if MODE == "retrieve_futures":
+            with step("retrieve_futures mode: sampling used the poller; an abandoned sample sends cancel_future"):
+                polls = journal("/api/v1/retrieve_futures")
+                log(f"    retrieve_futures statuses so far: {polls}")
+                check(any(200 <= s < 300 for s in polls),
+                      f"sample_use_retrieve_futures is on but no 2xx POST /api/v1/retrieve_futures "
+                      f"was seen (statuses {polls}) (PROTOCOL.md 8.2)")
+                # Hold every poll (both endpoints share the prefix) so the sample is still
+                # pending when it is abandoned, then abandon it.
+                polls_before = polls_received()
+                control("POST", "faults", {"path": "/api/v1/retrieve_future", "latency_ms": CANCEL_HOLD_MS,
+                                           "duration_ms": CANCEL_HOLD_MS})
+                try:
+                    fut = sc.sample(prompt=prompt, num_samples=1,
+                                    sampling_params=types.SamplingParams(max_tokens=8))
+                    # Abandon it once its completion is being waited for (a poll reached the
+                    # server and is held): before that the SDK has no request id to cancel.
+                    deadline = time.monotonic() + 10
+                    while polls_received() <= polls_before and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    check(polls_received() > polls_before, "the sample to abandon was never polled")
+                    cancelled = fut.future().cancel()
+                    log(f"    future().cancel() -> {cancelled}")
+                    check(cancelled, "the sample to abandon completed before it could be cancelled")
+                    cancels = wait_journal("/api/v1/cancel_future", CANCEL_DEADLINE_S)
+                finally:
+                    control("DELETE", "faults")
+                log(f"    cancel_future statuses: {cancels}")
+                check(len(cancels) == 1, f"expected one POST /api/v1/cancel_future within "
+                                         f"{CANCEL_DEADLINE_S:.0f}s, got {cancels} (PROTOCOL.md 8.3)")
+                check(200 <= cancels[0] < 300, f"cancel_future answered {cancels[0]} (PROTOCOL.md 8.3)")
+
         with step("compute_logprobs on the step-20 sampling client"):
             full = seqs[0]  # datum 0: inputs = full[:-1], targets = full[1:]
             cl = result(sc.compute_logprobs(types.ModelInput.from_ints(full)), "compute_logprobs")
@@ -454,6 +539,14 @@ def run() -> dict:
             check(len(beats) > 0, f"no POST /api/v1/session_heartbeat seen within {HEARTBEAT_DEADLINE_S:.0f}s")
             check(all(200 <= s < 300 for s in beats), f"session_heartbeat statuses: {beats} (PROTOCOL.md 5.6)")
             log(f"    {len(beats)} heartbeat(s), statuses {beats}")
+
+        if MODE == "jwt":
+            with step("jwt mode: the API key was exchanged for a JWT at /api/v1/auth/token"):
+                tokens = journal("/api/v1/auth/token")
+                log(f"    auth/token statuses: {tokens}")
+                check(len(tokens) > 0, "pjwt_auth_enabled is on but the SDK never called "
+                                       "POST /api/v1/auth/token (PROTOCOL.md 2.5, 2.7)")
+                check(all(200 <= s < 300 for s in tokens), f"auth/token statuses: {tokens} (PROTOCOL.md 2.7)")
 
         with step("ServiceClient.close('success')"):
             result(service.close("success"), "close")
