@@ -8,6 +8,14 @@ client measures ``getrusage(RUSAGE_SELF)`` around its measured window, and this 
 reaps each child with ``wait4`` (whole-process user+sys and ``ru_maxrss``).
 
     python bench/driver.py [--smoke] [--out DIR] [--only w1,w3,...]
+    python bench/driver.py faults [--runs N] [--smoke] [--out DIR]
+
+``faults`` runs only the faults family (bench/harness/faults.py: training under 503s and
+resets, poll spin, recovery; Python binding vs official SDK; ~35 min with 3 runs) and
+rewrites only its section of DIR/benchmarks.md. A full suite run leaves it out and keeps
+the section already there; ``--smoke`` runs it at tiny sizes. It needs only
+``tinkex-emulator`` and ``libtinkex.so`` (``TINKEX_BENCH_TARGET`` picks their directory) and
+a Python with numpy (``target/bench-venv``, which ``bench/run.sh`` prepares).
 
 This file is the command line; the harness lives in ``bench/harness/`` (processes,
 workloads, profilers, report).
@@ -15,6 +23,7 @@ workloads, profilers, report).
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import sys
@@ -23,22 +32,29 @@ from harness import settings
 from harness.settings import BENCH, EMU, LIB, OFFICIAL_PY, REPO, SIZES, TARGET, log, mono
 from harness.workloads import w_fwdbwd, w_memory, w_recovery, w_sampling, w_telemetry
 from harness.profilers import w_callgrind, w_massif, w_perf
-from harness.report import loadavg, machine, report
+from harness.report import loadavg, machine, machine_line, report
+from harness import faults as F
 
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("scenario", nargs="?", choices=["all", "faults"], default="all",
+                   help="all (default): the whole suite; faults: only the faults family")
+    p.add_argument("--runs", type=int, default=None, help="faults: runs per client and case")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--out", default=os.path.join(REPO, "docs"))
-    p.add_argument("--only", default="", help="comma-separated subset: w1,w3,w5,w6,w7,cg,perf,massif")
+    p.add_argument("--only", default="", help="comma-separated subset: w1,w3,w5,w6,w7,faults,cg,perf,massif")
     p.add_argument("--command", default="bench/run.sh")
     a = p.parse_args()
     mode = "smoke" if a.smoke else "full"
-    S = SIZES[mode]
-    settings.LOG_DIR = os.path.join(os.path.dirname(TARGET), "logs" if mode == "full" else "logs-smoke")
+    S = dict(SIZES[mode])
+    if a.runs is not None:
+        S["faults_runs"] = a.runs
+    settings.LOG_DIR = os.path.join(os.path.dirname(TARGET), ("logs" if mode == "full" else "logs-smoke")
+                                    + ("-faults" if a.scenario == "faults" else ""))
     shutil.rmtree(settings.LOG_DIR, ignore_errors=True)
     os.makedirs(settings.LOG_DIR)
-    for f in (BENCH, EMU, LIB):
+    for f in (EMU, LIB) if a.scenario == "faults" else (BENCH, EMU, LIB):
         if not os.path.exists(f):
             sys.exit(f"missing {f}: run bench/run.sh")
     only = set(x for x in a.only.split(",") if x)
@@ -48,10 +64,16 @@ def main():
     if not R["have_official"]:
         log("official SDK venv missing or skipped: its columns stay empty")
     t0 = mono()
+    if a.scenario == "faults":
+        return faults_only(R, S, a, t0)
     steps = [("w1", w_sampling), ("w3", w_fwdbwd), ("w5", w_memory), ("w7", w_telemetry),
-             ("w6", w_recovery), ("cg", w_callgrind), ("perf", w_perf), ("massif", w_massif)]
+             ("w6", w_recovery), ("faults", F.w_faults), ("cg", w_callgrind), ("perf", w_perf), ("massif", w_massif)]
     for key, fn in steps:
         if only and key not in only:
+            continue
+        if key == "faults" and mode == "full" and not only:
+            # ~35 min at full sizes: run on its own (`bench/run.sh faults --runs 3`); the
+            # report keeps the section that run left (harness/faults.py).
             continue
         t = mono()
         fn(S, R)
@@ -64,6 +86,27 @@ def main():
     missing = check(R, only)
     if missing:
         log("no result for: " + ", ".join(missing))
+        sys.exit(1)
+
+
+def faults_only(R, S, a, t0):
+    """`driver.py faults`: the family alone; its section of OUT/benchmarks.md is replaced
+    (or appended), the rest of the page is left as it is."""
+    F.w_faults(S, R)
+    R["load_after"] = loadavg()
+    command = f"{a.command} faults --runs {S['faults_runs']}" + (" --smoke" if a.smoke else "")
+    text = F.section(R, machine_line(R), R["date"], command)
+    os.makedirs(a.out, exist_ok=True)
+    out = os.path.join(a.out, "benchmarks.md")
+    F.splice(out, text)
+    with open(os.path.join(settings.LOG_DIR, "faults.json"), "w") as f:
+        json.dump(R, f, indent=1, default=str)
+    log(f"wrote the faults section of {out} in {(mono() - t0) / 60:.1f} min")
+    for name, ok, meas in F.goals(R):
+        log(f"{'MET    ' if ok else 'NOT MET'} {name}: {meas}")
+    miss = F.missing(R)
+    if miss:
+        log("no result for: " + ", ".join(miss))
         sys.exit(1)
 
 
@@ -84,6 +127,8 @@ def check(R, only):
     need("telemetry", "w7", ["off", "on"], lambda d, c: d.get(c))
     if (not only or "w3" in only) and not R.get("encode"):
         miss.append("encode")
+    if ("faults" in only) or (not only and R["mode"] == "smoke"):
+        miss += F.missing(R)
     return miss
 
 

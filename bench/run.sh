@@ -5,7 +5,12 @@
 #                           build; a cold build adds ~4-5 min): writes docs/benchmarks.md
 #                           and docs/benchmarks.png
 #   bench/run.sh --smoke    tiny sizes, written to a temporary directory (the test-suite
-#                           check that the harness still runs end to end)
+#                           check that the harness still runs end to end; includes the
+#                           faults family)
+#   bench/run.sh faults --runs 3
+#                           only the faults family (issue 13: training under 503s and
+#                           resets, poll spin, recovery; Python binding vs official SDK,
+#                           ~35 min): rewrites only its section of docs/benchmarks.md
 #
 # Builds (release, CARGO_TARGET_DIR=target/bench, so it never touches target/release):
 # libtinkex.so and tinkex-emulator from the workspace, tinkex-bench from bench/rust.

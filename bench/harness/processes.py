@@ -91,12 +91,14 @@ class Child:
 
 
 class Emulator:
-    """A fresh zero-compute emulator on a free port (its own state dir, nothing persisted)."""
+    """A fresh emulator on a free port (its own state dir, nothing persisted): zero-compute
+    (canned results) unless `zero_compute` is False (the emulator's tiny model)."""
 
-    def __init__(self, name):
+    def __init__(self, name, zero_compute=True):
         self.dir = tempfile.mkdtemp(prefix="tinkex-bench-emu-")
         self.child = Child(f"{name}.emulator", [
-            EMU, "--port", "0", "--state-dir", self.dir, "--zero-compute", "--no-persist"])
+            EMU, "--port", "0", "--state-dir", self.dir, "--no-persist"]
+            + (["--zero-compute"] if zero_compute else []))
         self.url = self.child.line(30)
         if not self.url or not self.url.startswith("http"):
             raise RuntimeError(f"emulator did not start: {self.url!r}; see {self.child.err_path}")

@@ -7,7 +7,7 @@ import platform
 import re
 import subprocess
 
-from . import settings
+from . import faults, settings
 from .settings import CLIENTS, HERE, log
 from .stats import cell, fmt, med
 
@@ -36,6 +36,13 @@ def machine():
             pass
     info["nofile"] = subprocess.run(["bash", "-c", "ulimit -n"], capture_output=True, text=True).stdout.strip()
     return info
+
+
+def machine_line(R):
+    """One line: CPU, VM or not, load average before the run."""
+    mi = R["machine"]
+    return (f"{mi.get('cpu')} ({'a VM' if mi.get('hypervisor') else 'bare metal'}), "
+            f"load average before: {R['load_before']}, after: {R.get('load_after', '?')}")
 
 
 def loadavg():
@@ -339,6 +346,11 @@ def report(R, S, out_dir, command, elapsed):
     if os.path.exists(notes):
         with open(notes) as f:
             w(f.read().format_map(_Blank(note_values(R, S))))
+    # The faults family: this run's, else the section a `driver.py faults` run left there.
+    sec = faults.section(R, machine_line(R), R["date"], command) or \
+        faults.existing_section(os.path.join(out_dir, "benchmarks.md"))
+    if sec:
+        w(sec)
     w(METHOD)
     text = "\n".join(L) + "\n"
     with open(os.path.join(out_dir, "benchmarks.md"), "w") as f:
@@ -423,7 +435,8 @@ METHOD = """## Method
   (numpy, matplotlib) and, if missing, `target/official-sdk-venv` (`tinker==0.38.0`), then
   runs `bench/driver.py`, which writes this page and `docs/benchmarks.png`. Raw results and
   every process's stderr: `target/bench/logs/`. `bench/run.sh --smoke` runs the same code
-  with tiny sizes into a temporary directory (the test-suite check).
+  with tiny sizes into a temporary directory (the test-suite check). The faults family
+  runs on its own: `bench/run.sh faults --runs 3` rewrites only its section (below).
 * **Clients**: the Rust API (`tinkex::core`, tokio multi-thread runtime, one worker per
   CPU); the C ABI (the exported `tinkex_*` functions called from Rust exactly as a C host
   calls them: request JSON in, `on_done` callback on the library's dispatcher thread, result

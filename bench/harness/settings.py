@@ -30,6 +30,8 @@ SIZES = {
         tel_rate=1_000, tel_total=10_000, tel_pairs=3,
         cg_small=500, cg_large=2_500, cg_inflight=50,
         perf=True, massif_n=2_000,
+        faults_runs=3, faults_steps=20, faults_datums=4, faults_tokens=24, faults_latency_ms=50,
+        spin_window_ms=5_000, recovery_window_ms=3_000,
     ),
     "smoke": dict(
         reps=1, reps_official=1,
@@ -40,6 +42,8 @@ SIZES = {
         tel_rate=200, tel_total=200, tel_pairs=1,
         cg_small=0, cg_large=0, cg_inflight=10,
         perf=False, massif_n=0,
+        faults_runs=1, faults_steps=1, faults_datums=2, faults_tokens=16, faults_latency_ms=20,
+        spin_window_ms=1_000, recovery_window_ms=500,
     ),
 }
 

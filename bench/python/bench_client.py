@@ -7,6 +7,8 @@ run with either libtinkex's Python binding (``--sdk tinkex``) or the official SD
     python bench_client.py --sdk tinkex|tinker memory   --base-url URL --n N --hold-ms MS
     python bench_client.py --sdk tinkex|tinker recovery --base-url URL --n N --hold-ms MS --outage-ms MS
     python bench_client.py --sdk tinkex|tinker fwdbwd   --base-url URL --datums D --tokens T --reps R
+    python bench_client.py --sdk tinkex|tinker train    --base-url URL --steps S --datums D --tokens T --faults JSON
+    python bench_client.py --sdk tinkex|tinker pollfault --base-url URL --status 503 --window-ms MS
 
 Times are CLOCK_MONOTONIC (``time.monotonic``), comparable with the Rust side and the proxy.
 CPU is ``getrusage(RUSAGE_SELF)`` (every thread of the process) around the measured window.
@@ -19,6 +21,7 @@ import os
 import resource
 import sys
 import time
+import urllib.error
 import urllib.request
 
 BASE_MODEL = "Qwen/Qwen3-8B"
@@ -318,10 +321,91 @@ def w_fwdbwd(tinker, a):
     return {"reps": reps, "datums": a.datums, "tokens": a.tokens}
 
 
+def journal_len(base):
+    return len(control(base, "GET", "journal")["journal"])
+
+
+def w_train(tinker, a):
+    """The faults family's training loop: ``--steps`` × (forward_backward + optim_step,
+    both submitted, then both awaited) on ``--datums`` × ``--tokens``, after set-up. The
+    fault rules of ``--faults`` (a JSON list) are installed just before the loop and removed
+    right after it; the journal positions bracketing the loop let the driver count what the
+    emulator answered."""
+    svc = service(tinker, a.base_url)
+    tc = resolve(svc.create_lora_training_client(base_model=BASE_MODEL, rank=8))
+    data = make_data(tinker, a.sdk, a.datums, a.tokens)
+    adam = tinker.types.AdamParams(learning_rate=1e-3)
+    rules = json.loads(a.faults) if a.faults else []
+    # The emulator's fault draws come from one fixed-seed sequence: advance it by
+    # --seed-draws draws (a throw-away rule on a path nothing else uses) so that runs differ.
+    if a.seed_draws:
+        control(a.base_url, "POST", "faults", {"path": "/api/v1/__bench_seed", "status": 404,
+                                               "probability": 0.5})
+        for _ in range(a.seed_draws):
+            try:
+                urllib.request.urlopen(urllib.request.Request(
+                    a.base_url.rstrip("/") + "/api/v1/__bench_seed", headers={"x-api-key": API_KEY}),
+                    timeout=30).read()
+            except urllib.error.HTTPError:
+                pass
+        control(a.base_url, "DELETE", "faults")
+    j0 = journal_len(a.base_url)
+    for rule in rules:
+        control(a.base_url, "POST", "faults", rule)
+    errors = []
+    t0 = time.monotonic()
+    for _ in range(a.steps):
+        try:
+            fb = tc.forward_backward(data, "cross_entropy")
+            op = tc.optim_step(adam)
+            fb.result()
+            op.result()
+        except Exception as e:  # counted, not fatal
+            errors.append(f"{type(e).__name__}: {e}"[:300])
+    wall = time.monotonic() - t0
+    control(a.base_url, "DELETE", "faults")
+    j1 = journal_len(a.base_url)
+    for e in errors[:3]:
+        print(f"step failed: {e}", file=sys.stderr)
+    return {"steps": a.steps, "wall_s": wall, "errors": len(errors), "journal_from": j0,
+            "journal_to": j1, "rules": rules}
+
+
+def w_pollfault(tinker, a):
+    """One sample whose every ``retrieve_future`` poll is answered ``--status`` at once for
+    ``--window-ms`` (a fault rule with that duration, installed just before the submission):
+    when the result arrives, measured from the end of the window. The window's end is taken
+    as (clock just before the install request) + window, so the recovery time is
+    conservative by the install request's round trip. The driver counts the polls answered
+    with the fault status in the emulator's journal."""
+    svc = service(tinker, a.base_url)
+    sc = sampler(tinker, svc)
+    prompt, params = sample_args(tinker, a)
+    sc.sample(prompt=prompt, num_samples=1, sampling_params=params).result()  # warm-up
+    j0 = journal_len(a.base_url)
+    t_install = time.monotonic()
+    control(a.base_url, "POST", "faults", {"path": RETRIEVE, "status": a.status,
+                                           "duration_ms": a.window_ms})
+    t_installed = time.monotonic()
+    ok, err = True, None
+    try:
+        sc.sample(prompt=prompt, num_samples=1, sampling_params=params).result(
+            timeout=a.window_ms / 1e3 + a.result_timeout)
+    except Exception as e:
+        ok, err = False, f"{type(e).__name__}: {e}"[:300]
+        print(f"sample failed: {err}", file=sys.stderr)
+    t_done = time.monotonic()
+    window_end = t_install + a.window_ms / 1e3
+    return {"status": a.status, "window_ms": a.window_ms, "ok": ok, "error": err,
+            "install_rtt_ms": (t_installed - t_install) * 1e3,
+            "recovery_s": t_done - window_end, "total_s": t_done - t_install,
+            "journal_from": j0, "journal_to": journal_len(a.base_url)}
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sdk", choices=["tinkex", "tinker"], required=True)
-    p.add_argument("workload", choices=["sample", "memory", "recovery", "fwdbwd"])
+    p.add_argument("workload", choices=["sample", "memory", "recovery", "fwdbwd", "train", "pollfault"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--total", type=int, default=20_000)
     p.add_argument("--inflight", type=int, default=1_000)
@@ -334,11 +418,20 @@ def main():
     p.add_argument("--datums", type=int, default=256)
     p.add_argument("--tokens", type=int, default=4096)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20, help="train: training steps")
+    p.add_argument("--faults", default="", help="train: JSON list of emulator fault rules")
+    p.add_argument("--seed-draws", type=int, default=0,
+                   help="train: advance the emulator's fault draws this many times first")
+    p.add_argument("--status", type=int, default=503, help="pollfault: status of the polls")
+    p.add_argument("--window-ms", type=int, default=5_000, help="pollfault: fault window")
+    p.add_argument("--result-timeout", type=float, default=120.0,
+                   help="pollfault: give up this many seconds after the window")
     p.add_argument("--no-wait", action="store_true", help="memory: exit right after the reading")
     p.add_argument("--coordinated", action="store_true", help="recovery: driven by bench/driver.py")
     a = p.parse_args()
     tinker = load(a.sdk)
-    out = {"sample": w_sample, "memory": w_memory, "recovery": w_recovery, "fwdbwd": w_fwdbwd}[a.workload](tinker, a)
+    out = {"sample": w_sample, "memory": w_memory, "recovery": w_recovery, "fwdbwd": w_fwdbwd,
+           "train": w_train, "pollfault": w_pollfault}[a.workload](tinker, a)
     out["sdk"] = a.sdk
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
