@@ -159,6 +159,8 @@ def report(R, S, out_dir, command, elapsed):
               f"CPU {fmt(dc, ' %', 1)}, p50 latency {fmt(dl, ' %', 1)} (off runs' spread: CPU "
               f"{fmt(nc, ' %', 1)}, latency {fmt(nl, ' %', 1)})"
               + (f"; instructions/request {di:+.2f} %" if di is not None else "")))
+    if R.get("faults"):
+        G += faults.goals(R)
     w("## Goals\n")
     w("| goal | result | measured |")
     w("|---|---|---|")
