@@ -118,7 +118,8 @@ impl Default for Timeouts {
     }
 }
 
-/// The one retry policy used by every operation: submissions, polls and REST calls.
+/// The retry policy of every operation: the layers of PROTOCOL.md 13.1 (HTTP layer, holder
+/// loop, billing pause), the backoff of polls, and the progress timeout that bounds them all.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
     /// Fail every in-flight operation of a client when nothing progressed for this long.
@@ -129,14 +130,31 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     /// ± jitter fraction applied to each delay (0.25 = ±25 %).
     pub jitter: f64,
-    /// Cap on attempts of one request; `None` = unbounded (the progress timeout bounds it).
+    /// Optional cap on the total HTTP attempts of one send, over both retry layers; `None`
+    /// (the default) = only the layers' own bounds (`http_max_retries`, `holder_window`).
     pub max_attempts: Option<u32>,
+    /// HTTP-layer retries of one call (PROTOCOL.md 13.2; the SDK's `max_retries`, 10). The
+    /// endpoints the SDK calls with `max_retries=0` (save_weights, save_weights_for_sampler,
+    /// save_weights_external, asample, …; section 4) always get 0.
+    pub http_max_retries: u32,
+    /// How long the holder retry loop (13.4) re-issues a failed send: 300 s.
+    pub holder_window: Duration,
+    /// First wait of the holder loop (`min(base × 2^attempt, max)`): 1 s.
+    pub holder_base_delay: Duration,
+    /// Longest wait of the holder loop: 30 s.
+    pub holder_max_delay: Duration,
     /// Longest `Retry-After` honoured; longer or non-positive values are ignored.
     pub max_retry_after: Duration,
     /// Sleep between retries while billing is paused (HTTP 402).
     pub billing_pause_step: Duration,
-    /// How long a billing pause is waited out before 402 becomes an error.
+    /// How long a billing pause is waited out before 402 becomes an error; the effective
+    /// maximum is the smaller of this and the server's
+    /// `billing_exception_max_pause_duration_sec` (13.7).
     pub billing_max_pause: Duration,
+    /// Shortest time between two billing-pause WARNING lines: 60 s.
+    pub billing_log_interval: Duration,
+    /// A billing incident ends when no 402 was logged for this long: 300 s.
+    pub billing_incident_reset: Duration,
     /// A 5xx/408 poll answer faster than this is treated as a broken proxy and backed off.
     pub min_poll_duration: Duration,
 }
@@ -149,9 +167,15 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(10),
             jitter: 0.25,
             max_attempts: None,
+            http_max_retries: 10,
+            holder_window: Duration::from_secs(300),
+            holder_base_delay: Duration::from_secs(1),
+            holder_max_delay: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(60),
             billing_pause_step: Duration::from_secs(5),
             billing_max_pause: Duration::from_secs(3600),
+            billing_log_interval: Duration::from_secs(60),
+            billing_incident_reset: Duration::from_secs(300),
             min_poll_duration: Duration::from_secs(1),
         }
     }
@@ -166,6 +190,22 @@ impl RetryPolicy {
         let jittered = d * (1.0 + self.jitter * (2.0 * unit - 1.0));
         Duration::from_secs_f64(jittered.clamp(0.0, self.max_delay.as_secs_f64()))
     }
+
+    /// The HTTP layer's delay before retry number `n` (PROTOCOL.md 13.2):
+    /// `min(base × 2^n, max) × (1 − jitter × unit)` with `unit` in [0, 1), i.e. the jitter
+    /// only shortens the delay.
+    pub fn http_backoff(&self, n: u32, unit: f64) -> Duration {
+        let base = self.base_delay.as_secs_f64() * 2f64.powi(n.min(62) as i32);
+        let d = base.min(self.max_delay.as_secs_f64());
+        Duration::from_secs_f64((d * (1.0 - self.jitter * unit.clamp(0.0, 1.0))).max(0.0))
+    }
+
+    /// The holder loop's wait before re-issuing after attempt `attempt` (13.4):
+    /// `min(holder_base_delay × 2^attempt, holder_max_delay)`, no jitter.
+    pub fn holder_backoff(&self, attempt: u32) -> Duration {
+        let d = self.holder_base_delay.as_secs_f64() * 2f64.powi(attempt.min(62) as i32);
+        Duration::from_secs_f64(d.min(self.holder_max_delay.as_secs_f64()))
+    }
 }
 
 /// Session heartbeat settings (PROTOCOL.md 5.6).
@@ -173,8 +213,10 @@ impl RetryPolicy {
 pub struct HeartbeatConfig {
     /// Time between beats.
     pub interval: Duration,
-    /// Continuous failure after which a warning is logged (once per interval).
+    /// Continuous failure after which each failed heartbeat emits a `HeartbeatWarning` event.
     pub warn_after: Duration,
+    /// Shortest time between two heartbeat WARNING log lines (60 s).
+    pub warn_log_interval: Duration,
 }
 
 impl Default for HeartbeatConfig {
@@ -182,6 +224,7 @@ impl Default for HeartbeatConfig {
         HeartbeatConfig {
             interval: Duration::from_secs(10),
             warn_after: Duration::from_secs(120),
+            warn_log_interval: Duration::from_secs(60),
         }
     }
 }
@@ -410,6 +453,21 @@ impl Config {
             ("retry.base_delay", self.retry.base_delay),
             ("retry.max_delay", self.retry.max_delay),
             ("retry.billing_pause_step", self.retry.billing_pause_step),
+            ("retry.holder_window", self.retry.holder_window),
+            ("retry.holder_base_delay", self.retry.holder_base_delay),
+            ("retry.holder_max_delay", self.retry.holder_max_delay),
+            (
+                "retry.billing_log_interval",
+                self.retry.billing_log_interval,
+            ),
+            (
+                "retry.billing_incident_reset",
+                self.retry.billing_incident_reset,
+            ),
+            (
+                "heartbeat.warn_log_interval",
+                self.heartbeat.warn_log_interval,
+            ),
         ] {
             check_interval(name, d)?;
         }
@@ -682,18 +740,37 @@ pub struct RetryInput {
     /// Random share of each delay, in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<f64>,
-    /// Attempt cap; absent or null = none (the progress timeout bounds retries).
+    /// Cap on the total HTTP attempts of one send over both retry layers; absent or null =
+    /// none (the layers' own bounds apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
+    /// HTTP-layer retries per call (default 10; some endpoints always 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_max_retries: Option<u32>,
+    /// Window of the holder retry loop (default 300 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_window_ms: Option<u64>,
+    /// First wait of the holder retry loop (default 1 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_base_delay_ms: Option<u64>,
+    /// Longest wait of the holder retry loop (default 30 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder_max_delay_ms: Option<u64>,
     /// Longest server-requested `Retry-After` honoured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retry_after_ms: Option<u64>,
     /// Step of the billing (402) pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_pause_step_ms: Option<u64>,
-    /// Longest billing pause.
+    /// Longest billing pause (the server's value applies when smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_max_pause_ms: Option<u64>,
+    /// Shortest time between two billing-pause warnings (default 60 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_log_interval_ms: Option<u64>,
+    /// Quiet time after which a new 402 starts a new billing incident (default 300 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_incident_reset_ms: Option<u64>,
     /// Shortest time between two polls of one future.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_poll_duration_ms: Option<u64>,
@@ -710,6 +787,9 @@ pub struct HeartbeatInput {
     /// Warn (event) after heartbeats failed for this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warn_after_ms: Option<u64>,
+    /// Shortest time between two heartbeat warning log lines (default 60 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_log_interval_ms: Option<u64>,
 }
 
 /// JSON form of [`crate::core::telemetry::TelemetryConfig`]; unset fields keep their
@@ -807,9 +887,15 @@ impl ConfigInput {
                 max_delay: ms(r.max_delay_ms, d.max_delay),
                 jitter: r.jitter.unwrap_or(d.jitter),
                 max_attempts: r.max_attempts.or(d.max_attempts),
+                http_max_retries: r.http_max_retries.unwrap_or(d.http_max_retries),
+                holder_window: ms(r.holder_window_ms, d.holder_window),
+                holder_base_delay: ms(r.holder_base_delay_ms, d.holder_base_delay),
+                holder_max_delay: ms(r.holder_max_delay_ms, d.holder_max_delay),
                 max_retry_after: ms(r.max_retry_after_ms, d.max_retry_after),
                 billing_pause_step: ms(r.billing_pause_step_ms, d.billing_pause_step),
                 billing_max_pause: ms(r.billing_max_pause_ms, d.billing_max_pause),
+                billing_log_interval: ms(r.billing_log_interval_ms, d.billing_log_interval),
+                billing_incident_reset: ms(r.billing_incident_reset_ms, d.billing_incident_reset),
                 min_poll_duration: ms(r.min_poll_duration_ms, d.min_poll_duration),
             });
         }
@@ -818,6 +904,7 @@ impl ConfigInput {
             b = b.heartbeat(HeartbeatConfig {
                 interval: ms(h.interval_ms, d.interval),
                 warn_after: ms(h.warn_after_ms, d.warn_after),
+                warn_log_interval: ms(h.warn_log_interval_ms, d.warn_log_interval),
             });
         }
         if let Some(v) = self.progress_event_interval_ms {
@@ -924,5 +1011,29 @@ mod tests {
             "never above the cap"
         );
         assert!(p.backoff(0, 0.0) >= Duration::from_millis(375));
+    }
+
+    /// PROTOCOL.md 13.2 and 13.4: the HTTP layer's `min(0.5·2ⁿ, 10)·(1 − 0.25·U)` and the
+    /// holder loop's `min(2ⁿ, 30)`.
+    #[test]
+    fn layer_backoffs_follow_the_sdk() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.http_backoff(0, 0.0), Duration::from_millis(500));
+        assert_eq!(p.http_backoff(0, 1.0), Duration::from_millis(375));
+        assert_eq!(p.http_backoff(3, 0.0), Duration::from_secs(4));
+        assert_eq!(p.http_backoff(9, 0.0), Duration::from_secs(10));
+        for _ in 0..1000 {
+            let d = p.http_backoff(1, crate::core::rand::unit());
+            assert!(
+                d > Duration::from_millis(750) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
+        }
+        assert_eq!(p.holder_backoff(0), Duration::from_secs(1));
+        assert_eq!(p.holder_backoff(4), Duration::from_secs(16));
+        assert_eq!(p.holder_backoff(5), Duration::from_secs(30));
+        assert_eq!(p.holder_backoff(60), Duration::from_secs(30));
+        assert_eq!(p.http_max_retries, 10);
+        assert_eq!(p.holder_window, Duration::from_secs(300));
     }
 }

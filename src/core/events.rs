@@ -134,9 +134,8 @@ impl EventBus {
     /// Delivers an event to `tracing` and every subscriber.
     pub fn emit(&self, event: Event) {
         match &event {
-            Event::HeartbeatWarning { .. } | Event::TelemetryOverflow { .. } => {
-                tracing::warn!(event = ?event, "tinkex event")
-            }
+            // The heartbeat loop writes its own rate-limited WARNING (PROTOCOL.md 5.6).
+            Event::TelemetryOverflow { .. } => tracing::warn!(event = ?event, "tinkex event"),
             Event::SessionExpired { .. } => tracing::info!(event = ?event, "tinkex event"),
             _ => tracing::debug!(event = ?event, "tinkex event"),
         }

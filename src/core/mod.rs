@@ -3,6 +3,7 @@
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
 pub mod api_future;
+pub mod billing;
 pub mod byte_budget;
 pub mod chunking;
 pub mod codec;
@@ -71,6 +72,10 @@ pub struct ClientCore {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Telemetry of the session (started with it).
     pub(crate) telemetry: std::sync::OnceLock<Arc<telemetry::Telemetry>>,
+    /// The billing pause shared by every layer that waits out HTTP 402 (PROTOCOL.md 13.7).
+    pub billing: billing::Billing,
+    /// forward_backward dispatch byte budget (`fwdbwd_dispatch_bytes_semaphore_size`).
+    pub(crate) fwdbwd_budget: byte_budget::ByteBudget,
 }
 
 impl ClientCore {
@@ -82,7 +87,13 @@ impl ClientCore {
             &config.limits,
         )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
+        let billing = billing::Billing::new(&config.retry);
+        let fwdbwd_budget = byte_budget::ByteBudget::new(
+            types::ClientConfig::default().fwdbwd_dispatch_bytes_semaphore_size,
+        );
         Ok(Arc::new(ClientCore {
+            billing,
+            fwdbwd_budget,
             config,
             transport,
             runtime,
@@ -97,7 +108,8 @@ impl ClientCore {
         }))
     }
 
-    /// Sends a request with the retry policy; a 2xx response counts as progress.
+    /// Sends a request through the retry layers of its endpoint ([`retry`]); a 2xx response
+    /// counts as progress.
     pub async fn send(&self, req: &transport::Request) -> Result<transport::Response> {
         self.send_counted(req, None).await
     }
@@ -118,16 +130,27 @@ impl ClientCore {
         status: Option<&progress::OpStatus>,
         policy: &RetryPolicy,
     ) -> Result<transport::Response> {
-        let attempts = status.map(|s| &s.attempts);
-        let resp = retry::send_with_retry(
-            &self.transport,
+        self.send_refreshing(req, status, policy, None).await
+    }
+
+    /// [`send_with_policy`](Self::send_with_policy) whose holder-loop re-issues are rebuilt
+    /// by `refresh` (the ephemeral save_weights_for_sampler, PROTOCOL.md 6.6).
+    pub async fn send_refreshing(
+        &self,
+        req: &transport::Request,
+        status: Option<&progress::OpStatus>,
+        policy: &RetryPolicy,
+        refresh: Option<retry::Refresh<'_>>,
+    ) -> Result<transport::Response> {
+        let ctx = retry::SendContext {
+            transport: &self.transport,
             policy,
-            &self.progress,
-            &self.events,
-            req,
-            attempts,
-        )
-        .await?;
+            progress: &self.progress,
+            events: &self.events,
+            billing: &self.billing,
+            attempts: status.map(|s| &s.attempts),
+        };
+        let resp = retry::send_with_retry(&ctx, req, refresh).await?;
         self.progress.record();
         Ok(resp)
     }

@@ -106,6 +106,10 @@ impl ClientCore {
             let server: ClientConfig = self
                 .fetch_config("/api/v1/client/config", Pool::Session, "client/config")
                 .await?;
+            self.billing
+                .set_server_max_pause(server.billing_exception_max_pause_duration_sec);
+            self.fwdbwd_budget
+                .set_capacity(server.fwdbwd_dispatch_bytes_semaphore_size);
             *self.server_config.write().unwrap() = server;
             let dynamic: DynamicConfig = self
                 .fetch_config(
@@ -283,19 +287,23 @@ impl TelemetrySink for HttpTelemetrySink {
     }
 }
 
-/// Beats every interval with one attempt each; warns after `warn_after` of continuous
-/// failure (once per interval); never drops the session for transient failures; stops on
-/// 410 (session expired), on close, or when the client is gone.
+/// Beats every interval with one attempt each (PROTOCOL.md 5.6). After `warn_after` of
+/// continuous failure every failed beat emits a `HeartbeatWarning` event, and a WARNING with
+/// the elapsed time is logged at most once per `warn_log_interval`; never drops the session
+/// for transient failures; stops on 410 (session expired: INFO), on close, or when the
+/// client is gone.
 async fn heartbeat_loop(core: Weak<ClientCore>, session_id: String) {
-    let (interval, warn_after, mut shutdown) = match core.upgrade() {
+    let (interval, warn_after, warn_log_interval, mut shutdown) = match core.upgrade() {
         Some(c) => (
             c.config.heartbeat.interval,
             c.config.heartbeat.warn_after,
+            c.config.heartbeat.warn_log_interval,
             c.shutdown.subscribe(),
         ),
         None => return,
     };
     let mut last_ok = Instant::now();
+    let mut last_warning: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -315,6 +323,7 @@ async fn heartbeat_loop(core: Weak<ClientCore>, session_id: String) {
         let error = match core.transport.send(&req, 0).await {
             Ok(resp) if resp.is_success() => {
                 last_ok = Instant::now();
+                last_warning = None;
                 continue;
             }
             Ok(resp) if resp.status == 410 => {
@@ -332,11 +341,14 @@ async fn heartbeat_loop(core: Weak<ClientCore>, session_id: String) {
         };
         let failing = last_ok.elapsed();
         if failing > warn_after {
-            tracing::warn!(
+            if last_warning.is_none_or(|t| t.elapsed() >= warn_log_interval) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
                 "Session heartbeat failed for {:.0} seconds for session {session_id}. Your connection may be \
                  unreliable or Tinker is down. If this persists, the session will be terminated. Last error: {error}",
-                failing.as_secs_f64()
-            );
+                    failing.as_secs_f64()
+                );
+            }
             core.events.emit(Event::HeartbeatWarning {
                 session_id: session_id.clone(),
                 failing_for_secs: failing.as_secs_f64(),

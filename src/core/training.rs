@@ -9,7 +9,6 @@ use crate::core::api_future::ApiFuture;
 use crate::core::chunking;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
-use crate::core::error::ErrorKind;
 use crate::core::error::{Error, Result};
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
@@ -76,8 +75,8 @@ pub(crate) type OnError = Box<dyn FnOnce(&Error) + Send>;
 pub mod custom_loss;
 pub use custom_loss::{CustomLossOutput, CustomLossPass};
 
-/// How many times a training request whose future the server lost (410) is resubmitted.
-const MAX_RESUBMITS: u32 = 8;
+/// Rebuilds a request for a holder-loop re-issue (see [`crate::core::retry::Refresh`]).
+type RefreshFn = Arc<dyn Fn(&mut Request) + Send + Sync>;
 
 /// Passes the send turn on when dropped, also if the operation failed or was cancelled
 /// before its turn came (then a small task waits for the turn and passes it on).
@@ -227,9 +226,27 @@ impl TrainingClient {
     /// operation fails (custom-loss phases: poison the client, release the held turn).
     pub(crate) fn ordered_in<T, B, D>(
         &self,
+        guard: TurnGuard,
+        on_error: Option<OnError>,
+        rtype: RequestType,
+        build: B,
+        decode: D,
+    ) -> ApiFuture<T>
+    where
+        T: Send + 'static,
+        B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
+        D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
+    {
+        self.ordered_refreshing(guard, on_error, rtype, None, build, decode)
+    }
+
+    /// [`ordered_in`](Self::ordered_in) whose holder-loop re-issues are rebuilt by `refresh`.
+    fn ordered_refreshing<T, B, D>(
+        &self,
         mut guard: TurnGuard,
         on_error: Option<OnError>,
         rtype: RequestType,
+        refresh: Option<RefreshFn>,
         build: B,
         decode: D,
     ) -> ApiFuture<T>
@@ -260,9 +277,12 @@ impl TrainingClient {
                 inner.check_poisoned()?;
                 let requests = requests?;
                 let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
-                let submitted = submit_all(&core, &requests, parallel, &status, &policy).await;
+                let submitted =
+                    submit_all(&core, &requests, parallel, &status, &policy, refresh).await;
+                // The turn passes whether or not the send succeeded (11.3): a failed send
+                // leaves a gap in seq_id, it does not block later requests.
                 guard.pass();
-                let mut futures = submitted?;
+                let futures = submitted?;
                 handle.set_request_id(&futures[0].request_id);
                 *status.request_id.lock().unwrap() = Some(futures[0].request_id.clone());
                 let roundtrip = status.started.elapsed();
@@ -274,37 +294,20 @@ impl TrainingClient {
                         .report(&core, &first_id, rtype.as_str(), state, reason);
                 };
                 let mut results = Vec::with_capacity(futures.len());
-                for (i, request) in requests.iter().enumerate() {
-                    let mut resubmits = 0;
-                    let payload = loop {
-                        let f = &futures[i];
-                        match poll_until_done(
-                            &core,
-                            &policy,
-                            &f.request_id,
-                            rtype,
-                            roundtrip,
-                            &observe,
-                            &status.polls,
-                        )
-                        .await
-                        {
-                            // The server lost the future (e.g. it restarted): the same request
-                            // (same seq_id) is resubmitted; the server's dedup makes it safe.
-                            Err(e) if e.kind == ErrorKind::Expired && resubmits < MAX_RESUBMITS => {
-                                resubmits += 1;
-                                tracing::warn!(
-                                    "{e}; resubmitting the same request (seq_id unchanged)"
-                                );
-                                futures[i] = core
-                                    .send_with_policy(request, Some(&status), &policy)
-                                    .await?
-                                    .json::<UntypedApiFuture>("future submission")?;
-                            }
-                            other => break other?,
-                        }
-                    };
-                    results.push((payload, futures[i].clone()));
+                // A future the server lost (410: expired or unknown) fails the operation with
+                // `ErrorKind::Expired`; the request is not resubmitted (PROTOCOL.md 8.1.3, 13.9).
+                for f in &futures {
+                    let payload = poll_until_done(
+                        &core,
+                        &policy,
+                        &f.request_id,
+                        rtype,
+                        roundtrip,
+                        &observe,
+                        &status.polls,
+                    )
+                    .await?;
+                    results.push((payload, f.clone()));
                 }
                 decode(results)
             })
@@ -392,6 +395,7 @@ impl TrainingClient {
         let loss_fn = loss_fn.to_string();
         let config = config.unwrap_or_default();
         let build_ranges = ranges;
+        let core = self.inner.core.clone();
         self.ordered_in(
             guard,
             on_error,
@@ -410,10 +414,12 @@ impl TrainingClient {
                             &config,
                             forward_only,
                         )?;
+                        let compress = core.server_config.read().unwrap().proto_compress_fwdbwd;
                         Ok(proto_request(
                             "/api/v1/forward_backward",
                             msg.encode_to_vec(),
                             timeout,
+                            compress,
                         ))
                     })
                     .collect()
@@ -523,9 +529,28 @@ impl TrainingClient {
         let timeout = inner.core.config.timeouts.request;
         let session = inner.core.session_if_started();
         let model_id = inner.model_id.clone();
-        self.ordered(
+        if let Err(e) = self.inner.check_poisoned() {
+            return ApiFuture::ready(Err(e));
+        }
+        // A fresh sampling_session_seq_id on every holder-loop attempt (PROTOCOL.md 6.6).
+        let refresh: Option<RefreshFn> = session.clone().map(|s| {
+            Arc::new(move |req: &mut Request| {
+                if let Body::Json(bytes) = &req.body {
+                    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+                        v["sampling_session_seq_id"] = s.next_sampling_seq().into();
+                        if let Ok(b) = serde_json::to_vec(&v) {
+                            req.body = Body::Json(b.into());
+                        }
+                    }
+                }
+            }) as RefreshFn
+        });
+        let guard = self.reserve(1);
+        self.ordered_refreshing(
+            guard,
+            None,
             RequestType::SaveWeightsForSampler,
-            1,
+            refresh,
             move |seq| {
                 let session =
                     session.ok_or_else(|| Error::fatal("training client without a session"))?;
@@ -621,16 +646,33 @@ fn sampler_save_request(
     )
 }
 
-fn proto_request(path: &str, bytes: Vec<u8>, timeout: std::time::Duration) -> Request {
+/// A protobuf POST; with `compress`, the body is zstd-compressed and sent with
+/// `Content-Encoding: zstd` (`proto_compress_fwdbwd`, PROTOCOL.md 14.1).
+fn proto_request(
+    path: &str,
+    bytes: Vec<u8>,
+    timeout: std::time::Duration,
+    compress: bool,
+) -> Request {
+    let mut headers = Vec::new();
+    let body = if compress {
+        headers.push(("content-encoding", "zstd".to_string()));
+        ruzstd::encoding::compress_to_vec(
+            bytes.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        )
+    } else {
+        bytes
+    };
     Request {
         method: reqwest::Method::POST,
         path: path.into(),
-        body: Body::Proto(bytes.into()),
+        body: Body::Proto(body.into()),
         pool: Pool::Train,
         timeout,
-        idempotency_key: Some(format!("tinkex-retry-{}", crate::core::rand::uuid4())),
+        idempotency_key: Some(crate::core::transport::new_idempotency_key()),
         accept_proto: false,
-        headers: Vec::new(),
+        headers,
         announced_response_bytes: None,
     }
 }
@@ -642,11 +684,22 @@ async fn submit_all(
     parallel: bool,
     status: &Arc<OpStatus>,
     policy: &Arc<RetryPolicy>,
+    refresh: Option<RefreshFn>,
 ) -> Result<Vec<UntypedApiFuture>> {
     let submit = |req: Request| {
-        let (core, status, policy) = (core.clone(), status.clone(), policy.clone());
+        let (core, status, policy, refresh) = (
+            core.clone(),
+            status.clone(),
+            policy.clone(),
+            refresh.clone(),
+        );
         async move {
-            core.send_with_policy(&req, Some(&status), &policy)
+            // forward_backward bodies wait for the dispatch byte budget (11.4, 12.4).
+            let _bytes = match &req.body {
+                Body::Proto(b) => Some(core.fwdbwd_budget.acquire(b.len() as u64).await),
+                _ => None,
+            };
+            core.send_refreshing(&req, Some(&status), &policy, refresh.as_deref())
                 .await?
                 .json::<UntypedApiFuture>("future submission")
         }

@@ -84,7 +84,7 @@ impl Request {
             body: Body::Json(bytes.into()),
             pool,
             timeout,
-            idempotency_key: Some(format!("tinkex-retry-{}", crate::core::rand::uuid4())),
+            idempotency_key: Some(new_idempotency_key()),
             accept_proto: false,
             headers: Vec::new(),
             announced_response_bytes: None,
@@ -106,6 +106,20 @@ impl Request {
         }
     }
 }
+
+/// A fresh `X-Idempotency-Key` value (one per logical call, PROTOCOL.md 1.6.1).
+pub fn new_idempotency_key() -> String {
+    format!("tinkex-retry-{}", crate::core::rand::uuid4())
+}
+
+/// The reconnect budget of a pool for empty 400 answers (PROTOCOL.md 1.5).
+pub const RECONNECT_BUDGET: i64 = 16;
+
+/// How many distinct deprecation notes are remembered for rate limiting.
+const MAX_DEPRECATION_NOTES: usize = 64;
+
+/// A distinct deprecation note is logged again after this long.
+const DEPRECATION_LOG_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A received HTTP response (any status).
 #[derive(Clone, Debug)]
@@ -180,11 +194,17 @@ pub struct Transport {
     static_headers: HeaderMap,
     connect_timeout: Duration,
     limits: Limits,
+    /// Per pool: the reconnect budget of the empty-400 rule (1.5).
+    reconnect_budget: [std::sync::Mutex<i64>; POOLS],
+    /// Deprecation notes already logged, with when (rate limit per distinct note).
+    deprecation_notes: std::sync::Mutex<Vec<(String, Instant)>>,
 }
 
 struct Clients {
-    pools: Vec<reqwest::Client>,
+    /// One HTTP client per pool; replaced (new connections) by the empty-400 rule.
+    pools: Vec<std::sync::RwLock<reqwest::Client>>,
     foreign: reqwest::Client,
+    tls: rustls::ClientConfig,
 }
 
 fn os_name() -> String {
@@ -271,7 +291,119 @@ impl Transport {
             static_headers,
             connect_timeout: timeouts.connect,
             limits: limits.clone(),
+            reconnect_budget: std::array::from_fn(|_| std::sync::Mutex::new(RECONNECT_BUDGET)),
+            deprecation_notes: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    fn build_client(
+        &self,
+        tls: &rustls::ClientConfig,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Client> {
+        reqwest::Client::builder()
+            // Set once per client; reqwest merges them into each request.
+            .default_headers(headers)
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .use_preconfigured_tls(tls.clone())
+            .build()
+            .map_err(|e| {
+                Error::fatal(format!(
+                    "cannot build the HTTP client: {}",
+                    crate::core::sanitize::server_text(&e.to_string())
+                ))
+            })
+    }
+
+    /// The reconnect budget left in `pool` (PROTOCOL.md 1.5).
+    pub fn reconnect_budget(&self, pool: Pool) -> i64 {
+        *self.reconnect_budget[pool.index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The empty-400 rule (1.5): replaces `pool`'s HTTP client (new connections) and, while
+    /// the pool's reconnect budget is positive, spends one unit and turns the 400 into a
+    /// retryable connection error (`transport` set, `http_status` 400); otherwise the 400
+    /// stays as it is.
+    fn empty_400(&self, pool: Pool, path: &str, resp: Response) -> Result<Response> {
+        if let Some(clients) = self.clients.get() {
+            match self.build_client(&clients.tls, self.static_headers.clone()) {
+                Ok(fresh) => {
+                    *clients.pools[pool.index()]
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = fresh;
+                }
+                Err(e) => tracing::debug!("keeping the HTTP client of {pool:?}: {e}"),
+            }
+        }
+        let mut budget = self.reconnect_budget[pool.index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *budget <= 0 {
+            return Ok(resp);
+        }
+        *budget -= 1;
+        tracing::debug!(
+            "{path}: empty HTTP 400 (a proxy's reconnect signal); reconnecting ({} left)",
+            *budget
+        );
+        let mut err = Error::new(
+            ErrorKind::Transient,
+            format!("{path}: connection error (empty HTTP 400 answer; reconnected)"),
+        );
+        err.transport = Some(TransportCause::Connect);
+        err.http_status = Some(400);
+        Err(err)
+    }
+
+    /// A request completed: one unit back to the pool's reconnect budget (capped).
+    fn reconnect_refill(&self, pool: Pool) {
+        let mut budget = self.reconnect_budget[pool.index()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *budget = (*budget + 1).min(RECONNECT_BUDGET);
+    }
+
+    /// Logs `x-deprecation-note` (1.6.4): WARNING "Deprecation notice: …", ERROR when
+    /// `x-deprecation-level: error`; the server text sanitized; each distinct note at most
+    /// once per [`DEPRECATION_LOG_INTERVAL`].
+    fn log_deprecation(&self, headers: &HeaderMap) {
+        let Some(note) = headers
+            .get("x-deprecation-note")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        else {
+            return;
+        };
+        let note = crate::core::sanitize::server_text(&note);
+        let error = headers
+            .get("x-deprecation-level")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"error"));
+        {
+            let mut seen = self
+                .deprecation_notes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if let Some(entry) = seen.iter_mut().find(|(n, _)| *n == note) {
+                if now.duration_since(entry.1) < DEPRECATION_LOG_INTERVAL {
+                    return;
+                }
+                entry.1 = now;
+            } else {
+                if seen.len() >= MAX_DEPRECATION_NOTES {
+                    seen.remove(0);
+                }
+                seen.push((note.clone(), now));
+            }
+        }
+        if error {
+            tracing::error!("Deprecation notice: {note}");
+        } else {
+            tracing::warn!("Deprecation notice: {note}");
+        }
     }
 
     /// The HTTP clients, built on first use (loading the trust store is not free).
@@ -280,24 +412,9 @@ impl Transport {
             return Ok(c);
         }
         let tls = crate::core::tls::client_config()?;
-        let build = |headers: HeaderMap| {
-            reqwest::Client::builder()
-                // Set once per client; reqwest merges them into each request.
-                .default_headers(headers)
-                .connect_timeout(self.connect_timeout)
-                .pool_max_idle_per_host(64)
-                .redirect(reqwest::redirect::Policy::none())
-                .use_preconfigured_tls(tls.clone())
-                .build()
-                .map_err(|e| {
-                    Error::fatal(format!(
-                        "cannot build the HTTP client: {}",
-                        crate::core::sanitize::server_text(&e.to_string())
-                    ))
-                })
-        };
+        let build = |headers: HeaderMap| self.build_client(&tls, headers);
         let pools = (0..POOLS)
-            .map(|_| build(self.static_headers.clone()))
+            .map(|_| build(self.static_headers.clone()).map(std::sync::RwLock::new))
             .collect::<Result<Vec<_>>>()?;
         let mut foreign_headers = HeaderMap::new();
         if let Some(ua) = self.static_headers.get(reqwest::header::USER_AGENT) {
@@ -305,7 +422,11 @@ impl Transport {
         }
         let foreign = build(foreign_headers)?;
         // Another thread may have won the race; either set of clients is equivalent.
-        let _ = self.clients.set(Clients { pools, foreign });
+        let _ = self.clients.set(Clients {
+            pools,
+            foreign,
+            tls,
+        });
         Ok(self.clients.get().expect("set above"))
     }
 
@@ -336,8 +457,11 @@ impl Transport {
         loop {
             let clients = self.clients()?;
             let resp = if credentials {
-                let client = &clients.pools[req.pool.index()];
-                self.credentialed(client, req, &method, with_body, url.clone(), retry_count)
+                let client = clients.pools[req.pool.index()]
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                self.credentialed(&client, req, &method, with_body, url.clone(), retry_count)
             } else {
                 clients
                     .foreign
@@ -389,13 +513,25 @@ impl Transport {
                 }
             }
             let headers = resp.headers().clone();
+            self.log_deprecation(&headers);
+            let empty_400 = status == 400
+                && headers
+                    .get(reqwest::header::CONTENT_LENGTH)
+                    .is_none_or(|v| v.as_bytes().trim_ascii() == b"0");
             let body = read_body(resp, req, &self.limits, status).await?;
-            return Ok(Response {
+            let response = Response {
                 status,
                 headers,
                 body,
                 elapsed: started.elapsed(),
-            });
+            };
+            if empty_400 {
+                return self.empty_400(req.pool, &req.path, response);
+            }
+            if response.is_success() {
+                self.reconnect_refill(req.pool);
+            }
+            return Ok(response);
         }
     }
 

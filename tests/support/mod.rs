@@ -43,6 +43,8 @@ pub fn fast_retry() -> RetryPolicy {
         max_delay: Duration::from_millis(100),
         billing_pause_step: Duration::from_millis(20),
         min_poll_duration: Duration::from_millis(50),
+        holder_base_delay: Duration::from_millis(10),
+        holder_max_delay: Duration::from_millis(100),
         ..RetryPolicy::default()
     }
 }
@@ -78,7 +80,16 @@ pub fn scaled_config(base_url: &str, scale: f64) -> tinkex::core::Config {
             max_retry_after: s(60.0),
             billing_pause_step: s(5.0),
             billing_max_pause: s(3600.0),
+            billing_log_interval: s(60.0),
+            billing_incident_reset: s(300.0),
             min_poll_duration: s(1.0),
+            holder_base_delay: s(1.0),
+            holder_max_delay: s(30.0),
+            // The chaos suite rides out outages of up to 10 (scaled) minutes: longer than the
+            // SDK's 5-minute holder window, which would fail those sends. libtinkex lets the
+            // window be raised to the progress timeout; this suite proves that configuration.
+            // (tests/conformance_send.rs proves the default window bounds a failing send.)
+            holder_window: s(7200.0),
             ..RetryPolicy::default()
         })
         .timeouts(tinkex::core::Timeouts {
@@ -92,6 +103,7 @@ pub fn scaled_config(base_url: &str, scale: f64) -> tinkex::core::Config {
         .heartbeat(tinkex::core::HeartbeatConfig {
             interval: s(10.0),
             warn_after: s(120.0),
+            warn_log_interval: s(60.0),
         })
         .progress_event_interval(s(10.0))
         .build()
