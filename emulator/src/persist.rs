@@ -6,7 +6,8 @@
 //! completes, so a client never sees a result the restarted server does not know.
 //!
 //! Not persisted: pending (not yet executed) requests and sampling futures; their pollers
-//! get 410 after a restart and resubmit (the same `seq_id` for training requests).
+//! get 410 after a restart: a training call reaches its caller as `Expired` (PROTOCOL.md
+//! 13.9), a sample is re-run by the sampling retry handler with a new `seq_id`.
 
 use crate::checkpoints::RunMeta;
 use crate::futures::Outcome;
