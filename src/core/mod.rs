@@ -3,6 +3,7 @@
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
 pub mod api_future;
+pub mod auth;
 pub mod byte_budget;
 pub mod chunking;
 pub mod codec;
@@ -71,29 +72,39 @@ pub struct ClientCore {
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Telemetry of the session (started with it).
     pub(crate) telemetry: std::sync::OnceLock<Arc<telemetry::Telemetry>>,
+    /// Credentials, auth mode and the JWT cache (PROTOCOL.md 2); shared with the transport.
+    pub(crate) auth: Arc<auth::Auth>,
 }
 
 impl ClientCore {
     fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+        let auth = Arc::new(auth::Auth::new(
+            config.credentials.clone(),
+            config.retry.clone(),
+        )?);
         let transport = transport::Transport::new(
             &config.base_url,
-            config.api_key.clone(),
+            auth.clone(),
             &config.timeouts,
             &config.limits,
         )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
-        Ok(Arc::new(ClientCore {
-            config,
-            transport,
-            runtime,
-            progress,
-            events: EventBus::default(),
-            server_config: RwLock::new(types::ClientConfig::default()),
-            dynamic_config: RwLock::new(types::DynamicConfig::default()),
-            session: tokio::sync::OnceCell::new(),
-            sample_dispatch: Semaphore::new(400),
-            shutdown: tokio::sync::watch::channel(false).0,
-            telemetry: std::sync::OnceLock::new(),
+        Ok(Arc::new_cyclic(|weak| {
+            auth.attach(weak.clone());
+            ClientCore {
+                config,
+                transport,
+                runtime,
+                progress,
+                events: EventBus::default(),
+                server_config: RwLock::new(types::ClientConfig::default()),
+                dynamic_config: RwLock::new(types::DynamicConfig::default()),
+                session: tokio::sync::OnceCell::new(),
+                sample_dispatch: Semaphore::new(400),
+                shutdown: tokio::sync::watch::channel(false).0,
+                telemetry: std::sync::OnceLock::new(),
+                auth,
+            }
         }))
     }
 
@@ -118,6 +129,10 @@ impl ClientCore {
         status: Option<&progress::OpStatus>,
         policy: &RetryPolicy,
     ) -> Result<transport::Response> {
+        // Every request waits for client/config, which chooses the auth mode (2.5).
+        if req.path != auth::CLIENT_CONFIG_PATH {
+            self.client_config().await?;
+        }
         let attempts = status.map(|s| &s.attempts);
         let resp = retry::send_with_retry(
             &self.transport,
