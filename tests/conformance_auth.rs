@@ -809,3 +809,54 @@ fn secrets_stay_out_of_debug_output() {
     let b = Config::builder().credential_cmd("echo SECRET");
     assert!(!format!("{b:?}").contains("SECRET"));
 }
+
+#[tokio::test]
+async fn background_refresh_retries_then_stops_on_401_near_expiry() {
+    let emu = jwt_emulator("jwt-refresh-401", Duration::from_secs(4)).await;
+    let settings = AuthSettings {
+        refresh_margin: Duration::from_millis(500),
+        refresh_retry: Duration::from_millis(300),
+        ..AuthSettings::default()
+    };
+    let service = jwt_client(&emu, settings);
+    service.get_server_capabilities().await.unwrap();
+    // The emulator's lifetime is whole seconds from a floored iat: the JWT expires within
+    // 4 s from now.
+    let claims_exp = Instant::now() + Duration::from_secs(4);
+    fault(
+        &emu,
+        json!({"path": "/api/v1/auth/token", "status": 401, "body": {"detail": "revoked key"}}),
+    )
+    .await;
+    // The first background refresh (~2 s) is rejected; it is retried every 300 ms until the
+    // JWT is within retry + margin (0.8 s) of expiry, then the loop stops.
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            exchanges(&emu).await >= 3
+        })
+        .await
+    );
+    // Observe until well after expiry: no attempt after the stop.
+    let end = claims_exp + Duration::from_millis(1500);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped_at = exchanges(&emu).await;
+    assert!(stopped_at <= 1 + 8, "bounded retries: {stopped_at}");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(exchanges(&emu).await, stopped_at, "the loop stopped");
+    // On demand: the expired JWT cannot be renewed, the 401 reaches the caller.
+    let e = service.get_server_capabilities().await.unwrap_err();
+    assert_eq!(e.http_status, Some(401));
+    // The credential works again: the on-demand exchange restarts the background loop.
+    emu.control("DELETE", "faults", None).await;
+    service.get_server_capabilities().await.unwrap();
+    let n = exchanges(&emu).await;
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            exchanges(&emu).await > n
+        })
+        .await,
+        "a new background loop refreshes the new JWT"
+    );
+}
