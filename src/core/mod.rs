@@ -89,23 +89,22 @@ impl ClientCore {
             &config.limits,
         )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
-        Ok(Arc::new_cyclic(|weak| {
-            auth.attach(weak.clone());
-            ClientCore {
-                config,
-                transport,
-                runtime,
-                progress,
-                events: EventBus::default(),
-                server_config: RwLock::new(types::ClientConfig::default()),
-                dynamic_config: RwLock::new(types::DynamicConfig::default()),
-                session: tokio::sync::OnceCell::new(),
-                sample_dispatch: Semaphore::new(400),
-                shutdown: tokio::sync::watch::channel(false).0,
-                telemetry: std::sync::OnceLock::new(),
-                auth,
-            }
-        }))
+        let core = Arc::new(ClientCore {
+            config,
+            transport,
+            runtime,
+            progress,
+            events: EventBus::default(),
+            server_config: RwLock::new(types::ClientConfig::default()),
+            dynamic_config: RwLock::new(types::DynamicConfig::default()),
+            session: tokio::sync::OnceCell::new(),
+            sample_dispatch: Semaphore::new(400),
+            shutdown: tokio::sync::watch::channel(false).0,
+            telemetry: std::sync::OnceLock::new(),
+            auth,
+        });
+        core.auth.attach(Arc::downgrade(&core));
+        Ok(core)
     }
 
     /// Sends a request with the retry policy; a 2xx response counts as progress.
