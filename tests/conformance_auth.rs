@@ -120,6 +120,7 @@ async fn precedence_follows_2_3() {
         .unwrap()
     };
     // (api_key, command, file, enforce_cmd) → what is sent, or the error's start.
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(
         Option<&str>,
         Option<&str>,

@@ -443,6 +443,7 @@ impl Transport {
     }
 
     /// The request to the base URL's origin, with every header of the protocol.
+    #[allow(clippy::too_many_arguments)]
     fn credentialed(
         &self,
         client: &reqwest::Client,
