@@ -74,8 +74,17 @@ async fn serve(mut sock: TcpStream, script: Script, seen: Arc<Mutex<Vec<String>>
             }
         }
         let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
-        seen.lock().unwrap().push(format!("{head}\r\n\r\n{body}"));
         buf.drain(..end + 4 + len);
+        // Every client fetches client/config first (PROTOCOL.md 3.2/3.3): answered with the
+        // defaults and not recorded, so the scripts see only the requests under test.
+        let path = head.split(' ').nth(1).unwrap_or_default();
+        if head.starts_with("POST ") && path.ends_with("/api/v1/client/config") {
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+            continue;
+        }
+        seen.lock().unwrap().push(format!("{head}\r\n\r\n{body}"));
         match script(&head) {
             Reply::Raw(bytes) => {
                 let _ = sock.write_all(&bytes).await;

@@ -79,6 +79,10 @@ pub struct EmulatorConfig {
     pub client_config: serde_json::Map<String, serde_json::Value>,
     /// Flags answered by `client/dynamic_config` over the official defaults (5.4).
     pub dynamic_config: serde_json::Map<String, serde_json::Value>,
+    /// Lifetime of the JWTs issued by `POST /api/v1/auth/token` (`exp − iat`, whole seconds,
+    /// at least 1 s; default 3600 s as in the SDK's tests). JWT mode itself is the
+    /// `client/config` flag `pjwt_auth_enabled`.
+    pub jwt_lifetime: Duration,
 }
 
 impl EmulatorConfig {
@@ -105,6 +109,7 @@ impl EmulatorConfig {
             persist_live_state: true,
             client_config: serde_json::Map::new(),
             dynamic_config: serde_json::Map::new(),
+            jwt_lifetime: Duration::from_secs(3600),
         }
     }
 

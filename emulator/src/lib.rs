@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod checkpoints;
 pub mod config;
 pub mod encode;

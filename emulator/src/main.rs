@@ -15,6 +15,7 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                        [--max-topk-logprobs N] [--max-sample-result-entries N]
                        [--control-token TOKEN] [--zero-compute] [--no-persist]
                        [--client-config JSON] [--dynamic-config JSON]
+                       [--jwt-lifetime-ms MS]
 
   --port N                 port to listen on; 0 (default) picks a free one
   --host IP                address to bind (default 127.0.0.1)
@@ -42,6 +43,8 @@ usage: tinkex-emulator [--port N] [--host IP] [--state-dir DIR]
                            '{\"sample_use_retrieve_futures\": true}' (null removes a flag);
                            changeable later with POST /_emulator/flags
   --dynamic-config JSON    client/dynamic_config flags, e.g. '{\"sample_cancel_enabled\": true}'
+  --jwt-lifetime-ms MS     lifetime of the JWTs of POST /api/v1/auth/token (default 3600000;
+                           JWT mode: --client-config '{\"pjwt_auth_enabled\": true}')
 
 The first line on stdout is the base URL, e.g. http://127.0.0.1:43127";
 
@@ -91,6 +94,7 @@ fn parse_args(args: &[String], env_token: Option<String>) -> Result<EmulatorConf
             "--state-dir" => config.state_dir = PathBuf::from(value),
             "--client-config" => config.client_config = json_object(flag, value)?,
             "--dynamic-config" => config.dynamic_config = json_object(flag, value)?,
+            "--jwt-lifetime-ms" => config.jwt_lifetime = Duration::from_millis(num(value)?),
             "--poll-hold-ms" => config.poll_hold = Duration::from_millis(num(value)?),
             "--seq-gap-timeout-ms" => config.seq_gap_timeout = Duration::from_millis(num(value)?),
             "--inline-result-limit" => config.inline_result_limit = num(value)? as usize,

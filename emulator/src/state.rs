@@ -93,6 +93,8 @@ pub struct AppState {
     pub journal: Mutex<std::collections::VecDeque<JournalEntry>>,
     /// The `client/config` and `client/dynamic_config` answers.
     pub flags: crate::flags::Flags,
+    /// JWT issuing and checking, and the log of credential kinds (PROTOCOL.md 2.7).
+    pub auth: crate::auth::AuthState,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -105,6 +107,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let flags = crate::flags::Flags::new(&config.client_config, &config.dynamic_config);
+        let auth = crate::auth::AuthState::new(config.jwt_lifetime);
         AppState {
             config,
             ids: IdGen::new(),
@@ -122,6 +125,7 @@ impl AppState {
             requests: Mutex::new(HashMap::new()),
             journal: Mutex::new(std::collections::VecDeque::new()),
             flags,
+            auth,
             shutdown,
         }
     }

@@ -18,15 +18,15 @@ impl ApiKey {
     /// base64url segments) whose `exp` claim is readable and in the future. Either must be
     /// a valid header value of visible ASCII characters (no spaces or control characters),
     /// at most 16 KiB: a key that could never be sent is rejected here, not retried later.
-    /// Surrounding whitespace is trimmed. Error messages never contain the key.
+    /// Surrounding whitespace is trimmed. Error messages (the SDK's, 2.2) never contain the
+    /// key.
     pub fn new(key: impl Into<String>) -> Result<Self> {
+        use crate::core::auth;
         let key = key.into();
         let key = key.trim().to_string();
         let auth = |msg: &str| Error::user(msg);
         if !(key.starts_with("tml-") && key.len() > 4 || key.starts_with("eyJ")) {
-            return Err(auth(
-                "The api_key must start with the 'tml-' prefix (or be a JWT starting with 'eyJ')",
-            ));
+            return Err(auth(auth::PREFIX_MESSAGE));
         }
         if key.len() > MAX_CREDENTIAL_BYTES {
             return Err(auth("The api_key is longer than 16 KiB"));
@@ -37,7 +37,7 @@ impl ApiKey {
             ));
         }
         if key.starts_with("eyJ") {
-            let exp = jwt_expiry(&key).ok_or_else(|| {
+            let exp = auth::jwt_expiry(&key).ok_or_else(|| {
                 auth("Failed to parse JWT expiry: the api_key looks like a JWT but has no readable exp claim")
             })?;
             let now = std::time::SystemTime::now()
@@ -45,9 +45,7 @@ impl ApiKey {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
             if exp <= now {
-                return Err(auth(
-                    "The api_key JWT has expired. Pass a fresh one, or remove it and set TINKER_API_KEY",
-                ));
+                return Err(auth(auth::STATIC_JWT_EXPIRED_MESSAGE));
             }
         }
         Ok(ApiKey(key))
@@ -61,26 +59,6 @@ impl ApiKey {
 
 /// The longest credential accepted.
 const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
-
-/// The `exp` claim of a JWT (payload decoded without verifying the signature, 2.2).
-fn jwt_expiry(jwt: &str) -> Option<f64> {
-    use base64::Engine;
-    let mut parts = jwt.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    match &claims["exp"] {
-        serde_json::Value::Number(n) => n.as_f64(),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-    .filter(|x: &f64| x.is_finite())
-}
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,8 +210,9 @@ impl Default for HeartbeatConfig {
 /// Everything a [`ServiceClient`](crate::core::ServiceClient) needs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// The credential.
-    pub api_key: ApiKey,
+    /// The credential sources (PROTOCOL.md 2.3): API key, credential command, credentials
+    /// file; `Debug` shows none of them.
+    pub credentials: crate::core::auth::Credentials,
     /// Base URL, trailing `/` removed.
     pub base_url: String,
     /// Session tags.
@@ -262,6 +241,9 @@ pub struct Config {
 #[derive(Clone, Default)]
 pub struct ConfigBuilder {
     api_key: Option<String>,
+    credential_cmd: Option<String>,
+    credentials_file: Option<std::path::PathBuf>,
+    auth: Option<crate::core::auth::AuthSettings>,
     base_url: Option<String>,
     tags: Option<Vec<String>>,
     project_id: Option<String>,
@@ -281,6 +263,12 @@ impl fmt::Debug for ConfigBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConfigBuilder")
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credential_cmd",
+                &self.credential_cmd.as_ref().map(|_| "<redacted>"),
+            )
+            .field("credentials_file", &self.credentials_file)
+            .field("auth", &self.auth)
             .field(
                 "base_url",
                 &self
@@ -468,6 +456,18 @@ impl Config {
                 "heartbeat.warn_log_interval",
                 self.heartbeat.warn_log_interval,
             ),
+            (
+                "auth.credential_cmd_timeout",
+                self.credentials.settings().credential_cmd_timeout,
+            ),
+            (
+                "auth.refresh_retry",
+                self.credentials.settings().refresh_retry,
+            ),
+            (
+                "auth.exchange_timeout",
+                self.credentials.settings().exchange_timeout,
+            ),
         ] {
             check_interval(name, d)?;
         }
@@ -503,6 +503,24 @@ impl ConfigBuilder {
     /// The API key (else `TINKER_API_KEY`).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// The credential command, run through `sh -c` (else `TINKER_CREDENTIAL_CMD`, 2.6).
+    pub fn credential_cmd(mut self, command: impl Into<String>) -> Self {
+        self.credential_cmd = Some(command.into());
+        self
+    }
+
+    /// The credentials file (else `$HOME/.tinker/credentials.json`, 2.4).
+    pub fn credentials_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.credentials_file = Some(path.into());
+        self
+    }
+
+    /// Timeouts and intervals of the authentication flow (defaults as the official SDK's).
+    pub fn auth_settings(mut self, settings: crate::core::auth::AuthSettings) -> Self {
+        self.auth = Some(settings);
         self
     }
 
@@ -580,17 +598,14 @@ impl ConfigBuilder {
 
     /// Resolves and validates; fails before any request on a missing or malformed key or URL.
     pub fn build(self) -> Result<Config> {
-        let key = self
-            .api_key
-            .filter(|k| !k.trim().is_empty())
-            .or_else(|| env_nonempty("TINKER_API_KEY"))
-            .ok_or_else(|| {
-                Error::new(
-                    crate::core::error::ErrorKind::Auth,
-                    "no API key: pass one explicitly or set TINKER_API_KEY",
-                )
-            })?;
-        let api_key = ApiKey::new(key)?;
+        let credentials = crate::core::auth::Credentials::from_sources(
+            self.api_key,
+            self.credential_cmd,
+            self.credentials_file,
+            self.auth.unwrap_or_default(),
+        )?;
+        // Fails now (before any request) when no usable source is configured (2.3).
+        credentials.resolve(false)?;
         let base_url = self
             .base_url
             .filter(|u| !u.trim().is_empty())
@@ -617,7 +632,7 @@ impl ConfigBuilder {
         });
         let telemetry_on = self.telemetry.unwrap_or_else(telemetry_from_env);
         let config = Config {
-            api_key,
+            credentials,
             base_url,
             tags,
             project_id: self
@@ -657,9 +672,18 @@ fn ms(v: Option<u64>, default: Duration) -> Duration {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConfigInput {
-    /// API key (else `TINKER_API_KEY`).
+    /// API key or JWT (else `TINKER_API_KEY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Shell command printing a credential (else `TINKER_CREDENTIAL_CMD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_cmd: Option<String>,
+    /// Path of the credentials file (else `$HOME/.tinker/credentials.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<String>,
+    /// Timeouts and intervals of the authentication flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthInput>,
     /// Base URL (else `TINKER_BASE_URL`, else the official service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
@@ -696,6 +720,28 @@ pub struct ConfigInput {
     /// Response size and redirect limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInput>,
+}
+
+/// JSON form of [`crate::core::auth::AuthSettings`], ms; unset fields keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct AuthInput {
+    /// Longest run of the credential command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_cmd_timeout_ms: Option<u64>,
+    /// A cached JWT is used while more than this remains before it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_margin_ms: Option<u64>,
+    /// Delay before retrying a failed background JWT refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_retry_ms: Option<u64>,
+    /// HTTP-layer retries of one JWT exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_max_retries: Option<u32>,
+    /// Read timeout of one JWT exchange attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange_timeout_ms: Option<u64>,
 }
 
 /// JSON form of [`Timeouts`], ms; unset fields keep their defaults.
@@ -838,6 +884,22 @@ impl ConfigInput {
         let mut b = Config::builder();
         if let Some(v) = self.api_key {
             b = b.api_key(v);
+        }
+        if let Some(v) = self.credential_cmd {
+            b = b.credential_cmd(v);
+        }
+        if let Some(v) = self.credentials_file {
+            b = b.credentials_file(v);
+        }
+        if let Some(a) = self.auth {
+            let d = crate::core::auth::AuthSettings::default();
+            b = b.auth_settings(crate::core::auth::AuthSettings {
+                credential_cmd_timeout: ms(a.credential_cmd_timeout_ms, d.credential_cmd_timeout),
+                refresh_margin: ms(a.refresh_margin_ms, d.refresh_margin),
+                refresh_retry: ms(a.refresh_retry_ms, d.refresh_retry),
+                exchange_max_retries: a.exchange_max_retries.unwrap_or(d.exchange_max_retries),
+                exchange_timeout: ms(a.exchange_timeout_ms, d.exchange_timeout),
+            });
         }
         if let Some(v) = self.base_url {
             b = b.base_url(v);

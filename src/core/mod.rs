@@ -3,6 +3,7 @@
 //! Start with [`ServiceClient`]; see `docs/architecture.md` for the life of one request.
 
 pub mod api_future;
+pub mod auth;
 pub mod billing;
 pub mod byte_budget;
 pub mod chunking;
@@ -76,13 +77,19 @@ pub struct ClientCore {
     pub billing: billing::Billing,
     /// forward_backward dispatch byte budget (`fwdbwd_dispatch_bytes_semaphore_size`).
     pub(crate) fwdbwd_budget: byte_budget::ByteBudget,
+    /// Credentials, auth mode and the JWT cache (PROTOCOL.md 2); shared with the transport.
+    pub(crate) auth: Arc<auth::Auth>,
 }
 
 impl ClientCore {
     fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+        let auth = Arc::new(auth::Auth::new(
+            config.credentials.clone(),
+            config.retry.clone(),
+        )?);
         let transport = transport::Transport::new(
             &config.base_url,
-            config.api_key.clone(),
+            auth.clone(),
             &config.timeouts,
             &config.limits,
         )?;
@@ -91,7 +98,7 @@ impl ClientCore {
         let fwdbwd_budget = byte_budget::ByteBudget::new(
             types::ClientConfig::default().fwdbwd_dispatch_bytes_semaphore_size,
         );
-        Ok(Arc::new(ClientCore {
+        let core = Arc::new(ClientCore {
             billing,
             fwdbwd_budget,
             config,
@@ -105,7 +112,10 @@ impl ClientCore {
             sample_dispatch: Semaphore::new(400),
             shutdown: tokio::sync::watch::channel(false).0,
             telemetry: std::sync::OnceLock::new(),
-        }))
+            auth,
+        });
+        core.auth.attach(Arc::downgrade(&core));
+        Ok(core)
     }
 
     /// Sends a request through the retry layers of its endpoint ([`retry`]); a 2xx response
@@ -142,6 +152,10 @@ impl ClientCore {
         policy: &RetryPolicy,
         refresh: Option<retry::Refresh<'_>>,
     ) -> Result<transport::Response> {
+        // Every request waits for client/config, which chooses the auth mode (2.5).
+        if req.path != auth::CLIENT_CONFIG_PATH {
+            self.client_config().await?;
+        }
         let ctx = retry::SendContext {
             transport: &self.transport,
             policy,

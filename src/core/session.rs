@@ -103,13 +103,8 @@ impl ClientCore {
 
     async fn start_session(self: &Arc<Self>) -> Result<SessionState> {
         self.operation(async {
-            let server: ClientConfig = self
-                .fetch_config("/api/v1/client/config", Pool::Session, "client/config")
-                .await?;
-            self.billing
-                .set_server_max_pause(server.billing_exception_max_pause_duration_sec);
-            self.fwdbwd_budget
-                .set_capacity(server.fwdbwd_dispatch_bytes_semaphore_size);
+            // Raw credential; chooses the auth mode (PROTOCOL.md 2.5, 3.2).
+            let server: ClientConfig = self.client_config().await?;
             *self.server_config.write().unwrap() = server;
             let dynamic: DynamicConfig = self
                 .fetch_config(

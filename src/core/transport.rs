@@ -1,7 +1,7 @@
 //! One HTTP attempt: URL joining, default headers, timeouts, connection pools per purpose
 //! (PROTOCOL.md 1.2-1.6). Retrying is the caller's business ([`crate::core::retry`]).
 
-use crate::core::config::{ApiKey, Limits, Timeouts};
+use crate::core::config::{Limits, Timeouts};
 use crate::core::error::{Error, ErrorKind, Result, TransportCause};
 use crate::core::sanitize::redact_url;
 use crate::core::types::SDK_VERSION;
@@ -185,7 +185,8 @@ fn snippet(body: &[u8]) -> String {
 pub struct Transport {
     base_url: String,
     base: url::Url,
-    api_key: ApiKey,
+    /// Supplies the `X-API-Key` value of each request (raw credential or JWT, PROTOCOL.md 2).
+    auth: std::sync::Arc<crate::core::auth::Auth>,
     /// Cloudflare access headers: credentials, sent to the base URL's origin only.
     access_headers: HeaderMap,
     /// The pools' clients and the one for another origin (no default credential headers),
@@ -238,7 +239,7 @@ impl Transport {
     /// Builds the pools. Performs no I/O.
     pub fn new(
         base_url: &str,
-        api_key: ApiKey,
+        auth: std::sync::Arc<crate::core::auth::Auth>,
         timeouts: &Timeouts,
         limits: &Limits,
     ) -> Result<Self> {
@@ -285,7 +286,7 @@ impl Transport {
         Ok(Transport {
             base_url: base_url.trim_end_matches('/').to_string(),
             base,
-            api_key,
+            auth,
             access_headers,
             clients: std::sync::OnceLock::new(),
             static_headers,
@@ -443,7 +444,41 @@ impl Transport {
     /// status is `Ok`; failures without a response are `Err` with `transport` set: kind
     /// `Transient` when a retry may help, `Fatal` when it cannot (certificate rejected, bad
     /// redirect, body over the limit, a request that cannot be built).
+    ///
+    /// The credential comes from [`crate::core::auth::Auth`]; an error of the auth flow
+    /// itself (exchange, command) is returned as it is, without `transport` set, so it is
+    /// never retried as a connection error. A 401 with `WWW-Authenticate: …
+    /// error="invalid_token"` to a request that carried a JWT is replayed once with another
+    /// JWT (2.7), within this attempt.
     pub async fn send(&self, req: &Request, retry_count: u32) -> Result<Response> {
+        let credential = self
+            .auth
+            .credential(self, &req.path)
+            .await
+            .map_err(|mut e| {
+                e.transport = None;
+                e
+            })?;
+        let resp = self.send_as(req, retry_count, credential.header()).await?;
+        if !crate::core::auth::is_invalid_token(&resp) {
+            return Ok(resp);
+        }
+        match self.auth.replacement(self, &credential).await {
+            Ok(Some(fresh)) => self.send_as(req, retry_count, fresh.header()).await,
+            Ok(None) => Ok(resp),
+            Err(mut e) => {
+                e.transport = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_as(
+        &self,
+        req: &Request,
+        retry_count: u32,
+        key: &HeaderValue,
+    ) -> Result<Response> {
         // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2);
         // ids are checked where paths are built (`sanitize::check_path_id`).
         let first = format!("{}/{}", self.base_url, req.path.trim_start_matches('/'));
@@ -461,7 +496,15 @@ impl Transport {
                     .read()
                     .unwrap_or_else(|e| e.into_inner())
                     .clone();
-                self.credentialed(&client, req, &method, with_body, url.clone(), retry_count)
+                self.credentialed(
+                    &client,
+                    req,
+                    &method,
+                    with_body,
+                    url.clone(),
+                    retry_count,
+                    key,
+                )
             } else {
                 clients
                     .foreign
@@ -536,6 +579,7 @@ impl Transport {
     }
 
     /// The request to the base URL's origin, with every header of the protocol.
+    #[allow(clippy::too_many_arguments)]
     fn credentialed(
         &self,
         client: &reqwest::Client,
@@ -544,15 +588,13 @@ impl Transport {
         with_body: bool,
         url: url::Url,
         retry_count: u32,
+        key: &HeaderValue,
     ) -> reqwest::RequestBuilder {
-        let mut key = HeaderValue::from_str(self.api_key.expose())
-            .expect("ApiKey::new admits only visible ASCII");
-        key.set_sensitive(true);
         let mut builder = client
             .request(method.clone(), url)
             .timeout(req.timeout)
             .headers(self.access_headers.clone())
-            .header("x-api-key", key)
+            .header("x-api-key", key.clone())
             .header("x-stainless-retry-count", retry_count.to_string())
             .header("x-stainless-read-timeout", format_seconds(req.timeout))
             .header(

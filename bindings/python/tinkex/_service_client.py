@@ -34,11 +34,14 @@ class ServiceClient:
     """The entry point: creates training, sampling and REST clients of one session.
 
     Args (as the official SDK): ``user_metadata``, ``project_id``, ``display_name``,
-    ``base_url`` (else ``TINKER_BASE_URL``), ``api_key`` (else ``TINKER_API_KEY``).
+    ``base_url`` (else ``TINKER_BASE_URL``), ``api_key`` (else ``TINKER_API_KEY``, else
+    ``TINKER_CREDENTIAL_CMD``, else the default key of ``~/.tinker/credentials.json``; with
+    ``api_key=None`` the library resolves these as the official SDK does, PROTOCOL.md 2.3).
 
     tinkex additions (keyword-only): ``tags``; ``telemetry`` (else ``TINKER_TELEMETRY``);
     ``config``: more fields of the libtinkex client configuration (``timeouts``, ``retry``,
-    ``heartbeat``, ``progress_event_interval_ms``, ``allow_insecure_http``; see
+    ``heartbeat``, ``progress_event_interval_ms``, ``allow_insecure_http``,
+    ``credential_cmd``, ``credentials_file``, ``auth``; see
     ``tinkex_service_client_new`` in tinkex.h); ``on_event``: a callable receiving every
     :class:`tinkex.types.Event`; ``progress_bar``: show a tqdm bar of the client's
     operations (also ``TINKEX_PROGRESS=1``; needs tqdm).

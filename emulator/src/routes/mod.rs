@@ -10,8 +10,8 @@ mod training;
 use crate::state::AppState;
 use crate::util::ApiError;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, OriginalUri, State};
-use axum::http::{header, Method, Request, StatusCode};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +29,7 @@ pub fn router(app: AppRef) -> Router {
         .route("/get_server_capabilities", get(session::capabilities))
         .route("/client/config", post(session::client_config))
         .route("/client/dynamic_config", post(session::dynamic_config))
+        .route("/auth/token", post(crate::auth::auth_token))
         .route("/create_session", post(session::create_session))
         .route("/session_heartbeat", post(session::heartbeat))
         .route("/sessions/{session_id}/finish", post(session::finish))
@@ -74,7 +75,10 @@ pub fn router(app: AppRef) -> Router {
         .route("/checkpoints", get(rest::all_checkpoints))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
-        .layer(middleware::from_fn(require_api_key));
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            crate::auth::require_credential,
+        ));
     // Faults, request counts and the journal: once per request, on the full path (the outer
     // layer below). A second layer here would see the path without `/api/v1` and apply
     // every probabilistic rule twice.
@@ -83,6 +87,7 @@ pub fn router(app: AppRef) -> Router {
         .nest(
             "/_emulator",
             control::router()
+                .merge(crate::auth::control_routes())
                 .layer(middleware::from_fn_with_state(app.clone(), json_errors))
                 .layer(middleware::from_fn_with_state(app.clone(), require_control)),
         )
@@ -101,6 +106,7 @@ pub fn router(app: AppRef) -> Router {
 /// injected can never break them.
 pub fn control_router(app: AppRef) -> Router {
     control::router()
+        .merge(crate::auth::control_routes())
         .layer(middleware::from_fn_with_state(app.clone(), json_errors))
         .with_state(app)
 }
@@ -111,35 +117,6 @@ async fn not_found(req: Request<Body>) -> ApiError {
         req.method(),
         req.uri().path()
     ))
-}
-
-/// The one route that answers without an API key.
-const HEALTH_PATH: &str = "/api/v1/healthz";
-
-/// The request path as the client sent it (nested routers see it with their prefix cut).
-fn full_path(req: &Request<Body>) -> &str {
-    req.extensions()
-        .get::<OriginalUri>()
-        .map(|u| u.path())
-        .unwrap_or_else(|| req.uri().path())
-}
-
-/// Accepts any `X-API-Key` starting with `tml-`; otherwise 401 with a JSON body. Only the
-/// exact health route (`GET`/`HEAD /api/v1/healthz`) answers without a key: a path merely
-/// ending in `/healthz` (e.g. a checkpoint named `healthz`) needs one like any other.
-async fn require_api_key(req: Request<Body>, next: Next) -> Response {
-    if full_path(&req) == HEALTH_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
-        return next.run(req).await;
-    }
-    match req.headers().get("x-api-key").map(|v| v.to_str()) {
-        Some(Ok(key)) if key.starts_with("tml-") && key.len() > 4 => next.run(req).await,
-        Some(_) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid API key: keys start with 'tml-'",
-        )
-        .into_response(),
-        None => ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
-    }
 }
 
 /// Guards the `/_emulator` control routes (see [`crate::EmulatorConfig::control_access`]).
