@@ -6,7 +6,7 @@ use crate::core::api_future::ApiFuture;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
-use crate::core::polling::{poll_until_done, Payload, RequestType};
+use crate::core::polling::Payload;
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::transport::{Pool, Request};
@@ -243,16 +243,21 @@ async fn sample_once(
             .observer
             .report(core, &submitted.request_id, "Sample", state, reason);
     };
-    let payload = poll_until_done(
+    // Abandoning the wait (cancel, progress watchdog) queues a cancel_future (8.3).
+    let abandon = crate::core::cancel::CancelOnDrop::new(core, &submitted.request_id);
+    let payload = crate::core::futures_poller::retrieve_sample(
         core,
         policy,
+        &inner.sampling_session_id,
+        seq,
         &submitted.request_id,
-        RequestType::Sample,
         status.started.elapsed(),
         &observe,
         &status.polls,
     )
-    .await?;
+    .await;
+    abandon.disarm();
+    let payload = payload?;
     let response = match payload {
         Payload::Proto(b) => codec::decode_sample(&b, &ids)?,
         Payload::Json(v) => {

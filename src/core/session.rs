@@ -106,6 +106,8 @@ impl ClientCore {
             let server: ClientConfig = self
                 .fetch_config("/api/v1/client/config", Pool::Session, "client/config")
                 .await?;
+            self.inflight_response
+                .set_capacity(server.inflight_response_bytes_semaphore_size);
             *self.server_config.write().unwrap() = server;
             let dynamic: DynamicConfig = self
                 .fetch_config(
@@ -150,6 +152,8 @@ impl ClientCore {
                 .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
             self.runtime
                 .spawn(dynamic_config_loop(Arc::downgrade(self)));
+            self.runtime
+                .spawn(crate::core::cancel::drain_loop(Arc::downgrade(self)));
             SessionState {
                 session_id,
                 model_seq: AtomicI64::new(0),
