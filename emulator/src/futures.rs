@@ -89,7 +89,13 @@ pub struct FutureStore {
     completion_logs: Mutex<HashMap<(String, i64), Arc<CompletionLog>>>,
     /// `cancel_future` requests that cancelled a pending future.
     cancelled: std::sync::atomic::AtomicU64,
+    /// The newest `retrieve_futures` request bodies (for tests of the poller's cursor, acks
+    /// and long/ack-only polls; `/_emulator/retrieve_futures`).
+    pub poller_requests: Mutex<std::collections::VecDeque<Value>>,
 }
+
+/// `retrieve_futures` request bodies kept for introspection.
+pub const MAX_POLLER_REQUESTS: usize = 10_000;
 
 /// Completion events kept per target when no client acknowledges them.
 pub const MAX_COMPLETION_EVENTS: usize = 10_000;
@@ -271,6 +277,15 @@ impl FutureStore {
         self.cancelled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         CancelResult::Cancelled
+    }
+
+    /// Keeps a `retrieve_futures` request body for introspection.
+    pub fn note_poller_request(&self, body: Value) {
+        let mut log = self.poller_requests.lock().unwrap();
+        log.push_back(body);
+        while log.len() > MAX_POLLER_REQUESTS {
+            log.pop_front();
+        }
     }
 
     /// How many pending futures `cancel_future` cancelled.

@@ -118,6 +118,9 @@ pub async fn retrieve_futures(
 ) -> Result<Response, ApiError> {
     use tinkex::core::futures_poller::FuturesRetrieveRequest;
     let req: FuturesRetrieveRequest = parse_json(&body)?;
+    if let Ok(v) = serde_json::from_slice(&body) {
+        app.futures.note_poller_request(v);
+    }
     if req.target.kind != "sampling_session" {
         return Err(ApiError::bad_request(format!(
             "target.type must be \"sampling_session\", got {:?}",
@@ -177,4 +180,21 @@ pub async fn cancel_future(State(app): State<AppRef>, body: Bytes) -> Result<Res
             &json!({"request_id": req.request_id, "cancelled": false}),
         )),
     }
+}
+
+/// `GET /_emulator/retrieve_futures`: the `retrieve_futures` request bodies received (newest
+/// 10,000) and how many pending futures `cancel_future` cancelled.
+pub async fn poller_log(State(app): State<AppRef>) -> Response {
+    let requests: Vec<_> = app
+        .futures
+        .poller_requests
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"requests": requests, "cancelled": app.futures.cancelled_count()}),
+    )
 }
