@@ -752,8 +752,7 @@ pub struct RetryInput {
     /// Longest billing pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_max_pause_ms: Option<u64>,
-    /// A poll answered after at least this long was held by the server (resets the poll
-    /// backoff).
+    /// A poll answered after at least this long was held (resets the poll backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_poll_duration_ms: Option<u64>,
     /// First delay after an unheld poll failure.

@@ -481,3 +481,42 @@ fn request_failed(v: &Value, request_id: &str) -> Error {
     e.category = Some(failed.category);
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_backoff_grows_while_failures_persist_caps_and_spreads() {
+        let p = RetryPolicy::default();
+        let ms = |streak, unit| p.poll_backoff(streak, unit).as_millis();
+        assert_eq!(ms(1, 0.0), 100);
+        assert_eq!(ms(2, 0.0), 200);
+        assert_eq!(ms(4, 0.0), 800);
+        assert_eq!(ms(5, 0.0), 1500, "capped");
+        assert_eq!(ms(60, 0.0), 1500);
+        // Jitter only shortens (by up to 25 %): different futures wake at different times.
+        assert!(ms(5, 0.999) >= 1125 && ms(5, 0.999) < ms(5, 0.5));
+        // The worst case of 5 s of instant failures: every delay at its shortest.
+        let (mut t, mut polls, mut streak) = (0.0, 1, 0);
+        loop {
+            streak += 1;
+            t += p.poll_backoff(streak, 0.999_999).as_secs_f64();
+            if t >= 5.0 {
+                break;
+            }
+            polls += 1;
+        }
+        assert!(polls <= 10, "{polls} polls in 5 s");
+    }
+
+    #[test]
+    fn host_backoff_streak_and_retry_after() {
+        let b = PollBackoff::default();
+        assert_eq!(b.failed(), 1);
+        assert_eq!(b.failed(), 2);
+        b.reset();
+        assert_eq!(b.streak(), 0);
+        assert_eq!(b.deferred(), Duration::ZERO);
+    }
+}

@@ -165,7 +165,19 @@ impl SamplingClient {
         let f = self.sample(prompt, 1, params, options);
         let rt = self.inner.core.runtime.clone();
         ApiFuture::spawn(&rt, move |_| async move {
-            let r = f.await?;
+            // Cancelling this future cancels the sample (and so its cancel_future, 8.3).
+            struct CancelInner<T: Send + 'static>(ApiFuture<T>);
+            impl<T: Send + 'static> Drop for CancelInner<T> {
+                fn drop(&mut self) {
+                    if !self.0.is_done() {
+                        self.0.cancel();
+                    }
+                }
+            }
+            let inner = CancelInner(f.clone());
+            let r = f.await;
+            drop(inner);
+            let r = r?;
             r.prompt_logprobs
                 .ok_or_else(|| Error::fatal("the server returned no prompt logprobs"))
         })
