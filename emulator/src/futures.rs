@@ -104,6 +104,9 @@ pub const MAX_COMPLETION_EVENTS: usize = 10_000;
 #[derive(Default)]
 pub struct CompletionLog {
     inner: Mutex<LogInner>,
+    /// Whether a client ever polled this target: only then is the payload size of a
+    /// finished sample computed (an extra encoding per sample otherwise wasted).
+    pub polled: std::sync::atomic::AtomicBool,
     /// Bumped on every new event; long polls wait on it.
     changed: tokio::sync::Notify,
 }
@@ -229,19 +232,22 @@ impl FutureStore {
         let Some(target) = sample_target(request_id) else {
             return;
         };
+        let log = self.completion_log(&target);
         let event = match outcome {
             Outcome::Failed { .. } => {
                 serde_json::json!({"state": "failed", "request_id": request_id})
             }
-            Outcome::Sample(s) => serde_json::json!({
-                "state": "finished",
-                "request_id": request_id,
-                "response_payload_uncompressed_size": crate::encode::sample_proto(s).len(),
-            }),
+            Outcome::Sample(s) if log.polled.load(std::sync::atomic::Ordering::Relaxed) => {
+                serde_json::json!({
+                    "state": "finished",
+                    "request_id": request_id,
+                    "response_payload_uncompressed_size": crate::encode::sample_proto(s).len(),
+                })
+            }
             _ => serde_json::json!({"state": "finished", "request_id": request_id,
                                     "response_payload_uncompressed_size": null}),
         };
-        self.completion_log(&target).push(event);
+        log.push(event);
     }
 
     /// The completion log of a (sampling session, clone id), created on first use.

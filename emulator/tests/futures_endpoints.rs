@@ -58,6 +58,10 @@ async fn completions_by_cursor_trimmed_when_acknowledged_and_per_clone() {
     let emu = start(&dir, Duration::from_millis(300)).await;
     let api = Api::new(emu.base_url());
     let s = sampler(&api).await;
+    // Nothing yet; this first poll also makes the emulator compute payload sizes for it.
+    let none = retrieve(&api, &s, 0, 0, Some(0.0), &[]).await;
+    assert!(ids(&none).is_empty());
+    assert_eq!(none["cursor"], 0);
     let a = asample(&api, &s, 0).await;
     // A long poll (timeout omitted) returns as soon as the completion exists.
     let first = retrieve(&api, &s, 0, 0, None, &[]).await;

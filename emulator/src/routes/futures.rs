@@ -150,6 +150,7 @@ pub async fn retrieve_futures(
     let log = app
         .futures
         .completion_log(&(sampler.id.clone(), req.target.cloned_sampler_id));
+    log.polled.store(true, std::sync::atomic::Ordering::Relaxed);
     let (completions, cursor) = log.wait_after(req.prev_cursor, hold).await;
     Ok(json_response(
         StatusCode::OK,
