@@ -701,3 +701,23 @@ async fn cancel_future_batches_many_abandoned_samples() {
         assert!(emu.state().futures.is_cancelled(&f.request_id().unwrap()));
     }
 }
+
+#[tokio::test]
+async fn cancelling_compute_logprobs_cancels_its_sample() {
+    let emu = cancel_emulator("conf-fut-cancel-logprobs", false).await;
+    let service = client_with(&emu, policy());
+    let s = sampler_of(&service).await;
+    control_post(&emu, "delays", json!({"Sample": 30_000})).await;
+    clear_journal(&emu).await;
+    let f = s.compute_logprobs(ModelInput::from_ints(vec![1, 2, 3]));
+    until("the sample is polled", Duration::from_secs(5), || async {
+        !journal(&emu, RF).await.is_empty()
+    })
+    .await;
+    f.cancel();
+    until("cancel_future is sent", Duration::from_secs(5), || async {
+        journal(&emu, "/api/v1/cancel_future").await == vec![200]
+    })
+    .await;
+    assert_eq!(emu.state().futures.cancelled_count(), 1);
+}
