@@ -65,6 +65,8 @@ pub struct FutureEntry {
     /// Whether a metadata-only answer was already given for this future.
     pub metadata_announced: Mutex<bool>,
     hidden: Mutex<Option<Arc<Outcome>>>,
+    /// Set by `cancel_future`: the work's own outcome is discarded.
+    cancelled: std::sync::atomic::AtomicBool,
 }
 
 impl FutureEntry {
@@ -82,6 +84,98 @@ impl FutureEntry {
 pub struct FutureStore {
     entries: Mutex<HashMap<String, Arc<FutureEntry>>>,
     queue_state: Mutex<Option<(QueueState, Option<String>)>>,
+    /// Completion events of sampling requests, per (sampling session, clone id), for
+    /// `retrieve_futures` (PROTOCOL.md 8.2).
+    completion_logs: Mutex<HashMap<(String, i64), Arc<CompletionLog>>>,
+    /// `cancel_future` requests that cancelled a pending future.
+    cancelled: std::sync::atomic::AtomicU64,
+    /// The newest `retrieve_futures` request bodies (for tests of the poller's cursor, acks
+    /// and long/ack-only polls; `/_emulator/retrieve_futures`).
+    pub poller_requests: Mutex<std::collections::VecDeque<Value>>,
+}
+
+/// `retrieve_futures` request bodies kept for introspection.
+pub const MAX_POLLER_REQUESTS: usize = 10_000;
+
+/// Completion events kept per target when no client acknowledges them.
+pub const MAX_COMPLETION_EVENTS: usize = 10_000;
+
+/// The completion events of one (sampling session, clone id), numbered from 1 (the cursor).
+#[derive(Default)]
+pub struct CompletionLog {
+    inner: Mutex<LogInner>,
+    /// Whether a client ever polled this target: only then is the payload size of a
+    /// finished sample computed (an extra encoding per sample otherwise wasted).
+    pub polled: std::sync::atomic::AtomicBool,
+    /// Bumped on every new event; long polls wait on it.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LogInner {
+    last: i64,
+    events: std::collections::VecDeque<(i64, Value)>,
+}
+
+impl CompletionLog {
+    fn push(&self, event: Value) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.last += 1;
+        let n = inner.last;
+        inner.events.push_back((n, event));
+        while inner.events.len() > MAX_COMPLETION_EVENTS {
+            inner.events.pop_front();
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+    }
+
+    /// Drops the events at or before `cursor`; returns the later ones and the new cursor.
+    pub fn read_after(&self, cursor: i64) -> (Vec<Value>, i64) {
+        let mut inner = self.inner.lock().unwrap();
+        while inner.events.front().is_some_and(|(n, _)| *n <= cursor) {
+            inner.events.pop_front();
+        }
+        let events: Vec<Value> = inner.events.iter().map(|(_, e)| e.clone()).collect();
+        let next = inner.events.back().map(|(n, _)| *n).unwrap_or(cursor);
+        (events, next.max(cursor))
+    }
+
+    /// Waits up to `hold` for an event after `cursor` (a long poll); returns what
+    /// [`read_after`](Self::read_after) returns at the end.
+    pub async fn wait_after(&self, cursor: i64, hold: Duration) -> (Vec<Value>, i64) {
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (events, next) = self.read_after(cursor);
+            if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+                return (events, next);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.read_after(cursor);
+            }
+        }
+    }
+}
+
+/// The sampling session and clone id of a sample request id (`{sampler}:{seq}`).
+pub fn sample_target(request_id: &str) -> Option<(String, i64)> {
+    let (sampler, seq) = request_id.rsplit_once(':')?;
+    let seq: i64 = seq.parse().ok()?;
+    Some((sampler.to_string(), seq.max(0) / 1_000_000_000))
+}
+
+/// What `cancel_future` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CancelResult {
+    /// No such future.
+    Unknown,
+    /// It was still pending: now cancelled (later polls read a failed result).
+    Cancelled,
+    /// It had already finished: nothing to do.
+    AlreadyDone,
 }
 
 /// What a long poll observed.
@@ -103,6 +197,7 @@ impl FutureStore {
             outcome: tx,
             metadata_announced: Mutex::new(false),
             hidden: Mutex::new(None),
+            cancelled: Default::default(),
         });
         self.entries
             .lock()
@@ -117,11 +212,111 @@ impl FutureStore {
         self.complete(request_id, outcome);
     }
 
-    /// Stores the outcome of a request and wakes its pollers. Results stay retrievable.
+    /// Stores the outcome of a request and wakes its pollers. Results stay retrievable. A
+    /// cancelled future keeps its cancellation. A sample's completion is also recorded as a
+    /// `retrieve_futures` event of its sampling session.
     pub fn complete(&self, request_id: &str, outcome: Outcome) {
         if let Some(entry) = self.get(request_id) {
-            entry.outcome.send_replace(Some(Arc::new(outcome)));
+            if entry.cancelled.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let outcome = Arc::new(outcome);
+            if entry.kind == "Sample" {
+                self.record_completion(request_id, &outcome);
+            }
+            entry.outcome.send_replace(Some(outcome));
         }
+    }
+
+    fn record_completion(&self, request_id: &str, outcome: &Outcome) {
+        let Some(target) = sample_target(request_id) else {
+            return;
+        };
+        let log = self.completion_log(&target);
+        let event = match outcome {
+            Outcome::Failed { .. } => {
+                serde_json::json!({"state": "failed", "request_id": request_id})
+            }
+            Outcome::Sample(s) if log.polled.load(std::sync::atomic::Ordering::Relaxed) => {
+                serde_json::json!({
+                    "state": "finished",
+                    "request_id": request_id,
+                    "response_payload_uncompressed_size": crate::encode::sample_proto(s).len(),
+                })
+            }
+            _ => serde_json::json!({"state": "finished", "request_id": request_id,
+                                    "response_payload_uncompressed_size": null}),
+        };
+        log.push(event);
+    }
+
+    /// The completion log of a (sampling session, clone id), created on first use.
+    pub fn completion_log(&self, target: &(String, i64)) -> Arc<CompletionLog> {
+        self.completion_logs
+            .lock()
+            .unwrap()
+            .entry(target.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// `cancel_future`: a pending future finishes as failed (`category: user`, "cancelled")
+    /// and the work's own outcome, when it comes, is discarded.
+    pub fn cancel(&self, request_id: &str) -> CancelResult {
+        let Some(entry) = self.get(request_id) else {
+            return CancelResult::Unknown;
+        };
+        if entry.outcome().is_some() {
+            return CancelResult::AlreadyDone;
+        }
+        let outcome = Arc::new(Outcome::Failed {
+            error: format!("request {request_id} was cancelled by the client (cancel_future)"),
+            category: RequestErrorCategory::User,
+        });
+        if entry.kind == "Sample" {
+            self.record_completion(request_id, &outcome);
+        }
+        entry
+            .cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        entry.outcome.send_replace(Some(outcome));
+        self.cancelled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        CancelResult::Cancelled
+    }
+
+    /// Keeps a `retrieve_futures` request body for introspection.
+    pub fn note_poller_request(&self, body: Value) {
+        let mut log = self.poller_requests.lock().unwrap();
+        log.push_back(body);
+        while log.len() > MAX_POLLER_REQUESTS {
+            log.pop_front();
+        }
+    }
+
+    /// How many pending futures `cancel_future` cancelled.
+    pub fn cancelled_count(&self) -> u64 {
+        self.cancelled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a future was cancelled by `cancel_future`.
+    pub fn is_cancelled(&self, request_id: &str) -> bool {
+        self.get(request_id)
+            .is_some_and(|e| e.cancelled.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Deletes a finished future (its payload was retrieved, 8.2.1): later polls answer 410.
+    /// Pending futures are kept.
+    pub fn forget(&self, request_id: &str) -> bool {
+        let mut entries = self.entries.lock().unwrap();
+        if entries
+            .get(request_id)
+            .is_some_and(|e| e.outcome().is_some())
+        {
+            entries.remove(request_id);
+            return true;
+        }
+        false
     }
 
     /// Stores an outcome without waking pollers yet (see [`reveal`](Self::reveal)); used to

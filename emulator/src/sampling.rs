@@ -81,6 +81,14 @@ impl SamplerSlot {
                 let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
                 let zero = app.config.zero_compute;
                 tokio::spawn(async move {
+                    // Server-side duration of a sample (`/_emulator/delays` `{"Sample": ms}`).
+                    let delay = app.op_delays.lock().unwrap().get("Sample").copied();
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    if app.futures.is_cancelled(&id) {
+                        return; // cancel_future: the work stops
+                    }
                     let outcome = tokio::task::spawn_blocking(move || slot.run(job, zero))
                         .await
                         .unwrap_or_else(|e| {

@@ -936,12 +936,15 @@ async fn refresh_loop(core: Weak<ClientCore>, mut delay: Duration) {
 
 impl ClientCore {
     /// Applies the flags of `client/config` that size shared state: the billing pause limit
-    /// (13.7), the forward_backward dispatch budget (11.4), and the copy every layer reads.
+    /// (13.7), the forward_backward dispatch budget (11.4), the in-flight response budget
+    /// (8.1.3), and the copy every layer reads.
     fn apply_server_flags(&self, flags: &ClientConfig) {
         self.billing
             .set_server_max_pause(flags.billing_exception_max_pause_duration_sec);
         self.fwdbwd_budget
             .set_capacity(flags.fwdbwd_dispatch_bytes_semaphore_size);
+        self.inflight_response
+            .set_capacity(flags.inflight_response_bytes_semaphore_size);
         *self.server_config.write().unwrap() = flags.clone();
     }
 

@@ -133,8 +133,24 @@ pub struct RetryPolicy {
     pub billing_log_interval: Duration,
     /// A billing incident ends when no 402 was logged for this long: 300 s.
     pub billing_incident_reset: Duration,
-    /// A 5xx/408 poll answer faster than this is treated as a broken proxy and backed off.
+    /// A poll answer that took at least this long was held by the server (a long poll): it
+    /// resets the poll backoff and the next poll goes out at once. A faster error answer
+    /// (a 5xx or 408 from a proxy, not a long poll) grows the backoff instead (8.1.3).
     pub min_poll_duration: Duration,
+    /// First delay after a poll that failed without being held (instant 5xx/408/429,
+    /// connection error), and the pacing of a try-again answered without a hold.
+    pub poll_backoff_initial: Duration,
+    /// Cap of the poll backoff: bounds how late a result is seen after a fault ends.
+    pub poll_backoff_max: Duration,
+    /// Growth factor of the poll backoff per consecutive unheld failure (≥ 1).
+    pub poll_backoff_growth: f64,
+    /// Sleep of the `retrieve_futures` poller after a retryable error (8.2.3: 1 s).
+    pub futures_poller_retry_delay: Duration,
+    /// HTTP timeout of an ack-only `retrieve_futures` poll (`timeout: 0`; 1.4: 5 s). The long
+    /// poll uses [`Timeouts::retrieve_future`].
+    pub futures_ack_timeout: Duration,
+    /// HTTP timeout of one `cancel_future` request (1.4: 30 s).
+    pub cancel_future_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -155,6 +171,12 @@ impl Default for RetryPolicy {
             billing_log_interval: Duration::from_secs(60),
             billing_incident_reset: Duration::from_secs(300),
             min_poll_duration: Duration::from_secs(1),
+            poll_backoff_initial: Duration::from_millis(100),
+            poll_backoff_max: Duration::from_millis(1500),
+            poll_backoff_growth: 2.0,
+            futures_poller_retry_delay: Duration::from_secs(1),
+            futures_ack_timeout: Duration::from_secs(5),
+            cancel_future_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -183,6 +205,17 @@ impl RetryPolicy {
     pub fn holder_backoff(&self, attempt: u32) -> Duration {
         let d = self.holder_base_delay.as_secs_f64() * 2f64.powi(attempt.min(62) as i32);
         Duration::from_secs_f64(d.min(self.holder_max_delay.as_secs_f64()))
+    }
+
+    /// Delay before the next poll after `streak` consecutive unheld poll failures (≥ 1):
+    /// `min(initial × growth^(streak-1), max)`, reduced by up to `jitter` (`unit` in [0, 1))
+    /// so concurrent futures spread out instead of polling in lockstep.
+    pub fn poll_backoff(&self, streak: u32, unit: f64) -> Duration {
+        let n = streak.saturating_sub(1).min(64) as i32;
+        let d = self.poll_backoff_initial.as_secs_f64() * self.poll_backoff_growth.max(1.0).powi(n);
+        let d = d.min(self.poll_backoff_max.as_secs_f64());
+        let jittered = d * (1.0 - self.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0));
+        Duration::from_secs_f64(jittered.max(0.0))
     }
 }
 
@@ -468,6 +501,20 @@ impl Config {
                 "auth.exchange_timeout",
                 self.credentials.settings().exchange_timeout,
             ),
+            (
+                "retry.poll_backoff_initial",
+                self.retry.poll_backoff_initial,
+            ),
+            ("retry.poll_backoff_max", self.retry.poll_backoff_max),
+            (
+                "retry.futures_poller_retry_delay",
+                self.retry.futures_poller_retry_delay,
+            ),
+            ("retry.futures_ack_timeout", self.retry.futures_ack_timeout),
+            (
+                "retry.cancel_future_timeout",
+                self.retry.cancel_future_timeout,
+            ),
         ] {
             check_interval(name, d)?;
         }
@@ -482,6 +529,17 @@ impl Config {
         if r.max_delay < r.base_delay {
             return Err(Error::user(
                 "retry.max_delay must not be below retry.base_delay",
+            ));
+        }
+        if !(r.poll_backoff_growth >= 1.0 && r.poll_backoff_growth <= 100.0) {
+            return Err(Error::user(format!(
+                "retry.poll_backoff_growth must be in [1, 100], got {}",
+                r.poll_backoff_growth
+            )));
+        }
+        if r.poll_backoff_max < r.poll_backoff_initial {
+            return Err(Error::user(
+                "retry.poll_backoff_max must not be below retry.poll_backoff_initial",
             ));
         }
         if r.max_attempts == Some(0) {
@@ -817,9 +875,27 @@ pub struct RetryInput {
     /// Quiet time after which a new 402 starts a new billing incident (default 300 000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_incident_reset_ms: Option<u64>,
-    /// Shortest time between two polls of one future.
+    /// A poll answered after at least this long was held (resets the poll backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_poll_duration_ms: Option<u64>,
+    /// First delay after an unheld poll failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_backoff_initial_ms: Option<u64>,
+    /// Cap of the poll backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_backoff_max_ms: Option<u64>,
+    /// Growth factor of the poll backoff, in [1, 100].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_backoff_growth: Option<f64>,
+    /// Sleep of the `retrieve_futures` poller after a retryable error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futures_poller_retry_delay_ms: Option<u64>,
+    /// HTTP timeout of an ack-only `retrieve_futures` poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub futures_ack_timeout_ms: Option<u64>,
+    /// HTTP timeout of one `cancel_future` request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_future_timeout_ms: Option<u64>,
 }
 
 /// JSON form of [`HeartbeatConfig`], ms; unset fields keep their defaults.
@@ -959,6 +1035,15 @@ impl ConfigInput {
                 billing_log_interval: ms(r.billing_log_interval_ms, d.billing_log_interval),
                 billing_incident_reset: ms(r.billing_incident_reset_ms, d.billing_incident_reset),
                 min_poll_duration: ms(r.min_poll_duration_ms, d.min_poll_duration),
+                poll_backoff_initial: ms(r.poll_backoff_initial_ms, d.poll_backoff_initial),
+                poll_backoff_max: ms(r.poll_backoff_max_ms, d.poll_backoff_max),
+                poll_backoff_growth: r.poll_backoff_growth.unwrap_or(d.poll_backoff_growth),
+                futures_poller_retry_delay: ms(
+                    r.futures_poller_retry_delay_ms,
+                    d.futures_poller_retry_delay,
+                ),
+                futures_ack_timeout: ms(r.futures_ack_timeout_ms, d.futures_ack_timeout),
+                cancel_future_timeout: ms(r.cancel_future_timeout_ms, d.cancel_future_timeout),
             });
         }
         if let Some(h) = self.heartbeat {

@@ -6,11 +6,13 @@ pub mod api_future;
 pub mod auth;
 pub mod billing;
 pub mod byte_budget;
+pub mod cancel;
 pub mod chunking;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod futures_poller;
 pub mod polling;
 pub mod progress;
 pub mod proto;
@@ -79,6 +81,16 @@ pub struct ClientCore {
     pub(crate) fwdbwd_budget: byte_budget::ByteBudget,
     /// Credentials, auth mode and the JWT cache (PROTOCOL.md 2); shared with the transport.
     pub(crate) auth: Arc<auth::Auth>,
+    /// In-flight response byte budget (`inflight_response_bytes_semaphore_size`, 8.1.3).
+    pub(crate) inflight_response: byte_budget::ByteBudget,
+    /// Poll backoff shared by every future of this host (8.1.3, no spinning).
+    pub(crate) poll_backoff: polling::PollBackoff,
+    /// `retrieve_futures` pollers by (sampling session, clone id) (8.2).
+    pub(crate) futures_pollers: std::sync::Mutex<
+        std::collections::HashMap<(String, i64), Arc<futures_poller::FuturesPoller>>,
+    >,
+    /// Abandoned sampling requests to cancel (8.3).
+    pub(crate) cancels: cancel::CancelQueue,
 }
 
 impl ClientCore {
@@ -112,6 +124,12 @@ impl ClientCore {
             sample_dispatch: Semaphore::new(400),
             shutdown: tokio::sync::watch::channel(false).0,
             telemetry: std::sync::OnceLock::new(),
+            inflight_response: byte_budget::ByteBudget::new(
+                types::ClientConfig::default().inflight_response_bytes_semaphore_size,
+            ),
+            poll_backoff: polling::PollBackoff::default(),
+            futures_pollers: Default::default(),
+            cancels: Default::default(),
             auth,
         });
         core.auth.attach(Arc::downgrade(&core));

@@ -1,11 +1,21 @@
 //! The `retrieve_future` polling loop with the dispatch table of PROTOCOL.md 8.1.3 (the
 //! caller's handle on an operation is [`ApiFuture`](crate::core::api_future::ApiFuture)).
 //!
-//! Differences from the official SDK, on purpose: a 5xx or 408 answered faster than
-//! `min_poll_duration` (a broken proxy, not a long poll) is backed off instead of re-polled
-//! at once; transport errors and 429 use the one backoff policy; a JSON result is accepted
+//! Differences from the official SDK, on purpose (each is a row of
+//! `docs/conformance/conf-futures.md`): no spinning and no slowness under faults. A poll the
+//! server *held* (answered after at least [`RetryPolicy::min_poll_duration`]) or any decoded
+//! outcome resets the backoff and the next poll goes out at once; a poll that fails without
+//! being held (an instant 5xx, 408 or 429, a connection error) is retried after
+//! [`RetryPolicy::poll_backoff`], which grows only while such failures persist (100 ms doubling
+//! to 1.5 s by default, minus up to 25 % jitter). The failure streak is shared per host (one
+//! [`ClientCore`]), so thousands of pending futures back off together and, thanks to the
+//! jitter, never retry in lockstep; `Retry-After`/`Retry-After-Ms` defer every poll of the
+//! host; `x-should-retry` overrides the status rules. A try-again answered without a hold is
+//! paced by `poll_backoff_initial` instead of re-polled at once. A JSON result is accepted
 //! for protobuf-typed results too.
 
+use crate::core::byte_budget::BytePermit;
+use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::retry::{is_bare_400, retry_after};
 use crate::core::types::{
@@ -14,8 +24,10 @@ use crate::core::types::{
 use crate::core::ClientCore;
 use bytes::Bytes;
 use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
-
+use tokio::time::Instant;
 /// The kind of a future's originating request (`X-Tinker-Request-Type`, 8.1.4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestType {
@@ -73,22 +85,120 @@ pub enum Payload {
 /// Receives queue-state reports of a pending future.
 pub type QueueObserver<'a> = &'a (dyn Fn(QueueState, Option<String>) + Send + Sync);
 
+/// The poll backoff state shared by every future of one host (one [`ClientCore`]): the
+/// streak of consecutive unheld poll failures and a `Retry-After` deadline.
+#[derive(Debug, Default)]
+pub struct PollBackoff {
+    streak: AtomicU32,
+    not_before: Mutex<Option<Instant>>,
+}
+
+impl PollBackoff {
+    /// Records an unheld failure; returns the host's streak.
+    fn failed(&self) -> u32 {
+        self.streak
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+            .min(64)
+    }
+
+    /// A held answer or a decoded outcome: the host is answering properly again.
+    fn reset(&self) {
+        self.streak.store(0, Ordering::Relaxed);
+    }
+
+    /// The host's current failure streak.
+    pub fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+
+    /// Defers every poll of the host until `until` (a `Retry-After`).
+    fn defer(&self, until: Instant) {
+        let mut nb = self.not_before.lock().unwrap();
+        if nb.is_none_or(|t| t < until) {
+            *nb = Some(until);
+        }
+    }
+
+    /// How long a poll must still wait for the host's `Retry-After`.
+    fn deferred(&self) -> Duration {
+        self.not_before
+            .lock()
+            .unwrap()
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+}
+
+/// How a poll loop starts (8.2.4: after the batched poller reported the completion).
+#[derive(Clone, Copy, Debug)]
+pub struct PollStart {
+    /// The first poll's `allow_metadata_only`.
+    pub allow_metadata_only: bool,
+    /// Bytes to reserve from the in-flight response budget before the first poll (the
+    /// completion's announced payload size; 0 = none).
+    pub reserve_bytes: u64,
+}
+
+impl Default for PollStart {
+    fn default() -> Self {
+        PollStart {
+            allow_metadata_only: true,
+            reserve_bytes: 0,
+        }
+    }
+}
+
 /// Polls `retrieve_future` until the future finishes.
 pub async fn poll_until_done(
     core: &ClientCore,
-    policy: &crate::core::config::RetryPolicy,
+    policy: &RetryPolicy,
     request_id: &str,
     rtype: RequestType,
     submit_roundtrip: Duration,
     observe: QueueObserver<'_>,
-    polls: &std::sync::atomic::AtomicU32,
+    polls: &AtomicU32,
 ) -> Result<Payload> {
-    let mut allow_metadata_only = true;
+    poll_with(
+        core,
+        policy,
+        request_id,
+        rtype,
+        submit_roundtrip,
+        observe,
+        polls,
+        PollStart::default(),
+    )
+    .await
+}
+
+/// [`poll_until_done`] starting from `start`. A protobuf payload fetched after a size
+/// announcement keeps its in-flight budget bytes until the payload's last reference is
+/// dropped (after decoding).
+#[allow(clippy::too_many_arguments)]
+pub async fn poll_with(
+    core: &ClientCore,
+    policy: &RetryPolicy,
+    request_id: &str,
+    rtype: RequestType,
+    submit_roundtrip: Duration,
+    observe: QueueObserver<'_>,
+    polls: &AtomicU32,
+    start: PollStart,
+) -> Result<Payload> {
+    let mut allow_metadata_only = start.allow_metadata_only;
+    let mut permit: Option<BytePermit> = None;
     let mut announced_bytes: Option<u64> = None;
-    let mut error_streak: u32 = 0;
+    if start.reserve_bytes > 0 {
+        permit = Some(core.inflight_response.acquire(start.reserve_bytes).await);
+        announced_bytes = Some(start.reserve_bytes);
+    }
+    // Consecutive polls of this future that failed without being held.
+    let mut streak: u32 = 0;
     let mut bad_request_retries = 0;
     let idempotency_key = format!("tinkex-retry-{}", crate::core::rand::uuid4());
     let mut iteration: u32 = 0;
+    let host = &core.poll_backoff;
     loop {
         let mut req = crate::core::transport::Request::post_json(
             "/api/v1/retrieve_future",
@@ -112,31 +222,67 @@ pub async fn poll_until_done(
             ));
         }
         iteration += 1;
-        polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let backoff = |streak: u32| policy.backoff(streak, crate::core::rand::unit());
+        polls.fetch_add(1, Ordering::Relaxed);
         req.announced_response_bytes = announced_bytes;
+        // An unheld failure: grow this future's and the host's streak and wait the backoff
+        // (or the server's Retry-After, which defers every poll of the host).
+        let unheld_failure = |streak: &mut u32, e: &Error, after: Option<Duration>| {
+            *streak += 1;
+            let shared = host.failed();
+            let unit = crate::core::rand::unit();
+            let delay = match after {
+                Some(d) => {
+                    host.defer(Instant::now() + d);
+                    // Spread the wake-ups of many futures over the first backoff step.
+                    d + policy.poll_backoff_initial.mul_f64(unit)
+                }
+                None => policy
+                    .poll_backoff((*streak).max(shared), unit)
+                    .max(host.deferred()),
+            };
+            (delay, e.clone())
+        };
         let resp = match core.transport.send(&req, 0).await {
             Ok(r) => r,
             Err(e) if !e.is_retryable() => return Err(e.with_request_id(request_id)),
             Err(e) => {
-                wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
-                error_streak += 1;
+                // Connection error or timeout (no response); a bare 400 converted by the
+                // transport's reconnect rule arrives here too.
+                let (d, e) = unheld_failure(&mut streak, &e, None);
+                wait_retry(core, request_id, streak, d, &e).await;
                 continue;
             }
         };
-        let fast = resp.elapsed < policy.min_poll_duration;
+        let held = resp.elapsed >= policy.min_poll_duration;
+        let forced = resp
+            .header("x-should-retry")
+            .map(|v| v.trim().eq_ignore_ascii_case("true"));
+        if !resp.is_success() && resp.status != 402 && forced == Some(false) {
+            return Err(fatal_status(&resp, request_id));
+        }
         match resp.status {
-            200 => {
-                error_streak = 0;
+            200..=299 => {
+                // Every decoded outcome resets the backoff (8.1.3).
+                streak = 0;
+                host.reset();
                 let is_proto = resp
                     .header("content-type")
                     .is_some_and(|c| c.contains("application/x-protobuf"));
                 if is_proto {
-                    return Ok(Payload::Proto(resp.body));
+                    observe(QueueState::Active, None);
+                    return Ok(Payload::Proto(hold_bytes(resp.body, permit)));
                 }
-                let v: Value = resp.json("retrieve_future")?;
+                let v: Value = resp
+                    .json("retrieve_future")
+                    .map_err(|e| e.with_request_id(request_id))?;
                 if v.get("type").and_then(Value::as_str) == Some("try_again") {
+                    tracing::warn!("Retrying request {request_id} because of try_again");
                     report_queue_state(&v, observe);
+                    if !held {
+                        // A server that does not long-poll: pace instead of spinning.
+                        let d = policy.poll_backoff(1, crate::core::rand::unit());
+                        core.progress.sleep_backoff(d).await;
+                    }
                     continue;
                 }
                 if v.get("status").and_then(Value::as_str) == Some("complete_metadata") {
@@ -147,57 +293,84 @@ pub async fn poll_until_done(
                         .with_request_id(request_id));
                     }
                     allow_metadata_only = false;
-                    // The payload's announced size raises the body limit for the next poll
-                    // (up to the hard cap, checked by the transport).
-                    announced_bytes = v
+                    let size = v
                         .get("response_payload_size")
                         .and_then(Value::as_u64)
-                        .filter(|n| *n > 0);
+                        .unwrap_or(0);
+                    // Held until this future finishes decoding (12.4 semantics: waits only
+                    // while the budget is negative).
+                    if size > 0 {
+                        permit = Some(core.inflight_response.acquire(size).await);
+                    }
+                    // The announced size raises the body limit for the next poll (up to the
+                    // hard cap, checked by the transport).
+                    announced_bytes = Some(size).filter(|n| *n > 0);
                     continue;
                 }
+                observe(QueueState::Active, None);
                 if v.get("error").is_some() {
-                    observe(QueueState::Active, None);
                     return Err(request_failed(&v, request_id));
                 }
-                observe(QueueState::Active, None);
                 return Ok(Payload::Json(v));
             }
             408 => {
                 if let Ok(v) = serde_json::from_slice::<Value>(&resp.body) {
                     bad_request_retries = 0;
-                    report_queue_state(&v, observe);
+                    if v.get("queue_state").is_some_and(|q| !q.is_null()) {
+                        report_queue_state(&v, observe);
+                    }
                 }
-                if fast {
-                    let e = resp.to_error();
-                    wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
-                    error_streak += 1;
+                if held {
+                    streak = 0;
+                    host.reset();
+                } else {
+                    let after = retry_after(&resp, policy.max_retry_after);
+                    let (d, e) = unheld_failure(&mut streak, &resp.to_error(), after);
+                    wait_retry(core, request_id, streak, d, &e).await;
                 }
             }
             500..=599 => {
                 core.progress.note_error(&resp.to_error());
-                if fast {
-                    let e = resp.to_error();
-                    wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
-                    error_streak += 1;
+                if held {
+                    streak = 0;
+                    host.reset();
+                } else {
+                    let after = retry_after(&resp, policy.max_retry_after);
+                    let (d, e) = unheld_failure(&mut streak, &resp.to_error(), after);
+                    wait_retry(core, request_id, streak, d, &e).await;
                 }
             }
             429 => {
-                let d = retry_after(&resp, policy.max_retry_after)
-                    .unwrap_or_else(|| backoff(error_streak));
-                wait_retry(core, request_id, error_streak, d, &resp.to_error()).await;
-                error_streak += 1;
+                let after = retry_after(&resp, policy.max_retry_after);
+                let (d, e) = unheld_failure(&mut streak, &resp.to_error(), after);
+                wait_retry(core, request_id, streak, d, &e).await;
             }
-            400 if is_bare_400(&resp) => {
-                let e = resp.to_error();
-                wait_retry(core, request_id, error_streak, backoff(error_streak), &e).await;
-                error_streak += 1;
+            400 => {
+                if bad_request_retries >= MAX_BAD_REQUEST_RETRIES {
+                    let mut e = fatal_status(&resp, request_id);
+                    e.message = format!(
+                        "{} (retrieve_future answered 400 {} times in a row)",
+                        e.message,
+                        MAX_BAD_REQUEST_RETRIES + 1
+                    );
+                    return Err(e);
+                }
+                bad_request_retries += 1;
+                if is_bare_400(&resp) {
+                    // A proxy's empty 400 whose reconnect budget ran out: back off.
+                    let (d, e) = unheld_failure(&mut streak, &resp.to_error(), None);
+                    wait_retry(core, request_id, streak, d, &e).await;
+                }
             }
-            400 if bad_request_retries < 3 => bad_request_retries += 1,
             402 => {
-                tracing::warn!(
-                    "The job is paused due to billing status (retrieve_future {request_id})"
-                );
-                core.progress.sleep_backoff(policy.billing_pause_step).await;
+                // The client's shared billing pause (13.7): one incident for every layer.
+                let e = resp.to_error().with_request_id(request_id);
+                match core.billing.on_402(&e) {
+                    crate::core::billing::BillingVerdict::Pause => {
+                        core.progress.sleep_backoff(core.billing.pause_step()).await;
+                    }
+                    crate::core::billing::BillingVerdict::Fail => return Err(e),
+                }
             }
             410 => {
                 let mut e = resp.to_error().with_request_id(request_id);
@@ -208,10 +381,42 @@ pub async fn poll_until_done(
                 );
                 return Err(e);
             }
-            _ => {
-                return Err(resp.to_error().with_request_id(request_id));
+            _ if forced == Some(true) => {
+                let after = retry_after(&resp, policy.max_retry_after);
+                let (d, e) = unheld_failure(&mut streak, &resp.to_error(), after);
+                wait_retry(core, request_id, streak, d, &e).await;
             }
+            _ => return Err(fatal_status(&resp, request_id)),
         }
+    }
+}
+
+/// Consecutive 400 answers retried by one future (8.1.3).
+const MAX_BAD_REQUEST_RETRIES: u32 = 3;
+
+/// A poll status that ends the future: never retried above this loop (a 409 or a 5xx with
+/// `x-should-retry: false` is not "transient" here, 13.9).
+fn fatal_status(resp: &crate::core::transport::Response, request_id: &str) -> Error {
+    let mut e = resp.to_error().with_request_id(request_id);
+    if e.kind == ErrorKind::Transient {
+        e.kind = ErrorKind::Fatal;
+    }
+    e.message = format!("Error retrieving result: {}", e.message);
+    e
+}
+
+/// Ties `permit` to the payload: it is released when the last reference to the bytes is
+/// dropped, i.e. after decoding.
+fn hold_bytes(body: Bytes, permit: Option<BytePermit>) -> Bytes {
+    struct Held(Bytes, #[allow(dead_code)] BytePermit);
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    match permit {
+        Some(p) => Bytes::from_owner(Held(body, p)),
+        None => body,
     }
 }
 
@@ -269,4 +474,43 @@ fn request_failed(v: &Value, request_id: &str) -> Error {
     let mut e = Error::new(kind, failed.error).with_request_id(request_id);
     e.category = Some(failed.category);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_backoff_grows_while_failures_persist_caps_and_spreads() {
+        let p = RetryPolicy::default();
+        let ms = |streak, unit| p.poll_backoff(streak, unit).as_millis();
+        assert_eq!(ms(1, 0.0), 100);
+        assert_eq!(ms(2, 0.0), 200);
+        assert_eq!(ms(4, 0.0), 800);
+        assert_eq!(ms(5, 0.0), 1500, "capped");
+        assert_eq!(ms(60, 0.0), 1500);
+        // Jitter only shortens (by up to 25 %): different futures wake at different times.
+        assert!(ms(5, 0.999) >= 1125 && ms(5, 0.999) < ms(5, 0.5));
+        // The worst case of 5 s of instant failures: every delay at its shortest.
+        let (mut t, mut polls, mut streak) = (0.0, 1, 0);
+        loop {
+            streak += 1;
+            t += p.poll_backoff(streak, 0.999_999).as_secs_f64();
+            if t >= 5.0 {
+                break;
+            }
+            polls += 1;
+        }
+        assert!(polls <= 10, "{polls} polls in 5 s");
+    }
+
+    #[test]
+    fn host_backoff_streak_and_retry_after() {
+        let b = PollBackoff::default();
+        assert_eq!(b.failed(), 1);
+        assert_eq!(b.failed(), 2);
+        b.reset();
+        assert_eq!(b.streak(), 0);
+        assert_eq!(b.deferred(), Duration::ZERO);
+    }
 }

@@ -6,7 +6,7 @@ use crate::core::api_future::ApiFuture;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
-use crate::core::polling::{poll_until_done, Payload, RequestType};
+use crate::core::polling::Payload;
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::transport::{Pool, Request};
@@ -165,7 +165,19 @@ impl SamplingClient {
         let f = self.sample(prompt, 1, params, options);
         let rt = self.inner.core.runtime.clone();
         ApiFuture::spawn(&rt, move |_| async move {
-            let r = f.await?;
+            // Cancelling this future cancels the sample (and so its cancel_future, 8.3).
+            struct CancelInner<T: Send + 'static>(ApiFuture<T>);
+            impl<T: Send + 'static> Drop for CancelInner<T> {
+                fn drop(&mut self) {
+                    if !self.0.is_done() {
+                        self.0.cancel();
+                    }
+                }
+            }
+            let inner = CancelInner(f.clone());
+            let r = f.await;
+            drop(inner);
+            let r = r?;
             r.prompt_logprobs
                 .ok_or_else(|| Error::fatal("the server returned no prompt logprobs"))
         })
@@ -243,16 +255,21 @@ async fn sample_once(
             .observer
             .report(core, &submitted.request_id, "Sample", state, reason);
     };
-    let payload = poll_until_done(
+    // Abandoning the wait (cancel, progress watchdog) queues a cancel_future (8.3).
+    let abandon = crate::core::cancel::CancelOnDrop::new(core, &submitted.request_id);
+    let payload = crate::core::futures_poller::retrieve_sample(
         core,
         policy,
+        &inner.sampling_session_id,
+        seq,
         &submitted.request_id,
-        RequestType::Sample,
         status.started.elapsed(),
         &observe,
         &status.polls,
     )
-    .await?;
+    .await;
+    abandon.disarm();
+    let payload = payload?;
     let response = match payload {
         Payload::Proto(b) => codec::decode_sample(&b, &ids)?,
         Payload::Json(v) => {

@@ -149,6 +149,8 @@ impl ClientCore {
                 .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
             self.runtime
                 .spawn(dynamic_config_loop(Arc::downgrade(self)));
+            self.runtime
+                .spawn(crate::core::cancel::drain_loop(Arc::downgrade(self)));
             SessionState {
                 session_id,
                 model_seq: AtomicI64::new(0),

@@ -31,7 +31,10 @@ class APIFuture(Generic[T]):
     """The result of an operation, available synchronously (``result()``) or with ``await``.
 
     ``result(timeout=None)`` blocks without holding the GIL and raises ``TimeoutError`` when
-    ``timeout`` seconds pass first (the operation keeps running). ``cancel()`` cancels the
+    ``timeout`` seconds pass first (the operation keeps running). ``await
+    result_async(timeout)`` timing out (or the awaiting task being cancelled) abandons a
+    *sampling* operation as the official SDK does: it is cancelled, and the server is told
+    with ``cancel_future`` when it enables that. ``cancel()`` cancels the
     operation: waiters then get ``concurrent.futures.CancelledError`` (``asyncio``'s when
     awaited). Dropping the future never cancels it.
     """
@@ -130,13 +133,23 @@ class APIFuture(Generic[T]):
                     pass
 
             state.add_done_callback(wake)
-            if timeout is None:
-                await waiter
-            else:
-                try:
-                    await asyncio.wait_for(waiter, timeout)
-                except asyncio.TimeoutError:
-                    raise TimeoutError(f"the operation did not finish within {timeout} s") from None
+            try:
+                if timeout is None:
+                    await waiter
+                else:
+                    try:
+                        await asyncio.wait_for(waiter, timeout)
+                    except asyncio.TimeoutError:
+                        raise TimeoutError(f"the operation did not finish within {timeout} s") from None
+            except (TimeoutError, asyncio.CancelledError):
+                # As the official SDK (PROTOCOL.md 8.1.5): an async wait that times out or is
+                # cancelled abandons a sampling request: its polling stops and, when the
+                # server's `sample_cancel_enabled` flag is on, a cancel_future is sent.
+                # Training futures keep running (the SDK would stop polling them too, which
+                # cannot stop the server's work and only loses the result).
+                if state.label in _ABANDONED_ON_ASYNC_TIMEOUT and not state.done():
+                    state.cancel()
+                raise
         try:
             return state.value()
         except concurrent.futures.CancelledError as e:
@@ -160,6 +173,10 @@ class APIFuture(Generic[T]):
             what = "done"
         label = f" {s.label}" if s.label else ""
         return f"<{type(self).__name__}{label}: {what}>"
+
+
+#: Labels of the operations an async wait timeout or cancellation abandons (sampling).
+_ABANDONED_ON_ASYNC_TIMEOUT = frozenset({"sample", "compute_logprobs"})
 
 
 def _set_if_pending(waiter: asyncio.Future) -> None:

@@ -30,6 +30,7 @@ pub fn router() -> Router<AppRef> {
         .route("/delays", post(delays))
         .route("/flags", get(flags).post(set_flags))
         .route("/journal", get(journal).delete(clear_journal))
+        .route("/retrieve_futures", get(super::futures::poller_log))
 }
 
 /// The current `client/config` and `client/dynamic_config` answers.

@@ -106,3 +106,96 @@ fn render(
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
+
+/// `retrieve_futures` (PROTOCOL.md 8.2): the completion events of one sampling session and
+/// clone after `prev_cursor` (earlier ones are trimmed), long-polled up to the emulator's
+/// poll hold (or the request's `timeout`, if shorter; `0` answers at once: an ack-only
+/// poll). The payloads of `retrieved_request_ids` belonging to the target are deleted (later
+/// `retrieve_future` polls of them answer 410).
+pub async fn retrieve_futures(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use tinkex::core::futures_poller::FuturesRetrieveRequest;
+    let req: FuturesRetrieveRequest = parse_json(&body)?;
+    if let Ok(v) = serde_json::from_slice(&body) {
+        app.futures.note_poller_request(v);
+    }
+    if req.target.kind != "sampling_session" {
+        return Err(ApiError::bad_request(format!(
+            "target.type must be \"sampling_session\", got {:?}",
+            req.target.kind
+        )));
+    }
+    let sampler = app.sampler(&req.target.sampling_session_id)?;
+    if req.prev_cursor < 0 || req.target.cloned_sampler_id < 0 {
+        return Err(ApiError::bad_request(
+            "prev_cursor and cloned_sampler_id must not be negative",
+        ));
+    }
+    let prefix = format!("{}:", sampler.id);
+    for id in &req.retrieved_request_ids {
+        if id.starts_with(&prefix) {
+            app.futures.forget(id);
+        }
+    }
+    let hold = match req.timeout {
+        Some(t) if t.is_finite() && t <= 0.0 => std::time::Duration::ZERO,
+        Some(t) if t.is_finite() => app
+            .config
+            .poll_hold
+            .min(std::time::Duration::from_secs_f64(t.min(3600.0))),
+        _ => app.config.poll_hold,
+    };
+    let log = app
+        .futures
+        .completion_log(&(sampler.id.clone(), req.target.cloned_sampler_id));
+    log.polled.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (completions, cursor) = log.wait_after(req.prev_cursor, hold).await;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"completions": completions, "cursor": cursor}),
+    ))
+}
+
+/// `cancel_future` (PROTOCOL.md 8.3): a pending future finishes as failed ("cancelled",
+/// category `user`; a `failed` completion event for `retrieve_futures`) and its work's result
+/// is discarded. A finished future is left alone. Unknown ids answer 404.
+pub async fn cancel_future(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct CancelBody {
+        request_id: String,
+    }
+    let req: CancelBody = parse_json(&body)?;
+    match app.futures.cancel(&req.request_id) {
+        crate::futures::CancelResult::Unknown => Err(ApiError::not_found(format!(
+            "future {} not found",
+            req.request_id
+        ))),
+        crate::futures::CancelResult::Cancelled => Ok(json_response(
+            StatusCode::OK,
+            &json!({"request_id": req.request_id, "cancelled": true}),
+        )),
+        crate::futures::CancelResult::AlreadyDone => Ok(json_response(
+            StatusCode::OK,
+            &json!({"request_id": req.request_id, "cancelled": false}),
+        )),
+    }
+}
+
+/// `GET /_emulator/retrieve_futures`: the `retrieve_futures` request bodies received (newest
+/// 10,000) and how many pending futures `cancel_future` cancelled.
+pub async fn poller_log(State(app): State<AppRef>) -> Response {
+    let requests: Vec<_> = app
+        .futures
+        .poller_requests
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"requests": requests, "cancelled": app.futures.cancelled_count()}),
+    )
+}

@@ -57,6 +57,8 @@ pub fn router(app: AppRef) -> Router {
         .route("/sessions", get(session::list_sessions))
         .route("/sessions/{session_id}", get(session::get_session))
         .route("/retrieve_future", post(futures::retrieve_future))
+        .route("/retrieve_futures", post(futures::retrieve_futures))
+        .route("/cancel_future", post(futures::cancel_future))
         .route("/telemetry", post(session::telemetry))
         .route("/weights_info", post(rest::weights_info))
         .route("/training_runs", get(rest::training_runs))
