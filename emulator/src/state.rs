@@ -93,6 +93,8 @@ pub struct AppState {
     pub journal: Mutex<std::collections::VecDeque<JournalEntry>>,
     /// The `client/config` and `client/dynamic_config` answers.
     pub flags: crate::flags::Flags,
+    /// Sampling capacity per API key and what was seen of it (`/_emulator/sampling_capacity`).
+    pub sampling_capacity: crate::sampling::SamplingCapacity,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -122,6 +124,7 @@ impl AppState {
             requests: Mutex::new(HashMap::new()),
             journal: Mutex::new(std::collections::VecDeque::new()),
             flags,
+            sampling_capacity: Default::default(),
             shutdown,
         }
     }

@@ -213,6 +213,8 @@ pub struct Config {
     pub progress_event_interval: Duration,
     /// Bounds on what is read from the server.
     pub limits: Limits,
+    /// Sampling back-off and queue-state log timings (PROTOCOL.md 12.5, 15.2).
+    pub sampling: crate::core::dispatch::SamplingSettings,
 }
 
 /// Builds a [`Config`]; unset fields fall back to the environment, then to defaults.
@@ -231,6 +233,7 @@ pub struct ConfigBuilder {
     heartbeat: Option<HeartbeatConfig>,
     progress_event_interval: Option<Duration>,
     limits: Option<Limits>,
+    sampling: Option<crate::core::dispatch::SamplingSettings>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -256,6 +259,7 @@ impl fmt::Debug for ConfigBuilder {
             .field("heartbeat", &self.heartbeat)
             .field("progress_event_interval", &self.progress_event_interval)
             .field("limits", &self.limits)
+            .field("sampling", &self.sampling)
             .finish()
     }
 }
@@ -520,6 +524,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sampling back-off and queue-state log timings.
+    pub fn sampling(mut self, s: crate::core::dispatch::SamplingSettings) -> Self {
+        self.sampling = Some(s);
+        self
+    }
+
     /// Resolves and validates; fails before any request on a missing or malformed key or URL.
     pub fn build(self) -> Result<Config> {
         let key = self
@@ -578,6 +588,7 @@ impl ConfigBuilder {
                 .progress_event_interval
                 .unwrap_or(Duration::from_secs(10)),
             limits: self.limits.unwrap_or_default(),
+            sampling: self.sampling.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
@@ -638,6 +649,9 @@ pub struct ConfigInput {
     /// Response size and redirect limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInput>,
+    /// Sampling back-off and queue-state log timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::core::dispatch::SamplingSettingsInput>,
 }
 
 /// JSON form of [`Timeouts`], ms; unset fields keep their defaults.
@@ -832,6 +846,9 @@ impl ConfigInput {
                     .unwrap_or(d.max_announced_response_bytes),
                 max_redirects: l.max_redirects.unwrap_or(d.max_redirects),
             });
+        }
+        if let Some(s) = self.sampling {
+            b = b.sampling(s.into());
         }
         b
     }

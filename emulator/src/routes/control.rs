@@ -30,6 +30,10 @@ pub fn router() -> Router<AppRef> {
         .route("/delays", post(delays))
         .route("/flags", get(flags).post(set_flags))
         .route("/journal", get(journal).delete(clear_journal))
+        .route(
+            "/sampling_capacity",
+            get(super::sampling::capacity_stats).post(super::sampling::set_capacity),
+        )
 }
 
 /// The current `client/config` and `client/dynamic_config` answers.
