@@ -310,6 +310,28 @@ pub struct CapacitySettings {
     /// concurrent `asample` requests of a client observable.
     #[serde(default)]
     pub asample_latency_ms: u64,
+    /// Behave as a server that predates `prompt_logprobs_last_n`: ignore it and score the
+    /// whole prompt (the client must reject the result, PROTOCOL.md 7.1).
+    #[serde(default)]
+    pub ignore_prompt_logprobs_last_n: bool,
+    /// Answer `asample` without `sample_sequence_ids` (the client must reject it, 12.7).
+    #[serde(default)]
+    pub omit_sample_sequence_ids: bool,
+}
+
+/// One `asample` request that reached the handler.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Arrival {
+    /// Milliseconds since the emulator started.
+    pub at_ms: f64,
+    /// The API key's fingerprint.
+    pub key: String,
+    /// The sampling session.
+    pub sampling_session_id: Option<String>,
+    /// The request's `seq_id`.
+    pub seq_id: Option<i64>,
+    /// The answer's status.
+    pub status: u16,
 }
 
 /// What the emulator saw of one API key's samples.
@@ -331,11 +353,26 @@ pub struct KeyStats {
 
 /// Per-API-key sampling capacity and statistics. Keys are never stored or shown: they are
 /// identified by [`key_fingerprint`].
-#[derive(Default)]
 pub struct SamplingCapacity {
     settings: Mutex<CapacitySettings>,
     keys: Arc<Mutex<HashMap<String, KeyStats>>>,
+    arrivals: Mutex<Vec<Arrival>>,
+    started: std::time::Instant,
 }
+
+impl Default for SamplingCapacity {
+    fn default() -> Self {
+        SamplingCapacity {
+            settings: Mutex::default(),
+            keys: Arc::default(),
+            arrivals: Mutex::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Most arrivals kept (the oldest are dropped).
+const MAX_ARRIVALS: usize = 10_000;
 
 /// A sample's hold on its key's capacity; released on drop.
 pub struct CapacitySlot {
@@ -401,8 +438,29 @@ impl SamplingCapacity {
         self.keys.lock().unwrap().clone()
     }
 
-    /// Forgets the statistics (keeps running samples' counts).
+    /// Records an `asample` request and its answer's status.
+    pub fn record(&self, key: &str, req: &SampleRequest, status: u16) {
+        let mut a = self.arrivals.lock().unwrap();
+        if a.len() >= MAX_ARRIVALS {
+            a.remove(0);
+        }
+        a.push(Arrival {
+            at_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            key: key_fingerprint(key),
+            sampling_session_id: req.sampling_session_id.clone(),
+            seq_id: req.seq_id,
+            status,
+        });
+    }
+
+    /// The `asample` requests seen, oldest first.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Forgets the statistics and arrivals (keeps running samples' counts).
     pub fn reset_stats(&self) {
+        self.arrivals.lock().unwrap().clear();
         let mut keys = self.keys.lock().unwrap();
         for k in keys.values_mut() {
             *k = KeyStats {

@@ -360,6 +360,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn at_most_400_dispatches_at_once() {
+        let d = SampleDispatch::new(SamplingSettings::default(), u64::MAX >> 2);
+        let mut held = Vec::new();
+        for _ in 0..DISPATCH_CONCURRENCY {
+            held.push(d.acquire(1).await);
+        }
+        let d2 = d.clone();
+        let next = tokio::spawn(async move { d2.acquire(1).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!next.is_finished(), "the 401st waits");
+        held.pop();
+        let _p = next.await.unwrap();
+        assert_eq!(d.stats().max_in_flight, DISPATCH_CONCURRENCY as u64);
+        assert_eq!(d.stats().throttled_dispatches, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn recent_backoff_throttles_count_and_bytes() {
         let d = SampleDispatch::new(SamplingSettings::default(), 1000);
         d.request_backoff(10, Some(Duration::from_millis(1)));

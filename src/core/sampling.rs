@@ -139,6 +139,12 @@ impl SamplingClient {
         )
     }
 
+    /// The dispatch counters (12.4) of the ServiceClient this client belongs to (shared by
+    /// all of its sampling clients).
+    pub fn dispatch_stats(&self) -> crate::core::dispatch::DispatchStats {
+        self.inner.core.sample_dispatch.stats()
+    }
+
     /// The sampling session id.
     pub fn sampling_session_id(&self) -> &str {
         &self.inner.sampling_session_id
@@ -353,6 +359,8 @@ async fn sample_once(
     )
     .await
     .map_err(AttemptError::at(Stage::Poll))?;
+    // The future is done: the observer hears ACTIVE (15.2), whatever the result's encoding.
+    observe(QueueState::Active, None);
     let other = AttemptError::at(Stage::Other);
     let response = match payload {
         Payload::Proto(b) => codec::decode_sample(&b, &ids).map_err(other)?,

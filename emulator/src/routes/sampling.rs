@@ -99,7 +99,11 @@ pub async fn asample(
         .unwrap_or_default()
         .to_string();
     let _in_handler = app.sampling_capacity.enter(&key).await;
-    let req: SampleRequest = parse_json(&body)?;
+    let mut req: SampleRequest = parse_json(&body)?;
+    let control = app.sampling_capacity.settings();
+    if control.ignore_prompt_logprobs_last_n {
+        req.prompt_logprobs_last_n = None;
+    }
     let id = req.sampling_session_id.as_deref().ok_or_else(|| {
         ApiError::bad_request("asample needs sampling_session_id (legacy base_model/model_path addressing is not supported)")
     })?;
@@ -114,6 +118,7 @@ pub async fn asample(
         match app.sampling_capacity.admit(&key) {
             Admission::Accepted(c) => Some(c),
             Admission::Rejected(retry_after) => {
+                app.sampling_capacity.record(&key, &req, 429);
                 let mut resp = json_response(
                     StatusCode::TOO_MANY_REQUESTS,
                     &serde_json::json!({
@@ -130,25 +135,29 @@ pub async fn asample(
         }
     };
     let (request_id, ids) = slot.submit(&app, &req, capacity);
+    app.sampling_capacity.record(&key, &req, 200);
     Ok(json_response(
         StatusCode::OK,
         &UntypedApiFuture {
             request_id,
             model_id: None,
-            sample_sequence_ids: Some(ids),
+            sample_sequence_ids: (!control.omit_sample_sequence_ids).then_some(ids),
         },
     ))
 }
 
 /// `GET /_emulator/sampling_capacity`: the settings and, per API-key fingerprint
 /// ([`crate::sampling::key_fingerprint`]), what was seen: samples running and their maximum,
-/// concurrent `asample` requests and their maximum, accepted and rejected (429) counts.
+/// concurrent `asample` requests and their maximum, accepted and rejected (429) counts; and
+/// every `asample` that reached the handler (`arrivals`: time, key fingerprint, sampling
+/// session, `seq_id`, status).
 pub async fn capacity_stats(State(app): State<AppRef>) -> Response {
     json_response(
         StatusCode::OK,
         &serde_json::json!({
             "settings": app.sampling_capacity.settings(),
             "keys": app.sampling_capacity.stats(),
+            "arrivals": app.sampling_capacity.arrivals(),
         }),
     )
 }
