@@ -466,6 +466,24 @@ pub struct SampleInput {
 }
 
 impl SampleInput {
+    /// The checks done before anything is sent (PROTOCOL.md 7.1): at least one sample;
+    /// `prompt_logprobs_last_n` at least 1 and only with `prompt_logprobs`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_samples == 0 {
+            return Err("num_samples must be at least 1".into());
+        }
+        self.options().validate().map_err(|e| e.message)
+    }
+
+    fn options(&self) -> SampleOptions {
+        SampleOptions {
+            prompt_logprobs: self.prompt_logprobs,
+            topk_prompt_logprobs: self.topk_prompt_logprobs,
+            topk_sample_logprobs: self.topk_sample_logprobs,
+            prompt_logprobs_last_n: self.prompt_logprobs_last_n,
+        }
+    }
+
     /// One sample of `prompt` with default parameters.
     pub fn new(prompt: ModelInput) -> Self {
         SampleInput {
@@ -492,6 +510,16 @@ pub struct ComputeLogprobsInput {
     pub prompt_logprobs_last_n: Option<u32>,
 }
 
+impl ComputeLogprobsInput {
+    /// The checks done before anything is sent: `prompt_logprobs_last_n` at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.prompt_logprobs_last_n {
+            Some(0) => Err("prompt_logprobs_last_n must be 1 or greater, got 0".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Result of a sampling client's `get_info`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -508,12 +536,7 @@ pub type ComputeLogprobsOutput = Vec<Option<f32>>;
 impl SamplingClient {
     /// [`sample`](Self::sample) from its JSON input.
     pub fn sample_with(&self, input: SampleInput) -> ApiFuture<SampleResponse> {
-        let options = SampleOptions {
-            prompt_logprobs: input.prompt_logprobs,
-            topk_prompt_logprobs: input.topk_prompt_logprobs,
-            topk_sample_logprobs: input.topk_sample_logprobs,
-            prompt_logprobs_last_n: input.prompt_logprobs_last_n,
-        };
+        let options = input.options();
         self.sample(
             input.prompt,
             input.num_samples,
