@@ -418,6 +418,7 @@ impl Config {
             check_interval(name, d)?;
         }
         self.telemetry_settings.validate()?;
+        self.sampling.validate()?;
         let r = &self.retry;
         if !(0.0..=1.0).contains(&r.jitter) {
             return Err(Error::user(format!(

@@ -72,6 +72,29 @@ impl Default for SamplingSettings {
     }
 }
 
+impl SamplingSettings {
+    /// Every duration must be above zero (zero never means "off").
+    pub fn validate(&self) -> crate::core::error::Result<()> {
+        let q = &self.queue_state;
+        for (name, d) in [
+            ("sampling.backoff_short", self.backoff_short),
+            ("sampling.backoff_long", self.backoff_long),
+            ("sampling.backoff_step", self.backoff_step),
+            ("sampling.recent_backoff_window", self.recent_backoff_window),
+            ("sampling.progress_log_interval", self.progress_log_interval),
+            ("sampling.queue_state_log_interval", q.log_interval),
+            ("sampling.queue_state_grace", q.training_grace),
+        ] {
+            if d.is_zero() {
+                return Err(crate::core::error::Error::user(format!(
+                    "{name} must be above zero"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// JSON form of [`SamplingSettings`] (durations in ms); unset fields keep their defaults.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
