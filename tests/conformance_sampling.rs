@@ -695,3 +695,76 @@ async fn training_pause_lines_wait_for_the_grace_period() {
         lines.len()
     );
 }
+
+/// 12.5/13.7: a 402 on `asample` inside the billing pause is back-pressure like a 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_402_inside_the_billing_pause_backs_off() {
+    let emu = emulator("conf-402").await;
+    let svc = service(&emu, KEY_A, settings());
+    let s = sampler(&svc).await;
+    fault(
+        &emu,
+        json!({ "path": "asample", "status": 402, "count": 1 }),
+    )
+    .await;
+    s.sample(prompt(), 1, params(), SampleOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.dispatch_stats().backoffs, 1);
+    let seqs: Vec<i64> = arrivals(&emu)
+        .await
+        .iter()
+        .filter_map(|a| a.seq_id)
+        .collect();
+    assert_eq!(seqs, vec![0], "resent with the same seq_id");
+}
+
+/// 7.1/13.4: every `asample` attempt is a new HTTP request (new idempotency key) with no
+/// HTTP-layer retries (`x-stainless-retry-count: 0`), and the same body (seq_id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_asample_attempt_has_a_new_idempotency_key() {
+    let emu = emulator("conf-idem").await;
+    let svc = service(&emu, KEY_A, settings());
+    let s = sampler(&svc).await;
+    fault(
+        &emu,
+        json!({ "path": "asample", "status": 503, "count": 2 }),
+    )
+    .await;
+    s.sample(prompt(), 1, params(), SampleOptions::default())
+        .await
+        .unwrap();
+    let journal = control_get(&emu, "journal").await;
+    let sends: Vec<&Value> = journal["journal"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with("/asample")))
+        .collect();
+    assert_eq!(sends.len(), 3, "{sends:?}");
+    let keys: std::collections::BTreeSet<&str> = sends
+        .iter()
+        .map(|e| e["idempotency_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "a new key per attempt: {sends:?}");
+    assert!(sends.iter().all(|e| e["retry_count"] == "0"), "{sends:?}");
+    let seqs: Vec<i64> = arrivals(&emu)
+        .await
+        .iter()
+        .filter_map(|a| a.seq_id)
+        .collect();
+    assert_eq!(seqs, vec![0]);
+}
+
+/// 12.6: with `sample_use_retrieve_futures` the handler has no concurrency limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_futures_mode_lifts_the_handler_limit() {
+    let emu = emulator("conf-rf").await;
+    set_flags(&emu, json!({ "sample_use_retrieve_futures": true })).await;
+    let svc = service(&emu, KEY_A, settings());
+    let s = sampler(&svc).await;
+    assert_eq!(s.retry_handler().config().max_connections, None);
+    s.sample(prompt(), 1, params(), SampleOptions::default())
+        .await
+        .unwrap();
+}
