@@ -112,7 +112,7 @@ pub struct RetryConfigInput {
 fn secs(v: Option<f64>, what: &str, default: Duration) -> Result<Duration> {
     match v {
         None => Ok(default),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e12 => Ok(Duration::from_secs_f64(s)),
+        Some(s) if (0.0..1e12).contains(&s) => Ok(Duration::from_secs_f64(s)),
         Some(s) => Err(Error::user(format!(
             "retry_config.{what} must be a non-negative number of seconds, got {s}"
         ))),
