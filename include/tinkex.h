@@ -1163,7 +1163,8 @@ tinkex_status tinkex_sampling_client_get_info(const struct tinkex_sampling_clien
  * "num_samples": 1, "sampling_params": {"max_tokens": 16, "temperature": 1.0, "top_k": -1,
  * "top_p": 1.0, "seed": null, "stop": null}, "prompt_logprobs": false,
  * "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0, "prompt_logprobs_last_n": null}`
- * (only `prompt` is required). Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
+ * (only `prompt` is required). `num_samples` 0, or a `prompt_logprobs_last_n` of 0 or
+ * without `prompt_logprobs`, is `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
  * "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", ...}`).
  *
  * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
@@ -1181,8 +1182,10 @@ tinkex_status tinkex_sampling_client_sample(const struct tinkex_sampling_client 
                                             struct tinkex_error **out_err);
 
 /**
- * Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput}`. Result: a
- * JSON array with one entry per prompt token (`null` at position 0).
+ * Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput,
+ * "prompt_logprobs_last_n": N}` (N optional: score only the last N tokens). Result: a JSON
+ * array with one entry per prompt token (`null` at position 0 and before the last N). Always
+ * retried by the sampling retry handler (PROTOCOL.md 7.3).
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.

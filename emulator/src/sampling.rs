@@ -55,12 +55,20 @@ impl SamplerSlot {
         }
     }
 
+    /// Whether a request with this `seq_id` was already submitted (a resend of it is the same
+    /// request and takes no new capacity).
+    pub fn is_submitted(&self, seq_id: Option<i64>) -> bool {
+        seq_id.is_some_and(|s| self.submitted.lock().unwrap().contains_key(&s))
+    }
+
     /// Submits a sample; returns `(request_id, sample_sequence_ids)`. A repeated `seq_id` is the
-    /// same request and returns the same ids without sampling again.
+    /// same request and returns the same ids without sampling again. `slot` is the capacity
+    /// slot the sample holds until its result is stored (see [`SamplingCapacity`]).
     pub fn submit(
         self: &Arc<Self>,
         app: &Arc<AppState>,
         req: &SampleRequest,
+        slot: Option<CapacitySlot>,
     ) -> (String, Vec<String>) {
         let context = app.config.context_length(&self.base_model);
         let mut submitted = self.submitted.lock().unwrap();
@@ -78,23 +86,28 @@ impl SamplerSlot {
         match check_limits(req, &app.config).and_then(|()| parse_job(req, context)) {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
-                let (app, slot, id) = (app.clone(), self.clone(), request_id.clone());
+                let (app, sampler, id) = (app.clone(), self.clone(), request_id.clone());
                 let zero = app.config.zero_compute;
                 tokio::spawn(async move {
+                    let slot = slot;
+                    if let Some(hold) = slot.as_ref().map(|s| s.hold).filter(|h| !h.is_zero()) {
+                        tokio::time::sleep(hold).await;
+                    }
                     // Server-side duration of a sample (`/_emulator/delays` `{"Sample": ms}`).
                     let delay = app.op_delays.lock().unwrap().get("Sample").copied();
                     if let Some(d) = delay {
                         tokio::time::sleep(d).await;
                     }
                     if app.futures.is_cancelled(&id) {
-                        return; // cancel_future: the work stops
+                        return; // cancel_future: the work stops (and frees its capacity slot)
                     }
-                    let outcome = tokio::task::spawn_blocking(move || slot.run(job, zero))
+                    let outcome = tokio::task::spawn_blocking(move || sampler.run(job, zero))
                         .await
                         .unwrap_or_else(|e| {
                             Outcome::user_error(format!("internal emulator error: {e}"))
                         });
                     app.futures.complete(&id, outcome);
+                    drop(slot);
                 });
             }
         }
@@ -281,4 +294,231 @@ fn parse_job(req: &SampleRequest, context: Option<i64>) -> Result<SampleJob, Str
         topk_sample: req.topk_sample_logprobs.max(0) as usize,
         prompt,
     })
+}
+
+// ------------------------------------------------------------------------------------------
+// Sampling capacity per API key (back-pressure, PROTOCOL.md 12.5)
+// ------------------------------------------------------------------------------------------
+
+/// Settings of the sampling capacity (`POST /_emulator/sampling_capacity`).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySettings {
+    /// Samples of one API key that may run at once; a new `asample` over it is answered 429
+    /// with `Retry-After`. `None`: unlimited.
+    #[serde(default)]
+    pub per_key: Option<u64>,
+    /// The `Retry-After` of those 429s, seconds (default 1; 0 sends no header).
+    #[serde(default)]
+    pub retry_after_secs: Option<f64>,
+    /// How long each accepted sample holds its slot before it runs, ms (default 0).
+    #[serde(default)]
+    pub sample_hold_ms: u64,
+    /// How long the `asample` handler takes to answer, ms (default 0): makes the number of
+    /// concurrent `asample` requests of a client observable.
+    #[serde(default)]
+    pub asample_latency_ms: u64,
+    /// Behave as a server that predates `prompt_logprobs_last_n`: ignore it and score the
+    /// whole prompt (the client must reject the result, PROTOCOL.md 7.1).
+    #[serde(default)]
+    pub ignore_prompt_logprobs_last_n: bool,
+    /// Answer `asample` without `sample_sequence_ids` (the client must reject it, 12.7).
+    #[serde(default)]
+    pub omit_sample_sequence_ids: bool,
+}
+
+/// One `asample` request that reached the handler.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Arrival {
+    /// Milliseconds since the emulator started.
+    pub at_ms: f64,
+    /// The API key's fingerprint.
+    pub key: String,
+    /// The sampling session.
+    pub sampling_session_id: Option<String>,
+    /// The request's `seq_id`.
+    pub seq_id: Option<i64>,
+    /// The answer's status.
+    pub status: u16,
+}
+
+/// What the emulator saw of one API key's samples.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Samples running (accepted, result not stored yet).
+    pub in_flight: u64,
+    /// The most samples running at once.
+    pub max_in_flight: u64,
+    /// `asample` requests inside the handler now.
+    pub asample_in_handler: u64,
+    /// The most `asample` requests inside the handler at once.
+    pub max_asample_in_handler: u64,
+    /// Samples accepted.
+    pub accepted: u64,
+    /// `asample` requests answered 429 for capacity.
+    pub rejected: u64,
+}
+
+/// Per-API-key sampling capacity and statistics. Keys are never stored or shown: they are
+/// identified by [`key_fingerprint`].
+pub struct SamplingCapacity {
+    settings: Mutex<CapacitySettings>,
+    keys: Arc<Mutex<HashMap<String, KeyStats>>>,
+    arrivals: Mutex<Vec<Arrival>>,
+    started: std::time::Instant,
+}
+
+impl Default for SamplingCapacity {
+    fn default() -> Self {
+        SamplingCapacity {
+            settings: Mutex::default(),
+            keys: Arc::default(),
+            arrivals: Mutex::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Most arrivals kept (the oldest are dropped).
+const MAX_ARRIVALS: usize = 10_000;
+
+/// A sample's hold on its key's capacity; released on drop.
+pub struct CapacitySlot {
+    keys: Arc<Mutex<HashMap<String, KeyStats>>>,
+    key: String,
+    hold: std::time::Duration,
+}
+
+impl Drop for CapacitySlot {
+    fn drop(&mut self) {
+        if let Some(k) = self.keys.lock().unwrap().get_mut(&self.key) {
+            k.in_flight = k.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// A short, stable, non-reversible name of an API key (FNV-1a 64, hex): what the capacity
+/// statistics are keyed by.
+pub fn key_fingerprint(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Marks an `asample` request as inside the handler; counted out on drop.
+pub struct HandlerGuard {
+    keys: Arc<Mutex<HashMap<String, KeyStats>>>,
+    key: String,
+}
+
+impl Drop for HandlerGuard {
+    fn drop(&mut self) {
+        if let Some(k) = self.keys.lock().unwrap().get_mut(&self.key) {
+            k.asample_in_handler = k.asample_in_handler.saturating_sub(1);
+        }
+    }
+}
+
+/// The answer to an `asample` over capacity.
+pub enum Admission {
+    /// Run it, holding this slot.
+    Accepted(CapacitySlot),
+    /// Answer 429 with this `Retry-After` (seconds; `None`: no header).
+    Rejected(Option<f64>),
+}
+
+impl SamplingCapacity {
+    /// Replaces the settings.
+    pub fn configure(&self, s: CapacitySettings) {
+        *self.settings.lock().unwrap() = s;
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> CapacitySettings {
+        self.settings.lock().unwrap().clone()
+    }
+
+    /// The statistics by key fingerprint.
+    pub fn stats(&self) -> HashMap<String, KeyStats> {
+        self.keys.lock().unwrap().clone()
+    }
+
+    /// Records an `asample` request and its answer's status.
+    pub fn record(&self, key: &str, req: &SampleRequest, status: u16) {
+        let mut a = self.arrivals.lock().unwrap();
+        if a.len() >= MAX_ARRIVALS {
+            a.remove(0);
+        }
+        a.push(Arrival {
+            at_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            key: key_fingerprint(key),
+            sampling_session_id: req.sampling_session_id.clone(),
+            seq_id: req.seq_id,
+            status,
+        });
+    }
+
+    /// The `asample` requests seen, oldest first.
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    /// Forgets the statistics and arrivals (keeps running samples' counts).
+    pub fn reset_stats(&self) {
+        self.arrivals.lock().unwrap().clear();
+        let mut keys = self.keys.lock().unwrap();
+        for k in keys.values_mut() {
+            *k = KeyStats {
+                in_flight: k.in_flight,
+                max_in_flight: k.in_flight,
+                asample_in_handler: k.asample_in_handler,
+                max_asample_in_handler: k.asample_in_handler,
+                ..KeyStats::default()
+            };
+        }
+    }
+
+    /// Counts an `asample` request of `key` into the handler, waiting the configured latency.
+    pub async fn enter(&self, key: &str) -> HandlerGuard {
+        let fp = key_fingerprint(key);
+        {
+            let mut keys = self.keys.lock().unwrap();
+            let k = keys.entry(fp.clone()).or_default();
+            k.asample_in_handler += 1;
+            k.max_asample_in_handler = k.max_asample_in_handler.max(k.asample_in_handler);
+        }
+        let guard = HandlerGuard {
+            keys: self.keys.clone(),
+            key: fp,
+        };
+        let latency = self.settings.lock().unwrap().asample_latency_ms;
+        if latency > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        }
+        guard
+    }
+
+    /// Admits a new sample of `key`, or rejects it when the key is at capacity.
+    pub fn admit(&self, key: &str) -> Admission {
+        let s = self.settings.lock().unwrap().clone();
+        let fp = key_fingerprint(key);
+        let mut keys = self.keys.lock().unwrap();
+        let k = keys.entry(fp.clone()).or_default();
+        if s.per_key.is_some_and(|cap| k.in_flight >= cap) {
+            k.rejected += 1;
+            let ra = s.retry_after_secs.unwrap_or(1.0);
+            return Admission::Rejected((ra > 0.0).then_some(ra));
+        }
+        k.in_flight += 1;
+        k.max_in_flight = k.max_in_flight.max(k.in_flight);
+        k.accepted += 1;
+        Admission::Accepted(CapacitySlot {
+            keys: self.keys.clone(),
+            key: fp,
+            hold: std::time::Duration::from_millis(s.sample_hold_ms),
+        })
+    }
 }

@@ -95,6 +95,8 @@ pub struct AppState {
     pub flags: crate::flags::Flags,
     /// JWT issuing and checking, and the log of credential kinds (PROTOCOL.md 2.7).
     pub auth: crate::auth::AuthState,
+    /// Sampling capacity per API key and what was seen of it (`/_emulator/sampling_capacity`).
+    pub sampling_capacity: crate::sampling::SamplingCapacity,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -126,6 +128,7 @@ impl AppState {
             journal: Mutex::new(std::collections::VecDeque::new()),
             flags,
             auth,
+            sampling_capacity: Default::default(),
             shutdown,
         }
     }

@@ -268,6 +268,8 @@ pub struct Config {
     pub progress_event_interval: Duration,
     /// Bounds on what is read from the server.
     pub limits: Limits,
+    /// Sampling back-off and queue-state log timings (PROTOCOL.md 12.5, 15.2).
+    pub sampling: crate::core::dispatch::SamplingSettings,
 }
 
 /// Builds a [`Config`]; unset fields fall back to the environment, then to defaults.
@@ -289,6 +291,7 @@ pub struct ConfigBuilder {
     heartbeat: Option<HeartbeatConfig>,
     progress_event_interval: Option<Duration>,
     limits: Option<Limits>,
+    sampling: Option<crate::core::dispatch::SamplingSettings>,
 }
 
 impl fmt::Debug for ConfigBuilder {
@@ -320,6 +323,7 @@ impl fmt::Debug for ConfigBuilder {
             .field("heartbeat", &self.heartbeat)
             .field("progress_event_interval", &self.progress_event_interval)
             .field("limits", &self.limits)
+            .field("sampling", &self.sampling)
             .finish()
     }
 }
@@ -519,6 +523,7 @@ impl Config {
             check_interval(name, d)?;
         }
         self.telemetry_settings.validate()?;
+        self.sampling.validate()?;
         let r = &self.retry;
         if !(0.0..=1.0).contains(&r.jitter) {
             return Err(Error::user(format!(
@@ -654,6 +659,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sampling back-off and queue-state log timings.
+    pub fn sampling(mut self, s: crate::core::dispatch::SamplingSettings) -> Self {
+        self.sampling = Some(s);
+        self
+    }
+
     /// Resolves and validates; fails before any request on a missing or malformed key or URL.
     pub fn build(self) -> Result<Config> {
         let credentials = crate::core::auth::Credentials::from_sources(
@@ -709,6 +720,7 @@ impl ConfigBuilder {
                 .progress_event_interval
                 .unwrap_or(Duration::from_secs(10)),
             limits: self.limits.unwrap_or_default(),
+            sampling: self.sampling.unwrap_or_default(),
         };
         config.validate()?;
         Ok(config)
@@ -778,6 +790,9 @@ pub struct ConfigInput {
     /// Response size and redirect limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInput>,
+    /// Sampling back-off and queue-state log timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<crate::core::dispatch::SamplingSettingsInput>,
 }
 
 /// JSON form of [`crate::core::auth::AuthSettings`], ms; unset fields keep their defaults.
@@ -1066,6 +1081,9 @@ impl ConfigInput {
                     .unwrap_or(d.max_announced_response_bytes),
                 max_redirects: l.max_redirects.unwrap_or(d.max_redirects),
             });
+        }
+        if let Some(s) = self.sampling {
+            b = b.sampling(s.into());
         }
         b
     }

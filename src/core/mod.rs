@@ -10,6 +10,7 @@ pub mod cancel;
 pub mod chunking;
 pub mod codec;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod futures_poller;
@@ -21,6 +22,7 @@ pub mod rand;
 pub mod requests;
 pub mod rest;
 pub mod retry;
+pub mod retry_handler;
 pub mod sampling;
 pub mod sanitize;
 pub mod service;
@@ -49,7 +51,6 @@ pub use training::TrainingClient;
 
 use std::sync::Arc;
 use std::sync::RwLock;
-use tokio::sync::Semaphore;
 
 /// State shared by a ServiceClient and every client it creates.
 pub struct ClientCore {
@@ -69,8 +70,11 @@ pub struct ClientCore {
     pub(crate) dynamic_config: RwLock<types::DynamicConfig>,
     /// Lazily created session.
     pub(crate) session: tokio::sync::OnceCell<Arc<session::SessionState>>,
-    /// Concurrent sample dispatches (PROTOCOL.md 12.4).
-    pub(crate) sample_dispatch: Semaphore,
+    /// Sampling dispatch gates and back-off state, shared by every sampling client of this
+    /// holder (PROTOCOL.md 12.4, 12.5).
+    pub(crate) sample_dispatch: Arc<dispatch::SampleDispatch>,
+    /// Sampling retry handlers by sampling session id and configuration (12.6, 13.5).
+    pub(crate) retry_handlers: retry_handler::Registry,
     /// Stops background loops on close.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
     /// Telemetry of the session (started with it).
@@ -106,6 +110,10 @@ impl ClientCore {
             &config.limits,
         )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
+        let sample_dispatch = dispatch::SampleDispatch::new(
+            config.sampling.clone(),
+            types::ClientConfig::default().sample_dispatch_bytes_semaphore_size,
+        );
         let billing = billing::Billing::new(&config.retry);
         let fwdbwd_budget = byte_budget::ByteBudget::new(
             types::ClientConfig::default().fwdbwd_dispatch_bytes_semaphore_size,
@@ -121,7 +129,8 @@ impl ClientCore {
             server_config: RwLock::new(types::ClientConfig::default()),
             dynamic_config: RwLock::new(types::DynamicConfig::default()),
             session: tokio::sync::OnceCell::new(),
-            sample_dispatch: Semaphore::new(400),
+            sample_dispatch,
+            retry_handlers: retry_handler::Registry::default(),
             shutdown: tokio::sync::watch::channel(false).0,
             telemetry: std::sync::OnceLock::new(),
             inflight_response: byte_budget::ByteBudget::new(

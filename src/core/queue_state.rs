@@ -89,13 +89,26 @@ impl QueueObserver {
         }
     }
 
-    /// Records a report at `now`. Returns `(changed, log_line)`: whether the state changed
-    /// (an event is due) and the warning to log, if the debounce allows one.
+    /// Records a report at `now` with the observer's own debounce settings. Returns
+    /// `(changed, log_line)`: whether the state changed (an event is due) and the warning to
+    /// log, if the debounce allows one.
     pub fn observe_at(
         &self,
         state: QueueState,
         reason: Option<String>,
         now: Instant,
+    ) -> (bool, Option<String>) {
+        self.observe_with(state, reason, now, &self.config)
+    }
+
+    /// [`observe_at`](Self::observe_at) with explicit debounce settings (the client's
+    /// configured ones, [`crate::core::dispatch::SamplingSettings::queue_state`]).
+    pub fn observe_with(
+        &self,
+        state: QueueState,
+        reason: Option<String>,
+        now: Instant,
+        config: &QueueStateConfig,
     ) -> (bool, Option<String>) {
         let mut inner = self.inner.lock().unwrap();
         let changed = inner.state != state || inner.reason != reason;
@@ -109,13 +122,13 @@ impl QueueObserver {
         }
         let grace = match self.kind {
             ObserverKind::Sampling(_) => Duration::ZERO,
-            _ => self.config.training_grace,
+            _ => config.training_grace,
         };
         let paused_for = now.saturating_duration_since(inner.since);
         let due = paused_for >= grace
             && inner
                 .last_log
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.config.log_interval);
+                .is_none_or(|t| now.saturating_duration_since(t) >= config.log_interval);
         if !due {
             return (changed, None);
         }
@@ -134,7 +147,8 @@ impl QueueObserver {
     }
 
     /// Handles a queue-state answer of one of this client's requests: records it in the
-    /// client's progress status, emits an event when it changed, logs when the debounce allows.
+    /// client's progress status, emits an event when it changed, logs (WARNING) when the
+    /// debounce of the client's configuration (`Config::sampling.queue_state`) allows.
     pub fn report(
         &self,
         core: &crate::core::ClientCore,
@@ -144,7 +158,12 @@ impl QueueObserver {
         reason: Option<String>,
     ) {
         core.progress.note_queue_state(state, reason.clone());
-        let (changed, line) = self.observe_at(state, reason.clone(), Instant::now());
+        let (changed, line) = self.observe_with(
+            state,
+            reason.clone(),
+            Instant::now(),
+            &core.config.sampling.queue_state,
+        );
         if let Some(line) = line {
             tracing::warn!("{line}");
         }

@@ -14,6 +14,7 @@
 
 use crate::core::api_future::ApiFuture;
 use crate::core::error::Error;
+use crate::core::retry_handler::RetryConfigInput;
 use crate::core::sampling::{SampleOptions, SamplingClient};
 use crate::core::service::{LoraOptions, ServiceClient};
 use crate::core::training::TrainingClient;
@@ -65,15 +66,25 @@ pub struct CreateSamplingClientInput {
     /// Base model to sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_model: Option<String>,
+    /// The sampling retry handler's configuration (the Python `RetryConfig`, PROTOCOL.md
+    /// 13.5); absent = the defaults. `max_connections` is always overridden by the server's
+    /// `sample_max_concurrent_requests` (12.6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_config: Option<RetryConfigInput>,
 }
 
 impl CreateSamplingClientInput {
-    /// Checks that exactly one of `model_path` and `base_model` is given.
-    pub fn validate(&self) -> Result<(), &'static str> {
+    /// Checks that exactly one of `model_path` and `base_model` is given, and that
+    /// `retry_config` is valid.
+    pub fn validate(&self) -> Result<(), String> {
         match (&self.model_path, &self.base_model) {
-            (Some(_), None) | (None, Some(_)) => Ok(()),
-            _ => Err("give exactly one of model_path and base_model"),
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("give exactly one of model_path and base_model".into()),
         }
+        if let Some(r) = &self.retry_config {
+            r.to_config().map_err(|e| e.message)?;
+        }
+        Ok(())
     }
 }
 
@@ -144,12 +155,25 @@ impl ServiceClient {
         &self,
         input: &CreateSamplingClientInput,
     ) -> ApiFuture<SamplingClient> {
-        match (&input.model_path, &input.base_model) {
+        let retry_config = match input.retry_config.as_ref().map(|r| r.to_config()) {
+            Some(Err(e)) => return ApiFuture::ready(Err(e)),
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
+        let created = match (&input.model_path, &input.base_model) {
             (Some(p), None) => self.create_sampling_client(p),
             (None, Some(b)) => self.create_sampling_client_for_base_model(b),
-            _ => ApiFuture::ready(Err(Error::user(
-                "give exactly one of model_path and base_model",
-            ))),
+            _ => {
+                return ApiFuture::ready(Err(Error::user(
+                    "give exactly one of model_path and base_model",
+                )))
+            }
+        };
+        match retry_config {
+            None => created,
+            Some(config) => ApiFuture::spawn(&self.core().runtime, move |_| async move {
+                Ok(created.await?.with_retry_config(config))
+            }),
         }
     }
 
@@ -442,6 +466,24 @@ pub struct SampleInput {
 }
 
 impl SampleInput {
+    /// The checks done before anything is sent (PROTOCOL.md 7.1): at least one sample;
+    /// `prompt_logprobs_last_n` at least 1 and only with `prompt_logprobs`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_samples == 0 {
+            return Err("num_samples must be at least 1".into());
+        }
+        self.options().validate().map_err(|e| e.message)
+    }
+
+    fn options(&self) -> SampleOptions {
+        SampleOptions {
+            prompt_logprobs: self.prompt_logprobs,
+            topk_prompt_logprobs: self.topk_prompt_logprobs,
+            topk_sample_logprobs: self.topk_sample_logprobs,
+            prompt_logprobs_last_n: self.prompt_logprobs_last_n,
+        }
+    }
+
     /// One sample of `prompt` with default parameters.
     pub fn new(prompt: ModelInput) -> Self {
         SampleInput {
@@ -463,6 +505,19 @@ impl SampleInput {
 pub struct ComputeLogprobsInput {
     /// The prompt.
     pub prompt: ModelInput,
+    /// Score only the last N prompt tokens (1 … len(prompt) − 1); earlier entries are null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_logprobs_last_n: Option<u32>,
+}
+
+impl ComputeLogprobsInput {
+    /// The checks done before anything is sent: `prompt_logprobs_last_n` at least 1.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.prompt_logprobs_last_n {
+            Some(0) => Err("prompt_logprobs_last_n must be 1 or greater, got 0".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Result of a sampling client's `get_info`.
@@ -481,12 +536,7 @@ pub type ComputeLogprobsOutput = Vec<Option<f32>>;
 impl SamplingClient {
     /// [`sample`](Self::sample) from its JSON input.
     pub fn sample_with(&self, input: SampleInput) -> ApiFuture<SampleResponse> {
-        let options = SampleOptions {
-            prompt_logprobs: input.prompt_logprobs,
-            topk_prompt_logprobs: input.topk_prompt_logprobs,
-            topk_sample_logprobs: input.topk_sample_logprobs,
-            prompt_logprobs_last_n: input.prompt_logprobs_last_n,
-        };
+        let options = input.options();
         self.sample(
             input.prompt,
             input.num_samples,
@@ -500,7 +550,7 @@ impl SamplingClient {
         &self,
         input: ComputeLogprobsInput,
     ) -> ApiFuture<ComputeLogprobsOutput> {
-        self.compute_logprobs(input.prompt)
+        self.compute_logprobs_last_n(input.prompt, input.prompt_logprobs_last_n)
     }
 
     /// The client's session and model.

@@ -97,7 +97,8 @@ pub extern "C" fn tinkex_sampling_client_get_info(
 /// "num_samples": 1, "sampling_params": {"max_tokens": 16, "temperature": 1.0, "top_k": -1,
 /// "top_p": 1.0, "seed": null, "stop": null}, "prompt_logprobs": false,
 /// "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0, "prompt_logprobs_last_n": null}`
-/// (only `prompt` is required). Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
+/// (only `prompt` is required). `num_samples` 0, or a `prompt_logprobs_last_n` of 0 or
+/// without `prompt_logprobs`, is `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
 /// "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", ...}`).
 ///
 /// Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
@@ -120,6 +121,9 @@ pub extern "C" fn tinkex_sampling_client_sample(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: SampleInput = unsafe { input_json(json, json_len, "json") }?;
+        input
+            .validate()
+            .map_err(super::error::Failure::invalid_arg)?;
         // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
         // other pointers are checked by `submit_json_on`.
         unsafe {
@@ -130,8 +134,10 @@ pub extern "C" fn tinkex_sampling_client_sample(
     })
 }
 
-/// Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput}`. Result: a
-/// JSON array with one entry per prompt token (`null` at position 0).
+/// Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput,
+/// "prompt_logprobs_last_n": N}` (N optional: score only the last N tokens). Result: a JSON
+/// array with one entry per prompt token (`null` at position 0 and before the last N). Always
+/// retried by the sampling retry handler (PROTOCOL.md 7.3).
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
 /// `tinkex_future_free`.
@@ -151,6 +157,9 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
         out_ptr(out_future, "out_future")?;
         // SAFETY: `(json, json_len)` is a readable input (caller contract).
         let input: ComputeLogprobsInput = unsafe { input_json(json, json_len, "json") }?;
+        input
+            .validate()
+            .map_err(super::error::Failure::invalid_arg)?;
         // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
         // other pointers are checked by `submit_json_on`.
         unsafe {

@@ -52,6 +52,7 @@ from ._exceptions import (
     UnprocessableEntityError,
 )
 from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_VERSION, LibraryError
+from .lib.retry_handler import RetryConfig, RetryableException
 from .types import (
     AdamParams,
     Checkpoint,
@@ -113,6 +114,8 @@ def diagnostics() -> Dict[str, Any]:
 
 
 __all__ = [
+    "RetryConfig",
+    "RetryableException",
     "ServiceClient",
     "TrainingClient",
     "SamplingClient",

@@ -70,8 +70,6 @@ class SamplingClient:
         """Draws ``num_samples`` continuations of ``prompt``."""
         if target_prompt_logprobs is not None or prompt_alt_tokens_k:
             _unsupported(target_prompt_logprobs=target_prompt_logprobs is not None, prompt_alt_tokens_k=prompt_alt_tokens_k)
-        if prompt_logprobs_last_n is not None and not include_prompt_logprobs:
-            raise ValueError("prompt_logprobs_last_n requires include_prompt_logprobs")
         if isinstance(sampling_params, Mapping):
             sampling_params = SamplingParams(**sampling_params)
         body: Dict[str, Any] = {
@@ -114,22 +112,18 @@ class SamplingClient:
         )
 
     def compute_logprobs(self, prompt: ModelInput, prompt_logprobs_last_n: Optional[int] = None) -> APIFuture[List[Optional[float]]]:
-        """Log-probability of every prompt token (None at position 0)."""
-        if prompt_logprobs_last_n is None:
-            return self._submit_sample(
-                {"prompt": prompt._json()},
-                lambda raw: parse_json(raw),
-                "compute_logprobs",
-                call=lib.tinkex_sampling_client_compute_logprobs,
-            )
-        body = {
-            "prompt": prompt._json(),
-            "num_samples": 1,
-            "sampling_params": SamplingParams(max_tokens=1)._json(),
-            "prompt_logprobs": True,
-            "prompt_logprobs_last_n": int(prompt_logprobs_last_n),
-        }
-        return self._submit_sample(body, lambda raw: parse_json(raw).get("prompt_logprobs"), "compute_logprobs")
+        """Log-probability of every prompt token (None at position 0), or of only the last
+        ``prompt_logprobs_last_n`` (earlier entries None). Always retried by the sampling retry
+        handler, even when the server turns sampling retries off."""
+        body: Dict[str, Any] = {"prompt": prompt._json()}
+        if prompt_logprobs_last_n is not None:
+            body["prompt_logprobs_last_n"] = int(prompt_logprobs_last_n)
+        return self._submit_sample(
+            body,
+            lambda raw: parse_json(raw),
+            "compute_logprobs",
+            call=lib.tinkex_sampling_client_compute_logprobs,
+        )
 
     async def compute_logprobs_async(self, prompt: ModelInput, prompt_logprobs_last_n: Optional[int] = None) -> List[Optional[float]]:
         return await self.compute_logprobs(prompt, prompt_logprobs_last_n)

@@ -330,14 +330,16 @@ class ServiceClient:
         record_stability_info: bool = False,
     ) -> "_ClientFuture[SamplingClient]":
         """A future of a ``SamplingClient`` for saved sampler weights (``model_path``) or a
-        base model. ``retry_config`` is accepted for compatibility; libtinkex's own retry
-        policy (``config={"retry": ...}``) applies."""
+        base model. ``retry_config`` (a :class:`tinkex.RetryConfig`) configures the sampling
+        retry handler of the client's ``sample``/``compute_logprobs`` calls in the core."""
         self._check_open()
         if model_path is None and base_model is None:
             raise ValueError("Either model_path or base_model must be provided")
         if record_stability_info:
             _unsupported(record_stability_info=True)
-        body = {"model_path": model_path} if model_path is not None else {"base_model": base_model}
+        body: Dict[str, Any] = {"model_path": model_path} if model_path is not None else {"base_model": base_model}
+        if retry_config is not None:
+            body["retry_config"] = retry_config._json()
         data, n = _buf(json_bytes(body))
         with self._handle.use() as ptr:
             state = _ffi.submit(

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     _HAVE_TORCH = False
 
 __all__ = [
+    "RetryConfig",
     "TensorDtype",
     "LossFnType",
     "StopReason",
@@ -806,3 +807,8 @@ class Event(_Model):
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
+
+
+# The sampling retry handler's configuration (also `tinkex.RetryConfig` and
+# `tinkex.lib.retry_handler.RetryConfig`).
+from .lib.retry_handler import RetryConfig  # noqa: E402

@@ -31,6 +31,10 @@ pub fn router() -> Router<AppRef> {
         .route("/flags", get(flags).post(set_flags))
         .route("/journal", get(journal).delete(clear_journal))
         .route("/retrieve_futures", get(super::futures::poller_log))
+        .route(
+            "/sampling_capacity",
+            get(super::sampling::capacity_stats).post(super::sampling::set_capacity),
+        )
 }
 
 /// The current `client/config` and `client/dynamic_config` answers.
