@@ -1032,24 +1032,24 @@ fn lora_defaults_are_rank_32_and_every_target_trained() {
 
 const CHILD: &str = "TINKEX_CONFORMANCE_WIRE_CHILD";
 
-#[test]
-fn environment_variables_follow_the_sdk() {
+/// Runs the test `name` of this binary alone in a child process (marked by [`CHILD`]).
+fn run_child(name: &str) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "environment_variables_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
         .env(CHILD, "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{}",
+        "child {name} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn environment_variables_follow_the_sdk() {
+    run_child("environment_variables_child");
 }
 
 /// Runs only as the child of [`environment_variables_follow_the_sdk`], alone in its process,
@@ -1201,6 +1201,97 @@ fn environment_variables_child() {
         for s in rec.all() {
             assert_eq!(s.header("cf-access-client-id"), None);
             assert_eq!(s.header("cf-access-client-secret"), None);
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// 1.3 HTTP/2 via ALPN over TLS (in a child process: SSL_CERT_FILE is process-wide)
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn tls_offers_h2_and_http11_by_alpn() {
+    run_child("tls_alpn_child");
+}
+
+/// A TLS server offering `protocols`; sends each handshake's negotiated ALPN protocol.
+async fn alpn_server(
+    protocols: &[&[u8]],
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let data = |n: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(n)
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(data("localhost.crt"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(data("localhost.key")).unwrap();
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(sock).await {
+                let _ = tx.send(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+            }
+        }
+    });
+    (format!("https://localhost:{port}"), rx)
+}
+
+/// Runs only as the child of [`tls_offers_h2_and_http11_by_alpn`].
+#[test]
+fn tls_alpn_child() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    std::env::remove_var("SSL_CERT_DIR");
+    std::env::set_var(
+        "SSL_CERT_FILE",
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/test-ca.crt"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (offered, expected) in [
+            (&[b"h2".as_slice(), b"http/1.1"][..], b"h2".as_slice()),
+            (&[b"http/1.1".as_slice()][..], b"http/1.1".as_slice()),
+        ] {
+            let (url, mut negotiated) = alpn_server(offered).await;
+            let config = Config::builder()
+                .api_key(KEY)
+                .base_url(url)
+                .telemetry(false)
+                .retry(tinkex::core::RetryPolicy {
+                    max_attempts: Some(1),
+                    ..fast_retry()
+                })
+                .build()
+                .unwrap();
+            let service = ServiceClient::new(config).unwrap();
+            // The server hangs up after the handshake: the call fails, the handshake counts.
+            let _ = service.get_server_capabilities().await;
+            let got = tokio::time::timeout(Duration::from_secs(10), negotiated.recv())
+                .await
+                .expect("a handshake")
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(expected), "server offered {offered:?}");
         }
     });
 }
