@@ -657,11 +657,18 @@ async fn startup_order_config_bodies_and_session_counters() {
         "topk_prompt_logprobs",
         "topk_sample_logprobs",
         "prompt_alt_tokens_k",
+        "prompt_logprobs",
+        "record_stability_info",
         "type",
     ] {
         assert!(body.get(k).is_some(), "asample body lacks {k}: {body}");
     }
-    for k in ["base_model", "model_path", "target_prompt_logprobs"] {
+    for k in [
+        "base_model",
+        "model_path",
+        "target_prompt_logprobs",
+        "prompt_logprobs_last_n",
+    ] {
         assert!(
             body.get(k).is_none(),
             "asample body has None field {k}: {body}"
