@@ -297,7 +297,13 @@ async fn exercise(service: &ServiceClient) {
         .optim_step(tinkex::core::types::AdamParams::default())
         .await
         .unwrap();
+    training
+        .forward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
     let saved = training.save_state("wire").await.unwrap();
+    training.save_weights_for_sampler("wire-s").await.unwrap();
+    training.load_state(&saved).await.unwrap();
     let sampler = service
         .create_sampling_client_for_base_model(BASE_MODEL)
         .await
@@ -443,6 +449,41 @@ async fn every_request_carries_the_protocol_headers() {
             other => panic!("unexpected method {other}"),
         }
     }
+    // 8.1.4: each poll names the kind of the request it polls (the calls above are
+    // sequential, so a poll belongs to the last submission before it).
+    let mut last_submit = None;
+    let mut kinds = std::collections::BTreeSet::new();
+    for s in &all {
+        let expected: &[&str] = match s.endpoint() {
+            "create_model" => &["CreateModel"],
+            "forward_backward" => &["ForwardBackward", "Forward"],
+            "optim_step" => &["OptimStep"],
+            "save_weights" => &["SaveWeights"],
+            "save_weights_for_sampler" => &["SaveWeightsForSampler"],
+            "load_weights" => &["LoadWeights"],
+            "asample" => &["Sample"],
+            "retrieve_future" => {
+                let kind = s.header("x-tinker-request-type").unwrap();
+                let allowed: &[&str] = last_submit.expect("a poll before any submission");
+                assert!(allowed.contains(&kind), "{kind} polled after {allowed:?}");
+                kinds.insert(kind.to_string());
+                continue;
+            }
+            _ => continue,
+        };
+        last_submit = Some(expected);
+    }
+    let all_kinds = [
+        "CreateModel",
+        "ForwardBackward",
+        "Forward",
+        "OptimStep",
+        "SaveWeights",
+        "SaveWeightsForSampler",
+        "LoadWeights",
+        "Sample",
+    ];
+    assert_eq!(kinds, all_kinds.iter().map(|k| k.to_string()).collect());
     let endpoints: Vec<&str> = all.iter().map(|s| s.endpoint()).collect();
     for e in [
         "get_server_capabilities",
@@ -594,6 +635,35 @@ async fn startup_order_config_bodies_and_session_counters() {
         .await
         .unwrap();
     }
+    // 7.1: prompt_logprobs_last_n requires prompt_logprobs (refused before sending).
+    let before = rec.all().len();
+    let err = s0
+        .sample(
+            ModelInput::from_ints(vec![100_000]),
+            1,
+            greedy(1),
+            SampleOptions {
+                prompt_logprobs_last_n: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, tinkex::core::ErrorKind::User, "{err}");
+    assert_eq!(rec.all().len(), before, "nothing sent");
+    // 6.6: the ephemeral sampler takes the next sampling_session_seq_id (2), no `path`,
+    // and its base model from get_info (no GET samplers/{id}).
+    let ephemeral = t0.save_weights_and_get_sampling_client().await.unwrap();
+    assert_eq!(ephemeral.base_model(), BASE_MODEL);
+    let save = rec.to("save_weights_for_sampler")[0].json();
+    assert_eq!(save["sampling_session_seq_id"], json!(2), "{save}");
+    assert!(save.get("path").is_none(), "{save}");
+    assert!(
+        rec.all()
+            .iter()
+            .all(|s| !s.endpoint().starts_with("samplers/")),
+        "base model known from get_info"
+    );
     // 6.8: legacy load_weights body.
     let saved = t1.save_state("ckpt").await.unwrap();
     t1.load_state(&saved).await.unwrap();
