@@ -207,7 +207,7 @@ impl ClientCore {
         let result = self.progress.guard(started, op).await;
         match &result {
             Ok(_) => self.progress.record_completion(),
-            Err(e) => self.report_failure(e, "ServiceClient"),
+            Err(e) => self.report_fatal_failure(e, "ServiceClient"),
         }
         result
     }
@@ -216,6 +216,14 @@ impl ClientCore {
     pub fn report_failure(&self, e: &Error, method: &str) {
         if let Some(t) = self.telemetry.get() {
             t.exception(e, method);
+        }
+    }
+
+    /// [`report_failure`](Self::report_failure), then `SESSION_END`, as the official SDK's
+    /// "fatal" wrappers of whole public calls do (PROTOCOL.md 16.3).
+    pub fn report_fatal_failure(&self, e: &Error, method: &str) {
+        if let Some(t) = self.telemetry.get() {
+            t.fatal_exception(e, method);
         }
     }
 

@@ -279,7 +279,7 @@ impl TelemetrySink for HttpTelemetrySink {
             if !resp.is_success() {
                 return Err(resp.to_error());
             }
-            Ok(())
+            crate::core::telemetry::check_accepted(&resp.body)
         })
     }
 }

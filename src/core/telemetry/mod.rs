@@ -118,6 +118,23 @@ pub struct TelemetryBatch {
     pub process_uuid: String,
 }
 
+/// Checks the answer to a telemetry batch (PROTOCOL.md 16.1): the official SDK validates
+/// it strictly as `{"status": "accepted"}` and drops the batch (with a warning) on anything
+/// else, as for a failed send. The error says what came back, cut and escaped.
+pub fn check_accepted(body: &[u8]) -> Result<(), Error> {
+    let accepted = serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| v.get("status").and_then(Value::as_str) == Some("accepted"));
+    if accepted {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    Err(Error::fatal(format!(
+        "telemetry response is not {{\"status\": \"accepted\"}}: {}",
+        crate::core::sanitize::server_text(&text)
+    )))
+}
+
 /// The future returned by [`TelemetrySink::send`].
 pub type SendFuture = Pin<Box<dyn Future<Output = Result<(), Error>> + Send>>;
 
@@ -260,6 +277,24 @@ impl Telemetry {
             return;
         };
         self.push(e);
+        self.flush_now();
+    }
+
+    /// Records a failed public call the way the official SDK's "fatal" exception wrappers
+    /// do (PROTOCOL.md 16.3): the event of [`exception`](Self::exception), then
+    /// `SESSION_END` (with the session's duration so far), then an immediate flush. Unlike
+    /// the SDK it does not make the caller wait (up to 30 s) for the queue to drain: the
+    /// failure is returned at once and the flusher sends both events in the background.
+    /// Cancellation records nothing.
+    pub fn fatal_exception(&self, err: &Error, method: &str) {
+        if !self.is_active() {
+            return;
+        }
+        let Some(e) = exception_event(err, method, SystemTime::now()) else {
+            return;
+        };
+        self.push(e);
+        self.session_end();
         self.flush_now();
     }
 

@@ -686,3 +686,52 @@ async fn the_api_key_never_leaves() {
     assert!(text.contains("auth with tml-<redacted> failed"), "{text}");
     assert!(text.contains("key tml-<redacted> rejected"), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fatal_exception_is_followed_by_session_end_and_flushed_at_once() {
+    let mut f = fixture(manual(100), Mode::Ok);
+    f.t.session_start();
+    f.t.fatal_exception(
+        &Error::from_status(400, r#"{"detail":"bad"}"#),
+        "ServiceClient.create_lora_training_client",
+    );
+    let b = recv(&mut f.rx).await; // flushed without waiting for the interval
+    let kinds: Vec<&str> = b
+        .events
+        .iter()
+        .map(|e| e["event_name"].as_str().or(e["event"].as_str()).unwrap())
+        .collect();
+    assert_eq!(kinds, ["SESSION_START", "user_error", "SESSION_END"]);
+    let session_indices: Vec<u64> = b
+        .events
+        .iter()
+        .map(|e| e["event_session_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(session_indices, [0, 1, 2]);
+    assert!(b.events[2]["duration"]
+        .as_str()
+        .unwrap()
+        .starts_with("0:00:"));
+    // A cancellation is not an exception: nothing, not even SESSION_END.
+    f.t.fatal_exception(
+        &Error::new(crate::core::error::ErrorKind::Cancelled, "cancelled"),
+        "m",
+    );
+    assert_eq!(f.t.queued(), 0);
+}
+
+#[test]
+fn only_a_status_accepted_answer_accepts_a_batch() {
+    assert!(check_accepted(br#"{"status": "accepted"}"#).is_ok());
+    assert!(check_accepted(br#"{"status":"accepted","extra":1}"#).is_ok());
+    for bad in [
+        &br#"{"status": "queued"}"#[..],
+        br#"{}"#,
+        b"",
+        b"accepted",
+        br#"{"status": 1}"#,
+    ] {
+        let e = check_accepted(bad).unwrap_err();
+        assert!(e.message.contains("accepted"), "{e}");
+    }
+}

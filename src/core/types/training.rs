@@ -153,9 +153,22 @@ pub struct ModelData {
     /// Base model name.
     #[serde(default)]
     pub model_name: Option<String>,
-    /// Tokenizer id.
-    #[serde(default)]
+    /// Tokenizer id, cut at its first `:` as the official SDK does on receipt
+    /// (`Qwen/Qwen3-8B:rev` → `Qwen/Qwen3-8B`, PROTOCOL.md 6.2).
+    #[serde(default, deserialize_with = "tokenizer_id_before_colon")]
     pub tokenizer_id: Option<String>,
+}
+
+/// Deserializes `model_data.tokenizer_id` keeping the text before its first `:`.
+fn tokenizer_id_before_colon<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let id: Option<String> = Option::deserialize(d)?;
+    Ok(id.map(|s| match s.split_once(':') {
+        Some((before, _)) => before.to_string(),
+        None => s,
+    }))
 }
 
 /// `get_info` response (6.2).

@@ -1,0 +1,41 @@
+"""Conformance rules that only the Python binding implements (docs/conformance/conf-wire.md).
+
+PROTOCOL.md 3.5: a ServiceClient used as a context manager finishes its session with
+``success`` on a clean exit, ``errored`` when an ``Exception`` escapes and ``interrupted``
+for any other ``BaseException`` (e.g. KeyboardInterrupt); ``detail`` is null.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from conftest import API_KEY, BASE_MODEL
+
+
+def _finished(emu, session_id: str):
+    sessions = emu.get("sessions")["sessions"]
+    return next(s for s in sessions if s["session_id"] == session_id)["finished"]
+
+
+class _Interrupt(KeyboardInterrupt):
+    """A KeyboardInterrupt of this test only (not confused with a real Ctrl-C)."""
+
+
+@pytest.mark.parametrize(
+    "raised, reason",
+    [(None, "success"), (ValueError, "errored"), (_Interrupt, "interrupted")],
+)
+def test_context_manager_maps_the_exit_to_the_finish_reason(emu, base_url, raised, reason):
+    import tinkex
+
+    expect = pytest.raises(raised) if raised else contextlib.nullcontext()
+    with expect:
+        with tinkex.ServiceClient(base_url=base_url, api_key=API_KEY, telemetry=False) as svc:
+            svc.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+            session_id = svc.session_id
+            assert session_id
+            if raised:
+                raise raised("leaving the block")
+    assert _finished(emu, session_id) == {"type": reason, "detail": None}
