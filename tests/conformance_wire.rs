@@ -589,10 +589,15 @@ async fn constructing_a_service_client_performs_no_io_and_rest_calls_create_no_s
         .iter()
         .map(|s| (s.method.as_str(), s.endpoint().split('?').next().unwrap()))
         .collect();
-    // Nothing from construction; GET get_server_capabilities; REST needs no session.
+    // Nothing from construction; the first call fetches client/config (3.2 step 2, also
+    // for session-less use, 3.3), then GET get_server_capabilities; REST needs no session.
     assert_eq!(
         seen,
-        vec![("GET", "get_server_capabilities"), ("GET", "training_runs")]
+        vec![
+            ("POST", "client/config"),
+            ("GET", "get_server_capabilities"),
+            ("GET", "training_runs")
+        ]
     );
     assert_eq!(service.session_id(), None);
 }
@@ -1151,12 +1156,12 @@ fn environment_variables_child() {
     set("TINKER_API_KEY", "tml-from-env");
     let c = build(Config::builder()).unwrap();
     assert_eq!(
-        c.api_key,
+        c.credentials.plain_key().unwrap(),
         tinkex::core::config::ApiKey::new("tml-from-env").unwrap()
     );
     let c = build(Config::builder().api_key("tml-argument")).unwrap();
     assert_eq!(
-        c.api_key,
+        c.credentials.plain_key().unwrap(),
         tinkex::core::config::ApiKey::new("tml-argument").unwrap()
     );
 
