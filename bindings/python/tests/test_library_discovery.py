@@ -50,13 +50,17 @@ __attribute__((constructor)) static void planted(void) {
 
 
 def copy_package(dest_parent: Path, build_info: str | None = None) -> Path:
-    """Copies the package's Python files (no bundled library, no _build_info) under
-    dest_parent/tinkex; writes _build_info.py when build_info is given."""
+    """Copies the package's Python files, subpackages included (no bundled library, no
+    _build_info) under dest_parent/tinkex; writes _build_info.py when build_info is given."""
     dest = dest_parent / "tinkex"
     dest.mkdir(parents=True)
-    for f in PKG_SRC.iterdir():
-        if f.is_file() and f.suffix in (".py", ".typed") and f.name != "_build_info.py":
-            shutil.copy2(f, dest / f.name)
+    for f in PKG_SRC.rglob("*"):
+        rel = f.relative_to(PKG_SRC)
+        if "__pycache__" in rel.parts or not f.is_file():
+            continue
+        if f.suffix in (".py", ".typed") and f.name != "_build_info.py":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest / rel)
     if build_info is not None:
         (dest / "_build_info.py").write_text(build_info)
     return dest
