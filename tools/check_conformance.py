@@ -8,7 +8,9 @@ A name resolves when the file exists (relative to the repository) and defines th
 segment: Rust `fn` / `struct` / `enum` / `const` / `static` / `type` / `trait`, Python
 `def` / `class`, a C or C++ function; earlier segments (`Type::method`) must appear in the
 file. A name in the test column must be a test: a Rust `fn` under `#[test]` /
-`#[tokio::test]`, a Python `def test_…`, or a C/C++ function. Prints the counts of rows that
+`#[tokio::test(…)]` (in a `tests/` file or a `mod tests` of a source file; unit tests are
+written `src/core/<file>.rs::<test_fn>`), a Python `def test_…`, or a C/C++ function. Cells
+list full `path::name` entries separated by `; ` (no `::name` shorthand). Prints the counts of rows that
 are MISSING, NO TEST and pending per branch; exits 1 when a name does not resolve.
 """
 
@@ -57,6 +59,29 @@ def defines(src, rel, name):
     return m.start() if m else -1
 
 
+def rust_test_attr(src, at):
+    """Whether the `fn` at offset `at` carries `#[test]` / `#[tokio::test(...)]` ("ignored"
+    when it also has `#[ignore]`), judged from the lines just above it (attributes, comments,
+    blank lines), wherever the function is (a `tests/` file or a `mod tests` of a source
+    file)."""
+    head = src[:at]
+    line_start = head.rfind("\n") + 1
+    if TEST_ATTR.search(head[line_start:]):  # `#[test] fn name` on one line
+        return True
+    found = False
+    for line in reversed(head[:line_start].split("\n")):
+        s = line.strip()
+        if s.startswith("#[ignore"):
+            return "ignored"
+        if TEST_ATTR.search(s):
+            found = True
+            continue
+        if s == "" or s.startswith(("#[", "//", "///", ")]", "#![")) or (s.endswith(")]") and "=" in s):
+            continue
+        return found
+    return found
+
+
 def check_name(rel, segments, want_test):
     src = text(rel)
     if src is None:
@@ -70,9 +95,11 @@ def check_name(rel, segments, want_test):
         return f"{rel}: `{name}` is not defined there"
     if want_test:
         if rel.endswith(".rs"):
-            before = src[max(0, src.rfind("\n", 0, max(0, at - 300))):at]
-            if not TEST_ATTR.search(before):
+            attr = rust_test_attr(src, at)
+            if not attr:
                 return f"{rel}: `{name}` is not a #[test]"
+            if attr == "ignored":
+                return f"{rel}: `{name}` is #[ignore]d (it does not run, so it proves nothing)"
         elif rel.endswith(".py") and not name.startswith("test_"):
             return f"{rel}: `{name}` is not a pytest test"
     return None
@@ -95,6 +122,15 @@ def main():
                 err = check_name(m.group(1), m.group(2).split("::"), want_test)
                 if err:
                     errors.append(f"{os.path.relpath(doc, REPO)}:{n} (§{sec}): {err}")
+        for col, label in ((impl, "implemented in"), (test, "test")):
+            # `::name` shorthand or a `Type::fn` without its file: every entry must be a full
+            # `path::name`, entries separated by `; `.
+            for entry in col.split("; "):
+                entry = re.sub(r"\([^()]*\)|`[^`]*`", "", entry).strip()
+                if entry.startswith("::") or re.search(r"(?:^|[\s,])::\w", entry):
+                    errors.append(f"{os.path.relpath(doc, REPO)}:{n} (§{sec}): '{label}' uses `::name` shorthand: {entry}")
+                elif label == "test" and NAME.search(entry) and len(NAME.findall(entry)) > 1:
+                    errors.append(f"{os.path.relpath(doc, REPO)}:{n} (§{sec}): 'test' entries must be separated by `; `: {entry}")
         if not impl.startswith(("MISSING", "pending")) and not NAME.search(impl):
             errors.append(f"{os.path.relpath(doc, REPO)}:{n} (§{sec}): 'implemented in' names no file::name")
         if not test.startswith("NO TEST") and not NAME.search(test):
