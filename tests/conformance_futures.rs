@@ -290,7 +290,6 @@ async fn row_410_resubmits_a_sample_with_a_new_seq_id() {
 }
 
 #[tokio::test]
-#[ignore = "passes once the send-path branch stops resubmitting training requests on 410"]
 async fn row_410_on_a_training_future_reaches_the_caller() {
     let emu = emulator("conf-fut-410train").await;
     let service = client_with(&emu, policy());

@@ -1,7 +1,7 @@
 //! Conformance of what goes on the wire (issue 13): base URL, headers, timeouts, bodies,
 //! startup order, environment variables, the dynamic-config refresh loop and telemetry, each
 //! checked on the bytes a recording proxy saw between the client and the in-process emulator.
-//! Every test is named after the PROTOCOL.md rule it proves (docs/conformance/conf-wire.md).
+//! Every test is named after the PROTOCOL.md rule it proves (docs/conformance.md).
 
 mod support;
 

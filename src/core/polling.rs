@@ -2,7 +2,7 @@
 //! caller's handle on an operation is [`ApiFuture`](crate::core::api_future::ApiFuture)).
 //!
 //! Differences from the official SDK, on purpose (each is a row of
-//! `docs/conformance/conf-futures.md`): no spinning and no slowness under faults. A poll the
+//! `docs/conformance.md`): no spinning and no slowness under faults. A poll the
 //! server *held* (answered after at least [`RetryPolicy::min_poll_duration`]) or any decoded
 //! outcome resets the backoff and the next poll goes out at once; a poll that fails without
 //! being held (an instant 5xx, 408 or 429, a connection error) is retried after

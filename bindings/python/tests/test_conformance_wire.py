@@ -1,4 +1,4 @@
-"""Conformance rules that only the Python binding implements (docs/conformance/conf-wire.md).
+"""Conformance rules that only the Python binding implements (docs/conformance.md).
 
 PROTOCOL.md 3.5: a ServiceClient used as a context manager finishes its session with
 ``success`` on a clean exit, ``errored`` when an ``Exception`` escapes and ``interrupted``
