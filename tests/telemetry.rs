@@ -63,20 +63,24 @@ async fn graceful_close_with_a_slow_sink_loses_nothing() {
         .unwrap();
     let batches = control_get(&emu, "telemetry").await;
     let events = received(&batches);
+    // Each failed future sends its `APIFuture.result_async.application_error` (16.4) and
+    // the caller's `user_error` (16.3).
     assert_eq!(
         events.len(),
-        151,
-        "SESSION_START + 150 user errors, none lost"
+        301,
+        "SESSION_START + 150 × (application_error + user_error), none lost"
     );
     assert_eq!(events[0]["event"], "SESSION_START");
-    assert!(events[1..]
-        .iter()
-        .all(|e| e["event"] == "GENERIC_EVENT" && e["event_name"] == "user_error"));
+    assert!(events[1..].iter().all(|e| e["event"] == "GENERIC_EVENT"));
+    for name in ["user_error", "APIFuture.result_async.application_error"] {
+        let n = events.iter().filter(|e| e["event_name"] == name).count();
+        assert_eq!(n, 150, "{name}");
+    }
     let indices: Vec<u64> = events
         .iter()
         .map(|e| e["event_session_index"].as_u64().unwrap())
         .collect();
-    assert_eq!(indices, (0..151).collect::<Vec<_>>(), "in order");
+    assert_eq!(indices, (0..301).collect::<Vec<_>>(), "in order");
     for b in batches["batches"].as_array().unwrap() {
         assert!(b["events"].as_array().unwrap().len() <= 100);
         assert_eq!(b["session_id"].as_str(), service.session_id().as_deref());

@@ -971,6 +971,7 @@ impl ClientCore {
                     events: &self.events,
                     billing: &self.billing,
                     attempts: None,
+                    telemetry: self.telemetry.get().map(|t| &**t),
                 };
                 let sent = crate::core::retry::send_with_retry(&ctx, &req, None).await;
                 let flags = match sent {

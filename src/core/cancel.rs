@@ -146,6 +146,7 @@ async fn send_one(core: Arc<ClientCore>, request_id: String) {
         events: &core.events,
         billing: &core.billing,
         attempts: None,
+        telemetry: core.telemetry.get().map(|t| &**t),
     };
     let bounded = tokio::time::timeout(
         policy.holder_window + policy.cancel_future_timeout,

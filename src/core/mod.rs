@@ -190,6 +190,7 @@ impl ClientCore {
             events: &self.events,
             billing: &self.billing,
             attempts: status.map(|s| &s.attempts),
+            telemetry: self.telemetry.get().map(|t| &**t),
         };
         let resp = retry::send_with_retry(&ctx, req, refresh).await?;
         self.progress.record();

@@ -18,6 +18,7 @@ use crate::core::byte_budget::BytePermit;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, ErrorKind, Result};
 use crate::core::retry::{is_bare_400, retry_after};
+use crate::core::telemetry::{PollKind, PollSite};
 use crate::core::types::{
     FutureRetrieveRequest, QueueState, RequestErrorCategory, RequestFailedResponse,
 };
@@ -199,6 +200,14 @@ pub async fn poll_with(
     let idempotency_key = format!("tinkex-retry-{}", crate::core::rand::uuid4());
     let mut iteration: u32 = 0;
     let host = &core.poll_backoff;
+    let poll_started = Instant::now();
+    // Reports a failed poll to telemetry (PROTOCOL.md 16.4); never waits.
+    let report = |e: &Error, kind: PollKind, iteration: u32, bad: u32, streak: u32| {
+        if let Some(t) = core.telemetry.get() {
+            let site = poll_site(request_id, rtype, iteration, poll_started);
+            t.poll_status_error(site, e, kind, bad, streak);
+        }
+    };
     loop {
         let mut req = crate::core::transport::Request::post_json(
             "/api/v1/retrieve_future",
@@ -244,8 +253,18 @@ pub async fn poll_with(
         };
         let resp = match core.transport.send(&req, 0).await {
             Ok(r) => r,
-            Err(e) if !e.is_retryable() => return Err(e.with_request_id(request_id)),
+            Err(e) if !e.is_retryable() => {
+                report(&e, PollKind::Fatal, iteration, bad_request_retries, streak);
+                return Err(e.with_request_id(request_id));
+            }
             Err(e) => {
+                report(
+                    &e,
+                    PollKind::RetryWithBackoff,
+                    iteration,
+                    bad_request_retries,
+                    streak,
+                );
                 // Connection error or timeout (no response); a bare 400 converted by the
                 // transport's reconnect rule arrives here too.
                 let (d, e) = unheld_failure(&mut streak, &e, None);
@@ -258,7 +277,21 @@ pub async fn poll_with(
             .header("x-should-retry")
             .map(|v| v.trim().eq_ignore_ascii_case("true"));
         if !resp.is_success() && resp.status != 402 && forced == Some(false) {
-            return Err(fatal_status(&resp, request_id));
+            let e = fatal_status(&resp, request_id);
+            report(&e, PollKind::Fatal, iteration, bad_request_retries, streak);
+            return Err(e);
+        }
+        if !resp.is_success() && resp.status != 402 {
+            let kind = match resp.status {
+                408 | 500..=599 => PollKind::Retry,
+                400 => PollKind::RetryIfBudget,
+                410 => PollKind::RetryableException,
+                429 => PollKind::RetryWithBackoff,
+                _ if forced == Some(true) => PollKind::RetryWithBackoff,
+                _ => PollKind::Fatal,
+            };
+            let e = resp.to_error();
+            report(&e, kind, iteration, bad_request_retries, streak);
         }
         match resp.status {
             200..=299 => {
@@ -272,9 +305,16 @@ pub async fn poll_with(
                     observe(QueueState::Active, None);
                     return Ok(Payload::Proto(hold_bytes(resp.body, permit)));
                 }
-                let v: Value = resp
-                    .json("retrieve_future")
-                    .map_err(|e| e.with_request_id(request_id))?;
+                let v: Value = match resp.json("retrieve_future") {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if let Some(t) = core.telemetry.get() {
+                            let site = poll_site(request_id, rtype, iteration, poll_started);
+                            t.poll_validation_error(site, &e, "FutureRetrieveResponse");
+                        }
+                        return Err(e.with_request_id(request_id));
+                    }
+                };
                 if v.get("type").and_then(Value::as_str) == Some("try_again") {
                     tracing::warn!("Retrying request {request_id} because of try_again");
                     report_queue_state(&v, observe);
@@ -309,7 +349,17 @@ pub async fn poll_with(
                 }
                 observe(QueueState::Active, None);
                 if v.get("error").is_some() {
-                    return Err(request_failed(&v, request_id));
+                    let e = request_failed(&v, request_id);
+                    if let Some(t) = core.telemetry.get() {
+                        let site = poll_site(request_id, rtype, iteration, poll_started);
+                        let category = match e.category {
+                            Some(RequestErrorCategory::User) => "User",
+                            Some(RequestErrorCategory::Server) => "Server",
+                            _ => "Unknown",
+                        };
+                        t.poll_application_error(site, &e.message, category);
+                    }
+                    return Err(e);
                 }
                 return Ok(Payload::Json(v));
             }
@@ -417,6 +467,16 @@ fn hold_bytes(body: Bytes, permit: Option<BytePermit>) -> Bytes {
     match permit {
         Some(p) => Bytes::from_owner(Held(body, p)),
         None => body,
+    }
+}
+
+/// Where a poll stands, for its telemetry events.
+fn poll_site(request_id: &str, rtype: RequestType, iteration: u32, since: Instant) -> PollSite<'_> {
+    PollSite {
+        request_id,
+        request_type: rtype.as_str(),
+        iteration,
+        elapsed: since.elapsed(),
     }
 }
 

@@ -27,6 +27,7 @@ use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, Result};
 use crate::core::events::{Event, EventBus};
 use crate::core::progress::ProgressTracker;
+use crate::core::telemetry::RetryLoop;
 use crate::core::transport::{Request, Response, Transport};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -166,6 +167,8 @@ pub struct SendContext<'a> {
     pub billing: &'a Billing,
     /// Counts every HTTP attempt (the operation's status), if given.
     pub attempts: Option<&'a AtomicU32>,
+    /// Where each failed holder-loop attempt is reported (PROTOCOL.md 16.4), if anywhere.
+    pub telemetry: Option<&'a crate::core::telemetry::Telemetry>,
 }
 
 /// Rebuilds the request for a holder-loop re-issue (the ephemeral save_weights_for_sampler
@@ -182,6 +185,7 @@ pub async fn send_with_retry(
     let holder = uses_holder_loop(&req.path);
     let max_retries = http_max_retries(&req.path, ctx.policy);
     let start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let mut attempt: u32 = 0;
     let mut total: u32 = 0;
     let mut current = req.clone();
@@ -190,6 +194,18 @@ pub async fn send_with_retry(
             Ok(resp) => return Ok(resp),
             Err(e) => e,
         };
+        if let (true, Some(t)) = (holder, ctx.telemetry) {
+            let retryable = holder_retryable(&err);
+            let func = format!("{} {}", req.method, req.path);
+            t.retry_exception(
+                RetryLoop::Holder,
+                &func,
+                &err,
+                retryable,
+                attempt,
+                started_at,
+            );
+        }
         if !holder || capped(ctx.policy, total) {
             return Err(finish(err, ctx.policy, total));
         }

@@ -311,11 +311,27 @@ impl RetryHandler {
 
     /// Runs `attempt` until it succeeds or fails with an error the handler does not retry.
     /// `attempt(k)` is called with the number of previous attempts of this call.
-    pub async fn execute<T, F, Fut>(&self, mut attempt: F) -> Result<T>
+    pub async fn execute<T, F, Fut>(&self, attempt: F) -> Result<T>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = std::result::Result<T, AttemptError>>,
     {
+        self.execute_reporting(None, attempt).await
+    }
+
+    /// [`execute`](Self::execute) that reports every failed attempt to `telemetry` as a
+    /// `RetryHandler.execute.exception` event (PROTOCOL.md 16.4) with `func` = the given name
+    /// of the attempted call.
+    pub async fn execute_reporting<T, F, Fut>(
+        &self,
+        telemetry: Option<(&crate::core::telemetry::Telemetry, &str)>,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = std::result::Result<T, AttemptError>>,
+    {
+        let started_at = std::time::SystemTime::now();
         self.state.lock().unwrap().stats.waiting += 1;
         let _permit = match &self.semaphore {
             Some(s) => Some(s.acquire().await.expect("never closed")),
@@ -348,6 +364,11 @@ impl RetryHandler {
                     Ok(v) => return Ok(v),
                     Err(e) => {
                         let retry = self.config.enable_retry_logic && self.is_retryable(&e);
+                        if let Some((t, func)) = telemetry {
+                            use crate::core::telemetry::RetryLoop;
+                            let err = &e.error;
+                            t.retry_exception(RetryLoop::Handler, func, err, retry, k, started_at);
+                        }
                         if !retry {
                             return Err(e.error);
                         }

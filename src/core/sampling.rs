@@ -207,11 +207,15 @@ impl SamplingClient {
                         .map_err(|e| e.error);
                 }
                 let handler = client.retry_handler();
+                let reporting = core
+                    .telemetry
+                    .get()
+                    .map(|t| (&**t, "SamplingClient.sample"));
                 let mut first = Some(first_seq);
                 let (inner, job, status, policy, handle) =
                     (&*inner, &job, &status, &*policy, &handle);
                 handler
-                    .execute(|k| {
+                    .execute_reporting(reporting, |k| {
                         let seq = first
                             .take()
                             .unwrap_or_else(|| inner.next_seq.fetch_add(1, Ordering::SeqCst));

@@ -86,7 +86,7 @@ pub(super) fn exception_event(err: &Error, method: &str, at: SystemTime) -> Opti
 }
 
 /// The `ErrorKind` variant name, e.g. `Transient`, `NoProgress` (the `error_type` field).
-fn error_type_name(kind: ErrorKind) -> &'static str {
+pub(super) fn error_type_name(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::User => "User",
         ErrorKind::Transient => "Transient",

@@ -24,11 +24,13 @@
 //! * `time`: the timestamp and duration texts Python's SDK produces.
 
 mod events;
+mod generic;
 mod queue;
 mod redact;
 mod time;
 
 pub use events::{platform, process_uuid, Severity};
+pub use generic::{PollKind, PollSite, RetryLoop};
 pub use redact::{redact_secrets, sanitize_data};
 pub use time::{format_timedelta, format_timestamp};
 
