@@ -412,6 +412,13 @@ async fn every_request_carries_the_protocol_headers() {
         } else {
             assert_eq!(backpressure, None, "{at}");
         }
+        // 1.6.3: `X-Stainless-Raw-Response: raw` on every retrieve_future poll only.
+        let raw = s.header("x-stainless-raw-response");
+        if s.endpoint() == "retrieve_future" {
+            assert_eq!(raw, Some("raw"), "{at}");
+        } else {
+            assert_eq!(raw, None, "{at}");
+        }
         // 1.6.1 Accept: protobuf only on polls of protobuf results.
         let proto_poll = s.endpoint() == "retrieve_future"
             && matches!(
@@ -565,6 +572,84 @@ async fn read_timeout_header_matches_each_endpoints_timeout() {
                 "{endpoint}"
             );
         }
+    }
+}
+
+/// 1.4: `retrieve_futures` carries 45 s while it long-polls (timeout omitted) and 5 s when
+/// it only acknowledges (`timeout: 0`); `cancel_future` carries 30 s.
+#[tokio::test]
+async fn poller_and_cancel_read_timeouts_match_the_sdk() {
+    let defaults = tinkex::core::RetryPolicy::default();
+    assert_eq!(defaults.futures_ack_timeout, Duration::from_secs(5));
+    assert_eq!(defaults.cancel_future_timeout, Duration::from_secs(30));
+    let emu = emulator_with("wire-poller-timeouts", |c| {
+        c.dynamic_config
+            .insert("sample_cancel_enabled".into(), json!(true));
+        c.client_config
+            .insert("sample_use_retrieve_futures".into(), json!(true));
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let sampler = service
+        .create_sampling_client_for_base_model(BASE_MODEL)
+        .await
+        .unwrap();
+    let sample = || {
+        sampler.sample(
+            ModelInput::from_ints(vec![100_000, 100_001]),
+            1,
+            greedy(2),
+            SampleOptions::default(),
+        )
+    };
+    // A completed sample: long polls while it is waited for, then an ack-only poll.
+    sample().await.unwrap();
+    // A sample held by the server, cancelled while it is waited for.
+    control_post(&emu, "delays", json!({"Sample": 30_000})).await;
+    let f = sample();
+    let before = rec.to("retrieve_futures").len();
+    rec.wait_for(
+        "a long poll for the held sample",
+        Duration::from_secs(10),
+        |all| {
+            all.iter()
+                .filter(|s| s.endpoint() == "retrieve_futures")
+                .count()
+                > before
+        },
+    )
+    .await;
+    f.cancel();
+    rec.wait_for("cancel_future", Duration::from_secs(10), |all| {
+        all.iter().any(|s| s.endpoint() == "cancel_future")
+    })
+    .await;
+    control_post(&emu, "delays", json!({"Sample": null})).await;
+    service
+        .close(FinishReasonKind::Success, None)
+        .await
+        .unwrap();
+    let (mut long, mut ack) = (0, 0);
+    for s in rec.to("retrieve_futures") {
+        let expected = if s.json()["timeout"] == json!(0.0) {
+            ack += 1;
+            "5"
+        } else {
+            assert!(s.json().get("timeout").is_none(), "{:?}", s.json());
+            long += 1;
+            "45"
+        };
+        assert_eq!(s.header("x-stainless-read-timeout"), Some(expected));
+    }
+    assert!(
+        long > 0 && ack > 0,
+        "long polls {long}, ack-only polls {ack}"
+    );
+    let cancels = rec.to("cancel_future");
+    assert!(!cancels.is_empty());
+    for s in cancels {
+        assert_eq!(s.header("x-stainless-read-timeout"), Some("30"));
     }
 }
 
