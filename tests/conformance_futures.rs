@@ -720,3 +720,57 @@ async fn cancelling_compute_logprobs_cancels_its_sample() {
     .await;
     assert_eq!(emu.state().futures.cancelled_count(), 1);
 }
+
+// ---- 6.3 / 8.1.3 a JSON success for a protobuf-typed result ----
+
+/// 6.3 / 8.1.3: a poll answered with a JSON `ForwardBackwardOutput` or `SampleResponse`
+/// (although it asked for protobuf) is decoded; the SDK 0.38 rejects it (a deliberate
+/// difference: older servers answer JSON). The injected results carry a mark (an extra
+/// metric, other tokens) so the decoded value can only come from the JSON answer.
+#[tokio::test]
+async fn json_success_for_a_protobuf_typed_result_is_decoded() {
+    let emu = emulator("conf-fut-json-proto").await;
+    let service = client_with(&emu, policy());
+    let training = service
+        .create_lora_training_client(BASE_MODEL, tinkex::core::LoraOptions::default())
+        .await
+        .unwrap();
+    let s = sampler_of(&service).await;
+    // The protobuf results, as the emulator answers them.
+    let fb = training
+        .forward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    let sampled = sample(&s, 0).await.unwrap();
+    // Marked copies, answered as JSON by the next poll.
+    let mut fb_marked = fb.clone();
+    fb_marked.metrics.insert("injected:sum".into(), 42.0);
+    let mut sampled_marked = sampled.clone();
+    for seq in &mut sampled_marked.sequences {
+        for t in &mut seq.tokens {
+            *t += 7;
+        }
+    }
+    let as_json = |body: Value| json!({"path": RF, "status": 200, "body": body, "count": 1});
+    fault(&emu, as_json(serde_json::to_value(&fb_marked).unwrap())).await;
+    let fb_json = training
+        .forward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    assert_eq!(fb_json, fb_marked);
+    fault(
+        &emu,
+        as_json(serde_json::to_value(&sampled_marked).unwrap()),
+    )
+    .await;
+    let mut sampled_json = sample(&s, 0).await.unwrap();
+    // Each sequence is named by the `sample_sequence_ids` of its asample answer (7.1).
+    for (got, want) in sampled_json
+        .sequences
+        .iter_mut()
+        .zip(&sampled_marked.sequences)
+    {
+        got.sequence_id.clone_from(&want.sequence_id);
+    }
+    assert_eq!(sampled_json, sampled_marked);
+}
