@@ -653,6 +653,74 @@ async fn poller_and_cancel_read_timeouts_match_the_sdk() {
     }
 }
 
+/// 13.5: the sampling retry handler logs its progress (`[{session}]: N waiting, N in
+/// progress, N completed`) at DEBUG at most once per `progress_log_interval` (2 s by
+/// default), and once more when it goes idle: with a 1 ns interval every call's entry is
+/// logged, with an hour only the idle lines are.
+#[tokio::test]
+async fn retry_handler_progress_is_logged_at_debug_per_interval() {
+    use tinkex::core::dispatch::SamplingSettings;
+    logs();
+    assert_eq!(
+        SamplingSettings::default().progress_log_interval,
+        Duration::from_secs(2)
+    );
+    let emu = emulator("wire-handler-log").await;
+    let mut ids = Vec::new();
+    for interval in [Duration::from_nanos(1), Duration::from_secs(3600)] {
+        let service = ServiceClient::new(
+            config_for(&emu.base_url())
+                .sampling(SamplingSettings {
+                    progress_log_interval: interval,
+                    ..Default::default()
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let sampler = service
+            .create_sampling_client_for_base_model(BASE_MODEL)
+            .await
+            .unwrap();
+        let sample = || {
+            sampler.sample(
+                ModelInput::from_ints(vec![100_000, 100_001]),
+                1,
+                greedy(2),
+                SampleOptions::default(),
+            )
+        };
+        let (a, b, c) = tokio::join!(sample(), sample(), sample());
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        ids.push(sampler.sampling_session_id().to_string());
+    }
+    let lines_of = |id: &str| -> Vec<String> {
+        let tag = format!("[{id}]: ");
+        logs()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(level, text)| *level == tracing::Level::DEBUG && text.contains(&tag))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    let every = lines_of(&ids[0]);
+    assert!(
+        every.iter().any(|l| !l.contains(" 0 in progress")),
+        "1 ns interval: entries logged too: {every:?}"
+    );
+    let hourly = lines_of(&ids[1]);
+    assert!(!hourly.is_empty(), "the idle line is logged");
+    assert!(
+        hourly
+            .iter()
+            .all(|l| l.contains("0 waiting, 0 in progress")),
+        "an hour's interval: only the idle lines: {hourly:?}"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // 3.1 / 3.2 / 3.3 / 5.2 / 5.3 / 5.5 / 6.1 / 6.8 / 11.1 / 11.8 / 12.2 startup and bodies
 // ------------------------------------------------------------------------------------------
