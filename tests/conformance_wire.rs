@@ -721,6 +721,69 @@ async fn retry_handler_progress_is_logged_at_debug_per_interval() {
     );
 }
 
+/// The arrival times (at the proxy) of the forward_backward chunks of one 4-chunk call,
+/// each answered 400 ms late, with `flags` in client/config.
+async fn chunk_arrivals(tag: &str, flags: Value) -> Vec<Instant> {
+    let emu = emulator_with(tag, |c| {
+        c.client_config
+            .insert("fwdbwd_max_chunk_len".into(), json!(1));
+        for (k, v) in flags.as_object().unwrap() {
+            c.client_config.insert(k.clone(), v.clone());
+        }
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let training = training_client(&service).await;
+    fault(
+        &emu,
+        json!({"path": "/api/v1/forward_backward", "latency_ms": 400}),
+    )
+    .await;
+    let out = training
+        .forward_backward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), 4);
+    let at: Vec<Instant> = rec
+        .to("forward_backward")
+        .into_iter()
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(at.len(), 4, "4 datums in chunks of 1");
+    at
+}
+
+/// 5.3 / 11.4: `parallel_fwdbwd_chunks: false` sends the chunks one after another (each
+/// only after the previous was answered); a dispatch byte budget smaller than one chunk
+/// (`fwdbwd_dispatch_bytes_semaphore_size: 1`) also lets one chunk through at a time; by
+/// default chunks 2…4 are in flight together.
+#[tokio::test]
+async fn chunk_concurrency_follows_parallel_flag_and_dispatch_budget() {
+    let latency = Duration::from_millis(400);
+    let one_at_a_time = |at: &[Instant], what: &str| {
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] >= latency, "{what}: {:?}", w[1] - w[0]);
+        }
+    };
+    let sequential = chunk_arrivals(
+        "wire-chunks-sequential",
+        json!({"parallel_fwdbwd_chunks": false}),
+    )
+    .await;
+    one_at_a_time(&sequential, "parallel_fwdbwd_chunks: false");
+    let budget = chunk_arrivals(
+        "wire-chunks-budget",
+        json!({"fwdbwd_dispatch_bytes_semaphore_size": 1}),
+    )
+    .await;
+    one_at_a_time(&budget, "a 1-byte dispatch budget");
+    let parallel = chunk_arrivals("wire-chunks-parallel", json!({})).await;
+    // Chunks 2..4 together (before any answer), then chunk 1 after them.
+    assert!(parallel[2] - parallel[0] < latency, "{parallel:?}");
+    assert!(parallel[3] - parallel[2] >= latency, "{parallel:?}");
+}
+
 // ------------------------------------------------------------------------------------------
 // 3.1 / 3.2 / 3.3 / 5.2 / 5.3 / 5.5 / 6.1 / 6.8 / 11.1 / 11.8 / 12.2 startup and bodies
 // ------------------------------------------------------------------------------------------
