@@ -567,28 +567,53 @@ async fn poller_failed_completion_still_reads_the_error() {
     assert_eq!(polls_of(&emu, &f.request_id().unwrap()).await, 1);
 }
 
+/// 8.2.5: the acknowledgement that failed (and would only be retried an hour later) is sent
+/// by the final ack-only poll of close.
 #[tokio::test]
 async fn poller_acks_reach_the_server_when_the_client_closes_right_after() {
-    let emu = poller_emulator("conf-fut-poller-close").await;
-    let service = client_with(&emu, policy());
+    let emu = emulator_with("conf-fut-poller-close", |c| {
+        c.poll_hold = Duration::from_secs(5);
+        c.client_config
+            .insert("sample_use_retrieve_futures".into(), json!(true));
+    })
+    .await;
+    let service = client_with(
+        &emu,
+        RetryPolicy {
+            futures_poller_retry_delay: Duration::from_secs(3600),
+            ..fast_retry()
+        },
+    );
     let s = sampler_of(&service).await;
-    sample(&s, 0).await.unwrap();
+    control_post(&emu, "delays", json!({"Sample": 300})).await;
+    let f = sample(&s, 0);
+    until("the long poll is held", Duration::from_secs(5), || async {
+        !poller_requests(&emu).await.is_empty()
+    })
+    .await;
+    // The next poller request (the ack after the result is fetched) fails.
+    fault(&emu, json!({"path": RFS, "status": 503, "count": 1})).await;
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("the sample completes")
+        .unwrap();
+    until("the ack poll failed", Duration::from_secs(5), || async {
+        journal(&emu, RFS).await.contains(&503)
+    })
+    .await;
+    let acked = || async {
+        poller_requests(&emu).await.iter().any(|r| {
+            r["retrieved_request_ids"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+    };
+    assert!(!acked().await, "acknowledged before close");
     service
         .close(tinkex::core::types::FinishReasonKind::Success, None)
         .await
         .unwrap();
-    until(
-        "everything acknowledged",
-        Duration::from_secs(5),
-        || async {
-            poller_requests(&emu).await.iter().any(|r| {
-                r["retrieved_request_ids"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty())
-            })
-        },
-    )
-    .await;
+    until("everything acknowledged", Duration::from_secs(5), acked).await;
 }
 
 // ---- 8.3 cancel_future ----
