@@ -799,3 +799,49 @@ async fn json_success_for_a_protobuf_typed_result_is_decoded() {
     }
     assert_eq!(sampled_json, sampled_marked);
 }
+
+// ---- 5.3 / 8.1.3 a server-set in-flight response budget ----
+
+/// The wall time of two concurrent samples whose results are announced metadata-only and
+/// whose every poll is answered `latency` late, with `flags` in client/config.
+async fn two_metadata_only_samples(tag: &str, flags: Value, latency: Duration) -> Duration {
+    let emu = emulator_with(tag, |c| {
+        c.inline_result_limit = 16;
+        for (k, v) in flags.as_object().unwrap() {
+            c.client_config.insert(k.clone(), v.clone());
+        }
+    })
+    .await;
+    let service = client_with(&emu, policy());
+    let s = sampler_of(&service).await;
+    // Each sample polls twice: metadata-only, then the payload.
+    fault(
+        &emu,
+        json!({"path": RF, "latency_ms": latency.as_millis() as u64}),
+    )
+    .await;
+    let started = Instant::now();
+    let (a, b) = tokio::join!(sample(&s, 0), sample(&s, 1));
+    let took = started.elapsed();
+    for f in [a, b] {
+        f.unwrap();
+    }
+    took
+}
+
+/// 5.3 / 8.1.3: `inflight_response_bytes_semaphore_size` set by the server bounds the
+/// payload bytes fetched at once: with a 1-byte budget the second sample's payload poll
+/// waits until the first result is decoded (three poll latencies instead of two).
+#[tokio::test]
+async fn a_server_set_inflight_response_budget_serialises_payload_fetches() {
+    let latency = Duration::from_millis(500);
+    let small = two_metadata_only_samples(
+        "conf-fut-inflight-small",
+        json!({"inflight_response_bytes_semaphore_size": 1}),
+        latency,
+    )
+    .await;
+    assert!(small >= latency * 3, "1-byte budget: {small:?}");
+    let default = two_metadata_only_samples("conf-fut-inflight-default", json!({}), latency).await;
+    assert!(default < latency * 3, "default budget: {default:?}");
+}
