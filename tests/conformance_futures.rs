@@ -567,28 +567,53 @@ async fn poller_failed_completion_still_reads_the_error() {
     assert_eq!(polls_of(&emu, &f.request_id().unwrap()).await, 1);
 }
 
+/// 8.2.5: the acknowledgement that failed (and would only be retried an hour later) is sent
+/// by the final ack-only poll of close.
 #[tokio::test]
 async fn poller_acks_reach_the_server_when_the_client_closes_right_after() {
-    let emu = poller_emulator("conf-fut-poller-close").await;
-    let service = client_with(&emu, policy());
+    let emu = emulator_with("conf-fut-poller-close", |c| {
+        c.poll_hold = Duration::from_secs(5);
+        c.client_config
+            .insert("sample_use_retrieve_futures".into(), json!(true));
+    })
+    .await;
+    let service = client_with(
+        &emu,
+        RetryPolicy {
+            futures_poller_retry_delay: Duration::from_secs(3600),
+            ..fast_retry()
+        },
+    );
     let s = sampler_of(&service).await;
-    sample(&s, 0).await.unwrap();
+    control_post(&emu, "delays", json!({"Sample": 300})).await;
+    let f = sample(&s, 0);
+    until("the long poll is held", Duration::from_secs(5), || async {
+        !poller_requests(&emu).await.is_empty()
+    })
+    .await;
+    // The next poller request (the ack after the result is fetched) fails.
+    fault(&emu, json!({"path": RFS, "status": 503, "count": 1})).await;
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("the sample completes")
+        .unwrap();
+    until("the ack poll failed", Duration::from_secs(5), || async {
+        journal(&emu, RFS).await.contains(&503)
+    })
+    .await;
+    let acked = || async {
+        poller_requests(&emu).await.iter().any(|r| {
+            r["retrieved_request_ids"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+    };
+    assert!(!acked().await, "acknowledged before close");
     service
         .close(tinkex::core::types::FinishReasonKind::Success, None)
         .await
         .unwrap();
-    until(
-        "everything acknowledged",
-        Duration::from_secs(5),
-        || async {
-            poller_requests(&emu).await.iter().any(|r| {
-                r["retrieved_request_ids"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty())
-            })
-        },
-    )
-    .await;
+    until("everything acknowledged", Duration::from_secs(5), acked).await;
 }
 
 // ---- 8.3 cancel_future ----
@@ -719,4 +744,104 @@ async fn cancelling_compute_logprobs_cancels_its_sample() {
     })
     .await;
     assert_eq!(emu.state().futures.cancelled_count(), 1);
+}
+
+// ---- 6.3 / 8.1.3 a JSON success for a protobuf-typed result ----
+
+/// 6.3 / 8.1.3: a poll answered with a JSON `ForwardBackwardOutput` or `SampleResponse`
+/// (although it asked for protobuf) is decoded; the SDK 0.38 rejects it (a deliberate
+/// difference: older servers answer JSON). The injected results carry a mark (an extra
+/// metric, other tokens) so the decoded value can only come from the JSON answer.
+#[tokio::test]
+async fn json_success_for_a_protobuf_typed_result_is_decoded() {
+    let emu = emulator("conf-fut-json-proto").await;
+    let service = client_with(&emu, policy());
+    let training = service
+        .create_lora_training_client(BASE_MODEL, tinkex::core::LoraOptions::default())
+        .await
+        .unwrap();
+    let s = sampler_of(&service).await;
+    // The protobuf results, as the emulator answers them.
+    let fb = training
+        .forward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    let sampled = sample(&s, 0).await.unwrap();
+    // Marked copies, answered as JSON by the next poll.
+    let mut fb_marked = fb.clone();
+    fb_marked.metrics.insert("injected:sum".into(), 42.0);
+    let mut sampled_marked = sampled.clone();
+    for seq in &mut sampled_marked.sequences {
+        for t in &mut seq.tokens {
+            *t += 7;
+        }
+    }
+    let as_json = |body: Value| json!({"path": RF, "status": 200, "body": body, "count": 1});
+    fault(&emu, as_json(serde_json::to_value(&fb_marked).unwrap())).await;
+    let fb_json = training
+        .forward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    assert_eq!(fb_json, fb_marked);
+    fault(
+        &emu,
+        as_json(serde_json::to_value(&sampled_marked).unwrap()),
+    )
+    .await;
+    let mut sampled_json = sample(&s, 0).await.unwrap();
+    // Each sequence is named by the `sample_sequence_ids` of its asample answer (7.1).
+    for (got, want) in sampled_json
+        .sequences
+        .iter_mut()
+        .zip(&sampled_marked.sequences)
+    {
+        got.sequence_id.clone_from(&want.sequence_id);
+    }
+    assert_eq!(sampled_json, sampled_marked);
+}
+
+// ---- 5.3 / 8.1.3 a server-set in-flight response budget ----
+
+/// The wall time of two concurrent samples whose results are announced metadata-only and
+/// whose every poll is answered `latency` late, with `flags` in client/config.
+async fn two_metadata_only_samples(tag: &str, flags: Value, latency: Duration) -> Duration {
+    let emu = emulator_with(tag, |c| {
+        c.inline_result_limit = 16;
+        for (k, v) in flags.as_object().unwrap() {
+            c.client_config.insert(k.clone(), v.clone());
+        }
+    })
+    .await;
+    let service = client_with(&emu, policy());
+    let s = sampler_of(&service).await;
+    // Each sample polls twice: metadata-only, then the payload.
+    fault(
+        &emu,
+        json!({"path": RF, "latency_ms": latency.as_millis() as u64}),
+    )
+    .await;
+    let started = Instant::now();
+    let (a, b) = tokio::join!(sample(&s, 0), sample(&s, 1));
+    let took = started.elapsed();
+    for f in [a, b] {
+        f.unwrap();
+    }
+    took
+}
+
+/// 5.3 / 8.1.3: `inflight_response_bytes_semaphore_size` set by the server bounds the
+/// payload bytes fetched at once: with a 1-byte budget the second sample's payload poll
+/// waits until the first result is decoded (three poll latencies instead of two).
+#[tokio::test]
+async fn a_server_set_inflight_response_budget_serialises_payload_fetches() {
+    let latency = Duration::from_millis(500);
+    let small = two_metadata_only_samples(
+        "conf-fut-inflight-small",
+        json!({"inflight_response_bytes_semaphore_size": 1}),
+        latency,
+    )
+    .await;
+    assert!(small >= latency * 3, "1-byte budget: {small:?}");
+    let default = two_metadata_only_samples("conf-fut-inflight-default", json!({}), latency).await;
+    assert!(default < latency * 3, "default budget: {default:?}");
 }

@@ -412,6 +412,13 @@ async fn every_request_carries_the_protocol_headers() {
         } else {
             assert_eq!(backpressure, None, "{at}");
         }
+        // 1.6.3: `X-Stainless-Raw-Response: raw` on every retrieve_future poll only.
+        let raw = s.header("x-stainless-raw-response");
+        if s.endpoint() == "retrieve_future" {
+            assert_eq!(raw, Some("raw"), "{at}");
+        } else {
+            assert_eq!(raw, None, "{at}");
+        }
         // 1.6.1 Accept: protobuf only on polls of protobuf results.
         let proto_poll = s.endpoint() == "retrieve_future"
             && matches!(
@@ -566,6 +573,215 @@ async fn read_timeout_header_matches_each_endpoints_timeout() {
             );
         }
     }
+}
+
+/// 1.4: `retrieve_futures` carries 45 s while it long-polls (timeout omitted) and 5 s when
+/// it only acknowledges (`timeout: 0`); `cancel_future` carries 30 s.
+#[tokio::test]
+async fn poller_and_cancel_read_timeouts_match_the_sdk() {
+    let defaults = tinkex::core::RetryPolicy::default();
+    assert_eq!(defaults.futures_ack_timeout, Duration::from_secs(5));
+    assert_eq!(defaults.cancel_future_timeout, Duration::from_secs(30));
+    let emu = emulator_with("wire-poller-timeouts", |c| {
+        c.dynamic_config
+            .insert("sample_cancel_enabled".into(), json!(true));
+        c.client_config
+            .insert("sample_use_retrieve_futures".into(), json!(true));
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let sampler = service
+        .create_sampling_client_for_base_model(BASE_MODEL)
+        .await
+        .unwrap();
+    let sample = || {
+        sampler.sample(
+            ModelInput::from_ints(vec![100_000, 100_001]),
+            1,
+            greedy(2),
+            SampleOptions::default(),
+        )
+    };
+    // A completed sample: long polls while it is waited for, then an ack-only poll.
+    sample().await.unwrap();
+    // A sample held by the server, cancelled while it is waited for.
+    control_post(&emu, "delays", json!({"Sample": 30_000})).await;
+    let f = sample();
+    let before = rec.to("retrieve_futures").len();
+    rec.wait_for(
+        "a long poll for the held sample",
+        Duration::from_secs(10),
+        |all| {
+            all.iter()
+                .filter(|s| s.endpoint() == "retrieve_futures")
+                .count()
+                > before
+        },
+    )
+    .await;
+    f.cancel();
+    rec.wait_for("cancel_future", Duration::from_secs(10), |all| {
+        all.iter().any(|s| s.endpoint() == "cancel_future")
+    })
+    .await;
+    control_post(&emu, "delays", json!({"Sample": null})).await;
+    service
+        .close(FinishReasonKind::Success, None)
+        .await
+        .unwrap();
+    let (mut long, mut ack) = (0, 0);
+    for s in rec.to("retrieve_futures") {
+        let expected = if s.json()["timeout"] == json!(0.0) {
+            ack += 1;
+            "5"
+        } else {
+            assert!(s.json().get("timeout").is_none(), "{:?}", s.json());
+            long += 1;
+            "45"
+        };
+        assert_eq!(s.header("x-stainless-read-timeout"), Some(expected));
+    }
+    assert!(
+        long > 0 && ack > 0,
+        "long polls {long}, ack-only polls {ack}"
+    );
+    let cancels = rec.to("cancel_future");
+    assert!(!cancels.is_empty());
+    for s in cancels {
+        assert_eq!(s.header("x-stainless-read-timeout"), Some("30"));
+    }
+}
+
+/// 13.5: the sampling retry handler logs its progress (`[{session}]: N waiting, N in
+/// progress, N completed`) at DEBUG at most once per `progress_log_interval` (2 s by
+/// default), and once more when it goes idle: with a 1 ns interval every call's entry is
+/// logged, with an hour only the idle lines are.
+#[tokio::test]
+async fn retry_handler_progress_is_logged_at_debug_per_interval() {
+    use tinkex::core::dispatch::SamplingSettings;
+    logs();
+    assert_eq!(
+        SamplingSettings::default().progress_log_interval,
+        Duration::from_secs(2)
+    );
+    let emu = emulator("wire-handler-log").await;
+    let mut ids = Vec::new();
+    for interval in [Duration::from_nanos(1), Duration::from_secs(3600)] {
+        let service = ServiceClient::new(
+            config_for(&emu.base_url())
+                .sampling(SamplingSettings {
+                    progress_log_interval: interval,
+                    ..Default::default()
+                })
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let sampler = service
+            .create_sampling_client_for_base_model(BASE_MODEL)
+            .await
+            .unwrap();
+        let sample = || {
+            sampler.sample(
+                ModelInput::from_ints(vec![100_000, 100_001]),
+                1,
+                greedy(2),
+                SampleOptions::default(),
+            )
+        };
+        let (a, b, c) = tokio::join!(sample(), sample(), sample());
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        ids.push(sampler.sampling_session_id().to_string());
+    }
+    let lines_of = |id: &str| -> Vec<String> {
+        let tag = format!("[{id}]: ");
+        logs()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(level, text)| *level == tracing::Level::DEBUG && text.contains(&tag))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    let every = lines_of(&ids[0]);
+    assert!(
+        every.iter().any(|l| !l.contains(" 0 in progress")),
+        "1 ns interval: entries logged too: {every:?}"
+    );
+    let hourly = lines_of(&ids[1]);
+    assert!(!hourly.is_empty(), "the idle line is logged");
+    assert!(
+        hourly
+            .iter()
+            .all(|l| l.contains("0 waiting, 0 in progress")),
+        "an hour's interval: only the idle lines: {hourly:?}"
+    );
+}
+
+/// The arrival times (at the proxy) of the forward_backward chunks of one 4-chunk call,
+/// each answered 400 ms late, with `flags` in client/config.
+async fn chunk_arrivals(tag: &str, flags: Value) -> Vec<Instant> {
+    let emu = emulator_with(tag, |c| {
+        c.client_config
+            .insert("fwdbwd_max_chunk_len".into(), json!(1));
+        for (k, v) in flags.as_object().unwrap() {
+            c.client_config.insert(k.clone(), v.clone());
+        }
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let training = training_client(&service).await;
+    fault(
+        &emu,
+        json!({"path": "/api/v1/forward_backward", "latency_ms": 400}),
+    )
+    .await;
+    let out = training
+        .forward_backward(batch(), "cross_entropy", None)
+        .await
+        .unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), 4);
+    let at: Vec<Instant> = rec
+        .to("forward_backward")
+        .into_iter()
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(at.len(), 4, "4 datums in chunks of 1");
+    at
+}
+
+/// 5.3 / 11.4: `parallel_fwdbwd_chunks: false` sends the chunks one after another (each
+/// only after the previous was answered); a dispatch byte budget smaller than one chunk
+/// (`fwdbwd_dispatch_bytes_semaphore_size: 1`) also lets one chunk through at a time; by
+/// default chunks 2…4 are in flight together.
+#[tokio::test]
+async fn chunk_concurrency_follows_parallel_flag_and_dispatch_budget() {
+    let latency = Duration::from_millis(400);
+    let one_at_a_time = |at: &[Instant], what: &str| {
+        for w in at.windows(2) {
+            assert!(w[1] - w[0] >= latency, "{what}: {:?}", w[1] - w[0]);
+        }
+    };
+    let sequential = chunk_arrivals(
+        "wire-chunks-sequential",
+        json!({"parallel_fwdbwd_chunks": false}),
+    )
+    .await;
+    one_at_a_time(&sequential, "parallel_fwdbwd_chunks: false");
+    let budget = chunk_arrivals(
+        "wire-chunks-budget",
+        json!({"fwdbwd_dispatch_bytes_semaphore_size": 1}),
+    )
+    .await;
+    one_at_a_time(&budget, "a 1-byte dispatch budget");
+    let parallel = chunk_arrivals("wire-chunks-parallel", json!({})).await;
+    // Chunks 2..4 together (before any answer), then chunk 1 after them.
+    assert!(parallel[2] - parallel[0] < latency, "{parallel:?}");
+    assert!(parallel[3] - parallel[2] >= latency, "{parallel:?}");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -224,6 +224,9 @@ pub async fn poll_with(
             .push(("x-tinker-request-iteration", iteration.to_string()));
         req.headers
             .push(("x-tinker-request-type", rtype.as_str().to_string()));
+        // 1.6.3: the SDK asks for its raw-response wrapper on every poll.
+        req.headers
+            .push(("x-stainless-raw-response", "raw".to_string()));
         if iteration == 0 {
             req.headers.push((
                 "x-tinker-create-promise-roundtrip-time",
