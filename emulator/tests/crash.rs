@@ -12,7 +12,17 @@ use std::time::{Duration, Instant};
 use tinkex::core::types::{AdamParams, Datum, ModelInput, TensorData};
 use tinkex::core::{Config, ErrorKind, LoraOptions, RetryPolicy, ServiceClient};
 
-fn spawn_emulator(port: u16, state: &Path) -> (Child, String) {
+/// The emulator process; killed when dropped, so a failing assertion never leaves it running.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_emulator(port: u16, state: &Path) -> (Process, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tinkex-emulator"))
         .args(["--port", &port.to_string(), "--state-dir"])
         .arg(state)
@@ -25,7 +35,7 @@ fn spawn_emulator(port: u16, state: &Path) -> (Child, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    (child, line.trim().to_string())
+    (Process(child), line.trim().to_string())
 }
 
 async fn control(
@@ -124,8 +134,8 @@ async fn sigkill_during_save_state_then_restart_loses_and_duplicates_nothing() {
         assert!(Instant::now() < deadline, "the save reached the server");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
 
     let (mut child, base2) = spawn_emulator(port, &state);
     assert_eq!(base2, base, "restarted on the same port");
@@ -178,7 +188,6 @@ async fn sigkill_during_save_state_then_restart_loses_and_duplicates_nothing() {
         .forward(batch(), "cross_entropy", None)
         .await
         .unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let _ = std::fs::remove_dir_all(&state);
 }
