@@ -137,7 +137,7 @@ async fn sigkill_during_save_state_then_restart_loses_and_duplicates_nothing() {
     child.0.kill().unwrap(); // SIGKILL
     child.0.wait().unwrap();
 
-    let (mut child, base2) = spawn_emulator(port, &state);
+    let (child, base2) = spawn_emulator(port, &state);
     assert_eq!(base2, base, "restarted on the same port");
     // The save was executing when the server died: its future is gone.
     let lost = save
