@@ -950,8 +950,9 @@ impl ClientCore {
 
     /// `client/config`, fetched once per client with the raw credential and the holder
     /// retry policy (3.2 step 2; a 404 means the official defaults), which also chooses the
-    /// auth mode (2.5). Every other request waits for it.
-    pub(crate) async fn client_config(&self) -> Result<ClientConfig> {
+    /// auth mode (2.5) and sizes the shared state it governs ([`Self::apply_server_flags`]).
+    /// Every other request waits for it; after the first call this is a cached check.
+    pub(crate) async fn ensure_client_config(&self) -> Result<()> {
         let flags = self
             .auth
             .client_config
@@ -986,7 +987,7 @@ impl ClientCore {
             .await?;
         match self.auth.choose_mode(flags) {
             Mode::Failed(e) => Err(e.clone()),
-            _ => Ok(flags.clone()),
+            _ => Ok(()),
         }
     }
 }

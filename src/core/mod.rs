@@ -181,7 +181,7 @@ impl ClientCore {
     ) -> Result<transport::Response> {
         // Every request waits for client/config, which chooses the auth mode (2.5).
         if req.path != auth::CLIENT_CONFIG_PATH {
-            self.client_config().await?;
+            self.ensure_client_config().await?;
         }
         let ctx = retry::SendContext {
             transport: &self.transport,

@@ -6,9 +6,8 @@ use crate::core::events::Event;
 use crate::core::telemetry::{SendFuture, Telemetry, TelemetryBatch, TelemetrySink};
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
-    ClientConfig, CreateSessionRequest, CreateSessionResponse, DynamicConfig, FinishReason,
-    FinishReasonKind, FinishSessionRequest, SdkVersionRequest, SessionHeartbeatRequest,
-    SDK_VERSION,
+    CreateSessionRequest, CreateSessionResponse, DynamicConfig, FinishReason, FinishReasonKind,
+    FinishSessionRequest, SdkVersionRequest, SessionHeartbeatRequest, SDK_VERSION,
 };
 use crate::core::ClientCore;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -103,9 +102,8 @@ impl ClientCore {
 
     async fn start_session(self: &Arc<Self>) -> Result<SessionState> {
         self.operation(async {
-            // Raw credential; chooses the auth mode (PROTOCOL.md 2.5, 3.2).
-            let server: ClientConfig = self.client_config().await?;
-            *self.server_config.write().unwrap() = server;
+            // Raw credential; chooses the auth mode and stores the flags (PROTOCOL.md 2.5, 3.2).
+            self.ensure_client_config().await?;
             let dynamic: DynamicConfig = self
                 .fetch_config(
                     "/api/v1/client/dynamic_config",
