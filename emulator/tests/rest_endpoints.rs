@@ -1068,8 +1068,28 @@ fn rfc(t: f64) -> String {
 async fn billing_usage_counts_tokens_and_checkpoints_and_validates_the_window() {
     let (_emu, api, h) = setup("rest-billing").await;
     let (session, _model, _path) = model_with_checkpoint(&api).await;
+    let sampler = api
+        .ok("create_sampling_session", json!({"session_id": session, "sampling_session_seq_id": 0, "base_model": BASE_MODEL, "type": "create_sampling_session"}))
+        .await["sampling_session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let f = api
+        .ok("asample", json!({"num_samples": 4, "prompt": {"chunks": [{"tokens": [1, 2, 3], "type": "encoded_text"}]},
+            "sampling_params": {"max_tokens": 5, "temperature": 1.0, "top_k": -1, "top_p": 1.0},
+            "sampling_session_id": sampler, "seq_id": 0, "type": "sample"}))
+        .await;
+    let sampled = api.result_json(f["request_id"].as_str().unwrap()).await;
+    let sampled_tokens: usize = sampled["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["tokens"].as_array().unwrap().len())
+        .sum();
+    assert!(sampled_tokens > 0);
     let now = tinkex_emulator::util::unix_now();
-    let start = hour_floor(now);
+    // Two hours around now: no flake when an hour boundary passes during the test.
+    let start = hour_floor(now) - 3600.0;
     let q = |s: f64, e: f64| {
         format!(
             "billing/usage/events?starting_on={}&ending_before={}",
@@ -1077,7 +1097,7 @@ async fn billing_usage_counts_tokens_and_checkpoints_and_validates_the_window() 
             rfc(e)
         )
     };
-    let (s, v) = h.as_(KEY, "GET", &q(start, start + 3600.0), None).await;
+    let (s, v) = h.as_(KEY, "GET", &q(start, start + 7200.0), None).await;
     assert_eq!(s, 200, "{v}");
     let data = v["data"].as_array().unwrap();
     let of = |t: &str| data.iter().find(|e| e["event_info"]["type"] == t).cloned();
@@ -1087,6 +1107,14 @@ async fn billing_usage_counts_tokens_and_checkpoints_and_validates_the_window() 
     assert_eq!(training["session_id"], session.as_str());
     assert_eq!(training["base_model"], BASE_MODEL);
     assert_eq!(
+        of("sampling_prefill").expect("prefill usage")["event_info"]["token_count"],
+        3
+    );
+    assert_eq!(
+        of("sampling_sample").expect("sample usage")["event_info"]["token_count"],
+        sampled_tokens
+    );
+    assert_eq!(
         of("checkpoint").expect("checkpoint usage")["event_info"]["count"],
         1
     );
@@ -1095,10 +1123,10 @@ async fn billing_usage_counts_tokens_and_checkpoints_and_validates_the_window() 
     let (_, v) = h.as_(KEY, "GET", &q(start - 7200.0, start), None).await;
     assert_eq!(v["data"], json!([]));
     for (s, e) in [
-        (start + 60.0, start + 3600.0),    // not hour-aligned
-        (start, start),                    // empty
-        (start - 15.0 * 86400.0, start),   // more than 14 days
-        (start + 7200.0, start + 10800.0), // in the future
+        (start + 60.0, start + 3600.0),     // not hour-aligned
+        (start, start),                     // empty
+        (start - 15.0 * 86400.0, start),    // more than 14 days
+        (start + 10800.0, start + 14400.0), // in the future
     ] {
         assert_eq!(h.as_(KEY, "GET", &q(s, e), None).await.0, 400, "{s} {e}");
     }
