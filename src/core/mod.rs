@@ -95,6 +95,8 @@ pub struct ClientCore {
     >,
     /// Abandoned sampling requests to cancel (8.3).
     pub(crate) cancels: cancel::CancelQueue,
+    /// Server-side custom losses of this session and their counter (5.10, 11.6).
+    pub(crate) custom_losses: training::custom_loss::CustomLossRegistry,
 }
 
 impl ClientCore {
@@ -139,6 +141,7 @@ impl ClientCore {
             poll_backoff: polling::PollBackoff::default(),
             futures_pollers: Default::default(),
             cancels: Default::default(),
+            custom_losses: Default::default(),
             auth,
         });
         core.auth.attach(Arc::downgrade(&core));
