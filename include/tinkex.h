@@ -1304,8 +1304,11 @@ tinkex_status tinkex_service_client_get_server_capabilities(const struct tinkex_
 /**
  * Creates a LoRA training client. `json` is the `create_model` body without the
  * client-owned fields: `{"base_model": "Qwen/Qwen3-8B", "lora_config": {"rank": 32,
- * "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true}}`
- * (`lora_config` optional). Result: a training client (take it with
+ * "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true},
+ * "user_metadata": {"k": "v"}, "optimizer": {"type": "adamw"}}` (all but `base_model`
+ * optional; `optimizer` is `{"type": "adamw"}` (default), `{"type": "dimuon", "version":
+ * 1}`, or another family passed through; an invalid known family is `TINKEX_STATUS_USER`
+ * through the future). Result: a training client (take it with
  * `tinkex_future_take_training_client`).
  *
  * Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -1321,9 +1324,11 @@ tinkex_status tinkex_service_client_create_lora_training_client(const struct tin
                                                                 struct tinkex_error **out_err);
 
 /**
- * Creates a training client from a training checkpoint. `json`:
- * `{"path": "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also
- * restores the optimizer state). Result: a training client.
+ * Creates a training client from a training checkpoint (create-via-load, PROTOCOL.md 6.8).
+ * `json`: `{"path": "tinker://.../weights/name", "optimizer": false, "base_model": "...",
+ * "user_metadata": {"k": "v"}, "weights_access_token": "...", "optimizer_config": {"type":
+ * "adamw"}}` (only `path` required; `optimizer: true` also restores the optimizer state;
+ * `optimizer_config` only with `optimizer: false`). Result: a training client.
  *
  * Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
@@ -1382,6 +1387,56 @@ tinkex_status tinkex_service_client_close(const struct tinkex_service_client *sv
                                           void *user_data,
                                           struct tinkex_future **out_future,
                                           struct tinkex_error **out_err);
+
+/**
+ * Creates a server-side custom loss (PROTOCOL.md 5.10). `json`: `{"name": "neg_ll",
+ * "inputs": [{"name": "logprobs", "rank": 1}, {"name": "weights", "rank": 1}], "graph":
+ * {"format": 1, "nodes": [...]}}`. Result: `{"loss_id": "..."}`; pass it as
+ * `forward_backward(..., "loss_fn": "custom", "loss_fn_config": {"loss_id": ...})`.
+ * `TINKEX_STATUS_USER` (through the future) when the server's `custom_loss_server_side`
+ * flag is off, when the inputs or graph break the client-side rules, or when this session
+ * already created the same loss.
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_create_custom_loss(const struct tinkex_service_client *svc,
+                                                       const uint8_t *json,
+                                                       size_t json_len,
+                                                       tinkex_done_fn on_done,
+                                                       void *user_data,
+                                                       struct tinkex_future **out_future,
+                                                       struct tinkex_error **out_err);
+
+/**
+ * Resumes a training run from its latest training checkpoint (create-via-load). `json`:
+ * `{"training_run_id": "...", "optimizer": true}` (`optimizer` default true). A run with
+ * no training checkpoint is `TINKEX_STATUS_USER` through the future. Result: a training
+ * client (take it with `tinkex_future_take_training_client`).
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_resume_training_run(const struct tinkex_service_client *svc,
+                                                        const uint8_t *json,
+                                                        size_t json_len,
+                                                        tinkex_done_fn on_done,
+                                                        void *user_data,
+                                                        struct tinkex_future **out_future,
+                                                        struct tinkex_error **out_err);
+
+/**
+ * The Tinker console page of this session as a JSON string (PROTOCOL.md 20.2):
+ * `".../sessions/<session_id>"`, or `".../sessions"` before the session exists.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_get_console_url(const struct tinkex_service_client *svc,
+                                                    struct tinkex_bytes **out_bytes,
+                                                    struct tinkex_error **out_err);
 
 /**
  * The constant's name of a status, e.g. `"TINKEX_STATUS_NULL_ARG"`; unknown values give
@@ -1579,7 +1634,8 @@ tinkex_status tinkex_training_client_save_state(const struct tinkex_training_cli
                                                 struct tinkex_error **out_err);
 
 /**
- * Saves named sampler weights. `json`: `{"path": "name"}`. Result:
+ * Saves named sampler weights. `json`: `{"path": "name", "ttl_seconds": 3600,
+ * "user_metadata": {"k": "v"}}` (only `path` required). Result:
  * `{"path": "tinker://.../sampler_weights/name"}`.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
@@ -1595,14 +1651,20 @@ tinkex_status tinkex_training_client_save_weights_for_sampler(const struct tinke
                                                               struct tinkex_error **out_err);
 
 /**
- * Saves the current weights for sampling and creates a sampling client bound to them.
- * Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
+ * Saves the current weights for sampling (an ephemeral save, no name) and creates a
+ * sampling client bound to them. `json` (NULL/empty = defaults): `{"kind": "snapshot" |
+ * "inflight", "retry_config": {...RetryConfig}, "record_stability_info": false}`;
+ * `snapshot` pins fixed weights, `inflight` publishes a mutable target that later inflight
+ * saves of this model update. An unknown `kind` is `TINKEX_STATUS_USER` (through the
+ * future). Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
 tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const struct tinkex_training_client *client,
+                                                                          const uint8_t *json,
+                                                                          size_t json_len,
                                                                           tinkex_done_fn on_done,
                                                                           void *user_data,
                                                                           struct tinkex_future **out_future,
@@ -1610,8 +1672,9 @@ tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const 
 
 /**
  * Loads a training checkpoint into this model. `json`: `{"path":
- * "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also restores the
- * optimizer state). Result: `{}`.
+ * "tinker://.../weights/name", "optimizer": false, "weights_access_token": "..."}`
+ * (`optimizer: true` also restores the optimizer state; the token, for a checkpoint of
+ * another account, is optional). Result: `{}`.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
@@ -1624,6 +1687,36 @@ tinkex_status tinkex_training_client_load_state(const struct tinkex_training_cli
                                                 void *user_data,
                                                 struct tinkex_future **out_future,
                                                 struct tinkex_error **out_err);
+
+/**
+ * Saves the weights in an external format (e.g. HuggingFace) under
+ * `tinker://<run>/external_weights/<name>` (PROTOCOL.md 6.7). `json`: `{"path": "name",
+ * "ttl_seconds": 3600, "age_encryption_recipients": ["age1..."]}` (only `path` required;
+ * more than 10 recipients is `TINKEX_STATUS_USER` through the future). Result:
+ * `{"path": "tinker://.../external_weights/name", "size_bytes": 123 | null}`.
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_save_weights_external(const struct tinkex_training_client *client,
+                                                           const uint8_t *json,
+                                                           size_t json_len,
+                                                           tinkex_done_fn on_done,
+                                                           void *user_data,
+                                                           struct tinkex_future **out_future,
+                                                           struct tinkex_error **out_err);
+
+/**
+ * The Tinker console page of this training run as a JSON string (PROTOCOL.md 20.2), e.g.
+ * `"https://tinker.thinkingmachines.ai/training_runs/<model_id>"`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_get_console_url(const struct tinkex_training_client *client,
+                                                     struct tinkex_bytes **out_bytes,
+                                                     struct tinkex_error **out_err);
 
 /**
  * The library version, e.g. `"0.1.0"` (equal to `TINKEX_VERSION` of a matching header).

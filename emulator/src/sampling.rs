@@ -19,8 +19,14 @@ pub struct SamplerSlot {
     /// Weights path, when not the base model.
     pub model_path: Option<String>,
     model: Arc<TinyModel>,
+    /// For an inflight sampler (6.6): the training model's shared target, read per sample.
+    inflight: Option<InflightTarget>,
     submitted: Mutex<HashMap<i64, (String, Vec<String>)>>,
 }
+
+/// The inflight weights target of one training model (PROTOCOL.md 6.6): every inflight
+/// sampler of the model reads it per sample; each later inflight save replaces it.
+pub type InflightTarget = Arc<std::sync::RwLock<Arc<TinyModel>>>;
 
 /// The parsed, validated parts of a sample request.
 pub struct SampleJob {
@@ -51,7 +57,24 @@ impl SamplerSlot {
             base_model,
             model_path,
             model,
+            inflight: None,
             submitted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An inflight sampler: samples run on `target`'s weights at sampling time.
+    pub fn new_inflight(id: String, base_model: String, target: InflightTarget) -> Self {
+        let model = target.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut slot = SamplerSlot::new(id, base_model, None, model);
+        slot.inflight = Some(target);
+        slot
+    }
+
+    /// The weights a sample runs on now.
+    fn current_model(&self) -> Arc<TinyModel> {
+        match &self.inflight {
+            Some(t) => t.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => self.model.clone(),
         }
     }
 
@@ -124,6 +147,7 @@ impl SamplerSlot {
     }
 
     fn run(&self, job: SampleJob, zero_compute: bool) -> Outcome {
+        let model = self.current_model();
         let sequences = if zero_compute {
             let token = *job.prompt.last().expect("prompts are non-empty");
             let n = job.params.max_tokens;
@@ -135,7 +159,7 @@ impl SamplerSlot {
                 })
                 .collect()
         } else {
-            self.model.sample(&job.prompt, &job.params, job.num_samples)
+            model.sample(&job.prompt, &job.params, job.num_samples)
         };
         let topk_sampled = (job.topk_sample > 0).then(|| {
             sequences
@@ -143,7 +167,7 @@ impl SamplerSlot {
                 .map(|s| {
                     let mut full = job.prompt.clone();
                     full.extend_from_slice(&s.tokens);
-                    let rows = self.model.topk_prompt_logprobs(&full, job.topk_sample);
+                    let rows = model.topk_prompt_logprobs(&full, job.topk_sample);
                     rows[job.prompt.len()..].to_vec()
                 })
                 .collect()
@@ -152,7 +176,7 @@ impl SamplerSlot {
             sequences,
             topk_sampled,
             prompt_logprobs: job.prompt_logprobs.then(|| {
-                let mut lp = self.model.prompt_logprobs(&job.prompt);
+                let mut lp = model.prompt_logprobs(&job.prompt);
                 if let Some(n) = job.prompt_logprobs_last_n {
                     let cut = lp.len() - n;
                     lp[..cut].iter_mut().for_each(|x| *x = None);
@@ -162,8 +186,7 @@ impl SamplerSlot {
             topk_prompt: (job.topk_prompt > 0).then(|| {
                 (
                     job.topk_prompt,
-                    self.model
-                        .topk_prompt_logprobs(&job.prompt, job.topk_prompt),
+                    model.topk_prompt_logprobs(&job.prompt, job.topk_prompt),
                 )
             }),
             topk_sample_k: job.topk_sample,

@@ -28,11 +28,15 @@ fn chunk_to_proto(chunk: &Chunk, datum: usize) -> Result<proto::Chunk> {
             expected_tokens: expected_tokens.map(|n| n as i32),
             override_dimensions: None,
         }),
-        Chunk::Dmel { dmel } => proto::ChunkKind::Dmel(proto::DmelChunk {
-            dmel: base64::engine::general_purpose::STANDARD
+        Chunk::Dmel { dmel } => {
+            let bytes = base64::engine::general_purpose::STANDARD
                 .decode(dmel)
-                .map_err(|e| Error::user(format!("datum {datum}: dmel is not valid base64: {e}")))?,
-        }),
+                .map_err(|e| Error::user(format!("datum {datum}: dmel is not valid base64: {e}")))?;
+            // The token length must be readable from the header (PROTOCOL.md 20.1).
+            crate::core::types::tensor_container_dim(&bytes, 0)
+                .map_err(|e| Error::user(format!("datum {datum}: dmel chunk: {e}")))?;
+            proto::ChunkKind::Dmel(proto::DmelChunk { dmel: bytes })
+        }
         Chunk::ImageAssetPointer { .. } => {
             return Err(Error::user(format!(
                 "datum {datum}: Unsupported model input chunk type image_asset_pointer in forward_backward"
@@ -454,9 +458,9 @@ pub fn estimate_datum_bytes(d: &Datum) -> usize {
         .iter()
         .map(|c| match c {
             Chunk::EncodedText { tokens } => 4 * tokens.len(),
-            Chunk::Image { data, .. } => data.len(),
+            Chunk::Image { data, .. } => crate::core::types::base64_decoded_len(data),
             Chunk::ImageAssetPointer { location, .. } => location.len(),
-            Chunk::Dmel { dmel } => dmel.len(),
+            Chunk::Dmel { dmel } => crate::core::types::base64_decoded_len(dmel),
         })
         .sum();
     let tensors: usize = d

@@ -155,7 +155,7 @@ pub fn estimate_bytes(prompt: &ModelInput) -> u64 {
             Chunk::EncodedText { tokens } => BYTES_PER_TOKEN * tokens.len() as u64,
             Chunk::Image { data, .. } => data.len() as u64,
             Chunk::ImageAssetPointer { location, .. } => location.len() as u64,
-            Chunk::Dmel { dmel } => dmel.len() as u64,
+            Chunk::Dmel { dmel } => crate::core::types::base64_decoded_len(dmel) as u64,
         })
         .sum()
 }

@@ -100,6 +100,8 @@ pub struct ClientCore {
     pub(crate) sessionless: bool,
     /// Startup steps 1-4 of a session-less holder, run once ([`rest`]).
     pub(crate) sessionless_ready: tokio::sync::OnceCell<()>,
+    /// Server-side custom losses of this session and their counter (5.10, 11.6).
+    pub(crate) custom_losses: training::custom_loss::CustomLossRegistry,
 }
 
 impl ClientCore {
@@ -162,6 +164,7 @@ impl ClientCore {
             cancels: Default::default(),
             sessionless,
             sessionless_ready: tokio::sync::OnceCell::new(),
+            custom_losses: Default::default(),
             auth,
         });
         core.auth.attach(Arc::downgrade(&core));
