@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod futures_poller;
+pub mod introspect;
 pub mod polling;
 pub mod progress;
 pub mod proto;
@@ -98,7 +99,7 @@ pub struct ClientCore {
 }
 
 impl ClientCore {
-    fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
         let auth = Arc::new(auth::Auth::new(
             config.credentials.clone(),
             config.retry.clone(),
