@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod futures_poller;
+pub mod introspect;
 pub mod polling;
 pub mod progress;
 pub mod proto;
@@ -105,7 +106,7 @@ pub struct ClientCore {
 }
 
 impl ClientCore {
-    fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
         Self::build(config, runtime, false)
     }
 

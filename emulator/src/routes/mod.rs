@@ -40,6 +40,10 @@ pub fn router(app: AppRef) -> Router {
             "/create_sampling_session",
             post(sampling::create_sampling_session),
         )
+        .route(
+            "/join_sampling_session",
+            post(session::join_sampling_session),
+        )
         .route("/samplers/{*sampler_id}", get(sampling::get_sampler))
         .route("/asample", post(sampling::asample))
         .route("/create_model", post(training::create_model))

@@ -635,7 +635,7 @@ pub async fn save_weights_external(
         Ok(name) => TrainOp::SaveExternal {
             name,
             ttl_seconds: req.ttl_seconds,
-            age_encryption_recipients: req.age_encryption_recipients.unwrap_or_default(),
+            age_encryption_recipients: recipients,
         },
         Err(e) => TrainOp::Fail(e),
     };
