@@ -942,3 +942,44 @@ fn civil(z: i64) -> (i64, i64, i64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
+
+/// 3.3: a session-less holder's telemetry runs under `sessionless-{uuid}` and never emits
+/// SESSION_START or SESSION_END, even after a failed ("fatal") call.
+#[tokio::test]
+async fn session_less_telemetry_has_a_synthetic_id_and_no_session_events() {
+    let emu = emulator("rest-telemetry").await;
+    let mut cfg = emu_config(&emu, "tml-rest-telemetry");
+    cfg.telemetry = true;
+    cfg.telemetry_settings.enabled = true;
+    cfg.telemetry_settings.flush_interval = Duration::from_millis(20);
+    let rest = RestClient::new(cfg).unwrap();
+    let e = rest
+        .get_training_run("no-such-run", AccessScope::Owned)
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status, Some(404), "{e}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let batches = loop {
+        let b = control_get(&emu, "telemetry").await["batches"].clone();
+        let seen = b.as_array().is_some_and(|a| {
+            a.iter()
+                .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
+                .any(|e| e["event"] != json!("SESSION_START"))
+        });
+        if seen {
+            break b;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no telemetry: {b}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    for b in batches.as_array().unwrap() {
+        let id = b["session_id"].as_str().unwrap();
+        assert!(id.starts_with("sessionless-") && id.len() > 20, "{id}");
+        for e in b["events"].as_array().unwrap() {
+            assert!(
+                e["event"] != json!("SESSION_START") && e["event"] != json!("SESSION_END"),
+                "{e}"
+            );
+        }
+    }
+}
