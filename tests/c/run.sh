@@ -77,6 +77,8 @@ read -r -a static_libs <<<"$(pkg-config --static --libs-only-l tinkex | sed 's/-
 run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c \
   -o "$bin/test_example_static" "$prefix/lib/libtinkex.a" "${static_libs[@]}"
 run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -o "$bin/test_secrets" "${link[@]}"
+run "build-c-rest" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest" "${link[@]}"
+run "build-c-rest-asan" cc "${c_flags[@]}" "${san[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest.asan" "${link[@]}"
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
 cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
@@ -99,7 +101,7 @@ fi
 echo "emulator $url (pid $emu_pid)"
 
 echo "== plain"
-for t in training misuse example example_static cpp secrets; do
+for t in training misuse example example_static cpp secrets rest; do
   [[ -x "$bin/test_$t" ]] && run "$t" "$bin/test_$t" "$url"
 done
 
@@ -174,7 +176,7 @@ fi
 echo "== AddressSanitizer + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-for t in training misuse example cpp; do
+for t in training misuse example cpp rest; do
   [[ -x "$bin/test_$t.asan" ]] && run "$t-asan" "$bin/test_$t.asan" "$url"
 done
 unset ASAN_OPTIONS UBSAN_OPTIONS
