@@ -467,7 +467,7 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
     let (c, o) = check(
         "optim_step (other family)",
         "OptimStepInput",
-        json!({"type": "dimuon", "learning_rate": 0.01, "version": 1}),
+        json!({"type": "lion", "learning_rate": 0.01, "version": 1}),
         &(json_call!(training.0, tinkex_training_client_optim_step) as Call),
     );
     assert_eq!((c, o), (0, 1));
