@@ -613,8 +613,27 @@ pub fn sample_proto(s: &SampleOutcome) -> Vec<u8> {
         }),
         topk_prompt_logprobs: s.topk_prompt.as_ref().map(|(k, rows)| topk_proto(rows, *k)),
         prompt_cache_hit_tokens: 0,
-        target_prompt_logprobs: None,
-        prompt_alt_tokens: None,
+        target_prompt_logprobs: s
+            .target_prompt_logprobs
+            .as_ref()
+            .map(tinkex::core::codec::tensor_to_proto),
+        prompt_alt_tokens: s.prompt_alt_tokens.as_ref().map(|(k, tokens, logprobs)| {
+            let shape = vec![(tokens.len() / (*k).max(1)) as i64, *k as i64];
+            // Ids as int32, as the service sends them (the client widens them to int64).
+            let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+            proto::PromptAltTokens {
+                tokens: Some(proto::Tensor {
+                    encoding: Some(proto::TensorEncoding::Dense(proto::pack_le(&ids))),
+                    dtype: proto::DType::Int32 as i32,
+                    shape: shape.clone(),
+                }),
+                logprobs: Some(proto::Tensor {
+                    encoding: Some(proto::TensorEncoding::Dense(proto::pack_le(logprobs))),
+                    dtype: proto::DType::Float32 as i32,
+                    shape,
+                }),
+            }
+        }),
     }
     .encode_to_vec()
 }
@@ -648,6 +667,23 @@ pub fn sample_json(s: &SampleOutcome) -> Value {
     }
     if let Some((_, rows)) = &s.topk_prompt {
         v["topk_prompt_logprobs"] = json!(opt_rows(rows));
+    }
+    if let Some(t) = &s.target_prompt_logprobs {
+        v["target_prompt_logprobs"] = json!(t);
+    }
+    if let Some((k, tokens, logprobs)) = &s.prompt_alt_tokens {
+        let shape = vec![(tokens.len() / (*k).max(1)) as i64, *k as i64];
+        let tensor = |data: tinkex::core::types::TensorValues| TensorData {
+            dtype: data.dtype(),
+            data,
+            shape: Some(shape.clone()),
+            sparse_crow_indices: None,
+            sparse_col_indices: None,
+        };
+        v["prompt_alt_tokens"] = json!({
+            "tokens": tensor(tinkex::core::types::TensorValues::Int64(tokens.clone())),
+            "logprobs": tensor(tinkex::core::types::TensorValues::Float32(logprobs.clone())),
+        });
     }
     v
 }

@@ -315,6 +315,16 @@ impl SampleDispatch {
         delay
     }
 
+    /// Time left of the holder-wide sampling back-off (12.5); zero when none is pending.
+    pub fn backoff_remaining(&self) -> Duration {
+        self.backoff_until
+            .lock()
+            .unwrap()
+            .map_or(Duration::ZERO, |u| {
+                u.saturating_duration_since(Instant::now())
+            })
+    }
+
     /// The counters.
     pub fn stats(&self) -> DispatchStats {
         DispatchStats {

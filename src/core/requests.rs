@@ -109,7 +109,9 @@ pub struct ResumeTrainingRunInput {
     pub optimizer: bool,
 }
 
-/// Input of `create_sampling_client`: exactly one of `model_path` and `base_model`.
+/// Input of `create_sampling_client` (`SamplingClient.create`): exactly one of
+/// `model_path`, `base_model` and `sampling_session_id` — except that `base_model` may come
+/// with `sampling_session_id` (the base model is then not fetched, as in the SDK).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -120,6 +122,14 @@ pub struct CreateSamplingClientInput {
     /// Base model to sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_model: Option<String>,
+    /// An existing sampling session of this ServiceClient's session to sample from (no
+    /// `create_sampling_session`; PROTOCOL.md 12.1). The client is not a clone: its
+    /// `seq_id`s start at 0, as in the official SDK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_session_id: Option<String>,
+    /// Send `record_stability_info: true` on every sample of the client (12.1).
+    #[serde(default)]
+    pub record_stability_info: bool,
     /// The sampling retry handler's configuration (the Python `RetryConfig`, PROTOCOL.md
     /// 13.5); absent = the defaults. `max_connections` is always overridden by the server's
     /// `sample_max_concurrent_requests` (12.6).
@@ -128,12 +138,20 @@ pub struct CreateSamplingClientInput {
 }
 
 impl CreateSamplingClientInput {
-    /// Checks that exactly one of `model_path` and `base_model` is given, and that
-    /// `retry_config` is valid.
+    /// Checks that exactly one target is given (see the type), and that `retry_config` is
+    /// valid.
     pub fn validate(&self) -> Result<(), String> {
-        match (&self.model_path, &self.base_model) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err("give exactly one of model_path and base_model".into()),
+        match (
+            &self.model_path,
+            &self.base_model,
+            &self.sampling_session_id,
+        ) {
+            (Some(_), None, None) | (None, Some(_), None) | (None, _, Some(_)) => {}
+            _ => {
+                return Err(
+                    "give exactly one of model_path, base_model and sampling_session_id".into(),
+                )
+            }
         }
         if let Some(r) = &self.retry_config {
             r.to_config().map_err(|e| e.message)?;
@@ -258,21 +276,27 @@ impl ServiceClient {
             Some(Ok(c)) => Some(c),
             None => None,
         };
-        let created = match (&input.model_path, &input.base_model) {
-            (Some(p), None) => self.create_sampling_client(p),
-            (None, Some(b)) => self.create_sampling_client_for_base_model(b),
-            _ => {
-                return ApiFuture::ready(Err(Error::user(
-                    "give exactly one of model_path and base_model",
-                )))
-            }
-        };
-        match retry_config {
-            None => created,
-            Some(config) => ApiFuture::spawn(&self.core().runtime, move |_| async move {
-                Ok(created.await?.with_retry_config(config))
-            }),
+        if let Err(e) = input.validate() {
+            return ApiFuture::ready(Err(Error::user(e)));
         }
+        let created = match (
+            &input.model_path,
+            &input.base_model,
+            &input.sampling_session_id,
+        ) {
+            (_, base, Some(id)) => self.sampling_client_for_session(id, base.clone()),
+            (Some(p), None, None) => self.create_sampling_client(p),
+            (None, Some(b), None) => self.create_sampling_client_for_base_model(b),
+            _ => unreachable!("validated above"),
+        };
+        let record = input.record_stability_info;
+        ApiFuture::spawn(&self.core().runtime, move |_| async move {
+            let client = created.await?.with_record_stability_info(record);
+            Ok(match retry_config {
+                None => client,
+                Some(config) => client.with_retry_config(config),
+            })
+        })
     }
 
     /// [`close`](Self::close) as an [`ApiFuture`] running on the client's runtime.
@@ -669,6 +693,15 @@ pub struct SampleInput {
     /// Score only the last N prompt tokens (needs `prompt_logprobs`).
     #[serde(default)]
     pub prompt_logprobs_last_n: Option<u32>,
+    /// Token ids whose logprobs to return: int64 `[len(prompt) - 1, K]`, dense or sparse
+    /// CSR, `-1` cells request nothing; the result's `target_prompt_logprobs` has the same
+    /// shape and layout (PROTOCOL.md 7.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_prompt_logprobs: Option<crate::core::types::TensorData>,
+    /// Tokens to draw at every prompt position after the first; the result's
+    /// `prompt_alt_tokens` holds them (7.1).
+    #[serde(default)]
+    pub prompt_alt_tokens_k: u32,
 }
 
 impl SampleInput {
@@ -687,6 +720,8 @@ impl SampleInput {
             topk_prompt_logprobs: self.topk_prompt_logprobs,
             topk_sample_logprobs: self.topk_sample_logprobs,
             prompt_logprobs_last_n: self.prompt_logprobs_last_n,
+            target_prompt_logprobs: self.target_prompt_logprobs.clone(),
+            prompt_alt_tokens_k: self.prompt_alt_tokens_k,
         }
     }
 
@@ -700,6 +735,8 @@ impl SampleInput {
             topk_prompt_logprobs: 0,
             topk_sample_logprobs: 0,
             prompt_logprobs_last_n: None,
+            target_prompt_logprobs: None,
+            prompt_alt_tokens_k: 0,
         }
     }
 }
@@ -734,6 +771,12 @@ pub struct SamplingClientInfo {
     pub sampling_session_id: String,
     /// The base model sampled.
     pub base_model: String,
+    /// The clone id (`cloned_sampler_id`, PROTOCOL.md 12.2): 0 for a client of this
+    /// process's ServiceClient, `c ≥ 1` for one rebuilt from a sampler handle, null until a
+    /// clone that joins the sampling session has joined.
+    pub cloned_sampler_id: Option<i64>,
+    /// Whether every sample sends `record_stability_info: true` (12.1).
+    pub record_stability_info: bool,
 }
 
 /// Result of `compute_logprobs`: one entry per prompt token, `null` at position 0.
@@ -764,6 +807,8 @@ impl SamplingClient {
         SamplingClientInfo {
             sampling_session_id: self.sampling_session_id().to_string(),
             base_model: self.base_model().to_string(),
+            cloned_sampler_id: self.cloned_sampler_id(),
+            record_stability_info: self.record_stability_info(),
         }
     }
 }

@@ -6,7 +6,6 @@ use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
-use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;
 use crate::core::training::TrainingClient;
 use crate::core::transport::{Pool, Request};
@@ -145,11 +144,6 @@ impl ServiceClient {
             core.operation(async { core.send(&req).await?.json("get_server_capabilities") })
                 .await
         })
-    }
-
-    /// A RestClient sharing this client's transport and retry policy.
-    pub fn create_rest_client(&self) -> RestClient {
-        RestClient::new(self.core.clone())
     }
 
     /// Creates a LoRA training client on `base_model` (AdamW, no metadata).
@@ -407,6 +401,34 @@ impl ServiceClient {
         self.sampling_client(Some(model_path.to_string()), None)
     }
 
+    /// A sampling client on an existing sampling session of this client's session
+    /// (`SamplingClient.create(holder, sampling_session_id=...)`, PROTOCOL.md 12.1): no
+    /// `create_sampling_session`; the base model is fetched (`GET /api/v1/samplers/{id}`,
+    /// 7.2) unless given. Like the SDK's, the client is not a clone (`seq_id`s from 0).
+    pub fn sampling_client_for_session(
+        &self,
+        sampling_session_id: &str,
+        base_model: Option<String>,
+    ) -> ApiFuture<SamplingClient> {
+        if let Err(e) =
+            crate::core::sanitize::check_path_id(sampling_session_id, "sampling_session_id", false)
+        {
+            return ApiFuture::ready(Err(e));
+        }
+        let id = sampling_session_id.to_string();
+        self.spawn(|core| async move {
+            core.session().await?;
+            core.operation(async {
+                let base = match base_model {
+                    Some(b) => b,
+                    None => fetch_base_model(&core, &id).await?,
+                };
+                Ok(SamplingClient::new(core.clone(), id, base))
+            })
+            .await
+        })
+    }
+
     fn sampling_client(
         &self,
         model_path: Option<String>,
@@ -414,6 +436,7 @@ impl ServiceClient {
     ) -> ApiFuture<SamplingClient> {
         self.spawn(|core| async move {
             let session = core.session().await?;
+            session.check_can_create("sampling sessions")?;
             let body = CreateSamplingSessionRequest {
                 session_id: session.session_id.clone(),
                 sampling_session_seq_id: session.next_sampling_seq(),
@@ -436,17 +459,7 @@ impl ServiceClient {
                 )?;
                 let base = match base_model {
                     Some(b) => b,
-                    None => {
-                        let req = Request::get(
-                            format!("/api/v1/samplers/{}", created.sampling_session_id),
-                            Pool::Train,
-                            core.config.timeouts.request,
-                        );
-                        core.send(&req)
-                            .await?
-                            .json::<GetSamplerResponse>("samplers")?
-                            .base_model
-                    }
+                    None => fetch_base_model(&core, &created.sampling_session_id).await?,
                 };
                 Ok(SamplingClient::new(
                     core.clone(),
@@ -558,6 +571,20 @@ async fn latest_training_checkpoint(core: &Arc<ClientCore>, run_id: &str) -> Res
         })
     })
     .await
+}
+
+/// The base model of sampling session `id` (`GET /api/v1/samplers/{id}`, 7.2).
+async fn fetch_base_model(core: &Arc<ClientCore>, id: &str) -> Result<String> {
+    let req = Request::get(
+        format!("/api/v1/samplers/{id}"),
+        Pool::Train,
+        core.config.timeouts.request,
+    );
+    Ok(core
+        .send(&req)
+        .await?
+        .json::<GetSamplerResponse>("samplers")?
+        .base_model)
 }
 
 /// Submits a future request and polls it to a JSON result.

@@ -263,9 +263,13 @@ pub extern "C" fn tinkex_service_client_create_training_client_from_state(
     })
 }
 
-/// Creates a sampling client. `json` names exactly one of `{"model_path": "tinker://..."}`
-/// (sampler weights) or `{"base_model": "Qwen/Qwen3-8B"}`; both or neither is
-/// `TINKEX_STATUS_INVALID_ARG`. Result: a sampling client (take it with
+/// Creates a sampling client. `json`: `{"model_path"?: "tinker://...", "base_model"?:
+/// "Qwen/Qwen3-8B", "sampling_session_id"?: "...", "retry_config"?: RetryConfig,
+/// "record_stability_info"?: false}` naming exactly one of `model_path` (sampler weights),
+/// `base_model` and `sampling_session_id` (an existing sampling session of this session:
+/// no new one is created; `base_model` may come with it to skip the lookup); otherwise
+/// `TINKEX_STATUS_INVALID_ARG`. `record_stability_info: true` makes every sample of the
+/// client send it (PROTOCOL.md 12.1). Result: a sampling client (take it with
 /// `tinkex_future_take_sampling_client`).
 ///
 /// Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -307,7 +311,8 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
     })
 }
 
-/// Creates a REST client (training runs, checkpoints) sharing this client's transport.
+/// Creates a REST client sharing this client's holder (transport, auth, retry policy). Its
+/// calls never start a session.
 ///
 /// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
 #[must_use]
@@ -322,7 +327,7 @@ pub extern "C" fn tinkex_service_client_create_rest_client(
         let svc = unsafe { ArcHandle::clone_from_ptr(svc, "svc") }?;
         out_ptr(out, "out")?;
         let client = svc.client.create_rest_client();
-        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), svc, client));
+        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), Some(svc), client));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, ArcHandle::into_ptr(rest)) };
         Ok(tinkex_status::Ok)

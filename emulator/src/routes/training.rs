@@ -635,6 +635,7 @@ pub async fn save_weights_external(
         Ok(name) => TrainOp::SaveExternal {
             name,
             ttl_seconds: req.ttl_seconds,
+            age_encryption_recipients: recipients,
         },
         Err(e) => TrainOp::Fail(e),
     };
