@@ -100,11 +100,15 @@ impl ClientCore {
                 .then(|| secs_ms(progress.since_last_progress_secs)),
             operations_waiting: progress.waiting,
             operations_in_flight: progress.in_flight,
-            telemetry: self.telemetry.get().map(|t| TelemetryStatus {
-                queued: t.queued() as u64,
-                dropped: t.dropped(),
-                sent: t.sent_events(),
-            }),
+            telemetry: self
+                .telemetry
+                .get()
+                .filter(|_| self.config.telemetry)
+                .map(|t| TelemetryStatus {
+                    queued: t.queued() as u64,
+                    dropped: t.dropped(),
+                    sent: t.sent_events(),
+                }),
             dispatch: None,
         }
     }
