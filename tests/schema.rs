@@ -166,6 +166,19 @@ const EXPORTS: &[(&str, &str, &str)] = &[
         "(tinker path string)",
     ),
     ("tinkex_event_json", "-", "Event"),
+    ("tinkex_service_client_status", "-", "StatusReport"),
+    ("tinkex_training_client_status", "-", "StatusReport"),
+    ("tinkex_sampling_client_status", "-", "StatusReport"),
+    (
+        "tinkex_sampling_client_get_sampler_handle",
+        "-",
+        "(JSON string)",
+    ),
+    (
+        "tinkex_sampling_client_from_sampler_handle",
+        "ConfigInput",
+        "(sampling client)",
+    ),
 ];
 
 fn schema_of<T: JsonSchema>(name: &str) -> (String, Value) {
@@ -216,6 +229,7 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<CheckpointsListResponse>("CheckpointsListResponse"),
         schema_of::<WeightsInfoResponse>("WeightsInfoResponse"),
         schema_of::<Event>("Event"),
+        schema_of::<tinkex::core::introspect::StatusReport>("StatusReport"),
     ]
     .into_iter()
     .collect()
