@@ -144,6 +144,10 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(training_client_save_weights_for_sampler, 2, 0)                                          \
     X(training_client_save_weights_and_get_sampling_client, 1, 0)                              \
     X(training_client_load_state, 2, 0)                                                        \
+    X(training_client_forward_backward_custom, 2, 0)                                           \
+    X(custom_loss_set_metrics, 2, 0)                                                           \
+    X(custom_loss_backward, 2, 0)                                                              \
+    X(custom_loss_abort, 2, 0)                                                                 \
     X(datum_batch_new, 0, 0)                                                                   \
     X(datum_batch_push, 3, 0)                                                                  \
     X(datum_batch_push_json, 2, 0)                                                             \
@@ -237,13 +241,14 @@ enum {
     K_DONE_CTX, /* completion contexts whose callback has not run yet */
     K_SUB_CTX,  /* subscription contexts whose user_data_free has not run yet */
     K_LOG_CTX,  /* log sink contexts whose user_data_free has not run yet */
+    K_PASS,     /* custom loss passes (tinkex_custom_loss) */
     K_COUNT
 };
 
 static const char *const kind_names[K_COUNT] = {
     "runtime", "service_client", "training_client", "sampling_client", "rest_client",
     "future",  "subscription",   "datum_batch",     "result_binary",   "pending_callback",
-    "subscription_context", "log_sink_context"};
+    "subscription_context", "log_sink_context", "custom_loss_pass"};
 
 static atomic_long live[K_COUNT];
 static atomic_long total[K_COUNT];
@@ -282,7 +287,7 @@ typedef struct {
 } bytes_t;
 
 static ErlNifResourceType *rt_type, *svc_type, *train_type, *samp_type, *rest_type, *fut_type,
-    *sub_type, *batch_type, *bytes_type;
+    *sub_type, *batch_type, *bytes_type, *pass_type;
 
 static void dtor_runtime(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -340,6 +345,13 @@ static void dtor_batch(ErlNifEnv *env, void *obj) {
     b->batch = NULL;
     count_down(K_BATCH);
 }
+/* Freeing a pass that neither sent its backward nor aborted aborts it (the C ABI's rule):
+ * a pass dropped by a dead process poisons its training client instead of hanging it. */
+static void dtor_pass(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_custom_loss_free(((handle_t *)obj)->ptr);
+    count_down(K_PASS);
+}
 static void dtor_bytes(ErlNifEnv *env, void *obj) {
     (void)env;
     tinkex_bytes_free(((bytes_t *)obj)->bytes);
@@ -377,6 +389,7 @@ static void free_unwrapped(int kind, void *ptr) {
     case K_SAMPLING: tinkex_sampling_client_free(ptr); break;
     case K_REST: tinkex_rest_client_free(ptr); break;
     case K_FUTURE: tinkex_future_free(ptr); break;
+    case K_PASS: tinkex_custom_loss_free(ptr); break;
     default: break;
     }
 }
@@ -1088,6 +1101,110 @@ BATCH_SUBMIT(training_client_forward_backward_batch)
 BATCH_SUBMIT(training_client_forward_batch)
 
 /* ------------------------------------------------------------------------------------ */
+/* Client-side custom loss (PROTOCOL 11.6)                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* The Elixir side (Tinkex.TrainingClient.forward_backward_custom/4) runs the loss function
+ * in an ordinary process: phase 1 posts the forward's result to that process like any
+ * completion, the process computes the loss and answers with custom_loss_backward (or
+ * custom_loss_abort). No NIF waits and no Elixir code runs on a libtinkex thread. */
+
+/* Reads a batch resource argument; a batch of more than DIRTY_BATCH_BYTES is copied on a
+ * dirty CPU scheduler (the submit calls copy it synchronously). 0 with *early set when the
+ * NIF must return *early. */
+static int custom_batch_arg(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], const char *name,
+                            ERL_NIF_TERM (*self)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                            tinkex_datum_batch **batch, ERL_NIF_TERM *early) {
+    batch_t *b;
+    if (!enif_get_resource(env, argv[1], batch_type, (void **)&b) || !b->batch) {
+        *early = enif_make_badarg(env);
+        return 0;
+    }
+    if (atomic_load(&b->bytes) > DIRTY_BATCH_BYTES &&
+        enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        *early = enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self, argc, argv);
+        return 0;
+    }
+    *batch = b->batch;
+    return 1;
+}
+
+/* training_client_forward_backward_custom(Tc, Batch) -> {ok, Ref, Future, Pass}: phase 1;
+ * {tinkex, Ref, {ok, ForwardJson}} reaches the caller when the forward is done. */
+static ERL_NIF_TERM nif_training_client_forward_backward_custom(ErlNifEnv *env, int argc,
+                                                                const ERL_NIF_TERM argv[]) {
+    void *tc;
+    tinkex_datum_batch *batch;
+    ERL_NIF_TERM early;
+    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    if (!custom_batch_arg(env, argc, argv, "training_client_forward_backward_custom",
+                          timed_training_client_forward_backward_custom, &batch, &early))
+        return early;
+    handle_t *p = alloc_handle(pass_type, K_PASS);
+    if (!p) return oom_error(env, "custom loss resource");
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) {
+        enif_release_resource(p);
+        return oom_error(env, "submit");
+    }
+    tinkex_custom_loss *pass = NULL;
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_training_client_forward_backward_custom(tc, batch, on_done, s.ctx,
+                                                                      &pass, &fut, &err);
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(p);
+        return submit_end(env, &s, st, fut, err);
+    }
+    ERL_NIF_TERM fut_t = fill_handle(env, s.fut, fut);
+    return enif_make_tuple4(env, a_ok, s.ref, fut_t, fill_handle(env, p, pass));
+}
+
+/* custom_loss_set_metrics(Pass, MetricsJson) -> ok */
+static ERL_NIF_TERM nif_custom_loss_set_metrics(ErlNifEnv *env, int argc,
+                                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *pass;
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], pass_type, &pass) || !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_set_metrics(pass, json.data, json.size, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+/* custom_loss_backward(Pass, GradsBatch) -> {ok, Ref, Future}: phase 2. */
+static ERL_NIF_TERM nif_custom_loss_backward(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    void *pass;
+    tinkex_datum_batch *batch;
+    ERL_NIF_TERM early;
+    if (!get_handle(env, argv[0], pass_type, &pass)) return enif_make_badarg(env);
+    if (!custom_batch_arg(env, argc, argv, "custom_loss_backward", timed_custom_loss_backward,
+                          &batch, &early))
+        return early;
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_backward(pass, batch, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
+}
+
+/* custom_loss_abort(Pass, Reason) -> ok: releases the turn and poisons the client. */
+static ERL_NIF_TERM nif_custom_loss_abort(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *pass;
+    ErlNifBinary reason;
+    if (!get_handle(env, argv[0], pass_type, &pass) || !get_bin(env, argv[1], &reason))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_abort(pass, reason.data, reason.size, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Datum batches                                                                         */
 /* ------------------------------------------------------------------------------------ */
 
@@ -1661,6 +1778,7 @@ static int open_types(ErlNifEnv *env) {
     }
     OPEN(batch_type, "tinkex_datum_batch", dtor_batch)
     OPEN(bytes_type, "tinkex_bytes", dtor_bytes)
+    OPEN(pass_type, "tinkex_custom_loss", dtor_pass)
 #undef OPEN
     return 1;
 }

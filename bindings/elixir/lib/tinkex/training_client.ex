@@ -78,6 +78,201 @@ defmodule Tinkex.TrainingClient do
     end
   end
 
+  @doc """
+  Client-side custom loss (PROTOCOL 11.6; the official SDK's `forward_backward_custom`): a
+  forward pass over `data` gives each datum's `logprobs`; `loss_fn` computes the loss and
+  its gradient `dLoss/dlogprobs`; the backward applies it. A future of
+  `ForwardBackwardOutput` whose `metrics["loss:sum"]` is the custom loss (the server's
+  surrogate loss moves to `"surrogate_loss:sum"`) plus the metrics `loss_fn` returned.
+
+  `loss_fn` is `fn logprobs -> ... end` or `fn data, logprobs -> ... end`, where `logprobs`
+  is a list with one list of floats per datum (one per target token), and returns
+  `{loss, grads, metrics}`: `loss` a number, `grads` one list of numbers (or a float32
+  native binary, or a `TensorData`) per datum with the length of its logprobs, `metrics` a
+  map of name => number (may be empty).
+
+      TrainingClient.forward_backward_custom(tc, data, fn logprobs ->
+        loss = -(logprobs |> List.flatten() |> Enum.sum())
+        {loss, Enum.map(logprobs, fn l -> Enum.map(l, fn _ -> -1.0 end) end), %{}}
+      end)
+
+  The loss function runs in a process of its own (never on a libtinkex thread, and no NIF
+  waits for it). The call returns once the forward is submitted: training calls submitted
+  after it run after its backward. If `loss_fn` raises, throws, exits or returns something
+  else, the pass is aborted: the future resolves to `{:error, %Tinkex.Error{kind: :user}}`
+  naming the cause, and — as in the official SDK — the training client is poisoned (its
+  later training calls fail naming that cause). The same happens when the submitting
+  process exits before the loss ran.
+  """
+  @spec forward_backward_custom(t, [Datum.t()], function, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def forward_backward_custom(tc, data, loss_fn, opts \\ [])
+
+  def forward_backward_custom(%__MODULE__{handle: h}, data, loss_fn, _opts)
+      when is_function(loss_fn, 1) or is_function(loss_fn, 2) do
+    with {:ok, batch} <- build_batch(data) do
+      caller = self()
+      ref = make_ref()
+      {pid, mon} = spawn_monitor(fn -> custom_worker(caller, ref, h, batch, data, loss_fn) end)
+
+      receive do
+        {^ref, :submitted, fwd} ->
+          Process.demonitor(mon, [:flush])
+
+          {:ok,
+           %Future{
+             ref: ref,
+             handle: {:custom, pid, fwd},
+             owner: caller,
+             decode: Future.json(&ForwardBackwardOutput.from_json/1),
+             op: :forward_backward_custom
+           }}
+
+        {^ref, :rejected, e} ->
+          Process.demonitor(mon, [:flush])
+          {:error, Error.from_nif(e)}
+
+        {:DOWN, ^mon, :process, _, reason} ->
+          {:error, Error.new(:internal, :internal, "forward_backward_custom: the loss process exited: #{inspect(reason)}")}
+      end
+    end
+  end
+
+  # The loss process: submits phase 1 (so the forward's completion comes here), runs the
+  # loss when it arrives, submits phase 2 and posts the final result to the caller under
+  # the future's ref. Every outcome ends in exactly one {:tinkex, ref, result} message.
+  defp custom_worker(caller, ref, h, batch, data, loss_fn) do
+    caller_mon = Process.monitor(caller)
+
+    case Native.training_client_forward_backward_custom(h, batch) do
+      {:error, e} ->
+        send(caller, {ref, :rejected, e})
+
+      {:ok, fref, fwd, pass} ->
+        send(caller, {ref, :submitted, fwd})
+        result =
+          try do
+            custom_pass(caller_mon, fref, pass, data, loss_fn)
+          rescue
+            e -> custom_abort(pass, "forward_backward_custom: internal error: #{Exception.message(e)}")
+          end
+
+        send(caller, {:tinkex, ref, result})
+    end
+  end
+
+  defp custom_pass(caller_mon, fref, pass, data, loss_fn) do
+    receive do
+      {:tinkex, ^fref, {:ok, json}} ->
+        case run_loss(json, data, loss_fn) do
+          {:ok, metrics, grads} -> custom_backward(caller_mon, pass, metrics, grads)
+          {:error, reason} -> custom_abort(pass, reason)
+        end
+
+      {:tinkex, ^fref, {:error, _} = e} ->
+        # A failed forward already poisoned the client (the core's rule).
+        e
+
+      {:DOWN, ^caller_mon, :process, _, _} ->
+        custom_abort(pass, "forward_backward_custom: the submitting process exited before the loss ran")
+    end
+  end
+
+  defp custom_abort(pass, reason) do
+    _ = Native.custom_loss_abort(pass, reason)
+    {:error, {Constants.statuses().user, :user, reason, 0, false, nil}}
+  end
+
+  defp run_loss(json, data, loss_fn) do
+    logprobs =
+      for o <- JSON.decode!(json)["loss_fn_outputs"] || [] do
+        o |> Map.fetch!("logprobs") |> TensorData.from_json() |> TensorData.to_list()
+      end
+
+    result = if is_function(loss_fn, 2), do: loss_fn.(data, logprobs), else: loss_fn.(logprobs)
+
+    with {:ok, loss, grads, metrics} <- check_loss_result(result, logprobs),
+         {:ok, metrics} <- metrics_json(metrics, loss),
+         do: {:ok, metrics, grads}
+  rescue
+    e -> {:error, "forward_backward_custom: the loss function raised #{inspect(e.__struct__)}: #{Exception.message(e)}"}
+  catch
+    kind, reason -> {:error, "forward_backward_custom: the loss function did #{kind}: #{inspect(reason, limit: 20)}"}
+  end
+
+  defp check_loss_result({loss, grads, metrics}, logprobs)
+       when is_number(loss) and is_list(grads) and is_map(metrics) do
+    cond do
+      length(grads) != length(logprobs) ->
+        {:error, "forward_backward_custom: the loss function returned #{length(grads)} gradients for #{length(logprobs)} datums"}
+
+      true ->
+        grads
+        |> Enum.zip(logprobs)
+        |> Enum.with_index()
+        |> Enum.reduce_while({:ok, []}, fn {{g, lp}, i}, {:ok, acc} ->
+          case grad_binary(g) do
+            {:ok, bin, n} when n == length(lp) -> {:cont, {:ok, [bin | acc]}}
+            {:ok, _, n} -> {:halt, {:error, "forward_backward_custom: gradient #{i} has #{n} values for #{length(lp)} logprobs"}}
+            :error -> {:halt, {:error, "forward_backward_custom: gradient #{i} is not a list of numbers, a float32 binary or a TensorData"}}
+          end
+        end)
+        |> case do
+          {:ok, bins} -> {:ok, loss, Enum.reverse(bins), metrics}
+          err -> err
+        end
+    end
+  end
+
+  defp check_loss_result(other, _logprobs),
+    do: {:error, "forward_backward_custom: the loss function must return {loss, grads, metrics}, got: #{inspect(other, limit: 10)}"}
+
+  defp grad_binary(%TensorData{} = t), do: grad_binary(TensorData.to_list(t))
+  defp grad_binary(b) when is_binary(b) and rem(byte_size(b), 4) == 0, do: {:ok, b, div(byte_size(b), 4)}
+
+  defp grad_binary(l) when is_list(l) do
+    if Enum.all?(l, &is_number/1), do: {:ok, TensorData.pack(Enum.map(l, &(&1 * 1.0)), :float32), length(l)}, else: :error
+  end
+
+  defp grad_binary(_), do: :error
+
+  defp metrics_json(metrics, loss) do
+    if Enum.all?(metrics, fn {k, v} -> (is_binary(k) or is_atom(k)) and is_number(v) end) do
+      m = Map.new(metrics, fn {k, v} -> {to_string(k), v * 1.0} end)
+      {:ok, JSON.encode!(Map.put(m, "loss:sum", loss * 1.0))}
+    else
+      {:error, "forward_backward_custom: metrics must map names to numbers, got: #{inspect(metrics, limit: 10)}"}
+    end
+  end
+
+  defp custom_backward(caller_mon, pass, metrics, grads) do
+    with :ok <- Native.custom_loss_set_metrics(pass, metrics),
+         {:ok, gb} <- grads_batch(grads),
+         {:ok, bref, _bwd} <- Native.custom_loss_backward(pass, gb) do
+      Process.demonitor(caller_mon, [:flush])
+
+      receive do
+        {:tinkex, ^bref, result} -> result
+      end
+    else
+      {:error, e} ->
+        _ = Native.custom_loss_abort(pass, "forward_backward_custom: the backward could not be submitted")
+        {:error, e}
+    end
+  end
+
+  defp grads_batch(grads) do
+    with {:ok, gb} <- Native.datum_batch_new() do
+      Enum.reduce_while(grads, {:ok, gb}, fn g, acc ->
+        with :ok <- Native.datum_batch_push(gb, <<>>, Constants.dtype(:int64)),
+             :ok <- Native.datum_batch_set_loss_input(gb, "grads", g, Constants.dtype(:float32), nil) do
+          {:cont, acc}
+        else
+          err -> {:halt, err}
+        end
+      end)
+    end
+  end
+
   defp build_batch(data) do
     case Native.datum_batch_new() do
       {:ok, batch} -> fill_batch(batch, data)
