@@ -19,10 +19,17 @@
 #include "tinkex.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -118,6 +125,138 @@ inline std::string bytes_to_string(tinkex_bytes *b) {
 inline const uint8_t *data_of(std::string_view s) {
   return reinterpret_cast<const uint8_t *>(s.data());
 }
+
+/// A JSON string literal (quotes and escapes) of `s`.
+inline std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+/// A JSON number (finite; NaN and infinities become null, which the library rejects).
+inline std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+/// A minimal reader of the library's own JSON results (well-formed by construction): finds
+/// object members and number arrays without building a tree. Bounded by the text's length.
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view text) : s_(text) {}
+
+  /// Skips one value starting at `i` (after whitespace); returns the index after it, or
+  /// npos when the text is not well-formed.
+  size_t skip_value(size_t i) const {
+    i = ws(i);
+    if (i >= s_.size()) return npos;
+    char c = s_[i];
+    if (c == '"') return skip_string(i);
+    if (c == '{' || c == '[') {
+      char close = c == '{' ? '}' : ']';
+      i = ws(i + 1);
+      if (i < s_.size() && s_[i] == close) return i + 1;
+      while (i < s_.size()) {
+        if (c == '{') {
+          i = skip_string(ws(i));
+          if (i == npos) return npos;
+          i = ws(i);
+          if (i >= s_.size() || s_[i] != ':') return npos;
+          ++i;
+        }
+        i = skip_value(i);
+        if (i == npos) return npos;
+        i = ws(i);
+        if (i >= s_.size()) return npos;
+        if (s_[i] == close) return i + 1;
+        if (s_[i] != ',') return npos;
+        ++i;
+      }
+      return npos;
+    }
+    while (i < s_.size() && std::strchr(",}] \t\r\n", s_[i]) == nullptr) ++i;
+    return i;
+  }
+
+  /// The start of the value of member `key` of the object at `obj`, or npos.
+  size_t member(size_t obj, std::string_view key) const {
+    size_t i = ws(obj);
+    if (i >= s_.size() || s_[i] != '{') return npos;
+    i = ws(i + 1);
+    while (i < s_.size() && s_[i] == '"') {
+      size_t end = skip_string(i);
+      if (end == npos) return npos;
+      bool match = s_.substr(i + 1, end - i - 2) == key;
+      i = ws(end);
+      if (i >= s_.size() || s_[i] != ':') return npos;
+      if (match) return ws(i + 1);
+      i = skip_value(i + 1);
+      if (i == npos) return npos;
+      i = ws(i);
+      if (i < s_.size() && s_[i] == ',') i = ws(i + 1);
+    }
+    return npos;
+  }
+
+  /// The starts of the elements of the array at `arr` (empty when it is not an array).
+  std::vector<size_t> elements(size_t arr) const {
+    std::vector<size_t> out;
+    size_t i = ws(arr);
+    if (i >= s_.size() || s_[i] != '[') return out;
+    i = ws(i + 1);
+    if (i < s_.size() && s_[i] == ']') return out;
+    while (i < s_.size()) {
+      out.push_back(i);
+      i = skip_value(i);
+      if (i == npos) return {};
+      i = ws(i);
+      if (i >= s_.size() || s_[i] != ',') break;
+      i = ws(i + 1);
+    }
+    return out;
+  }
+
+  /// The number at `at` (0 when it is not one).
+  double number(size_t at) const {
+    std::string tok(s_.substr(at, skip_value(at) == npos ? 0 : skip_value(at) - at));
+    return std::strtod(tok.c_str(), nullptr);
+  }
+
+  static constexpr size_t npos = std::string_view::npos;
+
+ private:
+  size_t ws(size_t i) const {
+    while (i < s_.size() && (s_[i] == ' ' || s_[i] == '\n' || s_[i] == '\t' || s_[i] == '\r')) ++i;
+    return i;
+  }
+  size_t skip_string(size_t i) const {
+    if (i >= s_.size() || s_[i] != '"') return npos;
+    for (++i; i < s_.size(); ++i) {
+      if (s_[i] == '\\') ++i;
+      else if (s_[i] == '"') return i + 1;
+    }
+    return npos;
+  }
+  std::string_view s_;
+};
 
 }  // namespace detail
 
@@ -356,6 +495,149 @@ class SamplingClient {
   detail::Handle<tinkex_sampling_client, tinkex_sampling_client_free> p_;
 };
 
+/// What a client-side custom loss function returns (forward_backward_custom).
+struct CustomLossOutput {
+  /// The loss; reported as the result's `loss:sum`.
+  double loss = 0;
+  /// `dLoss/dlogprobs`: one vector per datum, as long as its logprobs.
+  std::vector<std::vector<float>> grads;
+  /// Extra metrics merged into the result's metrics.
+  std::map<std::string, double> metrics;
+};
+
+/// A client-side custom loss: receives the per-datum logprobs of the forward pass.
+using CustomLossFn =
+    std::function<CustomLossOutput(const std::vector<std::vector<float>> &logprobs)>;
+
+namespace detail {
+
+/// A user error of the binding itself (no libtinkex error object).
+inline Error user_error(std::string message) {
+  Error e;
+  e.status = TINKEX_STATUS_USER;
+  e.kind = "user";
+  e.message = std::move(message);
+  return e;
+}
+
+/// One forward_backward_custom pass: shared by the submitter (which publishes the pass
+/// handle once the submit call returns) and the forward's callback (which waits for it).
+struct CustomPass {
+  CustomLossFn fn;
+  std::promise<Result<std::string>> promise;
+  std::mutex mu;
+  std::condition_variable cv;
+  tinkex_custom_loss *pass = nullptr;
+  bool published = false;
+};
+
+/// The logprobs of a ForwardBackwardOutput JSON, one vector per datum.
+inline bool read_logprobs(const std::string &json, std::vector<std::vector<float>> &out) {
+  JsonReader r(json);
+  size_t outputs = r.member(0, "loss_fn_outputs");
+  if (outputs == JsonReader::npos) return false;
+  for (size_t o : r.elements(outputs)) {
+    size_t lp = r.member(o, "logprobs");
+    if (lp == JsonReader::npos) return false;
+    size_t data = r.member(lp, "data");
+    if (data == JsonReader::npos) return false;
+    std::vector<float> v;
+    for (size_t x : r.elements(data)) v.push_back(static_cast<float>(r.number(x)));
+    out.push_back(std::move(v));
+  }
+  return true;
+}
+
+/// Runs the loss and sends the backward; returns the reason when the pass must be aborted.
+inline std::string run_custom_loss(CustomPass &ctx, const std::string &fwd_json,
+                                   tinkex_custom_loss *pass) {
+  std::vector<std::vector<float>> logprobs;
+  if (!read_logprobs(fwd_json, logprobs))
+    return "forward_backward_custom: the forward result has no logprobs";
+  CustomLossOutput out;
+  try {
+    out = ctx.fn(logprobs);
+  } catch (const std::exception &e) {
+    return std::string("forward_backward_custom: the loss function threw: ") + e.what();
+  } catch (...) {
+    return "forward_backward_custom: the loss function threw a non-std::exception";
+  }
+  if (out.grads.size() != logprobs.size())
+    return "forward_backward_custom: the loss function returned " +
+           std::to_string(out.grads.size()) + " gradients for " +
+           std::to_string(logprobs.size()) + " datums";
+  for (size_t i = 0; i < logprobs.size(); i++)
+    if (out.grads[i].size() != logprobs[i].size())
+      return "forward_backward_custom: gradient " + std::to_string(i) + " has " +
+             std::to_string(out.grads[i].size()) + " values for " +
+             std::to_string(logprobs[i].size()) + " logprobs";
+  std::string metrics = "{\"loss:sum\":" + json_number(out.loss);
+  for (const auto &[k, v] : out.metrics)
+    if (k != "loss:sum") metrics += "," + json_quote(k) + ":" + json_number(v);
+  metrics += "}";
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_custom_loss_set_metrics(pass, data_of(metrics), metrics.size(), &err);
+  if (s != TINKEX_STATUS_OK)
+    return "forward_backward_custom: metrics rejected: " + Error::take(s, err).message;
+  tinkex_datum_batch *raw = nullptr;
+  s = tinkex_datum_batch_new(&raw, &err);
+  if (s != TINKEX_STATUS_OK) return "forward_backward_custom: " + Error::take(s, err).message;
+  Handle<tinkex_datum_batch, tinkex_datum_batch_free> grads(raw);
+  static const char kGrads[] = "grads";
+  for (const auto &g : out.grads) {
+    s = tinkex_datum_batch_push(grads.get(), nullptr, 0, TINKEX_DTYPE_INT64, &err);
+    if (s == TINKEX_STATUS_OK)
+      s = tinkex_datum_batch_set_loss_input(grads.get(), data_of(kGrads), sizeof kGrads - 1,
+                                            g.empty() ? nullptr : g.data(), g.size(),
+                                            TINKEX_DTYPE_FLOAT32, nullptr, 0, &err);
+    if (s != TINKEX_STATUS_OK) return "forward_backward_custom: " + Error::take(s, err).message;
+  }
+  auto done = std::make_unique<Context<std::string>>();
+  done->promise = std::move(ctx.promise);
+  tinkex_future *fut = nullptr;
+  s = tinkex_custom_loss_backward(pass, grads.get(), &on_done<std::string>, done.get(), &fut, &err);
+  if (s != TINKEX_STATUS_OK) {
+    done->promise.set_value(Error::take(s, err));
+    return {};  // the core already poisoned the client; the result carries its error
+  }
+  done.release();         // owned by the callback
+  tinkex_future_free(fut);  // freeing never cancels
+  return {};
+}
+
+/// The forward's completion (dispatcher thread): runs the loss there, then phase 2.
+inline void custom_on_forward(void *user_data, const tinkex_future *fut) noexcept {
+  std::unique_ptr<std::shared_ptr<CustomPass>> holder(
+      static_cast<std::shared_ptr<CustomPass> *>(user_data));
+  CustomPass &ctx = **holder;
+  tinkex_custom_loss *pass;
+  {
+    std::unique_lock<std::mutex> lock(ctx.mu);
+    ctx.cv.wait(lock, [&] { return ctx.published; });
+    pass = ctx.pass;
+  }
+  Handle<tinkex_custom_loss, tinkex_custom_loss_free> owned(pass);
+  try {
+    Result<std::string> fwd = take<std::string>(fut);
+    if (!fwd) {
+      ctx.promise.set_value(fwd.error());  // a failed forward already poisoned the client
+      return;
+    }
+    std::string reason = run_custom_loss(ctx, fwd.value(), pass);
+    if (!reason.empty()) {
+      tinkex_error *err = nullptr;
+      if (tinkex_custom_loss_abort(pass, data_of(reason), reason.size(), &err) != TINKEX_STATUS_OK)
+        tinkex_error_free(err);
+      ctx.promise.set_value(user_error(reason));
+    }
+  } catch (...) {
+    // bad_alloc and the like: freeing the pass (owned) aborts it; the future reports
+    // broken_promise or the value already set.
+  }
+}
+
+}  // namespace detail
+
 /// A training client: operations go out in submission order.
 class TrainingClient {
  public:
@@ -390,6 +672,42 @@ class TrainingClient {
     return submit_json(&tinkex_training_client_load_state, json);
   }
   inline Pending<SamplingClient> save_weights_and_get_sampling_client() const;
+
+  /// Client-side custom loss (PROTOCOL 11.6, the official `forward_backward_custom`): a
+  /// forward over `batch` (each datum needs `target_tokens`; borrowed, copied at submit)
+  /// gives the per-datum logprobs; `loss_fn` returns the loss, `dLoss/dlogprobs` and extra
+  /// metrics; the backward applies them. The result is the backward's ForwardBackwardOutput
+  /// JSON: `loss:sum` is the custom loss, the server's moves to `surrogate_loss:sum`.
+  /// `loss_fn` runs on the dispatcher thread ("tinkex-callback"): keep it short and never
+  /// wait there on another Pending of the same runtime. If it throws, or returns gradients
+  /// of the wrong shape, the pass is aborted: the result is a TINKEX_STATUS_USER error
+  /// naming the cause and, as in the official SDK, the client is poisoned (its later
+  /// training requests fail with that cause). Training calls submitted after this one run
+  /// after its backward.
+  Pending<std::string> forward_backward_custom(const DatumBatch &batch, CustomLossFn loss_fn) const {
+    auto ctx = std::make_shared<detail::CustomPass>();
+    ctx->fn = std::move(loss_fn);
+    std::future<Result<std::string>> result = ctx->promise.get_future();
+    auto holder = std::make_unique<std::shared_ptr<detail::CustomPass>>(ctx);
+    tinkex_custom_loss *pass = nullptr;
+    tinkex_future *fut = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_training_client_forward_backward_custom(
+        p_.get(), batch.p_.get(), &detail::custom_on_forward, holder.get(), &pass, &fut, &err);
+    if (s != TINKEX_STATUS_OK) {
+      ctx->promise.set_value(Error::take(s, err));
+      return Pending<std::string>(nullptr, std::move(result));
+    }
+    holder.release();  // owned by the callback
+    {
+      std::lock_guard<std::mutex> lock(ctx->mu);
+      ctx->pass = pass;
+      ctx->published = true;
+    }
+    ctx->cv.notify_all();
+    return Pending<std::string>(detail::Handle<tinkex_future, tinkex_future_free>(fut),
+                                std::move(result));
+  }
 
   Result<std::string> info() const {
     tinkex_bytes *b = nullptr;

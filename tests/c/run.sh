@@ -78,7 +78,7 @@ run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c
   -o "$bin/test_example_static" "$prefix/lib/libtinkex.a" "${static_libs[@]}"
 run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -o "$bin/test_secrets" "${link[@]}"
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
-cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
+cpp_src=(tests/cpp/*.cpp)
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
 
