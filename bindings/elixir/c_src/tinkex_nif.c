@@ -48,6 +48,67 @@
 #define TINKEX_TESTING 1
 #include "tinkex.h"
 
+/* The exports of issue 14's contract (/tmp/contract14.md) that this NIF uses, declared here
+ * as well and weak, so that the NIF builds and loads against a library that predates them:
+ * a NIF whose export is missing returns {error, {105, wrong_state, ...}} (see MISSING).
+ * The declarations repeat the header's where it has them (identical redeclarations). */
+typedef struct tinkex_admin_client tinkex_admin_client;
+tinkex_status tinkex_rest_client_new(const tinkex_runtime *rt, const uint8_t *config_json,
+                                     size_t config_json_len, tinkex_rest_client **out,
+                                     tinkex_error **out_err);
+tinkex_status tinkex_rest_client_call(const tinkex_rest_client *client, const uint8_t *method,
+                                      size_t method_len, const uint8_t *args_json,
+                                      size_t args_json_len, tinkex_done_fn on_done,
+                                      void *user_data, tinkex_future **out_future,
+                                      tinkex_error **out_err);
+tinkex_status tinkex_admin_client_new(const tinkex_runtime *rt, const uint8_t *config_json,
+                                      size_t config_json_len, tinkex_admin_client **out,
+                                      tinkex_error **out_err);
+tinkex_status tinkex_admin_client_call(const tinkex_admin_client *client, const uint8_t *method,
+                                       size_t method_len, const uint8_t *args_json,
+                                       size_t args_json_len, tinkex_done_fn on_done,
+                                       void *user_data, tinkex_future **out_future,
+                                       tinkex_error **out_err);
+void tinkex_admin_client_free(tinkex_admin_client *client);
+#define CONTRACT_JSON_SUBMIT(name, htype)                                                      \
+    tinkex_status tinkex_##name(const htype *h, const uint8_t *json, size_t json_len,          \
+                                tinkex_done_fn on_done, void *user_data,                       \
+                                tinkex_future **out_future, tinkex_error **out_err);
+#define CONTRACT_SYNC_BYTES(name, htype)                                                       \
+    tinkex_status tinkex_##name(const htype *h, tinkex_bytes **out_bytes, tinkex_error **out_err);
+CONTRACT_JSON_SUBMIT(service_client_copy_weights, tinkex_service_client)
+CONTRACT_JSON_SUBMIT(service_client_create_custom_loss, tinkex_service_client)
+CONTRACT_JSON_SUBMIT(service_client_resume_training_run, tinkex_service_client)
+CONTRACT_JSON_SUBMIT(training_client_save_weights_external, tinkex_training_client)
+CONTRACT_SYNC_BYTES(service_client_get_console_url, tinkex_service_client)
+CONTRACT_SYNC_BYTES(service_client_status, tinkex_service_client)
+CONTRACT_SYNC_BYTES(training_client_get_console_url, tinkex_training_client)
+CONTRACT_SYNC_BYTES(training_client_status, tinkex_training_client)
+CONTRACT_SYNC_BYTES(sampling_client_get_sampler_handle, tinkex_sampling_client)
+CONTRACT_SYNC_BYTES(sampling_client_status, tinkex_sampling_client)
+tinkex_status tinkex_sampling_client_from_sampler_handle(const tinkex_runtime *rt,
+                                                         const uint8_t *handle, size_t handle_len,
+                                                         const uint8_t *config_json,
+                                                         size_t config_json_len,
+                                                         tinkex_sampling_client **out,
+                                                         tinkex_error **out_err);
+#pragma weak tinkex_rest_client_new
+#pragma weak tinkex_rest_client_call
+#pragma weak tinkex_admin_client_new
+#pragma weak tinkex_admin_client_call
+#pragma weak tinkex_admin_client_free
+#pragma weak tinkex_service_client_copy_weights
+#pragma weak tinkex_service_client_create_custom_loss
+#pragma weak tinkex_service_client_resume_training_run
+#pragma weak tinkex_training_client_save_weights_external
+#pragma weak tinkex_service_client_get_console_url
+#pragma weak tinkex_service_client_status
+#pragma weak tinkex_training_client_get_console_url
+#pragma weak tinkex_training_client_status
+#pragma weak tinkex_sampling_client_get_sampler_handle
+#pragma weak tinkex_sampling_client_status
+#pragma weak tinkex_sampling_client_from_sampler_handle
+
 static uint64_t clock_ns(clockid_t id);
 
 /* ------------------------------------------------------------------------------------ */
@@ -156,12 +217,21 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(sampling_client_get_info, 1, 0)                                                          \
     X(sampling_client_sample, 2, 0)                                                            \
     X(sampling_client_compute_logprobs, 2, 0)                                                  \
-    X(rest_client_list_training_runs, 3, 0)                                                    \
-    X(rest_client_get_training_run, 2, 0)                                                      \
-    X(rest_client_list_checkpoints, 2, 0)                                                      \
-    X(rest_client_list_user_checkpoints, 3, 0)                                                 \
-    X(rest_client_delete_checkpoint, 2, 0)                                                     \
-    X(rest_client_get_weights_info, 2, 0)                                                      \
+    X(rest_client_new, 2, 0)                                                                   \
+    X(rest_client_call, 3, 0)                                                                  \
+    X(admin_client_new, 2, 0)                                                                  \
+    X(admin_client_call, 3, 0)                                                                 \
+    X(service_client_copy_weights, 2, 0)                                                       \
+    X(service_client_create_custom_loss, 2, 0)                                                 \
+    X(service_client_resume_training_run, 2, 0)                                                \
+    X(service_client_get_console_url, 1, 0)                                                    \
+    X(service_client_status, 1, 0)                                                             \
+    X(training_client_get_console_url, 1, 0)                                                   \
+    X(training_client_status, 1, 0)                                                            \
+    X(training_client_save_weights_external, 2, 0)                                             \
+    X(sampling_client_get_sampler_handle, 1, 0)                                                \
+    X(sampling_client_from_sampler_handle, 3, 0)                                               \
+    X(sampling_client_status, 1, 0)                                                            \
     X(future_cancel, 1, 0)                                                                     \
     X(future_is_done, 1, 0)                                                                    \
     X(testing_available, 0, 0)                                                                 \
@@ -234,6 +304,7 @@ enum {
     K_TRAINING,
     K_SAMPLING,
     K_REST,
+    K_ADMIN,
     K_FUTURE,
     K_SUBSCRIPTION,
     K_BATCH,
@@ -246,7 +317,7 @@ enum {
 };
 
 static const char *const kind_names[K_COUNT] = {
-    "runtime", "service_client", "training_client", "sampling_client", "rest_client",
+    "runtime", "service_client", "training_client", "sampling_client", "rest_client", "admin_client",
     "future",  "subscription",   "datum_batch",     "result_binary",   "pending_callback",
     "subscription_context", "log_sink_context", "custom_loss_pass"};
 
@@ -287,7 +358,7 @@ typedef struct {
 } bytes_t;
 
 static ErlNifResourceType *rt_type, *svc_type, *train_type, *samp_type, *rest_type, *fut_type,
-    *sub_type, *batch_type, *bytes_type, *pass_type;
+    *sub_type, *batch_type, *bytes_type, *pass_type, *admin_type;
 
 static void dtor_runtime(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -313,6 +384,11 @@ static void dtor_rest(ErlNifEnv *env, void *obj) {
     (void)env;
     tinkex_rest_client_free(((handle_t *)obj)->ptr);
     count_down(K_REST);
+}
+static void dtor_admin(ErlNifEnv *env, void *obj) {
+    (void)env;
+    if (tinkex_admin_client_free) tinkex_admin_client_free(((handle_t *)obj)->ptr);
+    count_down(K_ADMIN);
 }
 static void dtor_future(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -388,6 +464,9 @@ static void free_unwrapped(int kind, void *ptr) {
     case K_TRAINING: tinkex_training_client_free(ptr); break;
     case K_SAMPLING: tinkex_sampling_client_free(ptr); break;
     case K_REST: tinkex_rest_client_free(ptr); break;
+    case K_ADMIN:
+        if (tinkex_admin_client_free) tinkex_admin_client_free(ptr);
+        break;
     case K_FUTURE: tinkex_future_free(ptr); break;
     case K_PASS: tinkex_custom_loss_free(ptr); break;
     default: break;
@@ -478,6 +557,13 @@ static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM k
         enif_make_tuple6(env, enif_make_int(env, st), kind, make_str(env, msg),
                          enif_make_uint(env, 0), a_false, a_nil));
 }
+
+/* {error, {105, wrong_state, "...", 0, false, nil}}: the loaded libtinkex lacks an export of
+ * issue 14's contract (declared weak above). */
+#define MISSING(fn)                                                                            \
+    if (!fn)                                                                                   \
+    return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,                          \
+                       "the loaded libtinkex has no " #fn "; rebuild it")
 
 /* The JSON result as a binary in *out; consumes b; 0 when out of memory. Large results are
  * not copied: the binary points into the libtinkex buffer, owned by a resource that frees it
@@ -889,6 +975,74 @@ JSON_SUBMIT(training_client_save_weights_for_sampler, train_type, TAKE_JSON)
 JSON_SUBMIT(training_client_load_state, train_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_sample, samp_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_compute_logprobs, samp_type, TAKE_JSON)
+
+/* The JSON_SUBMIT body, under another NIF name, calling tinkex_<name>. */
+#define JSON_SUBMIT_CHECKED(name, type, take)                                                  \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        void *h;                                                                               \
+        ErlNifBinary json;                                                                     \
+        submit_t s;                                                                            \
+        ERL_NIF_TERM early;                                                                    \
+        MISSING(tinkex_##name);                                                                \
+        if (!json_submit_begin(env, argc, argv, type, take, #name, timed_##name, &h, &json,   \
+                               &s, &early))                                                    \
+            return early;                                                                      \
+        tinkex_future *fut = NULL;                                                             \
+        tinkex_error *err = NULL;                                                              \
+        tinkex_status st = tinkex_##name(h, json.data, json.size, on_done, s.ctx, &fut, &err); \
+        return submit_end(env, &s, st, fut, err);                                              \
+    }
+
+JSON_SUBMIT_CHECKED(service_client_copy_weights, svc_type, TAKE_JSON)
+JSON_SUBMIT_CHECKED(service_client_create_custom_loss, svc_type, TAKE_JSON)
+JSON_SUBMIT_CHECKED(service_client_resume_training_run, svc_type, TAKE_TRAINING)
+JSON_SUBMIT_CHECKED(training_client_save_weights_external, train_type, TAKE_JSON)
+
+/* One NIF per synchronous JSON getter `tinkex_<name>(handle, &bytes, &err)` (console URLs,
+ * status() introspection, the sampler handle): {ok, Json}. */
+#define SYNC_BYTES(name, type)                                                                 \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        (void)argc;                                                                            \
+        void *h;                                                                               \
+        if (!get_handle(env, argv[0], type, &h)) return enif_make_badarg(env);                 \
+        MISSING(tinkex_##name);                                                                \
+        tinkex_bytes *b = NULL;                                                                \
+        tinkex_error *err = NULL;                                                              \
+        tinkex_status st = tinkex_##name(h, &b, &err);                                         \
+        if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);                          \
+        return ok_bytes(env, b);                                                               \
+    }
+
+SYNC_BYTES(service_client_get_console_url, svc_type)
+SYNC_BYTES(service_client_status, svc_type)
+SYNC_BYTES(training_client_get_console_url, train_type)
+SYNC_BYTES(training_client_status, train_type)
+SYNC_BYTES(sampling_client_get_sampler_handle, samp_type)
+SYNC_BYTES(sampling_client_status, samp_type)
+
+/* sampling_client_from_sampler_handle(Runtime, Handle, ConfigJson) -> {ok, SamplingClient}:
+ * a clone of a sampler from its handle string (3.4, 12.2); no I/O at creation. */
+static ERL_NIF_TERM nif_sampling_client_from_sampler_handle(ErlNifEnv *env, int argc,
+                                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    ErlNifBinary handle, cfg;
+    if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &handle) ||
+        !get_bin(env, argv[2], &cfg))
+        return enif_make_badarg(env);
+    MISSING(tinkex_sampling_client_from_sampler_handle);
+    handle_t *h = alloc_handle(samp_type, K_SAMPLING);
+    if (!h) return oom_error(env, "sampling client resource");
+    tinkex_sampling_client *sc = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_sampling_client_from_sampler_handle(rt, handle.data, handle.size,
+                                                                 cfg.data, cfg.size, &sc, &err);
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(h);
+        return error_tuple(env, st, err);
+    }
+    return enif_make_tuple2(env, a_ok, fill_handle(env, h, sc));
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* Events                                                                                */
@@ -1347,35 +1501,55 @@ static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
 /* REST client                                                                           */
 /* ------------------------------------------------------------------------------------ */
 
-/* The REST NIFs: (client, limit, offset) or (client, string) -> future. Each calls its
- * export by name with its own prototype. */
-#define REST_CALL(name, args_ok, ...)                                                          \
+/* rest_client_new(Runtime, ConfigJson) / admin_client_new(...): session-less holders (no
+ * I/O at creation). */
+#define HOLDER_NEW(name, type, kind, ctype)                                                         \
     static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
         (void)argc;                                                                            \
-        void *rc;                                                                              \
-        unsigned limit, offset;                                                                \
-        ErlNifBinary str;                                                                      \
-        (void)limit;                                                                           \
-        (void)offset;                                                                          \
-        (void)str;                                                                             \
-        if (!get_handle(env, argv[0], rest_type, &rc) || !(args_ok))                           \
+        void *rt;                                                                              \
+        ErlNifBinary cfg;                                                                      \
+        if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &cfg))          \
             return enif_make_badarg(env);                                                      \
+        MISSING(tinkex_##name);                                                                \
+        handle_t *h = alloc_handle(type, kind);                                                \
+        if (!h) return oom_error(env, #name " resource");                                     \
+        ctype *out = NULL;                                                                     \
+        tinkex_error *err = NULL;                                                              \
+        tinkex_status st = tinkex_##name(rt, cfg.data, cfg.size, &out, &err);                   \
+        if (st != TINKEX_STATUS_OK) {                                                          \
+            enif_release_resource(h);                                                          \
+            return error_tuple(env, st, err);                                                  \
+        }                                                                                      \
+        return enif_make_tuple2(env, a_ok, fill_handle(env, h, out));                          \
+    }
+
+/* rest_client_call(Client, Method, ArgsJson) / admin_client_call(...) -> {ok, Ref, Future}:
+ * the generic call of the method table (src/core/rest/methods.json). */
+#define HOLDER_CALL(name, type)                                                                \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        (void)argc;                                                                            \
+        void *c;                                                                               \
+        ErlNifBinary method, args;                                                             \
+        if (!get_handle(env, argv[0], type, &c) || !get_bin(env, argv[1], &method) ||          \
+            !get_bin(env, argv[2], &args))                                                     \
+            return enif_make_badarg(env);                                                      \
+        MISSING(tinkex_##name);                                                                \
+        if (args.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, timed_##name,    \
+                                     argc, argv);                                              \
         submit_t s;                                                                            \
         if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");                \
         tinkex_future *fut = NULL;                                                             \
         tinkex_error *err = NULL;                                                              \
-        tinkex_status st = tinkex_##name(rc, __VA_ARGS__, on_done, s.ctx, &fut, &err);         \
+        tinkex_status st = tinkex_##name(c, method.data, method.size, args.data, args.size,    \
+                                         on_done, s.ctx, &fut, &err);                          \
         return submit_end(env, &s, st, fut, err);                                              \
     }
-#define PAGE_ARGS_OK enif_get_uint(env, argv[1], &limit) && enif_get_uint(env, argv[2], &offset)
-#define STR_ARGS_OK get_bin(env, argv[1], &str)
 
-REST_CALL(rest_client_list_training_runs, PAGE_ARGS_OK, limit, offset)
-REST_CALL(rest_client_list_user_checkpoints, PAGE_ARGS_OK, limit, offset)
-REST_CALL(rest_client_get_training_run, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_list_checkpoints, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_delete_checkpoint, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_get_weights_info, STR_ARGS_OK, str.data, str.size)
+HOLDER_NEW(rest_client_new, rest_type, K_REST, tinkex_rest_client)
+HOLDER_NEW(admin_client_new, admin_type, K_ADMIN, tinkex_admin_client)
+HOLDER_CALL(rest_client_call, rest_type)
+HOLDER_CALL(admin_client_call, admin_type)
 
 /* ------------------------------------------------------------------------------------ */
 /* Futures                                                                               */
@@ -1770,6 +1944,7 @@ static int open_types(ErlNifEnv *env) {
     OPEN(train_type, "tinkex_training_client", dtor_training)
     OPEN(samp_type, "tinkex_sampling_client", dtor_sampling)
     OPEN(rest_type, "tinkex_rest_client", dtor_rest)
+    OPEN(admin_type, "tinkex_admin_client", dtor_admin)
     OPEN(fut_type, "tinkex_future", dtor_future)
     {
         ErlNifResourceTypeInit init = {.dtor = dtor_subscription, .down = down_subscription};

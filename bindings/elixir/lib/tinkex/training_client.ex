@@ -22,6 +22,7 @@ defmodule Tinkex.TrainingClient do
   alias Tinkex.Types.{
     AdamParams,
     Datum,
+    DimuonParams,
     EncodedTextChunk,
     ForwardBackwardOutput,
     GetInfoResponse,
@@ -322,14 +323,22 @@ defmodule Tinkex.TrainingClient do
   end
 
   @doc """
-  Applies the accumulated gradients with Adam: a future of `OptimStepResponse`. Takes an
-  `AdamParams` struct or a keyword list of its fields.
+  Applies the accumulated gradients: a future of `OptimStepResponse`. Takes an
+  `AdamParams` struct (Adam), a `DimuonParams` struct (Dimuon), or a keyword list of
+  `AdamParams` fields (with `type: :dimuon`, of `DimuonParams` fields).
   """
-  @spec optim_step(t, AdamParams.t() | keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  @spec optim_step(t, AdamParams.t() | DimuonParams.t() | keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def optim_step(tc, params \\ %AdamParams{})
-  def optim_step(tc, params) when is_list(params), do: optim_step(tc, struct!(AdamParams, params))
 
-  def optim_step(%__MODULE__{handle: h}, %AdamParams{} = p) do
+  def optim_step(tc, params) when is_list(params) do
+    case Keyword.pop(params, :type) do
+      {t, rest} when t in [:dimuon, "dimuon"] -> optim_step(tc, struct!(DimuonParams, rest))
+      {t, rest} when t in [nil, :adam, "adam"] -> optim_step(tc, struct!(AdamParams, rest))
+      {t, _} -> {:error, Error.new(:invalid_arg, :invalid_arg, "optim_step: unknown optimizer type #{inspect(t)}")}
+    end
+  end
+
+  def optim_step(%__MODULE__{handle: h}, %p_mod{} = p) when p_mod in [AdamParams, DimuonParams] do
     Native.training_client_optim_step(h, JSON.encode!(Requests.optim_step(p)))
     |> Future.submitted(:optim_step, Future.json(&OptimStepResponse.from_json/1))
   end
@@ -349,7 +358,8 @@ defmodule Tinkex.TrainingClient do
 
   @doc """
   Loads a training checkpoint (`tinker://.../weights/name`) into this model: a future of
-  `LoadWeightsResponse`. `optimizer: true` also restores the optimizer state.
+  `LoadWeightsResponse`. `optimizer: true` also restores the optimizer state;
+  `:weights_access_token` reads a checkpoint shared with a token.
   """
   @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
@@ -362,10 +372,13 @@ defmodule Tinkex.TrainingClient do
   @doc "`load_state(tc, path, optimizer: true)`."
   def load_state_with_optimizer(tc, path), do: load_state(tc, path, optimizer: true)
 
-  @doc "Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`."
-  @spec save_weights_for_sampler(t, String.t()) :: {:ok, Future.t()} | {:error, Error.t()}
-  def save_weights_for_sampler(%__MODULE__{handle: h}, name) do
-    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name)))
+  @doc """
+  Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`. Options:
+  `:ttl_seconds`, `:user_metadata` (string map).
+  """
+  @spec save_weights_for_sampler(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_for_sampler(%__MODULE__{handle: h}, name, opts \\ []) do
+    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name, opts)))
     |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
   end
 
@@ -378,4 +391,24 @@ defmodule Tinkex.TrainingClient do
     Native.training_client_save_weights_and_get_sampling_client(h)
     |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap/1)
   end
+
+  @doc """
+  Saves the weights in an external (e.g. HuggingFace) format: a future of
+  `%{"path" => tinker_path, "size_bytes" => n}`. Options: `:ttl_seconds`,
+  `:age_encryption_recipients` (list of strings). Download the files through
+  `Tinkex.RestClient.get_external_weights_urls/2`.
+  """
+  @spec save_weights_external(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_external(%__MODULE__{handle: h}, name, opts \\ []) do
+    Native.training_client_save_weights_external(h, JSON.encode!(Requests.save_weights_external(name, opts)))
+    |> Future.submitted(:save_weights_external, Future.json(& &1))
+  end
+
+  @doc "The web console URL of this training run (PROTOCOL 20.2); no I/O."
+  @spec get_console_url(t) :: {:ok, String.t()} | {:error, Error.t()}
+  def get_console_url(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.training_client_get_console_url(h))
+
+  @doc "Introspection of this client (no I/O): the keys of `Tinkex.ServiceClient.status/1`."
+  @spec status(t) :: {:ok, map} | {:error, Error.t()}
+  def status(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.training_client_status(h))
 end
