@@ -30,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -486,12 +487,38 @@ class SamplingClient {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return detail::bytes_to_string(b);
   }
+  /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_sampling_client_status); }
+  /// The sampler handle (PROTOCOL 20.4) as a JSON string; it carries no credentials.
+  Result<std::string> get_sampler_handle() const {
+    return bytes_getter(&tinkex_sampling_client_get_sampler_handle);
+  }
+  /// A new client for the sampler of `handle` (the handle string itself, not JSON),
+  /// authenticating with `config_json` (as for tinkex_service_client_new). No I/O.
+  static Result<SamplingClient> from_sampler_handle(const Runtime &rt, std::string_view handle,
+                                                    std::string_view config_json = "{}") {
+    tinkex_sampling_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_sampling_client_from_sampler_handle(
+        rt.get(), detail::data_of(handle), handle.size(), detail::data_of(config_json),
+        config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return SamplingClient(c);
+  }
   SamplingClient clone() const { return SamplingClient(tinkex_sampling_client_clone(p_.get())); }
   tinkex_sampling_client *get() const noexcept { return p_.get(); }
 
   explicit SamplingClient(tinkex_sampling_client *p) : p_(p) {}
 
  private:
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
   detail::Handle<tinkex_sampling_client, tinkex_sampling_client_free> p_;
 };
 
@@ -668,10 +695,24 @@ class TrainingClient {
   Pending<std::string> save_weights_for_sampler(std::string_view json) const {
     return submit_json(&tinkex_training_client_save_weights_for_sampler, json);
   }
+  /// `{"path": "tinker://...", "optimizer": bool, "weights_access_token"?: "..."}`.
   Pending<std::string> load_state(std::string_view json) const {
     return submit_json(&tinkex_training_client_load_state, json);
   }
-  inline Pending<SamplingClient> save_weights_and_get_sampling_client() const;
+  /// `{"path": "name", "ttl_seconds"?, "age_encryption_recipients"?: [...]}`; result
+  /// `{"path", "size_bytes"}` (download through RestClient::get_external_weights_urls).
+  Pending<std::string> save_weights_external(std::string_view json) const {
+    return submit_json(&tinkex_training_client_save_weights_external, json);
+  }
+  /// `{"kind": "snapshot"|"inflight", "retry_config"?, "record_stability_info"?}`; `{}` (or
+  /// empty) for the defaults.
+  inline Pending<SamplingClient> save_weights_and_get_sampling_client(std::string_view json = {}) const;
+  /// The web console URL of this run (PROTOCOL 20.2) as a JSON string; no I/O.
+  Result<std::string> get_console_url() const {
+    return bytes_getter(&tinkex_training_client_get_console_url);
+  }
+  /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_training_client_status); }
 
   /// Client-side custom loss (PROTOCOL 11.6, the official `forward_backward_custom`): a
   /// forward over `batch` (each datum needs `target_tokens`; borrowed, copied at submit)
@@ -730,6 +771,15 @@ class TrainingClient {
     });
   }
 
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
+
   detail::Handle<tinkex_training_client, tinkex_training_client_free> p_;
 };
 
@@ -755,39 +805,382 @@ inline Result<SamplingClient> take<SamplingClient>(const tinkex_future *fut) {
 
 }  // namespace detail
 
-inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client() const {
+inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client(
+    std::string_view json) const {
   return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
-    return tinkex_training_client_save_weights_and_get_sampling_client(p_.get(), cb, ud, out,
-                                                                       err);
+    return tinkex_training_client_save_weights_and_get_sampling_client(
+        p_.get(), json.empty() ? nullptr : detail::data_of(json), json.size(), cb, ud, out, err);
   });
 }
 
-/// A REST client (training runs, checkpoints).
-class RestClient {
+namespace detail {
+
+/// Builds the JSON arguments object of a REST/admin call.
+class JsonArgs {
  public:
-  Pending<std::string> list_training_runs(uint32_t limit, uint32_t offset) const {
-    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_list_training_runs(p_.get(), limit, offset, cb, ud, out, err);
-    });
+  void add(const char *k, std::string_view v) { put(k, json_quote(v)); }
+  void add(const char *k, const std::string &v) { put(k, json_quote(v)); }
+  void add(const char *k, const char *v) { put(k, json_quote(v)); }
+  void add(const char *k, int64_t v) { put(k, std::to_string(v)); }
+  void add(const char *k, bool v) { put(k, v ? "true" : "false"); }
+  void add(const char *k, const std::optional<int64_t> &v) {
+    put(k, v ? std::to_string(*v) : std::string("null"));
   }
+  void add(const char *k, const std::optional<std::string_view> &v) {
+    put(k, v ? json_quote(*v) : std::string("null"));
+  }
+  /// A member whose value is JSON text given by the caller.
+  void raw(const char *k, std::string_view json) { put(k, std::string(json)); }
+  std::string finish() { return s_ + "}"; }
+
+ private:
+  void put(const char *k, const std::string &value) {
+    if (s_.size() > 1) s_ += ",";
+    s_ += json_quote(k);
+    s_ += ":";
+    s_ += value;
+  }
+  std::string s_ = "{";
+};
+
+}  // namespace detail
+
+// BEGIN GENERATED REST METHODS
+// Generated by bindings/cpp/tools/gen_rest.py from src/core/rest/methods.json;
+// do not edit by hand.
+
+namespace rest {
+
+/// Optional parameters of `list_training_runs`; unset members take the default.
+struct ListTrainingRunsOptions {
+  /// int, default 20.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+  /// str?, default null.
+  std::optional<std::string> project_id;
+};
+
+/// Optional parameters of `get_training_run`; unset members take the default.
+struct GetTrainingRunOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `get_training_run_by_tinker_path`; unset members take the default.
+struct GetTrainingRunByTinkerPathOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `list_user_checkpoints`; unset members take the default.
+struct ListUserCheckpointsOptions {
+  /// int, default 100.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+};
+
+/// Optional parameters of `list_sessions`; unset members take the default.
+struct ListSessionsOptions {
+  /// int, default 20.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `get_session`; unset members take the default.
+struct GetSessionOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `copy_weights`; unset members take the default.
+struct CopyWeightsOptions {
+  /// str?, default null.
+  std::optional<std::string> destination_project_id;
+  /// int?, default null.
+  std::optional<int64_t> ttl_seconds;
+  /// str?, default null.
+  std::optional<std::string> weights_access_token;
+};
+
+/// Optional parameters of `get_audit_log`; unset members take the default.
+struct GetAuditLogOptions {
+  /// audit_event_type, default "all".
+  std::optional<std::string> event_type;
+  /// date?, default null.
+  std::optional<std::string> day;
+};
+
+/// Optional parameters of `get_current_checkpoint_storage_usage`; unset members take the default.
+struct GetCurrentCheckpointStorageUsageOptions {
+  /// str?, default null.
+  std::optional<std::string> project_id;
+};
+
+}  // namespace rest
+
+namespace detail {
+
+/// The rest methods of the table (CRTP base; `Client::call(method, args_json)`).
+template <class Client>
+class RestMethods {
+ public:
+  /// Training runs, newest first (9.1). Result: TrainingRunsResponse JSON. `GET /api/v1/training_runs`.
+  Pending<std::string> list_training_runs(const rest::ListTrainingRunsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("list_training_runs", a.finish());
+  }
+  /// One training run (9.2). Result: TrainingRun JSON. `GET /api/v1/training_runs/{training_run_id}`.
+  Pending<std::string> get_training_run(std::string_view training_run_id, const rest::GetTrainingRunOptions &options = {}) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_training_run", a.finish());
+  }
+  /// The training run of a tinker:// path (9.2). Result: TrainingRun JSON. `GET /api/v1/training_runs/{training_run_id}`.
+  Pending<std::string> get_training_run_by_tinker_path(std::string_view tinker_path, const rest::GetTrainingRunByTinkerPathOptions &options = {}) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_training_run_by_tinker_path", a.finish());
+  }
+  /// Checkpoints of one run (9.3). Result: CheckpointsListResponse JSON. `GET /api/v1/training_runs/{training_run_id}/checkpoints`.
   Pending<std::string> list_checkpoints(std::string_view training_run_id) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    return static_cast<const Client *>(this)->call("list_checkpoints", a.finish());
+  }
+  /// All checkpoints of the caller, newest first (9.4). Result: CheckpointsListResponse JSON. `GET /api/v1/checkpoints`.
+  Pending<std::string> list_user_checkpoints(const rest::ListUserCheckpointsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    return static_cast<const Client *>(this)->call("list_user_checkpoints", a.finish());
+  }
+  /// Deletes one checkpoint (9.5). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}`.
+  Pending<std::string> delete_checkpoint(std::string_view training_run_id, std::string_view checkpoint_id) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    a.add("checkpoint_id", checkpoint_id);
+    return static_cast<const Client *>(this)->call("delete_checkpoint", a.finish());
+  }
+  /// Deletes the checkpoint at a tinker:// path (9.5). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}`.
+  Pending<std::string> delete_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("delete_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Makes a checkpoint public (9.6). Result: None JSON. `POST /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/publish`.
+  Pending<std::string> publish_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("publish_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Makes a checkpoint private (9.6). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/publish`.
+  Pending<std::string> unpublish_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("unpublish_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Sets (or with null clears) a checkpoint's expiry (9.7). Result: None JSON. `PUT /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/ttl`.
+  Pending<std::string> set_checkpoint_ttl_from_tinker_path(std::string_view tinker_path, std::optional<int64_t> ttl_seconds) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    a.add("ttl_seconds", ttl_seconds);
+    return static_cast<const Client *>(this)->call("set_checkpoint_ttl_from_tinker_path", a.finish());
+  }
+  /// Signed download URLs of an external checkpoint's files (9.8). Result: ExternalWeightsUrlsResponse JSON. `GET /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/external_weights_urls`.
+  Pending<std::string> get_external_weights_urls(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("get_external_weights_urls", a.finish());
+  }
+  /// Base model and LoRA settings of a checkpoint (9.9). Result: WeightsInfoResponse JSON. `POST /api/v1/weights_info`.
+  Pending<std::string> get_weights_info_by_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("get_weights_info_by_tinker_path", a.finish());
+  }
+  /// Session ids (9.10). Result: ListSessionsResponse JSON. `GET /api/v1/sessions`.
+  Pending<std::string> list_sessions(const rest::ListSessionsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("list_sessions", a.finish());
+  }
+  /// One session's runs and samplers (9.10). Result: GetSessionResponse JSON. `GET /api/v1/sessions/{session_id}`.
+  Pending<std::string> get_session(std::string_view session_id, const rest::GetSessionOptions &options = {}) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_session", a.finish());
+  }
+  /// Moves a session into a project (9.10). Result: None JSON. `PUT /api/v1/sessions/{session_id}/project`.
+  Pending<std::string> assign_session_project(std::string_view session_id, std::string_view project_id) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    a.add("project_id", project_id);
+    return static_cast<const Client *>(this)->call("assign_session_project", a.finish());
+  }
+  /// Exports a session trace; polls until ready and returns the signed URL (9.10). Result: str JSON. `GET /api/v1/sessions/{session_id}/trace_export`.
+  Pending<std::string> export_session_trace(std::string_view session_id) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    return static_cast<const Client *>(this)->call("export_session_trace", a.finish());
+  }
+  /// Searches sessions (9.11, experimental). Result: SessionSearchResponse JSON. `POST /api/v1/sessions/search`.
+  Pending<std::string> search_sessions(std::string_view request) const {
+    JsonArgs a;
+    a.raw("request", request);
+    return static_cast<const Client *>(this)->call("search_sessions", a.finish());
+  }
+  /// Copies a checkpoint into a project by reference; returns the new tinker path (6.9). Result: str JSON. `POST /api/v1/copy_weights`.
+  Pending<std::string> copy_weights(std::string_view path, const rest::CopyWeightsOptions &options = {}) const {
+    JsonArgs a;
+    a.add("path", path);
+    if (options.destination_project_id) a.add("destination_project_id", *options.destination_project_id);
+    if (options.ttl_seconds) a.add("ttl_seconds", *options.ttl_seconds);
+    if (options.weights_access_token) a.add("weights_access_token", *options.weights_access_token);
+    return static_cast<const Client *>(this)->call("copy_weights", a.finish());
+  }
+  /// A sampler's base model and weights path (7.2). Result: GetSamplerResponse JSON. `GET /api/v1/samplers/{sampler_id}`.
+  Pending<std::string> get_sampler(std::string_view sampler_id) const {
+    JsonArgs a;
+    a.add("sampler_id", sampler_id);
+    return static_cast<const Client *>(this)->call("get_sampler", a.finish());
+  }
+  /// Supported models (5.2). Result: GetServerCapabilitiesResponse JSON. `GET /api/v1/get_server_capabilities`.
+  Pending<std::string> get_server_capabilities() const {
+    JsonArgs a;
+    return static_cast<const Client *>(this)->call("get_server_capabilities", a.finish());
+  }
+  /// The caller's identity from the JWT; no request (2.8). Result: WhoamiResponse JSON. `(none: decoded from the JWT)`.
+  Pending<std::string> whoami() const {
+    JsonArgs a;
+    return static_cast<const Client *>(this)->call("whoami", a.finish());
+  }
+  /// Audit log entries (9.12; organisation role). Result: AuditLogResponse JSON. `GET /api/v1/audit`.
+  Pending<std::string> get_audit_log(const rest::GetAuditLogOptions &options = {}) const {
+    JsonArgs a;
+    if (options.event_type) a.add("event_type", *options.event_type);
+    if (options.day) a.add("day", *options.day);
+    return static_cast<const Client *>(this)->call("get_audit_log", a.finish());
+  }
+  /// Billing usage events of a window (9.12). Result: BillingUsageResponse JSON. `GET /api/v1/billing/usage/events`.
+  Pending<std::string> get_billing_usage(std::string_view starting_on, std::string_view ending_before) const {
+    JsonArgs a;
+    a.add("starting_on", starting_on);
+    a.add("ending_before", ending_before);
+    return static_cast<const Client *>(this)->call("get_billing_usage", a.finish());
+  }
+  /// Current checkpoint storage usage (9.12). Result: CurrentCheckpointStorageUsageResponse JSON. `GET /api/v1/billing/usage/checkpoints/current`.
+  Pending<std::string> get_current_checkpoint_storage_usage(const rest::GetCurrentCheckpointStorageUsageOptions &options = {}) const {
+    JsonArgs a;
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("get_current_checkpoint_storage_usage", a.finish());
+  }
+};
+
+/// The admin methods of the table (CRTP base; `Client::call(method, args_json)`).
+template <class Client>
+class AdminMethods {
+ public:
+  /// Audit log entries (9.12; organisation role). Result: AuditLogResponse JSON. `GET /api/v1/audit`.
+  Pending<std::string> get_audit_log(const rest::GetAuditLogOptions &options = {}) const {
+    JsonArgs a;
+    if (options.event_type) a.add("event_type", *options.event_type);
+    if (options.day) a.add("day", *options.day);
+    return static_cast<const Client *>(this)->call("get_audit_log", a.finish());
+  }
+  /// Billing usage events of a window (9.12). Result: BillingUsageResponse JSON. `GET /api/v1/billing/usage/events`.
+  Pending<std::string> get_billing_usage(std::string_view starting_on, std::string_view ending_before) const {
+    JsonArgs a;
+    a.add("starting_on", starting_on);
+    a.add("ending_before", ending_before);
+    return static_cast<const Client *>(this)->call("get_billing_usage", a.finish());
+  }
+  /// Current checkpoint storage usage (9.12). Result: CurrentCheckpointStorageUsageResponse JSON. `GET /api/v1/billing/usage/checkpoints/current`.
+  Pending<std::string> get_current_checkpoint_storage_usage(const rest::GetCurrentCheckpointStorageUsageOptions &options = {}) const {
+    JsonArgs a;
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("get_current_checkpoint_storage_usage", a.finish());
+  }
+};
+
+}  // namespace detail
+// END GENERATED REST METHODS
+
+/// A REST client (PROTOCOL 9): one method per entry of src/core/rest/methods.json
+/// (generated), each a Pending of the result's JSON (`null` for methods without a result,
+/// a JSON string for `copy_weights` and `export_session_trace`). Session-less when made by
+/// `create`; `ServiceClient::create_rest_client` shares the service's transport.
+class RestClient : public detail::RestMethods<RestClient> {
+ public:
+  /// A session-less client: `config_json` as for tinkex_service_client_new; no I/O.
+  static Result<RestClient> create(const Runtime &rt, std::string_view config_json) {
+    tinkex_rest_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_rest_client_new(rt.get(), detail::data_of(config_json),
+                                             config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return RestClient(c);
+  }
+  /// Any method of the table by name; `args_json` an object keyed by its parameter names
+  /// (missing ones take the defaults; unknown keys are INVALID_JSON).
+  Pending<std::string> call(std::string_view method, std::string_view args_json = "{}") const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_list_checkpoints(p_.get(), detail::data_of(training_run_id),
-                                                 training_run_id.size(), cb, ud, out, err);
+      return tinkex_rest_client_call(p_.get(), detail::data_of(method), method.size(),
+                                     detail::data_of(args_json), args_json.size(), cb, ud, out,
+                                     err);
     });
   }
-  Pending<std::string> get_weights_info(std::string_view tinker_path) const {
-    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_get_weights_info(p_.get(), detail::data_of(tinker_path),
-                                                 tinker_path.size(), cb, ud, out, err);
-    });
-  }
+  RestClient clone() const { return RestClient(tinkex_rest_client_clone(p_.get())); }
   tinkex_rest_client *get() const noexcept { return p_.get(); }
 
   explicit RestClient(tinkex_rest_client *p) : p_(p) {}
 
  private:
   detail::Handle<tinkex_rest_client, tinkex_rest_client_free> p_;
+};
+
+/// An admin client (PROTOCOL 9.12): the table's methods whose clients include "admin".
+class AdminClient : public detail::AdminMethods<AdminClient> {
+ public:
+  /// A session-less client: `config_json` as for tinkex_service_client_new; no I/O.
+  static Result<AdminClient> create(const Runtime &rt, std::string_view config_json) {
+    tinkex_admin_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_admin_client_new(rt.get(), detail::data_of(config_json),
+                                              config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return AdminClient(c);
+  }
+  /// Any admin method of the table by name (see RestClient::call).
+  Pending<std::string> call(std::string_view method, std::string_view args_json = "{}") const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_admin_client_call(p_.get(), detail::data_of(method), method.size(),
+                                      detail::data_of(args_json), args_json.size(), cb, ud, out,
+                                      err);
+    });
+  }
+  AdminClient clone() const { return AdminClient(tinkex_admin_client_clone(p_.get())); }
+  tinkex_admin_client *get() const noexcept { return p_.get(); }
+
+  explicit AdminClient(tinkex_admin_client *p) : p_(p) {}
+
+ private:
+  detail::Handle<tinkex_admin_client, tinkex_admin_client_free> p_;
 };
 
 /// The entry point.
@@ -836,6 +1229,33 @@ class ServiceClient {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return RestClient(r);
   }
+  /// `{"path", "ttl_seconds"?, "weights_access_token"?}`: copies a checkpoint into the
+  /// configured project (PROTOCOL 6.9); result: the new path as a JSON string.
+  Pending<std::string> copy_weights(std::string_view json) const {
+    return submit_json(&tinkex_service_client_copy_weights, json);
+  }
+  /// `{"name", "inputs": [{"name", "rank"}], "graph": {...}}`: registers a server-side
+  /// custom loss (5.10); result `{"loss_id"}`.
+  Pending<std::string> create_custom_loss(std::string_view json) const {
+    return submit_json(&tinkex_service_client_create_custom_loss, json);
+  }
+  /// `{"training_run_id", "optimizer"?: true}`: a training client resumed from the run's
+  /// latest training checkpoint.
+  Pending<TrainingClient> resume_training_run(std::string_view json) const {
+    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_resume_training_run(p_.get(), detail::data_of(json),
+                                                       json.size(), cb, ud, out, err);
+    });
+  }
+  /// The web console URL of the session (PROTOCOL 20.2) as a JSON string; no I/O.
+  Result<std::string> get_console_url() const {
+    return bytes_getter(&tinkex_service_client_get_console_url);
+  }
+  /// `{"session_id", "queue_state", "queue_state_reason", "billing_paused_ms",
+  /// "backoff_remaining_ms", "last_progress_ms_ago", "operations_waiting",
+  /// "operations_in_flight", "telemetry"}`: introspection (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_service_client_status); }
+
   /// Finishes the session; `{}` means success.
   Pending<std::string> close(std::string_view json = "{}") const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
@@ -864,6 +1284,22 @@ class ServiceClient {
 
  private:
   explicit ServiceClient(tinkex_service_client *p) : p_(p) {}
+
+  using JsonFn = tinkex_status (*)(const tinkex_service_client *, const uint8_t *, size_t,
+                                   tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
+  Pending<std::string> submit_json(JsonFn fn, std::string_view json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+    });
+  }
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
 
   static void on_event(void *user_data, const tinkex_event *ev) noexcept {
     try {
