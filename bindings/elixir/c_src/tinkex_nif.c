@@ -203,7 +203,7 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(training_client_optim_step, 2, 0)                                                        \
     X(training_client_save_state, 2, 0)                                                        \
     X(training_client_save_weights_for_sampler, 2, 0)                                          \
-    X(training_client_save_weights_and_get_sampling_client, 1, 0)                              \
+    X(training_client_save_weights_and_get_sampling_client, 2, 0)                              \
     X(training_client_load_state, 2, 0)                                                        \
     X(training_client_forward_backward_custom, 2, 0)                                           \
     X(custom_loss_set_metrics, 2, 0)                                                           \
@@ -1193,11 +1193,15 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     void *tc;
-    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], train_type, &tc) || !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
     submit_t s;
     if (!submit_begin(env, TAKE_SAMPLING, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
+    /* PENDING train-core: the contract's signature takes (json, json_len) after the client. */
+    (void)json;
     tinkex_status st = tinkex_training_client_save_weights_and_get_sampling_client(
         tc, on_done, s.ctx, &fut, &err);
     return submit_end(env, &s, st, fut, err);

@@ -56,7 +56,7 @@ defmodule Tinkex.Native do
   def training_client_optim_step(_tc, _json), do: nif()
   def training_client_save_state(_tc, _json), do: nif()
   def training_client_save_weights_for_sampler(_tc, _json), do: nif()
-  def training_client_save_weights_and_get_sampling_client(_tc), do: nif()
+  def training_client_save_weights_and_get_sampling_client(_tc, _json), do: nif()
   def training_client_load_state(_tc, _json), do: nif()
   def training_client_forward_backward_custom(_tc, _batch), do: nif()
   def custom_loss_set_metrics(_pass, _json), do: nif()

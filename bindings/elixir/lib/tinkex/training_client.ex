@@ -384,11 +384,13 @@ defmodule Tinkex.TrainingClient do
 
   @doc """
   Saves the current weights for sampling and creates a sampling client bound to them: a
-  future of `Tinkex.SamplingClient`.
+  future of `Tinkex.SamplingClient`. Options: `:kind` (`:snapshot`, the default, or
+  `:inflight`), `:retry_config` (map of RetryConfig fields), `:record_stability_info`
+  (boolean, default false).
   """
-  @spec save_weights_and_get_sampling_client(t) :: {:ok, Future.t()} | {:error, Error.t()}
-  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}) do
-    Native.training_client_save_weights_and_get_sampling_client(h)
+  @spec save_weights_and_get_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}, opts \\ []) do
+    Native.training_client_save_weights_and_get_sampling_client(h, JSON.encode!(Requests.save_weights_and_get_sampling_client(opts)))
     |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap/1)
   end
 
