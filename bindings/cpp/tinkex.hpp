@@ -85,6 +85,7 @@ class [[nodiscard]] Result {
   explicit operator bool() const noexcept { return ok(); }
   /// The value; only when ok().
   T &value() & { return std::get<0>(v_); }
+  const T &value() const & { return std::get<0>(v_); }
   T &&value() && { return std::get<0>(std::move(v_)); }
   /// The error; only when !ok().
   const Error &error() const { return std::get<1>(v_); }

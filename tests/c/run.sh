@@ -79,6 +79,7 @@ run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c
 run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -o "$bin/test_secrets" "${link[@]}"
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
 cpp_src=(tests/cpp/*.cpp)
+run "cpp-rest-generated" python3 bindings/cpp/tools/gen_rest.py --check
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
 
