@@ -336,6 +336,13 @@ typedef int32_t tinkex_dtype;
 #endif // __cplusplus
 
 /**
+ * An admin client on a session-less holder (PROTOCOL.md 3.3).
+ *
+ * Arc-owned; holds its runtime. Any thread may use it concurrently.
+ */
+typedef struct tinkex_admin_client tinkex_admin_client;
+
+/**
  * An owned byte buffer returned by the library (results are UTF-8 JSON).
  *
  * Box-owned: the caller releases it with `tinkex_bytes_free` (never with libc `free`).
@@ -389,9 +396,10 @@ typedef struct tinkex_event tinkex_event;
 typedef struct tinkex_future tinkex_future;
 
 /**
- * A REST client sharing its service client's transport and retry policy.
+ * A REST client: its own session-less holder (`tinkex_rest_client_new`) or its service
+ * client's (`tinkex_service_client_create_rest_client`). Neither creates a session.
  *
- * Arc-owned; holds its service client (and so the runtime). Any thread may use it
+ * Arc-owned; holds its runtime (and its service client, if any). Any thread may use it
  * concurrently.
  */
 typedef struct tinkex_rest_client tinkex_rest_client;
@@ -495,6 +503,53 @@ typedef struct tinkex_runtime_options {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates an admin client on `rt`. Performs no I/O; no session, ever. `config_json` is a
+ * `ConfigInput`, as for `tinkex_service_client_new`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_admin_client_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_admin_client_new(const struct tinkex_runtime *rt,
+                                      const uint8_t *config_json,
+                                      size_t config_json_len,
+                                      struct tinkex_admin_client **out,
+                                      struct tinkex_error **out_err);
+
+/**
+ * Calls the admin method named `(method, method_len)` with `args_json`; same contract as
+ * `tinkex_rest_client_call`, restricted to `get_audit_log`, `get_billing_usage` and
+ * `get_current_checkpoint_storage_usage` (any other name → `TINKEX_STATUS_INVALID_ARG`).
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_admin_client_call(const struct tinkex_admin_client *client,
+                                       const uint8_t *method,
+                                       size_t method_len,
+                                       const uint8_t *args_json,
+                                       size_t args_json_len,
+                                       tinkex_done_fn on_done,
+                                       void *user_data,
+                                       struct tinkex_future **out_future,
+                                       struct tinkex_error **out_err);
+
+/**
+ * A new reference to the same client; NULL when `client` is NULL.
+ *
+ * Blocks: never. Callback-safe. Caller owns the result; release with
+ * `tinkex_admin_client_free`.
+ */
+struct tinkex_admin_client *tinkex_admin_client_clone(const struct tinkex_admin_client *client);
+
+/**
+ * Drops one reference. NULL does nothing. Never cancels.
+ *
+ * Consumes: `client`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_admin_client_free(struct tinkex_admin_client *client);
 
 /**
  * The first byte (followed, after `tinkex_bytes_len` bytes, by a NUL).
@@ -960,6 +1015,48 @@ tinkex_status tinkex_tinker_path_parse(const uint8_t *path,
                                        struct tinkex_error **out_err);
 
 /**
+ * Creates a session-less REST client on `rt` (PROTOCOL.md 3.3). Performs no I/O;
+ * client/config and dynamic_config are fetched before the first call; no session, no
+ * heartbeat, ever. `config_json` is a `ConfigInput`, as for `tinkex_service_client_new`.
+ * Clients with the same runtime, base URL, API key and configuration share one holder.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_rest_client_new(const struct tinkex_runtime *rt,
+                                     const uint8_t *config_json,
+                                     size_t config_json_len,
+                                     struct tinkex_rest_client **out,
+                                     struct tinkex_error **out_err);
+
+/**
+ * Calls the REST method named `(method, method_len)` (UTF-8; a `name` of
+ * `src/core/rest/methods.json`) with `args_json`, a JSON object keyed by the table's param
+ * names (`(NULL, 0)` = `{}`; a missing param takes the table's default). Result: the
+ * response model as JSON; `null` for methods returning nothing; a JSON string for
+ * `copy_weights` and `export_session_trace`.
+ *
+ * Rejected before anything is sent: an unknown method, a missing required param or a
+ * wrong type/value → `TINKEX_STATUS_INVALID_ARG`; args that are not a JSON object or an
+ * unknown key → `TINKEX_STATUS_INVALID_JSON`.
+ *
+ * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
+ * exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
+ * `on_done` never fires. Blocks: never. Callback-safe. Caller owns `*out_future`; release
+ * with `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_rest_client_call(const struct tinkex_rest_client *client,
+                                      const uint8_t *method,
+                                      size_t method_len,
+                                      const uint8_t *args_json,
+                                      size_t args_json_len,
+                                      tinkex_done_fn on_done,
+                                      void *user_data,
+                                      struct tinkex_future **out_future,
+                                      struct tinkex_error **out_err);
+
+/**
  * A new reference to the same client; NULL when `client` is NULL.
  *
  * Blocks: never. Callback-safe. Caller owns the result; release with
@@ -975,99 +1072,22 @@ struct tinkex_rest_client *tinkex_rest_client_clone(const struct tinkex_rest_cli
 void tinkex_rest_client_free(struct tinkex_rest_client *client);
 
 /**
- * The caller's training runs, newest first. Result: `{"training_runs": [...], "cursor":
- * {...}}`.
- *
- * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
- * exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
- * `on_done` never fires. Blocks: never. Callback-safe. Caller owns `*out_future`; release
- * with `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_training_runs(const struct tinkex_rest_client *client,
-                                                    uint32_t limit,
-                                                    uint32_t offset,
-                                                    tinkex_done_fn on_done,
-                                                    void *user_data,
-                                                    struct tinkex_future **out_future,
-                                                    struct tinkex_error **out_err);
-
-/**
- * One training run by id (UTF-8 `(training_run_id, len)`). Result: `TrainingRun` JSON.
+ * Copies a checkpoint into the service client's project (PROTOCOL.md 6.9): `json` is
+ * `{"path": "tinker://…", "ttl_seconds"?: int, "weights_access_token"?: str}`. The
+ * destination is the configuration's `project_id` (else `TINKER_PROJECT_ID`); without one
+ * the future fails with a user error. Result: the copy's tinker path as a JSON string.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_training_run(const struct tinkex_rest_client *client,
-                                                  const uint8_t *training_run_id,
-                                                  size_t training_run_id_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
-
-/**
- * The checkpoints of one training run. Result: `{"checkpoints": [...], "cursor": ...}`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_checkpoints(const struct tinkex_rest_client *client,
-                                                  const uint8_t *training_run_id,
-                                                  size_t training_run_id_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
-
-/**
- * All the caller's checkpoints, newest first. Result: `{"checkpoints": [...], "cursor":
- * ...}`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_user_checkpoints(const struct tinkex_rest_client *client,
-                                                       uint32_t limit,
-                                                       uint32_t offset,
-                                                       tinkex_done_fn on_done,
-                                                       void *user_data,
-                                                       struct tinkex_future **out_future,
-                                                       struct tinkex_error **out_err);
-
-/**
- * Deletes the checkpoint at a `tinker://` path (UTF-8 `(path, len)`). Result: `null`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_delete_checkpoint(const struct tinkex_rest_client *client,
-                                                   const uint8_t *path,
-                                                   size_t path_len,
-                                                   tinkex_done_fn on_done,
-                                                   void *user_data,
-                                                   struct tinkex_future **out_future,
-                                                   struct tinkex_error **out_err);
-
-/**
- * Base model and LoRA settings of the checkpoint at a `tinker://` path. Result:
- * `WeightsInfoResponse` JSON.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_weights_info(const struct tinkex_rest_client *client,
-                                                  const uint8_t *path,
-                                                  size_t path_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
+tinkex_status tinkex_service_client_copy_weights(const struct tinkex_service_client *svc,
+                                                 const uint8_t *json,
+                                                 size_t json_len,
+                                                 tinkex_done_fn on_done,
+                                                 void *user_data,
+                                                 struct tinkex_future **out_future,
+                                                 struct tinkex_error **out_err);
 
 /**
  * The default options: `struct_size` set, one worker per CPU, logging off.
@@ -1336,7 +1356,8 @@ tinkex_status tinkex_service_client_create_sampling_client(const struct tinkex_s
                                                            struct tinkex_error **out_err);
 
 /**
- * Creates a REST client (training runs, checkpoints) sharing this client's transport.
+ * Creates a REST client sharing this client's holder (transport, auth, retry policy). Its
+ * calls never start a session.
  *
  * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
  */

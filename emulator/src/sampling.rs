@@ -83,6 +83,14 @@ impl SamplerSlot {
         submitted.insert(seq, (request_id.clone(), sequence_ids.clone()));
         drop(submitted);
         app.futures.register(&request_id, "Sample");
+        crate::billing::on_sample_request(
+            app,
+            &self.session_id,
+            &self.id,
+            &self.base_model,
+            &request_id,
+            req,
+        );
         match check_limits(req, &app.config).and_then(|()| parse_job(req, context)) {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
@@ -106,6 +114,7 @@ impl SamplerSlot {
                         .unwrap_or_else(|e| {
                             Outcome::user_error(format!("internal emulator error: {e}"))
                         });
+                    crate::billing::on_sample_done(&app, &id, &outcome);
                     app.futures.complete(&id, outcome);
                     drop(slot);
                 });

@@ -97,6 +97,12 @@ pub struct AppState {
     pub auth: crate::auth::AuthState,
     /// Sampling capacity per API key and what was seen of it (`/_emulator/sampling_capacity`).
     pub sampling_capacity: crate::sampling::SamplingCapacity,
+    /// Owners, projects and copies (REST management, PROTOCOL.md 9).
+    pub registry: crate::sessions::Registry,
+    /// Usage processed (billing, session traces).
+    pub usage: crate::billing::UsageLog,
+    /// Signed download URLs.
+    pub signer: crate::signed_urls::Signer,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -109,6 +115,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let flags = crate::flags::Flags::new(&config.client_config, &config.dynamic_config);
+        let registry = crate::sessions::Registry::open(&config.state_dir);
         let auth = crate::auth::AuthState::new(config.jwt_lifetime);
         AppState {
             config,
@@ -129,6 +136,9 @@ impl AppState {
             flags,
             auth,
             sampling_capacity: Default::default(),
+            registry,
+            usage: Default::default(),
+            signer: Default::default(),
             shutdown,
         }
     }

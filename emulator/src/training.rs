@@ -58,6 +58,8 @@ pub enum TrainOp {
         name: String,
         /// Expiry.
         ttl_seconds: Option<i64>,
+        /// age recipients (files get a `.age` suffix).
+        age_encryption_recipients: Vec<String>,
     },
     /// load_weights into this model.
     Load {
@@ -178,6 +180,15 @@ impl ModelSlot {
         s.request_ids.insert(seq, request_id.clone());
         s.highest_seen = s.highest_seen.max(seq);
         app.futures.register(&request_id, kind);
+        crate::billing::on_train_request(
+            app,
+            &self.session_id,
+            &self.model_id,
+            &self.run.base_model,
+            kind,
+            &request_id,
+            &op,
+        );
         if seq < s.next_seq {
             app.futures.complete(
                 &request_id,
@@ -482,23 +493,18 @@ fn execute_blocking(
             }
             Outcome::Json(result)
         }
-        TrainOp::SaveExternal { name, ttl_seconds } => {
-            let path = TinkerPath {
-                training_run_id: model_id.to_string(),
-                kind: CheckpointKind::External,
-                name,
-            };
-            let bytes = model.to_bytes(false);
-            match app
-                .checkpoints
-                .save(&path, &bytes, false, None, ttl_seconds, true, unix_now())
-            {
-                Ok(meta) => Outcome::Json(serde_json::json!({
-                    "path": path.to_string(), "size_bytes": meta.checkpoint.size_bytes, "type": "save_weights_external"
-                })),
-                Err(e) => store_failure(e),
-            }
-        }
+        TrainOp::SaveExternal {
+            name,
+            ttl_seconds,
+            age_encryption_recipients,
+        } => crate::weights_export::save_external(
+            app,
+            model_id,
+            model,
+            name,
+            ttl_seconds,
+            &age_encryption_recipients,
+        ),
         TrainOp::Load { path, optimizer } => {
             match load_checkpoint(app, &path, optimizer, base_model) {
                 Ok(loaded) => {

@@ -759,6 +759,26 @@ impl Auth {
         }))
     }
 
+    /// The JWT carrying the caller's identity (2.8): in JWT mode the exchanged token
+    /// (exchanged now if none is fresh), else the configured credential when it is a JWT
+    /// whose `iss` claim starts with `passport-`, else `None`. Call after `client/config`.
+    pub(crate) async fn identity_jwt(&self, transport: &Transport) -> Result<Option<Arc<str>>> {
+        if let Some(Mode::Jwt(_)) = self.mode.get() {
+            return Ok(Some(self.get_token(transport).await?.value));
+        }
+        let Ok(key) = self.credentials.plain_key() else {
+            return Ok(None);
+        };
+        let key = key.expose();
+        let passport = key.starts_with("eyJ")
+            && jwt_claims(key).is_some_and(|c| {
+                c.get("iss")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|iss| iss.starts_with("passport-"))
+            });
+        Ok(passport.then(|| Arc::from(key)))
+    }
+
     fn cached(&self) -> Option<Jwt> {
         self.token.lock().unwrap().clone()
     }

@@ -6,7 +6,6 @@ use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
-use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;
 use crate::core::training::TrainingClient;
 use crate::core::transport::{Pool, Request};
@@ -145,11 +144,6 @@ impl ServiceClient {
             core.operation(async { core.send(&req).await?.json("get_server_capabilities") })
                 .await
         })
-    }
-
-    /// A RestClient sharing this client's transport and retry policy.
-    pub fn create_rest_client(&self) -> RestClient {
-        RestClient::new(self.core.clone())
     }
 
     /// Creates a LoRA training client on `base_model`.

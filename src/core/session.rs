@@ -64,6 +64,11 @@ impl SessionState {
 impl ClientCore {
     /// The session, created on first use.
     pub async fn session(self: &Arc<Self>) -> Result<Arc<SessionState>> {
+        if self.sessionless {
+            return Err(Error::user(
+                "this is a session-less holder (RestClient/AdminClient): it has no session",
+            ));
+        }
         let s = self
             .session
             .get_or_try_init(|| async { self.start_session().await.map(Arc::new) })
@@ -78,7 +83,7 @@ impl ClientCore {
         self.session.get().cloned()
     }
 
-    async fn fetch_config<T: serde::de::DeserializeOwned + Default>(
+    pub(crate) async fn fetch_config<T: serde::de::DeserializeOwned + Default>(
         &self,
         path: &str,
         pool: Pool,
@@ -160,6 +165,12 @@ impl ClientCore {
     }
 
     fn start_telemetry(self: &Arc<Self>, session_id: &str) {
+        self.start_telemetry_as(session_id, true);
+    }
+
+    /// Starts telemetry under `session_id`; `session_start` queues `SESSION_START` (not for
+    /// a session-less holder, 3.3).
+    pub(crate) fn start_telemetry_as(self: &Arc<Self>, session_id: &str, session_start: bool) {
         let sink = Arc::new(HttpTelemetrySink {
             core: Arc::downgrade(self),
         });
@@ -176,7 +187,9 @@ impl ClientCore {
             session_id.to_string(),
             on_overflow,
         );
-        t.session_start();
+        if session_start {
+            t.session_start();
+        }
         let _ = self.telemetry.set(t);
     }
 

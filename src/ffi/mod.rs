@@ -20,6 +20,7 @@
 // Rust callers (the tests) take that contract on as C callers do.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod admin;
 pub mod bytes;
 pub mod custom_loss;
 pub mod datum;
@@ -279,6 +280,7 @@ handle_kinds!(Arced:
     training::tinkex_training_client,
     sampling::tinkex_sampling_client,
     rest::tinkex_rest_client,
+    admin::tinkex_admin_client,
     future::tinkex_future,
     event::tinkex_subscription,
     datum::tinkex_datum_batch,

@@ -302,7 +302,8 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
     })
 }
 
-/// Creates a REST client (training runs, checkpoints) sharing this client's transport.
+/// Creates a REST client sharing this client's holder (transport, auth, retry policy). Its
+/// calls never start a session.
 ///
 /// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
 #[must_use]
@@ -317,7 +318,7 @@ pub extern "C" fn tinkex_service_client_create_rest_client(
         let svc = unsafe { ArcHandle::clone_from_ptr(svc, "svc") }?;
         out_ptr(out, "out")?;
         let client = svc.client.create_rest_client();
-        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), svc, client));
+        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), Some(svc), client));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, ArcHandle::into_ptr(rest)) };
         Ok(tinkex_status::Ok)

@@ -544,12 +544,14 @@ pub async fn save_weights_external(
         path: Option<String>,
         seq_id: Option<i64>,
         ttl_seconds: Option<i64>,
+        age_encryption_recipients: Option<Vec<String>>,
     }
     let req: Req = parse_json(&body)?;
     let op = match checkpoint_name(req.path.as_deref()) {
         Ok(name) => TrainOp::SaveExternal {
             name,
             ttl_seconds: req.ttl_seconds,
+            age_encryption_recipients: req.age_encryption_recipients.unwrap_or_default(),
         },
         Err(e) => TrainOp::Fail(e),
     };
