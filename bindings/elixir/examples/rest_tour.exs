@@ -12,8 +12,12 @@ alias Tinkex.{AdminClient, Future, RestClient, ServiceClient, TrainingClient}
 
 await! = fn {:ok, fut} -> {:ok, v} = Future.await(fut, 60_000); v end
 
+# The configuration, read here from TINKER_API_KEY / TINKER_BASE_URL (libtinkex would read
+# them too, but the BEAM's System.put_env is not visible to native code).
+config = for {k, v} <- [api_key: System.get_env("TINKER_API_KEY"), base_url: System.get_env("TINKER_BASE_URL")], v, do: {k, v}
+
 # A model with three checkpoints: training state, sampler weights, external weights.
-{:ok, service} = ServiceClient.new(telemetry: false)
+{:ok, service} = ServiceClient.new([telemetry: false] ++ config)
 training = await!.(ServiceClient.create_lora_training_client(service, "Qwen/Qwen3-8B", rank: 8, user_metadata: %{"tour" => "rest"}))
 run_id = TrainingClient.model_id(training)
 %{path: state_path} = await!.(TrainingClient.save_state(training, "tour-state"))
@@ -22,7 +26,7 @@ run_id = TrainingClient.model_id(training)
 IO.puts("run #{run_id}: #{state_path}, #{sampler_path}, #{external_path} (#{external_size} bytes)")
 
 # A session-less REST client: no session, no heartbeat; configured like a service client.
-{:ok, rest} = RestClient.new()
+{:ok, rest} = RestClient.new(config)
 
 # Training runs (newest first) and one run.
 %{training_runs: runs} = await!.(RestClient.list_training_runs(rest, limit: 50))
@@ -80,7 +84,7 @@ false = Enum.any?(cps, &(&1.tinker_path == sampler_path))
 IO.puts("deleted #{sampler_path}")
 
 # Admin: current checkpoint storage usage (a map with the server's fields).
-{:ok, admin} = AdminClient.new()
+{:ok, admin} = AdminClient.new(config)
 usage = await!.(AdminClient.get_current_checkpoint_storage_usage(admin))
 true = is_map(usage)
 
