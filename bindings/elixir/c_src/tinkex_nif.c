@@ -48,66 +48,6 @@
 #define TINKEX_TESTING 1
 #include "tinkex.h"
 
-/* The exports of issue 14's contract (/tmp/contract14.md) that this NIF uses, declared here
- * as well and weak, so that the NIF builds and loads against a library that predates them:
- * a NIF whose export is missing returns {error, {105, wrong_state, ...}} (see MISSING).
- * The declarations repeat the header's where it has them (identical redeclarations). */
-typedef struct tinkex_admin_client tinkex_admin_client;
-tinkex_status tinkex_rest_client_new(const tinkex_runtime *rt, const uint8_t *config_json,
-                                     size_t config_json_len, tinkex_rest_client **out,
-                                     tinkex_error **out_err);
-tinkex_status tinkex_rest_client_call(const tinkex_rest_client *client, const uint8_t *method,
-                                      size_t method_len, const uint8_t *args_json,
-                                      size_t args_json_len, tinkex_done_fn on_done,
-                                      void *user_data, tinkex_future **out_future,
-                                      tinkex_error **out_err);
-tinkex_status tinkex_admin_client_new(const tinkex_runtime *rt, const uint8_t *config_json,
-                                      size_t config_json_len, tinkex_admin_client **out,
-                                      tinkex_error **out_err);
-tinkex_status tinkex_admin_client_call(const tinkex_admin_client *client, const uint8_t *method,
-                                       size_t method_len, const uint8_t *args_json,
-                                       size_t args_json_len, tinkex_done_fn on_done,
-                                       void *user_data, tinkex_future **out_future,
-                                       tinkex_error **out_err);
-void tinkex_admin_client_free(tinkex_admin_client *client);
-#define CONTRACT_JSON_SUBMIT(name, htype)                                                      \
-    tinkex_status tinkex_##name(const htype *h, const uint8_t *json, size_t json_len,          \
-                                tinkex_done_fn on_done, void *user_data,                       \
-                                tinkex_future **out_future, tinkex_error **out_err);
-#define CONTRACT_SYNC_BYTES(name, htype)                                                       \
-    tinkex_status tinkex_##name(const htype *h, tinkex_bytes **out_bytes, tinkex_error **out_err);
-CONTRACT_JSON_SUBMIT(service_client_copy_weights, tinkex_service_client)
-CONTRACT_JSON_SUBMIT(service_client_create_custom_loss, tinkex_service_client)
-CONTRACT_JSON_SUBMIT(service_client_resume_training_run, tinkex_service_client)
-CONTRACT_JSON_SUBMIT(training_client_save_weights_external, tinkex_training_client)
-CONTRACT_SYNC_BYTES(service_client_get_console_url, tinkex_service_client)
-CONTRACT_SYNC_BYTES(service_client_status, tinkex_service_client)
-CONTRACT_SYNC_BYTES(training_client_get_console_url, tinkex_training_client)
-CONTRACT_SYNC_BYTES(training_client_status, tinkex_training_client)
-CONTRACT_SYNC_BYTES(sampling_client_get_sampler_handle, tinkex_sampling_client)
-CONTRACT_SYNC_BYTES(sampling_client_status, tinkex_sampling_client)
-tinkex_status tinkex_sampling_client_from_sampler_handle(const tinkex_runtime *rt,
-                                                         const uint8_t *handle, size_t handle_len,
-                                                         const uint8_t *config_json,
-                                                         size_t config_json_len,
-                                                         tinkex_sampling_client **out,
-                                                         tinkex_error **out_err);
-#pragma weak tinkex_rest_client_new
-#pragma weak tinkex_rest_client_call
-#pragma weak tinkex_admin_client_new
-#pragma weak tinkex_admin_client_call
-#pragma weak tinkex_admin_client_free
-#pragma weak tinkex_service_client_copy_weights
-#pragma weak tinkex_service_client_create_custom_loss
-#pragma weak tinkex_service_client_resume_training_run
-#pragma weak tinkex_training_client_save_weights_external
-#pragma weak tinkex_service_client_get_console_url
-#pragma weak tinkex_service_client_status
-#pragma weak tinkex_training_client_get_console_url
-#pragma weak tinkex_training_client_status
-#pragma weak tinkex_sampling_client_get_sampler_handle
-#pragma weak tinkex_sampling_client_status
-#pragma weak tinkex_sampling_client_from_sampler_handle
 
 static uint64_t clock_ns(clockid_t id);
 
@@ -387,7 +327,7 @@ static void dtor_rest(ErlNifEnv *env, void *obj) {
 }
 static void dtor_admin(ErlNifEnv *env, void *obj) {
     (void)env;
-    if (tinkex_admin_client_free) tinkex_admin_client_free(((handle_t *)obj)->ptr);
+    tinkex_admin_client_free(((handle_t *)obj)->ptr);
     count_down(K_ADMIN);
 }
 static void dtor_future(ErlNifEnv *env, void *obj) {
@@ -464,9 +404,7 @@ static void free_unwrapped(int kind, void *ptr) {
     case K_TRAINING: tinkex_training_client_free(ptr); break;
     case K_SAMPLING: tinkex_sampling_client_free(ptr); break;
     case K_REST: tinkex_rest_client_free(ptr); break;
-    case K_ADMIN:
-        if (tinkex_admin_client_free) tinkex_admin_client_free(ptr);
-        break;
+    case K_ADMIN: tinkex_admin_client_free(ptr); break;
     case K_FUTURE: tinkex_future_free(ptr); break;
     case K_PASS: tinkex_custom_loss_free(ptr); break;
     default: break;
@@ -557,13 +495,6 @@ static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM k
         enif_make_tuple6(env, enif_make_int(env, st), kind, make_str(env, msg),
                          enif_make_uint(env, 0), a_false, a_nil));
 }
-
-/* {error, {105, wrong_state, "...", 0, false, nil}}: the loaded libtinkex lacks an export of
- * issue 14's contract (declared weak above). */
-#define MISSING(fn)                                                                            \
-    if (!fn)                                                                                   \
-    return local_error(env, TINKEX_STATUS_WRONG_STATE, a_wrong_state,                          \
-                       "the loaded libtinkex has no " #fn "; rebuild it")
 
 /* The JSON result as a binary in *out; consumes b; 0 when out of memory. Large results are
  * not copied: the binary points into the libtinkex buffer, owned by a resource that frees it
@@ -976,27 +907,10 @@ JSON_SUBMIT(training_client_load_state, train_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_sample, samp_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_compute_logprobs, samp_type, TAKE_JSON)
 
-/* The JSON_SUBMIT body, under another NIF name, calling tinkex_<name>. */
-#define JSON_SUBMIT_CHECKED(name, type, take)                                                  \
-    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
-        void *h;                                                                               \
-        ErlNifBinary json;                                                                     \
-        submit_t s;                                                                            \
-        ERL_NIF_TERM early;                                                                    \
-        MISSING(tinkex_##name);                                                                \
-        if (!json_submit_begin(env, argc, argv, type, take, #name, timed_##name, &h, &json,   \
-                               &s, &early))                                                    \
-            return early;                                                                      \
-        tinkex_future *fut = NULL;                                                             \
-        tinkex_error *err = NULL;                                                              \
-        tinkex_status st = tinkex_##name(h, json.data, json.size, on_done, s.ctx, &fut, &err); \
-        return submit_end(env, &s, st, fut, err);                                              \
-    }
-
-JSON_SUBMIT_CHECKED(service_client_copy_weights, svc_type, TAKE_JSON)
-JSON_SUBMIT_CHECKED(service_client_create_custom_loss, svc_type, TAKE_JSON)
-JSON_SUBMIT_CHECKED(service_client_resume_training_run, svc_type, TAKE_TRAINING)
-JSON_SUBMIT_CHECKED(training_client_save_weights_external, train_type, TAKE_JSON)
+JSON_SUBMIT(service_client_copy_weights, svc_type, TAKE_JSON)
+JSON_SUBMIT(service_client_create_custom_loss, svc_type, TAKE_JSON)
+JSON_SUBMIT(service_client_resume_training_run, svc_type, TAKE_TRAINING)
+JSON_SUBMIT(training_client_save_weights_external, train_type, TAKE_JSON)
 
 /* One NIF per synchronous JSON getter `tinkex_<name>(handle, &bytes, &err)` (console URLs,
  * status() introspection, the sampler handle): {ok, Json}. */
@@ -1005,7 +919,6 @@ JSON_SUBMIT_CHECKED(training_client_save_weights_external, train_type, TAKE_JSON
         (void)argc;                                                                            \
         void *h;                                                                               \
         if (!get_handle(env, argv[0], type, &h)) return enif_make_badarg(env);                 \
-        MISSING(tinkex_##name);                                                                \
         tinkex_bytes *b = NULL;                                                                \
         tinkex_error *err = NULL;                                                              \
         tinkex_status st = tinkex_##name(h, &b, &err);                                         \
@@ -1030,7 +943,6 @@ static ERL_NIF_TERM nif_sampling_client_from_sampler_handle(ErlNifEnv *env, int 
     if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &handle) ||
         !get_bin(env, argv[2], &cfg))
         return enif_make_badarg(env);
-    MISSING(tinkex_sampling_client_from_sampler_handle);
     handle_t *h = alloc_handle(samp_type, K_SAMPLING);
     if (!h) return oom_error(env, "sampling client resource");
     tinkex_sampling_client *sc = NULL;
@@ -1200,10 +1112,8 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     if (!submit_begin(env, TAKE_SAMPLING, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
-    /* PENDING train-core: the contract's signature takes (json, json_len) after the client. */
-    (void)json;
     tinkex_status st = tinkex_training_client_save_weights_and_get_sampling_client(
-        tc, on_done, s.ctx, &fut, &err);
+        tc, json.size ? json.data : NULL, json.size, on_done, s.ctx, &fut, &err);
     return submit_end(env, &s, st, fut, err);
 }
 
@@ -1514,7 +1424,6 @@ static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
         ErlNifBinary cfg;                                                                      \
         if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &cfg))          \
             return enif_make_badarg(env);                                                      \
-        MISSING(tinkex_##name);                                                                \
         handle_t *h = alloc_handle(type, kind);                                                \
         if (!h) return oom_error(env, #name " resource");                                     \
         ctype *out = NULL;                                                                     \
@@ -1537,7 +1446,6 @@ static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
         if (!get_handle(env, argv[0], type, &c) || !get_bin(env, argv[1], &method) ||          \
             !get_bin(env, argv[2], &args))                                                     \
             return enif_make_badarg(env);                                                      \
-        MISSING(tinkex_##name);                                                                \
         if (args.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) \
             return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, timed_##name,    \
                                      argc, argv);                                              \
