@@ -23,7 +23,7 @@ defmodule Tinkex.Future do
 
   @type t :: %__MODULE__{
           ref: reference,
-          handle: reference,
+          handle: reference | {:custom, pid, reference},
           owner: pid,
           decode: (term -> {:ok, term} | {:error, Error.t()}),
           op: atom
