@@ -113,6 +113,34 @@ defmodule Tinkex.OperationsTest do
     assert msg =~ "custom"
   end
 
+  test "server-side custom loss: registered graph, then forward_backward with loss_fn custom" do
+    emu = emulator()
+    {200, _} = Emulator.post(emu, "flags", %{"client_config" => %{"custom_loss_server_side" => true}})
+    on_exit(fn -> {200, _} = Emulator.post(emu, "flags", %{"client_config" => %{"custom_loss_server_side" => false}}) end)
+    svc = service()
+    tc = trainer(svc)
+    ref = fn name -> %{"ref" => name} end
+
+    graph = %{
+      "format" => 1,
+      "nodes" => [
+        %{"op" => "placeholder", "name" => "logprobs", "target" => "logprobs", "args" => [], "kwargs" => %{}},
+        %{"op" => "placeholder", "name" => "weights", "target" => "weights", "args" => [], "kwargs" => %{}},
+        %{"op" => "call_function", "name" => "mul", "target" => "operator.mul", "args" => [ref.("logprobs"), ref.("weights")], "kwargs" => %{}},
+        %{"op" => "call_method", "name" => "sum_1", "target" => "sum", "args" => [ref.("mul")], "kwargs" => %{}},
+        %{"op" => "call_function", "name" => "neg", "target" => "operator.neg", "args" => [ref.("sum_1")], "kwargs" => %{}},
+        %{"op" => "output", "name" => "output", "target" => "output", "args" => [%{"tuple" => [ref.("neg"), %{"dict" => %{"custom/neg_ll:sum" => ref.("neg")}}]}], "kwargs" => %{}}
+      ]
+    }
+
+    assert %{"loss_id" => id} = await!(ServiceClient.create_custom_loss(svc, "neg_ll", [{"logprobs", 1}, {"weights", 1}], graph))
+    data = batch()
+    ce = ForwardBackwardOutput.loss(await!(TrainingClient.forward(tc, data, :cross_entropy)))
+    out = await!(TrainingClient.forward_backward(tc, data, "custom", loss_fn_config: %{"loss_id" => id}))
+    # -sum(weights * logprobs) is the cross-entropy.
+    assert_in_delta ForwardBackwardOutput.loss(out), ce, 1.0e-3 * abs(ce)
+  end
+
   test "sample accepts target_prompt_logprobs and prompt_alt_tokens_k" do
     svc = service()
     sc = await!(ServiceClient.create_sampling_client(svc, base_model: base_model()))
