@@ -80,7 +80,8 @@ run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -
 run "build-c-rest" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest" "${link[@]}"
 run "build-c-rest-asan" cc "${c_flags[@]}" "${san[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest.asan" "${link[@]}"
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
-cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
+cpp_src=(tests/cpp/*.cpp)
+run "cpp-rest-generated" python3 bindings/cpp/tools/gen_rest.py --check
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
 
