@@ -77,9 +77,26 @@ const EXPORTS: &[(&str, &str, &str)] = &[
     ),
     (
         "tinkex_training_client_save_weights_and_get_sampling_client",
-        "-",
+        "SaveWeightsAndGetSamplingClientInput",
         "(sampling client)",
     ),
+    (
+        "tinkex_training_client_save_weights_external",
+        "SaveWeightsExternalInput",
+        "SaveWeightsExternalResult",
+    ),
+    ("tinkex_training_client_get_console_url", "-", "(string)"),
+    (
+        "tinkex_service_client_create_custom_loss",
+        "CreateCustomLossInput",
+        "CreateCustomLossResult",
+    ),
+    (
+        "tinkex_service_client_resume_training_run",
+        "ResumeTrainingRunInput",
+        "(training client)",
+    ),
+    ("tinkex_service_client_get_console_url", "-", "(string)"),
     (
         "tinkex_training_client_load_state",
         "LoadStateInput",
@@ -149,6 +166,19 @@ const EXPORTS: &[(&str, &str, &str)] = &[
         "(tinker path string)",
     ),
     ("tinkex_event_json", "-", "Event"),
+    ("tinkex_service_client_status", "-", "StatusReport"),
+    ("tinkex_training_client_status", "-", "StatusReport"),
+    ("tinkex_sampling_client_status", "-", "StatusReport"),
+    (
+        "tinkex_sampling_client_get_sampler_handle",
+        "-",
+        "(JSON string)",
+    ),
+    (
+        "tinkex_sampling_client_from_sampler_handle",
+        "ConfigInput",
+        "(sampling client)",
+    ),
 ];
 
 fn schema_of<T: JsonSchema>(name: &str) -> (String, Value) {
@@ -175,6 +205,10 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<SaveStateInput>("SaveStateInput"),
         schema_of::<SaveWeightsForSamplerInput>("SaveWeightsForSamplerInput"),
         schema_of::<LoadStateInput>("LoadStateInput"),
+        schema_of::<SaveWeightsExternalInput>("SaveWeightsExternalInput"),
+        schema_of::<SaveWeightsAndGetSamplingClientInput>("SaveWeightsAndGetSamplingClientInput"),
+        schema_of::<CreateCustomLossInput>("CreateCustomLossInput"),
+        schema_of::<ResumeTrainingRunInput>("ResumeTrainingRunInput"),
         schema_of::<SampleInput>("SampleInput"),
         schema_of::<ComputeLogprobsInput>("ComputeLogprobsInput"),
         schema_of::<Datum>("Datum"),
@@ -185,6 +219,8 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<ForwardBackwardOutput>("ForwardBackwardOutput"),
         schema_of::<OptimStepResult>("OptimStepResult"),
         schema_of::<SavedPath>("SavedPath"),
+        schema_of::<SaveWeightsExternalResult>("SaveWeightsExternalResult"),
+        schema_of::<CreateCustomLossResult>("CreateCustomLossResult"),
         schema_of::<SamplingClientInfo>("SamplingClientInfo"),
         schema_of::<SampleResponse>("SampleResponse"),
         schema_of::<ComputeLogprobsOutput>("ComputeLogprobsOutput"),
@@ -193,6 +229,7 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<CheckpointsListResponse>("CheckpointsListResponse"),
         schema_of::<WeightsInfoResponse>("WeightsInfoResponse"),
         schema_of::<Event>("Event"),
+        schema_of::<tinkex::core::introspect::StatusReport>("StatusReport"),
     ]
     .into_iter()
     .collect()

@@ -105,6 +105,12 @@ pub struct AppState {
     pub signer: crate::signed_urls::Signer,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Server-side custom losses by `loss_id` (PROTOCOL.md 5.10).
+    pub custom_losses: Mutex<HashMap<String, Arc<crate::model::graph::LossGraph>>>,
+    /// create_custom_loss request ids by (session, `custom_loss_seq_id`) (dedup of retries).
+    pub custom_loss_requests: Mutex<HashMap<(String, i64), String>>,
+    /// The inflight sampling target of each training model (6.6 `kind: inflight`).
+    pub inflight: Mutex<HashMap<String, crate::sampling::InflightTarget>>,
 }
 
 impl AppState {
@@ -140,6 +146,9 @@ impl AppState {
             usage: Default::default(),
             signer: Default::default(),
             shutdown,
+            custom_losses: Mutex::new(HashMap::new()),
+            custom_loss_requests: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 

@@ -968,6 +968,22 @@ impl ClientCore {
         *self.server_config.write().unwrap() = flags.clone();
     }
 
+    /// Adopts `flags` as this client's `client/config` without fetching it (a shadow
+    /// holder's snapshot, PROTOCOL.md 3.4): sizes the shared state and chooses the auth mode
+    /// as a fetch would. Fails when the client already has its flags.
+    pub(crate) fn adopt_client_config(&self, flags: ClientConfig) -> Result<()> {
+        self.apply_server_flags(&flags);
+        self.auth
+            .client_config
+            .set(flags.clone())
+            .map_err(|_| crate::core::error::Error::fatal("client/config was already set"))?;
+        // Chosen now: the background loops send without waiting for client/config.
+        match self.auth.choose_mode(&flags) {
+            Mode::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
     /// `client/config`, fetched once per client with the raw credential and the holder
     /// retry policy (3.2 step 2; a 404 means the official defaults), which also chooses the
     /// auth mode (2.5) and sizes the shared state it governs ([`Self::apply_server_flags`]).

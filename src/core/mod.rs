@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod futures_poller;
+pub mod introspect;
 pub mod polling;
 pub mod progress;
 pub mod proto;
@@ -100,10 +101,12 @@ pub struct ClientCore {
     pub(crate) sessionless: bool,
     /// Startup steps 1-4 of a session-less holder, run once ([`rest`]).
     pub(crate) sessionless_ready: tokio::sync::OnceCell<()>,
+    /// Server-side custom losses of this session and their counter (5.10, 11.6).
+    pub(crate) custom_losses: training::custom_loss::CustomLossRegistry,
 }
 
 impl ClientCore {
-    fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
         Self::build(config, runtime, false)
     }
 
@@ -162,6 +165,7 @@ impl ClientCore {
             cancels: Default::default(),
             sessionless,
             sessionless_ready: tokio::sync::OnceCell::new(),
+            custom_losses: Default::default(),
             auth,
         });
         core.auth.attach(Arc::downgrade(&core));

@@ -27,6 +27,7 @@ pub mod datum;
 pub mod error;
 pub mod event;
 pub mod future;
+pub mod introspect;
 pub mod log;
 pub mod path;
 pub mod rest;

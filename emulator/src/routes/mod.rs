@@ -40,9 +40,14 @@ pub fn router(app: AppRef) -> Router {
             "/create_sampling_session",
             post(sampling::create_sampling_session),
         )
+        .route(
+            "/join_sampling_session",
+            post(session::join_sampling_session),
+        )
         .route("/samplers/{*sampler_id}", get(sampling::get_sampler))
         .route("/asample", post(sampling::asample))
         .route("/create_model", post(training::create_model))
+        .route("/create_custom_loss", post(training::create_custom_loss))
         .route("/get_info", post(training::get_info))
         .route("/forward_backward", post(training::forward_backward))
         .route("/forward", post(training::forward_legacy))

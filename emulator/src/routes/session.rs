@@ -125,3 +125,22 @@ pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Respons
         &json!({"status": "accepted"}),
     ))
 }
+
+/// `POST /api/v1/join_sampling_session` (5.9): a `client_counter` unique among the sampling
+/// session's clients (the original is 0, joins get 1, 2, …). 404 for an unknown sampling
+/// session; the owning session must be open.
+pub async fn join_sampling_session(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: tinkex::core::types::JoinSamplingSessionRequest = parse_json(&body)?;
+    let slot = app.sampler(&req.sampling_session_id)?;
+    app.check_session_open(&slot.session_id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &tinkex::core::types::JoinSamplingSessionResponse {
+            client_counter: slot.join(),
+            kind: "join_sampling_session".into(),
+        },
+    ))
+}
