@@ -195,7 +195,7 @@ async fn create_model_sends_metadata_and_optimizer_and_dimuon_steps_train() {
     // The run keeps its metadata (REST).
     let run = service
         .create_rest_client()
-        .get_training_run(training.model_id())
+        .get_training_run(training.model_id(), Default::default())
         .await
         .unwrap();
     assert_eq!(run.user_metadata, Some(meta(&[("team", "rl")])));
