@@ -159,7 +159,7 @@ class ServiceClient:
         self.close(status).result()
 
     def close(
-        self, status: Literal["success", "errored", "interrupted"] = "success", detail: Optional[str] = None
+        self, status: Literal["success", "errored", "interrupted"], detail: Optional[str] = None
     ) -> APIFuture[None]:
         """Finishes the session (first call wins) and stops its heartbeats."""
         with self._lock:
@@ -384,18 +384,20 @@ class ServiceClient:
         error."""
         self._check_open()
         request = _custom_loss_graph.trace(fn, input_ranks)
+        return self._create_custom_loss(request["name"], request["inputs"], request["graph"])
+
+    def _create_custom_loss(self, name: str, inputs: Sequence[Mapping[str, Any]], graph: Mapping[str, Any]) -> APIFuture[LossHandle]:
+        """Registers an already traced loss graph (the body of 5.10 without its counters)."""
+        self._check_open()
+        request = {"name": name, "inputs": [dict(i) for i in inputs], "graph": dict(graph)}
         data, n = _buf(json_bytes(request))
-        name = request["name"]
-        inputs = tuple(types.CustomLossInput(**i) for i in request["inputs"])
+        handle_inputs = tuple(types.CustomLossInput(**i) for i in request["inputs"])
+
+        def convert(raw: bytes) -> LossHandle:
+            return LossHandle(name=name, inputs=handle_inputs, session_id=self.session_id or "", graph=request["graph"], loss_id=parse_json(raw)["loss_id"])
+
         with self._handle.use() as ptr:
-            state = _ffi.submit(
-                lib.tinkex_service_client_create_custom_loss,
-                ptr,
-                data,
-                n,
-                converter=lambda raw: LossHandle(name=name, inputs=inputs, session_id=self.session_id or "", graph=request["graph"], loss_id=parse_json(raw)["loss_id"]),
-                label="create_custom_loss",
-            )
+            state = _ffi.submit(lib.tinkex_service_client_create_custom_loss, ptr, data, n, converter=convert, label="create_custom_loss")
         return APIFuture(self._track(state))
 
     def copy_weights(self, path: str, *, ttl_seconds: Optional[int] = None, weights_access_token: Optional[str] = None) -> APIFuture[str]:

@@ -743,6 +743,19 @@ class LoadWeightsResponse(_Model):
     type: Optional[str] = None
 
 
+def _topk_np(rows: Optional[List[Any]]) -> Optional[Any]:
+    if rows is None:
+        return None
+    k = max((len(r) for r in rows if r), default=0)
+    ids = np.zeros((len(rows), k), dtype=np.int64)
+    lps = np.full((len(rows), k), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j, (t, lp) in enumerate(r or ()):
+            ids[i, j] = t
+            lps[i, j] = lp
+    return ids, lps
+
+
 @dataclass
 class SampledSequence(_Model):
     stop_reason: StopReason
@@ -758,6 +771,11 @@ class SampledSequence(_Model):
     @property
     def logprobs_np(self) -> Optional[np.ndarray]:
         return None if self.logprobs is None else np.asarray(self.logprobs, dtype=np.float32)
+
+    @property
+    def topk_logprobs_np(self) -> Optional[Any]:
+        """The top-k logprobs as (ids int64 [T, k], logprobs float32 [T, k]); None if absent."""
+        return _topk_np(self.topk_logprobs)
 
     @classmethod
     def _from_json(cls, d: Mapping[str, Any]) -> "SampledSequence":
@@ -782,6 +800,11 @@ class SampleResponse(_Model):
     target_prompt_logprobs: Optional[TensorData] = None
     #: The draws ``sample(prompt_alt_tokens_k=k)`` asked for.
     prompt_alt_tokens: Optional["PromptAltTokens"] = None
+
+    @property
+    def topk_prompt_logprobs_np(self) -> Optional[Any]:
+        """The prompt's top-k logprobs as (ids int64 [T, k], logprobs float32 [T, k])."""
+        return _topk_np(self.topk_prompt_logprobs)
 
     @property
     def prompt_logprobs_np(self) -> Optional[np.ndarray]:
