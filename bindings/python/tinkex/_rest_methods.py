@@ -18,10 +18,9 @@ METHODS = [('list_training_runs', ('rest',)), ('get_training_run', ('rest',)), (
 
 
 class _RestMethods:
-    """The rest methods of the table (mixed into the public client class)."""
+    """The rest methods of the table, mixed into the public client class, which provides ``_call_method(name, args, result)``."""
 
-    def _call_method(self, name: str, args: dict, result: str) -> APIFuture[Any]:  # pragma: no cover
-        raise NotImplementedError
+    _call_method: Any
 
     def list_training_runs(self, limit: int = 20, offset: int = 0, access_scope: Literal["owned", "accessible"] = 'owned', project_id: Optional[str] = None) -> APIFuture[types.TrainingRunsResponse]:
         """Training runs, newest first (9.1). ``GET /api/v1/training_runs``."""
@@ -217,10 +216,9 @@ class _RestMethods:
 
 
 class _AdminMethods:
-    """The admin methods of the table (mixed into the public client class)."""
+    """The admin methods of the table, mixed into the public client class, which provides ``_call_method(name, args, result)``."""
 
-    def _call_method(self, name: str, args: dict, result: str) -> APIFuture[Any]:  # pragma: no cover
-        raise NotImplementedError
+    _call_method: Any
 
     def get_audit_log(self, event_type: Literal["all", "checkpoints", "projects", "teams", "organizations"] = 'all', day: Optional[date] = None) -> APIFuture[types.AuditLogResponse]:
         """Audit log entries (9.12; organisation role). ``GET /api/v1/audit``."""

@@ -104,10 +104,10 @@ def generate() -> str:
         lines += [
             "",
             f"class {cls}:",
-            f'    """The {client} methods of the table (mixed into the public client class)."""',
+            f'    """The {client} methods of the table, mixed into the public client class, which'
+            " provides ``_call_method(name, args, result)``.\"\"\"",
             "",
-            "    def _call_method(self, name: str, args: dict, result: str) -> APIFuture[Any]:  # pragma: no cover",
-            "        raise NotImplementedError",
+            "    _call_method: Any",
             "",
         ]
         for m in table["methods"]:
