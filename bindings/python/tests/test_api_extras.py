@@ -120,7 +120,7 @@ def test_status_and_telemetry(svc, trained, base_url):
     assert svc.get_telemetry() is None and trained.get_telemetry() is None  # telemetry off
     on = tinkex.ServiceClient(base_url=base_url, api_key=API_KEY, telemetry=True)
     try:
-        on.get_server_capabilities()
+        on.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)  # starts the session
         tel = on.get_telemetry()
         assert isinstance(tel, tinkex.Telemetry) and isinstance(tel.snapshot(), dict)
     finally:
