@@ -87,8 +87,6 @@ def test_publish_unpublish_ttl_and_delete(emu, world):
     path, run = world["sampler"], world["run"]
     assert rc.publish_checkpoint_from_tinker_path(path).result(timeout=30) is None
     assert _checkpoint(rc, run, path).public is True
-    with pytest.raises(tinkex.ConflictError):
-        rc.publish_checkpoint_from_tinker_path(path).result(timeout=30)
     asyncio.run(rc.unpublish_checkpoint_from_tinker_path_async(path))
     assert _checkpoint(rc, run, path).public is False
     asyncio.run(rc.publish_checkpoint_from_tinker_path_async(path))
@@ -140,8 +138,15 @@ def test_sessions(emu, world):
     got = rc.get_session(sid).result(timeout=30)
     assert isinstance(got, types.GetSessionResponse) and world["run"] in got.training_run_ids
     assert asyncio.run(rc.get_session_async(sid, access_scope="owned")).training_run_ids == got.training_run_ids
-    assert rc.assign_session_project(sid, "proj-rest-2").result(timeout=30) is None
-    asyncio.run(rc.assign_session_project_async(sid, "proj-rest-2"))
+    # a session without a project can be assigned one (and not moved out of it again)
+    loose = tinkex.ServiceClient(base_url=emu.base_url, api_key=API_KEY, telemetry=False)
+    loose.get_server_capabilities()
+    loose.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+    assert rc.assign_session_project(loose.session_id, "proj-rest-2").result(timeout=30) is None
+    asyncio.run(rc.assign_session_project_async(loose.session_id, "proj-rest-2"))
+    with pytest.raises(tinkex.BadRequestError):
+        rc.assign_session_project(sid, "proj-rest-3").result(timeout=30)
+    loose.close("success").result(timeout=30)
     found = rc.search_sessions(types.SessionSearchRequest(session_id=sid)).result(timeout=30)
     assert isinstance(found, types.SessionSearchResponse) and [s.session_id for s in found.sessions] == [sid]
     assert isinstance(found.sessions[0].created_at, dt.datetime)
@@ -163,9 +168,33 @@ def test_sampler_capabilities_whoami(emu, world):
     caps = rc.get_server_capabilities().result(timeout=30)
     assert isinstance(caps, types.GetServerCapabilitiesResponse) and caps.supported_models
     assert asyncio.run(rc.get_server_capabilities_async()).supported_models
-    me = rc.whoami().result(timeout=30)
-    assert isinstance(me, types.WhoamiResponse) and me.user_urn and me.org_urn
-    assert asyncio.run(rc.whoami_async()).user_urn == me.user_urn
+    # whoami reads the JWT (2.8): with a plain API key it is a clear user error
+    with pytest.raises(tinkex.InvalidArgumentError, match="JWT"):
+        rc.whoami().result(timeout=30)
+
+
+def test_whoami_with_jwt_auth(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    from conftest import _emulator_bin
+
+    proc = subprocess.Popen(
+        [str(_emulator_bin()), "--port", "0", "--state-dir", str(tmp_path), "--client-config", json.dumps({"pjwt_auth_enabled": True})],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = proc.stdout.readline().decode().strip()
+        assert url.startswith("http"), url
+        rc = tinkex.RestClient(base_url=url, api_key=API_KEY)
+        me = rc.whoami().result(timeout=30)
+        assert isinstance(me, types.WhoamiResponse) and me.user_urn and me.org_urn
+        assert asyncio.run(rc.whoami_async()).user_urn == me.user_urn
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
 
 
 def test_copy_weights_from_rest_and_service(emu, world):
@@ -191,8 +220,9 @@ def test_admin_reports(emu, world, client):
     assert isinstance(log, types.AuditLogResponse)
     assert all(isinstance(e, types.AuditLogEntry) and isinstance(e.timestamp, dt.datetime) for e in log.entries)
     assert isinstance(asyncio.run(c.get_audit_log_async()), types.AuditLogResponse)
-    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
-    end = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+    hour = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = hour - dt.timedelta(days=1)  # billing buckets are whole UTC hours
+    end = hour + dt.timedelta(hours=2)
     usage = c.get_billing_usage(start, end).result(timeout=60)
     assert isinstance(usage, types.BillingUsageResponse)
     for ev in usage.data:
