@@ -336,6 +336,13 @@ typedef int32_t tinkex_dtype;
 #endif // __cplusplus
 
 /**
+ * An admin client on a session-less holder (PROTOCOL.md 3.3).
+ *
+ * Arc-owned; holds its runtime. Any thread may use it concurrently.
+ */
+typedef struct tinkex_admin_client tinkex_admin_client;
+
+/**
  * An owned byte buffer returned by the library (results are UTF-8 JSON).
  *
  * Box-owned: the caller releases it with `tinkex_bytes_free` (never with libc `free`).
@@ -389,9 +396,10 @@ typedef struct tinkex_event tinkex_event;
 typedef struct tinkex_future tinkex_future;
 
 /**
- * A REST client sharing its service client's transport and retry policy.
+ * A REST client: its own session-less holder (`tinkex_rest_client_new`) or its service
+ * client's (`tinkex_service_client_create_rest_client`). Neither creates a session.
  *
- * Arc-owned; holds its service client (and so the runtime). Any thread may use it
+ * Arc-owned; holds its runtime (and its service client, if any). Any thread may use it
  * concurrently.
  */
 typedef struct tinkex_rest_client tinkex_rest_client;
@@ -495,6 +503,53 @@ typedef struct tinkex_runtime_options {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates an admin client on `rt`. Performs no I/O; no session, ever. `config_json` is a
+ * `ConfigInput`, as for `tinkex_service_client_new`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_admin_client_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_admin_client_new(const struct tinkex_runtime *rt,
+                                      const uint8_t *config_json,
+                                      size_t config_json_len,
+                                      struct tinkex_admin_client **out,
+                                      struct tinkex_error **out_err);
+
+/**
+ * Calls the admin method named `(method, method_len)` with `args_json`; same contract as
+ * `tinkex_rest_client_call`, restricted to `get_audit_log`, `get_billing_usage` and
+ * `get_current_checkpoint_storage_usage` (any other name → `TINKEX_STATUS_INVALID_ARG`).
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_admin_client_call(const struct tinkex_admin_client *client,
+                                       const uint8_t *method,
+                                       size_t method_len,
+                                       const uint8_t *args_json,
+                                       size_t args_json_len,
+                                       tinkex_done_fn on_done,
+                                       void *user_data,
+                                       struct tinkex_future **out_future,
+                                       struct tinkex_error **out_err);
+
+/**
+ * A new reference to the same client; NULL when `client` is NULL.
+ *
+ * Blocks: never. Callback-safe. Caller owns the result; release with
+ * `tinkex_admin_client_free`.
+ */
+struct tinkex_admin_client *tinkex_admin_client_clone(const struct tinkex_admin_client *client);
+
+/**
+ * Drops one reference. NULL does nothing. Never cancels.
+ *
+ * Consumes: `client`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_admin_client_free(struct tinkex_admin_client *client);
 
 /**
  * The first byte (followed, after `tinkex_bytes_len` bytes, by a NUL).
@@ -919,6 +974,47 @@ struct tinkex_future *tinkex_future_clone(const struct tinkex_future *fut);
 void tinkex_future_free(struct tinkex_future *fut);
 
 /**
+ * The service client's status: `{"session_id": str|null, "queue_state": "active" |
+ * "paused_capacity" | "paused_rate_limit" | "unknown", "queue_state_reason": str|null,
+ * "billing_paused_ms": int, "backoff_remaining_ms": int, "last_progress_ms_ago": int|null,
+ * "operations_waiting": int, "operations_in_flight": int, "telemetry": {"queued": int,
+ * "dropped": int, "sent": int}|null}` — the last queue state any of its requests reported,
+ * and the operations of every client it created. `last_progress_ms_ago` is null before the
+ * session started; `telemetry` is null then and with telemetry off.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_status(const struct tinkex_service_client *svc,
+                                           struct tinkex_bytes **out_bytes,
+                                           struct tinkex_error **out_err);
+
+/**
+ * The training client's status: the keys of `tinkex_service_client_status`, with the queue
+ * state of this model's requests.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_status(const struct tinkex_training_client *client,
+                                            struct tinkex_bytes **out_bytes,
+                                            struct tinkex_error **out_err);
+
+/**
+ * The sampling client's status: the keys of `tinkex_service_client_status`, with the
+ * queue state of this sampler's requests, `operations_waiting` / `operations_in_flight`
+ * counting this client's own samples (waiting = not yet accepted by the server), plus
+ * `"dispatch": {"in_flight", "max_in_flight", "backoffs", "throttled_dispatches"}` (the
+ * holder-wide dispatch counters, PROTOCOL.md 12.4).
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sampling_client_status(const struct tinkex_sampling_client *client,
+                                            struct tinkex_bytes **out_bytes,
+                                            struct tinkex_error **out_err);
+
+/**
  * Sends the library's log lines of at most `max_level` to `on_log(user_data, level, target,
  * target_len, message, message_len)`, on `rt`'s dispatcher thread, in emission order. The
  * lines are the library's own, already debounced (e.g. one queue-state line per change,
@@ -960,6 +1056,48 @@ tinkex_status tinkex_tinker_path_parse(const uint8_t *path,
                                        struct tinkex_error **out_err);
 
 /**
+ * Creates a session-less REST client on `rt` (PROTOCOL.md 3.3). Performs no I/O;
+ * client/config and dynamic_config are fetched before the first call; no session, no
+ * heartbeat, ever. `config_json` is a `ConfigInput`, as for `tinkex_service_client_new`.
+ * Clients with the same runtime, base URL, API key and configuration share one holder.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_rest_client_new(const struct tinkex_runtime *rt,
+                                     const uint8_t *config_json,
+                                     size_t config_json_len,
+                                     struct tinkex_rest_client **out,
+                                     struct tinkex_error **out_err);
+
+/**
+ * Calls the REST method named `(method, method_len)` (UTF-8; a `name` of
+ * `src/core/rest/methods.json`) with `args_json`, a JSON object keyed by the table's param
+ * names (`(NULL, 0)` = `{}`; a missing param takes the table's default). Result: the
+ * response model as JSON; `null` for methods returning nothing; a JSON string for
+ * `copy_weights` and `export_session_trace`.
+ *
+ * Rejected before anything is sent: an unknown method, a missing required param or a
+ * wrong type/value → `TINKEX_STATUS_INVALID_ARG`; args that are not a JSON object or an
+ * unknown key → `TINKEX_STATUS_INVALID_JSON`.
+ *
+ * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
+ * exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
+ * `on_done` never fires. Blocks: never. Callback-safe. Caller owns `*out_future`; release
+ * with `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_rest_client_call(const struct tinkex_rest_client *client,
+                                      const uint8_t *method,
+                                      size_t method_len,
+                                      const uint8_t *args_json,
+                                      size_t args_json_len,
+                                      tinkex_done_fn on_done,
+                                      void *user_data,
+                                      struct tinkex_future **out_future,
+                                      struct tinkex_error **out_err);
+
+/**
  * A new reference to the same client; NULL when `client` is NULL.
  *
  * Blocks: never. Callback-safe. Caller owns the result; release with
@@ -975,99 +1113,22 @@ struct tinkex_rest_client *tinkex_rest_client_clone(const struct tinkex_rest_cli
 void tinkex_rest_client_free(struct tinkex_rest_client *client);
 
 /**
- * The caller's training runs, newest first. Result: `{"training_runs": [...], "cursor":
- * {...}}`.
- *
- * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
- * exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
- * `on_done` never fires. Blocks: never. Callback-safe. Caller owns `*out_future`; release
- * with `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_training_runs(const struct tinkex_rest_client *client,
-                                                    uint32_t limit,
-                                                    uint32_t offset,
-                                                    tinkex_done_fn on_done,
-                                                    void *user_data,
-                                                    struct tinkex_future **out_future,
-                                                    struct tinkex_error **out_err);
-
-/**
- * One training run by id (UTF-8 `(training_run_id, len)`). Result: `TrainingRun` JSON.
+ * Copies a checkpoint into the service client's project (PROTOCOL.md 6.9): `json` is
+ * `{"path": "tinker://…", "ttl_seconds"?: int, "weights_access_token"?: str}`. The
+ * destination is the configuration's `project_id` (else `TINKER_PROJECT_ID`); without one
+ * the future fails with a user error. Result: the copy's tinker path as a JSON string.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_training_run(const struct tinkex_rest_client *client,
-                                                  const uint8_t *training_run_id,
-                                                  size_t training_run_id_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
-
-/**
- * The checkpoints of one training run. Result: `{"checkpoints": [...], "cursor": ...}`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_checkpoints(const struct tinkex_rest_client *client,
-                                                  const uint8_t *training_run_id,
-                                                  size_t training_run_id_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
-
-/**
- * All the caller's checkpoints, newest first. Result: `{"checkpoints": [...], "cursor":
- * ...}`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_list_user_checkpoints(const struct tinkex_rest_client *client,
-                                                       uint32_t limit,
-                                                       uint32_t offset,
-                                                       tinkex_done_fn on_done,
-                                                       void *user_data,
-                                                       struct tinkex_future **out_future,
-                                                       struct tinkex_error **out_err);
-
-/**
- * Deletes the checkpoint at a `tinker://` path (UTF-8 `(path, len)`). Result: `null`.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_delete_checkpoint(const struct tinkex_rest_client *client,
-                                                   const uint8_t *path,
-                                                   size_t path_len,
-                                                   tinkex_done_fn on_done,
-                                                   void *user_data,
-                                                   struct tinkex_future **out_future,
-                                                   struct tinkex_error **out_err);
-
-/**
- * Base model and LoRA settings of the checkpoint at a `tinker://` path. Result:
- * `WeightsInfoResponse` JSON.
- *
- * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
- * `tinkex_future_free`.
- */
-TINKEX_MUST_USE
-tinkex_status tinkex_rest_client_get_weights_info(const struct tinkex_rest_client *client,
-                                                  const uint8_t *path,
-                                                  size_t path_len,
-                                                  tinkex_done_fn on_done,
-                                                  void *user_data,
-                                                  struct tinkex_future **out_future,
-                                                  struct tinkex_error **out_err);
+tinkex_status tinkex_service_client_copy_weights(const struct tinkex_service_client *svc,
+                                                 const uint8_t *json,
+                                                 size_t json_len,
+                                                 tinkex_done_fn on_done,
+                                                 void *user_data,
+                                                 struct tinkex_future **out_future,
+                                                 struct tinkex_error **out_err);
 
 /**
  * The default options: `struct_size` set, one worker per CPU, logging off.
@@ -1162,10 +1223,16 @@ tinkex_status tinkex_sampling_client_get_info(const struct tinkex_sampling_clien
  * fields: `{"prompt": {"chunks": [{"type": "encoded_text", "tokens": [1, 2]}]},
  * "num_samples": 1, "sampling_params": {"max_tokens": 16, "temperature": 1.0, "top_k": -1,
  * "top_p": 1.0, "seed": null, "stop": null}, "prompt_logprobs": false,
- * "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0, "prompt_logprobs_last_n": null}`
- * (only `prompt` is required). `num_samples` 0, or a `prompt_logprobs_last_n` of 0 or
- * without `prompt_logprobs`, is `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
- * "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", ...}`).
+ * "topk_prompt_logprobs": 0, "topk_sample_logprobs": 0, "prompt_logprobs_last_n": null,
+ * "target_prompt_logprobs": TensorData, "prompt_alt_tokens_k": 0}` (only `prompt` is
+ * required; `target_prompt_logprobs` is int64 `[len(prompt) - 1, K]`, dense or sparse CSR,
+ * `-1` cells request nothing). `num_samples` 0, a `prompt_logprobs_last_n` of 0 or without
+ * `prompt_logprobs`, or a `target_prompt_logprobs` that is not a 2-D int64 tensor, is
+ * `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
+ * "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", "target_prompt_logprobs":
+ * TensorData (float32, the request's layout), "prompt_alt_tokens": {"tokens", "logprobs"},
+ * ...}`). `record_stability_info` is the client's setting (see
+ * `tinkex_service_client_create_sampling_client`).
  *
  * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
  * exactly once on the dispatcher thread. On a non-OK status nothing was submitted and
@@ -1198,6 +1265,43 @@ tinkex_status tinkex_sampling_client_compute_logprobs(const struct tinkex_sampli
                                                       void *user_data,
                                                       struct tinkex_future **out_future,
                                                       struct tinkex_error **out_err);
+
+/**
+ * This client's sampler handle (PROTOCOL.md 20.4) as a JSON string: base64url of the
+ * official SDK's compact JSON, carrying no credentials; interchangeable with the SDK's
+ * `SamplingClient.get_sampler_handle()`. Pass it to another process (any language) and
+ * rebuild a clone there with `tinkex_sampling_client_from_sampler_handle`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sampling_client_get_sampler_handle(const struct tinkex_sampling_client *client,
+                                                        struct tinkex_bytes **out_bytes,
+                                                        struct tinkex_error **out_err);
+
+/**
+ * A clone of the sampling client behind `handle` (the UTF-8 handle string, not JSON;
+ * PROTOCOL.md 20.4, 3.4, 12.2), on `rt`. `config_json` is a `ConfigInput` as for
+ * `tinkex_service_client_new`, giving this process's credentials (the handle carries none);
+ * the handle's base URL is used (a different `base_url` in `config_json` is
+ * `TINKEX_STATUS_USER`). Performs no I/O: the clone reuses the original's session (it sends
+ * its own heartbeats and telemetry for it) and cannot create sessions. Its clone id comes
+ * from `join_sampling_session` before its first sample when the handle's
+ * `sample_join_sampling_session` flag is on, else it is random; its `seq_id`s start at
+ * `clone_id × 10^9`, so it never reuses the original's. A handle that is too long (64 KiB),
+ * not base64url, not the handle's JSON, or names a non-http(s) URL is `TINKEX_STATUS_USER`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with
+ * `tinkex_sampling_client_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sampling_client_from_sampler_handle(const struct tinkex_runtime *rt,
+                                                         const uint8_t *handle,
+                                                         size_t handle_len,
+                                                         const uint8_t *config_json,
+                                                         size_t config_json_len,
+                                                         struct tinkex_sampling_client **out,
+                                                         struct tinkex_error **out_err);
 
 /**
  * Creates a service client on `rt`. Performs no I/O (the session starts with the first
@@ -1284,8 +1388,11 @@ tinkex_status tinkex_service_client_get_server_capabilities(const struct tinkex_
 /**
  * Creates a LoRA training client. `json` is the `create_model` body without the
  * client-owned fields: `{"base_model": "Qwen/Qwen3-8B", "lora_config": {"rank": 32,
- * "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true}}`
- * (`lora_config` optional). Result: a training client (take it with
+ * "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true},
+ * "user_metadata": {"k": "v"}, "optimizer": {"type": "adamw"}}` (all but `base_model`
+ * optional; `optimizer` is `{"type": "adamw"}` (default), `{"type": "dimuon", "version":
+ * 1}`, or another family passed through; an invalid known family is `TINKEX_STATUS_USER`
+ * through the future). Result: a training client (take it with
  * `tinkex_future_take_training_client`).
  *
  * Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -1301,9 +1408,11 @@ tinkex_status tinkex_service_client_create_lora_training_client(const struct tin
                                                                 struct tinkex_error **out_err);
 
 /**
- * Creates a training client from a training checkpoint. `json`:
- * `{"path": "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also
- * restores the optimizer state). Result: a training client.
+ * Creates a training client from a training checkpoint (create-via-load, PROTOCOL.md 6.8).
+ * `json`: `{"path": "tinker://.../weights/name", "optimizer": false, "base_model": "...",
+ * "user_metadata": {"k": "v"}, "weights_access_token": "...", "optimizer_config": {"type":
+ * "adamw"}}` (only `path` required; `optimizer: true` also restores the optimizer state;
+ * `optimizer_config` only with `optimizer: false`). Result: a training client.
  *
  * Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
  * Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
@@ -1318,9 +1427,13 @@ tinkex_status tinkex_service_client_create_training_client_from_state(const stru
                                                                       struct tinkex_error **out_err);
 
 /**
- * Creates a sampling client. `json` names exactly one of `{"model_path": "tinker://..."}`
- * (sampler weights) or `{"base_model": "Qwen/Qwen3-8B"}`; both or neither is
- * `TINKEX_STATUS_INVALID_ARG`. Result: a sampling client (take it with
+ * Creates a sampling client. `json`: `{"model_path"?: "tinker://...", "base_model"?:
+ * "Qwen/Qwen3-8B", "sampling_session_id"?: "...", "retry_config"?: RetryConfig,
+ * "record_stability_info"?: false}` naming exactly one of `model_path` (sampler weights),
+ * `base_model` and `sampling_session_id` (an existing sampling session of this session:
+ * no new one is created; `base_model` may come with it to skip the lookup); otherwise
+ * `TINKEX_STATUS_INVALID_ARG`. `record_stability_info: true` makes every sample of the
+ * client send it (PROTOCOL.md 12.1). Result: a sampling client (take it with
  * `tinkex_future_take_sampling_client`).
  *
  * Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -1336,7 +1449,8 @@ tinkex_status tinkex_service_client_create_sampling_client(const struct tinkex_s
                                                            struct tinkex_error **out_err);
 
 /**
- * Creates a REST client (training runs, checkpoints) sharing this client's transport.
+ * Creates a REST client sharing this client's holder (transport, auth, retry policy). Its
+ * calls never start a session.
  *
  * Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
  */
@@ -1361,6 +1475,56 @@ tinkex_status tinkex_service_client_close(const struct tinkex_service_client *sv
                                           void *user_data,
                                           struct tinkex_future **out_future,
                                           struct tinkex_error **out_err);
+
+/**
+ * Creates a server-side custom loss (PROTOCOL.md 5.10). `json`: `{"name": "neg_ll",
+ * "inputs": [{"name": "logprobs", "rank": 1}, {"name": "weights", "rank": 1}], "graph":
+ * {"format": 1, "nodes": [...]}}`. Result: `{"loss_id": "..."}`; pass it as
+ * `forward_backward(..., "loss_fn": "custom", "loss_fn_config": {"loss_id": ...})`.
+ * `TINKEX_STATUS_USER` (through the future) when the server's `custom_loss_server_side`
+ * flag is off, when the inputs or graph break the client-side rules, or when this session
+ * already created the same loss.
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_create_custom_loss(const struct tinkex_service_client *svc,
+                                                       const uint8_t *json,
+                                                       size_t json_len,
+                                                       tinkex_done_fn on_done,
+                                                       void *user_data,
+                                                       struct tinkex_future **out_future,
+                                                       struct tinkex_error **out_err);
+
+/**
+ * Resumes a training run from its latest training checkpoint (create-via-load). `json`:
+ * `{"training_run_id": "...", "optimizer": true}` (`optimizer` default true). A run with
+ * no training checkpoint is `TINKEX_STATUS_USER` through the future. Result: a training
+ * client (take it with `tinkex_future_take_training_client`).
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_resume_training_run(const struct tinkex_service_client *svc,
+                                                        const uint8_t *json,
+                                                        size_t json_len,
+                                                        tinkex_done_fn on_done,
+                                                        void *user_data,
+                                                        struct tinkex_future **out_future,
+                                                        struct tinkex_error **out_err);
+
+/**
+ * The Tinker console page of this session as a JSON string (PROTOCOL.md 20.2):
+ * `".../sessions/<session_id>"`, or `".../sessions"` before the session exists.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_service_client_get_console_url(const struct tinkex_service_client *svc,
+                                                    struct tinkex_bytes **out_bytes,
+                                                    struct tinkex_error **out_err);
 
 /**
  * The constant's name of a status, e.g. `"TINKEX_STATUS_NULL_ARG"`; unknown values give
@@ -1558,7 +1722,8 @@ tinkex_status tinkex_training_client_save_state(const struct tinkex_training_cli
                                                 struct tinkex_error **out_err);
 
 /**
- * Saves named sampler weights. `json`: `{"path": "name"}`. Result:
+ * Saves named sampler weights. `json`: `{"path": "name", "ttl_seconds": 3600,
+ * "user_metadata": {"k": "v"}}` (only `path` required). Result:
  * `{"path": "tinker://.../sampler_weights/name"}`.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
@@ -1574,14 +1739,20 @@ tinkex_status tinkex_training_client_save_weights_for_sampler(const struct tinke
                                                               struct tinkex_error **out_err);
 
 /**
- * Saves the current weights for sampling and creates a sampling client bound to them.
- * Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
+ * Saves the current weights for sampling (an ephemeral save, no name) and creates a
+ * sampling client bound to them. `json` (NULL/empty = defaults): `{"kind": "snapshot" |
+ * "inflight", "retry_config": {...RetryConfig}, "record_stability_info": false}`;
+ * `snapshot` pins fixed weights, `inflight` publishes a mutable target that later inflight
+ * saves of this model update. An unknown `kind` is `TINKEX_STATUS_USER` (through the
+ * future). Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
  */
 TINKEX_MUST_USE
 tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const struct tinkex_training_client *client,
+                                                                          const uint8_t *json,
+                                                                          size_t json_len,
                                                                           tinkex_done_fn on_done,
                                                                           void *user_data,
                                                                           struct tinkex_future **out_future,
@@ -1589,8 +1760,9 @@ tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const 
 
 /**
  * Loads a training checkpoint into this model. `json`: `{"path":
- * "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also restores the
- * optimizer state). Result: `{}`.
+ * "tinker://.../weights/name", "optimizer": false, "weights_access_token": "..."}`
+ * (`optimizer: true` also restores the optimizer state; the token, for a checkpoint of
+ * another account, is optional). Result: `{}`.
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.
@@ -1603,6 +1775,36 @@ tinkex_status tinkex_training_client_load_state(const struct tinkex_training_cli
                                                 void *user_data,
                                                 struct tinkex_future **out_future,
                                                 struct tinkex_error **out_err);
+
+/**
+ * Saves the weights in an external format (e.g. HuggingFace) under
+ * `tinker://<run>/external_weights/<name>` (PROTOCOL.md 6.7). `json`: `{"path": "name",
+ * "ttl_seconds": 3600, "age_encryption_recipients": ["age1..."]}` (only `path` required;
+ * more than 10 recipients is `TINKEX_STATUS_USER` through the future). Result:
+ * `{"path": "tinker://.../external_weights/name", "size_bytes": 123 | null}`.
+ *
+ * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+ * `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_save_weights_external(const struct tinkex_training_client *client,
+                                                           const uint8_t *json,
+                                                           size_t json_len,
+                                                           tinkex_done_fn on_done,
+                                                           void *user_data,
+                                                           struct tinkex_future **out_future,
+                                                           struct tinkex_error **out_err);
+
+/**
+ * The Tinker console page of this training run as a JSON string (PROTOCOL.md 20.2), e.g.
+ * `"https://tinker.thinkingmachines.ai/training_runs/<model_id>"`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_training_client_get_console_url(const struct tinkex_training_client *client,
+                                                     struct tinkex_bytes **out_bytes,
+                                                     struct tinkex_error **out_err);
 
 /**
  * The library version, e.g. `"0.1.0"` (equal to `TINKEX_VERSION` of a matching header).

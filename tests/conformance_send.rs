@@ -258,7 +258,7 @@ async fn a_409_is_retried_but_bounded_by_the_holder_window() {
     clear_journal(&emu).await;
     let started = Instant::now();
     let err = rest
-        .get_weights_info("tinker://run/weights/x")
+        .get_weights_info_by_tinker_path("tinker://run/weights/x")
         .await
         .unwrap_err();
     assert_eq!(err.http_status, Some(409), "{err}");
@@ -474,7 +474,7 @@ async fn deprecation_notes_are_logged_once_per_note() {
     )
     .await;
     for _ in 0..3 {
-        rest.get_weights_info("tinker://run/weights/x")
+        rest.get_weights_info_by_tinker_path("tinker://run/weights/x")
             .await
             .unwrap_err();
     }
@@ -487,7 +487,7 @@ async fn deprecation_notes_are_logged_once_per_note() {
                "headers": {"x-deprecation-note": "dep-note-b", "x-deprecation-level": "error"}}),
     )
     .await;
-    rest.get_weights_info("tinker://run/weights/x")
+    rest.get_weights_info_by_tinker_path("tinker://run/weights/x")
         .await
         .unwrap_err();
     assert_eq!(

@@ -320,8 +320,12 @@ async fn exercise(service: &ServiceClient) {
             .unwrap();
     }
     let rest = service.create_rest_client();
-    rest.list_training_runs(10, 0).await.unwrap();
-    rest.delete_checkpoint(&saved).await.unwrap();
+    rest.list_training_runs(10, 0, Default::default(), None)
+        .await
+        .unwrap();
+    rest.delete_checkpoint_from_tinker_path(&saved)
+        .await
+        .unwrap();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -797,7 +801,7 @@ async fn constructing_a_service_client_performs_no_io_and_rest_calls_create_no_s
     assert!(!caps.supported_models.is_empty());
     service
         .create_rest_client()
-        .list_training_runs(5, 0)
+        .list_training_runs(5, 0, Default::default(), None)
         .await
         .unwrap();
     let all = rec.all();
@@ -1072,7 +1076,7 @@ async fn no_content_endpoints_ignore_the_body() {
     }
     service
         .create_rest_client()
-        .delete_checkpoint(&saved)
+        .delete_checkpoint_from_tinker_path(&saved)
         .await
         .unwrap();
     service

@@ -148,7 +148,15 @@ fn training_loop_loss_falls_then_save_sample_and_rest() {
 
     // Sampling through a sampling client created from the training client.
     let op = submit(|cb, ud, out, err| {
-        tinkex_training_client_save_weights_and_get_sampling_client(training.0, cb, ud, out, err)
+        tinkex_training_client_save_weights_and_get_sampling_client(
+            training.0,
+            std::ptr::null(),
+            0,
+            cb,
+            ud,
+            out,
+            err,
+        )
     });
     op.wait();
     let mut sampler = std::ptr::null_mut();
@@ -291,7 +299,15 @@ fn two_hundred_concurrent_futures_each_complete_once() {
     let svc = Svc::new(&rt, &emu.url);
     let training = training_client(&svc);
     let sampler_op = submit(|cb, ud, out, err| {
-        tinkex_training_client_save_weights_and_get_sampling_client(training.0, cb, ud, out, err)
+        tinkex_training_client_save_weights_and_get_sampling_client(
+            training.0,
+            std::ptr::null(),
+            0,
+            cb,
+            ud,
+            out,
+            err,
+        )
     });
     sampler_op.wait();
     let mut sampler = std::ptr::null_mut();

@@ -153,7 +153,7 @@ async fn a_redirect_to_another_origin_is_fetched_without_any_credential() {
     let origin = Scripted::start(move |_| reply("302 Found", &[("location", &target)], "")).await;
     let runs = client(&origin.url, None)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .expect("the redirected GET succeeds");
     assert!(runs.training_runs.is_empty());
@@ -195,7 +195,7 @@ async fn a_same_origin_redirect_keeps_credentials_and_loops_are_bounded() {
     .await;
     let svc = client(&origin.url, None);
     svc.create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .expect("same-origin redirect followed");
     let got = origin.requests();
@@ -212,7 +212,7 @@ async fn a_same_origin_redirect_keeps_credentials_and_loops_are_bounded() {
     let started = Instant::now();
     let err = looping
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
@@ -234,7 +234,7 @@ async fn a_307_to_another_origin_never_resends_the_body() {
             .await;
     let err = client(&origin.url, None)
         .create_rest_client()
-        .get_weights_info("tinker://run-1/weights/w1")
+        .get_weights_info_by_tinker_path("tinker://run-1/weights/w1")
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
@@ -261,7 +261,7 @@ async fn an_endless_body_fails_at_the_limit_instead_of_growing_memory() {
     let started = Instant::now();
     let err = client(&server.url, Some(limits))
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
@@ -285,7 +285,7 @@ async fn an_announced_oversized_body_is_refused_before_it_is_read() {
     .await;
     let err = client(&server.url, None)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
@@ -302,7 +302,7 @@ async fn a_huge_error_detail_is_cut_and_escaped() {
     let server = Scripted::start(move |_| reply("422 Unprocessable Entity", &[], &body)).await;
     let err = client(&server.url, None)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::User);
@@ -324,7 +324,7 @@ async fn a_huge_error_detail_is_cut_and_escaped() {
     let server = Scripted::start(move |_| reply("400 Bad Request", &[], &body)).await;
     let err = client(&server.url, None)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -440,7 +440,10 @@ async fn ids_that_would_rewrite_the_path_are_rejected_before_sending() {
         "..",
         "%2e%2e",
     ] {
-        let err = rest.get_training_run(id).await.unwrap_err();
+        let err = rest
+            .get_training_run(id, Default::default())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::User, "{id:?}: {err}");
         let err = rest.list_checkpoints(id).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::User, "{id:?}: {err}");
@@ -451,12 +454,15 @@ async fn ids_that_would_rewrite_the_path_are_rejected_before_sending() {
         "tinker://run/weights/x?y=1",
         "tinker://run/weights/a#b",
     ] {
-        let err = rest.delete_checkpoint(path).await.unwrap_err();
+        let err = rest
+            .delete_checkpoint_from_tinker_path(path)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::User, "{path}: {err}");
     }
     assert!(server.requests().is_empty(), "{:?}", server.requests());
     // A legal checkpoint id keeps its '/' (PROTOCOL.md 1.2).
-    rest.delete_checkpoint("tinker://sess-1:train:0/weights/step-100")
+    rest.delete_checkpoint_from_tinker_path("tinker://sess-1:train:0/weights/step-100")
         .await
         .unwrap();
     assert!(server.requests()[0]

@@ -91,7 +91,7 @@ async fn an_untrusted_certificate_fails_at_once_and_ssl_cert_file_makes_it_trust
     let started = Instant::now();
     let err = client(&url)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Fatal, "{err}");
@@ -111,7 +111,7 @@ async fn an_untrusted_certificate_fails_at_once_and_ssl_cert_file_makes_it_trust
     std::env::set_var("SSL_CERT_FILE", data("test-ca.crt"));
     let runs = client(&url)
         .create_rest_client()
-        .list_training_runs(10, 0)
+        .list_training_runs(10, 0, Default::default(), None)
         .await
         .expect("trusted through SSL_CERT_FILE");
     assert!(runs.training_runs.is_empty());

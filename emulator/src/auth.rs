@@ -73,6 +73,8 @@ pub struct AuthState {
     revoked_below: AtomicU64,
     lifetime_ms: AtomicU64,
     log: Mutex<VecDeque<AuthLogEntry>>,
+    /// Hashes of raw keys deleted with `DELETE /api/v1/auth/apikey/me` (PROTOCOL.md 2.9).
+    deleted_keys: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl AuthState {
@@ -95,7 +97,26 @@ impl AuthState {
             revoked_below: AtomicU64::new(0),
             lifetime_ms: AtomicU64::new(lifetime.as_millis().max(1000) as u64),
             log: Mutex::new(VecDeque::new()),
+            deleted_keys: Mutex::new(Default::default()),
         }
+    }
+
+    /// Deletes a raw key: every later request carrying it is refused with 401.
+    pub fn delete_key(&self, key: &str) {
+        let mut d = self.deleted_keys.lock().unwrap();
+        if d.len() < 1_000_000 {
+            d.insert(fnv(key));
+        }
+    }
+
+    /// Whether a raw key was deleted.
+    pub fn key_deleted(&self, key: &str) -> bool {
+        self.deleted_keys.lock().unwrap().contains(&fnv(key))
+    }
+
+    /// A stable numeric id of a raw key (`key_id` of `auth/apikey/me`).
+    pub fn key_id(key: &str) -> u64 {
+        fnv(key) >> 12
     }
 
     /// Issues a JWT for the raw credential `key` (only a hash of it goes into the claims).
@@ -107,13 +128,13 @@ impl AuthState {
             .load(Ordering::SeqCst)
             .div_ceil(1000)
             .max(1);
-        let who = fnv(key);
+        let who = Identity::of_key(key);
         let header = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = json!({
             "iss": "passport-tinkex-emulator",
-            "sub": format!("tml:organization_user:emu-{who:016x}"),
-            "org_id": format!("emu-org-{:08x}", who >> 32),
-            "email": "emulator@tinkex.invalid",
+            "sub": who.user_urn,
+            "org_id": who.org_id,
+            "email": who.email,
             "iat": iat,
             "exp": iat + lifetime,
             "jti": jti.to_string(),
@@ -158,6 +179,52 @@ impl AuthState {
             log.pop_front();
         }
         log.push_back(entry);
+    }
+}
+
+/// Who a credential belongs to (PROTOCOL.md 2.8): the claims of the JWTs issued for it, and
+/// the owner of the sessions, runs and checkpoints created with it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// `tml:organization_user:emu-<hash of the key>` (claim `sub`).
+    pub user_urn: String,
+    /// `emu-org-<hash>` (claim `org_id`).
+    pub org_id: String,
+    /// Claim `email`.
+    pub email: String,
+}
+
+impl Identity {
+    /// The identity of a raw `tml-` key (only a hash of it is kept).
+    pub fn of_key(key: &str) -> Self {
+        let who = fnv(key);
+        Identity {
+            user_urn: format!("tml:organization_user:emu-{who:016x}"),
+            org_id: format!("emu-org-{:08x}", who >> 32),
+            email: format!("user-{:08x}@tinkex.invalid", who as u32),
+        }
+    }
+
+    /// The caller of a request: the claims of its JWT (`X-API-Key: eyJ…`, already verified
+    /// by [`require_credential`]) or the identity of its raw key.
+    pub fn of_headers(headers: &axum::http::HeaderMap) -> Self {
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if key.starts_with("eyJ") {
+            if let Some(claims) = tinkex::core::auth::jwt_claims(key) {
+                let text = |c: &str| claims.get(c).and_then(|v| v.as_str()).map(str::to_string);
+                if let (Some(user_urn), Some(org_id)) = (text("sub"), text("org_id")) {
+                    return Identity {
+                        user_urn,
+                        org_id,
+                        email: text("email").unwrap_or_default(),
+                    };
+                }
+            }
+        }
+        Identity::of_key(key)
     }
 }
 
@@ -214,6 +281,13 @@ pub async fn require_credential(
             None,
             Some(
                 ApiError::new(StatusCode::UNAUTHORIZED, "missing X-API-Key header").into_response(),
+            ),
+        ),
+        Some(Ok(k)) if k.starts_with("tml-") && app.auth.key_deleted(k) => (
+            "deleted_key",
+            None,
+            Some(
+                ApiError::new(StatusCode::UNAUTHORIZED, "this API key was deleted").into_response(),
             ),
         ),
         Some(Ok(k)) if k.starts_with("tml-") && k.len() > 4 => {

@@ -42,7 +42,9 @@ pub fn model_input_len_json(input: &ModelInput) -> u64 {
             | Chunk::ImageAssetPointer {
                 expected_tokens, ..
             } => expected_tokens.unwrap_or(0).max(0) as u64,
-            Chunk::Dmel { .. } => 0,
+            Chunk::Dmel { dmel } => {
+                tinkex::core::types::dmel_token_length(dmel).unwrap_or(0) as u64
+            }
         })
         .fold(0u64, u64::saturating_add)
 }
@@ -54,6 +56,9 @@ pub fn model_input_len_proto(chunks: &[proto::Chunk]) -> u64 {
         .map(|c| match &c.chunk {
             Some(proto::ChunkKind::EncodedText(t)) => t.tokens.len() as u64 / 4,
             Some(proto::ChunkKind::Image(img)) => img.expected_tokens.unwrap_or(0).max(0) as u64,
+            Some(proto::ChunkKind::Dmel(d)) => {
+                tinkex::core::types::tensor_container_dim(&d.dmel, 0).unwrap_or(0)
+            }
             _ => 0,
         })
         .fold(0u64, u64::saturating_add)
@@ -160,6 +165,66 @@ fn media_tokens(
     Ok(vec![(h >> 1) as i64 & 0x7fff_ffff; n as usize])
 }
 
+/// The token ids of a `dmel` chunk (PROTOCOL.md 10.1, 20.1). The tiny model has no audio
+/// front end, so each of the `T = shape[0]` frames becomes one token: the TensorContainer
+/// header (optional constant marker 254, dtype byte 0..=7, varint `ndim`, `ndim` varint
+/// dimensions) is decoded, the payload after it is cut into `T` equal frames (or, when it
+/// does not divide, each frame is its index), and frame `t`'s token is an FNV-1a hash of its
+/// bytes and `t` (31 bits).
+pub fn dmel_tokens(bytes: &[u8], idx: usize) -> Result<Vec<i64>, String> {
+    let bad = |e: String| format!("chunk {idx}: dmel chunk: {e}");
+    let t = tinkex::core::types::tensor_container_dim(bytes, 0).map_err(bad)?;
+    if t > MAX_MODEL_INPUT_TOKENS {
+        return Err(bad(input_too_long(t)));
+    }
+    // Header length: marker?, dtype, ndim varint, ndim varints.
+    let mut pos = usize::from(bytes.first() == Some(&254)) + 1;
+    let read = |pos: &mut usize| -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*pos).ok_or("Truncated TensorContainer header")?;
+            *pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err("TensorContainer varint is too long".into())
+    };
+    let ndim = read(&mut pos).map_err(bad)?;
+    if ndim > 64 {
+        return Err(bad(format!(
+            "TensorContainer has {ndim} dimensions (tinkex-emulator reads at most 64)"
+        )));
+    }
+    for _ in 0..ndim {
+        read(&mut pos).map_err(bad)?;
+    }
+    let payload = &bytes[pos.min(bytes.len())..];
+    let t = t as usize;
+    let frame = if t > 0 && payload.len() % t == 0 {
+        payload.len() / t
+    } else {
+        0
+    };
+    Ok((0..t)
+        .map(|i| {
+            let data = if frame > 0 {
+                &payload[i * frame..(i + 1) * frame]
+            } else {
+                &[][..]
+            };
+            let h = data
+                .iter()
+                .chain((i as u64).to_le_bytes().iter())
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+            (h >> 1) as i64 & 0x7fff_ffff
+        })
+        .collect())
+}
+
 /// Flattens a JSON model input into token ids.
 pub fn model_input_tokens_json(input: &ModelInput) -> Result<Vec<i64>, String> {
     let n = model_input_len_json(input);
@@ -190,10 +255,11 @@ pub fn model_input_tokens_json(input: &ModelInput) -> Result<Vec<i64>, String> {
                 *expected_tokens,
                 i,
             )?),
-            Chunk::Dmel { .. } => {
-                return Err(format!(
-                    "chunk {i}: dmel chunks are not supported by tinkex-emulator"
-                ))
+            Chunk::Dmel { dmel } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(dmel)
+                    .map_err(|e| format!("chunk {i}: dmel is not valid base64: {e}"))?;
+                out.extend(dmel_tokens(&bytes, i)?);
             }
         }
     }
@@ -221,11 +287,7 @@ pub fn model_input_tokens_proto(chunks: &[proto::Chunk]) -> Result<Vec<i64>, Str
                 img.expected_tokens.map(i64::from),
                 i,
             )?),
-            Some(proto::ChunkKind::Dmel(_)) => {
-                return Err(format!(
-                    "chunk {i}: dmel chunks are not supported by tinkex-emulator"
-                ))
-            }
+            Some(proto::ChunkKind::Dmel(d)) => out.extend(dmel_tokens(&d.dmel, i)?),
             None => return Err(format!("chunk {i} is empty")),
         }
     }
@@ -309,8 +371,16 @@ fn check_sparse_shape(shape: &[i64]) -> Result<(), String> {
 fn datum_input(
     tokens: Vec<i64>,
     mut inputs: HashMap<String, Vec<f64>>,
+    shapes: HashMap<String, Vec<usize>>,
     idx: usize,
 ) -> Result<DatumInput, String> {
+    let all = inputs
+        .iter()
+        .map(|(k, v)| {
+            let shape = shapes.get(k).cloned().unwrap_or_else(|| vec![v.len()]);
+            (k.clone(), (v.iter().map(|&x| x as f32).collect(), shape))
+        })
+        .collect();
     let target = inputs
         .remove("target_tokens")
         .ok_or_else(|| format!("datum {idx}: loss_fn_inputs[\"target_tokens\"] is required"))?;
@@ -321,6 +391,7 @@ fn datum_input(
         weights: inputs.remove("weights").map(f32s),
         sampling_logprobs: inputs.remove("logprobs").map(f32s),
         advantages: inputs.remove("advantages").map(f32s),
+        inputs: all,
     })
 }
 
@@ -329,7 +400,14 @@ pub fn datum_from_json(d: &Datum, idx: usize) -> Result<DatumInput, String> {
     let tokens =
         model_input_tokens_json(&d.model_input).map_err(|e| format!("datum {idx}: {e}"))?;
     let mut inputs = HashMap::new();
+    let mut shapes = HashMap::new();
     for (name, t) in &d.loss_fn_inputs {
+        if let Some(shape) = &t.shape {
+            shapes.insert(
+                name.clone(),
+                shape.iter().map(|&d| d.max(0) as usize).collect(),
+            );
+        }
         if t.is_sparse() {
             check_sparse_shape(t.shape.as_deref().unwrap_or(&[]))
                 .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?;
@@ -340,7 +418,7 @@ pub fn datum_from_json(d: &Datum, idx: usize) -> Result<DatumInput, String> {
                 .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?,
         );
     }
-    datum_input(tokens, inputs, idx)
+    datum_input(tokens, inputs, shapes, idx)
 }
 
 /// Converts a protobuf datum.
@@ -348,18 +426,29 @@ pub fn datum_from_proto(d: &proto::Datum, idx: usize) -> Result<DatumInput, Stri
     let tokens =
         model_input_tokens_proto(&d.model_input).map_err(|e| format!("datum {idx}: {e}"))?;
     let mut inputs = HashMap::new();
+    let mut shapes = HashMap::new();
     for (name, t) in &d.loss_fn_inputs {
+        if !t.shape.is_empty() {
+            shapes.insert(
+                name.clone(),
+                t.shape.iter().map(|&d| d.max(0) as usize).collect(),
+            );
+        }
         inputs.insert(
             name.clone(),
             proto_tensor_dense(t)
                 .map_err(|e| format!("datum {idx}: loss_fn_inputs[{name:?}]: {e}"))?,
         );
     }
-    datum_input(tokens, inputs, idx)
+    datum_input(tokens, inputs, shapes, idx)
 }
 
 /// Maps a loss name and config to the model's loss, or says why not.
-pub fn loss_fn(name: &str, config: &BTreeMap<String, LossConfigValue>) -> Result<LossFn, String> {
+pub fn loss_fn(
+    name: &str,
+    config: &BTreeMap<String, LossConfigValue>,
+    custom: &dyn Fn(&str) -> Option<std::sync::Arc<crate::model::graph::LossGraph>>,
+) -> Result<LossFn, String> {
     let number = |key: &str, default: f32| -> Result<f32, String> {
         match config.get(key) {
             None => Ok(default),
@@ -376,8 +465,26 @@ pub fn loss_fn(name: &str, config: &BTreeMap<String, LossConfigValue>) -> Result
             clip_low: number("clip_low_threshold", 0.8)?,
             clip_high: number("clip_high_threshold", 1.2)?,
         }),
-        "cispo" | "dro" | "gspo" | "stable_reinforce" | "custom" => Err(format!(
-            "loss_fn {name:?} is not supported by tinkex-emulator (supported: cross_entropy, importance_sampling, ppo)"
+        "cispo" => Ok(LossFn::Cispo {
+            clip_low: number("clip_low_threshold", 0.8)?,
+            clip_high: number("clip_high_threshold", 1.2)?,
+        }),
+        "dro" => Ok(LossFn::Dro {
+            beta: number("beta", 0.05)?,
+        }),
+        "gspo" => Ok(LossFn::Gspo {
+            clip_low: number("clip_low_threshold", 1.0 - 3e-4)?,
+            clip_high: number("clip_high_threshold", 1.0 + 4e-4)?,
+        }),
+        "custom" => match config.get("loss_id") {
+            Some(LossConfigValue::Text(id)) => custom(id).map(LossFn::Custom).ok_or_else(|| {
+                format!("loss_fn \"custom\": unknown loss_id {id:?} (create it with create_custom_loss)")
+            }),
+            _ => Err("loss_fn \"custom\" needs loss_fn_config {\"loss_id\": <id from create_custom_loss>}".into()),
+        },
+        "stable_reinforce" => Err(format!(
+            "loss_fn {name:?} is not supported by tinkex-emulator: its formula is not public \
+             (supported: cross_entropy, importance_sampling, ppo, cispo, dro, gspo, custom)"
         )),
         other => Err(format!(
             "unknown loss_fn {other:?} (expected one of cross_entropy, importance_sampling, ppo, cispo, dro, gspo, stable_reinforce, custom)"
@@ -506,8 +613,27 @@ pub fn sample_proto(s: &SampleOutcome) -> Vec<u8> {
         }),
         topk_prompt_logprobs: s.topk_prompt.as_ref().map(|(k, rows)| topk_proto(rows, *k)),
         prompt_cache_hit_tokens: 0,
-        target_prompt_logprobs: None,
-        prompt_alt_tokens: None,
+        target_prompt_logprobs: s
+            .target_prompt_logprobs
+            .as_ref()
+            .map(tinkex::core::codec::tensor_to_proto),
+        prompt_alt_tokens: s.prompt_alt_tokens.as_ref().map(|(k, tokens, logprobs)| {
+            let shape = vec![(tokens.len() / (*k).max(1)) as i64, *k as i64];
+            // Ids as int32, as the service sends them (the client widens them to int64).
+            let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+            proto::PromptAltTokens {
+                tokens: Some(proto::Tensor {
+                    encoding: Some(proto::TensorEncoding::Dense(proto::pack_le(&ids))),
+                    dtype: proto::DType::Int32 as i32,
+                    shape: shape.clone(),
+                }),
+                logprobs: Some(proto::Tensor {
+                    encoding: Some(proto::TensorEncoding::Dense(proto::pack_le(logprobs))),
+                    dtype: proto::DType::Float32 as i32,
+                    shape,
+                }),
+            }
+        }),
     }
     .encode_to_vec()
 }
@@ -541,6 +667,23 @@ pub fn sample_json(s: &SampleOutcome) -> Value {
     }
     if let Some((_, rows)) = &s.topk_prompt {
         v["topk_prompt_logprobs"] = json!(opt_rows(rows));
+    }
+    if let Some(t) = &s.target_prompt_logprobs {
+        v["target_prompt_logprobs"] = json!(t);
+    }
+    if let Some((k, tokens, logprobs)) = &s.prompt_alt_tokens {
+        let shape = vec![(tokens.len() / (*k).max(1)) as i64, *k as i64];
+        let tensor = |data: tinkex::core::types::TensorValues| TensorData {
+            dtype: data.dtype(),
+            data,
+            shape: Some(shape.clone()),
+            sparse_crow_indices: None,
+            sparse_col_indices: None,
+        };
+        v["prompt_alt_tokens"] = json!({
+            "tokens": tensor(tinkex::core::types::TensorValues::Int64(tokens.clone())),
+            "logprobs": tensor(tinkex::core::types::TensorValues::Float32(logprobs.clone())),
+        });
     }
     v
 }

@@ -47,6 +47,11 @@ impl Outcome {
 pub struct SampleOutcome {
     /// One per requested sample.
     pub sequences: Vec<SampledSequence>,
+    /// Logprobs of the requested `target_prompt_logprobs` ids (float32, the request's
+    /// layout, 0.0 in -1 cells).
+    pub target_prompt_logprobs: Option<tinkex::core::types::TensorData>,
+    /// `prompt_alt_tokens_k` draws: `(k, tokens, logprobs)`, row-major `[len(prompt) - 1, k]`.
+    pub prompt_alt_tokens: Option<(usize, Vec<i64>, Vec<f32>)>,
     /// Per-sequence top-k lists (when `topk_sample_logprobs > 0`).
     pub topk_sampled: Option<Vec<Vec<Vec<(i64, f32)>>>>,
     /// Prompt logprobs when requested.

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod billing;
 pub mod checkpoints;
 pub mod config;
 pub mod encode;
@@ -19,9 +20,12 @@ pub mod model;
 pub mod persist;
 mod routes;
 pub mod sampling;
+pub mod sessions;
+pub mod signed_urls;
 pub mod state;
 pub mod training;
 pub mod util;
+pub mod weights_export;
 
 pub use config::EmulatorConfig;
 

@@ -6,7 +6,7 @@ use crate::model::{SampleParams, SampledSequence, TinyModel};
 use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tinkex::core::types::{SampleRequest, StopCondition};
+use tinkex::core::types::{SampleRequest, StopCondition, TensorData, TensorValues};
 
 /// One sampling session: fixed weights plus the dedup table of its requests.
 pub struct SamplerSlot {
@@ -19,8 +19,16 @@ pub struct SamplerSlot {
     /// Weights path, when not the base model.
     pub model_path: Option<String>,
     model: Arc<TinyModel>,
+    /// For an inflight sampler (6.6): the training model's shared target, read per sample.
+    inflight: Option<InflightTarget>,
     submitted: Mutex<HashMap<i64, (String, Vec<String>)>>,
+    /// The next `client_counter` of `join_sampling_session` (5.9): the original client is 0.
+    next_client: std::sync::atomic::AtomicI64,
 }
+
+/// The inflight weights target of one training model (PROTOCOL.md 6.6): every inflight
+/// sampler of the model reads it per sample; each later inflight save replaces it.
+pub type InflightTarget = Arc<std::sync::RwLock<Arc<TinyModel>>>;
 
 /// The parsed, validated parts of a sample request.
 pub struct SampleJob {
@@ -31,6 +39,11 @@ pub struct SampleJob {
     prompt_logprobs_last_n: Option<usize>,
     topk_prompt: usize,
     topk_sample: usize,
+    /// `target_prompt_logprobs`: the request tensor and, per prompt row, its cells
+    /// `(index into the tensor's values, token id or -1)`.
+    target: Option<(TensorData, Vec<Vec<(usize, i64)>>)>,
+    /// `prompt_alt_tokens_k`.
+    alt_k: usize,
 }
 
 impl SamplerSlot {
@@ -51,8 +64,33 @@ impl SamplerSlot {
             base_model,
             model_path,
             model,
+            inflight: None,
             submitted: Mutex::new(HashMap::new()),
+            next_client: std::sync::atomic::AtomicI64::new(1),
         }
+    }
+
+    /// An inflight sampler: samples run on `target`'s weights at sampling time.
+    pub fn new_inflight(id: String, base_model: String, target: InflightTarget) -> Self {
+        let model = target.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut slot = SamplerSlot::new(id, base_model, None, model);
+        slot.inflight = Some(target);
+        slot
+    }
+
+    /// The weights a sample runs on now.
+    fn current_model(&self) -> Arc<TinyModel> {
+        match &self.inflight {
+            Some(t) => t.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => self.model.clone(),
+        }
+    }
+
+    /// Allocates a client id for a client joining this sampling session (5.9): unique
+    /// among its clients, from 1 (the original client is 0).
+    pub fn join(&self) -> i64 {
+        self.next_client
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether a request with this `seq_id` was already submitted (a resend of it is the same
@@ -83,6 +121,14 @@ impl SamplerSlot {
         submitted.insert(seq, (request_id.clone(), sequence_ids.clone()));
         drop(submitted);
         app.futures.register(&request_id, "Sample");
+        crate::billing::on_sample_request(
+            app,
+            &self.session_id,
+            &self.id,
+            &self.base_model,
+            &request_id,
+            req,
+        );
         match check_limits(req, &app.config).and_then(|()| parse_job(req, context)) {
             Err(msg) => app.futures.complete(&request_id, Outcome::user_error(msg)),
             Ok(job) => {
@@ -106,6 +152,7 @@ impl SamplerSlot {
                         .unwrap_or_else(|e| {
                             Outcome::user_error(format!("internal emulator error: {e}"))
                         });
+                    crate::billing::on_sample_done(&app, &id, &outcome);
                     app.futures.complete(&id, outcome);
                     drop(slot);
                 });
@@ -115,6 +162,7 @@ impl SamplerSlot {
     }
 
     fn run(&self, job: SampleJob, zero_compute: bool) -> Outcome {
+        let model = self.current_model();
         let sequences = if zero_compute {
             let token = *job.prompt.last().expect("prompts are non-empty");
             let n = job.params.max_tokens;
@@ -126,7 +174,7 @@ impl SamplerSlot {
                 })
                 .collect()
         } else {
-            self.model.sample(&job.prompt, &job.params, job.num_samples)
+            model.sample(&job.prompt, &job.params, job.num_samples)
         };
         let topk_sampled = (job.topk_sample > 0).then(|| {
             sequences
@@ -134,16 +182,45 @@ impl SamplerSlot {
                 .map(|s| {
                     let mut full = job.prompt.clone();
                     full.extend_from_slice(&s.tokens);
-                    let rows = self.model.topk_prompt_logprobs(&full, job.topk_sample);
+                    let rows = model.topk_prompt_logprobs(&full, job.topk_sample);
                     rows[job.prompt.len()..].to_vec()
                 })
                 .collect()
         });
+        let target_prompt_logprobs = job.target.as_ref().map(|(t, rows)| {
+            let mut values = vec![0f32; t.data.len()];
+            model.scan_prompt(&job.prompt, |row, z, lse| {
+                for &(i, id) in &rows[row] {
+                    if id >= 0 {
+                        values[i] = TinyModel::token_logprob(z, lse, id);
+                    }
+                }
+            });
+            TensorData {
+                data: TensorValues::Float32(values),
+                dtype: tinkex::core::types::TensorDtype::Float32,
+                shape: t.shape.clone(),
+                sparse_crow_indices: t.sparse_crow_indices.clone(),
+                sparse_col_indices: t.sparse_col_indices.clone(),
+            }
+        });
+        let prompt_alt_tokens = (job.alt_k > 0).then(|| {
+            let seed = job.params.seed.unwrap_or_else(|| {
+                std::time::UNIX_EPOCH
+                    .elapsed()
+                    .map_or(7, |d| d.as_nanos() as u64)
+            });
+            let (tokens, logprobs) =
+                model.prompt_alt_tokens(&job.prompt, job.alt_k, job.params.temperature, seed);
+            (job.alt_k, tokens, logprobs)
+        });
         Outcome::Sample(SampleOutcome {
             sequences,
+            target_prompt_logprobs,
+            prompt_alt_tokens,
             topk_sampled,
             prompt_logprobs: job.prompt_logprobs.then(|| {
-                let mut lp = self.model.prompt_logprobs(&job.prompt);
+                let mut lp = model.prompt_logprobs(&job.prompt);
                 if let Some(n) = job.prompt_logprobs_last_n {
                     let cut = lp.len() - n;
                     lp[..cut].iter_mut().for_each(|x| *x = None);
@@ -153,8 +230,7 @@ impl SamplerSlot {
             topk_prompt: (job.topk_prompt > 0).then(|| {
                 (
                     job.topk_prompt,
-                    self.model
-                        .topk_prompt_logprobs(&job.prompt, job.topk_prompt),
+                    model.topk_prompt_logprobs(&job.prompt, job.topk_prompt),
                 )
             }),
             topk_sample_k: job.topk_sample,
@@ -209,12 +285,19 @@ pub fn check_limits(req: &SampleRequest, config: &EmulatorConfig) -> Result<(), 
     let topk_sample = req.topk_sample_logprobs.max(0) as u128;
     let per_prompt =
         u128::from(req.prompt_logprobs.unwrap_or(false)) + req.topk_prompt_logprobs.max(0) as u128;
-    let entries = n * max_tokens * (2 + topk_sample) + u128::from(prompt) * per_prompt;
+    let target = req
+        .target_prompt_logprobs
+        .as_ref()
+        .map_or(0, |t| t.data.len() as u128);
+    let alt = u128::from(prompt) * 2 * req.prompt_alt_tokens_k.max(0) as u128;
+    let entries =
+        n * max_tokens * (2 + topk_sample) + u128::from(prompt) * per_prompt + target + alt;
     if entries > u128::from(config.max_sample_result_entries) {
         return Err(format!(
             "the result would hold {entries} values (num_samples × max_tokens × \
              (2 + topk_sample_logprobs) + prompt length × (prompt_logprobs + \
-             topk_prompt_logprobs)), more than tinkex-emulator's limit of {} \
+             topk_prompt_logprobs + 2 × prompt_alt_tokens_k) + target ids), more than \
+             tinkex-emulator's limit of {} \
              (--max-sample-result-entries)",
             config.max_sample_result_entries
         ));
@@ -230,16 +313,20 @@ fn parse_job(req: &SampleRequest, context: Option<i64>) -> Result<SampleJob, Str
             req.num_samples
         ));
     }
-    if req.target_prompt_logprobs.is_some() || req.prompt_alt_tokens_k > 0 {
-        return Err(
-            "target_prompt_logprobs and prompt_alt_tokens_k are not supported by tinkex-emulator"
-                .to_string(),
-        );
-    }
     let prompt = crate::encode::model_input_tokens_json(&req.prompt)?;
     if prompt.is_empty() {
         return Err("prompt must contain at least one token".into());
     }
+    if req.prompt_alt_tokens_k < 0 {
+        return Err(format!(
+            "prompt_alt_tokens_k must be 0 or greater, got {}",
+            req.prompt_alt_tokens_k
+        ));
+    }
+    let target = match &req.target_prompt_logprobs {
+        Some(t) => Some((t.clone(), target_cells(t, prompt.len())?)),
+        None => None,
+    };
     let sp = &req.sampling_params;
     let (stop_tokens, stop_strings) = match &sp.stop {
         None => (Vec::new(), Vec::new()),
@@ -292,8 +379,70 @@ fn parse_job(req: &SampleRequest, context: Option<i64>) -> Result<SampleJob, Str
         prompt_logprobs_last_n: req.prompt_logprobs_last_n.map(|n| n as usize),
         topk_prompt: req.topk_prompt_logprobs.max(0) as usize,
         topk_sample: req.topk_sample_logprobs.max(0) as usize,
+        target,
+        alt_k: req.prompt_alt_tokens_k.max(0) as usize,
         prompt,
     })
+}
+
+/// Checks a `target_prompt_logprobs` tensor against 7.1 (int64, 2-D `[len(prompt) - 1, K]`,
+/// dense or CSR with consistent indices, ids ≥ -1, at least one id) and lists its cells
+/// per prompt row: `(index into the values, token id)`.
+fn target_cells(t: &TensorData, prompt_len: usize) -> Result<Vec<Vec<(usize, i64)>>, String> {
+    let bad = |why: &str| Err(format!("target_prompt_logprobs: {why}"));
+    let TensorValues::Int64(ids) = &t.data else {
+        return bad("must be an int64 tensor of token ids");
+    };
+    let rows = prompt_len.saturating_sub(1);
+    let shape = match &t.shape {
+        Some(s) if s.len() == 2 && s[0] >= 0 && s[1] >= 0 => s,
+        _ => return bad("must be 2-D, [len(prompt) - 1, K]"),
+    };
+    if shape[0] as usize != rows {
+        return Err(format!(
+            "target_prompt_logprobs must have len(prompt) - 1 = {rows} rows, got {}",
+            shape[0]
+        ));
+    }
+    let k = shape[1] as usize;
+    let mut cells = vec![Vec::new(); rows];
+    match (&t.sparse_crow_indices, &t.sparse_col_indices) {
+        (None, None) => {
+            if rows.checked_mul(k) != Some(ids.len()) {
+                return bad("shape does not hold the values");
+            }
+            for (i, &id) in ids.iter().enumerate() {
+                cells[i / k.max(1)].push((i, id));
+            }
+        }
+        (Some(crow), Some(col)) => {
+            if crow.len() != rows + 1 || col.len() != ids.len() {
+                return bad("CSR index lengths do not match the shape and values");
+            }
+            if crow[0] != 0
+                || crow[rows] != ids.len() as i64
+                || crow.windows(2).any(|w| w[0] > w[1])
+            {
+                return bad("CSR row pointers must rise from 0 to the number of values");
+            }
+            if col.iter().any(|&c| c < 0 || c as usize >= k) {
+                return bad("CSR column index out of range");
+            }
+            for r in 0..rows {
+                for i in crow[r] as usize..crow[r + 1] as usize {
+                    cells[r].push((i, ids[i]));
+                }
+            }
+        }
+        _ => return bad("sparse_crow_indices and sparse_col_indices must come together"),
+    }
+    if ids.iter().any(|&id| id < -1) {
+        return bad("token ids must be -1 (nothing) or non-negative");
+    }
+    if !ids.iter().any(|&id| id >= 0) {
+        return bad("must name at least one token id");
+    }
+    Ok(cells)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -338,6 +487,9 @@ pub struct Arrival {
     pub sampling_session_id: Option<String>,
     /// The request's `seq_id`.
     pub seq_id: Option<i64>,
+    /// The request's `record_stability_info` (absent when not sent).
+    #[serde(default)]
+    pub record_stability_info: Option<bool>,
     /// The answer's status.
     pub status: u16,
 }
@@ -457,6 +609,7 @@ impl SamplingCapacity {
             key: key_fingerprint(key),
             sampling_session_id: req.sampling_session_id.clone(),
             seq_id: req.seq_id,
+            record_stability_info: req.record_stability_info,
             status,
         });
     }

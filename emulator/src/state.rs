@@ -97,8 +97,20 @@ pub struct AppState {
     pub auth: crate::auth::AuthState,
     /// Sampling capacity per API key and what was seen of it (`/_emulator/sampling_capacity`).
     pub sampling_capacity: crate::sampling::SamplingCapacity,
+    /// Owners, projects and copies (REST management, PROTOCOL.md 9).
+    pub registry: crate::sessions::Registry,
+    /// Usage processed (billing, session traces).
+    pub usage: crate::billing::UsageLog,
+    /// Signed download URLs.
+    pub signer: crate::signed_urls::Signer,
     /// Flips to `true` on shutdown; background workers stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Server-side custom losses by `loss_id` (PROTOCOL.md 5.10).
+    pub custom_losses: Mutex<HashMap<String, Arc<crate::model::graph::LossGraph>>>,
+    /// create_custom_loss request ids by (session, `custom_loss_seq_id`) (dedup of retries).
+    pub custom_loss_requests: Mutex<HashMap<(String, i64), String>>,
+    /// The inflight sampling target of each training model (6.6 `kind: inflight`).
+    pub inflight: Mutex<HashMap<String, crate::sampling::InflightTarget>>,
 }
 
 impl AppState {
@@ -109,6 +121,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let flags = crate::flags::Flags::new(&config.client_config, &config.dynamic_config);
+        let registry = crate::sessions::Registry::open(&config.state_dir);
         let auth = crate::auth::AuthState::new(config.jwt_lifetime);
         AppState {
             config,
@@ -129,7 +142,13 @@ impl AppState {
             flags,
             auth,
             sampling_capacity: Default::default(),
+            registry,
+            usage: Default::default(),
+            signer: Default::default(),
             shutdown,
+            custom_losses: Mutex::new(HashMap::new()),
+            custom_loss_requests: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 

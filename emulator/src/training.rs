@@ -30,6 +30,8 @@ pub enum TrainOp {
     },
     /// An AdamW step on the accumulated gradients.
     OptimStep(model::AdamParams),
+    /// A Dimuon step on the accumulated gradients.
+    OptimDimuon(model::DimuonParams),
     /// save_weights (training checkpoint with optimizer state).
     SaveState {
         /// Checkpoint name.
@@ -43,6 +45,8 @@ pub enum TrainOp {
     },
     /// save_weights_for_sampler, named and/or ephemeral.
     SaveForSampler {
+        /// `snapshot` or `inflight`.
+        kind: String,
         /// Name of a named save.
         name: Option<String>,
         /// Sampling-session counter of an ephemeral save.
@@ -58,6 +62,8 @@ pub enum TrainOp {
         name: String,
         /// Expiry.
         ttl_seconds: Option<i64>,
+        /// age recipients (files get a `.age` suffix).
+        age_encryption_recipients: Vec<String>,
     },
     /// load_weights into this model.
     Load {
@@ -178,6 +184,15 @@ impl ModelSlot {
         s.request_ids.insert(seq, request_id.clone());
         s.highest_seen = s.highest_seen.max(seq);
         app.futures.register(&request_id, kind);
+        crate::billing::on_train_request(
+            app,
+            &self.session_id,
+            &self.model_id,
+            &self.run.base_model,
+            kind,
+            &request_id,
+            &op,
+        );
         if seq < s.next_seq {
             app.futures.complete(
                 &request_id,
@@ -395,17 +410,26 @@ fn execute_blocking(
                 metrics: vec![("loss:sum".to_string(), 0.0)],
             }
         }
-        TrainOp::OptimStep(_) if app.config.zero_compute => {
+        TrainOp::OptimStep(_) | TrainOp::OptimDimuon(_) if app.config.zero_compute => {
             Outcome::Json(serde_json::json!({"metrics": {}}))
         }
+        TrainOp::OptimDimuon(params) => match model.optim_step_dimuon(&params) {
+            Ok(metrics) => {
+                let metrics: BTreeMap<String, f64> = metrics.into_iter().collect();
+                Outcome::Json(serde_json::json!({ "metrics": metrics }))
+            }
+            Err(e) => Outcome::user_error(e.to_string()),
+        },
         TrainOp::ForwardBackward {
             data,
             loss,
             forward_only,
         } => match model.forward_backward(&data, &loss, forward_only) {
             Ok(res) => Outcome::ForwardBackward {
+                metrics: std::iter::once(("loss:sum".to_string(), res.loss_sum))
+                    .chain(reduce_metrics(&res.metrics, data.len()))
+                    .collect(),
                 outputs: res.outputs,
-                metrics: vec![("loss:sum".to_string(), res.loss_sum)],
             },
             Err(e) => Outcome::user_error(e.to_string()),
         },
@@ -444,6 +468,7 @@ fn execute_blocking(
             }
         }
         TrainOp::SaveForSampler {
+            kind,
             name,
             sampling_session_seq_id,
             ttl_seconds,
@@ -470,7 +495,33 @@ fn execute_blocking(
                 }
                 result["path"] = path.to_string().into();
             }
-            if let Some(n) = sampling_session_seq_id {
+            if let (Some(n), "inflight") = (sampling_session_seq_id, kind.as_str()) {
+                // Publish the weights to the model's shared target; every inflight sampler of
+                // this model (earlier ones included) samples from it from now on.
+                let weights = Arc::new(model.clone());
+                let target = {
+                    let mut targets = app.inflight.lock().unwrap();
+                    let t = targets
+                        .entry(model_id.to_string())
+                        .or_insert_with(|| Arc::new(std::sync::RwLock::new(weights.clone())))
+                        .clone();
+                    *t.write().unwrap_or_else(|e| e.into_inner()) = weights;
+                    t
+                };
+                let id = format!("{session_id}:sample:{n}");
+                app.samplers
+                    .lock()
+                    .unwrap()
+                    .entry(id.clone())
+                    .or_insert_with(|| {
+                        Arc::new(crate::sampling::SamplerSlot::new_inflight(
+                            id.clone(),
+                            base_model.to_string(),
+                            target,
+                        ))
+                    });
+                result["sampling_session_id"] = id.into();
+            } else if let Some(n) = sampling_session_seq_id {
                 let id = app.create_sampler(
                     session_id,
                     n,
@@ -482,23 +533,18 @@ fn execute_blocking(
             }
             Outcome::Json(result)
         }
-        TrainOp::SaveExternal { name, ttl_seconds } => {
-            let path = TinkerPath {
-                training_run_id: model_id.to_string(),
-                kind: CheckpointKind::External,
-                name,
-            };
-            let bytes = model.to_bytes(false);
-            match app
-                .checkpoints
-                .save(&path, &bytes, false, None, ttl_seconds, true, unix_now())
-            {
-                Ok(meta) => Outcome::Json(serde_json::json!({
-                    "path": path.to_string(), "size_bytes": meta.checkpoint.size_bytes, "type": "save_weights_external"
-                })),
-                Err(e) => store_failure(e),
-            }
-        }
+        TrainOp::SaveExternal {
+            name,
+            ttl_seconds,
+            age_encryption_recipients,
+        } => crate::weights_export::save_external(
+            app,
+            model_id,
+            model,
+            name,
+            ttl_seconds,
+            &age_encryption_recipients,
+        ),
         TrainOp::Load { path, optimizer } => {
             match load_checkpoint(app, &path, optimizer, base_model) {
                 Ok(loaded) => {
@@ -511,6 +557,30 @@ fn execute_blocking(
             }
         }
     }
+}
+
+/// Reduces per-datum custom metrics (`name:sum` summed, `name:mean` averaged over the
+/// batch's `n` datums; other reductions keep the last value).
+fn reduce_metrics(per_datum: &[(String, f64)], n: usize) -> Vec<(String, f64)> {
+    let mut acc: BTreeMap<String, f64> = BTreeMap::new();
+    for (k, v) in per_datum {
+        let e = acc.entry(k.clone()).or_insert(0.0);
+        if k.ends_with(":sum") || k.ends_with(":mean") {
+            *e += v;
+        } else {
+            *e = *v;
+        }
+    }
+    acc.into_iter()
+        .map(|(k, v)| {
+            let v = if k.ends_with(":mean") {
+                v / n.max(1) as f64
+            } else {
+                v
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 /// Reads a training checkpoint into a model, checking kind, base model and optimizer state.

@@ -100,18 +100,23 @@ fuzz_target!(|data: &[u8]| {
         14 => submit(&|cb, ud, o, e| {
             tinkex_sampling_client_compute_logprobs(h.sampling, p, n, cb, ud, o, e)
         }),
-        15 => {
-            submit(&|cb, ud, o, e| tinkex_rest_client_get_training_run(h.rest, p, n, cb, ud, o, e))
-        }
-        16 => {
-            submit(&|cb, ud, o, e| tinkex_rest_client_list_checkpoints(h.rest, p, n, cb, ud, o, e))
-        }
-        17 => {
-            submit(&|cb, ud, o, e| tinkex_rest_client_delete_checkpoint(h.rest, p, n, cb, ud, o, e))
-        }
-        _ => {
-            submit(&|cb, ud, o, e| tinkex_rest_client_get_weights_info(h.rest, p, n, cb, ud, o, e))
-        }
+        // The generic REST call: the fuzz input as the arguments of a few table methods,
+        // then as the method name itself.
+        15 => submit(&|cb, ud, o, e| {
+            let m = b"get_training_run";
+            tinkex_rest_client_call(h.rest, m.as_ptr(), m.len(), p, n, cb, ud, o, e)
+        }),
+        16 => submit(&|cb, ud, o, e| {
+            let m = b"search_sessions";
+            tinkex_rest_client_call(h.rest, m.as_ptr(), m.len(), p, n, cb, ud, o, e)
+        }),
+        17 => submit(&|cb, ud, o, e| {
+            let m = b"set_checkpoint_ttl_from_tinker_path";
+            tinkex_rest_client_call(h.rest, m.as_ptr(), m.len(), p, n, cb, ud, o, e)
+        }),
+        _ => submit(&|cb, ud, o, e| {
+            tinkex_rest_client_call(h.rest, p, n, std::ptr::null(), 0, cb, ud, o, e)
+        }),
     };
     assert_ne!(
         status,

@@ -759,6 +759,26 @@ impl Auth {
         }))
     }
 
+    /// The JWT carrying the caller's identity (2.8): in JWT mode the exchanged token
+    /// (exchanged now if none is fresh), else the configured credential when it is a JWT
+    /// whose `iss` claim starts with `passport-`, else `None`. Call after `client/config`.
+    pub(crate) async fn identity_jwt(&self, transport: &Transport) -> Result<Option<Arc<str>>> {
+        if let Some(Mode::Jwt(_)) = self.mode.get() {
+            return Ok(Some(self.get_token(transport).await?.value));
+        }
+        let Ok(key) = self.credentials.plain_key() else {
+            return Ok(None);
+        };
+        let key = key.expose();
+        let passport = key.starts_with("eyJ")
+            && jwt_claims(key).is_some_and(|c| {
+                c.get("iss")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|iss| iss.starts_with("passport-"))
+            });
+        Ok(passport.then(|| Arc::from(key)))
+    }
+
     fn cached(&self) -> Option<Jwt> {
         self.token.lock().unwrap().clone()
     }
@@ -946,6 +966,22 @@ impl ClientCore {
         self.inflight_response
             .set_capacity(flags.inflight_response_bytes_semaphore_size);
         *self.server_config.write().unwrap() = flags.clone();
+    }
+
+    /// Adopts `flags` as this client's `client/config` without fetching it (a shadow
+    /// holder's snapshot, PROTOCOL.md 3.4): sizes the shared state and chooses the auth mode
+    /// as a fetch would. Fails when the client already has its flags.
+    pub(crate) fn adopt_client_config(&self, flags: ClientConfig) -> Result<()> {
+        self.apply_server_flags(&flags);
+        self.auth
+            .client_config
+            .set(flags.clone())
+            .map_err(|_| crate::core::error::Error::fatal("client/config was already set"))?;
+        // Chosen now: the background loops send without waiting for client/config.
+        match self.auth.choose_mode(&flags) {
+            Mode::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
     }
 
     /// `client/config`, fetched once per client with the raw credential and the holder

@@ -77,6 +77,19 @@ impl Billing {
         self.pause_step
     }
 
+    /// How long the current billing incident has lasted (zero when there is none, or when
+    /// no 402 was seen for the incident-reset time): the time paused for billing so far.
+    pub fn paused_for(&self) -> Duration {
+        let now = Instant::now();
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match (st.started, st.last_logged) {
+            (Some(started), Some(last)) if now.duration_since(last) <= self.incident_reset => {
+                now.duration_since(started)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
     /// Decides on one 402 (`err` is its error, quoted in the log lines).
     pub fn on_402(&self, err: &Error) -> BillingVerdict {
         let now = Instant::now();

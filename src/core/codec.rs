@@ -28,11 +28,15 @@ fn chunk_to_proto(chunk: &Chunk, datum: usize) -> Result<proto::Chunk> {
             expected_tokens: expected_tokens.map(|n| n as i32),
             override_dimensions: None,
         }),
-        Chunk::Dmel { dmel } => proto::ChunkKind::Dmel(proto::DmelChunk {
-            dmel: base64::engine::general_purpose::STANDARD
+        Chunk::Dmel { dmel } => {
+            let bytes = base64::engine::general_purpose::STANDARD
                 .decode(dmel)
-                .map_err(|e| Error::user(format!("datum {datum}: dmel is not valid base64: {e}")))?,
-        }),
+                .map_err(|e| Error::user(format!("datum {datum}: dmel is not valid base64: {e}")))?;
+            // The token length must be readable from the header (PROTOCOL.md 20.1).
+            crate::core::types::tensor_container_dim(&bytes, 0)
+                .map_err(|e| Error::user(format!("datum {datum}: dmel chunk: {e}")))?;
+            proto::ChunkKind::Dmel(proto::DmelChunk { dmel: bytes })
+        }
         Chunk::ImageAssetPointer { .. } => {
             return Err(Error::user(format!(
                 "datum {datum}: Unsupported model input chunk type image_asset_pointer in forward_backward"
@@ -389,10 +393,11 @@ fn topk_rows(t: &proto::TopkLogprobs) -> Result<Option<TopkRows>> {
 
 /// Decodes a protobuf `SampleResponse`, stamping the submit answer's sequence ids.
 ///
-/// `target_prompt_logprobs` and `prompt_alt_tokens` are not part of [`SampleResponse`] and
-/// are skipped (never decoded).
+/// `target_prompt_logprobs` and `prompt_alt_tokens` keep their layout (sparse stays sparse),
+/// bounded by the message's decode budget.
 pub fn decode_sample(bytes: &[u8], sequence_ids: &[String]) -> Result<SampleResponse> {
     use prost::Message;
+    let mut budget = Budget::for_message(bytes);
     let msg = proto::SampleResponse::decode(bytes).map_err(bad)?;
     let sequences = msg
         .sequences
@@ -442,7 +447,99 @@ pub fn decode_sample(bytes: &[u8], sequence_ids: &[String]) -> Result<SampleResp
             None => None,
         },
         prompt_cache_hit_tokens: i64::from(msg.prompt_cache_hit_tokens),
+        target_prompt_logprobs: match &msg.target_prompt_logprobs {
+            Some(t) => Some(tensor_from_proto(t, &mut budget)?),
+            None => None,
+        },
+        prompt_alt_tokens: match &msg.prompt_alt_tokens {
+            Some(alt) => {
+                let missing = || bad("prompt_alt_tokens lacks tokens or logprobs");
+                Some(crate::core::types::PromptAltTokens {
+                    tokens: tensor_from_proto(
+                        alt.tokens.as_ref().ok_or_else(missing)?,
+                        &mut budget,
+                    )?,
+                    logprobs: tensor_from_proto(
+                        alt.logprobs.as_ref().ok_or_else(missing)?,
+                        &mut budget,
+                    )?,
+                })
+            }
+            None => None,
+        },
         kind: "sample".into(),
+    })
+}
+
+/// Decodes a public `Tensor` (dense or sparse CSR) into a [`TensorData`], keeping a sparse
+/// layout sparse (int32 widens to int64, bfloat16 to float32, as the SDK does). Every
+/// length is checked against the bytes present and charged to `budget`.
+fn tensor_from_proto(t: &proto::Tensor, budget: &mut Budget) -> Result<TensorData> {
+    let (dtype, width) = dtype_width(t.dtype)?;
+    if t.shape.iter().any(|&d| d < 0) {
+        return Err(bad(format!(
+            "negative dimension in tensor shape {:?}",
+            t.shape
+        )));
+    }
+    let shape_cost = t.shape.len().checked_mul(8);
+    let (values, crow, col) = match &t.encoding {
+        Some(proto::TensorEncoding::Dense(b)) => (b.as_slice(), None, None),
+        Some(proto::TensorEncoding::SparseCsr(c)) => (
+            c.values.as_slice(),
+            Some(&c.crow_indices),
+            Some(&c.col_indices),
+        ),
+        None => (&[][..], None, None),
+    };
+    if values.len() % width != 0 {
+        return Err(bad(format!(
+            "{} tensor bytes are not a whole number of {width}-byte values",
+            values.len()
+        )));
+    }
+    let index_bytes = crow.map_or(0, Vec::len) + col.map_or(0, Vec::len);
+    let cost = values
+        .len()
+        .checked_mul(2)
+        .and_then(|v| v.checked_add(index_bytes))
+        .and_then(|v| v.checked_add(shape_cost?))
+        .and_then(|v| v.checked_add(TENSOR_OVERHEAD));
+    budget.charge(cost, "a tensor")?;
+    let data = slice_values(dtype, values)?;
+    let n = data.len();
+    let (sparse_crow_indices, sparse_col_indices) = match (crow, col) {
+        (Some(crow), Some(col)) => {
+            let crow = unpack_le::<i64>(crow).map_err(bad)?;
+            let col = unpack_le::<i64>(col).map_err(bad)?;
+            if t.shape.len() != 2
+                || col.len() != n
+                || t.shape[0].checked_add(1) != Some(crow.len() as i64)
+            {
+                return Err(bad(
+                    "sparse tensor indices do not match its shape and values",
+                ));
+            }
+            (Some(crow), Some(col))
+        }
+        _ => {
+            let expected = t.shape.iter().try_fold(1i64, |acc, &d| acc.checked_mul(d));
+            if !t.shape.is_empty() && expected != Some(n as i64) {
+                return Err(bad(format!(
+                    "tensor shape {:?} does not hold its {n} values",
+                    t.shape
+                )));
+            }
+            (None, None)
+        }
+    };
+    let dtype = data.dtype();
+    Ok(TensorData {
+        data,
+        dtype,
+        shape: (!t.shape.is_empty()).then(|| t.shape.clone()),
+        sparse_crow_indices,
+        sparse_col_indices,
     })
 }
 
@@ -454,9 +551,9 @@ pub fn estimate_datum_bytes(d: &Datum) -> usize {
         .iter()
         .map(|c| match c {
             Chunk::EncodedText { tokens } => 4 * tokens.len(),
-            Chunk::Image { data, .. } => data.len(),
+            Chunk::Image { data, .. } => crate::core::types::base64_decoded_len(data),
             Chunk::ImageAssetPointer { location, .. } => location.len(),
-            Chunk::Dmel { dmel } => dmel.len(),
+            Chunk::Dmel { dmel } => crate::core::types::base64_decoded_len(dmel),
         })
         .sum();
     let tensors: usize = d

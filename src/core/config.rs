@@ -151,6 +151,9 @@ pub struct RetryPolicy {
     pub futures_ack_timeout: Duration,
     /// HTTP timeout of one `cancel_future` request (1.4: 30 s).
     pub cancel_future_timeout: Duration,
+    /// Sleep between two polls of `export_session_trace` while the export is `pending`
+    /// (9.10: 5 s).
+    pub trace_export_poll_interval: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -177,6 +180,7 @@ impl Default for RetryPolicy {
             futures_poller_retry_delay: Duration::from_secs(1),
             futures_ack_timeout: Duration::from_secs(5),
             cancel_future_timeout: Duration::from_secs(30),
+            trace_export_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -518,6 +522,10 @@ impl Config {
             (
                 "retry.cancel_future_timeout",
                 self.retry.cancel_future_timeout,
+            ),
+            (
+                "retry.trace_export_poll_interval",
+                self.retry.trace_export_poll_interval,
             ),
         ] {
             check_interval(name, d)?;
@@ -893,6 +901,9 @@ pub struct RetryInput {
     /// A poll answered after at least this long was held (resets the poll backoff).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_poll_duration_ms: Option<u64>,
+    /// Sleep between two polls of `export_session_trace` (default 5 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_export_poll_interval_ms: Option<u64>,
     /// First delay after an unheld poll failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_backoff_initial_ms: Option<u64>,
@@ -1059,6 +1070,10 @@ impl ConfigInput {
                 ),
                 futures_ack_timeout: ms(r.futures_ack_timeout_ms, d.futures_ack_timeout),
                 cancel_future_timeout: ms(r.cancel_future_timeout_ms, d.cancel_future_timeout),
+                trace_export_poll_interval: ms(
+                    r.trace_export_poll_interval_ms,
+                    d.trace_export_poll_interval,
+                ),
             });
         }
         if let Some(h) = self.heartbeat {

@@ -352,3 +352,215 @@ fn build_backward(data: Vec<Datum>, grads: Vec<TensorData>) -> Result<Vec<Datum>
         })
         .collect()
 }
+
+/// The most server-side custom losses one session registers (a bound on client memory).
+const MAX_CUSTOM_LOSSES: usize = 4096;
+
+/// A server-side custom loss created by this session (PROTOCOL.md 5.10).
+#[derive(Clone, Debug)]
+pub struct RegisteredLoss {
+    /// The loss's name.
+    pub name: String,
+    /// Its inputs, `logprobs` first.
+    pub inputs: Vec<crate::core::types::CustomLossInput>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    /// The `custom_loss_seq_id` counter, from 0.
+    next_seq: i64,
+    /// Keys (name, inputs and graph) of the losses created, to refuse a second creation.
+    keys: std::collections::HashMap<String, String>,
+    /// Losses by `loss_id`.
+    by_id: std::collections::HashMap<String, RegisteredLoss>,
+}
+
+/// The session's server-side custom losses: the `custom_loss_seq_id` counter, the "created
+/// once per session" rule, and the inputs each `loss_id` reads (checked before a
+/// `loss_fn: "custom"` forward_backward, 11.6).
+#[derive(Default)]
+pub struct CustomLossRegistry {
+    state: Mutex<RegistryState>,
+}
+
+impl CustomLossRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves `key` (the traced loss) and the next `custom_loss_seq_id`; fails (user error)
+    /// when this session already created the same loss.
+    pub(crate) fn reserve(&self, key: String, name: &str) -> Result<i64> {
+        let mut s = self.lock();
+        if let Some(existing) = s.keys.get(&key) {
+            return Err(Error::user(format!(
+                "create_custom_loss: this session already created {existing:?} with the same \
+                 traced loss; reuse its loss_id"
+            )));
+        }
+        if s.keys.len() >= MAX_CUSTOM_LOSSES {
+            return Err(Error::user(format!(
+                "create_custom_loss: a session creates at most {MAX_CUSTOM_LOSSES} custom losses"
+            )));
+        }
+        s.keys.insert(key, name.to_string());
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Frees a reservation whose creation failed (the same loss may then be created again).
+    pub(crate) fn release(&self, key: &str) {
+        self.lock().keys.remove(key);
+    }
+
+    /// Records the server's `loss_id` of a created loss.
+    pub(crate) fn insert(&self, loss_id: String, loss: RegisteredLoss) {
+        self.lock().by_id.insert(loss_id, loss);
+    }
+
+    /// The checks of a `loss_fn: "custom"` batch (11.6): `loss_fn_config.loss_id` names a
+    /// loss of this session, and each datum carries every input it reads at the declared
+    /// rank (`logprobs` has the rank of `target_tokens`; a tensor without `shape` is 1-D).
+    pub(crate) fn check(
+        &self,
+        data: &[Datum],
+        config: Option<&BTreeMap<String, crate::core::types::LossConfigValue>>,
+    ) -> Result<()> {
+        use crate::core::types::LossConfigValue;
+        let loss_id = match config.and_then(|c| c.get("loss_id")) {
+            Some(LossConfigValue::Text(id)) => id,
+            Some(_) => return Err(Error::user("loss_fn_config.loss_id must be a string")),
+            None => {
+                return Err(Error::user(
+                    "loss_fn \"custom\" needs loss_fn_config {\"loss_id\": ...} from \
+                     create_custom_loss",
+                ))
+            }
+        };
+        let loss = self.lock().by_id.get(loss_id).cloned().ok_or_else(|| {
+            Error::user(format!(
+                "loss_id {loss_id:?} was not created by this session (create it with \
+                 create_custom_loss on the same service client)"
+            ))
+        })?;
+        for (i, datum) in data.iter().enumerate() {
+            for (n, input) in loss.inputs.iter().enumerate() {
+                let key = if n == 0 {
+                    "target_tokens"
+                } else {
+                    input.name.as_str()
+                };
+                let tensor = datum.loss_fn_inputs.get(key).ok_or_else(|| {
+                    Error::user(format!(
+                        "datum[{i}] has no loss_fn_inputs[{key:?}], which loss {:?} takes",
+                        loss.name
+                    ))
+                })?;
+                let rank = tensor.shape.as_ref().map_or(1, Vec::len);
+                if rank != usize::from(input.rank) {
+                    return Err(Error::user(format!(
+                        "datum[{i}] loss_fn_inputs[{key:?}] has rank {rank}, but loss {:?} \
+                         declared {} with rank {}",
+                        loss.name, input.name, input.rank
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The maximum number of parameters of a custom loss, `logprobs` included (5.10).
+const MAX_LOSS_INPUTS: usize = 16;
+
+/// The client-side checks of a custom loss before upload (5.10): `logprobs` first with rank
+/// 1 or 2, at most 16 parameters, names `[a-z_][a-z0-9_]{0,63}` and distinct, ranks 0..=2,
+/// a graph `{"format": 1, "nodes": [...]}` whose `call_function` targets are `torch.`,
+/// `math.` or `operator.` functions and with no `call_module` node.
+pub(crate) fn validate_custom_loss(
+    name: &str,
+    inputs: &[crate::core::types::CustomLossInput],
+    graph: &serde_json::Value,
+) -> Result<()> {
+    let err = |m: String| Err(Error::user(format!("create_custom_loss: {m}")));
+    if name.is_empty() || name.len() > 256 {
+        return err("the loss needs a name of 1 to 256 bytes".into());
+    }
+    match inputs.first() {
+        Some(first) if first.name == "logprobs" => {
+            if first.rank == 0 || first.rank > 2 {
+                return err("logprobs has rank 1 ([T]) or 2 ([T, K])".into());
+            }
+        }
+        _ => {
+            return err(
+                "the loss must take logprobs as its first input, followed by the \
+                 loss_fn_inputs it reads"
+                    .into(),
+            )
+        }
+    }
+    if inputs.len() > MAX_LOSS_INPUTS {
+        return err(format!(
+            "a custom loss takes at most {MAX_LOSS_INPUTS} inputs, logprobs included; got {}",
+            inputs.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for input in inputs {
+        let ok = input.name.len() <= 64
+            && input
+                .name
+                .bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == b'_')
+            && input
+                .name
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+        if !ok {
+            return err(format!(
+                "input {:?} must be a lowercase name of letters, digits and underscores",
+                input.name
+            ));
+        }
+        if input.rank > 2 {
+            return err(format!(
+                "input {:?} has rank {}; ranks are 0, 1 or 2",
+                input.name, input.rank
+            ));
+        }
+        if !seen.insert(input.name.as_str()) {
+            return err(format!("input {:?} is listed twice", input.name));
+        }
+    }
+    if graph.get("format").and_then(|f| f.as_i64()) != Some(1) {
+        return err("graph must be {\"format\": 1, \"nodes\": [...]}".into());
+    }
+    let Some(nodes) = graph.get("nodes").and_then(|n| n.as_array()) else {
+        return err("graph.nodes must be an array".into());
+    };
+    for node in nodes {
+        let op = node.get("op").and_then(|o| o.as_str()).unwrap_or("");
+        let target = node.get("target").and_then(|t| t.as_str()).unwrap_or("");
+        match op {
+            "call_module" => return err(format!("torch.nn modules are not allowed ({target})")),
+            "call_function"
+                if !(target.starts_with("torch.")
+                    || target.starts_with("math.")
+                    || target.starts_with("operator.")
+                    || target.starts_with("_operator.")) =>
+            {
+                return err(format!(
+                    "only torch, math and operator functions are allowed, got {target:?}"
+                ))
+            }
+            "call_method" if matches!(target, "item" | "numpy" | "tolist" | "backward") => {
+                return err(format!(".{target}() is not allowed in a custom loss"))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -155,7 +155,7 @@ pub fn estimate_bytes(prompt: &ModelInput) -> u64 {
             Chunk::EncodedText { tokens } => BYTES_PER_TOKEN * tokens.len() as u64,
             Chunk::Image { data, .. } => data.len() as u64,
             Chunk::ImageAssetPointer { location, .. } => location.len() as u64,
-            Chunk::Dmel { dmel } => dmel.len() as u64,
+            Chunk::Dmel { dmel } => crate::core::types::base64_decoded_len(dmel) as u64,
         })
         .sum()
 }
@@ -313,6 +313,16 @@ impl SampleDispatch {
         *self.backoff_until.lock().unwrap() = Some(Instant::now() + delay);
         self.backoffs.fetch_add(1, Ordering::Relaxed);
         delay
+    }
+
+    /// Time left of the holder-wide sampling back-off (12.5); zero when none is pending.
+    pub fn backoff_remaining(&self) -> Duration {
+        self.backoff_until
+            .lock()
+            .unwrap()
+            .map_or(Duration::ZERO, |u| {
+                u.saturating_duration_since(Instant::now())
+            })
     }
 
     /// The counters.

@@ -219,15 +219,16 @@ impl ClientCore {
     }
 }
 
-/// Fetches the result of sample `request_id` (submitted with `seq`): through the batched
-/// poller when it is on (wait for the completion, then one `retrieve_future` loop starting as
-/// 8.2.4 says, then report the id retrieved), else with the plain polling loop.
+/// Fetches the result of sample `request_id` (submitted by the client whose clone id is
+/// `cloned_sampler_id`, 12.2): through the batched poller of (sampling session, clone id)
+/// when it is on (wait for the completion, then one `retrieve_future` loop starting as 8.2.4
+/// says, then report the id retrieved), else with the plain polling loop.
 #[allow(clippy::too_many_arguments)]
 pub async fn retrieve_sample(
     core: &Arc<ClientCore>,
     policy: &RetryPolicy,
     sampling_session_id: &str,
-    seq: i64,
+    cloned_sampler_id: i64,
     request_id: &str,
     submit_roundtrip: Duration,
     observe: QueueObserver<'_>,
@@ -245,7 +246,7 @@ pub async fn retrieve_sample(
         )
         .await;
     }
-    let poller = core.futures_poller(sampling_session_id, seq.max(0) / CLONE_SEQ_BLOCK);
+    let poller = core.futures_poller(sampling_session_id, cloned_sampler_id);
     let completion = poller.wait_for(request_id).await?;
     let start = match completion.response_payload_uncompressed_size {
         Some(n) if n > 0 && completion.state == "finished" => PollStart {

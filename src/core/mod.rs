@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod error;
 pub mod events;
 pub mod futures_poller;
+pub mod introspect;
 pub mod polling;
 pub mod progress;
 pub mod proto;
@@ -44,7 +45,7 @@ pub use requests::{
     CreateTrainingClientFromStateInput, LoadStateInput, LossInput, OptimStepInput, SampleInput,
     SaveStateInput, SaveWeightsForSamplerInput,
 };
-pub use rest::RestClient;
+pub use rest::{AdminClient, RestClient};
 pub use sampling::{SampleOptions, SamplingClient};
 pub use service::{ClientStatus, LoraOptions, ServiceClient, TelemetryCounters};
 pub use training::TrainingClient;
@@ -95,10 +96,33 @@ pub struct ClientCore {
     >,
     /// Abandoned sampling requests to cancel (8.3).
     pub(crate) cancels: cancel::CancelQueue,
+    /// A session-less holder (PROTOCOL.md 3.3: RestClient, AdminClient): never creates a
+    /// session; telemetry under a synthetic `sessionless-{uuid}` id without SESSION_START/END.
+    pub(crate) sessionless: bool,
+    /// Startup steps 1-4 of a session-less holder, run once ([`rest`]).
+    pub(crate) sessionless_ready: tokio::sync::OnceCell<()>,
+    /// Server-side custom losses of this session and their counter (5.10, 11.6).
+    pub(crate) custom_losses: training::custom_loss::CustomLossRegistry,
 }
 
 impl ClientCore {
-    fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+    pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
+        Self::build(config, runtime, false)
+    }
+
+    /// A holder that never creates a session (PROTOCOL.md 3.3).
+    pub(crate) fn new_sessionless(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Arc<Self>> {
+        Self::build(config, runtime, true)
+    }
+
+    fn build(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        sessionless: bool,
+    ) -> Result<Arc<Self>> {
         let auth = Arc::new(auth::Auth::new(
             config.credentials.clone(),
             config.retry.clone(),
@@ -139,6 +163,9 @@ impl ClientCore {
             poll_backoff: polling::PollBackoff::default(),
             futures_pollers: Default::default(),
             cancels: Default::default(),
+            sessionless,
+            sessionless_ready: tokio::sync::OnceCell::new(),
+            custom_losses: Default::default(),
             auth,
         });
         core.auth.attach(Arc::downgrade(&core));
@@ -224,7 +251,12 @@ impl ClientCore {
     /// "fatal" wrappers of whole public calls do (PROTOCOL.md 16.3).
     pub fn report_fatal_failure(&self, e: &Error, method: &str) {
         if let Some(t) = self.telemetry.get() {
-            t.fatal_exception(e, method);
+            // A session-less holder never emits SESSION_END (3.3).
+            if self.sessionless {
+                t.exception(e, method);
+            } else {
+                t.fatal_exception(e, method);
+            }
         }
     }
 

@@ -46,6 +46,10 @@ pub enum RequestType {
     SaveWeightsForSampler,
     /// load_weights.
     LoadWeights,
+    /// save_weights_external.
+    SaveWeightsExternal,
+    /// create_custom_loss.
+    CreateCustomLoss,
     /// asample.
     Sample,
 }
@@ -61,6 +65,8 @@ impl RequestType {
             RequestType::SaveWeights => "SaveWeights",
             RequestType::SaveWeightsForSampler => "SaveWeightsForSampler",
             RequestType::LoadWeights => "LoadWeights",
+            RequestType::SaveWeightsExternal => "SaveWeightsExternal",
+            RequestType::CreateCustomLoss => "CreateCustomLoss",
             RequestType::Sample => "Sample",
         }
     }

@@ -19,8 +19,9 @@ use crate::core::sampling::{SampleOptions, SamplingClient};
 use crate::core::service::{LoraOptions, ServiceClient};
 use crate::core::training::TrainingClient;
 use crate::core::types::{
-    AdamParams, Datum, FinishReason, FinishReasonKind, ForwardBackwardInput, ForwardBackwardOutput,
-    LoraConfig, LossConfigValue, ModelInput, OptimStepResult, SampleResponse, SamplingParams,
+    AdamParams, CreateCustomLossResult, CustomLossInput, Datum, DimuonParams, FinishReason,
+    FinishReasonKind, ForwardBackwardInput, ForwardBackwardOutput, LoraConfig, LossConfigValue,
+    ModelInput, OptimStepResult, OptimizerConfig, SampleResponse, SamplingParams,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -41,6 +42,13 @@ pub struct CreateLoraTrainingClientInput {
     /// LoRA settings; absent means rank 32 with every layer group trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_config: Option<LoraConfig>,
+    /// Metadata stored on the training run: an open map of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<BTreeMap<String, String>>,
+    /// Optimizer family, fixed for the model's lifetime: `{"type": "adamw"}` (default),
+    /// `{"type": "dimuon", "version": 1}`, or another family passed through unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimizerConfig>,
 }
 
 /// Input of `create_training_client_from_state`: a training checkpoint to start from.
@@ -53,9 +61,57 @@ pub struct CreateTrainingClientFromStateInput {
     /// Also restore the optimizer state (otherwise it is reset).
     #[serde(default)]
     pub optimizer: bool,
+    /// Base model override; must be compatible with the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_model: Option<String>,
+    /// Metadata stored on the new training run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<BTreeMap<String, String>>,
+    /// Access token for a checkpoint under another account (sent raw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_access_token: Option<String>,
+    /// Optimizer of the new weights-only model (only with `optimizer: false`; default
+    /// `{"type": "adamw"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_config: Option<OptimizerConfig>,
 }
 
-/// Input of `create_sampling_client`: exactly one of `model_path` and `base_model`.
+/// Input of `create_custom_loss` (PROTOCOL.md 5.10): a loss traced elsewhere (e.g. by the
+/// Python binding with `torch.fx`), as its inputs and encoded graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateCustomLossInput {
+    /// The loss function's name.
+    pub name: String,
+    /// Its parameters with their ranks, `logprobs` first.
+    pub inputs: Vec<CustomLossInput>,
+    /// The encoded graph, `{"format": 1, "nodes": [...]}`.
+    pub graph: Value,
+}
+
+/// Result of `create_custom_loss`: the server's id of the loss.
+pub type CreateCustomLossOutput = CreateCustomLossResult;
+
+fn default_true() -> bool {
+    true
+}
+
+/// Input of `resume_training_run`: the run whose latest training checkpoint to resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ResumeTrainingRunInput {
+    /// The training run id.
+    pub training_run_id: String,
+    /// Also restore the optimizer state (default true).
+    #[serde(default = "default_true")]
+    pub optimizer: bool,
+}
+
+/// Input of `create_sampling_client` (`SamplingClient.create`): exactly one of
+/// `model_path`, `base_model` and `sampling_session_id` — except that `base_model` may come
+/// with `sampling_session_id` (the base model is then not fetched, as in the SDK).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -66,6 +122,14 @@ pub struct CreateSamplingClientInput {
     /// Base model to sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_model: Option<String>,
+    /// An existing sampling session of this ServiceClient's session to sample from (no
+    /// `create_sampling_session`; PROTOCOL.md 12.1). The client is not a clone: its
+    /// `seq_id`s start at 0, as in the official SDK.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_session_id: Option<String>,
+    /// Send `record_stability_info: true` on every sample of the client (12.1).
+    #[serde(default)]
+    pub record_stability_info: bool,
     /// The sampling retry handler's configuration (the Python `RetryConfig`, PROTOCOL.md
     /// 13.5); absent = the defaults. `max_connections` is always overridden by the server's
     /// `sample_max_concurrent_requests` (12.6).
@@ -74,12 +138,20 @@ pub struct CreateSamplingClientInput {
 }
 
 impl CreateSamplingClientInput {
-    /// Checks that exactly one of `model_path` and `base_model` is given, and that
-    /// `retry_config` is valid.
+    /// Checks that exactly one target is given (see the type), and that `retry_config` is
+    /// valid.
     pub fn validate(&self) -> Result<(), String> {
-        match (&self.model_path, &self.base_model) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err("give exactly one of model_path and base_model".into()),
+        match (
+            &self.model_path,
+            &self.base_model,
+            &self.sampling_session_id,
+        ) {
+            (Some(_), None, None) | (None, Some(_), None) | (None, _, Some(_)) => {}
+            _ => {
+                return Err(
+                    "give exactly one of model_path, base_model and sampling_session_id".into(),
+                )
+            }
         }
         if let Some(r) = &self.retry_config {
             r.to_config().map_err(|e| e.message)?;
@@ -132,7 +204,17 @@ impl ServiceClient {
             train_mlp: lora.train_mlp,
             train_attn: lora.train_attn,
         };
-        self.create_lora_training_client(&input.base_model, options)
+        let optimizer = match input.optimizer.clone().map(OptimizerConfig::normalized) {
+            None => OptimizerConfig::default(),
+            Some(Ok(o)) => o,
+            Some(Err(e)) => return ApiFuture::ready(Err(Error::user(e))),
+        };
+        self.create_model_full(
+            &input.base_model,
+            options,
+            input.user_metadata.clone(),
+            optimizer,
+        )
     }
 
     /// [`create_training_client_from_state`](Self::create_training_client_from_state) (or
@@ -141,11 +223,45 @@ impl ServiceClient {
         &self,
         input: &CreateTrainingClientFromStateInput,
     ) -> ApiFuture<TrainingClient> {
-        if input.optimizer {
-            self.create_training_client_from_state_with_optimizer(&input.path)
-        } else {
-            self.create_training_client_from_state(&input.path)
+        if input.optimizer && input.optimizer_config.is_some() {
+            return ApiFuture::ready(Err(Error::user(
+                "optimizer_config applies only to a weights-only load (optimizer: false); a \
+                 load with optimizer state keeps the checkpoint's optimizer",
+            )));
         }
+        let optimizer_config = match input
+            .optimizer_config
+            .clone()
+            .map(OptimizerConfig::normalized)
+        {
+            None => None,
+            Some(Ok(o)) => Some(o),
+            Some(Err(e)) => return ApiFuture::ready(Err(Error::user(e))),
+        };
+        self.training_client_from_state_full(crate::core::service::FromStateOptions {
+            path: input.path.clone(),
+            optimizer: input.optimizer,
+            base_model: input.base_model.clone(),
+            user_metadata: input.user_metadata.clone(),
+            weights_access_token: input.weights_access_token.clone(),
+            optimizer_config,
+        })
+    }
+
+    /// [`create_custom_loss`](Self::create_custom_loss) from its JSON input.
+    pub fn create_custom_loss_with(
+        &self,
+        input: CreateCustomLossInput,
+    ) -> ApiFuture<CreateCustomLossResult> {
+        self.create_custom_loss(input.name, input.inputs, input.graph)
+    }
+
+    /// [`resume_training_run`](Self::resume_training_run) from its JSON input.
+    pub fn resume_training_run_with(
+        &self,
+        input: &ResumeTrainingRunInput,
+    ) -> ApiFuture<TrainingClient> {
+        self.resume_training_run_opts(&input.training_run_id, input.optimizer)
     }
 
     /// [`create_sampling_client`](Self::create_sampling_client) or
@@ -160,21 +276,27 @@ impl ServiceClient {
             Some(Ok(c)) => Some(c),
             None => None,
         };
-        let created = match (&input.model_path, &input.base_model) {
-            (Some(p), None) => self.create_sampling_client(p),
-            (None, Some(b)) => self.create_sampling_client_for_base_model(b),
-            _ => {
-                return ApiFuture::ready(Err(Error::user(
-                    "give exactly one of model_path and base_model",
-                )))
-            }
-        };
-        match retry_config {
-            None => created,
-            Some(config) => ApiFuture::spawn(&self.core().runtime, move |_| async move {
-                Ok(created.await?.with_retry_config(config))
-            }),
+        if let Err(e) = input.validate() {
+            return ApiFuture::ready(Err(Error::user(e)));
         }
+        let created = match (
+            &input.model_path,
+            &input.base_model,
+            &input.sampling_session_id,
+        ) {
+            (_, base, Some(id)) => self.sampling_client_for_session(id, base.clone()),
+            (Some(p), None, None) => self.create_sampling_client(p),
+            (None, Some(b), None) => self.create_sampling_client_for_base_model(b),
+            _ => unreachable!("validated above"),
+        };
+        let record = input.record_stability_info;
+        ApiFuture::spawn(&self.core().runtime, move |_| async move {
+            let client = created.await?.with_record_stability_info(record);
+            Ok(match retry_config {
+                None => client,
+                Some(config) => client.with_retry_config(config),
+            })
+        })
     }
 
     /// [`close`](Self::close) as an [`ApiFuture`] running on the client's runtime.
@@ -218,13 +340,15 @@ impl ForwardBackwardInput {
 /// another optimizer family, passed through with all their fields.
 ///
 /// JSON: an object without `type` (or with `"type": "adam"` / `"adamw"` / `null`) is
-/// [`AdamParams`] (closed: a misspelled field is an error); an object with any other `type`
-/// (e.g. `{"type": "dimuon", "learning_rate": 0.01}`) is sent as `optimizer_params`
-/// unchanged.
+/// [`AdamParams`] (closed: a misspelled field is an error); `"type": "dimuon"` is
+/// [`DimuonParams`] (closed; NaN/Inf and out-of-range values rejected); an object with any
+/// other `type` is sent as `optimizer_params` unchanged.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptimStepInput {
     /// Adam parameters (sent as `adam_params`).
     Adam(AdamParams),
+    /// Dimuon parameters (sent as `optimizer_params`).
+    Dimuon(DimuonParams),
     /// Another family's parameters, `type` included (sent as `optimizer_params`).
     Other(Map<String, Value>),
 }
@@ -239,6 +363,7 @@ impl Serialize for OptimStepInput {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             OptimStepInput::Adam(p) => p.serialize(s),
+            OptimStepInput::Dimuon(p) => p.to_wire().serialize(s),
             OptimStepInput::Other(m) => m.serialize(s),
         }
     }
@@ -255,6 +380,13 @@ impl<'de> Deserialize<'de> for OptimStepInput {
             }
             Some(Value::String(t)) if t == "adam" || t == "adamw" => {
                 map.remove("type");
+            }
+            Some(Value::String(t)) if t == "dimuon" => {
+                map.remove("type");
+                // Values are checked by `optim_step_dimuon` (a user error, not a JSON one).
+                return DimuonParams::deserialize(Value::Object(map))
+                    .map(OptimStepInput::Dimuon)
+                    .map_err(|e| D::Error::custom(e.to_string()));
             }
             Some(Value::String(_)) => return Ok(OptimStepInput::Other(map)),
             Some(_) => return Err(D::Error::custom("optimizer `type` must be a string")),
@@ -273,15 +405,20 @@ impl schemars::JsonSchema for OptimStepInput {
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let adam = generator.subschema_for::<AdamParams>();
+        let dimuon = generator.subschema_for::<DimuonParams>();
         schemars::json_schema!({
-            "description": "Adam step parameters (closed; the parser also accepts `\"type\": \"adam\"` or `\"adamw\"` beside them), or another optimizer family's parameters with its `type` (open, passed through as `optimizer_params`).",
+            "description": "Adam step parameters (closed; the parser also accepts `\"type\": \"adam\"` or `\"adamw\"` beside them), Dimuon parameters with `\"type\": \"dimuon\"` (closed; values checked: finite, learning_rate >= 0, 0 <= beta1 < 1), or another optimizer family's parameters with its `type` (open, passed through as `optimizer_params`).",
             "anyOf": [
                 adam,
+                {
+                    "allOf": [dimuon],
+                    "description": "DimuonParams with \"type\": \"dimuon\""
+                },
                 {
                     "type": "object",
                     "required": ["type"],
                     "properties": {
-                        "type": {"type": "string", "not": {"enum": ["adam", "adamw"]}}
+                        "type": {"type": "string", "not": {"enum": ["adam", "adamw", "dimuon"]}}
                     },
                     "additionalProperties": true
                 }
@@ -321,13 +458,51 @@ impl SaveStateInput {
     }
 }
 
-/// Input of `save_weights_for_sampler`: a name for the sampler weights.
+/// Input of `save_weights_for_sampler`: the named body without client-owned fields (6.6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SaveWeightsForSamplerInput {
     /// Name of the sampler weights (not a URI).
     pub path: String,
+    /// Expiry in seconds; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// Metadata stored with the checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Input of `save_weights_external` (6.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SaveWeightsExternalInput {
+    /// Name of the export (not a URI).
+    pub path: String,
+    /// Expiry in seconds; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// At most 10 age recipients (`age1…` or SSH public keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_encryption_recipients: Option<Vec<String>>,
+}
+
+/// Input of `save_weights_and_get_sampling_client` (6.6, ephemeral save).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SaveWeightsAndGetSamplingClientInput {
+    /// `snapshot` (default: fixed weights) or `inflight` (a mutable target later saves
+    /// update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The sampling client's retry handler configuration (13.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_config: Option<RetryConfigInput>,
+    /// Ask the server to record stability information with every sample.
+    #[serde(default)]
+    pub record_stability_info: bool,
 }
 
 /// Input of `load_state`: a training checkpoint to load into the model.
@@ -340,6 +515,9 @@ pub struct LoadStateInput {
     /// Also restore the optimizer state (otherwise it is reset).
     #[serde(default)]
     pub optimizer: bool,
+    /// Access token for a checkpoint under another account (sent raw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_access_token: Option<String>,
 }
 
 /// Result of `save_state` and `save_weights_for_sampler`: where the checkpoint is.
@@ -402,6 +580,7 @@ impl TrainingClient {
     pub fn optim_step_with(&self, input: OptimStepInput) -> ApiFuture<OptimStepResult> {
         match input {
             OptimStepInput::Adam(p) => self.optim_step(p),
+            OptimStepInput::Dimuon(p) => self.optim_step_dimuon(p),
             OptimStepInput::Other(m) => self.optim_step_params(None, Some(m)),
         }
     }
@@ -416,15 +595,59 @@ impl TrainingClient {
         &self,
         input: &SaveWeightsForSamplerInput,
     ) -> ApiFuture<String> {
-        self.save_weights_for_sampler(&input.path)
+        self.save_weights_for_sampler_full(
+            &input.path,
+            input.ttl_seconds,
+            input.user_metadata.clone(),
+        )
     }
 
     /// [`load_state`](Self::load_state) (or its `_with_optimizer` form) from its JSON input.
     pub fn load_state_with(&self, input: &LoadStateInput) -> ApiFuture<()> {
-        if input.optimizer {
-            self.load_state_with_optimizer(&input.path)
-        } else {
-            self.load_state(&input.path)
+        self.load_impl(
+            &input.path,
+            input.optimizer,
+            input.weights_access_token.clone(),
+        )
+    }
+
+    /// [`save_weights_external`](Self::save_weights_external) from its JSON input.
+    pub fn save_weights_external_with(
+        &self,
+        input: &SaveWeightsExternalInput,
+    ) -> ApiFuture<crate::core::types::SaveWeightsExternalResult> {
+        self.save_weights_external(
+            &input.path,
+            input.ttl_seconds,
+            input.age_encryption_recipients.clone(),
+        )
+    }
+
+    /// [`save_weights_and_get_sampling_client`](Self::save_weights_and_get_sampling_client)
+    /// with `kind`, `retry_config` and `record_stability_info`.
+    pub fn save_weights_and_get_sampling_client_with(
+        &self,
+        input: &SaveWeightsAndGetSamplingClientInput,
+    ) -> ApiFuture<SamplingClient> {
+        let kind = input.kind.clone().unwrap_or_else(|| "snapshot".into());
+        if kind != "snapshot" && kind != "inflight" {
+            return ApiFuture::ready(Err(Error::user(format!(
+                "kind must be \"snapshot\" or \"inflight\", got {kind:?}"
+            ))));
+        }
+        let retry_config = match input.retry_config.as_ref().map(|r| r.to_config()) {
+            Some(Err(e)) => return ApiFuture::ready(Err(e)),
+            Some(Ok(c)) => Some(c),
+            None => None,
+        };
+        let created = self.save_weights_and_get_sampling_client_kind(&kind);
+        match retry_config {
+            None => created,
+            Some(config) => {
+                ApiFuture::spawn(&self.inner.core.runtime.clone(), move |_| async move {
+                    Ok(created.await?.with_retry_config(config))
+                })
+            }
         }
     }
 }
@@ -463,6 +686,15 @@ pub struct SampleInput {
     /// Score only the last N prompt tokens (needs `prompt_logprobs`).
     #[serde(default)]
     pub prompt_logprobs_last_n: Option<u32>,
+    /// Token ids whose logprobs to return: int64 `[len(prompt) - 1, K]`, dense or sparse
+    /// CSR, `-1` cells request nothing; the result's `target_prompt_logprobs` has the same
+    /// shape and layout (PROTOCOL.md 7.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_prompt_logprobs: Option<crate::core::types::TensorData>,
+    /// Tokens to draw at every prompt position after the first; the result's
+    /// `prompt_alt_tokens` holds them (7.1).
+    #[serde(default)]
+    pub prompt_alt_tokens_k: u32,
 }
 
 impl SampleInput {
@@ -481,6 +713,8 @@ impl SampleInput {
             topk_prompt_logprobs: self.topk_prompt_logprobs,
             topk_sample_logprobs: self.topk_sample_logprobs,
             prompt_logprobs_last_n: self.prompt_logprobs_last_n,
+            target_prompt_logprobs: self.target_prompt_logprobs.clone(),
+            prompt_alt_tokens_k: self.prompt_alt_tokens_k,
         }
     }
 
@@ -494,6 +728,8 @@ impl SampleInput {
             topk_prompt_logprobs: 0,
             topk_sample_logprobs: 0,
             prompt_logprobs_last_n: None,
+            target_prompt_logprobs: None,
+            prompt_alt_tokens_k: 0,
         }
     }
 }
@@ -528,6 +764,12 @@ pub struct SamplingClientInfo {
     pub sampling_session_id: String,
     /// The base model sampled.
     pub base_model: String,
+    /// The clone id (`cloned_sampler_id`, PROTOCOL.md 12.2): 0 for a client of this
+    /// process's ServiceClient, `c ≥ 1` for one rebuilt from a sampler handle, null until a
+    /// clone that joins the sampling session has joined.
+    pub cloned_sampler_id: Option<i64>,
+    /// Whether every sample sends `record_stability_info: true` (12.1).
+    pub record_stability_info: bool,
 }
 
 /// Result of `compute_logprobs`: one entry per prompt token, `null` at position 0.
@@ -558,6 +800,8 @@ impl SamplingClient {
         SamplingClientInfo {
             sampling_session_id: self.sampling_session_id().to_string(),
             base_model: self.base_model().to_string(),
+            cloned_sampler_id: self.cloned_sampler_id(),
+            record_stability_info: self.record_stability_info(),
         }
     }
 }
@@ -581,15 +825,56 @@ mod tests {
         let e = serde_json::from_str::<OptimStepInput>(r#"{"learning_rat": 1e-3}"#).unwrap_err();
         assert!(e.to_string().contains("learning_rat"), "{e}");
         let o: OptimStepInput =
-            serde_json::from_str(r#"{"type": "dimuon", "learning_rate": 0.01, "version": 2}"#)
+            serde_json::from_str(r#"{"type": "lion", "learning_rate": 0.01, "version": 2}"#)
                 .unwrap();
         match o {
             OptimStepInput::Other(m) => {
-                assert_eq!(m["type"], "dimuon");
+                assert_eq!(m["type"], "lion");
                 assert_eq!(m["version"], 2);
             }
             _ => panic!("expected pass-through"),
         }
+        let d: OptimStepInput =
+            serde_json::from_str(r#"{"type": "dimuon", "learning_rate": 0.01}"#).unwrap();
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({"type": "dimuon", "learning_rate": 0.01, "grad_clip_norm": 0.0, "beta1": 0.9})
+        );
+        for bad in [
+            r#"{"type": "dimuon"}"#,
+            r#"{"type": "dimuon", "learning_rate": 0.1, "version": 1}"#,
+            r#"{"type": "dimuon", "learning_rate": 1e400}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<OptimStepInput>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            r#"{"type": "dimuon", "learning_rate": -1}"#,
+            r#"{"type": "dimuon", "learning_rate": 0.1, "beta1": 1.0}"#,
+            r#"{"type": "dimuon", "learning_rate": 0.1, "beta1": -0.1}"#,
+        ] {
+            match serde_json::from_str::<OptimStepInput>(bad).unwrap() {
+                OptimStepInput::Dimuon(p) => assert!(p.validate().is_err(), "{bad}"),
+                _ => panic!("{bad}"),
+            }
+        }
+        let nan = DimuonParams {
+            learning_rate: f64::NAN,
+            grad_clip_norm: 0.0,
+            beta1: 0.9,
+        };
+        assert!(nan.validate().is_err());
+        let inf = DimuonParams {
+            grad_clip_norm: f64::INFINITY,
+            ..DimuonParams {
+                learning_rate: 0.1,
+                grad_clip_norm: 0.0,
+                beta1: 0.9,
+            }
+        };
+        assert!(inf.validate().is_err());
         assert!(serde_json::from_str::<OptimStepInput>(r#"{"type": 3}"#).is_err());
     }
 }

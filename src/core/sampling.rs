@@ -18,11 +18,20 @@ use crate::core::queue_state::{ObserverKind, QueueObserver};
 use crate::core::retry_handler::{AttemptError, RetryConfig, RetryHandler, Stage};
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
-    ModelInput, QueueState, SampleRequest, SampleResponse, SamplingParams, UntypedApiFuture,
+    JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInput, QueueState, SampleRequest,
+    SampleResponse, SamplingParams, TensorData, TensorDtype, UntypedApiFuture,
 };
 use crate::core::ClientCore;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// The size of a clone's `seq_id` block (12.2): clone `c` draws its `seq_id`s from
+/// `c × 10^9`, and `cloned_sampler_id = seq_id / 10^9`.
+pub use crate::core::futures_poller::CLONE_SEQ_BLOCK;
+
+/// The largest clone id: `10^9` (a random id is `uuid4 mod 10^9 + 1`, a joined one is the
+/// server's `client_counter`), so `c × 10^9` stays far below `i64::MAX`.
+pub const MAX_CLONE_ID: i64 = 1_000_000_000;
 
 /// Optional outputs of a sample.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,12 +44,39 @@ pub struct SampleOptions {
     pub topk_sample_logprobs: u32,
     /// Score only the last N prompt tokens (needs `prompt_logprobs`).
     pub prompt_logprobs_last_n: Option<u32>,
+    /// Token ids whose logprobs to return at each prompt position: int64, 2-D
+    /// `[len(prompt) - 1, K]`, dense or sparse CSR; `-1` cells request nothing (7.1).
+    pub target_prompt_logprobs: Option<TensorData>,
+    /// Tokens to draw from the model's distribution at every prompt position after the
+    /// first (7.1); the answer's `prompt_alt_tokens` holds them.
+    pub prompt_alt_tokens_k: u32,
 }
 
 impl SampleOptions {
-    /// The input checks of 7.1 done before anything is sent: `prompt_logprobs_last_n` is at
-    /// least 1 and requires `prompt_logprobs` (the server checks the upper bound).
+    /// The input checks of 7.1 done before anything is sent: `target_prompt_logprobs` is an
+    /// int64 2-D tensor; `prompt_logprobs_last_n` is at least 1 and requires
+    /// `prompt_logprobs` (the server checks the upper bounds).
     pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.target_prompt_logprobs {
+            if t.dtype != TensorDtype::Int64 {
+                return Err(Error::user(
+                    "target_prompt_logprobs must be an int64 tensor of token ids, got float32",
+                ));
+            }
+            match &t.shape {
+                Some(shape) if shape.len() == 2 => {}
+                shape => {
+                    return Err(Error::user(format!(
+                        "target_prompt_logprobs must be 2-D, [len(prompt) - 1, K], got shape \
+                         {shape:?}"
+                    )))
+                }
+            }
+            // The layout must be consistent (dense: shape holds the values; CSR: indices
+            // match), else the server would reject it after a round trip.
+            check_tensor_layout(t)
+                .map_err(|e| Error::user(format!("target_prompt_logprobs is malformed: {e}")))?;
+        }
         match self.prompt_logprobs_last_n {
             Some(0) => Err(Error::user(
                 "prompt_logprobs_last_n must be 1 or greater, got 0",
@@ -54,12 +90,117 @@ impl SampleOptions {
     }
 }
 
+/// Checks a tensor's layout without densifying it: a dense tensor's shape holds its values;
+/// a CSR tensor has `rows + 1` monotonic row pointers ending at `nnz` and in-range columns.
+fn check_tensor_layout(t: &TensorData) -> std::result::Result<(), String> {
+    let shape = t.shape_or_1d();
+    if shape.iter().any(|&d| d < 0) {
+        return Err(format!("negative dimension in shape {shape:?}"));
+    }
+    match (&t.sparse_crow_indices, &t.sparse_col_indices) {
+        (None, None) => {
+            let n = shape.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
+            if n != Some(t.data.len() as i64) {
+                return Err(format!(
+                    "shape {shape:?} does not hold the {} values of data",
+                    t.data.len()
+                ));
+            }
+            Ok(())
+        }
+        (Some(crow), Some(col)) => {
+            let nnz = t.data.len();
+            if col.len() != nnz || crow.len() as i64 != shape[0].saturating_add(1) {
+                return Err("CSR index lengths do not match the shape and values".into());
+            }
+            if crow.first() != Some(&0) || crow.last() != Some(&(nnz as i64)) {
+                return Err("CSR row pointers must run from 0 to the number of values".into());
+            }
+            if crow.windows(2).any(|w| w[0] > w[1]) {
+                return Err("CSR row pointers are not monotonic".into());
+            }
+            if col.iter().any(|&c| c < 0 || c >= shape[1]) {
+                return Err("CSR column index out of range".into());
+            }
+            Ok(())
+        }
+        _ => Err("sparse_crow_indices and sparse_col_indices must come together".into()),
+    }
+}
+
+/// Where a client's clone id (12.2) comes from.
+enum CloneId {
+    /// Known: 0 for the original client, random or already joined for a clone.
+    Known(i64),
+    /// A clone that asks `join_sampling_session` once, before its first sample (5.9).
+    Join(tokio::sync::OnceCell<i64>),
+}
+
 struct SamplingInner {
     core: Arc<ClientCore>,
     sampling_session_id: String,
     base_model: String,
+    /// Samples allocated so far; a sample's `seq_id` is `clone_id × 10^9 + this`.
     next_seq: AtomicI64,
+    clone_id: CloneId,
     observer: QueueObserver,
+    /// Samples of this client started and not finished (introspection).
+    in_flight: AtomicU64,
+    /// Of those, the ones not yet accepted by the server (dispatch gates, back-off, join).
+    waiting: AtomicU64,
+}
+
+impl SamplingInner {
+    /// This client's clone id, joining the sampling session first when it must (5.9: once,
+    /// through the holder retry loop, on the session pool).
+    async fn clone_id(&self) -> Result<i64> {
+        match &self.clone_id {
+            CloneId::Known(c) => Ok(*c),
+            CloneId::Join(cell) => cell
+                .get_or_try_init(|| async {
+                    let req = Request::post_json(
+                        "/api/v1/join_sampling_session",
+                        &JoinSamplingSessionRequest {
+                            sampling_session_id: self.sampling_session_id.clone(),
+                            kind: "join_sampling_session".into(),
+                        },
+                        Pool::Session,
+                        self.core.config.timeouts.request,
+                    );
+                    let joined: JoinSamplingSessionResponse =
+                        self.core.send(&req).await?.json("join_sampling_session")?;
+                    let c = joined.client_counter;
+                    if !(1..=MAX_CLONE_ID).contains(&c) {
+                        return Err(Error::fatal(format!(
+                            "malformed response from the server: join_sampling_session gave \
+                             client_counter {c}, expected 1..={MAX_CLONE_ID}"
+                        )));
+                    }
+                    tracing::debug!(
+                        "joined sampling session {} as clone {c}",
+                        self.sampling_session_id
+                    );
+                    Ok(c)
+                })
+                .await
+                .copied(),
+        }
+    }
+
+    /// The clone id if already known (no I/O).
+    fn clone_id_now(&self) -> Option<i64> {
+        match &self.clone_id {
+            CloneId::Known(c) => Some(*c),
+            CloneId::Join(cell) => cell.get().copied(),
+        }
+    }
+}
+
+/// A random clone id, `uuid4 mod 10^9 + 1` (12.2): in `1..=10^9`.
+pub fn random_clone_id() -> i64 {
+    let v = (u128::from(crate::core::rand::next_u64()) << 64)
+        | u128::from(crate::core::rand::next_u64());
+    (v % 1_000_000_000) as i64 + 1
 }
 
 /// A sampling client bound to one sampling session. Cheap to clone.
@@ -70,6 +211,8 @@ pub struct SamplingClient {
     retry: Option<Arc<RetryPolicy>>,
     /// The caller's retry-handler configuration (before the server's overrides, 12.6).
     retry_config: Arc<RetryConfig>,
+    /// Sent as `record_stability_info` on every sample (12.1).
+    record_stability_info: bool,
 }
 
 impl SamplingClient {
@@ -78,6 +221,22 @@ impl SamplingClient {
         sampling_session_id: String,
         base_model: String,
     ) -> Self {
+        Self::build(
+            core,
+            sampling_session_id,
+            base_model,
+            CloneId::Known(0),
+            false,
+        )
+    }
+
+    fn build(
+        core: Arc<ClientCore>,
+        sampling_session_id: String,
+        base_model: String,
+        clone_id: CloneId,
+        record_stability_info: bool,
+    ) -> Self {
         let observer = QueueObserver::new(
             ObserverKind::Sampling(sampling_session_id.clone()),
             core.config.sampling.queue_state.clone(),
@@ -85,14 +244,82 @@ impl SamplingClient {
         SamplingClient {
             retry: None,
             retry_config: Arc::new(RetryConfig::default()),
+            record_stability_info,
             inner: Arc::new(SamplingInner {
                 core,
                 sampling_session_id,
                 base_model,
                 next_seq: AtomicI64::new(0),
+                clone_id,
                 observer,
+                in_flight: AtomicU64::new(0),
+                waiting: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// A clone of a sampling client of another process (12.2), on a shadow holder `core`:
+    /// its clone id is joined before the first sample when the handle's
+    /// `sample_join_sampling_session` is on, else random.
+    pub(crate) fn new_clone(
+        core: Arc<ClientCore>,
+        sampling_session_id: String,
+        base_model: String,
+        record_stability_info: bool,
+    ) -> Self {
+        let join = core
+            .server_config
+            .read()
+            .unwrap()
+            .sample_join_sampling_session;
+        let clone_id = if join {
+            CloneId::Join(tokio::sync::OnceCell::new())
+        } else {
+            CloneId::Known(random_clone_id())
+        };
+        Self::build(
+            core,
+            sampling_session_id,
+            base_model,
+            clone_id,
+            record_stability_info,
+        )
+    }
+
+    /// A handle on the same sampling session (same `seq_id` counter) whose samples send
+    /// `record_stability_info: on` (12.1; the client setting of
+    /// `create_sampling_client(record_stability_info=...)`).
+    pub fn with_record_stability_info(&self, on: bool) -> SamplingClient {
+        SamplingClient {
+            record_stability_info: on,
+            ..self.clone()
+        }
+    }
+
+    /// Whether every sample sends `record_stability_info: true` (12.1).
+    pub fn record_stability_info(&self) -> bool {
+        self.record_stability_info
+    }
+
+    /// The clone id (`cloned_sampler_id`, 12.2): 0 for a client created by this process's
+    /// ServiceClient, `c ≥ 1` for one rebuilt from a sampler handle; `None` until a clone
+    /// that joins the sampling session (5.9) has joined.
+    pub fn cloned_sampler_id(&self) -> Option<i64> {
+        self.inner.clone_id_now()
+    }
+
+    /// Samples of this client started and not finished, and those of them not yet accepted
+    /// by the server: `(in_flight, waiting)`.
+    pub fn operation_counts(&self) -> (u64, u64) {
+        (
+            self.inner.in_flight.load(Ordering::SeqCst),
+            self.inner.waiting.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The shared core (for introspection).
+    pub(crate) fn core(&self) -> &Arc<ClientCore> {
+        &self.inner.core
     }
 
     /// A handle on the same sampling session whose calls use `policy` instead of the
@@ -179,6 +406,7 @@ impl SamplingClient {
             num_samples,
             params,
             options,
+            record_stability_info: self.record_stability_info,
         };
         self.run(job, false)
     }
@@ -196,6 +424,7 @@ impl SamplingClient {
         let client = self.clone();
         ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
             let core = inner.core.clone();
+            let _in_flight = Counted::new(&inner.in_flight);
             if let Some(s) = core.session_if_started() {
                 s.check_usable()?;
             }
@@ -221,7 +450,8 @@ impl SamplingClient {
                             .unwrap_or_else(|| inner.next_seq.fetch_add(1, Ordering::SeqCst));
                         if k > 0 {
                             tracing::info!(
-                                "retrying the sample of {} with a new seq_id {seq} (attempt {})",
+                                "retrying the sample of {} with a new seq_id (sample {seq} of \
+                                 this client, attempt {})",
                                 inner.sampling_session_id,
                                 k + 1
                             );
@@ -268,6 +498,7 @@ impl SamplingClient {
                 num_samples: 1,
                 params,
                 options,
+                record_stability_info: self.record_stability_info,
             },
             true,
         );
@@ -298,14 +529,33 @@ struct SampleJob {
     num_samples: u32,
     params: SamplingParams,
     options: SampleOptions,
+    record_stability_info: bool,
 }
 
-/// Submits one sample request with `seq` and polls it to the decoded, checked response.
-/// Errors carry the stage they happened at, which decides whether the retry handler retries.
+/// Counts one operation in a counter while it lives.
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(c: &'a AtomicU64) -> Self {
+        c.fetch_add(1, Ordering::SeqCst);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Submits sample number `local` of this client (its `seq_id` is `clone_id × 10^9 +
+/// local`, 12.2; a clone that joins the sampling session does so first, 5.9) and polls it to
+/// the decoded, checked response. Errors carry the stage they happened at, which decides
+/// whether the retry handler retries.
 async fn sample_once(
     inner: &SamplingInner,
     job: &SampleJob,
-    seq: i64,
+    local: i64,
     status: &OpStatus,
     policy: &RetryPolicy,
     handle: &crate::core::api_future::FutureHandle,
@@ -316,7 +566,14 @@ async fn sample_once(
         num_samples,
         params,
         options,
+        record_stability_info,
     } = job;
+    let waiting = Counted::new(&inner.waiting);
+    let clone_id = inner
+        .clone_id()
+        .await
+        .map_err(AttemptError::at(Stage::Send))?;
+    let seq = clone_id * CLONE_SEQ_BLOCK + local;
     let body = SampleRequest {
         num_samples: i64::from(*num_samples),
         prompt: prompt.clone(),
@@ -328,10 +585,10 @@ async fn sample_once(
         prompt_logprobs: Some(options.prompt_logprobs),
         topk_prompt_logprobs: i64::from(options.topk_prompt_logprobs),
         topk_sample_logprobs: i64::from(options.topk_sample_logprobs),
-        target_prompt_logprobs: None,
-        prompt_alt_tokens_k: 0,
+        target_prompt_logprobs: options.target_prompt_logprobs.clone(),
+        prompt_alt_tokens_k: i64::from(options.prompt_alt_tokens_k),
         prompt_logprobs_last_n: options.prompt_logprobs_last_n.map(i64::from),
-        record_stability_info: Some(false),
+        record_stability_info: Some(*record_stability_info),
         kind: "sample".into(),
     };
     let estimate = crate::core::dispatch::estimate_bytes(prompt);
@@ -349,6 +606,7 @@ async fn sample_once(
             .await
             .map_err(AttemptError::at(Stage::Send))?
     };
+    drop(waiting);
     let other = AttemptError::at(Stage::Other);
     handle.set_request_id(&submitted.request_id);
     *status.request_id.lock().unwrap() = Some(submitted.request_id.clone());
@@ -370,7 +628,7 @@ async fn sample_once(
         core,
         policy,
         &inner.sampling_session_id,
-        seq,
+        clone_id,
         &submitted.request_id,
         status.started.elapsed(),
         &observe,
@@ -414,6 +672,13 @@ pub fn check_result(
             "the server returned {} sequences but announced {} sample_sequence_ids",
             response.sequences.len(),
             ids.len()
+        )));
+    }
+    if options.prompt_alt_tokens_k > 0 && response.prompt_alt_tokens.is_none() {
+        return Err(Error::fatal(format!(
+            "prompt_alt_tokens_k={} was requested but the server returned no \
+             prompt_alt_tokens; it may predate this feature",
+            options.prompt_alt_tokens_k
         )));
     }
     if let (Some(n), Some(lps)) = (options.prompt_logprobs_last_n, &response.prompt_logprobs) {
@@ -523,5 +788,235 @@ impl std::fmt::Debug for SamplingClient {
             .field("sampling_session_id", &self.inner.sampling_session_id)
             .field("base_model", &self.inner.base_model)
             .finish_non_exhaustive()
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Sampler handles (PROTOCOL.md 20.4) and clones (3.4, 12.2)
+// ------------------------------------------------------------------------------------------
+
+/// The largest sampler handle accepted (a handle is untrusted input). Real handles are
+/// about 1.5 KB.
+pub const MAX_SAMPLER_HANDLE_BYTES: usize = 64 * 1024;
+
+/// The holder snapshot inside a sampler handle (the SDK's `_ShadowHolderConfig`), fields in
+/// the SDK's order.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandleHolder {
+    /// The resolved base URL of the original client.
+    pub base_url: String,
+    /// Extra default headers of the original client (libtinkex has none; accepted and
+    /// ignored when decoding another SDK's handle).
+    #[serde(default)]
+    pub default_headers_overrides: std::collections::BTreeMap<String, String>,
+    /// The original's `client/config` flags (all of them, as the SDK's `model_dump`).
+    pub client_config: serde_json::Value,
+    /// The original's dynamic config.
+    pub client_dynamic_config: serde_json::Value,
+    /// Always null in a handle (the clone authenticates with its own credentials).
+    #[serde(default)]
+    pub api_key: Option<String>,
+}
+
+/// The decoded content of a sampler handle (the SDK's `_SamplingClientPickleState`), fields
+/// in the SDK's order.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerHandle {
+    /// The original client's session.
+    pub session_id: String,
+    /// The sampling session.
+    pub sampling_session_id: String,
+    /// The holder snapshot.
+    pub holder: HandleHolder,
+    /// The base model sampled.
+    pub base_model: String,
+    /// The original's `record_stability_info` setting.
+    #[serde(default)]
+    pub record_stability_info: bool,
+}
+
+/// Python's `json.dumps` default `ensure_ascii`: every non-ASCII character as `\uXXXX`
+/// (surrogate pairs above U+FFFF), so a handle is byte-identical to the SDK's.
+fn ascii_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
+fn handle_error(why: impl std::fmt::Display) -> Error {
+    Error::user(format!("invalid sampler handle: {why}"))
+}
+
+impl SamplerHandle {
+    /// The handle string: base64url (with padding) of the compact JSON (20.4).
+    pub fn encode(&self) -> Result<String> {
+        use base64::Engine;
+        let json = serde_json::to_string(self)
+            .map_err(|e| Error::fatal(format!("cannot encode a sampler handle: {e}")))?;
+        Ok(base64::engine::general_purpose::URL_SAFE.encode(ascii_json(&json)))
+    }
+
+    /// Decodes and validates an untrusted handle string: at most
+    /// [`MAX_SAMPLER_HANDLE_BYTES`], base64url (padding optional), a JSON object of the
+    /// handle's fields (unknown fields rejected, as the SDK does), ids that are valid path
+    /// segments, an `http(s)` base URL and flag objects of the right types. Errors are user
+    /// errors naming what is wrong, never echoing the handle.
+    pub fn decode(handle: &str) -> Result<SamplerHandle> {
+        use base64::Engine;
+        let handle = handle.trim();
+        if handle.is_empty() {
+            return Err(handle_error("it is empty"));
+        }
+        if handle.len() > MAX_SAMPLER_HANDLE_BYTES {
+            return Err(handle_error(format!(
+                "it is {} bytes, more than the limit of {MAX_SAMPLER_HANDLE_BYTES}",
+                handle.len()
+            )));
+        }
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::URL_SAFE,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let json = engine
+            .decode(handle)
+            .map_err(|_| handle_error("it is not base64url"))?;
+        let h: SamplerHandle = serde_json::from_slice(&json).map_err(|e| {
+            handle_error(format!(
+                "it is not a sampler handle's JSON ({})",
+                crate::core::sanitize::serde_message(&e)
+            ))
+        })?;
+        let id = |v: &str, what: &str| {
+            crate::core::sanitize::check_path_id(v, what, false)
+                .map_err(|e| handle_error(e.message))
+        };
+        id(&h.session_id, "session_id")?;
+        id(&h.sampling_session_id, "sampling_session_id")?;
+        if h.base_model.is_empty() || h.base_model.len() > 1024 {
+            return Err(handle_error("base_model must be 1 to 1024 bytes"));
+        }
+        let url = url::Url::parse(&h.holder.base_url)
+            .map_err(|_| handle_error("holder.base_url is not a URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(handle_error("holder.base_url must be an http(s) URL"));
+        }
+        h.client_config()?;
+        h.dynamic_config()?;
+        Ok(h)
+    }
+
+    /// The snapshot's `client/config` flags (missing ones default, unknown ones ignored).
+    pub fn client_config(&self) -> Result<crate::core::types::ClientConfig> {
+        serde_json::from_value(self.holder.client_config.clone()).map_err(|e| {
+            handle_error(format!(
+                "holder.client_config: {}",
+                crate::core::sanitize::serde_message(&e)
+            ))
+        })
+    }
+
+    /// The snapshot's dynamic config (missing fields default, unknown ones ignored).
+    pub fn dynamic_config(&self) -> Result<crate::core::types::DynamicConfig> {
+        serde_json::from_value(self.holder.client_dynamic_config.clone()).map_err(|e| {
+            handle_error(format!(
+                "holder.client_dynamic_config: {}",
+                crate::core::sanitize::serde_message(&e)
+            ))
+        })
+    }
+}
+
+impl SamplingClient {
+    /// This client's sampler handle (20.4): base64url of the SDK's compact JSON, carrying no
+    /// credentials. Interchangeable with the official SDK's `get_sampler_handle()`: either
+    /// side rebuilds a clone from the other's.
+    pub fn get_sampler_handle(&self) -> Result<String> {
+        self.sampler_handle()?.encode()
+    }
+
+    /// The content of [`get_sampler_handle`](Self::get_sampler_handle).
+    pub fn sampler_handle(&self) -> Result<SamplerHandle> {
+        let core = &self.inner.core;
+        let session = core
+            .session_if_started()
+            .ok_or_else(|| Error::user("the session has not started"))?;
+        let to_json = |v: serde_json::Result<serde_json::Value>| {
+            v.map_err(|e| Error::fatal(format!("cannot encode a sampler handle: {e}")))
+        };
+        Ok(SamplerHandle {
+            session_id: session.session_id.clone(),
+            sampling_session_id: self.inner.sampling_session_id.clone(),
+            holder: HandleHolder {
+                base_url: core.config.base_url.clone(),
+                default_headers_overrides: Default::default(),
+                client_config: to_json(serde_json::to_value(&*core.server_config.read().unwrap()))?,
+                client_dynamic_config: to_json(serde_json::to_value(
+                    &*core.dynamic_config.read().unwrap(),
+                ))?,
+                api_key: None,
+            },
+            base_model: self.inner.base_model.clone(),
+            record_stability_info: self.record_stability_info,
+        })
+    }
+
+    /// A clone of the sampling client behind `handle` (20.4, 3.4, 12.2), running on
+    /// `runtime`, authenticating with `config`'s credentials (the handle carries none; its
+    /// `api_key` is ignored). Performs no I/O: the clone's shadow holder adopts the handle's
+    /// flags, reuses its `session_id` (its own heartbeat, dynamic-config refresh, cancel
+    /// drain and telemetry start now; the JWT is exchanged on first use) and cannot create
+    /// sessions of its own. Its clone id comes from `join_sampling_session` before the first
+    /// sample when the handle's `sample_join_sampling_session` is on, else it is random;
+    /// its `seq_id`s start at `clone_id × 10^9`.
+    ///
+    /// The handle's base URL is used (as the SDK does), checked like a configured one:
+    /// plain `http://` only to a loopback host unless `config` sets `allow_insecure_http`.
+    /// `config.base_url`, if set, must equal it.
+    pub fn from_sampler_handle(
+        handle: &str,
+        mut config: crate::core::config::ConfigInput,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<SamplingClient> {
+        let h = SamplerHandle::decode(handle)?;
+        if let Some(b) = &config.base_url {
+            if b.trim_end_matches('/') != h.holder.base_url.trim_end_matches('/') {
+                return Err(Error::user(
+                    "the configuration's base_url differs from the sampler handle's",
+                ));
+            }
+        }
+        config.base_url = Some(h.holder.base_url.clone());
+        let config = crate::core::config::Config::try_from(config)?;
+        let flags = h.client_config()?;
+        let dynamic = h.dynamic_config()?;
+        let core = ClientCore::new(config, runtime)?;
+        core.become_shadow(h.session_id.clone(), flags, dynamic)?;
+        Ok(SamplingClient::new_clone(
+            core,
+            h.sampling_session_id,
+            h.base_model,
+            h.record_stability_info,
+        ))
+    }
+
+    /// Whether this client was rebuilt from a sampler handle (its holder is a shadow of
+    /// another process's session, 3.4).
+    pub fn is_clone(&self) -> bool {
+        self.inner
+            .core
+            .session_if_started()
+            .is_some_and(|s| s.is_shadow())
     }
 }

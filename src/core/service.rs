@@ -6,15 +6,14 @@ use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 use crate::core::events::EventBus;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
-use crate::core::rest::RestClient;
 use crate::core::sampling::SamplingClient;
 use crate::core::training::TrainingClient;
 use crate::core::transport::{Pool, Request};
 use crate::core::types::{
-    CreateModelRequest, CreateModelResult, CreateSamplingSessionRequest,
-    CreateSamplingSessionResponse, FinishReasonKind, GetInfoRequest, GetInfoResponse,
-    GetSamplerResponse, LoadWeightsRequest, LoraConfig, OptimizerConfig, ServerCapabilities,
-    TinkerPath, UntypedApiFuture,
+    CreateCustomLossRequest, CreateCustomLossResult, CreateModelRequest, CreateModelResult,
+    CreateSamplingSessionRequest, CreateSamplingSessionResponse, CustomLossInput, FinishReasonKind,
+    GetInfoRequest, GetInfoResponse, GetSamplerResponse, LoadWeightsRequest, LoraConfig,
+    OptimizerConfig, ServerCapabilities, TinkerPath, UntypedApiFuture,
 };
 use crate::core::ClientCore;
 use std::sync::atomic::AtomicU32;
@@ -147,17 +146,28 @@ impl ServiceClient {
         })
     }
 
-    /// A RestClient sharing this client's transport and retry policy.
-    pub fn create_rest_client(&self) -> RestClient {
-        RestClient::new(self.core.clone())
-    }
-
-    /// Creates a LoRA training client on `base_model`.
+    /// Creates a LoRA training client on `base_model` (AdamW, no metadata).
     pub fn create_lora_training_client(
         &self,
         base_model: &str,
         options: LoraOptions,
     ) -> ApiFuture<TrainingClient> {
+        self.create_model_full(base_model, options, None, OptimizerConfig::default())
+    }
+
+    /// Creates a LoRA training client with run metadata and an optimizer family (6.1,
+    /// 10.8): `optimizer` is sent as `optimizer_config` and fixed for the model's lifetime.
+    pub fn create_model_full(
+        &self,
+        base_model: &str,
+        options: LoraOptions,
+        user_metadata: Option<std::collections::BTreeMap<String, String>>,
+        optimizer: OptimizerConfig,
+    ) -> ApiFuture<TrainingClient> {
+        let optimizer = match optimizer.normalized() {
+            Ok(o) => o,
+            Err(e) => return ApiFuture::ready(Err(Error::user(e))),
+        };
         if !(options.train_unembed || options.train_mlp || options.train_attn) {
             return ApiFuture::ready(Err(Error::user(
                 "at least one of train_unembed, train_mlp, train_attn must be true",
@@ -171,7 +181,7 @@ impl ServiceClient {
                 session_id: session.session_id.clone(),
                 model_seq_id,
                 base_model: base_model.clone(),
-                user_metadata: None,
+                user_metadata: user_metadata.map(string_map),
                 lora_config: Some(LoraConfig {
                     rank: options.rank,
                     seed: options.seed,
@@ -179,7 +189,7 @@ impl ServiceClient {
                     train_mlp: options.train_mlp,
                     train_attn: options.train_attn,
                 }),
-                optimizer_config: OptimizerConfig::default(),
+                optimizer_config: optimizer,
                 kind: "create_model".into(),
             };
             let req = Request::post_json(
@@ -197,7 +207,7 @@ impl ServiceClient {
 
     /// A training client whose weights come from a training checkpoint (optimizer reset).
     pub fn create_training_client_from_state(&self, path: &str) -> ApiFuture<TrainingClient> {
-        self.training_client_from_state(path, false)
+        self.training_client_from_state_full(FromStateOptions::new(path, false))
     }
 
     /// A training client resuming a checkpoint's weights and optimizer state.
@@ -205,14 +215,137 @@ impl ServiceClient {
         &self,
         path: &str,
     ) -> ApiFuture<TrainingClient> {
-        self.training_client_from_state(path, true)
+        self.training_client_from_state_full(FromStateOptions::new(path, true))
     }
 
-    fn training_client_from_state(&self, path: &str, optimizer: bool) -> ApiFuture<TrainingClient> {
-        if let Err(e) = TinkerPath::parse(path) {
+    /// The Tinker console page of this session, or of all sessions before the session
+    /// exists (PROTOCOL.md 20.2).
+    pub fn get_console_url(&self) -> String {
+        match self.session_id() {
+            Some(id) => format!("{CONSOLE_BASE_URL}/sessions/{id}"),
+            None => format!("{CONSOLE_BASE_URL}/sessions"),
+        }
+    }
+
+    /// Creates a server-side custom loss (PROTOCOL.md 5.10) and returns its `loss_id`, to
+    /// pass as `forward_backward(data, "custom", {"loss_id": id})`. Only when the server's
+    /// `custom_loss_server_side` flag is on; otherwise a user error (this client runs no
+    /// traced graphs itself: use `forward_backward_custom` with a client-side loss). The
+    /// same loss (name, inputs and graph) may be created once per session.
+    pub fn create_custom_loss(
+        &self,
+        name: String,
+        inputs: Vec<CustomLossInput>,
+        mut graph: serde_json::Value,
+    ) -> ApiFuture<CreateCustomLossResult> {
+        if let Err(e) =
+            crate::core::training::custom_loss::validate_custom_loss(&name, &inputs, &graph)
+        {
+            return ApiFuture::ready(Err(e));
+        }
+        // The wire names Python's operators `operator.x` (not the private `_operator.x`).
+        if let Some(nodes) = graph.get_mut("nodes").and_then(|n| n.as_array_mut()) {
+            for node in nodes {
+                if let Some(t) = node.get("target").and_then(|t| t.as_str()) {
+                    if let Some(rest) = t.strip_prefix("_operator.") {
+                        node["target"] = format!("operator.{rest}").into();
+                    }
+                }
+            }
+        }
+        self.spawn(|core| async move {
+            let session = core.session().await?;
+            if !core.server_config.read().unwrap().custom_loss_server_side {
+                return Err(Error::user(
+                    "create_custom_loss: this server does not run custom losses                      (client config custom_loss_server_side is false); compute the loss                      client-side with forward_backward_custom",
+                ));
+            }
+            let key = serde_json::to_string(&(&name, &inputs, &graph))
+                .map_err(|e| Error::fatal(e.to_string()))?;
+            let seq = core.custom_losses.reserve(key.clone(), &name)?;
+            let body = CreateCustomLossRequest {
+                session_id: session.session_id.clone(),
+                custom_loss_seq_id: seq,
+                name: name.clone(),
+                inputs: inputs.clone(),
+                graph,
+                kind: "create_custom_loss".into(),
+            };
+            let req = Request::post_json(
+                "/api/v1/create_custom_loss",
+                &body,
+                Pool::Train,
+                core.config.timeouts.request,
+            );
+            let result: Result<CreateCustomLossResult> = core
+                .operation(submit_and_poll_json(
+                    &core,
+                    &req,
+                    RequestType::CreateCustomLoss,
+                ))
+                .await;
+            match result {
+                Ok(r) => {
+                    crate::core::sanitize::check_server_id(&r.loss_id, "loss id")?;
+                    core.custom_losses.insert(
+                        r.loss_id.clone(),
+                        crate::core::training::custom_loss::RegisteredLoss { name, inputs },
+                    );
+                    Ok(r)
+                }
+                Err(e) => {
+                    core.custom_losses.release(&key);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// Resumes a training run: finds its latest training checkpoint (`GET
+    /// training_runs/{id}` → `last_checkpoint`, else the newest `training` entry of its
+    /// checkpoint list) and creates a training client from it with its optimizer state
+    /// (create-via-load). A run without a training checkpoint is a user error.
+    pub fn resume_training_run(&self, training_run_id: &str) -> ApiFuture<TrainingClient> {
+        self.resume_training_run_opts(training_run_id, true)
+    }
+
+    /// [`resume_training_run`](Self::resume_training_run), restoring the optimizer state
+    /// only with `optimizer`.
+    pub fn resume_training_run_opts(
+        &self,
+        training_run_id: &str,
+        optimizer: bool,
+    ) -> ApiFuture<TrainingClient> {
+        if training_run_id.is_empty() || training_run_id.contains(['/', '?', '#']) {
+            return ApiFuture::ready(Err(Error::user(format!(
+                "invalid training run id {training_run_id:?}"
+            ))));
+        }
+        let run_id = training_run_id.to_string();
+        let this = self.clone();
+        self.spawn(|core| async move {
+            let path = latest_training_checkpoint(&core, &run_id).await?;
+            this.training_client_from_state_full(FromStateOptions::new(&path, optimizer))
+                .await
+        })
+    }
+
+    /// Create-via-load with every option of 6.8.
+    pub fn training_client_from_state_full(
+        &self,
+        options: FromStateOptions,
+    ) -> ApiFuture<TrainingClient> {
+        let FromStateOptions {
+            path,
+            optimizer,
+            base_model,
+            user_metadata,
+            weights_access_token,
+            optimizer_config,
+        } = options;
+        if let Err(e) = TinkerPath::parse(&path) {
             return ApiFuture::ready(Err(Error::user(e.to_string())));
         }
-        let path = path.to_string();
         self.spawn(|core| async move {
             let session = core.session().await?;
             let model_seq_id = session.next_model_seq();
@@ -221,12 +354,16 @@ impl ServiceClient {
                 seq_id: None,
                 session_id: Some(session.session_id.clone()),
                 model_seq_id: Some(model_seq_id),
-                base_model: None,
-                user_metadata: None,
+                base_model,
+                user_metadata: user_metadata.map(string_map),
                 path,
                 optimizer,
-                optimizer_config: (!optimizer).then(OptimizerConfig::default),
-                weights_access_token: None,
+                optimizer_config: if optimizer {
+                    None
+                } else {
+                    Some(optimizer_config.unwrap_or_default())
+                },
+                weights_access_token,
                 kind: "load_weights".into(),
             };
             let req = Request::post_json(
@@ -264,6 +401,34 @@ impl ServiceClient {
         self.sampling_client(Some(model_path.to_string()), None)
     }
 
+    /// A sampling client on an existing sampling session of this client's session
+    /// (`SamplingClient.create(holder, sampling_session_id=...)`, PROTOCOL.md 12.1): no
+    /// `create_sampling_session`; the base model is fetched (`GET /api/v1/samplers/{id}`,
+    /// 7.2) unless given. Like the SDK's, the client is not a clone (`seq_id`s from 0).
+    pub fn sampling_client_for_session(
+        &self,
+        sampling_session_id: &str,
+        base_model: Option<String>,
+    ) -> ApiFuture<SamplingClient> {
+        if let Err(e) =
+            crate::core::sanitize::check_path_id(sampling_session_id, "sampling_session_id", false)
+        {
+            return ApiFuture::ready(Err(e));
+        }
+        let id = sampling_session_id.to_string();
+        self.spawn(|core| async move {
+            core.session().await?;
+            core.operation(async {
+                let base = match base_model {
+                    Some(b) => b,
+                    None => fetch_base_model(&core, &id).await?,
+                };
+                Ok(SamplingClient::new(core.clone(), id, base))
+            })
+            .await
+        })
+    }
+
     fn sampling_client(
         &self,
         model_path: Option<String>,
@@ -271,6 +436,7 @@ impl ServiceClient {
     ) -> ApiFuture<SamplingClient> {
         self.spawn(|core| async move {
             let session = core.session().await?;
+            session.check_can_create("sampling sessions")?;
             let body = CreateSamplingSessionRequest {
                 session_id: session.session_id.clone(),
                 sampling_session_seq_id: session.next_sampling_seq(),
@@ -293,17 +459,7 @@ impl ServiceClient {
                 )?;
                 let base = match base_model {
                     Some(b) => b,
-                    None => {
-                        let req = Request::get(
-                            format!("/api/v1/samplers/{}", created.sampling_session_id),
-                            Pool::Train,
-                            core.config.timeouts.request,
-                        );
-                        core.send(&req)
-                            .await?
-                            .json::<GetSamplerResponse>("samplers")?
-                            .base_model
-                    }
+                    None => fetch_base_model(&core, &created.sampling_session_id).await?,
                 };
                 Ok(SamplingClient::new(
                     core.clone(),
@@ -319,6 +475,116 @@ impl ServiceClient {
     pub async fn close(&self, status: FinishReasonKind, detail: Option<String>) -> Result<()> {
         self.core.finish_session(status, detail).await
     }
+}
+
+/// Base of the Tinker console (PROTOCOL.md 20.2).
+pub const CONSOLE_BASE_URL: &str = "https://tinker.thinkingmachines.ai";
+
+/// The console page of a training run (20.2).
+pub fn training_run_console_url(training_run_id: &str) -> String {
+    format!("{CONSOLE_BASE_URL}/training_runs/{training_run_id}")
+}
+
+/// Options of a create-via-load (PROTOCOL.md 6.8, 11.1).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FromStateOptions {
+    /// `tinker://<run>/weights/<name>` checkpoint.
+    pub path: String,
+    /// Also restore the optimizer state.
+    pub optimizer: bool,
+    /// Base model override (must be compatible with the checkpoint).
+    pub base_model: Option<String>,
+    /// Metadata of the new run.
+    pub user_metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Token for another account's checkpoint (sent raw).
+    pub weights_access_token: Option<String>,
+    /// Optimizer of a weights-only load (default adamw; ignored with `optimizer`).
+    pub optimizer_config: Option<OptimizerConfig>,
+}
+
+impl FromStateOptions {
+    /// A load of `path` with nothing else set.
+    pub fn new(path: &str, optimizer: bool) -> Self {
+        FromStateOptions {
+            path: path.to_string(),
+            optimizer,
+            ..Default::default()
+        }
+    }
+}
+
+fn string_map(
+    m: std::collections::BTreeMap<String, String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    m.into_iter().map(|(k, v)| (k, v.into())).collect()
+}
+
+/// The most checkpoint pages read while looking for a run's latest training checkpoint.
+const MAX_CHECKPOINT_PAGES: usize = 100;
+
+/// The `tinker://` path of a run's latest training checkpoint: `last_checkpoint` of `GET
+/// training_runs/{id}` when it is a training checkpoint, else the newest `training` entry
+/// of `GET training_runs/{id}/checkpoints`.
+async fn latest_training_checkpoint(core: &Arc<ClientCore>, run_id: &str) -> Result<String> {
+    use crate::core::types::{Checkpoint, CheckpointsListResponse, TrainingRun};
+    let timeout = core.config.timeouts.request;
+    core.operation(async {
+        let req = Request::get(
+            format!("/api/v1/training_runs/{run_id}"),
+            Pool::Train,
+            timeout,
+        );
+        let run: TrainingRun = core.send(&req).await?.json("training_run")?;
+        if let Some(c) = run
+            .last_checkpoint
+            .filter(|c| c.checkpoint_type == "training")
+        {
+            return Ok(c.tinker_path);
+        }
+        let mut best: Option<Checkpoint> = None;
+        let mut offset = 0i64;
+        for _ in 0..MAX_CHECKPOINT_PAGES {
+            let req = Request::get(
+                format!("/api/v1/training_runs/{run_id}/checkpoints?limit=100&offset={offset}"),
+                Pool::Train,
+                timeout,
+            );
+            let page: CheckpointsListResponse = core.send(&req).await?.json("checkpoints")?;
+            let n = page.checkpoints.len() as i64;
+            for c in page.checkpoints {
+                if c.checkpoint_type == "training" && best.as_ref().is_none_or(|b| c.time >= b.time)
+                {
+                    best = Some(c);
+                }
+            }
+            let total = page.cursor.as_ref().map_or(0, |c| c.total_count);
+            offset += n;
+            if n == 0 || offset >= total {
+                break;
+            }
+        }
+        best.map(|c| c.tinker_path).ok_or_else(|| {
+            Error::user(format!(
+                "training run {run_id} has no training checkpoint to resume from (save one \
+                 with save_state)"
+            ))
+        })
+    })
+    .await
+}
+
+/// The base model of sampling session `id` (`GET /api/v1/samplers/{id}`, 7.2).
+async fn fetch_base_model(core: &Arc<ClientCore>, id: &str) -> Result<String> {
+    let req = Request::get(
+        format!("/api/v1/samplers/{id}"),
+        Pool::Train,
+        core.config.timeouts.request,
+    );
+    Ok(core
+        .send(&req)
+        .await?
+        .json::<GetSamplerResponse>("samplers")?
+        .base_model)
 }
 
 /// Submits a future request and polls it to a JSON result.

@@ -22,9 +22,42 @@ pub struct SessionState {
     sampling_seq: AtomicI64,
     expired: AtomicBool,
     finished: AtomicBool,
+    /// A shadow holder's view of another process's session (PROTOCOL.md 3.4): it has no
+    /// session counters, so it cannot create training clients or sampling sessions.
+    shadow: bool,
 }
 
 impl SessionState {
+    fn new(session_id: String, shadow: bool) -> Self {
+        SessionState {
+            session_id,
+            model_seq: AtomicI64::new(0),
+            sampling_seq: AtomicI64::new(0),
+            expired: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            shadow,
+        }
+    }
+
+    /// Whether this is a shadow holder's session (3.4).
+    pub fn is_shadow(&self) -> bool {
+        self.shadow
+    }
+
+    /// Fails (user error) when this is a shadow holder's session: `what` (e.g. "training
+    /// clients") needs the session counters only the process that created the session has.
+    pub fn check_can_create(&self, what: &str) -> Result<()> {
+        if self.shadow {
+            return Err(Error::user(format!(
+                "this client was rebuilt from a sampler handle and shares session {} with the \
+                 process that created it (a shadow holder, PROTOCOL.md 3.4): it cannot create \
+                 {what}; use that process's ServiceClient",
+                self.session_id
+            )));
+        }
+        Ok(())
+    }
+
     /// The next `model_seq_id` (training clients), from 0.
     pub fn next_model_seq(&self) -> i64 {
         self.model_seq.fetch_add(1, Ordering::SeqCst)
@@ -64,6 +97,11 @@ impl SessionState {
 impl ClientCore {
     /// The session, created on first use.
     pub async fn session(self: &Arc<Self>) -> Result<Arc<SessionState>> {
+        if self.sessionless {
+            return Err(Error::user(
+                "this is a session-less holder (RestClient/AdminClient): it has no session",
+            ));
+        }
         let s = self
             .session
             .get_or_try_init(|| async { self.start_session().await.map(Arc::new) })
@@ -78,7 +116,7 @@ impl ClientCore {
         self.session.get().cloned()
     }
 
-    async fn fetch_config<T: serde::de::DeserializeOwned + Default>(
+    pub(crate) async fn fetch_config<T: serde::de::DeserializeOwned + Default>(
         &self,
         path: &str,
         pool: Pool,
@@ -142,24 +180,50 @@ impl ClientCore {
         })
         .await
         .map(|session_id| {
-            self.start_telemetry(&session_id);
-            self.runtime
-                .spawn(heartbeat_loop(Arc::downgrade(self), session_id.clone()));
-            self.runtime
-                .spawn(dynamic_config_loop(Arc::downgrade(self)));
-            self.runtime
-                .spawn(crate::core::cancel::drain_loop(Arc::downgrade(self)));
-            SessionState {
-                session_id,
-                model_seq: AtomicI64::new(0),
-                sampling_seq: AtomicI64::new(0),
-                expired: AtomicBool::new(false),
-                finished: AtomicBool::new(false),
-            }
+            self.start_session_loops(&session_id);
+            SessionState::new(session_id, false)
         })
     }
 
+    /// Step 6 of 3.2: telemetry (queuing `SESSION_START`), the heartbeat, the
+    /// dynamic-config refresh and the cancel drain of `session_id`.
+    fn start_session_loops(self: &Arc<Self>, session_id: &str) {
+        self.start_telemetry(session_id);
+        self.runtime
+            .spawn(heartbeat_loop(Arc::downgrade(self), session_id.to_string()));
+        self.runtime
+            .spawn(dynamic_config_loop(Arc::downgrade(self)));
+        self.runtime
+            .spawn(crate::core::cancel::drain_loop(Arc::downgrade(self)));
+    }
+
+    /// Makes this (new, unused) core a shadow holder of another process's session
+    /// (PROTOCOL.md 3.4): adopts the snapshot's `client/config` and dynamic config (nothing
+    /// is fetched, no session is created), reuses `session_id`, and starts its own
+    /// heartbeat, dynamic-config refresh, cancel drain and telemetry (`SESSION_START` under
+    /// that id). The JWT, if the flags ask for one, is exchanged lazily by the first request.
+    pub(crate) fn become_shadow(
+        self: &Arc<Self>,
+        session_id: String,
+        client_config: crate::core::types::ClientConfig,
+        dynamic: DynamicConfig,
+    ) -> Result<()> {
+        self.adopt_client_config(client_config)?;
+        *self.dynamic_config.write().unwrap() = dynamic;
+        self.session
+            .set(Arc::new(SessionState::new(session_id.clone(), true)))
+            .map_err(|_| Error::fatal("a shadow holder must be a new client"))?;
+        self.start_session_loops(&session_id);
+        Ok(())
+    }
+
     fn start_telemetry(self: &Arc<Self>, session_id: &str) {
+        self.start_telemetry_as(session_id, true);
+    }
+
+    /// Starts telemetry under `session_id`; `session_start` queues `SESSION_START` (not for
+    /// a session-less holder, 3.3).
+    pub(crate) fn start_telemetry_as(self: &Arc<Self>, session_id: &str, session_start: bool) {
         let sink = Arc::new(HttpTelemetrySink {
             core: Arc::downgrade(self),
         });
@@ -176,7 +240,9 @@ impl ClientCore {
             session_id.to_string(),
             on_overflow,
         );
-        t.session_start();
+        if session_start {
+            t.session_start();
+        }
         let _ = self.telemetry.set(t);
     }
 

@@ -17,9 +17,10 @@ use crate::core::requests::SaveStateInput;
 use crate::core::sampling::SamplingClient;
 use crate::core::transport::{Body, Pool, Request};
 use crate::core::types::{
-    AdamParams, Datum, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest, LossConfigValue,
-    OptimStepRequest, OptimStepResult, QueueState, SaveWeightsForSamplerRequest,
-    SaveWeightsRequest, TinkerPath, UntypedApiFuture, WeightsResult,
+    AdamParams, Datum, DimuonParams, ForwardBackwardOutput, GetInfoResponse, LoadWeightsRequest,
+    LossConfigValue, OptimStepRequest, OptimStepResult, QueueState, SaveWeightsExternalRequest,
+    SaveWeightsExternalResult, SaveWeightsForSamplerRequest, SaveWeightsRequest, TinkerPath,
+    UntypedApiFuture, WeightsResult,
 };
 use crate::core::ClientCore;
 use prost::Message;
@@ -354,6 +355,11 @@ impl TrainingClient {
         if let Err(e) = self.inner.check_poisoned() {
             return ApiFuture::ready(Err(e));
         }
+        if loss_fn == "custom" {
+            if let Err(e) = self.inner.core.custom_losses.check(&data, config.as_ref()) {
+                return ApiFuture::ready(Err(e));
+            }
+        }
         let ranges = self.chunk_ranges(&data);
         let guard = self.reserve(ranges.len().max(1));
         self.forward_in(guard, None, data, ranges, loss_fn, config, forward_only, Ok)
@@ -439,6 +445,20 @@ impl TrainingClient {
         self.optim_step_params(Some(params), None)
     }
 
+    /// optim_step with Dimuon parameters, sent as `optimizer_params` (10.8); NaN/Inf and
+    /// out-of-range values are rejected before anything is sent.
+    pub fn optim_step_dimuon(&self, params: DimuonParams) -> ApiFuture<OptimStepResult> {
+        if let Err(e) = params.validate() {
+            return ApiFuture::ready(Err(Error::user(e)));
+        }
+        self.optim_step_params(None, Some(params.to_wire()))
+    }
+
+    /// The Tinker console page of this training run (PROTOCOL.md 20.2).
+    pub fn get_console_url(&self) -> String {
+        crate::core::service::training_run_console_url(&self.inner.model_id)
+    }
+
     /// optim_step sending `adam_params` or another family's `optimizer_params` (10.8).
     pub(crate) fn optim_step_params(
         &self,
@@ -504,6 +524,16 @@ impl TrainingClient {
 
     /// save_weights_for_sampler: named sampler weights; returns their path.
     pub fn save_weights_for_sampler(&self, name: &str) -> ApiFuture<String> {
+        self.save_weights_for_sampler_full(name, None, None)
+    }
+
+    /// save_weights_for_sampler with `ttl_seconds` and `user_metadata` (6.6, named form).
+    pub fn save_weights_for_sampler_full(
+        &self,
+        name: &str,
+        ttl_seconds: Option<i64>,
+        user_metadata: Option<BTreeMap<String, String>>,
+    ) -> ApiFuture<String> {
         let model_id = self.inner.model_id.clone();
         let name = name.to_string();
         let timeout = self.inner.core.config.timeouts.request;
@@ -511,11 +541,20 @@ impl TrainingClient {
             RequestType::SaveWeightsForSampler,
             1,
             move |seq| {
-                Ok(vec![sampler_save_request(
+                let body = SaveWeightsForSamplerRequest {
                     model_id,
-                    Some(name),
-                    None,
-                    seq,
+                    path: Some(name),
+                    sampling_session_seq_id: None,
+                    kind: "snapshot".into(),
+                    seq_id: Some(seq),
+                    ttl_seconds,
+                    user_metadata,
+                    request_type: "save_weights_for_sampler".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/save_weights_for_sampler",
+                    &body,
+                    Pool::Train,
                     timeout,
                 )])
             },
@@ -523,8 +562,61 @@ impl TrainingClient {
         )
     }
 
-    /// Saves the current weights for sampling and returns a sampling client bound to them.
+    /// save_weights_external: the weights in an external format (e.g. HuggingFace) under
+    /// `tinker://<run>/external_weights/<name>` (6.7). At most 10 age recipients.
+    pub fn save_weights_external(
+        &self,
+        name: &str,
+        ttl_seconds: Option<i64>,
+        age_encryption_recipients: Option<Vec<String>>,
+    ) -> ApiFuture<SaveWeightsExternalResult> {
+        if let Some(r) = &age_encryption_recipients {
+            if r.len() > 10 {
+                return ApiFuture::ready(Err(Error::user(format!(
+                    "age_encryption_recipients takes at most 10 recipients, got {}",
+                    r.len()
+                ))));
+            }
+        }
+        let model_id = self.inner.model_id.clone();
+        let name = name.to_string();
+        let timeout = self.inner.core.config.timeouts.request;
+        self.ordered(
+            RequestType::SaveWeightsExternal,
+            1,
+            move |seq| {
+                let body = SaveWeightsExternalRequest {
+                    model_id,
+                    path: name,
+                    seq_id: Some(seq),
+                    ttl_seconds,
+                    age_encryption_recipients,
+                    kind: "save_weights_external".into(),
+                };
+                Ok(vec![Request::post_json(
+                    "/api/v1/save_weights_external",
+                    &body,
+                    Pool::Train,
+                    timeout,
+                )])
+            },
+            decode_json::<SaveWeightsExternalResult>,
+        )
+    }
+
+    /// Saves the current weights for sampling (a `snapshot`) and returns a sampling client
+    /// bound to them.
     pub fn save_weights_and_get_sampling_client(&self) -> ApiFuture<SamplingClient> {
+        self.save_weights_and_get_sampling_client_kind("snapshot")
+    }
+
+    /// The ephemeral save of `kind` (`snapshot` or `inflight`, 6.6) and a sampling client
+    /// bound to the returned sampling session.
+    pub fn save_weights_and_get_sampling_client_kind(
+        &self,
+        kind: &str,
+    ) -> ApiFuture<SamplingClient> {
+        let kind = kind.to_string();
         let inner = self.inner.clone();
         let timeout = inner.core.config.timeouts.request;
         let session = inner.core.session_if_started();
@@ -557,7 +649,7 @@ impl TrainingClient {
                 let sampling_seq = session.next_sampling_seq();
                 Ok(vec![sampler_save_request(
                     model_id,
-                    None,
+                    kind,
                     Some(sampling_seq),
                     seq,
                     timeout,
@@ -576,15 +668,22 @@ impl TrainingClient {
 
     /// load_state: loads a training checkpoint's weights (optimizer state reset).
     pub fn load_state(&self, path: &str) -> ApiFuture<()> {
-        self.load_impl(path, false)
+        self.load_impl(path, false, None)
     }
 
     /// load_state_with_optimizer: loads weights and optimizer state.
     pub fn load_state_with_optimizer(&self, path: &str) -> ApiFuture<()> {
-        self.load_impl(path, true)
+        self.load_impl(path, true, None)
     }
 
-    fn load_impl(&self, path: &str, optimizer: bool) -> ApiFuture<()> {
+    /// A legacy load (`model_id` + `seq_id`, 6.8), with an optional `weights_access_token`
+    /// for a checkpoint under another account.
+    pub(crate) fn load_impl(
+        &self,
+        path: &str,
+        optimizer: bool,
+        weights_access_token: Option<String>,
+    ) -> ApiFuture<()> {
         if let Err(e) = TinkerPath::parse(path) {
             return ApiFuture::ready(Err(Error::user(e.to_string())));
         }
@@ -605,7 +704,7 @@ impl TrainingClient {
                     path,
                     optimizer,
                     optimizer_config: None,
-                    weights_access_token: None,
+                    weights_access_token,
                     kind: "load_weights".into(),
                 };
                 Ok(vec![Request::post_json(
@@ -620,19 +719,19 @@ impl TrainingClient {
     }
 }
 
-/// A `save_weights_for_sampler` request: named (`name`) or ephemeral (`sampling_seq`).
+/// An ephemeral `save_weights_for_sampler` request of `kind` (6.6).
 fn sampler_save_request(
     model_id: String,
-    name: Option<String>,
+    kind: String,
     sampling_seq: Option<i64>,
     seq: i64,
     timeout: std::time::Duration,
 ) -> Request {
     let body = SaveWeightsForSamplerRequest {
         model_id,
-        path: name,
+        path: None,
         sampling_session_seq_id: sampling_seq,
-        kind: "snapshot".into(),
+        kind,
         seq_id: Some(seq),
         ttl_seconds: None,
         user_metadata: None,

@@ -23,9 +23,13 @@ pub enum Pool {
     Retrieve,
     /// Telemetry batches.
     Telemetry,
+    /// Endpoints that may answer with a redirect to a signed storage URL (the audit log,
+    /// PROTOCOL.md 9.12; the SDK's `REST_SUPPORT_REDIRECT`). Every redirect hop of a request
+    /// of this pool is fetched with no credential and no SDK header, whatever its origin.
+    Redirect,
 }
 
-const POOLS: usize = 5;
+const POOLS: usize = 6;
 
 impl Pool {
     fn index(self) -> usize {
@@ -205,6 +209,8 @@ struct Clients {
     /// One HTTP client per pool; replaced (new connections) by the empty-400 rule.
     pools: Vec<std::sync::RwLock<reqwest::Client>>,
     foreign: reqwest::Client,
+    /// No default header at all: the redirect hops of [`Pool::Redirect`].
+    bare: reqwest::Client,
     tls: rustls::ClientConfig,
 }
 
@@ -422,10 +428,12 @@ impl Transport {
             foreign_headers.insert("user-agent", ua.clone());
         }
         let foreign = build(foreign_headers)?;
+        let bare = build(HeaderMap::new())?;
         // Another thread may have won the race; either set of clients is equivalent.
         let _ = self.clients.set(Clients {
             pools,
             foreign,
+            bare,
             tls,
         });
         Ok(self.clients.get().expect("set above"))
@@ -505,6 +513,11 @@ impl Transport {
                     retry_count,
                     key,
                 )
+            } else if req.pool == Pool::Redirect {
+                clients
+                    .bare
+                    .request(method.clone(), url.clone())
+                    .timeout(req.timeout)
             } else {
                 clients
                     .foreign
@@ -536,7 +549,9 @@ impl Transport {
                         method = Method::GET;
                         with_body = false;
                     }
-                    if credentials && !self.same_origin(&next) {
+                    // The redirect pool never carries credentials past the first hop (9.12),
+                    // the others only to the base URL's origin.
+                    if credentials && (req.pool == Pool::Redirect || !self.same_origin(&next)) {
                         if method != Method::GET && method != Method::HEAD {
                             return Err(permanent(
                                 TransportCause::Io,

@@ -20,12 +20,14 @@
 // Rust callers (the tests) take that contract on as C callers do.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod admin;
 pub mod bytes;
 pub mod custom_loss;
 pub mod datum;
 pub mod error;
 pub mod event;
 pub mod future;
+pub mod introspect;
 pub mod log;
 pub mod path;
 pub mod rest;
@@ -279,6 +281,7 @@ handle_kinds!(Arced:
     training::tinkex_training_client,
     sampling::tinkex_sampling_client,
     rest::tinkex_rest_client,
+    admin::tinkex_admin_client,
     future::tinkex_future,
     event::tinkex_subscription,
     datum::tinkex_datum_batch,

@@ -12,8 +12,8 @@ use super::training::tinkex_training_client;
 use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
 use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{
-    CloseInput, CreateLoraTrainingClientInput, CreateSamplingClientInput,
-    CreateTrainingClientFromStateInput, Empty,
+    CloseInput, CreateCustomLossInput, CreateLoraTrainingClientInput, CreateSamplingClientInput,
+    CreateTrainingClientFromStateInput, Empty, ResumeTrainingRunInput,
 };
 use crate::core::{Config, ConfigInput, ServiceClient};
 use std::ffi::c_void;
@@ -187,8 +187,11 @@ fn training_output(
 
 /// Creates a LoRA training client. `json` is the `create_model` body without the
 /// client-owned fields: `{"base_model": "Qwen/Qwen3-8B", "lora_config": {"rank": 32,
-/// "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true}}`
-/// (`lora_config` optional). Result: a training client (take it with
+/// "seed": null, "train_unembed": true, "train_mlp": true, "train_attn": true},
+/// "user_metadata": {"k": "v"}, "optimizer": {"type": "adamw"}}` (all but `base_model`
+/// optional; `optimizer` is `{"type": "adamw"}` (default), `{"type": "dimuon", "version":
+/// 1}`, or another family passed through; an invalid known family is `TINKEX_STATUS_USER`
+/// through the future). Result: a training client (take it with
 /// `tinkex_future_take_training_client`).
 ///
 /// Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -222,9 +225,11 @@ pub extern "C" fn tinkex_service_client_create_lora_training_client(
     })
 }
 
-/// Creates a training client from a training checkpoint. `json`:
-/// `{"path": "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also
-/// restores the optimizer state). Result: a training client.
+/// Creates a training client from a training checkpoint (create-via-load, PROTOCOL.md 6.8).
+/// `json`: `{"path": "tinker://.../weights/name", "optimizer": false, "base_model": "...",
+/// "user_metadata": {"k": "v"}, "weights_access_token": "...", "optimizer_config": {"type":
+/// "adamw"}}` (only `path` required; `optimizer: true` also restores the optimizer state;
+/// `optimizer_config` only with `optimizer: false`). Result: a training client.
 ///
 /// Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
 /// Callback-safe. Caller owns `*out_future`; release with `tinkex_future_free`.
@@ -258,9 +263,13 @@ pub extern "C" fn tinkex_service_client_create_training_client_from_state(
     })
 }
 
-/// Creates a sampling client. `json` names exactly one of `{"model_path": "tinker://..."}`
-/// (sampler weights) or `{"base_model": "Qwen/Qwen3-8B"}`; both or neither is
-/// `TINKEX_STATUS_INVALID_ARG`. Result: a sampling client (take it with
+/// Creates a sampling client. `json`: `{"model_path"?: "tinker://...", "base_model"?:
+/// "Qwen/Qwen3-8B", "sampling_session_id"?: "...", "retry_config"?: RetryConfig,
+/// "record_stability_info"?: false}` naming exactly one of `model_path` (sampler weights),
+/// `base_model` and `sampling_session_id` (an existing sampling session of this session:
+/// no new one is created; `base_model` may come with it to skip the lookup); otherwise
+/// `TINKEX_STATUS_INVALID_ARG`. `record_stability_info: true` makes every sample of the
+/// client send it (PROTOCOL.md 12.1). Result: a sampling client (take it with
 /// `tinkex_future_take_sampling_client`).
 ///
 /// Submit call (see `tinkex_service_client_get_server_capabilities`). Blocks: never.
@@ -302,7 +311,8 @@ pub extern "C" fn tinkex_service_client_create_sampling_client(
     })
 }
 
-/// Creates a REST client (training runs, checkpoints) sharing this client's transport.
+/// Creates a REST client sharing this client's holder (transport, auth, retry policy). Its
+/// calls never start a session.
 ///
 /// Blocks: never. Callback-safe. Caller owns `*out`; release with `tinkex_rest_client_free`.
 #[must_use]
@@ -317,7 +327,7 @@ pub extern "C" fn tinkex_service_client_create_rest_client(
         let svc = unsafe { ArcHandle::clone_from_ptr(svc, "svc") }?;
         out_ptr(out, "out")?;
         let client = svc.client.create_rest_client();
-        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), svc, client));
+        let rest = Arc::new(tinkex_rest_client::new(svc.rt.clone(), Some(svc), client));
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out, ArcHandle::into_ptr(rest)) };
         Ok(tinkex_status::Ok)
@@ -356,5 +366,103 @@ pub extern "C" fn tinkex_service_client_close(
             |c| Ok(c.close_with(input)),
             |_| |()| json_output(&Empty {}),
         ) }
+    })
+}
+
+/// Creates a server-side custom loss (PROTOCOL.md 5.10). `json`: `{"name": "neg_ll",
+/// "inputs": [{"name": "logprobs", "rank": 1}, {"name": "weights", "rank": 1}], "graph":
+/// {"format": 1, "nodes": [...]}}`. Result: `{"loss_id": "..."}`; pass it as
+/// `forward_backward(..., "loss_fn": "custom", "loss_fn_config": {"loss_id": ...})`.
+/// `TINKEX_STATUS_USER` (through the future) when the server's `custom_loss_server_side`
+/// flag is off, when the inputs or graph break the client-side rules, or when this session
+/// already created the same loss.
+///
+/// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+/// `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_service_client_create_custom_loss(
+    svc: *const tinkex_service_client,
+    json: *const u8,
+    json_len: usize,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        super::non_null(svc, "svc")?;
+        out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: CreateCustomLossInput = unsafe { input_json(json, json_len, "json") }?;
+        // SAFETY: `svc` is NULL or a live handle (caller contract); the other pointers are
+        // checked by `submit_on`.
+        unsafe { submit_on(
+            svc,
+            on_done,
+            user_data,
+            out_future,
+            |c| Ok(c.create_custom_loss_with(input)),
+            |_| |v| json_output(&v),
+        ) }
+    })
+}
+
+/// Resumes a training run from its latest training checkpoint (create-via-load). `json`:
+/// `{"training_run_id": "...", "optimizer": true}` (`optimizer` default true). A run with
+/// no training checkpoint is `TINKEX_STATUS_USER` through the future. Result: a training
+/// client (take it with `tinkex_future_take_training_client`).
+///
+/// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+/// `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_service_client_resume_training_run(
+    svc: *const tinkex_service_client,
+    json: *const u8,
+    json_len: usize,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        super::non_null(svc, "svc")?;
+        out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: ResumeTrainingRunInput = unsafe { input_json(json, json_len, "json") }?;
+        // SAFETY: `svc` is NULL or a live handle (caller contract); the other pointers are
+        // checked by `submit_on`.
+        unsafe { submit_on(
+            svc,
+            on_done,
+            user_data,
+            out_future,
+            |c| Ok(c.resume_training_run_with(&input)),
+            training_output,
+        ) }
+    })
+}
+
+/// The Tinker console page of this session as a JSON string (PROTOCOL.md 20.2):
+/// `".../sessions/<session_id>"`, or `".../sessions"` before the session exists.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_service_client_get_console_url(
+    svc: *const tinkex_service_client,
+    out_bytes: *mut *mut tinkex_bytes,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `svc` is a live handle (caller contract).
+        let svc = unsafe { ArcHandle::from_ptr(svc, "svc") }?;
+        out_ptr(out_bytes, "out_bytes")?;
+        let json = serde_json::to_vec(&svc.client.get_console_url())
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(json))) };
+        Ok(tinkex_status::Ok)
     })
 }

@@ -10,7 +10,8 @@ use super::status::tinkex_status;
 use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
 use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{
-    Empty, LoadStateInput, LossInput, OptimStepInput, SaveStateInput, SaveWeightsForSamplerInput,
+    Empty, LoadStateInput, LossInput, OptimStepInput, SaveStateInput,
+    SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput, SaveWeightsForSamplerInput,
     SavedPath,
 };
 use crate::core::types::ForwardBackwardInput;
@@ -360,7 +361,8 @@ pub extern "C" fn tinkex_training_client_save_state(
     })
 }
 
-/// Saves named sampler weights. `json`: `{"path": "name"}`. Result:
+/// Saves named sampler weights. `json`: `{"path": "name", "ttl_seconds": 3600,
+/// "user_metadata": {"k": "v"}}` (only `path` required). Result:
 /// `{"path": "tinker://.../sampler_weights/name"}`.
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
@@ -394,8 +396,12 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
     })
 }
 
-/// Saves the current weights for sampling and creates a sampling client bound to them.
-/// Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
+/// Saves the current weights for sampling (an ephemeral save, no name) and creates a
+/// sampling client bound to them. `json` (NULL/empty = defaults): `{"kind": "snapshot" |
+/// "inflight", "retry_config": {...RetryConfig}, "record_stability_info": false}`;
+/// `snapshot` pins fixed weights, `inflight` publishes a mutable target that later inflight
+/// saves of this model update. An unknown `kind` is `TINKEX_STATUS_USER` (through the
+/// future). Result: a sampling client (take it with `tinkex_future_take_sampling_client`).
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
 /// `tinkex_future_free`.
@@ -403,6 +409,8 @@ pub extern "C" fn tinkex_training_client_save_weights_for_sampler(
 #[unsafe(no_mangle)]
 pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
     client: *const tinkex_training_client,
+    json: *const u8,
+    json_len: usize,
     on_done: tinkex_done_fn,
     user_data: *mut c_void,
     out_future: *mut *mut tinkex_future,
@@ -411,6 +419,9 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
     boundary!(status out_err, {
         super::non_null(client, "client")?;
         out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: SaveWeightsAndGetSamplingClientInput =
+            unsafe { input_json(json, json_len, "json") }?;
         // SAFETY: `client`/`svc` is NULL or a live handle of its type (caller contract);
         // the other pointers are checked by `submit_on`.
         unsafe { submit_on(
@@ -418,7 +429,7 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
             on_done,
             user_data,
             out_future,
-            |c| Ok(c.save_weights_and_get_sampling_client()),
+            |c| Ok(c.save_weights_and_get_sampling_client_with(&input)),
             |parent| {
                 move |sampler| {
                     let rt = parent.rt.clone();
@@ -432,8 +443,9 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
 }
 
 /// Loads a training checkpoint into this model. `json`: `{"path":
-/// "tinker://.../weights/name", "optimizer": false}` (`optimizer: true` also restores the
-/// optimizer state). Result: `{}`.
+/// "tinker://.../weights/name", "optimizer": false, "weights_access_token": "..."}`
+/// (`optimizer: true` also restores the optimizer state; the token, for a checkpoint of
+/// another account, is optional). Result: `{}`.
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
 /// `tinkex_future_free`.
@@ -463,5 +475,65 @@ pub extern "C" fn tinkex_training_client_load_state(
             |c| Ok(c.load_state_with(&input)),
             |_| |()| json_output(&Empty {}),
         ) }
+    })
+}
+
+/// Saves the weights in an external format (e.g. HuggingFace) under
+/// `tinker://<run>/external_weights/<name>` (PROTOCOL.md 6.7). `json`: `{"path": "name",
+/// "ttl_seconds": 3600, "age_encryption_recipients": ["age1..."]}` (only `path` required;
+/// more than 10 recipients is `TINKEX_STATUS_USER` through the future). Result:
+/// `{"path": "tinker://.../external_weights/name", "size_bytes": 123 | null}`.
+///
+/// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
+/// `tinkex_future_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_training_client_save_weights_external(
+    client: *const tinkex_training_client,
+    json: *const u8,
+    json_len: usize,
+    on_done: tinkex_done_fn,
+    user_data: *mut c_void,
+    out_future: *mut *mut tinkex_future,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        super::non_null(client, "client")?;
+        out_ptr(out_future, "out_future")?;
+        // SAFETY: `(json, json_len)` is a readable input (caller contract).
+        let input: SaveWeightsExternalInput = unsafe { input_json(json, json_len, "json") }?;
+        // SAFETY: `client` is NULL or a live handle (caller contract); the other pointers
+        // are checked by `submit_on`.
+        unsafe { submit_on(
+            client,
+            on_done,
+            user_data,
+            out_future,
+            |c| Ok(c.save_weights_external_with(&input)),
+            as_json,
+        ) }
+    })
+}
+
+/// The Tinker console page of this training run as a JSON string (PROTOCOL.md 20.2), e.g.
+/// `"https://tinker.thinkingmachines.ai/training_runs/<model_id>"`.
+///
+/// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+#[must_use]
+#[unsafe(no_mangle)]
+pub extern "C" fn tinkex_training_client_get_console_url(
+    client: *const tinkex_training_client,
+    out_bytes: *mut *mut tinkex_bytes,
+    out_err: *mut *mut tinkex_error,
+) -> tinkex_status {
+    boundary!(status out_err, {
+        // SAFETY: a non-NULL `client` is a live handle (caller contract).
+        let c = unsafe { ArcHandle::from_ptr(client, "client") }?;
+        out_ptr(out_bytes, "out_bytes")?;
+        let json = serde_json::to_vec(&c.client.get_console_url())
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(json))) };
+        Ok(tinkex_status::Ok)
     })
 }

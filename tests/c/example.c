@@ -115,7 +115,7 @@ int main(int argc, char **argv) {
   }
 
   /* 4. Sample from the trained weights. */
-  s = tinkex_training_client_save_weights_and_get_sampling_client(training, NULL, NULL, &fut,
+  s = tinkex_training_client_save_weights_and_get_sampling_client(training, NULL, 0, NULL, NULL, &fut,
                                                                   &err);
   if (s == TINKEX_STATUS_OK) s = tinkex_future_wait(fut, TINKEX_WAIT_FOREVER, &err);
   if (s == TINKEX_STATUS_OK) s = tinkex_future_take_sampling_client(fut, &sampler, &err);

@@ -170,7 +170,7 @@ static int child(const char *url) {
   }
   fut = NULL;
   err = NULL;
-  s = tinkex_training_client_save_weights_and_get_sampling_client(tc, NULL, NULL, &fut, &err);
+  s = tinkex_training_client_save_weights_and_get_sampling_client(tc, NULL, 0, NULL, NULL, &fut, &err);
   if (s == TINKEX_STATUS_OK && tinkex_future_wait(fut, 60000, &err) == TINKEX_STATUS_OK &&
       tinkex_future_take_sampling_client(fut, &sc, &err) == TINKEX_STATUS_OK) {
     SUBMIT("sample", tinkex_sampling_client_sample(sc, u8(prompt), strlen(prompt), NULL, NULL,

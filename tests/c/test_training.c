@@ -264,7 +264,7 @@ int main(int argc, char **argv) {
   free(json);
 
   o = op_new();
-  s = tinkex_training_client_save_weights_and_get_sampling_client(training, on_done, &o->w,
+  s = tinkex_training_client_save_weights_and_get_sampling_client(training, NULL, 0, on_done, &o->w,
                                                                   &o->fut, &o->err);
   if (op_wait(o, s, "save_weights_and_get_sampling_client")) {
     CHECK(tinkex_future_take_sampling_client(o->fut, &sampler, &err) == TINKEX_STATUS_OK);

@@ -526,18 +526,23 @@ async fn run_op_in_child(op: &str, service: &ServiceClient) -> Result<(), Error>
         }
         "list_training_runs" => service
             .create_rest_client()
-            .list_training_runs(10, 0)
+            .list_training_runs(10, 0, Default::default(), None)
             .await
             .map(drop),
         "get_training_run" | "list_checkpoints" | "delete_checkpoint" => {
             let t = service.create_lora_training_client(base, lora()).await?;
             let rest = service.create_rest_client();
             match op {
-                "get_training_run" => rest.get_training_run(t.model_id()).await.map(drop),
+                "get_training_run" => rest
+                    .get_training_run(t.model_id(), Default::default())
+                    .await
+                    .map(drop),
                 "list_checkpoints" => rest.list_checkpoints(t.model_id()).await.map(drop),
                 _ => {
                     let path = t.save_state("doomed").await?;
-                    rest.delete_checkpoint(&path).await.map(drop)
+                    rest.delete_checkpoint_from_tinker_path(&path)
+                        .await
+                        .map(drop)
                 }
             }
         }
@@ -551,7 +556,7 @@ async fn run_op_in_child(op: &str, service: &ServiceClient) -> Result<(), Error>
             let path = t.save_state("info").await?;
             service
                 .create_rest_client()
-                .get_weights_info(&path)
+                .get_weights_info_by_tinker_path(&path)
                 .await
                 .map(drop)
         }

@@ -256,19 +256,30 @@ pub fn run_child() {
                 .await
         );
         let rest = service.create_rest_client();
-        println!("RESULT runs {:?}", rest.list_training_runs(10, 0).await);
+        println!(
+            "RESULT runs {:?}",
+            rest.list_training_runs(10, 0, Default::default(), None)
+                .await
+        );
         println!(
             "RESULT run {:?}",
-            rest.get_training_run(training.model_id()).await
+            rest.get_training_run(training.model_id(), Default::default())
+                .await
         );
         println!(
             "RESULT checkpoints {:?}",
             rest.list_checkpoints(training.model_id()).await
         );
         println!("RESULT user {:?}", rest.list_user_checkpoints(10, 0).await);
-        println!("RESULT info {:?}", rest.get_weights_info(&path).await);
+        println!(
+            "RESULT info {:?}",
+            rest.get_weights_info_by_tinker_path(&path).await
+        );
         // Errors from the server and from bad arguments.
-        if let Err(e) = rest.get_training_run("no-such-run").await {
+        if let Err(e) = rest
+            .get_training_run("no-such-run", Default::default())
+            .await
+        {
             print_err("get_training_run", &e);
         }
         if let Err(e) = training
@@ -283,7 +294,10 @@ pub fn run_child() {
         {
             print_err("bad sampler path", &e);
         }
-        if let Err(e) = rest.delete_checkpoint("not-a-tinker-path").await {
+        if let Err(e) = rest
+            .delete_checkpoint_from_tinker_path("not-a-tinker-path")
+            .await
+        {
             print_err("bad delete", &e);
         }
         if let Err(e) = training.load_state("tinker://nope/weights/nope").await {

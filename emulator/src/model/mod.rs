@@ -27,6 +27,8 @@
 mod adam;
 mod backprop;
 mod codec;
+mod dimuon;
+pub mod graph;
 mod lora;
 mod loss;
 mod math;
@@ -39,6 +41,7 @@ mod tests;
 use std::collections::HashMap;
 
 pub use adam::AdamParams;
+pub use dimuon::DimuonParams;
 pub use loss::{DatumInput, DatumOutput, ForwardBackwardResult, LossFn};
 pub use sample::{SampleParams, SampledSequence};
 
@@ -184,6 +187,35 @@ impl TinyModel {
                 logprobs: vec![0.0; n],
                 elementwise_loss: vec![0.0; n],
             };
+            if loss.is_sequence_level() {
+                // Forward first: the loss needs every position's log-probability.
+                let mut logps = vec![0f32; n];
+                backprop::run_datum(&self.net, &inputs, &targets, None, &mut ws, |t, logp| {
+                    logps[t] = logp;
+                    0.0
+                });
+                let (values, grads) =
+                    loss::sequence_loss(loss, datum, &logps, &mut result.metrics)?;
+                if learn {
+                    let backward = Some(Backward {
+                        grads: &mut self.grads,
+                        train,
+                    });
+                    backprop::run_datum(&self.net, &inputs, &targets, backward, &mut ws, |t, _| {
+                        grads[t]
+                    });
+                }
+                out.logprobs = logps;
+                for (t, v) in values.iter().enumerate() {
+                    out.elementwise_loss[t] = *v as f32;
+                    result.loss_sum += v;
+                }
+                result.outputs.push(out);
+                if !forward_only {
+                    self.remember_targets(datum, &targets, loss);
+                }
+                continue;
+            }
             let backward = learn.then_some(Backward {
                 grads: &mut self.grads,
                 train,
@@ -259,6 +291,58 @@ impl TinyModel {
             let [ma, mb] = &mut self.moments[i];
             ma.update(&mut mat.a, &da, grad_scale, params, self.steps);
             mb.update(&mut mat.b, &db, grad_scale, params, self.steps);
+            mat.merge();
+        }
+        self.has_optimizer_state = true;
+        Ok(HashMap::from([
+            ("grad_norm:mean".to_string(), norm),
+            ("lr:mean".to_string(), params.learning_rate),
+            ("step:max".to_string(), self.steps as f64),
+        ]))
+    }
+
+    /// Applies one Dimuon step (see `dimuon.rs`: Muon on each adapter matrix) to the
+    /// accumulated gradients, zeroes them and returns the same metrics as
+    /// [`optim_step`](Self::optim_step). The momentum buffer is the first-moment slot.
+    pub fn optim_step_dimuon(
+        &mut self,
+        params: &DimuonParams,
+    ) -> Result<HashMap<String, f64>, ModelError> {
+        params.validate()?;
+        let train = Trainable::from_config(&self.config);
+        let grads: Vec<(usize, Vec<f32>, Vec<f32>)> = (0..MATRICES)
+            .filter(|&i| train.matrix(i))
+            .map(|i| {
+                let (da, db) = self.net.mats[i].adapter_grads(&self.grads.mats[i]);
+                (i, da, db)
+            })
+            .collect();
+        self.grads.clear();
+        let norm = grads
+            .iter()
+            .map(|(_, da, db)| math::sum_sq(da) + math::sum_sq(db))
+            .sum::<f64>()
+            .sqrt();
+        if !norm.is_finite() {
+            return Err(ModelError::InvalidInput(
+                "the accumulated gradient is not finite; the gradients were discarded and the \
+                 weights left unchanged"
+                    .into(),
+            ));
+        }
+        let clip = params.grad_clip_norm;
+        let grad_scale = if clip > 0.0 && norm > clip {
+            clip / norm
+        } else {
+            1.0
+        };
+        self.steps += 1;
+        for (i, da, db) in grads {
+            let mat = &mut self.net.mats[i];
+            let [ma, mb] = &mut self.moments[i];
+            let (rows, cols, rank) = (mat.rows, mat.cols, mat.rank);
+            dimuon::update(&mut mat.a, &mut ma.m, &da, grad_scale, rank, cols, params);
+            dimuon::update(&mut mat.b, &mut mb.m, &db, grad_scale, rows, rank, params);
             mat.merge();
         }
         self.has_optimizer_state = true;

@@ -201,3 +201,46 @@ pub(crate) fn argmax(z: &[f32]) -> usize {
     }
     best
 }
+
+impl super::TinyModel {
+    /// Calls `f(row, logits, log_sum_exp)` for every prompt position after the first: row
+    /// `i` holds the distribution over prompt token `i + 1` given `prompt[..=i]`.
+    pub fn scan_prompt(&self, prompt: &[i64], mut f: impl FnMut(usize, &[f32; VOCAB], f32)) {
+        let buckets: Vec<usize> = prompt.iter().map(|&t| bucket(t)).collect();
+        let inputs = &buckets[..buckets.len().saturating_sub(1)];
+        self.net.scan(inputs, |t, z, lse| f(t, z, lse));
+    }
+
+    /// The model's logprob of token id `token` (through its bucket) under `logits`.
+    pub fn token_logprob(z: &[f32; VOCAB], lse: f32, token: i64) -> f32 {
+        z[bucket(token)] - lse
+    }
+
+    /// `k` independent draws, at `temperature` (greedy when not positive), from the model's
+    /// distribution at every prompt position after the first: `len(prompt) - 1` rows of `k`
+    /// `(token id, model logprob)` pairs, row-major. Deterministic for a given `seed`.
+    pub fn prompt_alt_tokens(
+        &self,
+        prompt: &[i64],
+        k: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> (Vec<i64>, Vec<f32>) {
+        let params = SampleParams {
+            temperature,
+            ..SampleParams::default()
+        };
+        let rows = prompt.len().saturating_sub(1);
+        let mut tokens = Vec::with_capacity(rows * k);
+        let mut logprobs = Vec::with_capacity(rows * k);
+        let mut rng = SplitMix64::new(derive_seed(seed, 0xa17));
+        self.scan_prompt(prompt, |_, z, lse| {
+            for _ in 0..k {
+                let b = choose(z, &params, &mut rng);
+                tokens.push(self.vocab_map[b].unwrap_or(b as i64));
+                logprobs.push(z[b] - lse);
+            }
+        });
+        (tokens, logprobs)
+    }
+}

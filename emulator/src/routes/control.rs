@@ -31,6 +31,13 @@ pub fn router() -> Router<AppRef> {
         .route("/flags", get(flags).post(set_flags))
         .route("/journal", get(journal).delete(clear_journal))
         .route("/retrieve_futures", get(super::futures::poller_log))
+        .route("/clock", get(super::admin::clock).post(super::admin::clock))
+        .route(
+            "/projects",
+            get(super::admin::projects).post(super::admin::projects),
+        )
+        .route("/trace_export", post(super::sessions::set_export))
+        .route("/signed_downloads", get(crate::signed_urls::downloads))
         .route(
             "/sampling_capacity",
             get(super::sampling::capacity_stats).post(super::sampling::set_capacity),

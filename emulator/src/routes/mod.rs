@@ -1,11 +1,14 @@
 //! HTTP routing: the Tinker API under `/api/v1`, plus the emulator's own `/_emulator` routes.
 
+mod admin;
 mod control;
 mod futures;
 mod rest;
 mod sampling;
 mod session;
+mod sessions;
 mod training;
+mod weights_export;
 
 use crate::state::AppState;
 use crate::util::ApiError;
@@ -37,9 +40,14 @@ pub fn router(app: AppRef) -> Router {
             "/create_sampling_session",
             post(sampling::create_sampling_session),
         )
+        .route(
+            "/join_sampling_session",
+            post(session::join_sampling_session),
+        )
         .route("/samplers/{*sampler_id}", get(sampling::get_sampler))
         .route("/asample", post(sampling::asample))
         .route("/create_model", post(training::create_model))
+        .route("/create_custom_loss", post(training::create_custom_loss))
         .route("/get_info", post(training::get_info))
         .route("/forward_backward", post(training::forward_backward))
         .route("/forward", post(training::forward_legacy))
@@ -54,8 +62,28 @@ pub fn router(app: AppRef) -> Router {
             "/save_weights_external",
             post(training::save_weights_external),
         )
-        .route("/sessions", get(session::list_sessions))
-        .route("/sessions/{session_id}", get(session::get_session))
+        .route("/sessions", get(sessions::list_sessions))
+        .route("/sessions/search", post(sessions::search))
+        .route("/sessions/{session_id}", get(sessions::get_session))
+        .route(
+            "/sessions/{session_id}/project",
+            axum::routing::put(sessions::assign_project),
+        )
+        .route(
+            "/sessions/{session_id}/trace_export",
+            get(sessions::trace_export),
+        )
+        .route("/copy_weights", post(weights_export::copy_weights))
+        .route("/audit", get(admin::audit))
+        .route("/billing/usage/events", get(admin::billing_usage))
+        .route(
+            "/billing/usage/checkpoints/current",
+            get(admin::storage_usage),
+        )
+        .route(
+            "/auth/apikey/me",
+            get(admin::apikey_me).delete(admin::apikey_delete),
+        )
         .route("/retrieve_future", post(futures::retrieve_future))
         .route("/retrieve_futures", post(futures::retrieve_futures))
         .route("/cancel_future", post(futures::cancel_future))
@@ -86,6 +114,7 @@ pub fn router(app: AppRef) -> Router {
     // every probabilistic rule twice.
     Router::new()
         .nest("/api/v1", api)
+        .route("/_signed/{*path}", get(crate::signed_urls::serve))
         .nest(
             "/_emulator",
             control::router()

@@ -1,11 +1,13 @@
 //! REST management endpoints: training runs, checkpoints, weights info (PROTOCOL.md section 9).
 
 use super::AppRef;
+use crate::auth::Identity;
 use crate::checkpoints::{CheckpointMeta, RunMeta, StoreError};
-use crate::util::{json_response, parse_json, rfc3339, unix_now, ApiError};
+use crate::sessions::{Registry, Scope};
+use crate::util::{json_response, parse_json, rfc3339, ApiError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,17 +16,50 @@ use tinkex::core::types::{
     WeightsInfoRequest, WeightsInfoResponse,
 };
 
-/// Pagination query.
+/// Pagination and scope query.
 #[derive(Deserialize)]
 pub struct Page {
     limit: Option<i64>,
     offset: Option<i64>,
+    access_scope: Option<String>,
+    project_id: Option<String>,
 }
 
+/// Owner reported for runs created before the registry knew their session.
 const OWNER: &str = "tml:organization_user:tinkex-emulator";
-const TEN_YEARS: i64 = 10 * 365 * 24 * 3600;
+use crate::weights_export::TEN_YEARS;
 
-fn store_error(e: StoreError) -> ApiError {
+/// Whether the caller may see a run with `scope`.
+pub fn run_visible(app: &AppRef, run_id: &str, who: &Identity, scope: Scope) -> bool {
+    let info = app.registry.run(run_id);
+    app.registry.visible(
+        info.as_ref().map(|i| i.owner.as_str()),
+        info.as_ref().and_then(|i| i.project_id.as_deref()),
+        &who.user_urn,
+        scope,
+    )
+}
+
+/// Whether the caller owns a run (only the exact owner may publish, delete or set a TTL).
+pub fn run_owned(app: &AppRef, run_id: &str, who: &Identity) -> bool {
+    let info = app.registry.run(run_id);
+    Registry::owns(info.as_ref().map(|i| i.owner.as_str()), &who.user_urn)
+}
+
+fn scope_of(q: Option<&str>) -> Result<Scope, ApiError> {
+    Scope::parse(q).map_err(ApiError::bad_request)
+}
+
+/// The project a run is counted in.
+pub fn run_project(app: &AppRef, run_id: &str) -> String {
+    app.registry
+        .run(run_id)
+        .and_then(|i| i.project_id)
+        .unwrap_or_else(|| crate::sessions::DEFAULT_PROJECT.to_string())
+}
+
+/// Maps a store error to its HTTP answer.
+pub fn store_error(e: StoreError) -> ApiError {
     match e {
         StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
         StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
@@ -52,7 +87,11 @@ fn describe_run(app: &AppRef, run: RunMeta) -> TrainingRun {
     TrainingRun {
         training_run_id: run.training_run_id.clone(),
         base_model: run.base_model.clone(),
-        model_owner: OWNER.into(),
+        model_owner: app
+            .registry
+            .run(&run.training_run_id)
+            .map(|i| i.owner)
+            .unwrap_or_else(|| OWNER.into()),
         is_lora: true,
         corrupted: false,
         lora_rank: Some(run.lora_rank),
@@ -102,8 +141,21 @@ fn page<T: Clone>(
 pub async fn training_runs(
     State(app): State<AppRef>,
     Query(q): Query<Page>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut runs = app.checkpoints.runs();
+    let who = Identity::of_headers(&headers);
+    let scope = scope_of(q.access_scope.as_deref())?;
+    let mut runs: Vec<RunMeta> = app
+        .checkpoints
+        .runs()
+        .into_iter()
+        .filter(|r| run_visible(&app, &r.training_run_id, &who, scope))
+        .filter(|r| {
+            q.project_id
+                .as_ref()
+                .is_none_or(|p| run_project(&app, &r.training_run_id) == *p)
+        })
+        .collect();
     runs.reverse();
     let (runs, cursor) = page(&runs, &q, 20)?;
     let training_runs = runs.into_iter().map(|r| describe_run(&app, r)).collect();
@@ -119,10 +171,15 @@ pub async fn training_runs(
 pub async fn training_run(
     State(app): State<AppRef>,
     Path(run_id): Path<String>,
+    Query(q): Query<Page>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let who = Identity::of_headers(&headers);
+    let scope = scope_of(q.access_scope.as_deref())?;
     let run = app
         .checkpoints
         .run(&run_id)
+        .filter(|_| run_visible(&app, &run_id, &who, scope))
         .ok_or_else(|| ApiError::not_found(format!("training run {run_id} not found")))?;
     Ok(json_response(StatusCode::OK, &describe_run(&app, run)))
 }
@@ -130,8 +187,12 @@ pub async fn training_run(
 pub async fn run_checkpoints(
     State(app): State<AppRef>,
     Path(run_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if app.checkpoints.run(&run_id).is_none() {
+    let who = Identity::of_headers(&headers);
+    if app.checkpoints.run(&run_id).is_none()
+        || !run_visible(&app, &run_id, &who, Scope::Accessible)
+    {
         return Err(ApiError::not_found(format!(
             "training run {run_id} not found"
         )));
@@ -154,8 +215,18 @@ pub async fn run_checkpoints(
 pub async fn all_checkpoints(
     State(app): State<AppRef>,
     Query(q): Query<Page>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let all: Vec<CheckpointMeta> = app.checkpoints.list_all();
+    let who = Identity::of_headers(&headers);
+    let all: Vec<CheckpointMeta> = app
+        .checkpoints
+        .list_all()
+        .into_iter()
+        .filter(|c| {
+            TinkerPath::parse(&c.checkpoint.tinker_path)
+                .is_ok_and(|p| run_owned(&app, &p.training_run_id, &who))
+        })
+        .collect();
     let (items, cursor) = page(&all, &q, 100)?;
     let checkpoints = items.into_iter().map(|c| c.checkpoint).collect();
     Ok(json_response(
@@ -190,11 +261,24 @@ fn checkpoint_target(run_id: &str, rest: &str) -> Result<(TinkerPath, Option<Str
     Ok((path, suffix.map(str::to_string)))
 }
 
+/// 404 unless the caller is the exact owner of the run (PROTOCOL.md 9.6).
+fn require_owner(app: &AppRef, path: &TinkerPath, headers: &HeaderMap) -> Result<(), ApiError> {
+    if run_owned(app, &path.training_run_id, &Identity::of_headers(headers)) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "checkpoint {path} not found (or you are not the owner of its training run)"
+        )))
+    }
+}
+
 pub async fn checkpoint_delete(
     State(app): State<AppRef>,
     Path((run_id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (path, suffix) = checkpoint_target(&run_id, &rest)?;
+    require_owner(&app, &path, &headers)?;
     match suffix.as_deref() {
         None => app.checkpoints.delete(&path).map_err(store_error)?,
         Some("publish") => set_public(&app, &path, false)?,
@@ -210,8 +294,10 @@ pub async fn checkpoint_delete(
 pub async fn checkpoint_post(
     State(app): State<AppRef>,
     Path((run_id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (path, suffix) = checkpoint_target(&run_id, &rest)?;
+    require_owner(&app, &path, &headers)?;
     match suffix.as_deref() {
         Some("publish") => set_public(&app, &path, true)?,
         _ => {
@@ -235,17 +321,15 @@ fn set_public(app: &AppRef, path: &TinkerPath, public: bool) -> Result<(), ApiEr
     app.checkpoints
         .update_meta(path, |m| m.checkpoint.public = public)
         .map_err(store_error)?;
+    let action = if public { "published" } else { "unpublished" };
+    app.checkpoints.record(action, &path.to_string(), None);
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct TtlBody {
-    ttl_seconds: Option<i64>,
 }
 
 pub async fn checkpoint_put(
     State(app): State<AppRef>,
     Path((run_id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let (path, suffix) = checkpoint_target(&run_id, &rest)?;
@@ -254,35 +338,92 @@ pub async fn checkpoint_put(
             "no PUT route for checkpoint {rest:?}"
         )));
     }
-    let body: TtlBody = parse_json(&body)?;
-    if let Some(t) = body.ttl_seconds {
-        if !(3600..=TEN_YEARS).contains(&t) {
-            return Err(ApiError::bad_request(format!(
-                "ttl_seconds must be in 3600..={TEN_YEARS}, got {t}"
-            )));
+    let body: serde_json::Value = parse_json(&body)?;
+    let ttl = match body.get("ttl_seconds") {
+        None => {
+            return Err(ApiError::bad_request(
+                "ttl_seconds is required (null clears the expiry)",
+            ))
         }
-    }
-    let now = unix_now();
-    app.checkpoints
-        .update_meta(&path, |m| {
-            m.checkpoint.expires_at = body.ttl_seconds.map(|t| rfc3339(now + t as f64))
-        })
-        .map_err(store_error)?;
+        Some(serde_json::Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            ApiError::bad_request(format!("ttl_seconds must be an integer or null, got {v}"))
+        })?),
+    };
+    check_ttl(ttl)?;
+    require_owner(&app, &path, &headers)?;
+    app.checkpoints.set_ttl(&path, ttl).map_err(store_error)?;
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 
-pub async fn checkpoint_get(Path((_run_id, rest)): Path<(String, String)>) -> ApiError {
-    if rest.ends_with("/external_weights_urls") {
-        return ApiError::not_found("tinkex-emulator stores no external-format weights");
+/// 400 unless the TTL is in 3600 s ..= 10 years (PROTOCOL.md 9.7).
+pub fn check_ttl(ttl: Option<i64>) -> Result<(), ApiError> {
+    match ttl {
+        Some(t) if !(3600..=TEN_YEARS).contains(&t) => Err(ApiError::bad_request(format!(
+            "ttl_seconds must be in 3600..={TEN_YEARS}, got {t}"
+        ))),
+        _ => Ok(()),
     }
-    ApiError::not_found(format!("no GET route for checkpoint {rest:?}"))
 }
 
-pub async fn weights_info(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+/// `GET …/checkpoints/external_weights/{name}/external_weights_urls` (PROTOCOL.md 9.8): one
+/// signed, expiring URL per file of an external checkpoint.
+pub async fn checkpoint_get(
+    State(app): State<AppRef>,
+    Path((run_id, rest)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (path, suffix) = checkpoint_target(&run_id, &rest)?;
+    if suffix.as_deref() != Some("external_weights_urls") {
+        return Err(ApiError::not_found(format!(
+            "no GET route for checkpoint {rest:?}"
+        )));
+    }
+    if path.kind != CheckpointKind::External {
+        return Err(ApiError::bad_request(format!(
+            "{path} is not an external checkpoint (external_weights/<name>)"
+        )));
+    }
+    let meta = app.checkpoints.meta(&path).map_err(store_error)?;
+    let who = Identity::of_headers(&headers);
+    if !meta.checkpoint.public && !run_visible(&app, &run_id, &who, Scope::Accessible) {
+        return Err(ApiError::not_found(format!("checkpoint {path} not found")));
+    }
+    let files = crate::weights_export::files_of(&app, &path).map_err(store_error)?;
+    let rel_dir = app
+        .checkpoints
+        .dir_of(&path)
+        .map_err(store_error)?
+        .strip_prefix(&app.config.state_dir)
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad state dir"))?;
+    let mut urls = serde_json::Map::new();
+    let mut expires = 0;
+    for f in files {
+        let (url, e) = crate::signed_urls::sign(&app, &headers, &format!("{rel_dir}/files/{f}"));
+        expires = e;
+        urls.insert(f, url.into());
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"urls": urls, "expires": rfc3339(expires as f64)}),
+    ))
+}
+
+pub async fn weights_info(
+    State(app): State<AppRef>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: WeightsInfoRequest = parse_json(&body)?;
     let path =
         TinkerPath::parse(&req.tinker_path).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    app.checkpoints.meta(&path).map_err(store_error)?;
+    let meta = app.checkpoints.meta(&path).map_err(store_error)?;
+    let who = Identity::of_headers(&headers);
+    if !meta.checkpoint.public && !run_visible(&app, &path.training_run_id, &who, Scope::Accessible)
+    {
+        return Err(ApiError::not_found(format!("checkpoint {path} not found")));
+    }
     let run = app.checkpoints.run(&path.training_run_id).ok_or_else(|| {
         ApiError::not_found(format!("training run {} not found", path.training_run_id))
     })?;

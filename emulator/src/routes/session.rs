@@ -42,9 +42,15 @@ pub async fn dynamic_config(State(app): State<AppRef>) -> Response {
     json_response(StatusCode::OK, &app.flags.dynamic_config())
 }
 
-pub async fn create_session(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn create_session(
+    State(app): State<AppRef>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: CreateSessionRequest = parse_json(&body)?;
+    super::sessions::check_create(&app, &headers, &body)?;
     let session_id = app.create_session(req.tags, req.user_metadata);
+    super::sessions::on_create(&app, &session_id, &headers, &body);
     Ok(json_response(
         StatusCode::OK,
         &CreateSessionResponse {
@@ -97,52 +103,6 @@ pub async fn finish(
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 
-/// `GET /api/v1/sessions`: session ids, newest first.
-pub async fn list_sessions(State(app): State<AppRef>) -> Response {
-    let sessions = app.sessions.lock().unwrap();
-    let mut all: Vec<(&String, f64)> = sessions.iter().map(|(id, s)| (id, s.created)).collect();
-    all.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let ids: Vec<&String> = all.into_iter().map(|(id, _)| id).collect();
-    json_response(StatusCode::OK, &json!({ "sessions": ids }))
-}
-
-/// `GET /api/v1/sessions/{id}`: its training runs and samplers.
-pub async fn get_session(
-    State(app): State<AppRef>,
-    Path(session_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let user_metadata = {
-        let sessions = app.sessions.lock().unwrap();
-        let s = sessions
-            .get(&session_id)
-            .ok_or_else(|| ApiError::not_found(format!("session {session_id} not found")))?;
-        s.user_metadata.clone()
-    };
-    let prefix = format!("{session_id}:");
-    let mut runs: Vec<String> = app
-        .models
-        .lock()
-        .unwrap()
-        .keys()
-        .filter(|k| k.starts_with(&prefix))
-        .cloned()
-        .collect();
-    let mut samplers: Vec<String> = app
-        .samplers
-        .lock()
-        .unwrap()
-        .keys()
-        .filter(|k| k.starts_with(&prefix))
-        .cloned()
-        .collect();
-    runs.sort();
-    samplers.sort();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"training_run_ids": runs, "sampler_ids": samplers, "user_metadata": user_metadata, "display_name": null}),
-    ))
-}
-
 /// Records the batch (keeping the newest [`crate::state::MAX_TELEMETRY_BATCHES`]); always answers `{"status": "accepted"}` for a well-formed batch.
 pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
     let batch: serde_json::Value = parse_json(&body)?;
@@ -163,5 +123,24 @@ pub async fn telemetry(State(app): State<AppRef>, body: Bytes) -> Result<Respons
     Ok(json_response(
         StatusCode::OK,
         &json!({"status": "accepted"}),
+    ))
+}
+
+/// `POST /api/v1/join_sampling_session` (5.9): a `client_counter` unique among the sampling
+/// session's clients (the original is 0, joins get 1, 2, …). 404 for an unknown sampling
+/// session; the owning session must be open.
+pub async fn join_sampling_session(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: tinkex::core::types::JoinSamplingSessionRequest = parse_json(&body)?;
+    let slot = app.sampler(&req.sampling_session_id)?;
+    app.check_session_open(&slot.session_id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &tinkex::core::types::JoinSamplingSessionResponse {
+            client_counter: slot.join(),
+            kind: "join_sampling_session".into(),
+        },
     ))
 }

@@ -129,12 +129,7 @@ pub async fn create_model(State(app): State<AppRef>, body: Bytes) -> Result<Resp
             "at least one of train_unembed, train_mlp, train_attn must be true",
         ));
     }
-    if req.optimizer_config.kind != "adamw" {
-        return Err(ApiError::bad_request(format!(
-            "optimizer {:?} is not supported by tinkex-emulator (only adamw)",
-            req.optimizer_config.kind
-        )));
-    }
+    check_optimizer_config(&req.optimizer_config)?;
     let run = RunMeta {
         training_run_id: model_id.clone(),
         base_model: req.base_model.clone(),
@@ -162,6 +157,36 @@ pub async fn create_model(State(app): State<AppRef>, body: Bytes) -> Result<Resp
     );
     remember_creation(&app, &req.session_id, req.model_seq_id, &request_id);
     Ok(future_response(request_id, &model_id))
+}
+
+/// The optimizer families the emulator trains with: `adamw` and `dimuon` version 1.
+fn check_optimizer_config(c: &OptimizerConfig) -> Result<(), ApiError> {
+    match c.kind.as_str() {
+        "adamw" if c.extra.is_empty() => Ok(()),
+        "dimuon"
+            if c.extra.len() == 1 && c.extra.get("version").and_then(|v| v.as_i64()) == Some(1) =>
+        {
+            Ok(())
+        }
+        "adamw" | "dimuon" => Err(ApiError::bad_request(format!(
+            "invalid optimizer_config {}: adamw takes no field, dimuon takes only version 1",
+            serde_json::to_string(c).unwrap_or_default()
+        ))),
+        other => Err(ApiError::bad_request(format!(
+            "optimizer {other:?} is not supported by tinkex-emulator (adamw, dimuon)"
+        ))),
+    }
+}
+
+/// Checks a `weights_access_token` (PROTOCOL.md 6.8): the emulator has one account, so any
+/// non-empty token of at most 4096 bytes is accepted and grants nothing more.
+fn check_access_token(token: Option<&str>) -> Result<(), ApiError> {
+    match token {
+        Some(t) if t.is_empty() || t.len() > 4096 => Err(ApiError::bad_request(
+            "weights_access_token must be 1 to 4096 bytes",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn string_map(
@@ -417,7 +442,8 @@ fn fb_common(
                 )
             })
     };
-    let op = match (data, encode::loss_fn(&loss_name, &config)) {
+    let custom = |id: &str| app.custom_losses.lock().unwrap().get(id).cloned();
+    let op = match (data, encode::loss_fn(&loss_name, &config, &custom)) {
         (Ok(data), _) if data.is_empty() => TrainOp::Fail("No data provided".into()),
         (Ok(data), _) if too_long(&data).is_some() => {
             TrainOp::Fail(too_long(&data).unwrap_or_default())
@@ -438,26 +464,69 @@ fn fb_common(
 }
 
 pub async fn optim_step(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
-    let req: OptimStepRequest = parse_json(&body)?;
-    let op =
-        match (&req.adam_params, &req.optimizer_params) {
-            (Some(p), None) => TrainOp::OptimStep(model::AdamParams {
-                learning_rate: p.learning_rate,
-                beta1: p.beta1,
-                beta2: p.beta2,
-                eps: p.eps,
-                weight_decay: p.weight_decay,
-                grad_clip_norm: p.grad_clip_norm,
-            }),
-            (None, Some(p)) => TrainOp::Fail(format!(
-            "optimizer_params of type {} are not supported by tinkex-emulator (only adam_params)",
-            p.get("type").map(|t| t.to_string()).unwrap_or_else(|| "<none>".into())
+    // The official SDK reads the parameters under any of three names (6.4).
+    let mut value: serde_json::Value = parse_json(&body)?;
+    if let Some(obj) = value.as_object_mut() {
+        if let Some(p) = obj.remove("optim_params") {
+            let key = if p
+                .get("type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t != "adam" && t != "adamw")
+            {
+                "optimizer_params"
+            } else {
+                "adam_params"
+            };
+            obj.entry(key).or_insert(p);
+        }
+    }
+    let req: OptimStepRequest = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid optim_step body: {e}")))?;
+    let family = app
+        .models
+        .lock()
+        .unwrap()
+        .get(&req.model_id)
+        .map(|m| m.run.optimizer_config.kind.clone())
+        .unwrap_or_else(|| "adamw".into());
+    let op = match (&req.adam_params, &req.optimizer_params) {
+        (Some(_), None) if family != "adamw" => TrainOp::Fail(format!(
+            "model {} was created with optimizer {family:?}; optim_step needs its parameters in optimizer_params, not adam_params",
+            req.model_id
         )),
-            (Some(_), Some(_)) => {
-                TrainOp::Fail("give either adam_params or optimizer_params, not both".into())
+        (Some(p), None) => TrainOp::OptimStep(model::AdamParams {
+            learning_rate: p.learning_rate,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+            grad_clip_norm: p.grad_clip_norm,
+        }),
+        (None, Some(p)) => {
+            let kind = p.get("type").and_then(|t| t.as_str()).unwrap_or("");
+            if kind != family {
+                TrainOp::Fail(format!(
+                    "optimizer_params of type {kind:?} do not match model {}'s optimizer {family:?}",
+                    req.model_id
+                ))
+            } else {
+                match serde_json::from_value::<tinkex::core::types::DimuonParams>(
+                    serde_json::Value::Object(p.iter().filter(|(k, _)| *k != "type").map(|(k, v)| (k.clone(), v.clone())).collect()),
+                ) {
+                    Ok(d) => TrainOp::OptimDimuon(model::DimuonParams {
+                        learning_rate: d.learning_rate,
+                        grad_clip_norm: d.grad_clip_norm,
+                        beta1: d.beta1,
+                    }),
+                    Err(e) => TrainOp::Fail(format!("invalid dimuon optimizer_params: {e}")),
+                }
             }
-            (None, None) => TrainOp::Fail("optim_step needs adam_params".into()),
-        };
+        }
+        (Some(_), Some(_)) => {
+            TrainOp::Fail("give either adam_params or optimizer_params, not both".into())
+        }
+        (None, None) => TrainOp::Fail("optim_step needs adam_params or optimizer_params".into()),
+    };
     submit(&app, &req.model_id, req.seq_id, "OptimStep", op)
 }
 
@@ -523,6 +592,7 @@ pub async fn save_weights_for_sampler(
             .transpose()
         {
             Ok(name) => TrainOp::SaveForSampler {
+                kind: req.kind.clone(),
                 name,
                 sampling_session_seq_id: req.sampling_session_seq_id,
                 ttl_seconds: req.ttl_seconds,
@@ -544,12 +614,28 @@ pub async fn save_weights_external(
         path: Option<String>,
         seq_id: Option<i64>,
         ttl_seconds: Option<i64>,
+        age_encryption_recipients: Option<Vec<String>>,
     }
     let req: Req = parse_json(&body)?;
+    let recipients = req.age_encryption_recipients.unwrap_or_default();
+    let bad_recipient = recipients.iter().find(|r| {
+        !(r.starts_with("age1") || r.starts_with("ssh-ed25519 ") || r.starts_with("ssh-rsa "))
+    });
     let op = match checkpoint_name(req.path.as_deref()) {
+        _ if recipients.len() > 10 => TrainOp::Fail(format!(
+            "age_encryption_recipients takes at most 10 recipients, got {}",
+            recipients.len()
+        )),
+        _ if bad_recipient.is_some() => TrainOp::Fail(format!(
+            "age recipient {:?} is neither an age1... key nor an SSH public key",
+            bad_recipient
+                .map(|r| r.chars().take(16).collect::<String>())
+                .unwrap_or_default()
+        )),
         Ok(name) => TrainOp::SaveExternal {
             name,
             ttl_seconds: req.ttl_seconds,
+            age_encryption_recipients: recipients,
         },
         Err(e) => TrainOp::Fail(e),
     };
@@ -559,6 +645,15 @@ pub async fn save_weights_external(
 pub async fn load_weights(State(app): State<AppRef>, body: Bytes) -> Result<Response, ApiError> {
     let req: LoadWeightsRequest = parse_json(&body)?;
     let path = TinkerPath::parse(&req.path).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_access_token(req.weights_access_token.as_deref())?;
+    if let Some(c) = &req.optimizer_config {
+        if req.optimizer {
+            return Err(ApiError::bad_request(
+                "optimizer_config applies only to a weights-only load (optimizer: false)",
+            ));
+        }
+        check_optimizer_config(c)?;
+    }
     match (&req.model_id, &req.session_id, req.model_seq_id) {
         (Some(model_id), None, _) => {
             let op = TrainOp::Load {
@@ -638,4 +733,54 @@ fn create_via_load(
     );
     remember_creation(app, session_id, model_seq_id, &request_id);
     Ok(future_response(request_id, &model_id))
+}
+
+/// `POST /api/v1/create_custom_loss` (PROTOCOL.md 5.10): parses the graph (an unsupported op
+/// fails the future with a user error naming it) and registers it under a new `loss_id`.
+/// A repeated `(session_id, custom_loss_seq_id)` is the same request.
+pub async fn create_custom_loss(
+    State(app): State<AppRef>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let req: tinkex::core::types::CreateCustomLossRequest = parse_json(&body)?;
+    app.check_session_open(&req.session_id)?;
+    let key = (req.session_id.clone(), req.custom_loss_seq_id);
+    if let Some(id) = app.custom_loss_requests.lock().unwrap().get(&key) {
+        return Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"request_id": id}),
+        ));
+    }
+    if !app.flags.client_bool("custom_loss_server_side") {
+        return Err(ApiError::bad_request(
+            "create_custom_loss: server-side custom losses are off (client config custom_loss_server_side is false)",
+        ));
+    }
+    let inputs: Vec<(String, u8)> = req
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.rank))
+        .collect();
+    let outcome = match crate::model::graph::LossGraph::parse(&req.name, &inputs, &req.graph) {
+        Ok(graph) => {
+            let loss_id = app.ids.next("loss");
+            app.custom_losses
+                .lock()
+                .unwrap()
+                .insert(loss_id.clone(), std::sync::Arc::new(graph));
+            Outcome::Json(serde_json::json!({"loss_id": loss_id, "type": "create_custom_loss"}))
+        }
+        Err(e) => Outcome::user_error(format!("create_custom_loss {:?}: {e}", req.name)),
+    };
+    let request_id = app.ids.next("req");
+    app.futures
+        .register_done(&request_id, "CreateCustomLoss", outcome);
+    app.custom_loss_requests
+        .lock()
+        .unwrap()
+        .insert(key, request_id.clone());
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({"request_id": request_id}),
+    ))
 }

@@ -73,9 +73,103 @@ impl Chunk {
             | Chunk::ImageAssetPointer {
                 expected_tokens, ..
             } => expected_tokens.map(|n| n.max(0) as usize),
-            Chunk::Dmel { .. } => None,
+            Chunk::Dmel { dmel } => dmel_token_length(dmel).ok(),
         }
     }
+
+    /// Token length of the chunk, with the reason when a `dmel` header cannot be read
+    /// (PROTOCOL.md 20.1); `Ok(None)` for an image without `expected_tokens`.
+    pub fn checked_length(&self) -> Result<Option<usize>, String> {
+        match self {
+            Chunk::Dmel { dmel } => dmel_token_length(dmel).map(Some),
+            other => Ok(other.length()),
+        }
+    }
+}
+
+/// Number of bytes a standard base64 string decodes to (padding excluded), without
+/// decoding it: the `len(bytes)` the official SDK uses in its size estimate (11.4).
+pub fn base64_decoded_len(b64: &str) -> usize {
+    let b = b64.as_bytes();
+    let pad = b.iter().rev().take(2).take_while(|&&c| c == b'=').count();
+    let n = b.len() - pad;
+    n / 4 * 3 + (n % 4 * 3) / 4
+}
+
+/// Marker byte of a constant tensor in a serialized TensorContainer (20.1).
+const CONSTANT_TENSOR_MARKER: u8 = 254;
+
+/// Reads one unsigned LEB128 varint at `*pos` (at most 63 bits).
+fn read_varint(data: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut value: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let byte = *data
+            .get(*pos)
+            .ok_or_else(|| "Truncated TensorContainer header".to_string())?;
+        *pos += 1;
+        value |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err("TensorContainer varint is too long".into());
+        }
+    }
+}
+
+/// Dimension `dim` of a serialized TensorContainer's shape, read from its header without
+/// decoding the payload (PROTOCOL.md 20.1): optional constant marker 254, a dtype byte in
+/// 0..=7, the varint `ndim`, then `ndim` varints. Errors: empty input, truncated header,
+/// unknown dtype byte, varint longer than 63 bits, missing dimension. Reads at most the
+/// varints up to `dim` (a huge declared `ndim` costs nothing).
+pub fn tensor_container_dim(data: &[u8], dim: usize) -> Result<u64, String> {
+    if data.is_empty() {
+        return Err("TensorContainer bytes are empty".into());
+    }
+    let mut pos = 0;
+    if data[0] == CONSTANT_TENSOR_MARKER {
+        pos = 1;
+        if pos >= data.len() {
+            return Err("Truncated TensorContainer header".into());
+        }
+    }
+    let dtype = data[pos];
+    if dtype > 7 {
+        return Err(format!("Unknown TensorContainer dtype byte: {dtype}"));
+    }
+    pos += 1;
+    let ndim = read_varint(data, &mut pos)?;
+    if (dim as u64) >= ndim {
+        return Err(format!("TensorContainer tensor has no dimension {dim}"));
+    }
+    let mut value = 0;
+    for _ in 0..=dim {
+        value = read_varint(data, &mut pos)?;
+    }
+    Ok(value)
+}
+
+/// Token length of a `dmel` chunk: dimension 0 of its TensorContainer (20.1). Only the
+/// first 32 base64 characters (24 bytes, enough for the marker, dtype, `ndim` and dimension
+/// 0) are decoded.
+pub fn dmel_token_length(dmel_b64: &str) -> Result<usize, String> {
+    use base64::Engine;
+    // Longest header needed: marker + dtype + two 10-byte varints = 22 bytes.
+    let prefix = if dmel_b64.len() > 32 {
+        &dmel_b64[..32]
+    } else {
+        dmel_b64
+    };
+    if !prefix.is_ascii() {
+        return Err("dmel is not valid base64".into());
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(prefix)
+        .map_err(|e| format!("dmel is not valid base64: {e}"))?;
+    let n = tensor_container_dim(&bytes, 0)?;
+    usize::try_from(n).map_err(|_| format!("dmel token length {n} is too large"))
 }
 
 /// The input of a model: a list of chunks.

@@ -166,7 +166,66 @@ pub struct SampleResponse {
     /// Prompt tokens billed as cache hits.
     #[serde(default)]
     pub prompt_cache_hit_tokens: i64,
+    /// Logprobs of the ids of the request's `target_prompt_logprobs`: float32, the same
+    /// shape and layout, `0.0` in `-1` cells (7.1).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_tensor_opt"
+    )]
+    pub target_prompt_logprobs: Option<TensorData>,
+    /// The draws of the request's `prompt_alt_tokens_k` (7.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_alt_tokens: Option<PromptAltTokens>,
     /// Discriminator, `sample`.
     #[serde(rename = "type", default = "type_sample")]
+    pub kind: String,
+}
+
+/// `k` independent draws from the model's next-token distribution at every prompt position
+/// after the first: two dense `[len(prompt) - 1, k]` tensors (7.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PromptAltTokens {
+    /// int64 token ids; row `i` holds alternatives to prompt token `i + 1`.
+    #[serde(deserialize_with = "lenient_tensor")]
+    pub tokens: TensorData,
+    /// float32 logprobs of `tokens` at their positions.
+    #[serde(deserialize_with = "lenient_tensor")]
+    pub logprobs: TensorData,
+}
+
+fn lenient_tensor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TensorData, D::Error> {
+    Ok(super::LenientTensorData::deserialize(d)?.0)
+}
+
+fn lenient_tensor_opt<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<TensorData>, D::Error> {
+    Ok(Option::<super::LenientTensorData>::deserialize(d)?.map(|t| t.0))
+}
+
+/// `POST /api/v1/join_sampling_session` body (5.9).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinSamplingSessionRequest {
+    /// The existing sampling session to join.
+    pub sampling_session_id: String,
+    /// Discriminator, `join_sampling_session`.
+    #[serde(rename = "type", default = "type_join")]
+    pub kind: String,
+}
+
+fn type_join() -> String {
+    "join_sampling_session".into()
+}
+
+/// `join_sampling_session` answer (5.9): a server-allocated id unique among the sampling
+/// session's clients (the original client is 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JoinSamplingSessionResponse {
+    /// The clone id (`cloned_sampler_id`, 12.2).
+    pub client_counter: i64,
+    /// Discriminator, `join_sampling_session`.
+    #[serde(rename = "type", default = "type_join")]
     pub kind: String,
 }

@@ -443,3 +443,185 @@ pub struct LoadWeightsRequest {
 fn type_load_weights() -> String {
     "load_weights".into()
 }
+
+/// Dimuon step parameters, sent as `optimizer_params` (PROTOCOL.md 10.8). Closed: an
+/// unknown field is an error, as in the official `DimuonParams` (`extra="forbid"`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DimuonParams {
+    /// Step size; finite and `>= 0` (required).
+    pub learning_rate: f64,
+    /// Global gradient-norm clip; non-positive disables clipping.
+    #[serde(default)]
+    pub grad_clip_norm: f64,
+    /// Momentum EMA coefficient, `0 <= beta1 < 1`.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+
+impl DimuonParams {
+    /// The official constraints: every value finite (NaN/Inf rejected), `learning_rate >= 0`,
+    /// `0 <= beta1 < 1`.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("learning_rate", self.learning_rate),
+            ("grad_clip_norm", self.grad_clip_norm),
+            ("beta1", self.beta1),
+        ] {
+            if !v.is_finite() {
+                return Err(format!("DimuonParams.{name} must be finite, got {v}"));
+            }
+        }
+        if self.learning_rate < 0.0 {
+            return Err(format!(
+                "DimuonParams.learning_rate must be >= 0, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(0.0..1.0).contains(&self.beta1) {
+            return Err(format!(
+                "DimuonParams.beta1 must be in [0, 1), got {}",
+                self.beta1
+            ));
+        }
+        Ok(())
+    }
+
+    /// The `optimizer_params` object, `type` first.
+    pub fn to_wire(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("type".into(), "dimuon".into());
+        m.insert("learning_rate".into(), self.learning_rate.into());
+        m.insert("grad_clip_norm".into(), self.grad_clip_norm.into());
+        m.insert("beta1".into(), self.beta1.into());
+        m
+    }
+}
+
+impl OptimizerConfig {
+    /// `{"type": "dimuon", "version": 1}`.
+    pub fn dimuon() -> Self {
+        let mut extra = Map::new();
+        extra.insert("version".into(), 1.into());
+        OptimizerConfig {
+            kind: "dimuon".into(),
+            extra,
+        }
+    }
+
+    /// The official SDK's checks of the two known families (both closed, `extra="forbid"`):
+    /// `adamw` takes no other field; `dimuon` takes only `version`, which must be 1 (default
+    /// 1, filled in). Unknown families pass through unchanged.
+    pub fn normalized(mut self) -> Result<Self, String> {
+        match self.kind.as_str() {
+            "adamw" => {
+                if let Some(k) = self.extra.keys().next() {
+                    return Err(format!(
+                        "optimizer {{\"type\": \"adamw\"}} takes no other field, got {k:?}"
+                    ));
+                }
+            }
+            "dimuon" => {
+                if let Some(k) = self.extra.keys().find(|k| *k != "version") {
+                    return Err(format!(
+                        "optimizer {{\"type\": \"dimuon\"}} takes only \"version\", got {k:?}"
+                    ));
+                }
+                match self.extra.get("version") {
+                    None => {
+                        self.extra.insert("version".into(), 1.into());
+                    }
+                    Some(v) if v.as_i64() == Some(1) => {}
+                    Some(v) => {
+                        return Err(format!("dimuon optimizer version must be 1, got {v}"));
+                    }
+                }
+            }
+            "" => return Err("optimizer `type` must not be empty".into()),
+            _ => {}
+        }
+        Ok(self)
+    }
+}
+
+/// `save_weights_external` body (6.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SaveWeightsExternalRequest {
+    /// The model.
+    pub model_id: String,
+    /// Name of the export (not a URI).
+    pub path: String,
+    /// Ordering id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_id: Option<i64>,
+    /// Expiry, seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<i64>,
+    /// age recipients (at most 10); the files then get a `.age` suffix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_encryption_recipients: Option<Vec<String>>,
+    /// Discriminator, `save_weights_external`.
+    #[serde(rename = "type", default = "type_save_weights_external")]
+    pub kind: String,
+}
+
+fn type_save_weights_external() -> String {
+    "save_weights_external".into()
+}
+
+/// Result of a `save_weights_external` future.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SaveWeightsExternalResult {
+    /// `tinker://<run>/external_weights/<name>`.
+    pub path: String,
+    /// Size of the export, when the server reports it.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
+}
+
+/// One input of a server-side custom loss (5.10): a parameter name and its rank.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CustomLossInput {
+    /// Parameter name (`logprobs` first, then `loss_fn_inputs` keys).
+    pub name: String,
+    /// 0 (scalar), 1 (`[T]`) or 2 (`[T, K]`).
+    pub rank: u8,
+}
+
+/// `create_custom_loss` body (5.10).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CreateCustomLossRequest {
+    /// The session.
+    pub session_id: String,
+    /// Session counter of custom losses, from 0.
+    pub custom_loss_seq_id: i64,
+    /// The loss function's name.
+    pub name: String,
+    /// Its inputs, `logprobs` first.
+    pub inputs: Vec<CustomLossInput>,
+    /// The traced graph, `{"format": 1, "nodes": [...]}`.
+    pub graph: Value,
+    /// Discriminator, `create_custom_loss`.
+    #[serde(rename = "type", default = "type_create_custom_loss")]
+    pub kind: String,
+}
+
+fn type_create_custom_loss() -> String {
+    "create_custom_loss".into()
+}
+
+/// Result of a `create_custom_loss` future.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CreateCustomLossResult {
+    /// The server's id of the loss, for `loss_fn_config.loss_id`.
+    pub loss_id: String,
+}
