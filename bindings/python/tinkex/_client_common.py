@@ -95,6 +95,18 @@ def _optim_params_json(params: Any) -> Dict[str, Any]:
     return d
 
 
+def _telemetry_enabled(explicit: Optional[bool], config: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a client sends telemetry: the ``telemetry`` argument, else the configuration's,
+    else ``TINKER_TELEMETRY`` (off when ``0``/``false``/``no``/``off``)."""
+    import os
+
+    if explicit is not None:
+        return bool(explicit)
+    if config and isinstance(config.get("telemetry"), bool):
+        return bool(config["telemetry"])
+    return os.environ.get("TINKER_TELEMETRY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 class Telemetry:
     """The telemetry of a client (``get_telemetry()``): the core's counters, read again at
     each access (``counters``, ``snapshot()``, ``[name]``). tinkex's telemetry runs in
@@ -105,7 +117,9 @@ class Telemetry:
         self._first = first
 
     @classmethod
-    def _of(cls, status: Callable[[], Dict[str, Any]]) -> "Optional[Telemetry]":
+    def _of(cls, status: Callable[[], Dict[str, Any]], enabled: bool = True) -> "Optional[Telemetry]":
+        if not enabled:
+            return None
         first = status().get("telemetry")
         if first is None:
             return None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 from . import _ffi
 from ._api_future import APIFuture
-from ._client_common import Telemetry, _buf, _ClientFuture, _load_tokenizer, _sync_json
+from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _load_tokenizer, _sync_json
 from ._ffi import Handle, check, json_bytes, parse_json
 from ._lib import lib
 from .types import ModelInput, QueueState, SampleResponse, SamplingParams, TensorData
@@ -108,7 +108,8 @@ class SamplingClient:
 
     def get_telemetry(self) -> Optional[Telemetry]:
         """The telemetry of this client's session, or None when telemetry is off."""
-        return Telemetry._of(self.status)
+        enabled = self._service._telemetry_on if self._service is not None else _telemetry_enabled(None, None)
+        return Telemetry._of(self.status, enabled)
 
     def _track(self, state: Any) -> Any:
         return self._service._track(state) if self._service is not None else state

@@ -14,7 +14,7 @@ from . import _events, _ffi, _lib
 from . import _constants as K
 from ._api_future import APIFuture, completed_future
 from . import _custom_loss_graph, types
-from ._client_common import Telemetry, _buf, _ClientFuture, _ignored, _optimizer_json, _str_map, _sync_json
+from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _ignored, _optimizer_json, _str_map, _sync_json
 from ._custom_loss_graph import LossHandle
 from ._ffi import Handle, OpState, check, json_bytes, parse_json
 from ._lib import lib
@@ -120,6 +120,7 @@ class ServiceClient:
             cfg["tags"] = list(tags)
         if telemetry is not None:
             cfg["telemetry"] = bool(telemetry)
+        self._telemetry_on = _telemetry_enabled(telemetry, config)
         if config:
             _merge(cfg, config)
         self._closed = False
@@ -431,7 +432,7 @@ class ServiceClient:
 
     def get_telemetry(self) -> Optional[Telemetry]:
         """The telemetry of this session, or None when telemetry is off."""
-        return Telemetry._of(self.status)
+        return Telemetry._of(self.status, self._telemetry_on)
 
     @property
     def holder(self) -> "ServiceClient":

@@ -353,7 +353,7 @@ class TrainingClient:
 
     def get_telemetry(self) -> Optional[Telemetry]:
         """The telemetry of this client's session, or None when telemetry is off."""
-        return Telemetry._of(self.status)
+        return Telemetry._of(self.status, self._service._telemetry_on)
 
     # -- external weights --
 
