@@ -149,3 +149,20 @@ def test_provenance_spans_tile_their_fields():
         d.with_provenance(model_input=spans[:1], loss_fn_inputs=spans)
     with pytest.raises(ValueError):
         t.PromptProvenanceSpan(sequence_id="", length=1)
+
+
+def test_api_coverage_doc_is_up_to_date():
+    # docs/api-coverage.md is generated from the installed SDK against the three bindings;
+    # regenerate it with `python3 tools/gen_api_coverage.py` after changing any binding.
+    if official_python() is None:
+        pytest.skip("no official SDK venv")
+    import sys
+
+    repo = HERE.parent.parent.parent
+    r = subprocess.run(
+        ["python3", str(repo / "tools" / "gen_api_coverage.py"), "--check", "--official-python", str(official_python()), "--python", sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -248,29 +248,6 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 #: Symbols the package can do without (exports of later minor versions, test-only exports).
 _OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task", "tinkex_testing_log"}
 
-#: Exports of the issue-14 ABI (REST/admin generic calls, introspection, sampler handles,
-#: ...). A library without one of them still loads; calling the method that needs it raises
-#: :class:`LibraryError` naming the export.
-_LATE: set[str] = {
-    "tinkex_rest_client_new",
-    "tinkex_rest_client_call",
-    "tinkex_admin_client_new",
-    "tinkex_admin_client_call",
-    "tinkex_admin_client_clone",
-    "tinkex_admin_client_free",
-    "tinkex_sampling_client_get_sampler_handle",
-    "tinkex_sampling_client_from_sampler_handle",
-    "tinkex_sampling_client_status",
-    "tinkex_service_client_copy_weights",
-    "tinkex_service_client_create_custom_loss",
-    "tinkex_service_client_resume_training_run",
-    "tinkex_service_client_get_console_url",
-    "tinkex_service_client_status",
-    "tinkex_training_client_save_weights_external",
-    "tinkex_training_client_get_console_url",
-    "tinkex_training_client_status",
-}
-_OPTIONAL |= _LATE
 
 
 def _is_workspace(d: Path) -> bool:
@@ -340,14 +317,6 @@ def _load() -> tuple[ctypes.CDLL, str]:
     )
 
 
-def _missing_export(name: str):
-    def call(*_args: object) -> int:
-        raise LibraryError(f"tinkex: {LIBRARY_PATH} does not export {name}; rebuild libtinkex from a newer source tree")
-
-    call.__name__ = name
-    return call
-
-
 def _declare(lib: ctypes.CDLL) -> None:
     missing = []
     for name, (restype, argtypes) in _SIGNATURES.items():
@@ -356,8 +325,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         except AttributeError:
             if name not in _OPTIONAL:
                 missing.append(name)
-            elif name in _LATE:
-                setattr(lib, name, _missing_export(name))
             continue
         fn.restype = restype
         fn.argtypes = argtypes
