@@ -77,7 +77,7 @@
  * library's soname follows it). A binding accepts a library whose major equals the one it
  * was built against and whose minor is at least the one it was built against.
  */
-#define TINKEX_ABI_VERSION_MAJOR 2
+#define TINKEX_ABI_VERSION_MAJOR 3
 
 /**
  * The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major

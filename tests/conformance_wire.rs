@@ -6,6 +6,7 @@
 mod support;
 
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use support::*;
@@ -1596,4 +1597,53 @@ fn tls_alpn_child() {
             assert_eq!(got.as_deref(), Some(expected), "server offered {offered:?}");
         }
     });
+}
+
+/// 5.5 and 1.6.1: the session's `user_metadata` goes out with create_session, and
+/// `default_headers_overrides` reach every request to the service (over the built-in headers),
+/// while the credential header cannot be overridden and the values never show in `Debug`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_metadata_and_header_overrides_are_sent() {
+    let emu = emulator("wire-overrides").await;
+    let rec = Recorder::start(&emu).await;
+    let meta: BTreeMap<String, String> = [("team".to_string(), "rl".to_string())].into();
+    let headers: BTreeMap<String, String> = [
+        ("X-Team-Route".to_string(), "blue-secret-route".to_string()),
+        ("X-Stainless-Async".to_string(), "async:custom".to_string()),
+    ]
+    .into();
+    let config = config_for(&rec.base_url)
+        .user_metadata(meta)
+        .default_headers_overrides(headers)
+        .build()
+        .unwrap();
+    assert!(
+        !format!("{config:?}").contains("blue-secret-route"),
+        "override values never show in Debug"
+    );
+    let service = ServiceClient::new(config).unwrap();
+    service.get_server_capabilities().await.unwrap();
+    let training = training_client(&service).await;
+    drop(training);
+    service
+        .close(FinishReasonKind::Success, None)
+        .await
+        .unwrap();
+    let all = rec.all();
+    let create = all
+        .iter()
+        .find(|s| s.endpoint() == "create_session")
+        .expect("create_session was sent");
+    assert_eq!(create.json()["user_metadata"], json!({"team": "rl"}));
+    for s in &all {
+        let at = format!("{} {}", s.method, s.path);
+        assert_eq!(s.header("x-team-route"), Some("blue-secret-route"), "{at}");
+        assert_eq!(s.header("x-stainless-async"), Some("async:custom"), "{at}");
+        assert_eq!(s.header("x-api-key"), Some(KEY), "{at}");
+    }
+    let refused = config_for(&rec.base_url)
+        .default_headers_overrides([("X-API-Key".to_string(), "tml-other".to_string())].into())
+        .build();
+    let err = refused.expect_err("the credential header cannot be overridden");
+    assert!(!err.to_string().contains("tml-other"), "{err}");
 }

@@ -243,6 +243,7 @@ async fn two_hundred_concurrent_samples_and_compute_logprobs() {
                 topk_prompt_logprobs: 3,
                 topk_sample_logprobs: 2,
                 prompt_logprobs_last_n: None,
+                ..Default::default()
             },
         )
         .await

@@ -212,32 +212,30 @@ fn training_loop_loss_falls_then_save_sample_and_rest() {
     .unwrap();
     tinkex::ffi::bytes::tinkex_bytes_free(info);
     let model_id = info_json["model_id"].as_str().unwrap().as_bytes().to_vec();
-    let listed = submit(|cb, ud, out, err| {
-        tinkex_rest_client_list_checkpoints(
-            rest,
-            model_id.as_ptr(),
-            model_id.len(),
-            cb,
-            ud,
-            out,
-            err,
-        )
-    })
-    .json();
+    let call = |method: &str, args: serde_json::Value| {
+        let args = args.to_string();
+        submit(|cb, ud, out, err| {
+            tinkex_rest_client_call(
+                rest,
+                method.as_ptr(),
+                method.len(),
+                args.as_ptr(),
+                args.len(),
+                cb,
+                ud,
+                out,
+                err,
+            )
+        })
+        .json()
+    };
+    let model_id = String::from_utf8(model_id).unwrap();
+    let listed = call("list_checkpoints", json!({ "training_run_id": model_id }));
     assert_eq!(listed["checkpoints"].as_array().unwrap().len(), 2);
-    let weights_path = path.as_bytes().to_vec();
-    let weights = submit(|cb, ud, out, err| {
-        tinkex_rest_client_get_weights_info(
-            rest,
-            weights_path.as_ptr(),
-            weights_path.len(),
-            cb,
-            ud,
-            out,
-            err,
-        )
-    })
-    .json();
+    let weights = call(
+        "get_weights_info_by_tinker_path",
+        json!({ "tinker_path": path }),
+    );
     assert_eq!(weights["base_model"], BASE_MODEL, "{weights}");
     tinkex_rest_client_free(rest);
 

@@ -121,28 +121,64 @@ const EXPORTS: &[(&str, &str, &str)] = &[
         "ComputeLogprobsOutput",
     ),
     (
-        "tinkex_rest_client_list_training_runs",
-        "-",
+        "tinkex_rest_client_call list_training_runs",
+        "(args: methods.json)",
         "TrainingRunsResponse",
     ),
-    ("tinkex_rest_client_get_training_run", "-", "TrainingRun"),
     (
-        "tinkex_rest_client_list_checkpoints",
-        "-",
+        "tinkex_rest_client_call get_training_run",
+        "(args: methods.json)",
+        "TrainingRun",
+    ),
+    (
+        "tinkex_rest_client_call list_checkpoints",
+        "(args: methods.json)",
         "CheckpointsListResponse",
     ),
     (
-        "tinkex_rest_client_list_user_checkpoints",
-        "-",
+        "tinkex_rest_client_call list_user_checkpoints",
+        "(args: methods.json)",
         "CheckpointsListResponse",
     ),
-    ("tinkex_rest_client_delete_checkpoint", "-", "(null)"),
     (
-        "tinkex_rest_client_get_weights_info",
-        "-",
+        "tinkex_rest_client_call delete_checkpoint",
+        "(args: methods.json)",
+        "(null)",
+    ),
+    (
+        "tinkex_rest_client_call get_weights_info_by_tinker_path",
+        "(args: methods.json)",
         "WeightsInfoResponse",
     ),
+    (
+        "tinkex_rest_client_call (other methods)",
+        "(args: methods.json)",
+        "(result: methods.json)",
+    ),
+    (
+        "tinkex_admin_client_call",
+        "(args: methods.json)",
+        "(result: methods.json)",
+    ),
+    (
+        "tinkex_service_client_copy_weights",
+        "(path, ttl_seconds?, weights_access_token?)",
+        "(tinker path string)",
+    ),
     ("tinkex_event_json", "-", "Event"),
+    ("tinkex_service_client_status", "-", "StatusReport"),
+    ("tinkex_training_client_status", "-", "StatusReport"),
+    ("tinkex_sampling_client_status", "-", "StatusReport"),
+    (
+        "tinkex_sampling_client_get_sampler_handle",
+        "-",
+        "(JSON string)",
+    ),
+    (
+        "tinkex_sampling_client_from_sampler_handle",
+        "ConfigInput",
+        "(sampling client)",
+    ),
 ];
 
 fn schema_of<T: JsonSchema>(name: &str) -> (String, Value) {
@@ -193,6 +229,7 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<CheckpointsListResponse>("CheckpointsListResponse"),
         schema_of::<WeightsInfoResponse>("WeightsInfoResponse"),
         schema_of::<Event>("Event"),
+        schema_of::<tinkex::core::introspect::StatusReport>("StatusReport"),
     ]
     .into_iter()
     .collect()

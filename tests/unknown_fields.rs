@@ -467,10 +467,18 @@ fn every_request_input_rejects_unknown_fields_and_keeps_open_maps_open() {
     let (c, o) = check(
         "optim_step (other family)",
         "OptimStepInput",
-        json!({"type": "dimuon", "learning_rate": 0.01, "version": 1}),
+        json!({"type": "lion", "learning_rate": 0.01, "version": 1}),
         &(json_call!(training.0, tinkex_training_client_optim_step) as Call),
     );
     assert_eq!((c, o), (0, 1));
+    // Dimuon parameters are closed (the official DimuonParams forbids extra fields).
+    run_one(
+        &mut total,
+        "optim_step (Dimuon)",
+        "OptimStepInput",
+        json!({"type": "dimuon", "learning_rate": 0.01, "grad_clip_norm": 0.0, "beta1": 0.9}),
+        json_call!(training.0, tinkex_training_client_optim_step),
+    );
     let (c, o) = run_one(
         &mut total,
         "save_state",

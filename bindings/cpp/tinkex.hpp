@@ -19,10 +19,18 @@
 #include "tinkex.h"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <future>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -77,6 +85,7 @@ class [[nodiscard]] Result {
   explicit operator bool() const noexcept { return ok(); }
   /// The value; only when ok().
   T &value() & { return std::get<0>(v_); }
+  const T &value() const & { return std::get<0>(v_); }
   T &&value() && { return std::get<0>(std::move(v_)); }
   /// The error; only when !ok().
   const Error &error() const { return std::get<1>(v_); }
@@ -118,6 +127,138 @@ inline std::string bytes_to_string(tinkex_bytes *b) {
 inline const uint8_t *data_of(std::string_view s) {
   return reinterpret_cast<const uint8_t *>(s.data());
 }
+
+/// A JSON string literal (quotes and escapes) of `s`.
+inline std::string json_quote(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+/// A JSON number (finite; NaN and infinities become null, which the library rejects).
+inline std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+/// A minimal reader of the library's own JSON results (well-formed by construction): finds
+/// object members and number arrays without building a tree. Bounded by the text's length.
+class JsonReader {
+ public:
+  explicit JsonReader(std::string_view text) : s_(text) {}
+
+  /// Skips one value starting at `i` (after whitespace); returns the index after it, or
+  /// npos when the text is not well-formed.
+  size_t skip_value(size_t i) const {
+    i = ws(i);
+    if (i >= s_.size()) return npos;
+    char c = s_[i];
+    if (c == '"') return skip_string(i);
+    if (c == '{' || c == '[') {
+      char close = c == '{' ? '}' : ']';
+      i = ws(i + 1);
+      if (i < s_.size() && s_[i] == close) return i + 1;
+      while (i < s_.size()) {
+        if (c == '{') {
+          i = skip_string(ws(i));
+          if (i == npos) return npos;
+          i = ws(i);
+          if (i >= s_.size() || s_[i] != ':') return npos;
+          ++i;
+        }
+        i = skip_value(i);
+        if (i == npos) return npos;
+        i = ws(i);
+        if (i >= s_.size()) return npos;
+        if (s_[i] == close) return i + 1;
+        if (s_[i] != ',') return npos;
+        ++i;
+      }
+      return npos;
+    }
+    while (i < s_.size() && std::strchr(",}] \t\r\n", s_[i]) == nullptr) ++i;
+    return i;
+  }
+
+  /// The start of the value of member `key` of the object at `obj`, or npos.
+  size_t member(size_t obj, std::string_view key) const {
+    size_t i = ws(obj);
+    if (i >= s_.size() || s_[i] != '{') return npos;
+    i = ws(i + 1);
+    while (i < s_.size() && s_[i] == '"') {
+      size_t end = skip_string(i);
+      if (end == npos) return npos;
+      bool match = s_.substr(i + 1, end - i - 2) == key;
+      i = ws(end);
+      if (i >= s_.size() || s_[i] != ':') return npos;
+      if (match) return ws(i + 1);
+      i = skip_value(i + 1);
+      if (i == npos) return npos;
+      i = ws(i);
+      if (i < s_.size() && s_[i] == ',') i = ws(i + 1);
+    }
+    return npos;
+  }
+
+  /// The starts of the elements of the array at `arr` (empty when it is not an array).
+  std::vector<size_t> elements(size_t arr) const {
+    std::vector<size_t> out;
+    size_t i = ws(arr);
+    if (i >= s_.size() || s_[i] != '[') return out;
+    i = ws(i + 1);
+    if (i < s_.size() && s_[i] == ']') return out;
+    while (i < s_.size()) {
+      out.push_back(i);
+      i = skip_value(i);
+      if (i == npos) return {};
+      i = ws(i);
+      if (i >= s_.size() || s_[i] != ',') break;
+      i = ws(i + 1);
+    }
+    return out;
+  }
+
+  /// The number at `at` (0 when it is not one).
+  double number(size_t at) const {
+    std::string tok(s_.substr(at, skip_value(at) == npos ? 0 : skip_value(at) - at));
+    return std::strtod(tok.c_str(), nullptr);
+  }
+
+  static constexpr size_t npos = std::string_view::npos;
+
+ private:
+  size_t ws(size_t i) const {
+    while (i < s_.size() && (s_[i] == ' ' || s_[i] == '\n' || s_[i] == '\t' || s_[i] == '\r')) ++i;
+    return i;
+  }
+  size_t skip_string(size_t i) const {
+    if (i >= s_.size() || s_[i] != '"') return npos;
+    for (++i; i < s_.size(); ++i) {
+      if (s_[i] == '\\') ++i;
+      else if (s_[i] == '"') return i + 1;
+    }
+    return npos;
+  }
+  std::string_view s_;
+};
 
 }  // namespace detail
 
@@ -347,14 +488,183 @@ class SamplingClient {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return detail::bytes_to_string(b);
   }
+  /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_sampling_client_status); }
+  /// The sampler handle (PROTOCOL 20.4) as a JSON string; it carries no credentials.
+  Result<std::string> get_sampler_handle() const {
+    return bytes_getter(&tinkex_sampling_client_get_sampler_handle);
+  }
+  /// A new client for the sampler of `handle` (the handle string itself, not JSON),
+  /// authenticating with `config_json` (as for tinkex_service_client_new). No I/O.
+  static Result<SamplingClient> from_sampler_handle(const Runtime &rt, std::string_view handle,
+                                                    std::string_view config_json = "{}") {
+    tinkex_sampling_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_sampling_client_from_sampler_handle(
+        rt.get(), detail::data_of(handle), handle.size(), detail::data_of(config_json),
+        config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return SamplingClient(c);
+  }
   SamplingClient clone() const { return SamplingClient(tinkex_sampling_client_clone(p_.get())); }
   tinkex_sampling_client *get() const noexcept { return p_.get(); }
 
   explicit SamplingClient(tinkex_sampling_client *p) : p_(p) {}
 
  private:
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
   detail::Handle<tinkex_sampling_client, tinkex_sampling_client_free> p_;
 };
+
+/// What a client-side custom loss function returns (forward_backward_custom).
+struct CustomLossOutput {
+  /// The loss; reported as the result's `loss:sum`.
+  double loss = 0;
+  /// `dLoss/dlogprobs`: one vector per datum, as long as its logprobs.
+  std::vector<std::vector<float>> grads;
+  /// Extra metrics merged into the result's metrics.
+  std::map<std::string, double> metrics;
+};
+
+/// A client-side custom loss: receives the per-datum logprobs of the forward pass.
+using CustomLossFn =
+    std::function<CustomLossOutput(const std::vector<std::vector<float>> &logprobs)>;
+
+namespace detail {
+
+/// A user error of the binding itself (no libtinkex error object).
+inline Error user_error(std::string message) {
+  Error e;
+  e.status = TINKEX_STATUS_USER;
+  e.kind = "user";
+  e.message = std::move(message);
+  return e;
+}
+
+/// One forward_backward_custom pass: shared by the submitter (which publishes the pass
+/// handle once the submit call returns) and the forward's callback (which waits for it).
+struct CustomPass {
+  CustomLossFn fn;
+  std::promise<Result<std::string>> promise;
+  std::mutex mu;
+  std::condition_variable cv;
+  tinkex_custom_loss *pass = nullptr;
+  bool published = false;
+};
+
+/// The logprobs of a ForwardBackwardOutput JSON, one vector per datum.
+inline bool read_logprobs(const std::string &json, std::vector<std::vector<float>> &out) {
+  JsonReader r(json);
+  size_t outputs = r.member(0, "loss_fn_outputs");
+  if (outputs == JsonReader::npos) return false;
+  for (size_t o : r.elements(outputs)) {
+    size_t lp = r.member(o, "logprobs");
+    if (lp == JsonReader::npos) return false;
+    size_t data = r.member(lp, "data");
+    if (data == JsonReader::npos) return false;
+    std::vector<float> v;
+    for (size_t x : r.elements(data)) v.push_back(static_cast<float>(r.number(x)));
+    out.push_back(std::move(v));
+  }
+  return true;
+}
+
+/// Runs the loss and sends the backward; returns the reason when the pass must be aborted.
+inline std::string run_custom_loss(CustomPass &ctx, const std::string &fwd_json,
+                                   tinkex_custom_loss *pass) {
+  std::vector<std::vector<float>> logprobs;
+  if (!read_logprobs(fwd_json, logprobs))
+    return "forward_backward_custom: the forward result has no logprobs";
+  CustomLossOutput out;
+  try {
+    out = ctx.fn(logprobs);
+  } catch (const std::exception &e) {
+    return std::string("forward_backward_custom: the loss function threw: ") + e.what();
+  } catch (...) {
+    return "forward_backward_custom: the loss function threw a non-std::exception";
+  }
+  if (out.grads.size() != logprobs.size())
+    return "forward_backward_custom: the loss function returned " +
+           std::to_string(out.grads.size()) + " gradients for " +
+           std::to_string(logprobs.size()) + " datums";
+  for (size_t i = 0; i < logprobs.size(); i++)
+    if (out.grads[i].size() != logprobs[i].size())
+      return "forward_backward_custom: gradient " + std::to_string(i) + " has " +
+             std::to_string(out.grads[i].size()) + " values for " +
+             std::to_string(logprobs[i].size()) + " logprobs";
+  std::string metrics = "{\"loss:sum\":" + json_number(out.loss);
+  for (const auto &[k, v] : out.metrics)
+    if (k != "loss:sum") metrics += "," + json_quote(k) + ":" + json_number(v);
+  metrics += "}";
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_custom_loss_set_metrics(pass, data_of(metrics), metrics.size(), &err);
+  if (s != TINKEX_STATUS_OK)
+    return "forward_backward_custom: metrics rejected: " + Error::take(s, err).message;
+  tinkex_datum_batch *raw = nullptr;
+  s = tinkex_datum_batch_new(&raw, &err);
+  if (s != TINKEX_STATUS_OK) return "forward_backward_custom: " + Error::take(s, err).message;
+  Handle<tinkex_datum_batch, tinkex_datum_batch_free> grads(raw);
+  static const char kGrads[] = "grads";
+  for (const auto &g : out.grads) {
+    s = tinkex_datum_batch_push(grads.get(), nullptr, 0, TINKEX_DTYPE_INT64, &err);
+    if (s == TINKEX_STATUS_OK)
+      s = tinkex_datum_batch_set_loss_input(grads.get(), data_of(kGrads), sizeof kGrads - 1,
+                                            g.empty() ? nullptr : g.data(), g.size(),
+                                            TINKEX_DTYPE_FLOAT32, nullptr, 0, &err);
+    if (s != TINKEX_STATUS_OK) return "forward_backward_custom: " + Error::take(s, err).message;
+  }
+  auto done = std::make_unique<Context<std::string>>();
+  done->promise = std::move(ctx.promise);
+  tinkex_future *fut = nullptr;
+  s = tinkex_custom_loss_backward(pass, grads.get(), &on_done<std::string>, done.get(), &fut, &err);
+  if (s != TINKEX_STATUS_OK) {
+    done->promise.set_value(Error::take(s, err));
+    return {};  // the core already poisoned the client; the result carries its error
+  }
+  done.release();         // owned by the callback
+  tinkex_future_free(fut);  // freeing never cancels
+  return {};
+}
+
+/// The forward's completion (dispatcher thread): runs the loss there, then phase 2.
+inline void custom_on_forward(void *user_data, const tinkex_future *fut) noexcept {
+  std::unique_ptr<std::shared_ptr<CustomPass>> holder(
+      static_cast<std::shared_ptr<CustomPass> *>(user_data));
+  CustomPass &ctx = **holder;
+  tinkex_custom_loss *pass;
+  {
+    std::unique_lock<std::mutex> lock(ctx.mu);
+    ctx.cv.wait(lock, [&] { return ctx.published; });
+    pass = ctx.pass;
+  }
+  Handle<tinkex_custom_loss, tinkex_custom_loss_free> owned(pass);
+  try {
+    Result<std::string> fwd = take<std::string>(fut);
+    if (!fwd) {
+      ctx.promise.set_value(fwd.error());  // a failed forward already poisoned the client
+      return;
+    }
+    std::string reason = run_custom_loss(ctx, fwd.value(), pass);
+    if (!reason.empty()) {
+      tinkex_error *err = nullptr;
+      if (tinkex_custom_loss_abort(pass, data_of(reason), reason.size(), &err) != TINKEX_STATUS_OK)
+        tinkex_error_free(err);
+      ctx.promise.set_value(user_error(reason));
+    }
+  } catch (...) {
+    // bad_alloc and the like: freeing the pass (owned) aborts it; the future reports
+    // broken_promise or the value already set.
+  }
+}
+
+}  // namespace detail
 
 /// A training client: operations go out in submission order.
 class TrainingClient {
@@ -386,10 +696,60 @@ class TrainingClient {
   Pending<std::string> save_weights_for_sampler(std::string_view json) const {
     return submit_json(&tinkex_training_client_save_weights_for_sampler, json);
   }
+  /// `{"path": "tinker://...", "optimizer": bool, "weights_access_token"?: "..."}`.
   Pending<std::string> load_state(std::string_view json) const {
     return submit_json(&tinkex_training_client_load_state, json);
   }
-  inline Pending<SamplingClient> save_weights_and_get_sampling_client() const;
+  /// `{"path": "name", "ttl_seconds"?, "age_encryption_recipients"?: [...]}`; result
+  /// `{"path", "size_bytes"}` (download through RestClient::get_external_weights_urls).
+  Pending<std::string> save_weights_external(std::string_view json) const {
+    return submit_json(&tinkex_training_client_save_weights_external, json);
+  }
+  /// `{"kind": "snapshot"|"inflight", "retry_config"?, "record_stability_info"?}`; `{}` (or
+  /// empty) for the defaults.
+  inline Pending<SamplingClient> save_weights_and_get_sampling_client(std::string_view json = {}) const;
+  /// The web console URL of this run (PROTOCOL 20.2) as a JSON string; no I/O.
+  Result<std::string> get_console_url() const {
+    return bytes_getter(&tinkex_training_client_get_console_url);
+  }
+  /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_training_client_status); }
+
+  /// Client-side custom loss (PROTOCOL 11.6, the official `forward_backward_custom`): a
+  /// forward over `batch` (each datum needs `target_tokens`; borrowed, copied at submit)
+  /// gives the per-datum logprobs; `loss_fn` returns the loss, `dLoss/dlogprobs` and extra
+  /// metrics; the backward applies them. The result is the backward's ForwardBackwardOutput
+  /// JSON: `loss:sum` is the custom loss, the server's moves to `surrogate_loss:sum`.
+  /// `loss_fn` runs on the dispatcher thread ("tinkex-callback"): keep it short and never
+  /// wait there on another Pending of the same runtime. If it throws, or returns gradients
+  /// of the wrong shape, the pass is aborted: the result is a TINKEX_STATUS_USER error
+  /// naming the cause and, as in the official SDK, the client is poisoned (its later
+  /// training requests fail with that cause). Training calls submitted after this one run
+  /// after its backward.
+  Pending<std::string> forward_backward_custom(const DatumBatch &batch, CustomLossFn loss_fn) const {
+    auto ctx = std::make_shared<detail::CustomPass>();
+    ctx->fn = std::move(loss_fn);
+    std::future<Result<std::string>> result = ctx->promise.get_future();
+    auto holder = std::make_unique<std::shared_ptr<detail::CustomPass>>(ctx);
+    tinkex_custom_loss *pass = nullptr;
+    tinkex_future *fut = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_training_client_forward_backward_custom(
+        p_.get(), batch.p_.get(), &detail::custom_on_forward, holder.get(), &pass, &fut, &err);
+    if (s != TINKEX_STATUS_OK) {
+      ctx->promise.set_value(Error::take(s, err));
+      return Pending<std::string>(nullptr, std::move(result));
+    }
+    holder.release();  // owned by the callback
+    {
+      std::lock_guard<std::mutex> lock(ctx->mu);
+      ctx->pass = pass;
+      ctx->published = true;
+    }
+    ctx->cv.notify_all();
+    return Pending<std::string>(detail::Handle<tinkex_future, tinkex_future_free>(fut),
+                                std::move(result));
+  }
 
   Result<std::string> info() const {
     tinkex_bytes *b = nullptr;
@@ -410,6 +770,15 @@ class TrainingClient {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
       return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
     });
+  }
+
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
   }
 
   detail::Handle<tinkex_training_client, tinkex_training_client_free> p_;
@@ -437,39 +806,382 @@ inline Result<SamplingClient> take<SamplingClient>(const tinkex_future *fut) {
 
 }  // namespace detail
 
-inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client() const {
+inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client(
+    std::string_view json) const {
   return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
-    return tinkex_training_client_save_weights_and_get_sampling_client(p_.get(), cb, ud, out,
-                                                                       err);
+    return tinkex_training_client_save_weights_and_get_sampling_client(
+        p_.get(), json.empty() ? nullptr : detail::data_of(json), json.size(), cb, ud, out, err);
   });
 }
 
-/// A REST client (training runs, checkpoints).
-class RestClient {
+namespace detail {
+
+/// Builds the JSON arguments object of a REST/admin call.
+class JsonArgs {
  public:
-  Pending<std::string> list_training_runs(uint32_t limit, uint32_t offset) const {
-    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_list_training_runs(p_.get(), limit, offset, cb, ud, out, err);
-    });
+  void add(const char *k, std::string_view v) { put(k, json_quote(v)); }
+  void add(const char *k, const std::string &v) { put(k, json_quote(v)); }
+  void add(const char *k, const char *v) { put(k, json_quote(v)); }
+  void add(const char *k, int64_t v) { put(k, std::to_string(v)); }
+  void add(const char *k, bool v) { put(k, v ? "true" : "false"); }
+  void add(const char *k, const std::optional<int64_t> &v) {
+    put(k, v ? std::to_string(*v) : std::string("null"));
   }
+  void add(const char *k, const std::optional<std::string_view> &v) {
+    put(k, v ? json_quote(*v) : std::string("null"));
+  }
+  /// A member whose value is JSON text given by the caller.
+  void raw(const char *k, std::string_view json) { put(k, std::string(json)); }
+  std::string finish() { return s_ + "}"; }
+
+ private:
+  void put(const char *k, const std::string &value) {
+    if (s_.size() > 1) s_ += ",";
+    s_ += json_quote(k);
+    s_ += ":";
+    s_ += value;
+  }
+  std::string s_ = "{";
+};
+
+}  // namespace detail
+
+// BEGIN GENERATED REST METHODS
+// Generated by bindings/cpp/tools/gen_rest.py from src/core/rest/methods.json;
+// do not edit by hand.
+
+namespace rest {
+
+/// Optional parameters of `list_training_runs`; unset members take the default.
+struct ListTrainingRunsOptions {
+  /// int, default 20.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+  /// str?, default null.
+  std::optional<std::string> project_id;
+};
+
+/// Optional parameters of `get_training_run`; unset members take the default.
+struct GetTrainingRunOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `get_training_run_by_tinker_path`; unset members take the default.
+struct GetTrainingRunByTinkerPathOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `list_user_checkpoints`; unset members take the default.
+struct ListUserCheckpointsOptions {
+  /// int, default 100.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+};
+
+/// Optional parameters of `list_sessions`; unset members take the default.
+struct ListSessionsOptions {
+  /// int, default 20.
+  std::optional<int64_t> limit;
+  /// int, default 0.
+  std::optional<int64_t> offset;
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `get_session`; unset members take the default.
+struct GetSessionOptions {
+  /// access_scope, default "owned".
+  std::optional<std::string> access_scope;
+};
+
+/// Optional parameters of `copy_weights`; unset members take the default.
+struct CopyWeightsOptions {
+  /// str?, default null.
+  std::optional<std::string> destination_project_id;
+  /// int?, default null.
+  std::optional<int64_t> ttl_seconds;
+  /// str?, default null.
+  std::optional<std::string> weights_access_token;
+};
+
+/// Optional parameters of `get_audit_log`; unset members take the default.
+struct GetAuditLogOptions {
+  /// audit_event_type, default "all".
+  std::optional<std::string> event_type;
+  /// date?, default null.
+  std::optional<std::string> day;
+};
+
+/// Optional parameters of `get_current_checkpoint_storage_usage`; unset members take the default.
+struct GetCurrentCheckpointStorageUsageOptions {
+  /// str?, default null.
+  std::optional<std::string> project_id;
+};
+
+}  // namespace rest
+
+namespace detail {
+
+/// The rest methods of the table (CRTP base; `Client::call(method, args_json)`).
+template <class Client>
+class RestMethods {
+ public:
+  /// Training runs, newest first (9.1). Result: TrainingRunsResponse JSON. `GET /api/v1/training_runs`.
+  Pending<std::string> list_training_runs(const rest::ListTrainingRunsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("list_training_runs", a.finish());
+  }
+  /// One training run (9.2). Result: TrainingRun JSON. `GET /api/v1/training_runs/{training_run_id}`.
+  Pending<std::string> get_training_run(std::string_view training_run_id, const rest::GetTrainingRunOptions &options = {}) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_training_run", a.finish());
+  }
+  /// The training run of a tinker:// path (9.2). Result: TrainingRun JSON. `GET /api/v1/training_runs/{training_run_id}`.
+  Pending<std::string> get_training_run_by_tinker_path(std::string_view tinker_path, const rest::GetTrainingRunByTinkerPathOptions &options = {}) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_training_run_by_tinker_path", a.finish());
+  }
+  /// Checkpoints of one run (9.3). Result: CheckpointsListResponse JSON. `GET /api/v1/training_runs/{training_run_id}/checkpoints`.
   Pending<std::string> list_checkpoints(std::string_view training_run_id) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    return static_cast<const Client *>(this)->call("list_checkpoints", a.finish());
+  }
+  /// All checkpoints of the caller, newest first (9.4). Result: CheckpointsListResponse JSON. `GET /api/v1/checkpoints`.
+  Pending<std::string> list_user_checkpoints(const rest::ListUserCheckpointsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    return static_cast<const Client *>(this)->call("list_user_checkpoints", a.finish());
+  }
+  /// Deletes one checkpoint (9.5). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}`.
+  Pending<std::string> delete_checkpoint(std::string_view training_run_id, std::string_view checkpoint_id) const {
+    JsonArgs a;
+    a.add("training_run_id", training_run_id);
+    a.add("checkpoint_id", checkpoint_id);
+    return static_cast<const Client *>(this)->call("delete_checkpoint", a.finish());
+  }
+  /// Deletes the checkpoint at a tinker:// path (9.5). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}`.
+  Pending<std::string> delete_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("delete_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Makes a checkpoint public (9.6). Result: None JSON. `POST /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/publish`.
+  Pending<std::string> publish_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("publish_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Makes a checkpoint private (9.6). Result: None JSON. `DELETE /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/publish`.
+  Pending<std::string> unpublish_checkpoint_from_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("unpublish_checkpoint_from_tinker_path", a.finish());
+  }
+  /// Sets (or with null clears) a checkpoint's expiry (9.7). Result: None JSON. `PUT /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/ttl`.
+  Pending<std::string> set_checkpoint_ttl_from_tinker_path(std::string_view tinker_path, std::optional<int64_t> ttl_seconds) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    a.add("ttl_seconds", ttl_seconds);
+    return static_cast<const Client *>(this)->call("set_checkpoint_ttl_from_tinker_path", a.finish());
+  }
+  /// Signed download URLs of an external checkpoint's files (9.8). Result: ExternalWeightsUrlsResponse JSON. `GET /api/v1/training_runs/{training_run_id}/checkpoints/{checkpoint_id}/external_weights_urls`.
+  Pending<std::string> get_external_weights_urls(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("get_external_weights_urls", a.finish());
+  }
+  /// Base model and LoRA settings of a checkpoint (9.9). Result: WeightsInfoResponse JSON. `POST /api/v1/weights_info`.
+  Pending<std::string> get_weights_info_by_tinker_path(std::string_view tinker_path) const {
+    JsonArgs a;
+    a.add("tinker_path", tinker_path);
+    return static_cast<const Client *>(this)->call("get_weights_info_by_tinker_path", a.finish());
+  }
+  /// Session ids (9.10). Result: ListSessionsResponse JSON. `GET /api/v1/sessions`.
+  Pending<std::string> list_sessions(const rest::ListSessionsOptions &options = {}) const {
+    JsonArgs a;
+    if (options.limit) a.add("limit", *options.limit);
+    if (options.offset) a.add("offset", *options.offset);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("list_sessions", a.finish());
+  }
+  /// One session's runs and samplers (9.10). Result: GetSessionResponse JSON. `GET /api/v1/sessions/{session_id}`.
+  Pending<std::string> get_session(std::string_view session_id, const rest::GetSessionOptions &options = {}) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    if (options.access_scope) a.add("access_scope", *options.access_scope);
+    return static_cast<const Client *>(this)->call("get_session", a.finish());
+  }
+  /// Moves a session into a project (9.10). Result: None JSON. `PUT /api/v1/sessions/{session_id}/project`.
+  Pending<std::string> assign_session_project(std::string_view session_id, std::string_view project_id) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    a.add("project_id", project_id);
+    return static_cast<const Client *>(this)->call("assign_session_project", a.finish());
+  }
+  /// Exports a session trace; polls until ready and returns the signed URL (9.10). Result: str JSON. `GET /api/v1/sessions/{session_id}/trace_export`.
+  Pending<std::string> export_session_trace(std::string_view session_id) const {
+    JsonArgs a;
+    a.add("session_id", session_id);
+    return static_cast<const Client *>(this)->call("export_session_trace", a.finish());
+  }
+  /// Searches sessions (9.11, experimental). Result: SessionSearchResponse JSON. `POST /api/v1/sessions/search`.
+  Pending<std::string> search_sessions(std::string_view request) const {
+    JsonArgs a;
+    a.raw("request", request);
+    return static_cast<const Client *>(this)->call("search_sessions", a.finish());
+  }
+  /// Copies a checkpoint into a project by reference; returns the new tinker path (6.9). Result: str JSON. `POST /api/v1/copy_weights`.
+  Pending<std::string> copy_weights(std::string_view path, const rest::CopyWeightsOptions &options = {}) const {
+    JsonArgs a;
+    a.add("path", path);
+    if (options.destination_project_id) a.add("destination_project_id", *options.destination_project_id);
+    if (options.ttl_seconds) a.add("ttl_seconds", *options.ttl_seconds);
+    if (options.weights_access_token) a.add("weights_access_token", *options.weights_access_token);
+    return static_cast<const Client *>(this)->call("copy_weights", a.finish());
+  }
+  /// A sampler's base model and weights path (7.2). Result: GetSamplerResponse JSON. `GET /api/v1/samplers/{sampler_id}`.
+  Pending<std::string> get_sampler(std::string_view sampler_id) const {
+    JsonArgs a;
+    a.add("sampler_id", sampler_id);
+    return static_cast<const Client *>(this)->call("get_sampler", a.finish());
+  }
+  /// Supported models (5.2). Result: GetServerCapabilitiesResponse JSON. `GET /api/v1/get_server_capabilities`.
+  Pending<std::string> get_server_capabilities() const {
+    JsonArgs a;
+    return static_cast<const Client *>(this)->call("get_server_capabilities", a.finish());
+  }
+  /// The caller's identity from the JWT; no request (2.8). Result: WhoamiResponse JSON. `(none: decoded from the JWT)`.
+  Pending<std::string> whoami() const {
+    JsonArgs a;
+    return static_cast<const Client *>(this)->call("whoami", a.finish());
+  }
+  /// Audit log entries (9.12; organisation role). Result: AuditLogResponse JSON. `GET /api/v1/audit`.
+  Pending<std::string> get_audit_log(const rest::GetAuditLogOptions &options = {}) const {
+    JsonArgs a;
+    if (options.event_type) a.add("event_type", *options.event_type);
+    if (options.day) a.add("day", *options.day);
+    return static_cast<const Client *>(this)->call("get_audit_log", a.finish());
+  }
+  /// Billing usage events of a window (9.12). Result: BillingUsageResponse JSON. `GET /api/v1/billing/usage/events`.
+  Pending<std::string> get_billing_usage(std::string_view starting_on, std::string_view ending_before) const {
+    JsonArgs a;
+    a.add("starting_on", starting_on);
+    a.add("ending_before", ending_before);
+    return static_cast<const Client *>(this)->call("get_billing_usage", a.finish());
+  }
+  /// Current checkpoint storage usage (9.12). Result: CurrentCheckpointStorageUsageResponse JSON. `GET /api/v1/billing/usage/checkpoints/current`.
+  Pending<std::string> get_current_checkpoint_storage_usage(const rest::GetCurrentCheckpointStorageUsageOptions &options = {}) const {
+    JsonArgs a;
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("get_current_checkpoint_storage_usage", a.finish());
+  }
+};
+
+/// The admin methods of the table (CRTP base; `Client::call(method, args_json)`).
+template <class Client>
+class AdminMethods {
+ public:
+  /// Audit log entries (9.12; organisation role). Result: AuditLogResponse JSON. `GET /api/v1/audit`.
+  Pending<std::string> get_audit_log(const rest::GetAuditLogOptions &options = {}) const {
+    JsonArgs a;
+    if (options.event_type) a.add("event_type", *options.event_type);
+    if (options.day) a.add("day", *options.day);
+    return static_cast<const Client *>(this)->call("get_audit_log", a.finish());
+  }
+  /// Billing usage events of a window (9.12). Result: BillingUsageResponse JSON. `GET /api/v1/billing/usage/events`.
+  Pending<std::string> get_billing_usage(std::string_view starting_on, std::string_view ending_before) const {
+    JsonArgs a;
+    a.add("starting_on", starting_on);
+    a.add("ending_before", ending_before);
+    return static_cast<const Client *>(this)->call("get_billing_usage", a.finish());
+  }
+  /// Current checkpoint storage usage (9.12). Result: CurrentCheckpointStorageUsageResponse JSON. `GET /api/v1/billing/usage/checkpoints/current`.
+  Pending<std::string> get_current_checkpoint_storage_usage(const rest::GetCurrentCheckpointStorageUsageOptions &options = {}) const {
+    JsonArgs a;
+    if (options.project_id) a.add("project_id", *options.project_id);
+    return static_cast<const Client *>(this)->call("get_current_checkpoint_storage_usage", a.finish());
+  }
+};
+
+}  // namespace detail
+// END GENERATED REST METHODS
+
+/// A REST client (PROTOCOL 9): one method per entry of src/core/rest/methods.json
+/// (generated), each a Pending of the result's JSON (`null` for methods without a result,
+/// a JSON string for `copy_weights` and `export_session_trace`). Session-less when made by
+/// `create`; `ServiceClient::create_rest_client` shares the service's transport.
+class RestClient : public detail::RestMethods<RestClient> {
+ public:
+  /// A session-less client: `config_json` as for tinkex_service_client_new; no I/O.
+  static Result<RestClient> create(const Runtime &rt, std::string_view config_json) {
+    tinkex_rest_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_rest_client_new(rt.get(), detail::data_of(config_json),
+                                             config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return RestClient(c);
+  }
+  /// Any method of the table by name; `args_json` an object keyed by its parameter names
+  /// (missing ones take the defaults; unknown keys are INVALID_JSON).
+  Pending<std::string> call(std::string_view method, std::string_view args_json = "{}") const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_list_checkpoints(p_.get(), detail::data_of(training_run_id),
-                                                 training_run_id.size(), cb, ud, out, err);
+      return tinkex_rest_client_call(p_.get(), detail::data_of(method), method.size(),
+                                     detail::data_of(args_json), args_json.size(), cb, ud, out,
+                                     err);
     });
   }
-  Pending<std::string> get_weights_info(std::string_view tinker_path) const {
-    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_rest_client_get_weights_info(p_.get(), detail::data_of(tinker_path),
-                                                 tinker_path.size(), cb, ud, out, err);
-    });
-  }
+  RestClient clone() const { return RestClient(tinkex_rest_client_clone(p_.get())); }
   tinkex_rest_client *get() const noexcept { return p_.get(); }
 
   explicit RestClient(tinkex_rest_client *p) : p_(p) {}
 
  private:
   detail::Handle<tinkex_rest_client, tinkex_rest_client_free> p_;
+};
+
+/// An admin client (PROTOCOL 9.12): the table's methods whose clients include "admin".
+class AdminClient : public detail::AdminMethods<AdminClient> {
+ public:
+  /// A session-less client: `config_json` as for tinkex_service_client_new; no I/O.
+  static Result<AdminClient> create(const Runtime &rt, std::string_view config_json) {
+    tinkex_admin_client *c = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_admin_client_new(rt.get(), detail::data_of(config_json),
+                                              config_json.size(), &c, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return AdminClient(c);
+  }
+  /// Any admin method of the table by name (see RestClient::call).
+  Pending<std::string> call(std::string_view method, std::string_view args_json = "{}") const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_admin_client_call(p_.get(), detail::data_of(method), method.size(),
+                                      detail::data_of(args_json), args_json.size(), cb, ud, out,
+                                      err);
+    });
+  }
+  AdminClient clone() const { return AdminClient(tinkex_admin_client_clone(p_.get())); }
+  tinkex_admin_client *get() const noexcept { return p_.get(); }
+
+  explicit AdminClient(tinkex_admin_client *p) : p_(p) {}
+
+ private:
+  detail::Handle<tinkex_admin_client, tinkex_admin_client_free> p_;
 };
 
 /// The entry point.
@@ -518,6 +1230,33 @@ class ServiceClient {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return RestClient(r);
   }
+  /// `{"path", "ttl_seconds"?, "weights_access_token"?}`: copies a checkpoint into the
+  /// configured project (PROTOCOL 6.9); result: the new path as a JSON string.
+  Pending<std::string> copy_weights(std::string_view json) const {
+    return submit_json(&tinkex_service_client_copy_weights, json);
+  }
+  /// `{"name", "inputs": [{"name", "rank"}], "graph": {...}}`: registers a server-side
+  /// custom loss (5.10); result `{"loss_id"}`.
+  Pending<std::string> create_custom_loss(std::string_view json) const {
+    return submit_json(&tinkex_service_client_create_custom_loss, json);
+  }
+  /// `{"training_run_id", "optimizer"?: true}`: a training client resumed from the run's
+  /// latest training checkpoint.
+  Pending<TrainingClient> resume_training_run(std::string_view json) const {
+    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_service_client_resume_training_run(p_.get(), detail::data_of(json),
+                                                       json.size(), cb, ud, out, err);
+    });
+  }
+  /// The web console URL of the session (PROTOCOL 20.2) as a JSON string; no I/O.
+  Result<std::string> get_console_url() const {
+    return bytes_getter(&tinkex_service_client_get_console_url);
+  }
+  /// `{"session_id", "queue_state", "queue_state_reason", "billing_paused_ms",
+  /// "backoff_remaining_ms", "last_progress_ms_ago", "operations_waiting",
+  /// "operations_in_flight", "telemetry"}`: introspection (no I/O).
+  Result<std::string> status() const { return bytes_getter(&tinkex_service_client_status); }
+
   /// Finishes the session; `{}` means success.
   Pending<std::string> close(std::string_view json = "{}") const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
@@ -546,6 +1285,22 @@ class ServiceClient {
 
  private:
   explicit ServiceClient(tinkex_service_client *p) : p_(p) {}
+
+  using JsonFn = tinkex_status (*)(const tinkex_service_client *, const uint8_t *, size_t,
+                                   tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
+  Pending<std::string> submit_json(JsonFn fn, std::string_view json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+    });
+  }
+  template <class F>
+  Result<std::string> bytes_getter(F fn) const {
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = fn(p_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    return detail::bytes_to_string(b);
+  }
 
   static void on_event(void *user_data, const tinkex_event *ev) noexcept {
     try {

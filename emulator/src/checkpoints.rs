@@ -556,7 +556,15 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         store
-            .save(&p, b"xyz", false, None, Some(3600), true, 2.0)
+            .save(
+                &p,
+                b"xyz",
+                false,
+                None,
+                Some(3600),
+                true,
+                crate::util::unix_now(),
+            )
             .unwrap();
         let (meta, bytes) = store.load(&p).unwrap();
         assert_eq!(bytes, b"xyz");

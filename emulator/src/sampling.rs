@@ -30,6 +30,10 @@ pub struct SamplerSlot {
 /// sampler of the model reads it per sample; each later inflight save replaces it.
 pub type InflightTarget = Arc<std::sync::RwLock<Arc<TinyModel>>>;
 
+/// Per prompt row, the cells of a `target_prompt_logprobs` tensor: `(index into the
+/// tensor's values, token id or -1)`.
+type TargetCells = Vec<Vec<(usize, i64)>>;
+
 /// The parsed, validated parts of a sample request.
 pub struct SampleJob {
     prompt: Vec<i64>,
@@ -39,9 +43,8 @@ pub struct SampleJob {
     prompt_logprobs_last_n: Option<usize>,
     topk_prompt: usize,
     topk_sample: usize,
-    /// `target_prompt_logprobs`: the request tensor and, per prompt row, its cells
-    /// `(index into the tensor's values, token id or -1)`.
-    target: Option<(TensorData, Vec<Vec<(usize, i64)>>)>,
+    /// `target_prompt_logprobs`: the request tensor and its cells per prompt row.
+    target: Option<(TensorData, TargetCells)>,
     /// `prompt_alt_tokens_k`.
     alt_k: usize,
 }
@@ -388,7 +391,7 @@ fn parse_job(req: &SampleRequest, context: Option<i64>) -> Result<SampleJob, Str
 /// Checks a `target_prompt_logprobs` tensor against 7.1 (int64, 2-D `[len(prompt) - 1, K]`,
 /// dense or CSR with consistent indices, ids ≥ -1, at least one id) and lists its cells
 /// per prompt row: `(index into the values, token id)`.
-fn target_cells(t: &TensorData, prompt_len: usize) -> Result<Vec<Vec<(usize, i64)>>, String> {
+fn target_cells(t: &TensorData, prompt_len: usize) -> Result<TargetCells, String> {
     let bad = |why: &str| Err(format!("target_prompt_logprobs: {why}"));
     let TensorValues::Int64(ids) = &t.data else {
         return bad("must be an int64 tensor of token ids");

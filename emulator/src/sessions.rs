@@ -10,7 +10,7 @@
 //!   owner and its members (`POST /_emulator/projects`); the `default` project (a session
 //!   created without one) is accessible to everyone;
 //! * `access_scope=owned` lists what the caller owns; `accessible` adds everything in a
-//!   project the caller can access.
+//!   (non-default) project the caller can access.
 
 use crate::auth::Identity;
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,9 @@ impl Registry {
         if Self::owns(owner, who) {
             return true;
         }
-        scope == Scope::Accessible && self.can_list_project(who, project.unwrap_or(DEFAULT_PROJECT))
+        // Another user's default project is theirs alone.
+        scope == Scope::Accessible
+            && project.is_some_and(|p| p != DEFAULT_PROJECT && self.can_list_project(who, p))
     }
 
     /// `PUT sessions/{id}/project`: moves a session into a project (once; a session in a

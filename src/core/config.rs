@@ -258,6 +258,11 @@ pub struct Config {
     pub project_id: Option<String>,
     /// Human-readable session name.
     pub display_name: Option<String>,
+    /// Metadata of the session, sent with create_session (PROTOCOL.md 5.5).
+    pub user_metadata: std::collections::BTreeMap<String, String>,
+    /// Headers sent on every request to the base URL's origin, applied over the Cloudflare
+    /// access headers (1.6.1, `default_headers_overrides`); `Debug` shows only their names.
+    pub default_headers_overrides: HeaderOverrides,
     /// Send telemetry batches.
     pub telemetry: bool,
     /// Telemetry batching, queue and timeouts (`enabled` follows `telemetry`).
@@ -287,6 +292,8 @@ pub struct ConfigBuilder {
     tags: Option<Vec<String>>,
     project_id: Option<String>,
     display_name: Option<String>,
+    user_metadata: Option<std::collections::BTreeMap<String, String>>,
+    default_headers_overrides: Option<std::collections::BTreeMap<String, String>>,
     telemetry: Option<bool>,
     telemetry_settings: Option<crate::core::telemetry::TelemetryConfig>,
     allow_insecure_http: bool,
@@ -319,6 +326,14 @@ impl fmt::Debug for ConfigBuilder {
             .field("tags", &self.tags)
             .field("project_id", &self.project_id)
             .field("display_name", &self.display_name)
+            .field("user_metadata", &self.user_metadata)
+            .field(
+                "default_headers_overrides",
+                &self
+                    .default_headers_overrides
+                    .as_ref()
+                    .map(|h| h.keys().collect::<Vec<_>>()),
+            )
             .field("telemetry", &self.telemetry)
             .field("telemetry_settings", &self.telemetry_settings)
             .field("allow_insecure_http", &self.allow_insecure_http)
@@ -619,6 +634,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// Metadata of the session (create_session's `user_metadata`, PROTOCOL.md 5.5).
+    pub fn user_metadata(mut self, metadata: std::collections::BTreeMap<String, String>) -> Self {
+        self.user_metadata = Some(metadata);
+        self
+    }
+
+    /// Headers sent on every request to the base URL's origin, over the Cloudflare access
+    /// headers (PROTOCOL.md 1.6.1). At most [`MAX_HEADER_OVERRIDES`] entries; a name or value
+    /// that cannot be sent, or an attempt to set the credential header, fails `build`.
+    pub fn default_headers_overrides(
+        mut self,
+        headers: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.default_headers_overrides = Some(headers);
+        self
+    }
+
     /// Telemetry on or off (else `TINKER_TELEMETRY`, default on).
     pub fn telemetry(mut self, on: bool) -> Self {
         self.telemetry = Some(on);
@@ -716,6 +748,10 @@ impl ConfigBuilder {
                 .project_id
                 .or_else(|| env_nonempty("TINKER_PROJECT_ID")),
             display_name: self.display_name,
+            user_metadata: check_user_metadata(self.user_metadata.unwrap_or_default())?,
+            default_headers_overrides: HeaderOverrides(check_header_overrides(
+                self.default_headers_overrides.unwrap_or_default(),
+            )?),
             telemetry: telemetry_on,
             telemetry_settings: crate::core::telemetry::TelemetryConfig {
                 enabled: telemetry_on,
@@ -774,6 +810,12 @@ pub struct ConfigInput {
     /// Human-readable session name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// Metadata of the session (create_session's `user_metadata`, PROTOCOL.md 5.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<std::collections::BTreeMap<String, String>>,
+    /// Headers sent on every request to the base URL's origin (PROTOCOL.md 1.6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_headers_overrides: Option<std::collections::BTreeMap<String, String>>,
     /// Send telemetry (else `TINKER_TELEMETRY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<bool>,
@@ -1015,6 +1057,12 @@ impl ConfigInput {
         if let Some(v) = self.display_name {
             b = b.display_name(v);
         }
+        if let Some(v) = self.user_metadata {
+            b = b.user_metadata(v);
+        }
+        if let Some(v) = self.default_headers_overrides {
+            b = b.default_headers_overrides(v);
+        }
         if let Some(v) = self.telemetry {
             b = b.telemetry(v);
         }
@@ -1215,5 +1263,87 @@ mod tests {
         assert_eq!(p.holder_backoff(60), Duration::from_secs(30));
         assert_eq!(p.http_max_retries, 10);
         assert_eq!(p.holder_window, Duration::from_secs(300));
+    }
+}
+
+/// The most `default_headers_overrides` entries accepted.
+pub const MAX_HEADER_OVERRIDES: usize = 64;
+/// The most bytes of one override's name plus value.
+const MAX_HEADER_OVERRIDE_BYTES: usize = 8 * 1024;
+/// The most `user_metadata` entries, and bytes of one key plus value.
+const MAX_USER_METADATA: usize = 256;
+const MAX_USER_METADATA_BYTES: usize = 16 * 1024;
+
+/// Validates `default_headers_overrides`: bounded, sendable, and never the credential
+/// header (the key travels only through the auth flow). Names are lower-cased. Error messages
+/// name the header, never its value.
+fn check_header_overrides(
+    headers: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    if headers.len() > MAX_HEADER_OVERRIDES {
+        return Err(Error::user(format!(
+            "default_headers_overrides: at most {MAX_HEADER_OVERRIDES} headers, got {}",
+            headers.len()
+        )));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let shown: String = name.chars().take(64).collect();
+        if name.len() + value.len() > MAX_HEADER_OVERRIDE_BYTES
+            || reqwest::header::HeaderName::from_bytes(lower.as_bytes()).is_err()
+        {
+            return Err(Error::user(format!(
+                "default_headers_overrides: {shown:?} is not a valid header name (or is too long)"
+            )));
+        }
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(Error::user(format!(
+                "default_headers_overrides: the value of {shown:?} cannot be sent in a header"
+            )));
+        }
+        if matches!(
+            lower.as_str(),
+            "x-api-key" | "authorization" | "host" | "content-length"
+        ) {
+            return Err(Error::user(format!(
+                "default_headers_overrides: {shown:?} is set by the client itself (pass credentials with api_key)"
+            )));
+        }
+        out.insert(lower, value);
+    }
+    Ok(out)
+}
+
+/// Bounds the session's `user_metadata`.
+fn check_user_metadata(
+    m: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    if m.len() > MAX_USER_METADATA
+        || m.iter()
+            .any(|(k, v)| k.len() + v.len() > MAX_USER_METADATA_BYTES)
+    {
+        return Err(Error::user(format!(
+            "user_metadata: at most {MAX_USER_METADATA} entries of at most {MAX_USER_METADATA_BYTES} bytes each"
+        )));
+    }
+    Ok(m)
+}
+
+/// `default_headers_overrides` (lower-case name → value). Values may be credentials (e.g.
+/// Cloudflare access tokens): `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq)]
+pub struct HeaderOverrides(pub std::collections::BTreeMap<String, String>);
+
+impl std::ops::Deref for HeaderOverrides {
+    type Target = std::collections::BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HeaderOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
     }
 }

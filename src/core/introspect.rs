@@ -15,6 +15,7 @@ use std::time::Duration;
 
 /// Telemetry queue counters of a client's session (16).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TelemetryStatus {
     /// Events waiting to be sent.
     pub queued: u64,
@@ -27,6 +28,7 @@ pub struct TelemetryStatus {
 /// Counters of the holder-wide sampling dispatch (12.4, 12.5), in a sampling client's
 /// status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct DispatchStatus {
     /// `asample` sends holding a dispatch permit now.
     pub in_flight: u64,
@@ -40,6 +42,7 @@ pub struct DispatchStatus {
 
 /// The status of one client (the JSON of `tinkex_*_status`, see `/tmp/contract14.md`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StatusReport {
     /// The session id, once the session exists.
     pub session_id: Option<String>,
@@ -100,11 +103,15 @@ impl ClientCore {
                 .then(|| secs_ms(progress.since_last_progress_secs)),
             operations_waiting: progress.waiting,
             operations_in_flight: progress.in_flight,
-            telemetry: self.telemetry.get().map(|t| TelemetryStatus {
-                queued: t.queued() as u64,
-                dropped: t.dropped(),
-                sent: t.sent_events(),
-            }),
+            telemetry: self
+                .telemetry
+                .get()
+                .filter(|_| self.config.telemetry)
+                .map(|t| TelemetryStatus {
+                    queued: t.queued() as u64,
+                    dropped: t.dropped(),
+                    sent: t.sent_events(),
+                }),
             dispatch: None,
         }
     }

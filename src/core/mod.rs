@@ -105,6 +105,14 @@ pub struct ClientCore {
     pub(crate) custom_losses: training::custom_loss::CustomLossRegistry,
 }
 
+impl Drop for ClientCore {
+    fn drop(&mut self) {
+        if self.sessionless {
+            rest::forget_dead_holders();
+        }
+    }
+}
+
 impl ClientCore {
     pub(crate) fn new(config: Config, runtime: tokio::runtime::Handle) -> Result<Arc<Self>> {
         Self::build(config, runtime, false)
@@ -132,6 +140,7 @@ impl ClientCore {
             auth.clone(),
             &config.timeouts,
             &config.limits,
+            &config.default_headers_overrides,
         )?;
         let progress = progress::ProgressTracker::new(config.retry.progress_timeout);
         let sample_dispatch = dispatch::SampleDispatch::new(

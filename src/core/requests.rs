@@ -405,15 +405,10 @@ impl schemars::JsonSchema for OptimStepInput {
 
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         let adam = generator.subschema_for::<AdamParams>();
-        let dimuon = generator.subschema_for::<DimuonParams>();
         schemars::json_schema!({
-            "description": "Adam step parameters (closed; the parser also accepts `\"type\": \"adam\"` or `\"adamw\"` beside them), Dimuon parameters with `\"type\": \"dimuon\"` (closed; values checked: finite, learning_rate >= 0, 0 <= beta1 < 1), or another optimizer family's parameters with its `type` (open, passed through as `optimizer_params`).",
+            "description": "Adam step parameters (closed; the parser also accepts `\"type\": \"adam\"` or `\"adamw\"` beside them), another optimizer family's parameters with its `type` (open, passed through as `optimizer_params`), or Dimuon parameters (closed; values checked when submitted: finite, learning_rate >= 0, 0 <= beta1 < 1).",
             "anyOf": [
                 adam,
-                {
-                    "allOf": [dimuon],
-                    "description": "DimuonParams with \"type\": \"dimuon\""
-                },
                 {
                     "type": "object",
                     "required": ["type"],
@@ -421,6 +416,18 @@ impl schemars::JsonSchema for OptimStepInput {
                         "type": {"type": "string", "not": {"enum": ["adam", "adamw", "dimuon"]}}
                     },
                     "additionalProperties": true
+                },
+                {
+                    "type": "object",
+                    "description": "DimuonParams (PROTOCOL.md 10.8), sent as optimizer_params.",
+                    "required": ["type", "learning_rate"],
+                    "properties": {
+                        "type": {"const": "dimuon"},
+                        "learning_rate": {"type": "number", "minimum": 0},
+                        "grad_clip_norm": {"type": "number", "default": 0.0},
+                        "beta1": {"type": "number", "default": 0.9, "minimum": 0, "exclusiveMaximum": 1}
+                    },
+                    "additionalProperties": false
                 }
             ]
         })

@@ -810,10 +810,11 @@ pub struct HandleHolder {
     /// ignored when decoding another SDK's handle).
     #[serde(default)]
     pub default_headers_overrides: std::collections::BTreeMap<String, String>,
-    /// The original's `client/config` flags (all of them, as the SDK's `model_dump`).
-    pub client_config: serde_json::Value,
+    /// The original's `client/config` flags (all of them, in the SDK's `model_dump` order;
+    /// missing ones default and unknown ones are dropped when decoding, as the SDK does).
+    pub client_config: crate::core::types::ClientConfig,
     /// The original's dynamic config.
-    pub client_dynamic_config: serde_json::Value,
+    pub client_dynamic_config: crate::core::types::DynamicConfig,
     /// Always null in a handle (the clone authenticates with its own credentials).
     #[serde(default)]
     pub api_key: Option<String>,
@@ -912,29 +913,7 @@ impl SamplerHandle {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(handle_error("holder.base_url must be an http(s) URL"));
         }
-        h.client_config()?;
-        h.dynamic_config()?;
         Ok(h)
-    }
-
-    /// The snapshot's `client/config` flags (missing ones default, unknown ones ignored).
-    pub fn client_config(&self) -> Result<crate::core::types::ClientConfig> {
-        serde_json::from_value(self.holder.client_config.clone()).map_err(|e| {
-            handle_error(format!(
-                "holder.client_config: {}",
-                crate::core::sanitize::serde_message(&e)
-            ))
-        })
-    }
-
-    /// The snapshot's dynamic config (missing fields default, unknown ones ignored).
-    pub fn dynamic_config(&self) -> Result<crate::core::types::DynamicConfig> {
-        serde_json::from_value(self.holder.client_dynamic_config.clone()).map_err(|e| {
-            handle_error(format!(
-                "holder.client_dynamic_config: {}",
-                crate::core::sanitize::serde_message(&e)
-            ))
-        })
     }
 }
 
@@ -952,19 +931,14 @@ impl SamplingClient {
         let session = core
             .session_if_started()
             .ok_or_else(|| Error::user("the session has not started"))?;
-        let to_json = |v: serde_json::Result<serde_json::Value>| {
-            v.map_err(|e| Error::fatal(format!("cannot encode a sampler handle: {e}")))
-        };
         Ok(SamplerHandle {
             session_id: session.session_id.clone(),
             sampling_session_id: self.inner.sampling_session_id.clone(),
             holder: HandleHolder {
                 base_url: core.config.base_url.clone(),
                 default_headers_overrides: Default::default(),
-                client_config: to_json(serde_json::to_value(&*core.server_config.read().unwrap()))?,
-                client_dynamic_config: to_json(serde_json::to_value(
-                    &*core.dynamic_config.read().unwrap(),
-                ))?,
+                client_config: core.server_config.read().unwrap().clone(),
+                client_dynamic_config: core.dynamic_config.read().unwrap().clone(),
                 api_key: None,
             },
             base_model: self.inner.base_model.clone(),
@@ -999,10 +973,12 @@ impl SamplingClient {
         }
         config.base_url = Some(h.holder.base_url.clone());
         let config = crate::core::config::Config::try_from(config)?;
-        let flags = h.client_config()?;
-        let dynamic = h.dynamic_config()?;
         let core = ClientCore::new(config, runtime)?;
-        core.become_shadow(h.session_id.clone(), flags, dynamic)?;
+        core.become_shadow(
+            h.session_id.clone(),
+            h.holder.client_config,
+            h.holder.client_dynamic_config,
+        )?;
         Ok(SamplingClient::new_clone(
             core,
             h.sampling_session_id,

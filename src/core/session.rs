@@ -152,7 +152,12 @@ impl ClientCore {
             *self.dynamic_config.write().unwrap() = dynamic;
             let body = CreateSessionRequest {
                 tags: self.config.tags.clone(),
-                user_metadata: Default::default(),
+                user_metadata: self
+                    .config
+                    .user_metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect(),
                 sdk_version: SDK_VERSION.into(),
                 project_id: self.config.project_id.clone(),
                 display_name: self.config.display_name.clone(),

@@ -248,6 +248,7 @@ impl Transport {
         auth: std::sync::Arc<crate::core::auth::Auth>,
         timeouts: &Timeouts,
         limits: &Limits,
+        overrides: &crate::core::config::HeaderOverrides,
     ) -> Result<Self> {
         let base = crate::core::config::parse_base_url(base_url, true)?;
         let mut static_headers = HeaderMap::new();
@@ -288,6 +289,21 @@ impl Transport {
                 v.set_sensitive(true);
                 access_headers.insert(HeaderName::from_static(header), v);
             }
+        }
+        // Caller overrides go over the Cloudflare headers, to the base URL's origin only
+        // (validated by the config builder: names, values, no credential header).
+        for (name, value) in overrides.iter() {
+            let (Ok(name), Ok(mut value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                return Err(Error::user(
+                    "default_headers_overrides: a header cannot be sent",
+                ));
+            };
+            value.set_sensitive(true);
+            static_headers.remove(&name);
+            access_headers.insert(name, value);
         }
         Ok(Transport {
             base_url: base_url.trim_end_matches('/').to_string(),

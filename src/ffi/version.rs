@@ -14,7 +14,7 @@ use std::ffi::c_char;
 /// The C ABI major version: bumped by a change or removal of a declaration (the shared
 /// library's soname follows it). A binding accepts a library whose major equals the one it
 /// was built against and whose minor is at least the one it was built against.
-pub const TINKEX_ABI_VERSION_MAJOR: u32 = 2;
+pub const TINKEX_ABI_VERSION_MAJOR: u32 = 3;
 
 /// The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
 /// bump).

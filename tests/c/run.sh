@@ -66,7 +66,7 @@ san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 echo "== build the test programs"
 bin="$work/bin"
 mkdir -p "$bin"
-for t in training misuse example; do
+for t in training training_api misuse example sampling; do
   src="tests/c/test_$t.c"
   [[ "$t" == example ]] && src="tests/c/example.c"
   run "build-c-$t" cc "${c_flags[@]}" "${cflags[@]}" "$src" -o "$bin/test_$t" "${link[@]}"
@@ -77,8 +77,11 @@ read -r -a static_libs <<<"$(pkg-config --static --libs-only-l tinkex | sed 's/-
 run "build-c-example-static" cc "${c_flags[@]}" "${cflags[@]}" tests/c/example.c \
   -o "$bin/test_example_static" "$prefix/lib/libtinkex.a" "${static_libs[@]}"
 run "build-c-secrets" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_secrets.c -o "$bin/test_secrets" "${link[@]}"
+run "build-c-rest" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest" "${link[@]}"
+run "build-c-rest-asan" cc "${c_flags[@]}" "${san[@]}" "${cflags[@]}" tests/c/test_rest.c -o "$bin/test_rest.asan" "${link[@]}"
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
-cpp_src=(tests/cpp/main.cpp tests/cpp/train.cpp)
+cpp_src=(tests/cpp/*.cpp)
+run "cpp-rest-generated" python3 bindings/cpp/tools/gen_rest.py --check
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
 
@@ -99,7 +102,7 @@ fi
 echo "emulator $url (pid $emu_pid)"
 
 echo "== plain"
-for t in training misuse example example_static cpp secrets; do
+for t in training training_api misuse example example_static cpp secrets rest sampling; do
   [[ -x "$bin/test_$t" ]] && run "$t" "$bin/test_$t" "$url"
 done
 
@@ -174,7 +177,7 @@ fi
 echo "== AddressSanitizer + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-for t in training misuse example cpp; do
+for t in training training_api misuse example cpp rest sampling; do
   [[ -x "$bin/test_$t.asan" ]] && run "$t-asan" "$bin/test_$t.asan" "$url"
 done
 unset ASAN_OPTIONS UBSAN_OPTIONS
@@ -193,7 +196,7 @@ else
     vg=(valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect,possible
         --errors-for-leak-kinds=definite,indirect,possible --suppressions=tests/c/valgrind.supp
         --num-callers=30)
-    for t in training misuse example cpp; do
+    for t in training training_api misuse example cpp sampling; do
       [[ -x "$bin/test_$t" ]] && run "$t-valgrind" "${vg[@]}" "$bin/test_$t" "$url"
     done
   else

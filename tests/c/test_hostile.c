@@ -241,8 +241,10 @@ static void run_op(const char *op, tinkex_service_client *svc, outcome *o) {
         } else {
           fut = NULL;
           err = NULL;
-          s = tinkex_rest_client_get_weights_info(rest, u8(path), strlen(path), NULL, NULL, &fut,
-                                                  &err);
+          char args[640];
+          snprintf(args, sizeof args, "{\"tinker_path\":\"%s\"}", path);
+          s = tinkex_rest_client_call(rest, u8("get_weights_info_by_tinker_path"), 31, u8(args),
+                                      strlen(args), NULL, NULL, &fut, &err);
           json = take(o, s, fut, err);
           tinkex_rest_client_free(rest);
         }
@@ -270,10 +272,8 @@ static void run_op(const char *op, tinkex_service_client *svc, outcome *o) {
       return;
     }
     err = NULL;
-    if (strcmp(op, "list_training_runs") == 0)
-      s = tinkex_rest_client_list_training_runs(rest, 10, 0, NULL, NULL, &fut, &err);
-    else
-      s = tinkex_rest_client_list_user_checkpoints(rest, 10, 0, NULL, NULL, &fut, &err);
+    s = tinkex_rest_client_call(rest, u8(op), strlen(op), u8("{\"limit\":10}"), 12, NULL, NULL,
+                                &fut, &err);
     json = take(o, s, fut, err);
     tinkex_rest_client_free(rest);
   } else {

@@ -185,16 +185,25 @@ static int child(const char *url) {
   if (fut) tinkex_future_free(fut);
   err = NULL;
   if (tinkex_service_client_create_rest_client(svc, &rest, &err) == TINKEX_STATUS_OK) {
+    char args[640];
     SUBMIT("list_training_runs",
-           tinkex_rest_client_list_training_runs(rest, 10, 0, NULL, NULL, &fut_, &err_));
+           tinkex_rest_client_call(rest, u8("list_training_runs"), 18, u8("{\"limit\":10}"), 12,
+                                   NULL, NULL, &fut_, &err_));
     SUBMIT("list_user_checkpoints",
-           tinkex_rest_client_list_user_checkpoints(rest, 10, 0, NULL, NULL, &fut_, &err_));
-    SUBMIT("get_weights_info", tinkex_rest_client_get_weights_info(rest, u8(path), strlen(path),
-                                                                   NULL, NULL, &fut_, &err_));
-    SUBMIT("no such run", tinkex_rest_client_get_training_run(rest, u8("no-such-run"), 11, NULL,
-                                                              NULL, &fut_, &err_));
-    SUBMIT("bad delete", tinkex_rest_client_delete_checkpoint(rest, u8("not-a-path"), 10, NULL,
-                                                              NULL, &fut_, &err_));
+           tinkex_rest_client_call(rest, u8("list_user_checkpoints"), 21, u8("{\"limit\":10}"),
+                                   12, NULL, NULL, &fut_, &err_));
+    snprintf(args, sizeof args, "{\"tinker_path\":\"%s\"}", path);
+    SUBMIT("get_weights_info",
+           tinkex_rest_client_call(rest, u8("get_weights_info_by_tinker_path"), 31, u8(args),
+                                   strlen(args), NULL, NULL, &fut_, &err_));
+    SUBMIT("no such run",
+           tinkex_rest_client_call(rest, u8("get_training_run"), 16,
+                                   u8("{\"training_run_id\":\"no-such-run\"}"), 33, NULL, NULL,
+                                   &fut_, &err_));
+    SUBMIT("bad delete",
+           tinkex_rest_client_call(rest, u8("delete_checkpoint_from_tinker_path"), 34,
+                                   u8("{\"tinker_path\":\"not-a-path\"}"), 28, NULL, NULL, &fut_,
+                                   &err_));
     tinkex_rest_client_free(rest);
   }
   SUBMIT("bad loss", tinkex_training_client_forward_backward(tc, u8(bad_loss), strlen(bad_loss),

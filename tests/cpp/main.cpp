@@ -25,6 +25,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   failures += run_training(rt.value(), argv[1]);
+  failures += run_custom_loss(rt.value(), argv[1]);
+  failures += run_operations(rt.value(), argv[1]);
 
   // RAII: handles freed in any order; a cloned runtime outlives the original.
   tinkex::Runtime second = rt.value().clone();

@@ -11,3 +11,12 @@ int run_training(const tinkex::Runtime &rt, const std::string &base_url);
 
 /// Counts and prints a failed check.
 int check(bool ok, const char *what);
+
+/// The custom loss checks (custom_loss.cpp); returns the number of failed checks.
+int run_custom_loss(const tinkex::Runtime &rt, const std::string &base_url);
+
+/// A ForwardInput JSON of the fixed batch (cross_entropy).
+std::string make_batch_json();
+
+/// Issue 14's operations (operations.cpp); returns the number of failed checks.
+int run_operations(const tinkex::Runtime &rt, const std::string &base_url);

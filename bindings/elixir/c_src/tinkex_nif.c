@@ -48,6 +48,7 @@
 #define TINKEX_TESTING 1
 #include "tinkex.h"
 
+
 static uint64_t clock_ns(clockid_t id);
 
 /* ------------------------------------------------------------------------------------ */
@@ -142,8 +143,12 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(training_client_optim_step, 2, 0)                                                        \
     X(training_client_save_state, 2, 0)                                                        \
     X(training_client_save_weights_for_sampler, 2, 0)                                          \
-    X(training_client_save_weights_and_get_sampling_client, 1, 0)                              \
+    X(training_client_save_weights_and_get_sampling_client, 2, 0)                              \
     X(training_client_load_state, 2, 0)                                                        \
+    X(training_client_forward_backward_custom, 2, 0)                                           \
+    X(custom_loss_set_metrics, 2, 0)                                                           \
+    X(custom_loss_backward, 2, 0)                                                              \
+    X(custom_loss_abort, 2, 0)                                                                 \
     X(datum_batch_new, 0, 0)                                                                   \
     X(datum_batch_push, 3, 0)                                                                  \
     X(datum_batch_push_json, 2, 0)                                                             \
@@ -152,12 +157,21 @@ static int try_thread_create(char *name, ErlNifTid *tid, void *(*fn)(void *), vo
     X(sampling_client_get_info, 1, 0)                                                          \
     X(sampling_client_sample, 2, 0)                                                            \
     X(sampling_client_compute_logprobs, 2, 0)                                                  \
-    X(rest_client_list_training_runs, 3, 0)                                                    \
-    X(rest_client_get_training_run, 2, 0)                                                      \
-    X(rest_client_list_checkpoints, 2, 0)                                                      \
-    X(rest_client_list_user_checkpoints, 3, 0)                                                 \
-    X(rest_client_delete_checkpoint, 2, 0)                                                     \
-    X(rest_client_get_weights_info, 2, 0)                                                      \
+    X(rest_client_new, 2, 0)                                                                   \
+    X(rest_client_call, 3, 0)                                                                  \
+    X(admin_client_new, 2, 0)                                                                  \
+    X(admin_client_call, 3, 0)                                                                 \
+    X(service_client_copy_weights, 2, 0)                                                       \
+    X(service_client_create_custom_loss, 2, 0)                                                 \
+    X(service_client_resume_training_run, 2, 0)                                                \
+    X(service_client_get_console_url, 1, 0)                                                    \
+    X(service_client_status, 1, 0)                                                             \
+    X(training_client_get_console_url, 1, 0)                                                   \
+    X(training_client_status, 1, 0)                                                            \
+    X(training_client_save_weights_external, 2, 0)                                             \
+    X(sampling_client_get_sampler_handle, 1, 0)                                                \
+    X(sampling_client_from_sampler_handle, 3, 0)                                               \
+    X(sampling_client_status, 1, 0)                                                            \
     X(future_cancel, 1, 0)                                                                     \
     X(future_is_done, 1, 0)                                                                    \
     X(testing_available, 0, 0)                                                                 \
@@ -230,6 +244,7 @@ enum {
     K_TRAINING,
     K_SAMPLING,
     K_REST,
+    K_ADMIN,
     K_FUTURE,
     K_SUBSCRIPTION,
     K_BATCH,
@@ -237,13 +252,14 @@ enum {
     K_DONE_CTX, /* completion contexts whose callback has not run yet */
     K_SUB_CTX,  /* subscription contexts whose user_data_free has not run yet */
     K_LOG_CTX,  /* log sink contexts whose user_data_free has not run yet */
+    K_PASS,     /* custom loss passes (tinkex_custom_loss) */
     K_COUNT
 };
 
 static const char *const kind_names[K_COUNT] = {
-    "runtime", "service_client", "training_client", "sampling_client", "rest_client",
+    "runtime", "service_client", "training_client", "sampling_client", "rest_client", "admin_client",
     "future",  "subscription",   "datum_batch",     "result_binary",   "pending_callback",
-    "subscription_context", "log_sink_context"};
+    "subscription_context", "log_sink_context", "custom_loss_pass"};
 
 static atomic_long live[K_COUNT];
 static atomic_long total[K_COUNT];
@@ -282,7 +298,7 @@ typedef struct {
 } bytes_t;
 
 static ErlNifResourceType *rt_type, *svc_type, *train_type, *samp_type, *rest_type, *fut_type,
-    *sub_type, *batch_type, *bytes_type;
+    *sub_type, *batch_type, *bytes_type, *pass_type, *admin_type;
 
 static void dtor_runtime(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -308,6 +324,11 @@ static void dtor_rest(ErlNifEnv *env, void *obj) {
     (void)env;
     tinkex_rest_client_free(((handle_t *)obj)->ptr);
     count_down(K_REST);
+}
+static void dtor_admin(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_admin_client_free(((handle_t *)obj)->ptr);
+    count_down(K_ADMIN);
 }
 static void dtor_future(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -339,6 +360,13 @@ static void dtor_batch(ErlNifEnv *env, void *obj) {
     tinkex_datum_batch_free(b->batch); /* NULL: never created */
     b->batch = NULL;
     count_down(K_BATCH);
+}
+/* Freeing a pass that neither sent its backward nor aborted aborts it (the C ABI's rule):
+ * a pass dropped by a dead process poisons its training client instead of hanging it. */
+static void dtor_pass(ErlNifEnv *env, void *obj) {
+    (void)env;
+    tinkex_custom_loss_free(((handle_t *)obj)->ptr);
+    count_down(K_PASS);
 }
 static void dtor_bytes(ErlNifEnv *env, void *obj) {
     (void)env;
@@ -376,7 +404,9 @@ static void free_unwrapped(int kind, void *ptr) {
     case K_TRAINING: tinkex_training_client_free(ptr); break;
     case K_SAMPLING: tinkex_sampling_client_free(ptr); break;
     case K_REST: tinkex_rest_client_free(ptr); break;
+    case K_ADMIN: tinkex_admin_client_free(ptr); break;
     case K_FUTURE: tinkex_future_free(ptr); break;
+    case K_PASS: tinkex_custom_loss_free(ptr); break;
     default: break;
     }
 }
@@ -877,6 +907,55 @@ JSON_SUBMIT(training_client_load_state, train_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_sample, samp_type, TAKE_JSON)
 JSON_SUBMIT(sampling_client_compute_logprobs, samp_type, TAKE_JSON)
 
+JSON_SUBMIT(service_client_copy_weights, svc_type, TAKE_JSON)
+JSON_SUBMIT(service_client_create_custom_loss, svc_type, TAKE_JSON)
+JSON_SUBMIT(service_client_resume_training_run, svc_type, TAKE_TRAINING)
+JSON_SUBMIT(training_client_save_weights_external, train_type, TAKE_JSON)
+
+/* One NIF per synchronous JSON getter `tinkex_<name>(handle, &bytes, &err)` (console URLs,
+ * status() introspection, the sampler handle): {ok, Json}. */
+#define SYNC_BYTES(name, type)                                                                 \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        (void)argc;                                                                            \
+        void *h;                                                                               \
+        if (!get_handle(env, argv[0], type, &h)) return enif_make_badarg(env);                 \
+        tinkex_bytes *b = NULL;                                                                \
+        tinkex_error *err = NULL;                                                              \
+        tinkex_status st = tinkex_##name(h, &b, &err);                                         \
+        if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);                          \
+        return ok_bytes(env, b);                                                               \
+    }
+
+SYNC_BYTES(service_client_get_console_url, svc_type)
+SYNC_BYTES(service_client_status, svc_type)
+SYNC_BYTES(training_client_get_console_url, train_type)
+SYNC_BYTES(training_client_status, train_type)
+SYNC_BYTES(sampling_client_get_sampler_handle, samp_type)
+SYNC_BYTES(sampling_client_status, samp_type)
+
+/* sampling_client_from_sampler_handle(Runtime, Handle, ConfigJson) -> {ok, SamplingClient}:
+ * a clone of a sampler from its handle string (3.4, 12.2); no I/O at creation. */
+static ERL_NIF_TERM nif_sampling_client_from_sampler_handle(ErlNifEnv *env, int argc,
+                                                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *rt;
+    ErlNifBinary handle, cfg;
+    if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &handle) ||
+        !get_bin(env, argv[2], &cfg))
+        return enif_make_badarg(env);
+    handle_t *h = alloc_handle(samp_type, K_SAMPLING);
+    if (!h) return oom_error(env, "sampling client resource");
+    tinkex_sampling_client *sc = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_sampling_client_from_sampler_handle(rt, handle.data, handle.size,
+                                                                 cfg.data, cfg.size, &sc, &err);
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(h);
+        return error_tuple(env, st, err);
+    }
+    return enif_make_tuple2(env, a_ok, fill_handle(env, h, sc));
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Events                                                                                */
 /* ------------------------------------------------------------------------------------ */
@@ -1026,13 +1105,15 @@ static ERL_NIF_TERM nif_training_client_save_weights_and_get_sampling_client(
     ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     void *tc;
-    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], train_type, &tc) || !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
     submit_t s;
     if (!submit_begin(env, TAKE_SAMPLING, &s)) return oom_error(env, "submit");
     tinkex_future *fut = NULL;
     tinkex_error *err = NULL;
     tinkex_status st = tinkex_training_client_save_weights_and_get_sampling_client(
-        tc, on_done, s.ctx, &fut, &err);
+        tc, json.size ? json.data : NULL, json.size, on_done, s.ctx, &fut, &err);
     return submit_end(env, &s, st, fut, err);
 }
 
@@ -1086,6 +1167,110 @@ static int batch_submit_begin(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
 
 BATCH_SUBMIT(training_client_forward_backward_batch)
 BATCH_SUBMIT(training_client_forward_batch)
+
+/* ------------------------------------------------------------------------------------ */
+/* Client-side custom loss (PROTOCOL 11.6)                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* The Elixir side (Tinkex.TrainingClient.forward_backward_custom/4) runs the loss function
+ * in an ordinary process: phase 1 posts the forward's result to that process like any
+ * completion, the process computes the loss and answers with custom_loss_backward (or
+ * custom_loss_abort). No NIF waits and no Elixir code runs on a libtinkex thread. */
+
+/* Reads a batch resource argument; a batch of more than DIRTY_BATCH_BYTES is copied on a
+ * dirty CPU scheduler (the submit calls copy it synchronously). 0 with *early set when the
+ * NIF must return *early. */
+static int custom_batch_arg(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[], const char *name,
+                            ERL_NIF_TERM (*self)(ErlNifEnv *, int, const ERL_NIF_TERM[]),
+                            tinkex_datum_batch **batch, ERL_NIF_TERM *early) {
+    batch_t *b;
+    if (!enif_get_resource(env, argv[1], batch_type, (void **)&b) || !b->batch) {
+        *early = enif_make_badarg(env);
+        return 0;
+    }
+    if (atomic_load(&b->bytes) > DIRTY_BATCH_BYTES &&
+        enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
+        *early = enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self, argc, argv);
+        return 0;
+    }
+    *batch = b->batch;
+    return 1;
+}
+
+/* training_client_forward_backward_custom(Tc, Batch) -> {ok, Ref, Future, Pass}: phase 1;
+ * {tinkex, Ref, {ok, ForwardJson}} reaches the caller when the forward is done. */
+static ERL_NIF_TERM nif_training_client_forward_backward_custom(ErlNifEnv *env, int argc,
+                                                                const ERL_NIF_TERM argv[]) {
+    void *tc;
+    tinkex_datum_batch *batch;
+    ERL_NIF_TERM early;
+    if (!get_handle(env, argv[0], train_type, &tc)) return enif_make_badarg(env);
+    if (!custom_batch_arg(env, argc, argv, "training_client_forward_backward_custom",
+                          timed_training_client_forward_backward_custom, &batch, &early))
+        return early;
+    handle_t *p = alloc_handle(pass_type, K_PASS);
+    if (!p) return oom_error(env, "custom loss resource");
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) {
+        enif_release_resource(p);
+        return oom_error(env, "submit");
+    }
+    tinkex_custom_loss *pass = NULL;
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_training_client_forward_backward_custom(tc, batch, on_done, s.ctx,
+                                                                      &pass, &fut, &err);
+    if (st != TINKEX_STATUS_OK) {
+        enif_release_resource(p);
+        return submit_end(env, &s, st, fut, err);
+    }
+    ERL_NIF_TERM fut_t = fill_handle(env, s.fut, fut);
+    return enif_make_tuple4(env, a_ok, s.ref, fut_t, fill_handle(env, p, pass));
+}
+
+/* custom_loss_set_metrics(Pass, MetricsJson) -> ok */
+static ERL_NIF_TERM nif_custom_loss_set_metrics(ErlNifEnv *env, int argc,
+                                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *pass;
+    ErlNifBinary json;
+    if (!get_handle(env, argv[0], pass_type, &pass) || !get_bin(env, argv[1], &json))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_set_metrics(pass, json.data, json.size, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
+
+/* custom_loss_backward(Pass, GradsBatch) -> {ok, Ref, Future}: phase 2. */
+static ERL_NIF_TERM nif_custom_loss_backward(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    void *pass;
+    tinkex_datum_batch *batch;
+    ERL_NIF_TERM early;
+    if (!get_handle(env, argv[0], pass_type, &pass)) return enif_make_badarg(env);
+    if (!custom_batch_arg(env, argc, argv, "custom_loss_backward", timed_custom_loss_backward,
+                          &batch, &early))
+        return early;
+    submit_t s;
+    if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");
+    tinkex_future *fut = NULL;
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_backward(pass, batch, on_done, s.ctx, &fut, &err);
+    return submit_end(env, &s, st, fut, err);
+}
+
+/* custom_loss_abort(Pass, Reason) -> ok: releases the turn and poisons the client. */
+static ERL_NIF_TERM nif_custom_loss_abort(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    void *pass;
+    ErlNifBinary reason;
+    if (!get_handle(env, argv[0], pass_type, &pass) || !get_bin(env, argv[1], &reason))
+        return enif_make_badarg(env);
+    tinkex_error *err = NULL;
+    tinkex_status st = tinkex_custom_loss_abort(pass, reason.data, reason.size, &err);
+    if (st != TINKEX_STATUS_OK) return error_tuple(env, st, err);
+    return a_ok;
+}
 
 /* ------------------------------------------------------------------------------------ */
 /* Datum batches                                                                         */
@@ -1230,35 +1415,53 @@ static ERL_NIF_TERM nif_sampling_client_get_info(ErlNifEnv *env, int argc,
 /* REST client                                                                           */
 /* ------------------------------------------------------------------------------------ */
 
-/* The REST NIFs: (client, limit, offset) or (client, string) -> future. Each calls its
- * export by name with its own prototype. */
-#define REST_CALL(name, args_ok, ...)                                                          \
+/* rest_client_new(Runtime, ConfigJson) / admin_client_new(...): session-less holders (no
+ * I/O at creation). */
+#define HOLDER_NEW(name, type, kind, ctype)                                                         \
     static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
         (void)argc;                                                                            \
-        void *rc;                                                                              \
-        unsigned limit, offset;                                                                \
-        ErlNifBinary str;                                                                      \
-        (void)limit;                                                                           \
-        (void)offset;                                                                          \
-        (void)str;                                                                             \
-        if (!get_handle(env, argv[0], rest_type, &rc) || !(args_ok))                           \
+        void *rt;                                                                              \
+        ErlNifBinary cfg;                                                                      \
+        if (!get_handle(env, argv[0], rt_type, &rt) || !get_bin(env, argv[1], &cfg))          \
             return enif_make_badarg(env);                                                      \
+        handle_t *h = alloc_handle(type, kind);                                                \
+        if (!h) return oom_error(env, #name " resource");                                     \
+        ctype *out = NULL;                                                                     \
+        tinkex_error *err = NULL;                                                              \
+        tinkex_status st = tinkex_##name(rt, cfg.data, cfg.size, &out, &err);                   \
+        if (st != TINKEX_STATUS_OK) {                                                          \
+            enif_release_resource(h);                                                          \
+            return error_tuple(env, st, err);                                                  \
+        }                                                                                      \
+        return enif_make_tuple2(env, a_ok, fill_handle(env, h, out));                          \
+    }
+
+/* rest_client_call(Client, Method, ArgsJson) / admin_client_call(...) -> {ok, Ref, Future}:
+ * the generic call of the method table (src/core/rest/methods.json). */
+#define HOLDER_CALL(name, type)                                                                \
+    static ERL_NIF_TERM nif_##name(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {    \
+        (void)argc;                                                                            \
+        void *c;                                                                               \
+        ErlNifBinary method, args;                                                             \
+        if (!get_handle(env, argv[0], type, &c) || !get_bin(env, argv[1], &method) ||          \
+            !get_bin(env, argv[2], &args))                                                     \
+            return enif_make_badarg(env);                                                      \
+        if (args.size > DIRTY_JSON_BYTES && enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) \
+            return enif_schedule_nif(env, #name, ERL_NIF_DIRTY_JOB_CPU_BOUND, timed_##name,    \
+                                     argc, argv);                                              \
         submit_t s;                                                                            \
         if (!submit_begin(env, TAKE_JSON, &s)) return oom_error(env, "submit");                \
         tinkex_future *fut = NULL;                                                             \
         tinkex_error *err = NULL;                                                              \
-        tinkex_status st = tinkex_##name(rc, __VA_ARGS__, on_done, s.ctx, &fut, &err);         \
+        tinkex_status st = tinkex_##name(c, method.data, method.size, args.data, args.size,    \
+                                         on_done, s.ctx, &fut, &err);                          \
         return submit_end(env, &s, st, fut, err);                                              \
     }
-#define PAGE_ARGS_OK enif_get_uint(env, argv[1], &limit) && enif_get_uint(env, argv[2], &offset)
-#define STR_ARGS_OK get_bin(env, argv[1], &str)
 
-REST_CALL(rest_client_list_training_runs, PAGE_ARGS_OK, limit, offset)
-REST_CALL(rest_client_list_user_checkpoints, PAGE_ARGS_OK, limit, offset)
-REST_CALL(rest_client_get_training_run, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_list_checkpoints, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_delete_checkpoint, STR_ARGS_OK, str.data, str.size)
-REST_CALL(rest_client_get_weights_info, STR_ARGS_OK, str.data, str.size)
+HOLDER_NEW(rest_client_new, rest_type, K_REST, tinkex_rest_client)
+HOLDER_NEW(admin_client_new, admin_type, K_ADMIN, tinkex_admin_client)
+HOLDER_CALL(rest_client_call, rest_type)
+HOLDER_CALL(admin_client_call, admin_type)
 
 /* ------------------------------------------------------------------------------------ */
 /* Futures                                                                               */
@@ -1653,6 +1856,7 @@ static int open_types(ErlNifEnv *env) {
     OPEN(train_type, "tinkex_training_client", dtor_training)
     OPEN(samp_type, "tinkex_sampling_client", dtor_sampling)
     OPEN(rest_type, "tinkex_rest_client", dtor_rest)
+    OPEN(admin_type, "tinkex_admin_client", dtor_admin)
     OPEN(fut_type, "tinkex_future", dtor_future)
     {
         ErlNifResourceTypeInit init = {.dtor = dtor_subscription, .down = down_subscription};
@@ -1661,6 +1865,7 @@ static int open_types(ErlNifEnv *env) {
     }
     OPEN(batch_type, "tinkex_datum_batch", dtor_batch)
     OPEN(bytes_type, "tinkex_bytes", dtor_bytes)
+    OPEN(pass_type, "tinkex_custom_loss", dtor_pass)
 #undef OPEN
     return 1;
 }

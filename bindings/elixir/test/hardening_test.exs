@@ -158,6 +158,9 @@ defmodule Tinkex.HardeningTest do
           {:ok, f} = ServiceClient.create_sampling_client(svc, base_model: base_model())
           {:ok, sampler} = Future.await(f, 60_000)
           {:ok, rest} = ServiceClient.create_rest_client(svc)
+          # resume_training_run needs a training checkpoint of the run.
+          {:ok, f} = TrainingClient.save_state(tc, "hardening")
+          {:ok, _} = Future.await(f, 60_000)
 
           %{
             # the resource (the batch is thread-safe in libtinkex: no mutex of the NIF's)
@@ -178,7 +181,13 @@ defmodule Tinkex.HardeningTest do
               with_large_results(fn -> walk("forward_backward", fn -> await(TrainingClient.forward_backward(tc, [long_datum(600)], :cross_entropy)) end) end),
             optim_step: walk("optim_step", fn -> await(TrainingClient.optim_step(tc, learning_rate: 1.0e-4)) end),
             list_training_runs: walk("list_training_runs", fn -> await(RestClient.list_training_runs(rest)) end),
-            get_training_run: walk("get_training_run", fn -> await(RestClient.get_training_run(rest, TrainingClient.model_id(tc))) end)
+            get_training_run: walk("get_training_run", fn -> await(RestClient.get_training_run(rest, TrainingClient.model_id(tc))) end),
+            rest_client_new: walk("RestClient.new", fn -> RestClient.new(api_key: "tml-elixir-test", base_url: emu.url) end),
+            admin_client_new: walk("AdminClient.new", fn -> Tinkex.AdminClient.new(api_key: "tml-elixir-test", base_url: emu.url) end),
+            status: walk("status", fn -> ServiceClient.status(svc) end),
+            get_sampler_handle: walk("get_sampler_handle", fn -> SamplingClient.get_sampler_handle(sampler) end),
+            resume_training_run:
+              walk("resume_training_run", fn -> await(ServiceClient.resume_training_run(svc, TrainingClient.model_id(tc))) end)
           }
         end)
         |> Task.await(600_000)
@@ -201,7 +210,12 @@ defmodule Tinkex.HardeningTest do
                forward_backward_bulk: {5, :large_result},
                optim_step: 4,
                list_training_runs: 4,
-               get_training_run: 4
+               get_training_run: 4,
+               rest_client_new: 1,
+               admin_client_new: 1,
+               status: 1,
+               get_sampler_handle: 1,
+               resume_training_run: 5
              }
 
       # Nothing leaked: every resource and callback context of every failed run is gone.

@@ -56,12 +56,12 @@ defmodule Tinkex.SecretsTest do
   IO.puts("RESULT #{inspect(aw.(RestClient.get_training_run(rest, TrainingClient.model_id(tc))))}")
   IO.puts("RESULT #{inspect(aw.(RestClient.list_checkpoints(rest, TrainingClient.model_id(tc))))}")
   IO.puts("RESULT #{inspect(aw.(RestClient.list_user_checkpoints(rest)))}")
-  IO.puts("RESULT #{inspect(aw.(RestClient.get_weights_info(rest, path)))}")
+  IO.puts("RESULT #{inspect(aw.(RestClient.get_weights_info_by_tinker_path(rest, path)))}")
   for {what, r} <- [
         {"no such run", aw.(RestClient.get_training_run(rest, "no-such-run"))},
         {"bad loss", aw.(TrainingClient.forward_backward(tc, data, :no_such_loss))},
         {"bad sampler", aw.(ServiceClient.create_sampling_client(svc, model_path: "tinker://nope/sampler_weights/x"))},
-        {"bad delete", aw.(RestClient.delete_checkpoint(rest, "not-a-path"))},
+        {"bad delete", aw.(RestClient.delete_checkpoint_from_tinker_path(rest, "not-a-path"))},
         {"bad load", aw.(TrainingClient.load_state(tc, "tinker://nope/weights/nope"))}
       ] do
     case r do

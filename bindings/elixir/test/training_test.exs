@@ -85,10 +85,10 @@ defmodule Tinkex.TrainingTest do
     {:ok, cps} = Future.await(f, 30_000)
     assert Enum.any?(cps.checkpoints, &(&1.tinker_path == path))
 
-    {:ok, f} = RestClient.get_weights_info(rest, path)
+    {:ok, f} = RestClient.get_weights_info_by_tinker_path(rest, path)
     assert {:ok, %Tinkex.Types.WeightsInfoResponse{base_model: "Qwen/Qwen3-8B", is_lora: true}} = Future.await(f, 30_000)
 
-    {:ok, f} = RestClient.delete_checkpoint(rest, named)
+    {:ok, f} = RestClient.delete_checkpoint_from_tinker_path(rest, named)
     assert {:ok, :ok} = Future.await(f, 30_000)
     {:ok, f} = RestClient.list_user_checkpoints(rest)
     {:ok, all} = Future.await(f, 30_000)

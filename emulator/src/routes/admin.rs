@@ -50,6 +50,9 @@ fn parse_day(day: &str) -> Option<f64> {
 
 static AUDIT_FILES: AtomicU64 = AtomicU64::new(0);
 
+/// Audit answers kept on disk (older files are overwritten).
+const AUDIT_RING: u64 = 256;
+
 /// Every audit entry, oldest first.
 fn audit_entries(app: &AppRef) -> Vec<(f64, &'static str, Value)> {
     let mut out = Vec::new();
@@ -118,7 +121,8 @@ pub async fn audit(
         .map(|(_, _, v)| v)
         .collect();
     let n = AUDIT_FILES.fetch_add(1, Ordering::Relaxed);
-    let rel = format!("rest/audit/{}-{n}.json", std::process::id());
+    // A ring of files: the state dir stays bounded however often the log is fetched.
+    let rel = format!("rest/audit/{}.json", n % AUDIT_RING);
     let file = app.config.state_dir.join(&rel);
     let written = std::fs::create_dir_all(file.parent().expect("audit dir")).and_then(|_| {
         std::fs::write(

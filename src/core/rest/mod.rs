@@ -98,6 +98,15 @@ pub(crate) fn sessionless_holder(
     Ok(core)
 }
 
+/// Forgets the cache entries of dropped holders. Run when a session-less holder is dropped,
+/// so the process-wide cache keeps no allocation of a freed client (a `Weak` keeps its
+/// block alive). Skipped when the cache is busy: the next lookup prunes instead.
+pub(crate) fn forget_dead_holders() {
+    if let Ok(mut cache) = holder_cache().try_lock() {
+        cache.retain(|_, w| w.strong_count() > 0);
+    }
+}
+
 /// Whether `s` is a calendar date `YYYY-MM-DD`.
 pub fn is_date(s: &str) -> bool {
     let b = s.as_bytes();

@@ -7,7 +7,7 @@ defmodule Tinkex.Constants do
   """
 
   @doc "`TINKEX_ABI_VERSION_MAJOR`."
-  def abi_version_major, do: 2
+  def abi_version_major, do: 3
 
   @doc "`TINKEX_ABI_VERSION_MINOR`."
   def abi_version_minor, do: 0

@@ -23,7 +23,7 @@ defmodule Tinkex.Future do
 
   @type t :: %__MODULE__{
           ref: reference,
-          handle: reference,
+          handle: reference | {:custom, pid, reference},
           owner: pid,
           decode: (term -> {:ok, term} | {:error, Error.t()}),
           op: atom
@@ -95,12 +95,16 @@ defmodule Tinkex.Future do
   @doc """
   Cancels the operation: if it has not finished, it completes with
   `%Tinkex.Error{kind: :cancelled}` and its HTTP work stops. Idempotent; never blocks.
+  For `TrainingClient.forward_backward_custom/4` it cancels the forward pass (once the
+  loss function has run, the backward is no longer cancelled).
   """
   @spec cancel(t) :: :ok
+  def cancel(%__MODULE__{handle: {:custom, _pid, fwd}}), do: Tinkex.Native.future_cancel(fwd)
   def cancel(%__MODULE__{handle: h}), do: Tinkex.Native.future_cancel(h)
 
   @doc "Whether the operation has finished (its message may still be in flight)."
   @spec done?(t) :: boolean
+  def done?(%__MODULE__{handle: {:custom, pid, _fwd}}), do: not Process.alive?(pid)
   def done?(%__MODULE__{handle: h}), do: Tinkex.Native.future_is_done(h)
 
   @doc "Turns the `result` of a `{:tinkex, ref, result}` message into the awaited value."

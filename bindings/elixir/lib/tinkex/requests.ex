@@ -5,7 +5,7 @@ defmodule Tinkex.Requests do
   # suite validates every body against the committed JSON Schema (docs/schema/) without
   # running the operation.
 
-  alias Tinkex.Types.{AdamParams, Datum, LoraConfig, ModelInput, SamplingParams, Util}
+  alias Tinkex.Types.{AdamParams, Datum, DimuonParams, LoraConfig, ModelInput, OptimizerConfig, SamplingParams, TensorData, Util}
 
   @top_keys ~w(api_key base_url tags project_id display_name telemetry allow_insecure_http timeouts retry heartbeat progress_event_interval_ms)a
 
@@ -27,14 +27,59 @@ defmodule Tinkex.Requests do
         :error -> struct!(LoraConfig, Keyword.take(opts, [:rank, :seed, :train_unembed, :train_mlp, :train_attn]))
       end
 
-    %{"base_model" => base_model, "lora_config" => LoraConfig.to_json(lora)}
+    Util.compact(%{
+      "base_model" => base_model,
+      "lora_config" => LoraConfig.to_json(lora),
+      "user_metadata" => opts[:user_metadata],
+      "optimizer" => OptimizerConfig.to_json(opts[:optimizer])
+    })
   end
 
-  def create_training_client_from_state(path, opts),
-    do: %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+  def create_training_client_from_state(path, opts) do
+    Util.compact(%{
+      "path" => path,
+      "optimizer" => Keyword.get(opts, :optimizer, false),
+      "base_model" => opts[:base_model],
+      "user_metadata" => opts[:user_metadata],
+      "weights_access_token" => opts[:weights_access_token],
+      "optimizer_config" => OptimizerConfig.to_json(opts[:optimizer_config])
+    })
+  end
 
   def create_sampling_client(opts),
-    do: opts |> Keyword.take([:base_model, :model_path]) |> Map.new(fn {k, v} -> {Atom.to_string(k), v} end)
+    do:
+      opts
+      |> Keyword.take([:base_model, :model_path, :sampling_session_id, :retry_config, :record_stability_info])
+      |> Map.new(fn {k, v} -> {Atom.to_string(k), v} end)
+      |> Util.compact()
+
+  def copy_weights(path, opts),
+    do: Util.compact(%{"path" => path, "ttl_seconds" => opts[:ttl_seconds], "weights_access_token" => opts[:weights_access_token]})
+
+  def create_custom_loss(name, inputs, graph) do
+    %{
+      "name" => name,
+      "inputs" =>
+        Enum.map(inputs, fn
+          {n, rank} -> %{"name" => to_string(n), "rank" => rank}
+          %{} = m -> m
+        end),
+      "graph" => graph
+    }
+  end
+
+  def resume_training_run(id, opts), do: Util.compact(%{"training_run_id" => id, "optimizer" => opts[:optimizer]})
+
+  def save_weights_external(name, opts),
+    do: Util.compact(%{"path" => name, "ttl_seconds" => opts[:ttl_seconds], "age_encryption_recipients" => opts[:age_encryption_recipients]})
+
+  def save_weights_and_get_sampling_client(opts),
+    do:
+      Util.compact(%{
+        "kind" => if(opts[:kind], do: to_string(opts[:kind])),
+        "retry_config" => opts[:retry_config],
+        "record_stability_info" => opts[:record_stability_info]
+      })
 
   def close(reason, detail), do: Util.compact(%{"reason" => %{"type" => Atom.to_string(reason)}, "detail" => detail})
 
@@ -46,6 +91,7 @@ defmodule Tinkex.Requests do
   def datum(%Datum{} = d), do: Datum.to_json(d)
 
   def optim_step(%AdamParams{} = p), do: AdamParams.to_json(p)
+  def optim_step(%DimuonParams{} = p), do: DimuonParams.to_json(p)
 
   def save_state(name, opts) do
     Util.compact(%{
@@ -56,9 +102,11 @@ defmodule Tinkex.Requests do
     })
   end
 
-  def load_state(path, opts), do: %{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false)}
+  def load_state(path, opts),
+    do: Util.compact(%{"path" => path, "optimizer" => Keyword.get(opts, :optimizer, false), "weights_access_token" => opts[:weights_access_token]})
 
-  def save_weights_for_sampler(name), do: %{"path" => name}
+  def save_weights_for_sampler(name, opts \\ []),
+    do: Util.compact(%{"path" => name, "ttl_seconds" => opts[:ttl_seconds], "user_metadata" => opts[:user_metadata]})
 
   def sample(prompt, %SamplingParams{} = params, opts) do
     Util.compact(%{
@@ -68,9 +116,15 @@ defmodule Tinkex.Requests do
       "prompt_logprobs" => opts[:prompt_logprobs],
       "topk_prompt_logprobs" => opts[:topk_prompt_logprobs],
       "topk_sample_logprobs" => opts[:topk_sample_logprobs],
-      "prompt_logprobs_last_n" => opts[:prompt_logprobs_last_n]
+      "prompt_logprobs_last_n" => opts[:prompt_logprobs_last_n],
+      "target_prompt_logprobs" => target(opts[:target_prompt_logprobs]),
+      "prompt_alt_tokens_k" => opts[:prompt_alt_tokens_k]
     })
   end
 
   def compute_logprobs(prompt), do: %{"prompt" => ModelInput.to_json(prompt)}
+
+  defp target(nil), do: nil
+  defp target(%TensorData{} = t), do: TensorData.to_json(t)
+  defp target(m) when is_map(m), do: m
 end

@@ -62,7 +62,8 @@ defmodule Tinkex.ServiceClient do
   @doc """
   Creates a LoRA training client: a future of `Tinkex.TrainingClient`. Options: `:rank`
   (default 32), `:seed`, `:train_unembed`, `:train_mlp`, `:train_attn`, or `:lora_config`
-  (a `Tinkex.Types.LoraConfig`).
+  (a `Tinkex.Types.LoraConfig`); `:user_metadata` (string map); `:optimizer` (`:adamw`,
+  `:dimuon` or a map, see `Tinkex.Types.OptimizerConfig`; default: the server's).
   """
   @spec create_lora_training_client(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_lora_training_client(%__MODULE__{handle: h}, base_model, opts \\ []) do
@@ -75,6 +76,8 @@ defmodule Tinkex.ServiceClient do
   @doc """
   Creates a training client from a training checkpoint (`tinker://.../weights/name`): a
   future of `Tinkex.TrainingClient`. `optimizer: true` also restores the optimizer state.
+  Other options: `:base_model`, `:user_metadata`, `:weights_access_token`,
+  `:optimizer_config` (see `Tinkex.Types.OptimizerConfig`).
   """
   @spec create_training_client_from_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_training_client_from_state(%__MODULE__{handle: h}, path, opts \\ []) do
@@ -90,7 +93,9 @@ defmodule Tinkex.ServiceClient do
 
   @doc """
   Creates a sampling client: a future of `Tinkex.SamplingClient`. Give exactly one of
-  `base_model: "Qwen/Qwen3-8B"` or `model_path: "tinker://.../sampler_weights/name"`.
+  `base_model: "Qwen/Qwen3-8B"`, `model_path: "tinker://.../sampler_weights/name"` or
+  `sampling_session_id: "..."`. Other options: `:retry_config` (map of RetryConfig
+  fields), `:record_stability_info` (boolean, default false).
   """
   @spec create_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_sampling_client(%__MODULE__{handle: h}, opts) do
@@ -100,13 +105,70 @@ defmodule Tinkex.ServiceClient do
     |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap/1)
   end
 
-  @doc "Creates a REST client (training runs, checkpoints) sharing this client's transport."
+  @doc """
+  Creates a REST client (training runs, checkpoints, ...) sharing this client's transport
+  (no session is needed for it). For one without a service client: `Tinkex.RestClient.new/1`.
+  """
   @spec create_rest_client(t) :: {:ok, Tinkex.RestClient.t()} | {:error, Error.t()}
   def create_rest_client(%__MODULE__{handle: h}) do
     case Native.service_client_create_rest_client(h) do
       {:ok, rc} -> {:ok, %Tinkex.RestClient{handle: rc}}
       {:error, e} -> {:error, Error.from_nif(e)}
     end
+  end
+
+  @doc """
+  Copies a checkpoint into the configured project (`:project_id` of `new/1`) by reference
+  (PROTOCOL 6.9): a future of the new `tinker://` path. Options: `:ttl_seconds`,
+  `:weights_access_token`.
+  """
+  @spec copy_weights(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def copy_weights(%__MODULE__{handle: h}, path, opts \\ []) do
+    Native.service_client_copy_weights(h, JSON.encode!(Requests.copy_weights(path, opts)))
+    |> Future.submitted(:copy_weights, Future.json(& &1))
+  end
+
+  @doc """
+  Registers a server-side custom loss (PROTOCOL 5.10, 11.6) given as its traced graph:
+  `name`, `inputs` (a list of `{name, rank}` or `%{"name" => ..., "rank" => ...}`, `logprobs`
+  included) and `graph` (the graph JSON, a map). A future of `%{"loss_id" => id}`; pass
+  `loss_fn: "custom", loss_fn_config: %{"loss_id" => id}` to `forward_backward`. Fails with a
+  user error when the server does not run custom losses (`custom_loss_server_side`).
+  """
+  @spec create_custom_loss(t, String.t(), list, map) :: {:ok, Future.t()} | {:error, Error.t()}
+  def create_custom_loss(%__MODULE__{handle: h}, name, inputs, graph) do
+    Native.service_client_create_custom_loss(h, JSON.encode!(Requests.create_custom_loss(name, inputs, graph)))
+    |> Future.submitted(:create_custom_loss, Future.json(& &1))
+  end
+
+  @doc """
+  Resumes a training run from its latest training checkpoint (a new training client
+  created with create-via-load): a future of `Tinkex.TrainingClient`. Option `:optimizer`
+  (default true: restore the optimizer state too).
+  """
+  @spec resume_training_run(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def resume_training_run(%__MODULE__{handle: h}, training_run_id, opts \\ []) do
+    Native.service_client_resume_training_run(h, JSON.encode!(Requests.resume_training_run(training_run_id, opts)))
+    |> Future.submitted(:resume_training_run, &Tinkex.TrainingClient.wrap/1)
+  end
+
+  @doc "The web console URL of this client's session (PROTOCOL 20.2); no I/O."
+  @spec get_console_url(t) :: {:ok, String.t()} | {:error, Error.t()}
+  def get_console_url(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.service_client_get_console_url(h))
+
+  @doc """
+  Introspection (no I/O): `%{"session_id", "queue_state", "queue_state_reason",
+  "billing_paused_ms", "backoff_remaining_ms", "last_progress_ms_ago",
+  "operations_waiting", "operations_in_flight", "telemetry"}` (string keys; `telemetry` is
+  `nil` when telemetry is off).
+  """
+  @spec status(t) :: {:ok, map} | {:error, Error.t()}
+  def status(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.service_client_status(h))
+
+  @doc "The telemetry counters of `status/1` (`nil` when telemetry is off)."
+  @spec get_telemetry(t) :: {:ok, map | nil} | {:error, Error.t()}
+  def get_telemetry(svc) do
+    with {:ok, s} <- status(svc), do: {:ok, s["telemetry"]}
   end
 
   @doc """

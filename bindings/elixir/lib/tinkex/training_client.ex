@@ -22,6 +22,7 @@ defmodule Tinkex.TrainingClient do
   alias Tinkex.Types.{
     AdamParams,
     Datum,
+    DimuonParams,
     EncodedTextChunk,
     ForwardBackwardOutput,
     GetInfoResponse,
@@ -78,6 +79,201 @@ defmodule Tinkex.TrainingClient do
     end
   end
 
+  @doc """
+  Client-side custom loss (PROTOCOL 11.6; the official SDK's `forward_backward_custom`): a
+  forward pass over `data` gives each datum's `logprobs`; `loss_fn` computes the loss and
+  its gradient `dLoss/dlogprobs`; the backward applies it. A future of
+  `ForwardBackwardOutput` whose `metrics["loss:sum"]` is the custom loss (the server's
+  surrogate loss moves to `"surrogate_loss:sum"`) plus the metrics `loss_fn` returned.
+
+  `loss_fn` is `fn logprobs -> ... end` or `fn data, logprobs -> ... end`, where `logprobs`
+  is a list with one list of floats per datum (one per target token), and returns
+  `{loss, grads, metrics}`: `loss` a number, `grads` one list of numbers (or a float32
+  native binary, or a `TensorData`) per datum with the length of its logprobs, `metrics` a
+  map of name => number (may be empty).
+
+      TrainingClient.forward_backward_custom(tc, data, fn logprobs ->
+        loss = -(logprobs |> List.flatten() |> Enum.sum())
+        {loss, Enum.map(logprobs, fn l -> Enum.map(l, fn _ -> -1.0 end) end), %{}}
+      end)
+
+  The loss function runs in a process of its own (never on a libtinkex thread, and no NIF
+  waits for it). The call returns once the forward is submitted: training calls submitted
+  after it run after its backward. If `loss_fn` raises, throws, exits or returns something
+  else, the pass is aborted: the future resolves to `{:error, %Tinkex.Error{kind: :user}}`
+  naming the cause, and — as in the official SDK — the training client is poisoned (its
+  later training calls fail naming that cause). The same happens when the submitting
+  process exits before the loss ran.
+  """
+  @spec forward_backward_custom(t, [Datum.t()], function, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def forward_backward_custom(tc, data, loss_fn, opts \\ [])
+
+  def forward_backward_custom(%__MODULE__{handle: h}, data, loss_fn, _opts)
+      when is_function(loss_fn, 1) or is_function(loss_fn, 2) do
+    with {:ok, batch} <- build_batch(data) do
+      caller = self()
+      ref = make_ref()
+      {pid, mon} = spawn_monitor(fn -> custom_worker(caller, ref, h, batch, data, loss_fn) end)
+
+      receive do
+        {^ref, :submitted, fwd} ->
+          Process.demonitor(mon, [:flush])
+
+          {:ok,
+           %Future{
+             ref: ref,
+             handle: {:custom, pid, fwd},
+             owner: caller,
+             decode: Future.json(&ForwardBackwardOutput.from_json/1),
+             op: :forward_backward_custom
+           }}
+
+        {^ref, :rejected, e} ->
+          Process.demonitor(mon, [:flush])
+          {:error, Error.from_nif(e)}
+
+        {:DOWN, ^mon, :process, _, reason} ->
+          {:error, Error.new(:internal, :internal, "forward_backward_custom: the loss process exited: #{inspect(reason)}")}
+      end
+    end
+  end
+
+  # The loss process: submits phase 1 (so the forward's completion comes here), runs the
+  # loss when it arrives, submits phase 2 and posts the final result to the caller under
+  # the future's ref. Every outcome ends in exactly one {:tinkex, ref, result} message.
+  defp custom_worker(caller, ref, h, batch, data, loss_fn) do
+    caller_mon = Process.monitor(caller)
+
+    case Native.training_client_forward_backward_custom(h, batch) do
+      {:error, e} ->
+        send(caller, {ref, :rejected, e})
+
+      {:ok, fref, fwd, pass} ->
+        send(caller, {ref, :submitted, fwd})
+        result =
+          try do
+            custom_pass(caller_mon, fref, pass, data, loss_fn)
+          rescue
+            e -> custom_abort(pass, "forward_backward_custom: internal error: #{Exception.message(e)}")
+          end
+
+        send(caller, {:tinkex, ref, result})
+    end
+  end
+
+  defp custom_pass(caller_mon, fref, pass, data, loss_fn) do
+    receive do
+      {:tinkex, ^fref, {:ok, json}} ->
+        case run_loss(json, data, loss_fn) do
+          {:ok, metrics, grads} -> custom_backward(caller_mon, pass, metrics, grads)
+          {:error, reason} -> custom_abort(pass, reason)
+        end
+
+      {:tinkex, ^fref, {:error, _} = e} ->
+        # A failed forward already poisoned the client (the core's rule).
+        e
+
+      {:DOWN, ^caller_mon, :process, _, _} ->
+        custom_abort(pass, "forward_backward_custom: the submitting process exited before the loss ran")
+    end
+  end
+
+  defp custom_abort(pass, reason) do
+    _ = Native.custom_loss_abort(pass, reason)
+    {:error, {Constants.statuses().user, :user, reason, 0, false, nil}}
+  end
+
+  defp run_loss(json, data, loss_fn) do
+    logprobs =
+      for o <- JSON.decode!(json)["loss_fn_outputs"] || [] do
+        o |> Map.fetch!("logprobs") |> TensorData.from_json() |> TensorData.to_list()
+      end
+
+    result = if is_function(loss_fn, 2), do: loss_fn.(data, logprobs), else: loss_fn.(logprobs)
+
+    with {:ok, loss, grads, metrics} <- check_loss_result(result, logprobs),
+         {:ok, metrics} <- metrics_json(metrics, loss),
+         do: {:ok, metrics, grads}
+  rescue
+    e -> {:error, "forward_backward_custom: the loss function raised #{inspect(e.__struct__)}: #{Exception.message(e)}"}
+  catch
+    kind, reason -> {:error, "forward_backward_custom: the loss function did #{kind}: #{inspect(reason, limit: 20)}"}
+  end
+
+  defp check_loss_result({loss, grads, metrics}, logprobs)
+       when is_number(loss) and is_list(grads) and is_map(metrics) do
+    cond do
+      length(grads) != length(logprobs) ->
+        {:error, "forward_backward_custom: the loss function returned #{length(grads)} gradients for #{length(logprobs)} datums"}
+
+      true ->
+        grads
+        |> Enum.zip(logprobs)
+        |> Enum.with_index()
+        |> Enum.reduce_while({:ok, []}, fn {{g, lp}, i}, {:ok, acc} ->
+          case grad_binary(g) do
+            {:ok, bin, n} when n == length(lp) -> {:cont, {:ok, [bin | acc]}}
+            {:ok, _, n} -> {:halt, {:error, "forward_backward_custom: gradient #{i} has #{n} values for #{length(lp)} logprobs"}}
+            :error -> {:halt, {:error, "forward_backward_custom: gradient #{i} is not a list of numbers, a float32 binary or a TensorData"}}
+          end
+        end)
+        |> case do
+          {:ok, bins} -> {:ok, loss, Enum.reverse(bins), metrics}
+          err -> err
+        end
+    end
+  end
+
+  defp check_loss_result(other, _logprobs),
+    do: {:error, "forward_backward_custom: the loss function must return {loss, grads, metrics}, got: #{inspect(other, limit: 10)}"}
+
+  defp grad_binary(%TensorData{} = t), do: grad_binary(TensorData.to_list(t))
+  defp grad_binary(b) when is_binary(b) and rem(byte_size(b), 4) == 0, do: {:ok, b, div(byte_size(b), 4)}
+
+  defp grad_binary(l) when is_list(l) do
+    if Enum.all?(l, &is_number/1), do: {:ok, TensorData.pack(Enum.map(l, &(&1 * 1.0)), :float32), length(l)}, else: :error
+  end
+
+  defp grad_binary(_), do: :error
+
+  defp metrics_json(metrics, loss) do
+    if Enum.all?(metrics, fn {k, v} -> (is_binary(k) or is_atom(k)) and is_number(v) end) do
+      m = Map.new(metrics, fn {k, v} -> {to_string(k), v * 1.0} end)
+      {:ok, JSON.encode!(Map.put(m, "loss:sum", loss * 1.0))}
+    else
+      {:error, "forward_backward_custom: metrics must map names to numbers, got: #{inspect(metrics, limit: 10)}"}
+    end
+  end
+
+  defp custom_backward(caller_mon, pass, metrics, grads) do
+    with :ok <- Native.custom_loss_set_metrics(pass, metrics),
+         {:ok, gb} <- grads_batch(grads),
+         {:ok, bref, _bwd} <- Native.custom_loss_backward(pass, gb) do
+      Process.demonitor(caller_mon, [:flush])
+
+      receive do
+        {:tinkex, ^bref, result} -> result
+      end
+    else
+      {:error, e} ->
+        _ = Native.custom_loss_abort(pass, "forward_backward_custom: the backward could not be submitted")
+        {:error, e}
+    end
+  end
+
+  defp grads_batch(grads) do
+    with {:ok, gb} <- Native.datum_batch_new() do
+      Enum.reduce_while(grads, {:ok, gb}, fn g, acc ->
+        with :ok <- Native.datum_batch_push(gb, <<>>, Constants.dtype(:int64)),
+             :ok <- Native.datum_batch_set_loss_input(gb, "grads", g, Constants.dtype(:float32), nil) do
+          {:cont, acc}
+        else
+          err -> {:halt, err}
+        end
+      end)
+    end
+  end
+
   defp build_batch(data) do
     case Native.datum_batch_new() do
       {:ok, batch} -> fill_batch(batch, data)
@@ -127,14 +323,22 @@ defmodule Tinkex.TrainingClient do
   end
 
   @doc """
-  Applies the accumulated gradients with Adam: a future of `OptimStepResponse`. Takes an
-  `AdamParams` struct or a keyword list of its fields.
+  Applies the accumulated gradients: a future of `OptimStepResponse`. Takes an
+  `AdamParams` struct (Adam), a `DimuonParams` struct (Dimuon), or a keyword list of
+  `AdamParams` fields (with `type: :dimuon`, of `DimuonParams` fields).
   """
-  @spec optim_step(t, AdamParams.t() | keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  @spec optim_step(t, AdamParams.t() | DimuonParams.t() | keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def optim_step(tc, params \\ %AdamParams{})
-  def optim_step(tc, params) when is_list(params), do: optim_step(tc, struct!(AdamParams, params))
 
-  def optim_step(%__MODULE__{handle: h}, %AdamParams{} = p) do
+  def optim_step(tc, params) when is_list(params) do
+    case Keyword.pop(params, :type) do
+      {t, rest} when t in [:dimuon, "dimuon"] -> optim_step(tc, struct!(DimuonParams, rest))
+      {t, rest} when t in [nil, :adam, "adam"] -> optim_step(tc, struct!(AdamParams, rest))
+      {t, _} -> {:error, Error.new(:invalid_arg, :invalid_arg, "optim_step: unknown optimizer type #{inspect(t)}")}
+    end
+  end
+
+  def optim_step(%__MODULE__{handle: h}, %p_mod{} = p) when p_mod in [AdamParams, DimuonParams] do
     Native.training_client_optim_step(h, JSON.encode!(Requests.optim_step(p)))
     |> Future.submitted(:optim_step, Future.json(&OptimStepResponse.from_json/1))
   end
@@ -154,7 +358,8 @@ defmodule Tinkex.TrainingClient do
 
   @doc """
   Loads a training checkpoint (`tinker://.../weights/name`) into this model: a future of
-  `LoadWeightsResponse`. `optimizer: true` also restores the optimizer state.
+  `LoadWeightsResponse`. `optimizer: true` also restores the optimizer state;
+  `:weights_access_token` reads a checkpoint shared with a token.
   """
   @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
@@ -167,20 +372,45 @@ defmodule Tinkex.TrainingClient do
   @doc "`load_state(tc, path, optimizer: true)`."
   def load_state_with_optimizer(tc, path), do: load_state(tc, path, optimizer: true)
 
-  @doc "Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`."
-  @spec save_weights_for_sampler(t, String.t()) :: {:ok, Future.t()} | {:error, Error.t()}
-  def save_weights_for_sampler(%__MODULE__{handle: h}, name) do
-    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name)))
+  @doc """
+  Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`. Options:
+  `:ttl_seconds`, `:user_metadata` (string map).
+  """
+  @spec save_weights_for_sampler(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_for_sampler(%__MODULE__{handle: h}, name, opts \\ []) do
+    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name, opts)))
     |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
   end
 
   @doc """
   Saves the current weights for sampling and creates a sampling client bound to them: a
-  future of `Tinkex.SamplingClient`.
+  future of `Tinkex.SamplingClient`. Options: `:kind` (`:snapshot`, the default, or
+  `:inflight`), `:retry_config` (map of RetryConfig fields), `:record_stability_info`
+  (boolean, default false).
   """
-  @spec save_weights_and_get_sampling_client(t) :: {:ok, Future.t()} | {:error, Error.t()}
-  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}) do
-    Native.training_client_save_weights_and_get_sampling_client(h)
+  @spec save_weights_and_get_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}, opts \\ []) do
+    Native.training_client_save_weights_and_get_sampling_client(h, JSON.encode!(Requests.save_weights_and_get_sampling_client(opts)))
     |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap/1)
   end
+
+  @doc """
+  Saves the weights in an external (e.g. HuggingFace) format: a future of
+  `%{"path" => tinker_path, "size_bytes" => n}`. Options: `:ttl_seconds`,
+  `:age_encryption_recipients` (list of strings). Download the files through
+  `Tinkex.RestClient.get_external_weights_urls/2`.
+  """
+  @spec save_weights_external(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def save_weights_external(%__MODULE__{handle: h}, name, opts \\ []) do
+    Native.training_client_save_weights_external(h, JSON.encode!(Requests.save_weights_external(name, opts)))
+    |> Future.submitted(:save_weights_external, Future.json(& &1))
+  end
+
+  @doc "The web console URL of this training run (PROTOCOL 20.2); no I/O."
+  @spec get_console_url(t) :: {:ok, String.t()} | {:error, Error.t()}
+  def get_console_url(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.training_client_get_console_url(h))
+
+  @doc "Introspection of this client (no I/O): the keys of `Tinkex.ServiceClient.status/1`."
+  @spec status(t) :: {:ok, map} | {:error, Error.t()}
+  def status(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.training_client_status(h))
 end

@@ -50,3 +50,33 @@ defmodule Tinkex.Types.SamplingParams do
   @doc false
   def to_json(%__MODULE__{} = p), do: p |> Map.from_struct() |> Tinkex.Types.Util.compact()
 end
+
+defmodule Tinkex.Types.DimuonParams do
+  @moduledoc """
+  Dimuon optimizer step parameters (the official `DimuonParams`): `learning_rate`
+  (required, >= 0), `grad_clip_norm` (default 0.0: no clipping), `beta1` (default 0.9).
+  Pass to `Tinkex.TrainingClient.optim_step/2`; NaN and infinities are rejected by the core.
+  """
+  @enforce_keys [:learning_rate]
+  defstruct learning_rate: nil, grad_clip_norm: 0.0, beta1: 0.9
+
+  @type t :: %__MODULE__{learning_rate: number, grad_clip_norm: number, beta1: number}
+
+  @doc false
+  def to_json(%__MODULE__{} = p),
+    do: p |> Map.from_struct() |> Tinkex.Types.Util.compact() |> Map.put(:type, "dimuon")
+end
+
+defmodule Tinkex.Types.OptimizerConfig do
+  @moduledoc """
+  The optimizer of a training client (`create_lora_training_client(..., optimizer: ...)`,
+  `create_training_client_from_state(..., optimizer_config: ...)`): `:adamw`,
+  `:dimuon` (version 1), or a map passed through as is (e.g. `%{type: "dimuon", version: 1}`).
+  """
+
+  @doc false
+  def to_json(:adamw), do: %{"type" => "adamw"}
+  def to_json(:dimuon), do: %{"type" => "dimuon", "version" => 1}
+  def to_json(m) when is_map(m), do: m
+  def to_json(nil), do: nil
+end
