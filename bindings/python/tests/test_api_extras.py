@@ -251,3 +251,17 @@ def test_nothing_raises_not_implemented(svc, trained, shared_sampler):
     # The arguments that raised NotImplementedError before issue 14 are accepted now.
     svc.create_lora_training_client(base_model=BASE_MODEL, rank=4, user_metadata={"x": "y"}).result(timeout=60)
     shared_sampler.sample(types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(max_tokens=1), prompt_alt_tokens_k=1).result(timeout=60)
+
+
+def test_session_user_metadata_and_header_overrides(emu, base_url):
+    s = tinkex.ServiceClient(
+        {"team": "extras"}, base_url=base_url, api_key=API_KEY, telemetry=False, default_headers_overrides={"X-Extras-Test": "1"}
+    )
+    try:
+        s.create_sampling_client(base_model=BASE_MODEL).result(timeout=60)
+        got = s.create_rest_client().get_session(s.session_id).result(timeout=30)
+        assert got.user_metadata == {"team": "extras"}
+    finally:
+        s.close("success").result(timeout=30)
+    with pytest.raises(TypeError):
+        tinkex.ServiceClient({"team": 1}, base_url=base_url, api_key=API_KEY)

@@ -14,7 +14,7 @@ from . import _events, _ffi, _lib
 from . import _constants as K
 from ._api_future import APIFuture, completed_future
 from . import _custom_loss_graph, types
-from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _ignored, _optimizer_json, _str_map, _sync_json
+from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _optimizer_json, _str_map, _sync_json
 from ._custom_loss_graph import LossHandle
 from ._ffi import Handle, OpState, check, json_bytes, parse_json
 from ._lib import lib
@@ -94,20 +94,13 @@ class ServiceClient:
                 FutureWarning,
                 stacklevel=2,
             )
-        if user_metadata:
-            warnings.warn(
-                "tinkex: ServiceClient(user_metadata=...) is not supported by libtinkex's C ABI "
-                "yet and is ignored",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if default_headers_overrides:
-            warnings.warn(
-                "tinkex: default_headers_overrides is not supported and is ignored",
-                RuntimeWarning,
-                stacklevel=2,
-            )
         cfg: Dict[str, Any] = {}
+        if user_metadata is not None:
+            # the session's metadata (create_session, PROTOCOL.md 5.5)
+            cfg["user_metadata"] = _str_map("user_metadata", user_metadata)
+        if default_headers_overrides is not None:
+            # extra headers on every request to the service origin (1.6.1)
+            cfg["default_headers_overrides"] = _str_map("default_headers_overrides", default_headers_overrides)
         if api_key is not None:
             cfg["api_key"] = api_key
         if base_url is not None:
