@@ -61,7 +61,7 @@ def test_create_session_messages_reach_the_log_at_their_levels(emu, base_url, ca
         assert len(_lines(caplog, logging.WARNING, "py-warn-5.5")) == 1
         assert len(_lines(caplog, logging.ERROR, "py-error-5.5")) == 1
     finally:
-        svc.close()
+        svc.close("success")
 
 
 def test_deprecation_notes_reach_the_log(emu, base_url, caplog):
@@ -85,7 +85,7 @@ def test_deprecation_notes_reach_the_log(emu, base_url, caplog):
         warn = _lines(caplog, logging.WARNING, "Deprecation notice: py-dep-note")
         assert len(warn) == 1, [r.getMessage() for r in caplog.records]
     finally:
-        svc.close()
+        svc.close("success")
 
 
 def test_heartbeat_warning_is_logged_once_per_interval_but_every_failure_is_an_event(emu, base_url, caplog):
@@ -109,4 +109,4 @@ def test_heartbeat_warning_is_logged_once_per_interval_but_every_failure_is_an_e
         assert "seconds" in lines[0].getMessage()
     finally:
         emu.control("DELETE", "faults")
-        svc.close()
+        svc.close("success")

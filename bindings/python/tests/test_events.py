@@ -130,7 +130,7 @@ def test_tqdm_progress_bar(base_url, capsys):
         f.result(timeout=30)
     bar = svc._progress._bar
     assert wait_until(lambda: bar.n == bar.total == 21)
-    svc.close().result(timeout=30)
+    svc.close("success").result(timeout=30)
 
 
 def test_library_log_lines_reach_logging(caplog):

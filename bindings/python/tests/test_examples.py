@@ -50,3 +50,19 @@ def test_example_runs_with_both_sdks(base_url, script, kind, sdk):
         first, last = _result(stdout, kind, "tinkex")
     assert last < first
     print(f"{script} with {sdk}: loss {first:.4f} -> {last:.4f}")
+
+
+@pytest.mark.parametrize("sdk", ["tinkex", "official"])
+def test_rest_tour(base_url, sdk):
+    """examples/rest_tour.py: runs, checkpoints, publish, TTL, external weights downloaded with
+    plain GETs of the signed URLs; the same script under the official SDK too."""
+    if sdk == "official":
+        py = official_python()
+        if py is None:
+            pytest.skip("no official SDK venv (target/official-sdk-venv); run_tests.sh creates it")
+        stdout = _run(str(py), "rest_tour.py", base_url, official=True)
+    else:
+        stdout = _run(sys.executable, "rest_tour.py", base_url, official=False)
+    m = re.search(r"RESULT rest (\S+) files=(\d+) bytes=(\d+)", stdout)
+    assert m, stdout
+    assert int(m.group(2)) >= 1 and int(m.group(3)) > 0

@@ -72,6 +72,3 @@ def test_prompt_logprobs_and_compute_logprobs(shared_sampler):
     assert last[-3:] == pytest.approx(lps[-3:], rel=1e-5)
 
 
-def test_unsupported_sampling_options_are_explicit(shared_sampler):
-    with pytest.raises(NotImplementedError):
-        shared_sampler.sample(types.ModelInput.from_ints([1, 2]), 1, types.SamplingParams(), prompt_alt_tokens_k=2)

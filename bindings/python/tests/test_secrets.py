@@ -74,7 +74,7 @@ def _child(url: str) -> None:
         try:
             c = tinkex.ServiceClient(telemetry=False, **kw)
             print(f"CONFIG accepted: {c!r}", flush=True)
-            c.close()
+            c.close("success")
         except BaseException as e:  # noqa: BLE001
             err("bad config", e)
 
@@ -121,7 +121,7 @@ def _child(url: str) -> None:
             print(f"UNEXPECTED success: {what}", flush=True)
         except BaseException as e:  # noqa: BLE001
             err(what, e)
-    svc.close()
+    svc.close("success")
     print(f"EVENTS seen {len(events)}", flush=True)
     print("SECRETS-DONE", flush=True)
 

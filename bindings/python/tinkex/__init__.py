@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from . import _events, _ffi, _lib, types
+from . import _events, _ffi, _lib, auth, types
 from ._api_future import APIFuture
 from ._ffi import shutdown
-from ._rest_client import RestClient
+from ._rest_client import AdminClient, RestClient
+from ._compat import ExperimentalWarning, RequestOptions, Timeout
+from ._client_common import Telemetry
+from ._custom_loss_graph import LossHandle, PerDatumLossFn
 from ._sampling_client import SamplingClient
 from ._service_client import ServiceClient
 from ._training_client import TrainingClient
@@ -54,7 +57,17 @@ from ._exceptions import (
 from ._lib import ABI_VERSION, LIBRARY_PATH, LIBRARY_VERSION, LibraryError
 from .lib.retry_handler import RetryConfig, RetryableException
 from .types import (
+    AdamOptimizerConfig,
     AdamParams,
+    DimuonOptimizerConfig,
+    DimuonParams,
+    DmelChunk,
+    ModelID,
+    OptimParams,
+    OptimStepRequest,
+    PromptProvenanceSpan,
+    SampledProvenanceSpan,
+    SampleRequest,
     Checkpoint,
     CheckpointType,
     Datum,
@@ -120,7 +133,15 @@ __all__ = [
     "TrainingClient",
     "SamplingClient",
     "RestClient",
+    "AdminClient",
     "APIFuture",
+    "LossHandle",
+    "PerDatumLossFn",
+    "Telemetry",
+    "auth",
+    "Timeout",
+    "RequestOptions",
+    "ExperimentalWarning",
     "BackcompatTrainingClientFuture",
     "BackcompatSamplingClientFuture",
     "types",
@@ -128,7 +149,17 @@ __all__ = [
     "shutdown",
     "diagnostics",
     # types
+    "AdamOptimizerConfig",
     "AdamParams",
+    "DimuonOptimizerConfig",
+    "DimuonParams",
+    "DmelChunk",
+    "ModelID",
+    "OptimParams",
+    "OptimStepRequest",
+    "PromptProvenanceSpan",
+    "SampledProvenanceSpan",
+    "SampleRequest",
     "Checkpoint",
     "CheckpointType",
     "Datum",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import warnings
 from ctypes import byref, c_void_p
-from typing import Any, Callable, Mapping, Optional, Tuple, TypeVar
+import math
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar
 
 from . import _lib
 from ._api_future import APIFuture
@@ -53,26 +54,102 @@ def _ignored(**kwargs: Any) -> None:
         )
 
 
-def _unsupported(**kwargs: Any) -> None:
-    given = [k for k, v in kwargs.items() if v]
-    if given:
-        raise NotImplementedError(
-            f"tinkex: {', '.join(given)} is not supported by libtinkex's C ABI yet"
-        )
+def _str_map(what: str, m: Mapping[str, Any]) -> Dict[str, str]:
+    """A ``{str: str}`` map (user metadata) checked here, naming the bad entry."""
+    out: Dict[str, str] = {}
+    for k, v in dict(m).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"{what} must map str to str; got {k!r}: {v!r}")
+        out[k] = v
+    return out
 
 
-def _only_adamw(optimizer: Any) -> None:
-    if optimizer is None:
-        return
-    kind = optimizer.get("type") if isinstance(optimizer, Mapping) else getattr(optimizer, "type", None)
-    if kind not in (None, "adamw"):
-        raise NotImplementedError(f"tinkex: optimizer {kind!r} is not supported (only adamw)")
+def _optimizer_json(optimizer: Any) -> Dict[str, Any]:
+    """An optimizer configuration (``AdamOptimizerConfig``, ``DimuonOptimizerConfig``, any
+    model with a ``type``, or a mapping) as the JSON object the ABI takes."""
+    if isinstance(optimizer, Mapping):
+        d = dict(optimizer)
+    elif hasattr(optimizer, "model_dump"):
+        d = optimizer.model_dump()
+    else:
+        raise TypeError(f"optimizer must be an optimizer config, got {type(optimizer).__name__}")
+    if not isinstance(d.get("type"), str):
+        raise ValueError("optimizer config needs a `type` (e.g. 'adamw', 'dimuon')")
+    return d
+
+
+def _optim_params_json(params: Any) -> Dict[str, Any]:
+    """``optim_step``'s parameters: AdamParams (sent as its fields), DimuonParams or any
+    family's model (sent with its ``type``), or a mapping."""
+    if isinstance(params, Mapping):
+        d = dict(params)
+    elif hasattr(params, "_json"):
+        d = params._json()
+    elif hasattr(params, "model_dump"):
+        d = params.model_dump()
+    else:
+        raise TypeError(f"Expected AdamParams or OptimParamsBase, got {type(params).__name__}")
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"optimizer parameter {k} must be finite, got {v}")
+    return d
+
+
+def _telemetry_enabled(explicit: Optional[bool], config: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a client sends telemetry: the ``telemetry`` argument, else the configuration's,
+    else ``TINKER_TELEMETRY`` (off when ``0``/``false``/``no``/``off``)."""
+    import os
+
+    if explicit is not None:
+        return bool(explicit)
+    if config and isinstance(config.get("telemetry"), bool):
+        return bool(config["telemetry"])
+    return os.environ.get("TINKER_TELEMETRY", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class Telemetry:
+    """The telemetry of a client (``get_telemetry()``): the core's counters, read again at
+    each access (``counters``, ``snapshot()``, ``[name]``). tinkex's telemetry runs in
+    libtinkex; this object only reports it."""
+
+    def __init__(self, read: Callable[[], Dict[str, Any]], first: Dict[str, Any]) -> None:
+        self._read = read
+        self._first = first
+
+    @classmethod
+    def _of(cls, status: Callable[[], Dict[str, Any]], enabled: bool = True) -> "Optional[Telemetry]":
+        if not enabled:
+            return None
+        first = status().get("telemetry")
+        if first is None:
+            return None
+        return cls(lambda: status().get("telemetry") or {}, first)
+
+    def snapshot(self) -> Dict[str, Any]:
+        """The counters now."""
+        return dict(self._read())
+
+    @property
+    def counters(self) -> Dict[str, Any]:
+        return self.snapshot()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.snapshot()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.snapshot().get(key, default)
+
+    def __repr__(self) -> str:
+        return f"<tinkex.Telemetry {self.snapshot()!r}>"
 
 
 def _load_tokenizer(model_name: str, tokenizer_id: Optional[str] = None) -> Any:
     try:
         from transformers import AutoTokenizer  # type: ignore[import-not-found]
     except ImportError as e:
-        raise ImportError("get_tokenizer needs the `transformers` package") from e
+        raise ImportError(
+            "get_tokenizer needs the `transformers` package (and access to the Hugging Face hub "
+            "or a local cache of the tokenizer): pip install transformers"
+        ) from e
     return AutoTokenizer.from_pretrained(tokenizer_id or model_name)
 

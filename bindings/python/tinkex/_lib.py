@@ -147,21 +147,15 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_future_wait": (_ST, [_P, c_uint64, _PP]),
     "tinkex_future_clone": (_P, [_P]),
     "tinkex_future_free": (None, [_P]),
-    # REST client
+    # REST and admin clients (generic calls by method name, src/core/rest/methods.json)
+    "tinkex_rest_client_new": (_ST, [_P, _BUF, c_size_t, _PP, _PP]),
+    "tinkex_rest_client_call": (_ST, [_P, _BUF, c_size_t, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
     "tinkex_rest_client_clone": (_P, [_P]),
     "tinkex_rest_client_free": (None, [_P]),
-    "tinkex_rest_client_list_training_runs": (
-        _ST,
-        [_P, c_uint32, c_uint32, DONE_FN, c_void_p, _PP, _PP],
-    ),
-    "tinkex_rest_client_get_training_run": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
-    "tinkex_rest_client_list_checkpoints": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
-    "tinkex_rest_client_list_user_checkpoints": (
-        _ST,
-        [_P, c_uint32, c_uint32, DONE_FN, c_void_p, _PP, _PP],
-    ),
-    "tinkex_rest_client_delete_checkpoint": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
-    "tinkex_rest_client_get_weights_info": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_admin_client_new": (_ST, [_P, _BUF, c_size_t, _PP, _PP]),
+    "tinkex_admin_client_call": (_ST, [_P, _BUF, c_size_t, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_admin_client_clone": (_P, [_P]),
+    "tinkex_admin_client_free": (None, [_P]),
     # runtime
     "tinkex_runtime_options_default": (RuntimeOptions, []),
     "tinkex_runtime_new": (_ST, [POINTER(RuntimeOptions), _PP, _PP]),
@@ -180,6 +174,9 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
         _ST,
         [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
     ),
+    "tinkex_sampling_client_get_sampler_handle": (_ST, [_P, _PP, _PP]),
+    "tinkex_sampling_client_from_sampler_handle": (_ST, [_P, _BUF, c_size_t, _BUF, c_size_t, _PP, _PP]),
+    "tinkex_sampling_client_status": (_ST, [_P, _PP, _PP]),
     # service client
     "tinkex_service_client_new": (_ST, [_P, _BUF, c_size_t, _PP, _PP]),
     "tinkex_service_client_clone": (_P, [_P]),
@@ -200,6 +197,11 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "tinkex_service_client_create_rest_client": (_ST, [_P, _PP, _PP]),
     "tinkex_service_client_close": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_service_client_copy_weights": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_service_client_create_custom_loss": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_service_client_resume_training_run": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_service_client_get_console_url": (_ST, [_P, _PP, _PP]),
+    "tinkex_service_client_status": (_ST, [_P, _PP, _PP]),
     "tinkex_status_name": (c_char_p, [c_int32]),
     # training client
     "tinkex_training_client_clone": (_P, [_P]),
@@ -226,8 +228,11 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     ),
     "tinkex_training_client_save_weights_and_get_sampling_client": (
         _ST,
-        [_P, DONE_FN, c_void_p, _PP, _PP],
+        [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
     ),
+    "tinkex_training_client_save_weights_external": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
+    "tinkex_training_client_get_console_url": (_ST, [_P, _PP, _PP]),
+    "tinkex_training_client_status": (_ST, [_P, _PP, _PP]),
     "tinkex_training_client_load_state": (_ST, [_P, _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP]),
     # test-only exports (cargo feature `testing`): bound when present
     "tinkex_testing_panic_in_export": (_ST, [_PP]),
@@ -242,6 +247,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
 
 #: Symbols the package can do without (exports of later minor versions, test-only exports).
 _OPTIONAL: set[str] = {"tinkex_testing_panic_in_export", "tinkex_testing_panic_in_task", "tinkex_testing_log"}
+
 
 
 def _is_workspace(d: Path) -> bool:

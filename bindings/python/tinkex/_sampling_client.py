@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from ctypes import byref, c_void_p
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 from . import _ffi
 from ._api_future import APIFuture
-from ._client_common import _buf, _load_tokenizer, _sync_json, _unsupported
-from ._ffi import Handle, json_bytes, parse_json
+from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _load_tokenizer, _sync_json
+from ._ffi import Handle, check, json_bytes, parse_json
 from ._lib import lib
 from .types import ModelInput, QueueState, SampleResponse, SamplingParams, TensorData
 
@@ -20,18 +21,98 @@ class SamplingClient:
     """Samples from a base model or saved sampler weights. ``sample`` returns an
     :class:`APIFuture` at once; any number may be in flight."""
 
-    def __init__(self, _handle: Handle, _service: ServiceClient) -> None:
+    def __init__(self, _handle: Handle, _service: "Optional[ServiceClient]") -> None:
         self._handle = _handle
         self._service = _service
         with _handle.use() as ptr:
             info = _sync_json(lib.tinkex_sampling_client_get_info, ptr)
         self._sampling_session_id: str = info.get("sampling_session_id") or ""
         self._base_model: str = info.get("base_model") or ""
-        _service._register_sampler(self)
+        if _service is not None:
+            _service._register_sampler(self)
 
     @classmethod
-    def _from_handle(cls, h: Handle, service: ServiceClient) -> "SamplingClient":
+    def _from_handle(cls, h: Handle, service: "Optional[ServiceClient]") -> "SamplingClient":
         return cls(h, service)
+
+    @staticmethod
+    def create(
+        holder: "ServiceClient",
+        *,
+        model_path: Optional[str] = None,
+        base_model: Optional[str] = None,
+        sampling_session_id: Optional[str] = None,
+        retry_config: Any = None,
+        record_stability_info: bool = False,
+    ) -> "_ClientFuture[SamplingClient]":
+        """A future of a sampling client of ``holder`` (a :class:`ServiceClient`): a new
+        sampling session for ``model_path`` or ``base_model``, or the existing
+        ``sampling_session_id`` (exactly one of the three)."""
+        given = [k for k, v in (("model_path", model_path), ("base_model", base_model), ("sampling_session_id", sampling_session_id)) if v is not None]
+        if len(given) != 1:
+            raise ValueError("Exactly one of model_path, base_model or sampling_session_id must be provided")
+        holder._check_open()
+        body: Dict[str, Any] = {given[0]: {"model_path": model_path, "base_model": base_model, "sampling_session_id": sampling_session_id}[given[0]]}
+        if retry_config is not None:
+            body["retry_config"] = retry_config._json()
+        if record_stability_info:
+            body["record_stability_info"] = True
+        data, n = _buf(json_bytes(body))
+        with holder._handle.use() as ptr:
+            state = _ffi.submit(
+                lib.tinkex_service_client_create_sampling_client,
+                ptr,
+                data,
+                n,
+                converter=lambda h: SamplingClient._from_handle(h, holder),
+                take_kind=_ffi.TAKE_SAMPLING,
+                label="create_sampling_client",
+            )
+        return _ClientFuture(holder._track(state))
+
+    # -- sharing across processes (3.4, 12.2, 20.4) --
+
+    def get_sampler_handle(self) -> str:
+        """A string another process (or language) turns back into a sampling client of the
+        same sampling session with :meth:`from_sampler_handle`; it carries no API key."""
+        with self._handle.use() as ptr:
+            return str(_sync_json(lib.tinkex_sampling_client_get_sampler_handle, ptr))
+
+    @staticmethod
+    def from_sampler_handle(handle: str, *, api_key: Optional[str] = None) -> "SamplingClient":
+        """A clone of the sampling client a handle was made from (no I/O now): it samples
+        from the same sampling session under its own clone id, so its ``seq_id`` s never
+        collide with the original's. Authenticates with ``api_key`` or this process's
+        credentials (``TINKER_API_KEY``, ...)."""
+        if not isinstance(handle, str) or not handle:
+            raise ValueError("from_sampler_handle needs the string of get_sampler_handle()")
+        cfg: Dict[str, Any] = {}
+        if api_key is not None:
+            cfg["api_key"] = api_key
+        h = handle.encode()
+        body, n = _buf(json_bytes(cfg))
+        out = c_void_p()
+        err = c_void_p()
+        check(lib.tinkex_sampling_client_from_sampler_handle(_ffi.runtime(), h, len(h), body, n, byref(out), byref(err)), err)
+        return SamplingClient(Handle(out.value, lib.tinkex_sampling_client_free, "sampling client"), None)
+
+    def __reduce__(self) -> Any:
+        # Pickling goes through the sampler handle (no API key in the pickle).
+        return (_unpickle_sampling_client, (self.get_sampler_handle(),))
+
+    def status(self) -> Dict[str, Any]:
+        """The core's state of this client now (tinkex addition): the keys of
+        ``ServiceClient.status`` for this sampler (dispatch statistics of sampling)."""
+        with self._handle.use() as ptr:
+            return _sync_json(lib.tinkex_sampling_client_status, ptr)
+
+    def get_telemetry(self) -> Optional[Telemetry]:
+        """The telemetry of this client's session, or None when telemetry is off."""
+        enabled = self._service._telemetry_on if self._service is not None else _telemetry_enabled(None, None)
+        return Telemetry._of(self.status, enabled)
+
+    def _track(self, state: Any) -> Any:
+        return self._service._track(state) if self._service is not None else state
 
     def close(self) -> None:
         self._handle.close()
@@ -53,7 +134,7 @@ class SamplingClient:
         data, n = _buf(json_bytes(body))
         with self._handle.use() as ptr:
             state = _ffi.submit(call or lib.tinkex_sampling_client_sample, ptr, data, n, converter=converter, label=label)
-        return APIFuture(self._service._track(state))
+        return APIFuture(self._track(state))
 
     def sample(
         self,
@@ -67,9 +148,19 @@ class SamplingClient:
         prompt_alt_tokens_k: int = 0,
         prompt_logprobs_last_n: Optional[int] = None,
     ) -> APIFuture[SampleResponse]:
-        """Draws ``num_samples`` continuations of ``prompt``."""
-        if target_prompt_logprobs is not None or prompt_alt_tokens_k:
-            _unsupported(target_prompt_logprobs=target_prompt_logprobs is not None, prompt_alt_tokens_k=prompt_alt_tokens_k)
+        """Draws ``num_samples`` continuations of ``prompt``. ``target_prompt_logprobs``: an
+        int64 ``[len(prompt) - 1, K]`` tensor of token ids whose logprobs the response
+        reports; ``prompt_alt_tokens_k``: draw that many alternatives at each prompt
+        position."""
+        if target_prompt_logprobs is not None:
+            if not isinstance(target_prompt_logprobs, TensorData):
+                target_prompt_logprobs = TensorData.from_numpy(__import__("numpy").asarray(target_prompt_logprobs))
+            if target_prompt_logprobs.dtype != "int64":
+                raise ValueError(f"target_prompt_logprobs must be an int64 tensor of token ids, got {target_prompt_logprobs.dtype}")
+            if target_prompt_logprobs.shape is None or len(target_prompt_logprobs.shape) != 2:
+                raise ValueError(f"target_prompt_logprobs must be 2-D, [len(prompt) - 1, K], got shape {target_prompt_logprobs.shape}")
+        if int(prompt_alt_tokens_k) < 0:
+            raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
         if isinstance(sampling_params, Mapping):
             sampling_params = SamplingParams(**sampling_params)
         body: Dict[str, Any] = {
@@ -85,6 +176,10 @@ class SamplingClient:
             body["topk_sample_logprobs"] = int(topk_sample_logprobs)
         if prompt_logprobs_last_n is not None:
             body["prompt_logprobs_last_n"] = int(prompt_logprobs_last_n)
+        if target_prompt_logprobs is not None:
+            body["target_prompt_logprobs"] = target_prompt_logprobs._json()
+        if prompt_alt_tokens_k:
+            body["prompt_alt_tokens_k"] = int(prompt_alt_tokens_k)
         return self._submit_sample(body, lambda raw: SampleResponse._from_json(parse_json(raw)), "sample")
 
     async def sample_async(
@@ -143,3 +238,6 @@ class SamplingClient:
         subclass, or use ``ServiceClient.add_queue_state_observer``; libtinkex logs queue
         states itself."""
 
+
+def _unpickle_sampling_client(handle: str) -> SamplingClient:
+    return SamplingClient.from_sampler_handle(handle)

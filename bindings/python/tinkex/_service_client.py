@@ -13,13 +13,35 @@ from typing import Any, Callable, Dict, Literal, Mapping, Optional, Sequence
 from . import _events, _ffi, _lib
 from . import _constants as K
 from ._api_future import APIFuture, completed_future
-from ._client_common import _buf, _ClientFuture, _ignored, _only_adamw, _unsupported
+from . import _custom_loss_graph, types
+from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _optimizer_json, _str_map, _sync_json
+from ._custom_loss_graph import LossHandle
 from ._ffi import Handle, OpState, check, json_bytes, parse_json
 from ._lib import lib
 from ._rest_client import RestClient
 from ._sampling_client import SamplingClient
 from ._training_client import TrainingClient
 from .types import Event, GetServerCapabilitiesResponse, QueueState
+
+
+def _from_state_body(
+    path: str,
+    optimizer: bool,
+    base_model: Optional[str],
+    user_metadata: Optional[Mapping[str, str]],
+    weights_access_token: Optional[str],
+    optimizer_config: Any,
+) -> Dict[str, Any]:
+    body: Dict[str, Any] = {"path": path, "optimizer": optimizer}
+    if base_model is not None:
+        body["base_model"] = base_model
+    if user_metadata is not None:
+        body["user_metadata"] = _str_map("user_metadata", user_metadata)
+    if weights_access_token is not None:
+        body["weights_access_token"] = weights_access_token
+    if optimizer_config is not None:
+        body["optimizer_config"] = _optimizer_json(optimizer_config)
+    return body
 
 
 def _merge(dst: Dict[str, Any], src: Mapping[str, Any]) -> None:
@@ -72,20 +94,13 @@ class ServiceClient:
                 FutureWarning,
                 stacklevel=2,
             )
-        if user_metadata:
-            warnings.warn(
-                "tinkex: ServiceClient(user_metadata=...) is not supported by libtinkex's C ABI "
-                "yet and is ignored",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if default_headers_overrides:
-            warnings.warn(
-                "tinkex: default_headers_overrides is not supported and is ignored",
-                RuntimeWarning,
-                stacklevel=2,
-            )
         cfg: Dict[str, Any] = {}
+        if user_metadata is not None:
+            # the session's metadata (create_session, PROTOCOL.md 5.5)
+            cfg["user_metadata"] = _str_map("user_metadata", user_metadata)
+        if default_headers_overrides is not None:
+            # extra headers on every request to the service origin (1.6.1)
+            cfg["default_headers_overrides"] = _str_map("default_headers_overrides", default_headers_overrides)
         if api_key is not None:
             cfg["api_key"] = api_key
         if base_url is not None:
@@ -98,6 +113,7 @@ class ServiceClient:
             cfg["tags"] = list(tags)
         if telemetry is not None:
             cfg["telemetry"] = bool(telemetry)
+        self._telemetry_on = _telemetry_enabled(telemetry, config)
         if config:
             _merge(cfg, config)
         self._closed = False
@@ -137,7 +153,7 @@ class ServiceClient:
         self.close(status).result()
 
     def close(
-        self, status: Literal["success", "errored", "interrupted"] = "success", detail: Optional[str] = None
+        self, status: Literal["success", "errored", "interrupted"], detail: Optional[str] = None
     ) -> APIFuture[None]:
         """Finishes the session (first call wins) and stops its heartbeats."""
         with self._lock:
@@ -259,8 +275,6 @@ class ServiceClient:
         assert any([train_mlp, train_attn, train_unembed]), (
             "At least one of train_mlp, train_attn, or train_unembed must be True"
         )
-        _only_adamw(optimizer)
-        _ignored(user_metadata=user_metadata)
         lora: Dict[str, Any] = {
             "rank": int(rank),
             "train_unembed": bool(train_unembed),
@@ -269,10 +283,13 @@ class ServiceClient:
         }
         if seed is not None:
             lora["seed"] = int(seed)
+        body: Dict[str, Any] = {"base_model": base_model, "lora_config": lora}
+        if user_metadata is not None:
+            body["user_metadata"] = _str_map("user_metadata", user_metadata)
+        if optimizer is not None:
+            body["optimizer"] = _optimizer_json(optimizer)
         return self._training_client_future(
-            lib.tinkex_service_client_create_lora_training_client,
-            {"base_model": base_model, "lora_config": lora},
-            "create_lora_training_client",
+            lib.tinkex_service_client_create_lora_training_client, body, "create_lora_training_client"
         )
 
     async def create_lora_training_client_async(self, base_model: str, rank: int = 32, seed: Optional[int] = None, train_mlp: bool = True, train_attn: bool = True, train_unembed: bool = True, user_metadata: Optional[Dict[str, str]] = None, optimizer: Any = None) -> "TrainingClient":
@@ -288,13 +305,12 @@ class ServiceClient:
         weights_access_token: Optional[str] = None,
         optimizer: Any = None,
     ) -> "_ClientFuture[TrainingClient]":
-        """A future of a ``TrainingClient`` loaded from a training checkpoint (weights only)."""
-        _unsupported(base_model=base_model, weights_access_token=weights_access_token)
-        _ignored(user_metadata=user_metadata)
-        _only_adamw(optimizer)
+        """A future of a ``TrainingClient`` loaded from a training checkpoint (weights only).
+        ``base_model`` skips the weights-info lookup; ``optimizer``: the optimizer family of
+        the new model (default: the checkpoint's)."""
         return self._training_client_future(
             lib.tinkex_service_client_create_training_client_from_state,
-            {"path": path, "optimizer": False},
+            _from_state_body(path, False, base_model, user_metadata, weights_access_token, optimizer),
             "create_training_client_from_state",
         )
 
@@ -309,11 +325,9 @@ class ServiceClient:
         weights_access_token: Optional[str] = None,
     ) -> "_ClientFuture[TrainingClient]":
         """As :meth:`create_training_client_from_state`, also restoring the optimizer state."""
-        _unsupported(base_model=base_model, weights_access_token=weights_access_token)
-        _ignored(user_metadata=user_metadata)
         return self._training_client_future(
             lib.tinkex_service_client_create_training_client_from_state,
-            {"path": path, "optimizer": True},
+            _from_state_body(path, True, base_model, user_metadata, weights_access_token, None),
             "create_training_client_from_state_with_optimizer",
         )
 
@@ -332,26 +346,15 @@ class ServiceClient:
         """A future of a ``SamplingClient`` for saved sampler weights (``model_path``) or a
         base model. ``retry_config`` (a :class:`tinkex.RetryConfig`) configures the sampling
         retry handler of the client's ``sample``/``compute_logprobs`` calls in the core."""
-        self._check_open()
         if model_path is None and base_model is None:
             raise ValueError("Either model_path or base_model must be provided")
-        if record_stability_info:
-            _unsupported(record_stability_info=True)
-        body: Dict[str, Any] = {"model_path": model_path} if model_path is not None else {"base_model": base_model}
-        if retry_config is not None:
-            body["retry_config"] = retry_config._json()
-        data, n = _buf(json_bytes(body))
-        with self._handle.use() as ptr:
-            state = _ffi.submit(
-                lib.tinkex_service_client_create_sampling_client,
-                ptr,
-                data,
-                n,
-                converter=lambda h: SamplingClient._from_handle(h, self),
-                take_kind=_ffi.TAKE_SAMPLING,
-                label="create_sampling_client",
-            )
-        return _ClientFuture(self._track(state))
+        return SamplingClient.create(
+            self,
+            model_path=model_path,
+            base_model=base_model if model_path is None else None,
+            retry_config=retry_config,
+            record_stability_info=record_stability_info,
+        )
 
     async def create_sampling_client_async(self, model_path: Optional[str] = None, base_model: Optional[str] = None, retry_config: Any = None, record_stability_info: bool = False) -> "SamplingClient":
         return await self.create_sampling_client(model_path, base_model, retry_config, record_stability_info)
@@ -365,11 +368,83 @@ class ServiceClient:
             check(lib.tinkex_service_client_create_rest_client(ptr, byref(out), byref(err)), err)
         return RestClient(_handle=Handle(out.value, lib.tinkex_rest_client_free, "rest client"), _service=self)
 
-    def create_custom_loss(self, fn: Any, input_ranks: Any) -> APIFuture[Any]:
-        raise NotImplementedError(
-            "tinkex: server-side custom losses (create_custom_loss) are not in libtinkex's C ABI; "
-            "pass the loss function itself to TrainingClient.forward_backward_custom"
+    def create_custom_loss(self, fn: Any, input_ranks: Mapping[str, int]) -> APIFuture[LossHandle]:
+        """Registers a per-datum loss on the server (PROTOCOL.md 5.10, 11.6): ``fn`` is traced
+        with ``torch.fx`` (torch is imported here; install it with ``pip install torch``) into
+        a graph the server runs; ``input_ranks`` gives the rank (0, 1 or 2) of each
+        ``loss_fn_inputs`` key ``fn`` reads after ``logprobs``. The result, a
+        :class:`LossHandle`, is passed to ``TrainingClient.forward_backward_custom``. Needs a
+        server with ``custom_loss_server_side``; otherwise the future fails with a user
+        error."""
+        self._check_open()
+        request = _custom_loss_graph.trace(fn, input_ranks)
+        return self._create_custom_loss(request["name"], request["inputs"], request["graph"])
+
+    def _create_custom_loss(self, name: str, inputs: Sequence[Mapping[str, Any]], graph: Mapping[str, Any]) -> APIFuture[LossHandle]:
+        """Registers an already traced loss graph (the body of 5.10 without its counters)."""
+        self._check_open()
+        request = {"name": name, "inputs": [dict(i) for i in inputs], "graph": dict(graph)}
+        data, n = _buf(json_bytes(request))
+        handle_inputs = tuple(types.CustomLossInput(**i) for i in request["inputs"])
+
+        def convert(raw: bytes) -> LossHandle:
+            return LossHandle(name=name, inputs=handle_inputs, session_id=self.session_id or "", graph=request["graph"], loss_id=parse_json(raw)["loss_id"])
+
+        with self._handle.use() as ptr:
+            state = _ffi.submit(lib.tinkex_service_client_create_custom_loss, ptr, data, n, converter=convert, label="create_custom_loss")
+        return APIFuture(self._track(state))
+
+    def copy_weights(self, path: str, *, ttl_seconds: Optional[int] = None, weights_access_token: Optional[str] = None) -> APIFuture[str]:
+        """Copies the checkpoint at ``path`` into this client's project (``project_id``) by
+        reference (PROTOCOL.md 6.9); the future gives the new tinker path."""
+        self._check_open()
+        body: Dict[str, Any] = {"path": path}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = int(ttl_seconds)
+        if weights_access_token is not None:
+            body["weights_access_token"] = weights_access_token
+        data, n = _buf(json_bytes(body))
+        with self._handle.use() as ptr:
+            state = _ffi.submit(
+                lib.tinkex_service_client_copy_weights, ptr, data, n, converter=lambda raw: str(parse_json(raw)), label="copy_weights"
+            )
+        return APIFuture(self._track(state))
+
+    def get_console_url(self) -> str:
+        """The web console URL of this session (PROTOCOL.md 20.2)."""
+        with self._handle.use() as ptr:
+            return str(_sync_json(lib.tinkex_service_client_get_console_url, ptr))
+
+    def status(self) -> Dict[str, Any]:
+        """The core's state of this client, right now (tinkex addition): ``session_id``,
+        ``queue_state`` and ``queue_state_reason``, ``billing_paused_ms``,
+        ``backoff_remaining_ms``, ``last_progress_ms_ago``, ``operations_waiting``,
+        ``operations_in_flight`` and ``telemetry`` (counters, or None when off)."""
+        with self._handle.use() as ptr:
+            return _sync_json(lib.tinkex_service_client_status, ptr)
+
+    def get_telemetry(self) -> Optional[Telemetry]:
+        """The telemetry of this session, or None when telemetry is off."""
+        return Telemetry._of(self.status, self._telemetry_on)
+
+    @property
+    def holder(self) -> "ServiceClient":
+        """The official SDK's internal client holder; in tinkex the service client itself
+        (libtinkex holds the connection, session and loops)."""
+        return self
+
+    def resume_training_run(self, training_run_id: str, optimizer: bool = True) -> "_ClientFuture[TrainingClient]":
+        """A future of a ``TrainingClient`` continuing ``training_run_id`` from its latest
+        training checkpoint (a new model created from that state; with the optimizer state
+        unless ``optimizer=False``). tinkex addition: resumes a run whose client died."""
+        return self._training_client_future(
+            lib.tinkex_service_client_resume_training_run,
+            {"training_run_id": training_run_id, "optimizer": bool(optimizer)},
+            "resume_training_run",
         )
+
+    async def resume_training_run_async(self, training_run_id: str, optimizer: bool = True) -> "TrainingClient":
+        return await self.resume_training_run(training_run_id, optimizer)
 
     def __repr__(self) -> str:
         return f"<tinkex.ServiceClient session={self.session_id!r}{' closed' if self._closed else ''}>"

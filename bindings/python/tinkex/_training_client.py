@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from . import _custom_loss, _datum_batch, _ffi
 from ._api_future import APIFuture
-from ._client_common import _buf, _ClientFuture, _load_tokenizer, _sync_json, _unsupported
+from ._client_common import Telemetry, _buf, _ClientFuture, _load_tokenizer, _optim_params_json, _str_map, _sync_json
+from ._custom_loss_graph import LossHandle
 from ._ffi import Handle, OpState, check, json_bytes, parse_json
 from ._lib import lib
 from ._sampling_client import SamplingClient
@@ -21,6 +22,7 @@ from .types import (
     GetInfoResponse,
     LoadWeightsResponse,
     OptimStepResponse,
+    SaveWeightsExternalResponse,
     SaveWeightsForSamplerResponse,
     SaveWeightsResponse,
 )
@@ -121,8 +123,13 @@ class TrainingClient:
         the client is poisoned (later training requests fail), as in the official SDK."""
         if loss_type_input not in (None, "logprobs"):
             raise ValueError("loss_type_input must be 'logprobs' (deprecated argument)")
+        if isinstance(loss_fn, LossHandle):
+            # A server-side loss (5.10): one forward_backward with loss_fn "custom".
+            if loss_fn.loss_id is None:
+                raise ValueError(f"{loss_fn!r} was not registered on the server (no loss_id)")
+            return self.forward_backward(data, "custom", {"loss_id": loss_fn.loss_id})
         if not callable(loss_fn):
-            raise TypeError("forward_backward_custom needs a callable loss (LossHandle is not supported)")
+            raise TypeError("forward_backward_custom needs a callable loss or a LossHandle")
         data = [d if isinstance(d, Datum) else Datum(**d) for d in data]
         out_pass = c_void_p()
         fwd_state = self._submit_batch(
@@ -194,20 +201,14 @@ class TrainingClient:
         return APIFuture(self._service._track(state))
 
     def optim_step(self, optim_params: Any = None, *, adam_params: Optional[AdamParams] = None) -> APIFuture[OptimStepResponse]:
-        """Applies the accumulated gradients (Adam)."""
+        """Applies the accumulated gradients: ``AdamParams`` or ``DimuonParams`` (or any
+        optimizer family's parameters, sent with their ``type``)."""
         if optim_params is not None and adam_params is not None:
             raise ValueError("Specify optim_params or legacy adam_params, not both")
         params = optim_params if optim_params is not None else adam_params
         if params is None:
             raise TypeError("Expected AdamParams or OptimParamsBase")
-        if isinstance(params, AdamParams):
-            body = params._json()
-        elif isinstance(params, Mapping):
-            body = dict(params)
-        elif hasattr(params, "model_dump") and getattr(params, "type", "adamw") in (None, "adamw"):
-            body = params.model_dump()
-        else:
-            raise NotImplementedError(f"tinkex: optimizer parameters {type(params).__name__} are not supported (only AdamParams)")
+        body = _optim_params_json(params)
         return self._simple(
             "optim_step",
             lib.tinkex_training_client_optim_step,
@@ -238,11 +239,13 @@ class TrainingClient:
         return self.save_state(name, ttl_seconds, overwrite, user_metadata)
 
     def _load(self, path: str, optimizer: bool, weights_access_token: Optional[str]) -> APIFuture[LoadWeightsResponse]:
-        _unsupported(weights_access_token=weights_access_token)
+        body: Dict[str, Any] = {"path": path, "optimizer": optimizer}
+        if weights_access_token is not None:
+            body["weights_access_token"] = weights_access_token
         return self._simple(
             "load_state",
             lib.tinkex_training_client_load_state,
-            {"path": path, "optimizer": optimizer},
+            body,
             lambda raw: LoadWeightsResponse(path=path, model_id=self.model_id, type="load_weights"),
         )
 
@@ -264,11 +267,15 @@ class TrainingClient:
         self, name: str, ttl_seconds: Optional[int] = None, user_metadata: Optional[Dict[str, str]] = None
     ) -> APIFuture[SaveWeightsForSamplerResponse]:
         """Saves named sampler weights; the result's ``path`` feeds ``create_sampling_client``."""
-        _unsupported(ttl_seconds=ttl_seconds, user_metadata=user_metadata)
+        body: Dict[str, Any] = {"path": name}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = int(ttl_seconds)
+        if user_metadata is not None:
+            body["user_metadata"] = _str_map("user_metadata", user_metadata)
         return self._simple(
             "save_weights_for_sampler",
             lib.tinkex_training_client_save_weights_for_sampler,
-            {"path": name},
+            body,
             lambda raw: SaveWeightsForSamplerResponse(path=parse_json(raw)["path"], type="save_weights_for_sampler"),
         )
 
@@ -289,14 +296,21 @@ class TrainingClient:
                 DeprecationWarning,
                 stacklevel=2,
             )
-        if kind != "snapshot":
-            raise NotImplementedError("tinkex: only kind='snapshot' is supported")
-        _unsupported(record_stability_info=record_stability_info)
+        if kind not in ("snapshot", "inflight"):
+            raise ValueError(f"kind must be 'snapshot' or 'inflight', got {kind!r}")
+        body: Dict[str, Any] = {"kind": kind}
+        if retry_config is not None:
+            body["retry_config"] = retry_config._json()
+        if record_stability_info:
+            body["record_stability_info"] = True
+        data, n = _buf(json_bytes(body))
         service = self._service
         with self._handle.use() as ptr:
             state = _ffi.submit(
                 lib.tinkex_training_client_save_weights_and_get_sampling_client,
                 ptr,
+                data,
+                n,
                 converter=lambda h: SamplingClient._from_handle(h, service),
                 take_kind=_ffi.TAKE_SAMPLING,
                 label="save_weights_and_get_sampling_client",
@@ -322,5 +336,49 @@ class TrainingClient:
         return self._info
 
     def get_tokenizer(self) -> Any:
+        """The model's tokenizer (imports ``transformers`` now; raises ImportError naming it
+        when missing)."""
         return _load_tokenizer(self._info.model_data.model_name or "", self._info.model_data.tokenizer_id)
+
+    def get_console_url(self) -> str:
+        """The web console URL of this training run (PROTOCOL.md 20.2)."""
+        with self._handle.use() as ptr:
+            return str(_sync_json(lib.tinkex_training_client_get_console_url, ptr))
+
+    def status(self) -> Dict[str, Any]:
+        """The core's state of this client now (tinkex addition; the keys of
+        ``ServiceClient.status``, for this model's requests)."""
+        with self._handle.use() as ptr:
+            return _sync_json(lib.tinkex_training_client_status, ptr)
+
+    def get_telemetry(self) -> Optional[Telemetry]:
+        """The telemetry of this client's session, or None when telemetry is off."""
+        return Telemetry._of(self.status, self._service._telemetry_on)
+
+    # -- external weights --
+
+    def save_weights_external(
+        self, name: str, ttl_seconds: Optional[int] = None, age_encryption_recipients: Optional[List[str]] = None
+    ) -> APIFuture[SaveWeightsExternalResponse]:
+        """Exports the current weights as an external checkpoint (PROTOCOL.md 6.7), whose
+        files ``RestClient.get_external_weights_urls`` gives as signed URLs;
+        ``age_encryption_recipients`` encrypts them to those age public keys."""
+        body: Dict[str, Any] = {"path": name}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = int(ttl_seconds)
+        if age_encryption_recipients is not None:
+            if isinstance(age_encryption_recipients, str) or not all(isinstance(r, str) for r in age_encryption_recipients):
+                raise TypeError("age_encryption_recipients must be a list of str")
+            body["age_encryption_recipients"] = list(age_encryption_recipients)
+        return self._simple(
+            "save_weights_external",
+            lib.tinkex_training_client_save_weights_external,
+            body,
+            lambda raw: SaveWeightsExternalResponse(path=parse_json(raw)["path"], type="save_weights_external"),
+        )
+
+    async def save_weights_external_async(
+        self, name: str, ttl_seconds: Optional[int] = None, age_encryption_recipients: Optional[List[str]] = None
+    ) -> APIFuture[SaveWeightsExternalResponse]:
+        return self.save_weights_external(name, ttl_seconds, age_encryption_recipients)
 

@@ -98,6 +98,9 @@ class QueueState(enum.Enum):
             return cls.UNKNOWN
 
 
+from ._record import _REQUIRED, _Record, ValidationError  # noqa: E402
+
+
 class _Model:
     """Small pydantic-like helpers for the dataclasses below."""
 
@@ -208,7 +211,67 @@ class ImageAssetPointerChunk(_Model):
         return out
 
 
-ModelInputChunk = Union[EncodedTextChunk, ImageChunk, ImageAssetPointerChunk]
+def _dmel_length(data: bytes) -> int:
+    """Dimension 0 of a serialized TensorContainer's shape, read from its header without
+    decoding the payload (PROTOCOL.md 20.1)."""
+    pos = 0
+    if not data:
+        raise ValueError("DmelChunk: empty TensorContainer")
+    if data[0] == 254:  # constant-tensor marker
+        pos = 1
+    if pos >= len(data):
+        raise ValueError("DmelChunk: truncated TensorContainer header")
+    if data[pos] > 7:
+        raise ValueError(f"DmelChunk: unknown TensorContainer dtype byte {data[pos]}")
+    pos += 1
+
+    def varint() -> int:
+        nonlocal pos
+        value = 0
+        shift = 0
+        while True:
+            if pos >= len(data):
+                raise ValueError("DmelChunk: truncated TensorContainer header")
+            b = data[pos]
+            pos += 1
+            if shift > 56 and (b & 0x7F) >> (63 - shift):
+                raise ValueError("DmelChunk: TensorContainer varint longer than 63 bits")
+            value |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise ValueError("DmelChunk: TensorContainer varint longer than 63 bits")
+
+    ndim = varint()
+    if ndim < 1:
+        raise ValueError("DmelChunk: TensorContainer has no dimension 0")
+    return varint()
+
+
+@dataclass
+class DmelChunk(_Model):
+    """Audio as discretised mel frames: ``dmel`` is a serialized TensorContainer (raw bytes,
+    or base64 text); its token length is dimension 0 of the container's shape (20.1)."""
+
+    dmel: Union[bytes, str]
+    type: Literal["dmel"] = "dmel"
+
+    def _bytes(self) -> bytes:
+        d = self.dmel
+        if isinstance(d, str):
+            return base64.b64decode(d)
+        return bytes(d)
+
+    @property
+    def length(self) -> int:
+        return _dmel_length(self._bytes())
+
+    def _json(self) -> Dict[str, Any]:
+        return {"type": "dmel", "dmel": base64.b64encode(self._bytes()).decode()}
+
+
+ModelInputChunk = Union[EncodedTextChunk, ImageAssetPointerChunk, ImageChunk, DmelChunk]
 
 
 def _chunk_from_json(d: Mapping[str, Any]) -> ModelInputChunk:
@@ -221,6 +284,8 @@ def _chunk_from_json(d: Mapping[str, Any]) -> ModelInputChunk:
         return ImageAssetPointerChunk(
             format=d["format"], location=d["location"], expected_tokens=d.get("expected_tokens")
         )
+    if t == "dmel":
+        return DmelChunk(dmel=d["dmel"])
     raise ValueError(f"unsupported model input chunk type {t!r}")
 
 
@@ -463,6 +528,56 @@ def _to_tensor(key: str, value: Any) -> TensorData:
     raise TypeError(f"Unsupported loss_fn_inputs value for {key!r}: {type(value).__name__}")
 
 
+def _check_tiling(kwarg: str, spans: Sequence[Any], expected: int) -> None:
+    total = sum(span.length for span in spans)
+    if total != expected:
+        raise ValueError(
+            f"with_provenance {kwarg} spans cover {total} positions but the field has {expected}; "
+            "the runs must tile it exactly"
+        )
+
+
+class _Span:
+    """A run of ``length`` tokens at ``offset`` of the sequence ``sequence_id``."""
+
+    __slots__ = ("sequence_id", "offset", "length")
+
+    def __init__(self, *, sequence_id: str, offset: int = 0, length: int) -> None:
+        if length < 0:
+            raise ValueError(f"{type(self).__name__}.length must be >= 0, got {length}")
+        if not sequence_id:
+            raise ValueError(f"{type(self).__name__}.sequence_id must be non-empty")
+        if offset < 0:
+            raise ValueError(f"{type(self).__name__}.offset must be >= 0, got {offset}")
+        self.sequence_id = sequence_id
+        self.offset = int(offset)
+        self.length = int(length)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and (self.sequence_id, self.offset, self.length) == (
+            other.sequence_id,  # type: ignore[attr-defined]
+            other.offset,  # type: ignore[attr-defined]
+            other.length,  # type: ignore[attr-defined]
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.sequence_id, self.offset, self.length))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sequence_id={self.sequence_id!r}, offset={self.offset}, length={self.length})"
+
+
+class PromptProvenanceSpan(_Span):
+    """Datum positions that are ``[offset, offset + length)`` of a request's prompt."""
+
+
+class SampledProvenanceSpan(_Span):
+    """Datum positions that are ``[offset, offset + length)`` of a sampled sequence."""
+
+
+ProvenanceSpans = List[Union[PromptProvenanceSpan, SampledProvenanceSpan]]
+
+
 @dataclass
 class Datum(_Model):
     """One training example: a model input and its loss inputs (lists, numpy arrays, torch
@@ -470,11 +585,32 @@ class Datum(_Model):
 
     model_input: ModelInput
     loss_fn_inputs: LossFnInputs = field(default_factory=dict)
+    #: Provenance of the input tokens (runs tiling ``model_input``); client-side only.
+    model_input_spans: Optional[List[Any]] = None
+    #: Provenance of the loss rows (runs tiling ``loss_fn_inputs["target_tokens"]``).
+    loss_fn_input_spans: Optional[List[Any]] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model_input, Mapping):
             self.model_input = ModelInput(chunks=list(self.model_input.get("chunks", [])))
         self.loss_fn_inputs = {k: _to_tensor(k, v) for k, v in dict(self.loss_fn_inputs).items()}
+        for name in ("model_input_spans", "loss_fn_input_spans"):
+            for span in getattr(self, name) or ():
+                if not isinstance(span, (PromptProvenanceSpan, SampledProvenanceSpan)):
+                    raise TypeError(
+                        f"{name} entries must be PromptProvenanceSpan or SampledProvenanceSpan, got {type(span).__name__}"
+                    )
+        if (self.model_input_spans is None) != (self.loss_fn_input_spans is None):
+            raise AssertionError("provenance comes as a pair: set both span lists or neither")
+
+    def with_provenance(self, model_input: List[Any], loss_fn_inputs: List[Any]) -> "Datum":
+        """A copy carrying provenance spans for the input tokens and the loss rows; each
+        list must tile its field exactly."""
+        _check_tiling("model_input", model_input, self.model_input.length)
+        tt = self.loss_fn_inputs.get("target_tokens")
+        if tt is not None and tt.shape is not None and len(tt.shape) == 1:
+            _check_tiling("loss_fn_inputs", loss_fn_inputs, tt.shape[0])
+        return dataclasses.replace(self, model_input_spans=list(model_input), loss_fn_input_spans=list(loss_fn_inputs))
 
     def _json(self) -> Dict[str, Any]:
         return {
@@ -526,9 +662,32 @@ class AdamParams(_Model):
         return {k: float(v) for k, v in self.model_dump().items()}
 
 
-@dataclass
-class AdamOptimizerConfig(_Model):
-    type: Literal["adamw"] = "adamw"
+class AdamOptimizerConfig(_Record):
+    """The AdamW optimizer family (the default of ``create_lora_training_client``)."""
+
+    _fields = (("type", "adamw"),)
+    _strict = True
+
+
+class DimuonOptimizerConfig(_Record):
+    """The Dimuon optimizer family (``create_lora_training_client(optimizer=...)``); steps
+    then take :class:`DimuonParams`."""
+
+    _fields = (("type", "dimuon"), ("version", 1))
+    _strict = True
+
+
+class DimuonParams(_Record):
+    """Parameters of one Dimuon optimizer step (NaN/Inf are rejected by libtinkex)."""
+
+    _fields = (("type", "dimuon"), ("learning_rate", _REQUIRED), ("grad_clip_norm", 0.0), ("beta1", 0.9))
+    _strict = True
+
+
+#: Any optimizer family's configuration (``create_lora_training_client(optimizer=...)``).
+OptimizerConfig = Union[AdamOptimizerConfig, DimuonOptimizerConfig]
+#: Any optimizer step's parameters (``TrainingClient.optim_step``).
+OptimParams = Union[AdamParams, DimuonParams]
 
 
 @dataclass
@@ -584,6 +743,19 @@ class LoadWeightsResponse(_Model):
     type: Optional[str] = None
 
 
+def _topk_np(rows: Optional[List[Any]]) -> Optional[Any]:
+    if rows is None:
+        return None
+    k = max((len(r) for r in rows if r), default=0)
+    ids = np.zeros((len(rows), k), dtype=np.int64)
+    lps = np.full((len(rows), k), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        for j, (t, lp) in enumerate(r or ()):
+            ids[i, j] = t
+            lps[i, j] = lp
+    return ids, lps
+
+
 @dataclass
 class SampledSequence(_Model):
     stop_reason: StopReason
@@ -599,6 +771,11 @@ class SampledSequence(_Model):
     @property
     def logprobs_np(self) -> Optional[np.ndarray]:
         return None if self.logprobs is None else np.asarray(self.logprobs, dtype=np.float32)
+
+    @property
+    def topk_logprobs_np(self) -> Optional[Any]:
+        """The top-k logprobs as (ids int64 [T, k], logprobs float32 [T, k]); None if absent."""
+        return _topk_np(self.topk_logprobs)
 
     @classmethod
     def _from_json(cls, d: Mapping[str, Any]) -> "SampledSequence":
@@ -619,6 +796,15 @@ class SampleResponse(_Model):
     topk_prompt_logprobs: Optional[List[Optional[List[tuple]]]] = None
     prompt_cache_hit_tokens: int = 0
     type: str = "sample"
+    #: Logprobs of the ids of ``sample(target_prompt_logprobs=...)`` (float32 ``[len(prompt) - 1, K]``).
+    target_prompt_logprobs: Optional[TensorData] = None
+    #: The draws ``sample(prompt_alt_tokens_k=k)`` asked for.
+    prompt_alt_tokens: Optional["PromptAltTokens"] = None
+
+    @property
+    def topk_prompt_logprobs_np(self) -> Optional[Any]:
+        """The prompt's top-k logprobs as (ids int64 [T, k], logprobs float32 [T, k])."""
+        return _topk_np(self.topk_prompt_logprobs)
 
     @property
     def prompt_logprobs_np(self) -> Optional[np.ndarray]:
@@ -634,6 +820,8 @@ class SampleResponse(_Model):
             prompt_logprobs=d.get("prompt_logprobs"),
             topk_prompt_logprobs=[None if r is None else [tuple(p) for p in r] for r in topk] if topk is not None else None,
             prompt_cache_hit_tokens=int(d.get("prompt_cache_hit_tokens") or 0),
+            target_prompt_logprobs=TensorData._from_json(d["target_prompt_logprobs"]) if d.get("target_prompt_logprobs") else None,
+            prompt_alt_tokens=PromptAltTokens._from_json(d["prompt_alt_tokens"]) if d.get("prompt_alt_tokens") else None,
         )
 
 
@@ -685,84 +873,7 @@ class GetServerCapabilitiesResponse(_Model):
         return cls(supported_models=[_build(SupportedModel, m) for m in d.get("supported_models", [])])
 
 
-# ---- REST records ------------------------------------------------------------------------
-
-
-@dataclass
-class Checkpoint(_Model):
-    checkpoint_id: str
-    checkpoint_type: str
-    time: Any
-    tinker_path: str
-    size_bytes: Optional[int] = None
-    public: bool = False
-    user_metadata: Optional[Dict[str, str]] = None
-    expires_at: Any = None
-
-
-@dataclass
-class Cursor(_Model):
-    offset: int = 0
-    limit: int = 0
-    total_count: int = 0
-
-
-@dataclass
-class TrainingRun(_Model):
-    training_run_id: str
-    base_model: str
-    model_owner: Optional[str] = None
-    is_lora: Optional[bool] = None
-    corrupted: bool = False
-    lora_rank: Optional[int] = None
-    last_request_time: Any = None
-    last_checkpoint: Optional[Checkpoint] = None
-    last_sampler_checkpoint: Optional[Checkpoint] = None
-    user_metadata: Optional[Dict[str, str]] = None
-
-    @classmethod
-    def _from_json(cls, d: Mapping[str, Any]) -> "TrainingRun":
-        d = dict(d)
-        for k in ("last_checkpoint", "last_sampler_checkpoint"):
-            if d.get(k) is not None:
-                d[k] = _build(Checkpoint, d[k])
-        return _build(cls, d)
-
-
-@dataclass
-class TrainingRunsResponse(_Model):
-    training_runs: List[TrainingRun]
-    cursor: Optional[Cursor] = None
-
-    @classmethod
-    def _from_json(cls, d: Mapping[str, Any]) -> "TrainingRunsResponse":
-        return cls(
-            training_runs=[TrainingRun._from_json(r) for r in d.get("training_runs", [])],
-            cursor=_build(Cursor, d.get("cursor")) if d.get("cursor") else None,
-        )
-
-
-@dataclass
-class CheckpointsListResponse(_Model):
-    checkpoints: List[Checkpoint]
-    cursor: Optional[Cursor] = None
-
-    @classmethod
-    def _from_json(cls, d: Mapping[str, Any]) -> "CheckpointsListResponse":
-        return cls(
-            checkpoints=[_build(Checkpoint, c) for c in d.get("checkpoints", [])],
-            cursor=_build(Cursor, d.get("cursor")) if d.get("cursor") else None,
-        )
-
-
-@dataclass
-class WeightsInfoResponse(_Model):
-    base_model: str
-    is_lora: bool = False
-    lora_rank: Optional[int] = None
-    train_unembed: Optional[bool] = None
-    train_mlp: Optional[bool] = None
-    train_attn: Optional[bool] = None
+# ---- REST records (generated: _types_generated.py) --------------------------------------
 
 
 @dataclass
@@ -807,6 +918,130 @@ class Event(_Model):
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
+
+
+# ---- the rest of the official names -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptAltTokens:
+    """Independent draws from the next-token distribution at every prompt position after
+    the first: ``tokens`` (int64) and ``logprobs`` (float32), both ``[len(prompt) - 1, k]``."""
+
+    tokens: TensorData
+    logprobs: TensorData
+
+    @classmethod
+    def _from_json(cls, d: Mapping[str, Any]) -> "PromptAltTokens":
+        return cls(tokens=TensorData._from_json(d["tokens"]), logprobs=TensorData._from_json(d["logprobs"]))
+
+
+class RequestErrorCategory(str, enum.Enum):
+    """The category of a failed request (``RequestFailedError.category``)."""
+
+    Unknown = "unknown"
+    Server = "server"
+    User = "user"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: A training run / model id.
+ModelID = str
+#: A server request id.
+RequestID = str
+
+
+@dataclass
+class ForwardBackwardInput(_Model):
+    """The input of a forward or forward/backward pass."""
+
+    data: List[Datum]
+    loss_fn: str
+    loss_fn_config: Optional[Mapping[str, Union[float, str]]] = None
+
+
+@dataclass
+class ForwardBackwardRequest(_Model):
+    forward_backward_input: ForwardBackwardInput
+    model_id: str
+    seq_id: Optional[int] = None
+
+
+@dataclass
+class ForwardRequest(_Model):
+    forward_input: ForwardBackwardInput
+    model_id: str
+    seq_id: Optional[int] = None
+
+
+from ._types_generated import *  # noqa: E402,F401,F403
+from ._types_generated import __all__ as _GENERATED  # noqa: E402
+from . import _types_generated as _g  # noqa: E402
+
+CustomLossInputRank = Literal[0, 1, 2]
+ClientSessionFinishReasonType = Literal["success", "errored", "interrupted"]
+EventType = Literal["SESSION_START", "SESSION_END", "UNHANDLED_EXCEPTION", "GENERIC_EVENT"]
+Severity = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+BillingEventInfo = Union[
+    _g.TrainingBillingEvent,
+    _g.SamplingPrefillBillingEvent,
+    _g.SamplingSampleBillingEvent,
+    _g.CheckpointBillingEvent,
+    _g.StorageBillingEvent,
+]
+ClientSessionFinishReason = Union[_g.ClientSessionFinishSuccess, _g.ClientSessionFinishErrored, _g.ClientSessionFinishInterrupted]
+SessionFailedReason = Union[_g.SessionFailedRequestReason, _g.SessionFailedTrainingRunReason, _g.SessionFailedSamplingSessionReason]
+SessionStatus = Union[_g.SessionFailed, _g.SessionCancelled, _g.ClientSessionFinished, _g.SessionActive]
+SessionStatusQuery = Union[
+    _g.ActiveSessionStatusQuery, _g.CancelledSessionStatusQuery, _g.FailedSessionStatusQuery, _g.ClientFinishedSessionStatusQuery
+]
+SearchOwner = Union[_g.OwnSearchOwner, _g.AccessibleSearchOwner, _g.UserSearchOwner]
+FutureCompletion = Union[_g.FutureFinished, _g.FutureFailed]
+TelemetryEvent = Union[_g.SessionStartEvent, _g.SessionEndEvent, _g.UnhandledExceptionEvent]
+FutureRetrieveResponse = Union[
+    ForwardBackwardOutput,
+    OptimStepResponse,
+    SaveWeightsResponse,
+    LoadWeightsResponse,
+    SaveWeightsForSamplerResponse,
+    _g.SaveWeightsExternalResponse,
+    _g.CreateModelResponse,
+    _g.UnloadModelResponse,
+    _g.RequestFailedResponse,
+]
+
+__all__ += list(_GENERATED) + [
+    "DmelChunk",
+    "DimuonOptimizerConfig",
+    "DimuonParams",
+    "OptimizerConfig",
+    "OptimParams",
+    "PromptProvenanceSpan",
+    "SampledProvenanceSpan",
+    "ProvenanceSpans",
+    "PromptAltTokens",
+    "RequestErrorCategory",
+    "ModelID",
+    "RequestID",
+    "ForwardBackwardInput",
+    "ForwardBackwardRequest",
+    "ForwardRequest",
+    "CustomLossInputRank",
+    "ClientSessionFinishReasonType",
+    "EventType",
+    "Severity",
+    "BillingEventInfo",
+    "ClientSessionFinishReason",
+    "SessionFailedReason",
+    "SessionStatus",
+    "SessionStatusQuery",
+    "SearchOwner",
+    "FutureCompletion",
+    "TelemetryEvent",
+    "FutureRetrieveResponse",
+]
 
 
 # The sampling retry handler's configuration (also `tinkex.RetryConfig` and
