@@ -393,6 +393,7 @@ async fn save_bodies_external_export_and_inflight_sampling() {
         .save_weights_and_get_sampling_client_with(&Default::default())
         .await
         .unwrap();
+    assert!(!a.record_stability_info() && !snap.record_stability_info());
     let kinds: Vec<Value> = rec
         .bodies("save_weights_for_sampler")
         .iter()
@@ -440,6 +441,21 @@ async fn save_bodies_external_export_and_inflight_sampling() {
         a0, a1,
         "the earlier inflight client samples the newer weights"
     );
+    // record_stability_info is the new client's setting: every sample sends it (12.1).
+    let recording = training
+        .save_weights_and_get_sampling_client_with(&SaveWeightsAndGetSamplingClientInput {
+            record_stability_info: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(recording.record_stability_info());
+    recording
+        .compute_logprobs(ModelInput::from_ints(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    let last_sample = rec.bodies("asample").last().cloned().unwrap();
+    assert_eq!(last_sample["record_stability_info"], json!(true));
     let e = training
         .save_weights_and_get_sampling_client_with(&SaveWeightsAndGetSamplingClientInput {
             kind: Some("live".into()),

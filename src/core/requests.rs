@@ -648,14 +648,20 @@ impl TrainingClient {
             None => None,
         };
         let created = self.save_weights_and_get_sampling_client_kind(&kind);
-        match retry_config {
-            None => created,
-            Some(config) => {
-                ApiFuture::spawn(&self.inner.core.runtime.clone(), move |_| async move {
-                    Ok(created.await?.with_retry_config(config))
-                })
-            }
+        let record = input.record_stability_info;
+        if retry_config.is_none() && !record {
+            return created;
         }
+        ApiFuture::spawn(&self.inner.core.runtime.clone(), move |_| async move {
+            let mut client = created.await?;
+            if let Some(config) = retry_config {
+                client = client.with_retry_config(config);
+            }
+            if record {
+                client = client.with_record_stability_info(true);
+            }
+            Ok(client)
+        })
     }
 }
 
