@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds libtinkex (release, with the test-only exports) and the tinkex-emulator, stages an
+# Checks that docs/c-api.md names every function of include/tinkex.h (no build needed), then
+# builds libtinkex (release, with the test-only exports) and the tinkex-emulator, stages an
 # install prefix (lib, headers, pkg-config file), then builds and runs the C and C++ tests
 # against one emulator process: plain, under AddressSanitizer+UBSan, and under valgrind.
 # Prints "N passed, M failed" last; exits non-zero if anything failed.
@@ -42,6 +43,9 @@ run() {
     tail -n 60 "$log" | sed 's/^/      /'
   fi
 }
+
+echo "== checks that need no build"
+run "c-api-doc" python3 tests/c/check_c_api_doc.py
 
 echo "== cargo build --release -p tinkex -p tinkex-emulator --features tinkex/testing"
 cargo build --release -p tinkex -p tinkex-emulator --features tinkex/testing
