@@ -1647,3 +1647,94 @@ async fn session_metadata_and_header_overrides_are_sent() {
     let err = refused.expect_err("the credential header cannot be overridden");
     assert!(!err.to_string().contains("tml-other"), "{err}");
 }
+
+/// 20.4: a sampler handle is untrusted input. Its base URL is checked like a configured one
+/// (plain http only to loopback unless `allow_insecure_http`), libtinkex writes no header
+/// overrides into a handle, and a clone never sends the overrides a handle carries: only
+/// those of its own configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampler_handles_carry_no_header_overrides_and_their_url_is_checked() {
+    use tinkex::core::config::ConfigInput;
+    use tinkex::core::sampling::SamplerHandle;
+    use tinkex::core::{ErrorKind, SamplingClient};
+    let emu = emulator("wire-handle-headers").await;
+    let rec = Recorder::start(&emu).await;
+    let original_headers: BTreeMap<String, String> =
+        [("X-Original-Route".to_string(), "orig-secret".to_string())].into();
+    let service = ServiceClient::new(
+        config_for(&rec.base_url)
+            .default_headers_overrides(original_headers)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let sampler = service
+        .create_sampling_client_for_base_model(BASE_MODEL)
+        .await
+        .unwrap();
+    let handle = sampler.get_sampler_handle().unwrap();
+    let mut decoded = SamplerHandle::decode(&handle).unwrap();
+    assert!(
+        decoded.holder.default_headers_overrides.is_empty(),
+        "the original's overrides stay out of the handle"
+    );
+    assert!(!handle.contains("orig-secret"));
+
+    // A handle (say, made by another SDK) that carries overrides: the clone ignores them.
+    decoded.holder.default_headers_overrides =
+        [("x-from-handle".to_string(), "injected".to_string())].into();
+    let foreign = decoded.encode().unwrap();
+    let clone_config = || ConfigInput {
+        api_key: Some(KEY.into()),
+        telemetry: Some(false),
+        default_headers_overrides: Some([("X-Clone-Own".to_string(), "mine".to_string())].into()),
+        ..ConfigInput::default()
+    };
+    let clone = SamplingClient::from_sampler_handle(
+        &foreign,
+        clone_config(),
+        tokio::runtime::Handle::current(),
+    )
+    .unwrap();
+    let before = rec.all().len();
+    clone
+        .sample(
+            ModelInput::from_ints(vec![1, 2, 3]),
+            1,
+            SamplingParams {
+                max_tokens: Some(1),
+                ..Default::default()
+            },
+            SampleOptions::default(),
+        )
+        .await
+        .unwrap();
+    let sent: Vec<Seen> = rec.all().into_iter().skip(before).collect();
+    assert!(sent.iter().any(|s| s.endpoint() == "asample"), "{sent:?}");
+    for s in &sent {
+        let at = format!("{} {}", s.method, s.path);
+        assert_eq!(s.header("x-from-handle"), None, "{at}");
+        assert_eq!(s.header("x-original-route"), None, "{at}");
+        assert_eq!(s.header("x-clone-own"), Some("mine"), "{at}");
+        assert_eq!(s.header("x-api-key"), Some(KEY), "{at}");
+    }
+
+    // A handle naming a plain-http host that is not loopback is refused (the clone would
+    // send the local API key there), unless the local configuration allows insecure http.
+    decoded.holder.base_url = "http://192.0.2.7:8080".into();
+    let remote = decoded.encode().unwrap();
+    let err = SamplingClient::from_sampler_handle(
+        &remote,
+        clone_config(),
+        tokio::runtime::Handle::current(),
+    )
+    .expect_err("plain http to a remote host is refused");
+    assert!(err.kind == ErrorKind::User, "{err:?}");
+    assert!(!err.to_string().contains(KEY), "{err}");
+    let allowed = ConfigInput {
+        allow_insecure_http: Some(true),
+        ..clone_config()
+    };
+    SamplingClient::from_sampler_handle(&remote, allowed, tokio::runtime::Handle::current())
+        .expect("allowed when the local configuration opts in (nothing is sent yet)");
+}

@@ -145,15 +145,16 @@ impl From<SamplingSettingsInput> for SamplingSettings {
     }
 }
 
-/// The byte estimate of a prompt (12.3): 10 bytes per text token, the length of an image's
-/// data, of an asset pointer's location and of a dmel chunk.
+/// The byte estimate of a prompt (12.3): 10 bytes per text token, the decoded length of an
+/// image's data and of a dmel chunk (base64 on the wire, `bytes` in the SDK), the length of
+/// an asset pointer's location.
 pub fn estimate_bytes(prompt: &ModelInput) -> u64 {
     prompt
         .chunks
         .iter()
         .map(|c| match c {
             Chunk::EncodedText { tokens } => BYTES_PER_TOKEN * tokens.len() as u64,
-            Chunk::Image { data, .. } => data.len() as u64,
+            Chunk::Image { data, .. } => crate::core::types::base64_decoded_len(data) as u64,
             Chunk::ImageAssetPointer { location, .. } => location.len() as u64,
             Chunk::Dmel { dmel } => crate::core::types::base64_decoded_len(dmel) as u64,
         })
@@ -358,7 +359,7 @@ mod tests {
                     tokens: vec![1, 2, 3],
                 },
                 Chunk::Image {
-                    data: "abcd".into(),
+                    data: "abcd".into(), // base64 of 3 bytes
                     format: ImageFormat::Png,
                     expected_tokens: None,
                 },
@@ -367,10 +368,14 @@ mod tests {
                     location: "s3://x".into(),
                     expected_tokens: Some(3),
                 },
-                Chunk::Dmel { dmel: "zz".into() },
+                Chunk::Dmel {
+                    dmel: "AAECAw==".into(), // base64 of 4 bytes
+                },
             ],
         };
-        assert_eq!(estimate_bytes(&p), 30 + 4 + 6 + 2);
+        // Images and DMel count their decoded bytes, as the SDK's `len(chunk.data)` /
+        // `len(chunk.dmel)` of `bytes` fields do.
+        assert_eq!(estimate_bytes(&p), 30 + 3 + 6 + 4);
     }
 
     #[tokio::test(start_paused = true)]

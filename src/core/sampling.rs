@@ -806,8 +806,10 @@ pub const MAX_SAMPLER_HANDLE_BYTES: usize = 64 * 1024;
 pub struct HandleHolder {
     /// The resolved base URL of the original client.
     pub base_url: String,
-    /// Extra default headers of the original client (libtinkex has none; accepted and
-    /// ignored when decoding another SDK's handle).
+    /// Extra default headers of the original client. libtinkex writes `{}` (a configured
+    /// `default_headers_overrides` may carry a proxy's credentials, and a handle is shared
+    /// with other processes; the official SDK copies them) and ignores the field of a
+    /// decoded handle: the clone sends its own configuration's headers.
     #[serde(default)]
     pub default_headers_overrides: std::collections::BTreeMap<String, String>,
     /// The original's `client/config` flags (all of them, in the SDK's `model_dump` order;

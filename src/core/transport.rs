@@ -723,41 +723,95 @@ async fn read_body(
     if success && announced.is_some_and(|n| n > limit) {
         return Err(over(announced.unwrap_or(0)));
     }
-    // Chunks are kept as they arrive (no doubling reallocations), so an endless body holds
-    // at most `limit` bytes before it is refused; they are joined once at the end.
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut total: u64 = 0;
+    // Each chunk is copied out of the connection's buffers at once into blocks we own (a
+    // small announced size: one exact block; otherwise blocks growing from 16 KiB to 1 MiB,
+    // never reallocated), so an endless body holds at most `limit` bytes plus one block
+    // before it is refused, however the server slices it (keeping hyper's chunks would also
+    // keep the read buffers they share), and a Content-Length the server never delivers
+    // reserves no more than one block.
+    let first_block = match announced {
+        Some(n) if n <= limit && n <= BODY_MAX_BLOCK as u64 => n as usize,
+        _ => BODY_FIRST_BLOCK,
+    };
+    let mut body = BlockBuffer::new(first_block);
     loop {
         let chunk = match resp.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => return Err(transport_error(&req.path, e)),
         };
-        let room = limit - total;
+        let room = limit - body.len();
         if chunk.len() as u64 > room {
             if success {
-                return Err(over(total + chunk.len() as u64));
+                return Err(over(body.len() + chunk.len() as u64));
             }
             // An error answer keeps its status; its body is cut.
-            chunks.push(chunk.slice(..room as usize));
+            body.extend(&chunk[..room as usize]);
             break;
         }
-        total += chunk.len() as u64;
-        chunks.push(chunk);
+        body.extend(&chunk);
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut buf = bytes::BytesMut::with_capacity(total as usize);
-            for c in &chunks {
-                buf.extend_from_slice(c);
-            }
-            buf.freeze()
-        }
-    })
+    Ok(body.freeze())
 }
 
+/// First block of a body of unannounced size.
+const BODY_FIRST_BLOCK: usize = 16 << 10;
+/// Largest block of a body of unannounced size.
+const BODY_MAX_BLOCK: usize = 1 << 20;
+
+/// A body under construction: blocks filled in order, each allocated once at its final
+/// size, joined by [`freeze`](Self::freeze) (no copy when there is one block).
+struct BlockBuffer {
+    blocks: Vec<bytes::BytesMut>,
+    next_block: usize,
+    len: u64,
+}
+
+impl BlockBuffer {
+    fn new(first_block: usize) -> BlockBuffer {
+        BlockBuffer {
+            blocks: Vec::new(),
+            next_block: first_block.max(1),
+            len: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn extend(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        while !data.is_empty() {
+            let full = self.blocks.last().is_none_or(|b| b.len() == b.capacity());
+            if full {
+                let size = self.next_block;
+                self.next_block = (size * 2).clamp(BODY_FIRST_BLOCK, BODY_MAX_BLOCK);
+                self.blocks.push(bytes::BytesMut::with_capacity(size));
+            }
+            let Some(block) = self.blocks.last_mut() else {
+                return;
+            };
+            let n = (block.capacity() - block.len()).min(data.len());
+            block.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+    }
+
+    fn freeze(mut self) -> Bytes {
+        match self.blocks.len() {
+            0 => Bytes::new(),
+            1 => self.blocks.pop().unwrap_or_default().freeze(),
+            _ => {
+                let mut buf = bytes::BytesMut::with_capacity(self.len as usize);
+                for b in &self.blocks {
+                    buf.extend_from_slice(b);
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
 /// A transport failure that retrying cannot cure.
 fn permanent(cause: TransportCause, message: String) -> Error {
     let mut err = Error::fatal(message);
@@ -854,6 +908,30 @@ fn transport_error(path: &str, e: reqwest::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn block_buffer_keeps_the_bytes_and_reserves_at_most_one_spare_block() {
+        for first in [1, 7, super::BODY_FIRST_BLOCK, 300_000] {
+            let mut b = super::BlockBuffer::new(first);
+            let mut want = Vec::new();
+            let mut n = 0u32;
+            while want.len() < 5_000_000 {
+                let piece: Vec<u8> = (0..(n * 7919 % 70_001)).map(|i| (i ^ n) as u8).collect();
+                b.extend(&piece);
+                want.extend_from_slice(&piece);
+                n += 1;
+            }
+            let reserved: usize = b.blocks.iter().map(|x| x.capacity()).sum();
+            assert!(
+                reserved <= want.len() + super::BODY_MAX_BLOCK.max(first),
+                "{first}: {reserved} reserved for {} bytes",
+                want.len()
+            );
+            assert_eq!(b.len(), want.len() as u64);
+            assert_eq!(&b.freeze()[..], &want[..], "{first}");
+        }
+        assert!(super::BlockBuffer::new(0).freeze().is_empty());
+    }
     use super::*;
 
     fn target(from: &str, location: &str) -> Result<url::Url> {
