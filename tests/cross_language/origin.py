@@ -18,7 +18,7 @@ from tinkex import types
 
 base_url, work, min_samples, deadline_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 service = tinkex.ServiceClient(base_url=base_url, api_key="tml-cross-language")
-sampler = service.create_sampling_client(base_model="Qwen/Qwen3-8B")
+sampler = service.create_sampling_client(base_model="Qwen/Qwen3-8B").result()
 handle = sampler.get_sampler_handle()
 tmp = os.path.join(work, "handle.tmp")
 with open(tmp, "w") as f:
