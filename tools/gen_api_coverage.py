@@ -5,8 +5,15 @@ classes (tinker 0.38, installed in target/official-sdk-venv) against each bindin
 * Python: by introspection of the ``tinkex`` package (parameter names, order, kinds,
   defaults, future-or-value result, no NotImplementedError; ``tinkex/_parity.py``), in the
   test venv's interpreter (``target/python-venv``; needs libtinkex built).
-* Elixir: ``def <name>`` / ``defdelegate <name>`` anywhere under ``bindings/elixir/lib``.
-* C++: the method name followed by ``(`` in ``bindings/cpp/tinkex.hpp``.
+* Elixir: a ``def <name>`` / ``defdelegate <name>`` of the class's module itself (its
+  top-level ``defmodule`` block, nested modules excluded) in its file: ``ServiceClient`` ->
+  ``Tinkex.ServiceClient`` in ``bindings/elixir/lib/tinkex/service_client.ex``, ...,
+  ``APIFuture`` -> ``Tinkex.Future`` in ``future.ex`` (``ELIXIR_MODULES``).
+* C++: ``<name>(`` inside the body of the class in ``bindings/cpp/tinkex.hpp``, not as a
+  member access or a returned call (comments and string literals stripped; the bodies of its base classes included, e.g. the generated
+  ``detail::RestMethods`` of ``RestClient``): ``ServiceClient`` -> ``class ServiceClient``,
+  ..., ``APIFuture`` -> ``class Pending`` (``CPP_CLASSES``). A class's ``__init__`` is its
+  ``new`` in Elixir and its static ``create`` in C++.
 
 An ``<name>_async`` twin counts as covered in Elixir and C++ when ``<name>`` is (their one
 form already returns a future); Python-only plumbing (``APIFuture.future``/``coroutine``/
@@ -32,15 +39,40 @@ SURFACE = REPO / "bindings" / "python" / "tests" / "_official_surface.py"
 
 CLASSES = ["ServiceClient", "TrainingClient", "SamplingClient", "RestClient", "AdminClient", "APIFuture"]
 
+TOKENIZER_REASON = (
+    "the official method returns a HuggingFace `transformers` tokenizer, which needs that Python "
+    "package and the model hub; Elixir and C++ users load the base model's tokenizer with their "
+    "language's tokenizer library"
+)
 #: Methods with no counterpart outside Python, and why.
 PYTHON_ONLY = {
     ("APIFuture", "future"): "a concurrent.futures.Future view: Python's thread-pool futures",
     ("APIFuture", "coroutine"): "an asyncio coroutine: Python's asyncio",
     ("APIFuture", "result_async"): "asyncio await: Python's asyncio",
     ("ServiceClient", "holder"): "the official SDK's internal holder object",
+    ("TrainingClient", "get_tokenizer"): TOKENIZER_REASON,
+    ("SamplingClient", "get_tokenizer"): TOKENIZER_REASON,
 }
 #: Official constructors that take the SDK's internal holder (never called by users).
 INTERNAL_INIT = {"TrainingClient", "SamplingClient"}
+#: The Elixir module (file under bindings/elixir/lib/tinkex, module name) of each class.
+ELIXIR_MODULES = {
+    "ServiceClient": ("service_client.ex", "Tinkex.ServiceClient"),
+    "TrainingClient": ("training_client.ex", "Tinkex.TrainingClient"),
+    "SamplingClient": ("sampling_client.ex", "Tinkex.SamplingClient"),
+    "RestClient": ("rest_client.ex", "Tinkex.RestClient"),
+    "AdminClient": ("admin_client.ex", "Tinkex.AdminClient"),
+    "APIFuture": ("future.ex", "Tinkex.Future"),
+}
+#: The C++ class of each class in bindings/cpp/tinkex.hpp.
+CPP_CLASSES = {
+    "ServiceClient": "ServiceClient",
+    "TrainingClient": "TrainingClient",
+    "SamplingClient": "SamplingClient",
+    "RestClient": "RestClient",
+    "AdminClient": "AdminClient",
+    "APIFuture": "Pending",
+}
 #: Elixir/C++ names of APIFuture.result.
 FUTURE_RESULT = {"elixir": ["await"], "cpp": ["get"]}
 
@@ -70,27 +102,61 @@ def _python_problems(python: str, methods: dict) -> dict:
     return json.loads(r.stdout)
 
 
-def _elixir_names() -> set:
-    names = set()
-    for f in (REPO / "bindings" / "elixir" / "lib").rglob("*.ex"):
-        names.update(re.findall(r"^\s*(?:def|defdelegate)\s+([a-z_][a-zA-Z0-9_?!]*)", f.read_text(errors="replace"), re.M))
-    return names
+def _elixir_names(cname: str) -> set:
+    """The names defined (``def``/``defdelegate``) by the class's module: the lines of its
+    top-level ``defmodule`` block at the block's own indentation (nested modules excluded)."""
+    fname, module = ELIXIR_MODULES[cname]
+    f = REPO / "bindings" / "elixir" / "lib" / "tinkex" / fname
+    if not f.exists():
+        return set()
+    m = re.search(rf"^defmodule\s+{re.escape(module)}\s+do\n(.*?)^end\b", f.read_text(errors="replace"), re.M | re.S)
+    if m is None:
+        return set()
+    return set(re.findall(r"^  (?:def|defdelegate)\s+([a-z_][a-zA-Z0-9_?!]*)", m.group(1), re.M))
 
 
-def _elixir_modules() -> set:
-    mods = set()
-    for f in (REPO / "bindings" / "elixir" / "lib").rglob("*.ex"):
-        mods.update(re.findall(r"defmodule\s+Tinkex\.(\w+)", f.read_text(errors="replace")))
-    return mods
+def _cpp_strip(text: str) -> str:
+    """``text`` with comments and the contents of string and character literals blanked
+    (so that braces and names in them do not count)."""
+    pat = re.compile(r'//[^\n]*|/\*.*?\*/|R"(\w*)\(.*?\)\1"|"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'', re.S)
+    return pat.sub(lambda m: " " if m.group(0).startswith("/") else '""', text)
 
 
-def _cpp_text() -> str:
+def _cpp_bodies(text: str) -> dict:
+    """Class name -> the text of its body (between the braces of its definition)."""
+    bodies = {}
+    for m in re.finditer(r"\bclass\s+(?:\[\[\w+\]\]\s+)?(\w+)\s*(?::([^{;]*))?\{", text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        bases = re.findall(r"(\w+)\s*(?:<[^{]*?>)?\s*(?:,|$)", m.group(2) or "")
+        bodies[m.group(1)] = (text[m.end() : i - 1], bases)
+    return bodies
+
+
+def _cpp_class_text(bodies: dict, cls: str) -> str:
+    """The body of ``cls`` plus those of its base classes (recursively)."""
+    if cls not in bodies:
+        return ""
+    body, bases = bodies[cls]
+    return body + "\n".join(_cpp_class_text(bodies, b) for b in bases if b != cls)
+
+
+def _cpp_classes() -> dict:
     p = REPO / "bindings" / "cpp" / "tinkex.hpp"
-    return p.read_text(errors="replace") if p.exists() else ""
+    bodies = _cpp_bodies(_cpp_strip(p.read_text(errors="replace"))) if p.exists() else {}
+    return {c: _cpp_class_text(bodies, k) for c, k in CPP_CLASSES.items()}
 
 
 def _cpp_has(text: str, name: str) -> bool:
-    return re.search(rf"\b{re.escape(name)}\s*\(", text) is not None
+    """``name(`` as a declaration in a class body: not a member access (``.name(``,
+    ``->name(``, ``::name(``) nor a returned call."""
+    return re.search(rf"(?<![\w.>:])(?<!return ){re.escape(name)}\s*\(", text) is not None
+
+
+def _cpp_has_create(text: str) -> bool:
+    return re.search(r"\bstatic\s+Result<\w+>\s+create\s*\(", text) is not None
 
 
 def _mark(ok: bool) -> str:
@@ -101,13 +167,16 @@ def build(official_python: str, python: str) -> str:
     surface = _official(official_python)
     methods = surface["methods"]
     py = _python_problems(python, methods)
-    ex_names = _elixir_names()
-    ex_mods = _elixir_modules()
-    cpp = _cpp_text()
+    cpp_classes = _cpp_classes()
     rows = []
     missing = {"Python": 0, "Elixir": 0, "C++": 0}
     total = 0
     for cname in CLASSES:
+        ex_names = _elixir_names(cname)
+        ex_file = "bindings/elixir/lib/tinkex/" + ELIXIR_MODULES[cname][0]
+        ex_mod = ELIXIR_MODULES[cname][1]
+        cpp = cpp_classes[cname]
+        cpp_cls = CPP_CLASSES[cname]
         for name in sorted(methods.get(cname, {})):
             total += 1
             reasons = []
@@ -124,13 +193,13 @@ def build(official_python: str, python: str) -> str:
                     e_mark = c_mark = "n/a"
                     reasons.append("constructed by the service client (the official constructor takes the SDK's internal holder)")
                 else:
-                    e_ok = cname in ex_mods and "new" in ex_names
-                    c_ok = _cpp_has(cpp, cname) or _cpp_has(cpp, "connect")
+                    e_ok = "new" in ex_names
+                    c_ok = _cpp_has_create(cpp)
                     e_mark, c_mark = _mark(e_ok), _mark(c_ok)
                     if not e_ok:
-                        reasons.append(f"Elixir: no Tinkex.{cname}.new")
+                        reasons.append(f"Elixir: no {ex_mod}.new")
                     if not c_ok:
-                        reasons.append(f"C++: no {cname} constructor")
+                        reasons.append(f"C++: no static {cpp_cls}::create")
             else:
                 base = name[: -len("_async")] if name.endswith("_async") else name
                 if cname == "APIFuture" and base == "result":
@@ -141,9 +210,9 @@ def build(official_python: str, python: str) -> str:
                     c_ok = _cpp_has(cpp, name) or _cpp_has(cpp, base)
                 e_mark, c_mark = _mark(e_ok), _mark(c_ok)
                 if not e_ok:
-                    reasons.append(f"Elixir: no `def {base}` under bindings/elixir/lib")
+                    reasons.append(f"Elixir: no `def {base}` in {ex_mod} ({ex_file})")
                 if not c_ok:
-                    reasons.append(f"C++: no `{base}(` in bindings/cpp/tinkex.hpp")
+                    reasons.append(f"C++: no `{base}(` in class {cpp_cls} of bindings/cpp/tinkex.hpp")
                 if name != base and (e_ok or c_ok):
                     reasons.append("async twin: Elixir/C++ have one form, which returns a future")
             for lang, mark in (("Python", _mark(p_ok)), ("Elixir", e_mark), ("C++", c_mark)):
@@ -160,9 +229,18 @@ def build(official_python: str, python: str) -> str:
         "",
         "How each binding is checked: **Python** by introspection (official parameter names, "
         "order, kinds and defaults; a future or the value as the official method; no "
-        "`NotImplementedError`); **Elixir** by a `def <name>` under `bindings/elixir/lib`; "
-        "**C++** by `<name>(` in `bindings/cpp/tinkex.hpp`. ✓ present, ✗ missing, n/a: no "
-        "counterpart in that language (reason given).",
+        "`NotImplementedError`); **Elixir** by a `def <name>` (or `defdelegate`) in the class's "
+        "own module: `Tinkex.ServiceClient` (`bindings/elixir/lib/tinkex/service_client.ex`), "
+        "`Tinkex.TrainingClient`, `Tinkex.SamplingClient`, `Tinkex.RestClient`, "
+        "`Tinkex.AdminClient`, and `Tinkex.Future` for `APIFuture` (`result` is `await`), "
+        "nested modules excluded; **C++** by `<name>(` inside the body of the class in "
+        "`bindings/cpp/tinkex.hpp` (comments and strings stripped; base classes included, e.g. "
+        "the generated `detail::RestMethods` of `RestClient`): `class ServiceClient`, "
+        "`TrainingClient`, `SamplingClient`, `RestClient`, `AdminClient`, and `class Pending` "
+        "for `APIFuture` (`result` is `get`). A class's `__init__` is `new` in Elixir and a "
+        "static `create` in C++. An `<name>_async` twin counts when `<name>` is present (the "
+        "one form returns a future). ✓ present, ✗ missing, n/a: no counterpart in that "
+        "language (reason given).",
         "",
         f"Summary: {total} official methods; missing — "
         + ", ".join(f"{lang}: {n}" for lang, n in missing.items())

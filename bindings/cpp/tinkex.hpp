@@ -124,6 +124,49 @@ inline std::string bytes_to_string(tinkex_bytes *b) {
   return s;
 }
 
+/// The result of a synchronous getter `fn(handle, &bytes, &err)` as text.
+template <class F, class H>
+Result<std::string> get_bytes(F fn, const H *handle) {
+  tinkex_bytes *b = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = fn(handle, &b, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return bytes_to_string(b);
+}
+
+/// An error of the binding itself (no libtinkex error object).
+inline Error binding_error(tinkex_status status, const char *kind, std::string message) {
+  Error e;
+  e.status = status;
+  e.kind = kind;
+  e.message = std::move(message);
+  return e;
+}
+
+inline Error user_error(std::string message) {
+  return binding_error(TINKEX_STATUS_USER, "user", std::move(message));
+}
+
+/// A reference to a service client (null: none), kept by the clients it created.
+using ServiceRef = Handle<tinkex_service_client, tinkex_service_client_free>;
+
+inline ServiceRef service_ref(const tinkex_service_client *svc) {
+  return ServiceRef(svc != nullptr ? tinkex_service_client_clone(svc) : nullptr);
+}
+
+/// `json` (an object) with `member` (`"key":value`) put first; text that is not an object
+/// is returned unchanged, for the library to reject. A `json` that has the key too is
+/// rejected by the library (duplicate field).
+inline std::string with_member(std::string_view json, std::string_view member) {
+  size_t open = json.find_first_not_of(" \t\r\n");
+  if (open == std::string_view::npos || json[open] != '{') return std::string(json);
+  size_t next = json.find_first_not_of(" \t\r\n", open + 1);
+  std::string out = "{" + std::string(member);
+  if (next != std::string_view::npos && json[next] != '}') out += ",";
+  out.append(json.substr(open + 1));
+  return out;
+}
+
 inline const uint8_t *data_of(std::string_view s) {
   return reinterpret_cast<const uint8_t *>(s.data());
 }
@@ -236,6 +279,44 @@ class JsonReader {
     return out;
   }
 
+  /// The string at `at`, unescaped; nullopt when there is none (e.g. `null`, or `at` is
+  /// npos).
+  std::optional<std::string> string(size_t at) const {
+    at = ws(at);
+    size_t end = skip_string(at);
+    if (end == npos) return std::nullopt;
+    std::string out;
+    for (size_t i = at + 1; i + 1 < end; ++i) {
+      if (s_[i] != '\\') {
+        out += s_[i];
+        continue;
+      }
+      char c = s_[++i];
+      switch (c) {
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          uint32_t cp = hex4(i + 1, end);
+          i += 4;
+          if (cp >= 0xD800 && cp < 0xDC00 && i + 2 < end && s_[i + 1] == '\\' && s_[i + 2] == 'u') {
+            uint32_t low = hex4(i + 3, end);
+            if (low >= 0xDC00 && low < 0xE000) {
+              cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+              i += 6;
+            }
+          }
+          append_utf8(out, cp);
+          break;
+        }
+        default: out += c;  // '"', '\\', '/'
+      }
+    }
+    return out;
+  }
+
   /// The number at `at` (0 when it is not one).
   double number(size_t at) const {
     std::string tok(s_.substr(at, skip_value(at) == npos ? 0 : skip_value(at) - at));
@@ -257,8 +338,56 @@ class JsonReader {
     }
     return npos;
   }
+  /// The four hex digits at `i` (before `end`) as a code point; U+FFFD when they are not.
+  uint32_t hex4(size_t i, size_t end) const {
+    if (i + 4 >= end) return 0xFFFD;
+    uint32_t v = 0;
+    for (size_t k = i; k < i + 4; ++k) {
+      char c = s_[k];
+      uint32_t d;
+      if (c >= '0' && c <= '9') d = static_cast<uint32_t>(c - '0');
+      else if (c >= 'a' && c <= 'f') d = static_cast<uint32_t>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F') d = static_cast<uint32_t>(c - 'A' + 10);
+      else return 0xFFFD;
+      v = v * 16 + d;
+    }
+    return v;
+  }
+  static void append_utf8(std::string &out, uint32_t cp) {
+    if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;  // a lone surrogate
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
   std::string_view s_;
 };
+
+/// `get_telemetry()` of a client from its `status()` JSON: the JSON text of its
+/// `telemetry` member, nullopt when that is null (telemetry off).
+inline Result<std::optional<std::string>> telemetry_of(Result<std::string> status) {
+  if (!status) return status.error();
+  const std::string &json = status.value();
+  JsonReader r(json);
+  size_t at = r.member(0, "telemetry");
+  size_t end = at == JsonReader::npos ? JsonReader::npos : r.skip_value(at);
+  if (end == JsonReader::npos)
+    return binding_error(TINKEX_STATUS_INTERNAL, "internal", "status JSON without telemetry");
+  std::string value = json.substr(at, end - at);
+  if (value == "null") return std::optional<std::string>();
+  return std::optional<std::string>(std::move(value));
+}
 
 }  // namespace detail
 
@@ -298,12 +427,13 @@ class Pending {
 
 namespace detail {
 
-/// Takes a finished future's result as T (specialised below).
+/// Takes a finished future's result as T (specialised below); a client result keeps
+/// `service` (the service client it belongs to; may be null).
 template <class T>
-Result<T> take(const tinkex_future *fut);
+Result<T> take(const tinkex_future *fut, ServiceRef service);
 
 template <>
-inline Result<std::string> take<std::string>(const tinkex_future *fut) {
+inline Result<std::string> take<std::string>(const tinkex_future *fut, ServiceRef) {
   tinkex_bytes *bytes = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_result(fut, &bytes, &err);
@@ -314,32 +444,40 @@ inline Result<std::string> take<std::string>(const tinkex_future *fut) {
 template <class T>
 struct Context {
   std::promise<Result<T>> promise;
+  ServiceRef service;
 };
 
 template <class T>
 void on_done(void *user_data, const tinkex_future *fut) noexcept {
   std::unique_ptr<Context<T>> ctx(static_cast<Context<T> *>(user_data));
   try {
-    ctx->promise.set_value(take<T>(fut));
+    ctx->promise.set_value(take<T>(fut, std::move(ctx->service)));
   } catch (...) {
     // Never let an exception reach C (e.g. bad_alloc): the std::future then reports
     // broken_promise.
   }
 }
 
+/// A Pending that is ready at once with `error` (nothing was submitted).
+template <class T>
+Pending<T> failed(Error error) {
+  std::promise<Result<T>> promise;
+  promise.set_value(std::move(error));
+  return Pending<T>(nullptr, promise.get_future());
+}
+
 /// Calls `submit(on_done, user_data, &out_future, &out_err)`; on a failed submission the
-/// Pending is ready at once with the error (the callback never fires).
+/// Pending is ready at once with the error (the callback never fires). A client result
+/// keeps a reference to `service` (may be null).
 template <class T, class Submit>
-Pending<T> submit(Submit &&submit_fn) {
+Pending<T> submit(Submit &&submit_fn, const tinkex_service_client *service = nullptr) {
   auto ctx = std::make_unique<Context<T>>();
+  ctx->service = service_ref(service);
   std::future<Result<T>> result = ctx->promise.get_future();
   tinkex_future *fut = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = submit_fn(&on_done<T>, static_cast<void *>(ctx.get()), &fut, &err);
-  if (s != TINKEX_STATUS_OK) {
-    ctx->promise.set_value(Error::take(s, err));
-    return Pending<T>(nullptr, std::move(result));
-  }
+  if (s != TINKEX_STATUS_OK) return failed<T>(Error::take(s, err));
   ctx.release();  // owned by the callback from now on
   return Pending<T>(Handle<tinkex_future, tinkex_future_free>(fut), std::move(result));
 }
@@ -391,7 +529,37 @@ class Subscription {
 
  private:
   friend class ServiceClient;
+  friend class SamplingClient;
   explicit Subscription(tinkex_subscription *p) : p_(p) {}
+
+  using Handler = std::function<void(const Event &)>;
+
+  /// Subscribes `handler` to the events of `svc` (see ServiceClient::subscribe).
+  static Result<Subscription> to(const tinkex_service_client *svc, Handler handler) {
+    auto fn = std::make_unique<Handler>(std::move(handler));
+    tinkex_subscription *sub = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s =
+        tinkex_service_client_subscribe(svc, &on_event, fn.get(), &free_handler, &sub, &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    fn.release();  // freed by free_handler
+    return Subscription(sub);
+  }
+  static void on_event(void *user_data, const tinkex_event *ev) noexcept {
+    try {
+      Event e;
+      e.type = tinkex_event_get_kind(ev);
+      size_t len = 0;
+      const uint8_t *json = tinkex_event_json(ev, &len);
+      e.json.assign(reinterpret_cast<const char *>(json), len);
+      if (const char *r = tinkex_event_request_id(ev)) e.request_id = r;
+      (*static_cast<Handler *>(user_data))(e);
+    } catch (...) {
+      // A throwing handler loses that event; nothing reaches C.
+    }
+  }
+  static void free_handler(void *user_data) noexcept { delete static_cast<Handler *>(user_data); }
+
   detail::Handle<tinkex_subscription, tinkex_subscription_free> p_;
 };
 
@@ -464,9 +632,19 @@ class DatumBatch {
   detail::Handle<tinkex_datum_batch, tinkex_datum_batch_free> p_;
 };
 
+/// `on_queue_state_change`'s function: the new queue state (`"active"`,
+/// `"paused_capacity"`, `"paused_rate_limit"` or `"unknown"`) and its reason, if any.
+using QueueStateFn =
+    std::function<void(const std::string &state, const std::optional<std::string> &reason)>;
+
 /// A sampling client.
 class SamplingClient {
  public:
+  /// The official `SamplingClient.create`: `service.create_sampling_client(json)` (a new
+  /// sampling session from `{"model_path"}` or `{"base_model"}`, or joins an existing one
+  /// of this service's session with `{"sampling_session_id"}`; PROTOCOL 12.1).
+  static inline Pending<SamplingClient> create(const ServiceClient &service, std::string_view json);
+
   /// `{"prompt": ModelInput, "num_samples": n, "sampling_params": {...}}`.
   Pending<std::string> sample(std::string_view json) const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
@@ -481,18 +659,49 @@ class SamplingClient {
                                                      json.size(), cb, ud, out, err);
     });
   }
+  /// `{"sampling_session_id", "base_model", "cloned_sampler_id", "record_stability_info"}`
+  /// (no I/O).
   Result<std::string> info() const {
-    tinkex_bytes *b = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = tinkex_sampling_client_get_info(p_.get(), &b, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return detail::bytes_to_string(b);
+    return detail::get_bytes(&tinkex_sampling_client_get_info, p_.get());
   }
+  /// The base model sampled (from info(); no I/O).
+  Result<std::string> get_base_model() const { return info_string("base_model"); }
   /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
-  Result<std::string> status() const { return bytes_getter(&tinkex_sampling_client_status); }
+  Result<std::string> status() const {
+    return detail::get_bytes(&tinkex_sampling_client_status, p_.get());
+  }
+  /// The telemetry counters of status() as JSON text, or nullopt when telemetry is off.
+  Result<std::optional<std::string>> get_telemetry() const {
+    return detail::telemetry_of(status());
+  }
+  /// The official `on_queue_state_change` hook, as a registration: calls `fn(state, reason)`
+  /// on the dispatcher thread whenever the queue state of one of this sampling session's
+  /// requests changes (PROTOCOL 15.2; `"active"` again when it completes): the service
+  /// client's `queue_state` events whose `client_id` is this client's sampling session id,
+  /// until the Subscription is destroyed (see ServiceClient::subscribe). Needs the service
+  /// client that created this client (ServiceClient::create_sampling_client,
+  /// TrainingClient::create_sampling_client or save_weights_and_get_sampling_client): one
+  /// made by from_sampler_handle, or from a bare C handle, is TINKEX_STATUS_WRONG_STATE (the
+  /// C ABI offers no subscription to its events).
+  Result<Subscription> on_queue_state_change(QueueStateFn fn) const {
+    if (!svc_)
+      return detail::binding_error(
+          TINKEX_STATUS_WRONG_STATE, "wrong_state",
+          "on_queue_state_change: this sampling client has no service client to observe "
+          "(it was made by from_sampler_handle or from a C handle)");
+    auto sid = info_string("sampling_session_id");
+    if (!sid) return sid.error();
+    return Subscription::to(
+        svc_.get(), [sid = std::move(sid).value(), fn = std::move(fn)](const Event &e) {
+          if (e.type != TINKEX_EVENT_KIND_QUEUE_STATE) return;
+          detail::JsonReader r(e.json);
+          if (r.string(r.member(0, "client_id")) != sid) return;
+          fn(r.string(r.member(0, "state")).value_or("unknown"), r.string(r.member(0, "reason")));
+        });
+  }
   /// The sampler handle (PROTOCOL 20.4) as a JSON string; it carries no credentials.
   Result<std::string> get_sampler_handle() const {
-    return bytes_getter(&tinkex_sampling_client_get_sampler_handle);
+    return detail::get_bytes(&tinkex_sampling_client_get_sampler_handle, p_.get());
   }
   /// A new client for the sampler of `handle` (the handle string itself, not JSON),
   /// authenticating with `config_json` (as for tinkex_service_client_new). No I/O.
@@ -506,21 +715,28 @@ class SamplingClient {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return SamplingClient(c);
   }
-  SamplingClient clone() const { return SamplingClient(tinkex_sampling_client_clone(p_.get())); }
+  SamplingClient clone() const {
+    return SamplingClient(tinkex_sampling_client_clone(p_.get()),
+                          detail::service_ref(svc_.get()).release());
+  }
   tinkex_sampling_client *get() const noexcept { return p_.get(); }
 
-  explicit SamplingClient(tinkex_sampling_client *p) : p_(p) {}
+  /// Adopts `p` and `service` (the service client it belongs to, for
+  /// on_queue_state_change; may be null).
+  explicit SamplingClient(tinkex_sampling_client *p, tinkex_service_client *service = nullptr)
+      : p_(p), svc_(service) {}
 
  private:
-  template <class F>
-  Result<std::string> bytes_getter(F fn) const {
-    tinkex_bytes *b = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = fn(p_.get(), &b, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return detail::bytes_to_string(b);
+  Result<std::string> info_string(const char *key) const {
+    auto json = info();
+    if (!json) return json.error();
+    detail::JsonReader r(json.value());
+    if (auto v = r.string(r.member(0, key))) return *std::move(v);
+    return detail::binding_error(TINKEX_STATUS_INTERNAL, "internal",
+                                 std::string("sampling client info without ") + key);
   }
   detail::Handle<tinkex_sampling_client, tinkex_sampling_client_free> p_;
+  detail::ServiceRef svc_;
 };
 
 /// What a client-side custom loss function returns (forward_backward_custom).
@@ -538,15 +754,6 @@ using CustomLossFn =
     std::function<CustomLossOutput(const std::vector<std::vector<float>> &logprobs)>;
 
 namespace detail {
-
-/// A user error of the binding itself (no libtinkex error object).
-inline Error user_error(std::string message) {
-  Error e;
-  e.status = TINKEX_STATUS_USER;
-  e.kind = "user";
-  e.message = std::move(message);
-  return e;
-}
 
 /// One forward_backward_custom pass: shared by the submitter (which publishes the pass
 /// handle once the submit call returns) and the forward's callback (which waits for it).
@@ -646,7 +853,7 @@ inline void custom_on_forward(void *user_data, const tinkex_future *fut) noexcep
   }
   Handle<tinkex_custom_loss, tinkex_custom_loss_free> owned(pass);
   try {
-    Result<std::string> fwd = take<std::string>(fut);
+    Result<std::string> fwd = take<std::string>(fut, nullptr);
     if (!fwd) {
       ctx.promise.set_value(fwd.error());  // a failed forward already poisoned the client
       return;
@@ -700,6 +907,11 @@ class TrainingClient {
   Pending<std::string> load_state(std::string_view json) const {
     return submit_json(&tinkex_training_client_load_state, json);
   }
+  /// load_state with `"optimizer": true` put into `json` (`{"path",
+  /// "weights_access_token"?}`; one that has `optimizer` too is TINKEX_STATUS_INVALID_JSON).
+  Pending<std::string> load_state_with_optimizer(std::string_view json) const {
+    return load_state(detail::with_member(json, R"("optimizer":true)"));
+  }
   /// `{"path": "name", "ttl_seconds"?, "age_encryption_recipients"?: [...]}`; result
   /// `{"path", "size_bytes"}` (download through RestClient::get_external_weights_urls).
   Pending<std::string> save_weights_external(std::string_view json) const {
@@ -708,12 +920,24 @@ class TrainingClient {
   /// `{"kind": "snapshot"|"inflight", "retry_config"?, "record_stability_info"?}`; `{}` (or
   /// empty) for the defaults.
   inline Pending<SamplingClient> save_weights_and_get_sampling_client(std::string_view json = {}) const;
+  /// The official `TrainingClient.create_sampling_client`: a sampling client of saved
+  /// sampler weights, `{"model_path": "tinker://.../sampler_weights/...", "retry_config"?,
+  /// "record_stability_info"?}`, created by this client's service client
+  /// (ServiceClient::create_sampling_client). TINKEX_STATUS_WRONG_STATE for a client made
+  /// from a bare C handle (no service client).
+  inline Pending<SamplingClient> create_sampling_client(std::string_view json) const;
   /// The web console URL of this run (PROTOCOL 20.2) as a JSON string; no I/O.
   Result<std::string> get_console_url() const {
-    return bytes_getter(&tinkex_training_client_get_console_url);
+    return detail::get_bytes(&tinkex_training_client_get_console_url, p_.get());
   }
   /// `{"session_id", "queue_state", ...}`: introspection of this client (no I/O).
-  Result<std::string> status() const { return bytes_getter(&tinkex_training_client_status); }
+  Result<std::string> status() const {
+    return detail::get_bytes(&tinkex_training_client_status, p_.get());
+  }
+  /// The telemetry counters of status() as JSON text, or nullopt when telemetry is off.
+  Result<std::optional<std::string>> get_telemetry() const {
+    return detail::telemetry_of(status());
+  }
 
   /// Client-side custom loss (PROTOCOL 11.6, the official `forward_backward_custom`): a
   /// forward over `batch` (each datum needs `target_tokens`; borrowed, copied at submit)
@@ -751,17 +975,22 @@ class TrainingClient {
                                 std::move(result));
   }
 
-  Result<std::string> info() const {
-    tinkex_bytes *b = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = tinkex_training_client_get_info(p_.get(), &b, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return detail::bytes_to_string(b);
+  /// The model's `GetInfoResponse` JSON (fetched at creation; no I/O).
+  Result<std::string> get_info() const {
+    return detail::get_bytes(&tinkex_training_client_get_info, p_.get());
   }
-  TrainingClient clone() const { return TrainingClient(tinkex_training_client_clone(p_.get())); }
+  /// get_info().
+  Result<std::string> info() const { return get_info(); }
+  TrainingClient clone() const {
+    return TrainingClient(tinkex_training_client_clone(p_.get()),
+                          detail::service_ref(svc_.get()).release());
+  }
   tinkex_training_client *get() const noexcept { return p_.get(); }
 
-  explicit TrainingClient(tinkex_training_client *p) : p_(p) {}
+  /// Adopts `p` and `service` (the service client it belongs to, for
+  /// create_sampling_client; may be null).
+  explicit TrainingClient(tinkex_training_client *p, tinkex_service_client *service = nullptr)
+      : p_(p), svc_(service) {}
 
  private:
   using JsonFn = tinkex_status (*)(const tinkex_training_client *, const uint8_t *, size_t,
@@ -772,46 +1001,41 @@ class TrainingClient {
     });
   }
 
-  template <class F>
-  Result<std::string> bytes_getter(F fn) const {
-    tinkex_bytes *b = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = fn(p_.get(), &b, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return detail::bytes_to_string(b);
-  }
-
   detail::Handle<tinkex_training_client, tinkex_training_client_free> p_;
+  detail::ServiceRef svc_;
 };
 
 namespace detail {
 
 template <>
-inline Result<TrainingClient> take<TrainingClient>(const tinkex_future *fut) {
+inline Result<TrainingClient> take<TrainingClient>(const tinkex_future *fut, ServiceRef service) {
   tinkex_training_client *c = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_training_client(fut, &c, &err);
   if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-  return TrainingClient(c);
+  return TrainingClient(c, service.release());
 }
 
 template <>
-inline Result<SamplingClient> take<SamplingClient>(const tinkex_future *fut) {
+inline Result<SamplingClient> take<SamplingClient>(const tinkex_future *fut, ServiceRef service) {
   tinkex_sampling_client *c = nullptr;
   tinkex_error *err = nullptr;
   tinkex_status s = tinkex_future_take_sampling_client(fut, &c, &err);
   if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-  return SamplingClient(c);
+  return SamplingClient(c, service.release());
 }
 
 }  // namespace detail
 
 inline Pending<SamplingClient> TrainingClient::save_weights_and_get_sampling_client(
     std::string_view json) const {
-  return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
-    return tinkex_training_client_save_weights_and_get_sampling_client(
-        p_.get(), json.empty() ? nullptr : detail::data_of(json), json.size(), cb, ud, out, err);
-  });
+  return detail::submit<SamplingClient>(
+      [&](auto cb, void *ud, auto out, auto err) {
+        return tinkex_training_client_save_weights_and_get_sampling_client(
+            p_.get(), json.empty() ? nullptr : detail::data_of(json), json.size(), cb, ud, out,
+            err);
+      },
+      svc_.get());
 }
 
 namespace detail {
@@ -1146,13 +1370,26 @@ class RestClient : public detail::RestMethods<RestClient> {
                                      err);
     });
   }
-  RestClient clone() const { return RestClient(tinkex_rest_client_clone(p_.get())); }
+  /// The telemetry of the service client that created this client
+  /// (ServiceClient::get_telemetry), or nullopt for a session-less client (`create`; the C
+  /// ABI reports no telemetry of session-less holders), as the Python binding.
+  Result<std::optional<std::string>> get_telemetry() const {
+    if (!svc_) return std::optional<std::string>();
+    return detail::telemetry_of(detail::get_bytes(&tinkex_service_client_status, svc_.get()));
+  }
+  RestClient clone() const {
+    return RestClient(tinkex_rest_client_clone(p_.get()),
+                      detail::service_ref(svc_.get()).release());
+  }
   tinkex_rest_client *get() const noexcept { return p_.get(); }
 
-  explicit RestClient(tinkex_rest_client *p) : p_(p) {}
+  /// Adopts `p` and `service` (the service client that created it; may be null).
+  explicit RestClient(tinkex_rest_client *p, tinkex_service_client *service = nullptr)
+      : p_(p), svc_(service) {}
 
  private:
   detail::Handle<tinkex_rest_client, tinkex_rest_client_free> p_;
+  detail::ServiceRef svc_;
 };
 
 /// An admin client (PROTOCOL 9.12): the table's methods whose clients include "admin".
@@ -1175,6 +1412,9 @@ class AdminClient : public detail::AdminMethods<AdminClient> {
                                       err);
     });
   }
+  /// Always nullopt: an admin client is a session-less holder, and the C ABI reports no
+  /// telemetry of those (as AdminClient.get_telemetry of the Python binding).
+  Result<std::optional<std::string>> get_telemetry() const { return std::optional<std::string>(); }
   AdminClient clone() const { return AdminClient(tinkex_admin_client_clone(p_.get())); }
   tinkex_admin_client *get() const noexcept { return p_.get(); }
 
@@ -1204,31 +1444,31 @@ class ServiceClient {
   }
   /// `{"base_model": "...", "lora_config": {"rank": 32}}`.
   Pending<TrainingClient> create_lora_training_client(std::string_view json) const {
-    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_service_client_create_lora_training_client(
-          p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
-    });
+    return submit_json<TrainingClient>(&tinkex_service_client_create_lora_training_client, json);
   }
-  /// `{"path": "tinker://...", "optimizer": false}`.
+  /// `{"path": "tinker://...", "optimizer": false, "base_model"?, "user_metadata"?,
+  /// "weights_access_token"?, "optimizer_config"?}`.
   Pending<TrainingClient> create_training_client_from_state(std::string_view json) const {
-    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_service_client_create_training_client_from_state(
-          p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
-    });
+    return submit_json<TrainingClient>(
+        &tinkex_service_client_create_training_client_from_state, json);
   }
-  /// `{"model_path": "tinker://..."}` or `{"base_model": "..."}`.
+  /// create_training_client_from_state with `"optimizer": true` put into `json` (one that
+  /// has `optimizer` too is TINKEX_STATUS_INVALID_JSON): restores the optimizer state too.
+  Pending<TrainingClient> create_training_client_from_state_with_optimizer(std::string_view json) const {
+    return create_training_client_from_state(detail::with_member(json, R"("optimizer":true)"));
+  }
+  /// `{"model_path": "tinker://..."}`, `{"base_model": "..."}` or `{"sampling_session_id":
+  /// "..."}` (an existing sampling session of this session; PROTOCOL 12.1), plus
+  /// `"retry_config"?`, `"record_stability_info"?`.
   Pending<SamplingClient> create_sampling_client(std::string_view json) const {
-    return detail::submit<SamplingClient>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_service_client_create_sampling_client(p_.get(), detail::data_of(json),
-                                                          json.size(), cb, ud, out, err);
-    });
+    return submit_json<SamplingClient>(&tinkex_service_client_create_sampling_client, json);
   }
   Result<RestClient> create_rest_client() const {
     tinkex_rest_client *r = nullptr;
     tinkex_error *err = nullptr;
     tinkex_status s = tinkex_service_client_create_rest_client(p_.get(), &r, &err);
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return RestClient(r);
+    return RestClient(r, detail::service_ref(p_.get()).release());
   }
   /// `{"path", "ttl_seconds"?, "weights_access_token"?}`: copies a checkpoint into the
   /// configured project (PROTOCOL 6.9); result: the new path as a JSON string.
@@ -1243,19 +1483,24 @@ class ServiceClient {
   /// `{"training_run_id", "optimizer"?: true}`: a training client resumed from the run's
   /// latest training checkpoint.
   Pending<TrainingClient> resume_training_run(std::string_view json) const {
-    return detail::submit<TrainingClient>([&](auto cb, void *ud, auto out, auto err) {
-      return tinkex_service_client_resume_training_run(p_.get(), detail::data_of(json),
-                                                       json.size(), cb, ud, out, err);
-    });
+    return submit_json<TrainingClient>(&tinkex_service_client_resume_training_run, json);
   }
   /// The web console URL of the session (PROTOCOL 20.2) as a JSON string; no I/O.
   Result<std::string> get_console_url() const {
-    return bytes_getter(&tinkex_service_client_get_console_url);
+    return detail::get_bytes(&tinkex_service_client_get_console_url, p_.get());
   }
   /// `{"session_id", "queue_state", "queue_state_reason", "billing_paused_ms",
   /// "backoff_remaining_ms", "last_progress_ms_ago", "operations_waiting",
   /// "operations_in_flight", "telemetry"}`: introspection (no I/O).
-  Result<std::string> status() const { return bytes_getter(&tinkex_service_client_status); }
+  Result<std::string> status() const {
+    return detail::get_bytes(&tinkex_service_client_status, p_.get());
+  }
+  /// The official `get_telemetry()`: the `telemetry` member of status() (the core's
+  /// telemetry counters) as JSON text, or nullopt when telemetry is off (the configuration's
+  /// `telemetry: false` or TINKER_TELEMETRY). Read again at each call; no I/O.
+  Result<std::optional<std::string>> get_telemetry() const {
+    return detail::telemetry_of(status());
+  }
 
   /// Finishes the session; `{}` means success.
   Pending<std::string> close(std::string_view json = "{}") const {
@@ -1270,14 +1515,7 @@ class ServiceClient {
   /// which `handler` is destroyed on the dispatcher. So let `handler` own (or share) what
   /// it touches rather than capture locals by reference.
   Result<Subscription> subscribe(std::function<void(const Event &)> handler) const {
-    auto fn = std::make_unique<std::function<void(const Event &)>>(std::move(handler));
-    tinkex_subscription *sub = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = tinkex_service_client_subscribe(p_.get(), &on_event, fn.get(),
-                                                      &free_handler, &sub, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    fn.release();  // freed by free_handler
-    return Subscription(sub);
+    return Subscription::to(p_.get(), std::move(handler));
   }
 
   ServiceClient clone() const { return ServiceClient(tinkex_service_client_clone(p_.get())); }
@@ -1288,39 +1526,37 @@ class ServiceClient {
 
   using JsonFn = tinkex_status (*)(const tinkex_service_client *, const uint8_t *, size_t,
                                    tinkex_done_fn, void *, tinkex_future **, tinkex_error **);
-  Pending<std::string> submit_json(JsonFn fn, std::string_view json) const {
-    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
-      return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
-    });
-  }
-  template <class F>
-  Result<std::string> bytes_getter(F fn) const {
-    tinkex_bytes *b = nullptr;
-    tinkex_error *err = nullptr;
-    tinkex_status s = fn(p_.get(), &b, &err);
-    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
-    return detail::bytes_to_string(b);
-  }
-
-  static void on_event(void *user_data, const tinkex_event *ev) noexcept {
-    try {
-      Event e;
-      e.type = tinkex_event_get_kind(ev);
-      size_t len = 0;
-      const uint8_t *json = tinkex_event_json(ev, &len);
-      e.json.assign(reinterpret_cast<const char *>(json), len);
-      if (const char *r = tinkex_event_request_id(ev)) e.request_id = r;
-      (*static_cast<std::function<void(const Event &)> *>(user_data))(e);
-    } catch (...) {
-      // A throwing handler loses that event; nothing reaches C.
-    }
-  }
-  static void free_handler(void *user_data) noexcept {
-    delete static_cast<std::function<void(const Event &)> *>(user_data);
+  /// A call with a JSON argument; a client result keeps a reference to this service client.
+  template <class T = std::string>
+  Pending<T> submit_json(JsonFn fn, std::string_view json) const {
+    return detail::submit<T>(
+        [&](auto cb, void *ud, auto out, auto err) {
+          return fn(p_.get(), detail::data_of(json), json.size(), cb, ud, out, err);
+        },
+        std::is_same_v<T, std::string> ? nullptr : p_.get());
   }
 
   detail::Handle<tinkex_service_client, tinkex_service_client_free> p_;
 };
+
+inline Pending<SamplingClient> SamplingClient::create(const ServiceClient &service,
+                                                      std::string_view json) {
+  return service.create_sampling_client(json);
+}
+
+inline Pending<SamplingClient> TrainingClient::create_sampling_client(std::string_view json) const {
+  if (!svc_)
+    return detail::failed<SamplingClient>(detail::binding_error(
+        TINKEX_STATUS_WRONG_STATE, "wrong_state",
+        "create_sampling_client: this training client has no service client (made from a C "
+        "handle)"));
+  return detail::submit<SamplingClient>(
+      [&](auto cb, void *ud, auto out, auto err) {
+        return tinkex_service_client_create_sampling_client(svc_.get(), detail::data_of(json),
+                                                            json.size(), cb, ud, out, err);
+      },
+      svc_.get());
+}
 
 /// The library version ("0.1.0") and whether the loaded library matches this header's ABI.
 inline std::string version() { return tinkex_version(); }

@@ -14,14 +14,14 @@ bool has(const tinkex::Result<std::string> &r, const std::string &needle) {
   return r.ok() && r.value().find(needle) != std::string::npos;
 }
 
+}  // namespace
+
 std::string string_after(const std::string &json, const std::string &key) {
   auto pos = json.find("\"" + key + "\":\"");
   if (pos == std::string::npos) return {};
   pos += key.size() + 4;
   return json.substr(pos, json.find('"', pos) - pos);
 }
-
-}  // namespace
 
 int run_operations(const tinkex::Runtime &rt, const std::string &base_url) {
   int failures = 0;

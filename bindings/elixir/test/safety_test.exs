@@ -98,8 +98,11 @@ defmodule Tinkex.SafetyTest do
     # Unsubscribing releases the subscription once its term is gone.
     :ok = Tinkex.Subscription.unsubscribe(holder.sub)
 
-    # Drop the parents first: the children still work.
+    # Drop the parents first: the children still work. (The sampling and REST structs also
+    # hold the service client's term, for on_queue_state_change / get_telemetry: drop it too,
+    # so that only libtinkex's own references keep the parent alive.)
     holder = Map.drop(holder, [:svc, :tc])
+    holder = %{holder | sampler: %{holder.sampler | service: nil}, rest: %{holder.rest | service: nil}}
     _ = {svc, tc}
     eventually(fn -> counts().service_client == 0 end)
     {:ok, f} = SamplingClient.sample(holder.sampler, [1, 2], max_tokens: 2)

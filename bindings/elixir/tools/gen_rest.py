@@ -57,6 +57,40 @@ CLIENTS = {
 }
 
 
+# The struct of each client: a REST client made by `Tinkex.ServiceClient.create_rest_client/1`
+# keeps that service client (for get_telemetry/1); an admin client is always session-less.
+STRUCT = {
+    "rest": """  defstruct [:handle, :service]
+  @type t :: %__MODULE__{handle: reference, service: Tinkex.ServiceClient.t() | nil}
+""",
+    "admin": """  defstruct [:handle]
+  @type t :: %__MODULE__{handle: reference}
+""",
+}
+
+# get_telemetry/1 (the official `get_telemetry()`), as in the Python binding.
+TELEMETRY = {
+    "rest": '''
+  @doc """
+  The telemetry of the service client that created this client
+  (`Tinkex.ServiceClient.get_telemetry/1`), or `nil` for a session-less client (`new/1`: the
+  C ABI reports no telemetry of session-less holders). No I/O.
+  """
+  @spec get_telemetry(t) :: {:ok, map | nil} | {:error, Error.t()}
+  def get_telemetry(%__MODULE__{service: nil}), do: {:ok, nil}
+  def get_telemetry(%__MODULE__{service: svc}), do: Tinkex.ServiceClient.get_telemetry(svc)
+''',
+    "admin": '''
+  @doc """
+  Always `{:ok, nil}`: an admin client is a session-less holder, and the C ABI reports no
+  telemetry of those (the official `get_telemetry()`, as in the Python binding).
+  """
+  @spec get_telemetry(t) :: {:ok, nil}
+  def get_telemetry(%__MODULE__{}), do: {:ok, nil}
+''',
+}
+
+
 def ex_default(v):
     if v is None:
         return "`nil`"
@@ -91,9 +125,7 @@ def render_client(kind, methods):
     out.append(
         """  alias Tinkex.{Error, Future, Rest}
 
-  defstruct [:handle]
-  @type t :: %__MODULE__{handle: reference}
-
+%STRUCT%
   @doc \"\"\"
   A session-less client (no I/O at creation). Options: those of `Tinkex.ServiceClient.new/1`
   (`:api_key`, `:base_url`, `:project_id`, `:timeouts`, `:retry`, ..., `:runtime`).
@@ -102,7 +134,7 @@ def render_client(kind, methods):
   def new(opts \\\\ []) do
     with {:ok, h} <- Rest.new(:%KIND%, opts), do: {:ok, %__MODULE__{handle: h}}
   end
-""".replace("%KIND%", kind)
+%TELEMETRY%""".replace("%KIND%", kind).replace("%STRUCT%", STRUCT[kind]).replace("%TELEMETRY%", TELEMETRY[kind])
     )
     for m in methods:
         if kind not in m["clients"]:

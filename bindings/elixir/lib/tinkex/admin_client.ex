@@ -23,6 +23,13 @@ defmodule Tinkex.AdminClient do
   end
 
   @doc """
+  Always `{:ok, nil}`: an admin client is a session-less holder, and the C ABI reports no
+  telemetry of those (the official `get_telemetry()`, as in the Python binding).
+  """
+  @spec get_telemetry(t) :: {:ok, nil}
+  def get_telemetry(%__MODULE__{}), do: {:ok, nil}
+
+  @doc """
   Audit log entries (9.12; organisation role).
 
   Options: `:event_type` (audit_event_type, default `"all"`), `:day` (date?, default `nil`).

@@ -17,8 +17,8 @@ defmodule Tinkex.RestClient do
 
   alias Tinkex.{Error, Future, Rest}
 
-  defstruct [:handle]
-  @type t :: %__MODULE__{handle: reference}
+  defstruct [:handle, :service]
+  @type t :: %__MODULE__{handle: reference, service: Tinkex.ServiceClient.t() | nil}
 
   @doc """
   A session-less client (no I/O at creation). Options: those of `Tinkex.ServiceClient.new/1`
@@ -28,6 +28,15 @@ defmodule Tinkex.RestClient do
   def new(opts \\ []) do
     with {:ok, h} <- Rest.new(:rest, opts), do: {:ok, %__MODULE__{handle: h}}
   end
+
+  @doc """
+  The telemetry of the service client that created this client
+  (`Tinkex.ServiceClient.get_telemetry/1`), or `nil` for a session-less client (`new/1`: the
+  C ABI reports no telemetry of session-less holders). No I/O.
+  """
+  @spec get_telemetry(t) :: {:ok, map | nil} | {:error, Error.t()}
+  def get_telemetry(%__MODULE__{service: nil}), do: {:ok, nil}
+  def get_telemetry(%__MODULE__{service: svc}), do: Tinkex.ServiceClient.get_telemetry(svc)
 
   @doc """
   Training runs, newest first (9.1).

@@ -66,11 +66,11 @@ defmodule Tinkex.ServiceClient do
   `:dimuon` or a map, see `Tinkex.Types.OptimizerConfig`; default: the server's).
   """
   @spec create_lora_training_client(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
-  def create_lora_training_client(%__MODULE__{handle: h}, base_model, opts \\ []) do
+  def create_lora_training_client(%__MODULE__{handle: h} = svc, base_model, opts \\ []) do
     body = Requests.create_lora_training_client(base_model, opts)
 
     Native.service_client_create_lora_training_client(h, JSON.encode!(body))
-    |> Future.submitted(:create_lora_training_client, &Tinkex.TrainingClient.wrap/1)
+    |> Future.submitted(:create_lora_training_client, &Tinkex.TrainingClient.wrap(&1, svc))
   end
 
   @doc """
@@ -80,29 +80,34 @@ defmodule Tinkex.ServiceClient do
   `:optimizer_config` (see `Tinkex.Types.OptimizerConfig`).
   """
   @spec create_training_client_from_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
-  def create_training_client_from_state(%__MODULE__{handle: h}, path, opts \\ []) do
+  def create_training_client_from_state(%__MODULE__{handle: h} = svc, path, opts \\ []) do
     body = Requests.create_training_client_from_state(path, opts)
 
     Native.service_client_create_training_client_from_state(h, JSON.encode!(body))
-    |> Future.submitted(:create_training_client_from_state, &Tinkex.TrainingClient.wrap/1)
+    |> Future.submitted(:create_training_client_from_state, &Tinkex.TrainingClient.wrap(&1, svc))
   end
 
-  @doc "`create_training_client_from_state(svc, path, optimizer: true)`."
-  def create_training_client_from_state_with_optimizer(svc, path),
-    do: create_training_client_from_state(svc, path, optimizer: true)
+  @doc """
+  `create_training_client_from_state(svc, path, [optimizer: true] ++ opts)`: restores the
+  optimizer state too. Options: `:base_model`, `:user_metadata`, `:weights_access_token`.
+  """
+  @spec create_training_client_from_state_with_optimizer(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def create_training_client_from_state_with_optimizer(svc, path, opts \\ []),
+    do: create_training_client_from_state(svc, path, Keyword.put(opts, :optimizer, true))
 
   @doc """
   Creates a sampling client: a future of `Tinkex.SamplingClient`. Give exactly one of
   `base_model: "Qwen/Qwen3-8B"`, `model_path: "tinker://.../sampler_weights/name"` or
-  `sampling_session_id: "..."`. Other options: `:retry_config` (map of RetryConfig
-  fields), `:record_stability_info` (boolean, default false).
+  `sampling_session_id: "..."` (an existing sampling session of this client's session,
+  PROTOCOL 12.1). Other options: `:retry_config` (map of RetryConfig fields),
+  `:record_stability_info` (boolean, default false).
   """
   @spec create_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
-  def create_sampling_client(%__MODULE__{handle: h}, opts) do
+  def create_sampling_client(%__MODULE__{handle: h} = svc, opts) do
     body = Requests.create_sampling_client(opts)
 
     Native.service_client_create_sampling_client(h, JSON.encode!(body))
-    |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap/1)
+    |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
   end
 
   @doc """
@@ -110,9 +115,9 @@ defmodule Tinkex.ServiceClient do
   (no session is needed for it). For one without a service client: `Tinkex.RestClient.new/1`.
   """
   @spec create_rest_client(t) :: {:ok, Tinkex.RestClient.t()} | {:error, Error.t()}
-  def create_rest_client(%__MODULE__{handle: h}) do
+  def create_rest_client(%__MODULE__{handle: h} = svc) do
     case Native.service_client_create_rest_client(h) do
-      {:ok, rc} -> {:ok, %Tinkex.RestClient{handle: rc}}
+      {:ok, rc} -> {:ok, %Tinkex.RestClient{handle: rc, service: svc}}
       {:error, e} -> {:error, Error.from_nif(e)}
     end
   end
@@ -147,9 +152,9 @@ defmodule Tinkex.ServiceClient do
   (default true: restore the optimizer state too).
   """
   @spec resume_training_run(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
-  def resume_training_run(%__MODULE__{handle: h}, training_run_id, opts \\ []) do
+  def resume_training_run(%__MODULE__{handle: h} = svc, training_run_id, opts \\ []) do
     Native.service_client_resume_training_run(h, JSON.encode!(Requests.resume_training_run(training_run_id, opts)))
-    |> Future.submitted(:resume_training_run, &Tinkex.TrainingClient.wrap/1)
+    |> Future.submitted(:resume_training_run, &Tinkex.TrainingClient.wrap(&1, svc))
   end
 
   @doc "The web console URL of this client's session (PROTOCOL 20.2); no I/O."
@@ -165,11 +170,12 @@ defmodule Tinkex.ServiceClient do
   @spec status(t) :: {:ok, map} | {:error, Error.t()}
   def status(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.service_client_status(h))
 
-  @doc "The telemetry counters of `status/1` (`nil` when telemetry is off)."
+  @doc """
+  The telemetry counters of `status/1` (`nil` when telemetry is off or before the session
+  started); read again at each call, no I/O.
+  """
   @spec get_telemetry(t) :: {:ok, map | nil} | {:error, Error.t()}
-  def get_telemetry(svc) do
-    with {:ok, s} <- status(svc), do: {:ok, s["telemetry"]}
-  end
+  def get_telemetry(svc), do: Tinkex.Util.telemetry(status(svc))
 
   @doc """
   Finishes the session (idempotent): a future of `:ok`. `reason` is `:success` (default),

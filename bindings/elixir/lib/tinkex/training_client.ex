@@ -34,13 +34,15 @@ defmodule Tinkex.TrainingClient do
     TensorData
   }
 
-  defstruct [:handle, :info]
-  @type t :: %__MODULE__{handle: reference, info: GetInfoResponse.t()}
+  defstruct [:handle, :info, :service]
+  @type t :: %__MODULE__{handle: reference, info: GetInfoResponse.t(), service: Tinkex.ServiceClient.t() | nil}
 
   @doc false
-  def wrap({:training_client, h}) do
+  # `service`: the service client that created it (for create_sampling_client/3 and the
+  # sampling clients it creates).
+  def wrap({:training_client, h}, service \\ nil) do
     case Native.training_client_get_info(h) do
-      {:ok, json} -> {:ok, %__MODULE__{handle: h, info: GetInfoResponse.from_json(JSON.decode!(json))}}
+      {:ok, json} -> {:ok, %__MODULE__{handle: h, info: GetInfoResponse.from_json(JSON.decode!(json)), service: service}}
       {:error, e} -> {:error, Error.from_nif(e)}
     end
   end
@@ -369,8 +371,9 @@ defmodule Tinkex.TrainingClient do
     |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
   end
 
-  @doc "`load_state(tc, path, optimizer: true)`."
-  def load_state_with_optimizer(tc, path), do: load_state(tc, path, optimizer: true)
+  @doc "`load_state(tc, path, [optimizer: true] ++ opts)`. Option: `:weights_access_token`."
+  @spec load_state_with_optimizer(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def load_state_with_optimizer(tc, path, opts \\ []), do: load_state(tc, path, Keyword.put(opts, :optimizer, true))
 
   @doc """
   Saves named sampler weights: a future of `SaveWeightsForSamplerResponse`. Options:
@@ -389,9 +392,26 @@ defmodule Tinkex.TrainingClient do
   (boolean, default false).
   """
   @spec save_weights_and_get_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
-  def save_weights_and_get_sampling_client(%__MODULE__{handle: h}, opts \\ []) do
+  def save_weights_and_get_sampling_client(%__MODULE__{handle: h, service: svc}, opts \\ []) do
     Native.training_client_save_weights_and_get_sampling_client(h, JSON.encode!(Requests.save_weights_and_get_sampling_client(opts)))
-    |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap/1)
+    |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
+  end
+
+  @doc """
+  A sampling client of saved sampler weights (`tinker://.../sampler_weights/name`), created
+  by this client's service client: `Tinkex.ServiceClient.create_sampling_client(svc,
+  model_path: model_path)`, a future of `Tinkex.SamplingClient`. Options: `:retry_config`,
+  `:record_stability_info`.
+  """
+  @spec create_sampling_client(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
+  def create_sampling_client(tc, model_path, opts \\ [])
+
+  def create_sampling_client(%__MODULE__{service: nil}, _model_path, _opts),
+    do: {:error, Error.new(:wrong_state, :wrong_state, "create_sampling_client: this training client has no service client")}
+
+  def create_sampling_client(%__MODULE__{service: svc}, model_path, opts) do
+    opts = Keyword.take(opts, [:retry_config, :record_stability_info])
+    Tinkex.ServiceClient.create_sampling_client(svc, [model_path: model_path] ++ opts)
   end
 
   @doc """
@@ -413,4 +433,8 @@ defmodule Tinkex.TrainingClient do
   @doc "Introspection of this client (no I/O): the keys of `Tinkex.ServiceClient.status/1`."
   @spec status(t) :: {:ok, map} | {:error, Error.t()}
   def status(%__MODULE__{handle: h}), do: Tinkex.Util.sync_json(Native.training_client_status(h))
+
+  @doc "The telemetry counters of `status/1` (`nil` when telemetry is off); no I/O."
+  @spec get_telemetry(t) :: {:ok, map | nil} | {:error, Error.t()}
+  def get_telemetry(tc), do: Tinkex.Util.telemetry(status(tc))
 end

@@ -15,4 +15,10 @@ defmodule Tinkex.Util do
   end
 
   def sync_json({:error, e}), do: {:error, Error.from_nif(e)}
+
+  @doc false
+  # get_telemetry/1 of a client from its status/1 answer: the "telemetry" entry (nil when
+  # telemetry is off).
+  def telemetry({:ok, status}), do: {:ok, status["telemetry"]}
+  def telemetry({:error, _} = e), do: e
 end
