@@ -192,6 +192,16 @@ int run_coverage(const tinkex::Runtime &rt, const std::string &base_url) {
   auto weights_only = svc.create_training_client_from_state(path_json).get();
   failures += check(weights_only.ok() && optimizer_steps(base_url, weights_only.value()) == 0,
                     "coverage: create_training_client_from_state without the optimizer");
+  // resume_training_run: a new model from the run's latest training checkpoint (cpp-cov,
+  // saved after one step), optimizer state included by default.
+  std::string run_id = model_id(t);
+  auto resumed = svc.resume_training_run(object("training_run_id", run_id)).get();
+  failures += check(resumed.ok() && model_id(resumed.value()) != run_id &&
+                        optimizer_steps(base_url, resumed.value()) == 1,
+                    "coverage: resume_training_run from the latest checkpoint");
+  failures += check(svc.resume_training_run(R"({"run":"x"})").get().status() ==
+                        TINKEX_STATUS_INVALID_JSON,
+                    "coverage: resume_training_run with an unknown field");
   std::string twice = path_json.substr(0, path_json.size() - 1) + R"(,"optimizer":false})";
   failures += check(svc.create_training_client_from_state_with_optimizer(twice).get().status() ==
                         TINKEX_STATUS_INVALID_JSON,
