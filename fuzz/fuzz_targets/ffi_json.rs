@@ -91,7 +91,9 @@ fuzz_target!(|data: &[u8]| {
             tinkex_training_client_save_weights_for_sampler(h.training, p, n, cb, ud, o, e)
         }),
         11 => submit(&|cb, ud, o, e| {
-            tinkex_training_client_save_weights_and_get_sampling_client(h.training, cb, ud, o, e)
+            tinkex_training_client_save_weights_and_get_sampling_client(
+                h.training, p, n, cb, ud, o, e,
+            )
         }),
         12 => submit(&|cb, ud, o, e| {
             tinkex_training_client_load_state(h.training, p, n, cb, ud, o, e)

@@ -307,13 +307,28 @@ async fn main() {
         .await
         .unwrap();
     let rest = svc.create_rest_client();
-    let runs = rest.list_training_runs(10, 0, Default::default(), None).result().await.unwrap();
+    let runs = rest
+        .list_training_runs(10, 0, Default::default(), None)
+        .result()
+        .await
+        .unwrap();
     let id = training.model_id().to_string();
-    let _ = rest.get_training_run(&id, Default::default()).result().await.unwrap();
+    let _ = rest
+        .get_training_run(&id, Default::default())
+        .result()
+        .await
+        .unwrap();
     let _ = rest.list_checkpoints(&id).result().await.unwrap();
     let _ = rest.list_user_checkpoints(10, 0).result().await.unwrap();
-    let _ = rest.get_weights_info_by_tinker_path(&sampler_path).result().await.unwrap();
-    let _ = rest.get_training_run("no-such-run", Default::default()).result().await; // an error body
+    let _ = rest
+        .get_weights_info_by_tinker_path(&sampler_path)
+        .result()
+        .await
+        .unwrap();
+    let _ = rest
+        .get_training_run("no-such-run", Default::default())
+        .result()
+        .await; // an error body
     println!("{} runs", runs.training_runs.len());
     svc.close(FinishReasonKind::Success, None).await.ok();
     tokio::time::sleep(Duration::from_millis(200)).await; // let the proxy pipes drain
