@@ -53,6 +53,12 @@ def machine_limits():
             lim["tw_reuse"] = f.read().strip()
     except OSError:
         pass
+    try:
+        with open("/proc/meminfo") as f:
+            m = re.search(r"MemTotal:\s+(\d+)", f.read())
+        lim["mem_total_mib"] = int(m.group(1)) // 1024 if m else None
+    except OSError:
+        pass
     return lim
 
 
@@ -173,9 +179,13 @@ def w_rss(S, R):
     """RSS with N sample futures pending on the server, polled per future and batched. A
     per-future point that needs more sockets than `ulimit -n` or loopback ports allow is not
     run (the reason is reported); a batched point is run, and a machine limit named in the
-    processes' stderr is reported with it."""
+    processes' stderr is reported with it. Polled per future, the SDKs send at most
+    `sample_max_concurrent_requests` calls at once (12.6; the rest wait in the client): a
+    point is complete when that many are pending on the server with their first polls; the
+    batched poller lifts the bound, so there all N must be pending."""
     ml = R.setdefault("machine_limits", machine_limits())
-    R.setdefault("server_limits", server_limits())
+    sl = R.setdefault("server_limits", server_limits())
+    smcr = (sl.get("client_config") or {}).get("sample_max_concurrent_requests")
     clients = ["rust", "python"] + (["official"] if R["have_official"] else [])
     out = {"per_future": {c: [] for c in clients}, "batched": {c: [] for c in clients}}
     for mode, sizes in (("per_future", S["rss_per_future"]), ("batched", S["rss_batched"])):
@@ -183,21 +193,22 @@ def w_rss(S, R):
             for c in clients:
                 if c == "official" and n > S["rss_official_max"]:
                     continue
-                row = {"n": n}
+                bound = min(n, smcr) if mode == "per_future" and smcr else n
+                row = {"n": n, "bound": bound}
                 out[mode][c].append(row)
                 if mode == "per_future":
                     # A pending poll holds one connection: a socket in the client and one in
                     # the emulator, each from one loopback port range towards one address.
-                    need = n + S["rss_fd_margin"]
+                    need = bound + S["rss_fd_margin"]
                     if need > ml["nofile_soft"]:
                         row["limit"] = (f"not run: ~{need:,} sockets needed, `ulimit -n` is "
                                         f"{ml['nofile_soft']:,}")
                         continue
-                    if n > ml.get("ports", n):
-                        row["limit"] = (f"not run: {n:,} connections to one address, "
+                    if bound > ml.get("ports", bound):
+                        row["limit"] = (f"not run: {bound:,} connections to one address, "
                                         f"{ml['ports']:,} ephemeral ports")
                         continue
-                hold = S["rss_hold_ms"] + int(n * S["rss_hold_ms_per_future"])
+                hold = S["rss_hold_ms"] + int(n * S["rss_hold_ms_per_future"][c])
                 name = f"c2.{mode}.{c}.{n}"
                 log(f"C2 RSS {mode.replace('_', '-')}: {c}, {n:,} futures (server holds each {hold / 1e3:.0f} s)")
                 r = run_client(name, c, "rss", {"n": n, "hold-ms": hold},
@@ -208,19 +219,26 @@ def w_rss(S, R):
                         "rss_before_kb", "rss_inflight_kb", "hwm_kb", "all_held", "server_pending",
                         "polls_seen", "batched_polls_seen", "fds_inflight", "sockets_inflight",
                         "submit_s", "held_s", "batched", "proc_maxrss_kb")})
+                    polls = n if mode == "batched" else r.get("polls_seen", 0)
+                    row["complete"] = (r.get("server_pending", 0) >= bound and polls >= bound
+                                       and r.get("batched") == (mode == "batched"))
                     if r.get("batched") != (mode == "batched"):
                         row["limit"] = "the server's flag did not take effect"
-                if not r or not r.get("all_held"):
+                    elif row["complete"] and bound < n:
+                        row["limit"] = (f"{bound:,} calls at once (`sample_max_concurrent_requests`); "
+                                        f"{n - bound:,} wait in the client")
+                if not r or not row.get("complete"):
                     hit = limit_hit(name)
                     row["limit"] = hit or row.get("limit") or (
                         "no result" if not r else
-                        f"{r.get('server_pending', 0):,} of {n:,} pending on the server when the counts stopped growing")
+                        f"{r.get('server_pending', 0):,} of {bound:,} pending on the server when "
+                        "the counts stopped growing")
     R["curve_rss"] = out
 
 
 def growth_kib(row):
-    """RSS growth per future (KiB), or None."""
-    if row.get("rss_inflight_kb") is None or not row.get("all_held"):
+    """RSS growth per future (KiB) of a complete C2 point, or None."""
+    if row.get("rss_inflight_kb") is None or not row.get("complete"):
         return None
     return (row["rss_inflight_kb"] - row["rss_before_kb"]) / row["n"]
 
@@ -228,9 +246,62 @@ def growth_kib(row):
 def rss_at(R, mode, client, n):
     """The C2 row of (mode, client) at n futures, if measured with every future held."""
     for row in ((R.get("curve_rss") or {}).get(mode) or {}).get(client, []):
-        if row["n"] == n and row.get("rss_inflight_kb") is not None and row.get("all_held"):
+        if row["n"] == n and row.get("rss_inflight_kb") is not None and row.get("complete"):
             return row
     return None
+
+
+def where_limits_bind(R):
+    """C2's generated sentence on the machine's limits: per polling mode, the sockets each
+    pending call holds (the slope of sockets over calls at once between a client's smallest
+    and largest complete point), where `ulimit -n` and the loopback ports would bind at that
+    rate, the points not run or stopped by a limit, and — when sockets do not grow — the
+    memory at the largest point."""
+    ml = R.get("machine_limits") or {}
+    smcr = ((R.get("server_limits") or {}).get("client_config") or {}).get("sample_max_concurrent_requests")
+    c2 = R.get("curve_rss") or {}
+    out = []
+    for mode, label in (("per_future", "Polled per future"), ("batched", "With the batched poller")):
+        rows = [(c, r) for c, rs in (c2.get(mode) or {}).items() for r in rs]
+        done = [(c, r) for c, r in rows if r.get("complete") and r.get("sockets_inflight") is not None]
+        if not done:
+            continue
+        rates = []
+        for c in {c for c, _ in done}:
+            pts = sorted((r["bound"], r["sockets_inflight"]) for cc, r in done if cc == c)
+            if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
+                rate = (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
+                rates.append((rate, pts[0][1] - rate * pts[0][0]))
+        top_n = max(r["n"] for _, r in done)
+        top_sock = max(r["sockets_inflight"] for _, r in done)
+        rate, base = max(rates) if rates else (None, 0)
+        if rate is not None and rate >= 0.5 and ml.get("nofile_soft"):
+            fd_at = (ml["nofile_soft"] - base) / rate
+            text = (f"{label}, each call on the wire holds {rate:.2f} sockets of the client (one "
+                    f"connection per pending poll), so `ulimit -n` {ml['nofile_soft']:,} binds at "
+                    f"about {fd_at:,.0f} calls at once")
+            if ml.get("ports"):
+                text += f" and the {ml['ports']:,} loopback ports at about {ml['ports'] / rate:,.0f}"
+            if smcr:
+                text += (f"; the SDKs' {smcr:,} calls at once (`sample_max_concurrent_requests`) "
+                         + ("keep both out of reach" if smcr < min(fd_at, ml.get("ports", fd_at) / rate)
+                            else "do not keep them out of reach")
+                         + f" (most sockets seen: {top_sock:,})")
+        else:
+            mem = ml.get("mem_total_mib")
+            at = ", ".join(
+                f"{SHORT[c]} {r['rss_inflight_kb'] / 1024:,.0f} MiB"
+                + (f" ({r['rss_inflight_kb'] / 1024 / mem * 100:.0f} % of the machine's {mem:,} MiB)" if mem else "")
+                for c, r in done if r["n"] == top_n)
+            text = (f"{label}, the client's sockets stay at {top_sock:,} or fewer up to {top_n:,} "
+                    "futures, so neither file descriptors nor loopback ports bind; memory grows "
+                    f"instead: at {top_n:,} futures, {at}")
+        stopped = sorted({r["limit"] for _, r in rows if r.get("limit") and (
+            r["limit"].startswith("not run") or "file descriptors" in r["limit"] or "ephemeral" in r["limit"])})
+        if stopped:
+            text += "; stopped by the machine: " + "; ".join(stopped)
+        out.append(text + ".")
+    return " ".join(out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,18 +498,24 @@ def section(R, S):
     if c2:
         w("### C2: RSS vs sample futures in flight\n")
         w("N samples submitted at once while the emulator takes "
-          f"{S['rss_hold_ms'] / 1e3:g} s + {S['rss_hold_ms_per_future']:g} ms × N per sample "
+          f"{S['rss_hold_ms'] / 1e3:g} s + N × "
+          + ", ".join(f"{v:g} ms ({SHORT[c]})" for c, v in S["rss_hold_ms_per_future"].items())
+          + " per sample "
           "(`/_emulator/delays {\"Sample\": ms}`), so every future stays pending however it is "
           "polled; *per-future polling* is the default (one long `retrieve_future` per pending "
           "call), *batched* runs against an emulator started with `--client-config "
           "'{\"sample_use_retrieve_futures\": true}'` (the clients read the flag from "
           "`client/config`; one `retrieve_futures` long poll per sampling session). VmRSS of "
-          "the client is read once the emulator holds N more pending futures and, polled per "
-          "future, has received N first polls — or when those counts stopped growing for 2 s "
-          "(a client bounding its concurrent calls, or a machine limit; then *pending on the "
-          "server* is below N). *Sockets* are the client's open sockets at the reading.\n")
+          "the client is read once the emulator holds N more pending futures — polled per "
+          "future, min(N, `sample_max_concurrent_requests`) with their first polls, as the SDKs "
+          "send no more calls at once (12.6; the others wait in the client) — or when those "
+          "counts stopped growing for 2 s (a machine limit; the *limit* column says which). "
+          "*Sockets* are the client's open sockets at the reading.\n")
         for s in sent.get("rss", []):
             w(s + "\n")
+        bind = where_limits_bind(R)
+        if bind:
+            w(bind + "\n")
         w(f"![C2](benchmarks-rss.png)\n")
         w("| polling | client | futures | RSS before (MiB) | RSS in flight (MiB) | growth per future (KiB) | "
           "marginal per future vs previous point (KiB) | pending on the server | polls received meanwhile | sockets | all held after (s) | limit |")
