@@ -67,6 +67,8 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export PYTHONDONTWRITEBYTECODE=1 TINKER_TELEMETRY=0
 unset TINKER_API_KEY TINKER_BASE_URL
 if [[ "$SMOKE" == "1" ]]; then
+  # The generated parts of the report that need no run (growth sentences, goal links).
+  (cd "$HERE" && "$BENCH_VENV/bin/python" -m unittest -q harness.test_growth)
   OUT="$(mktemp -d)"
   trap 'rm -rf "$OUT"' EXIT
   "$BENCH_VENV/bin/python" "$HERE/driver.py" --out "$OUT" "$@"

@@ -579,6 +579,24 @@ def section(R, S):
     return L
 
 
+def note_values(R, S):
+    """Numbers of the curves quoted by bench/NOTES.md."""
+    v = {}
+    n = S["mem_n"]
+    for mode, tag in (("per_future", "pf"), ("batched", "batched")):
+        for c in ("rust", "python", "official"):
+            row = rss_at(R, mode, c, n)
+            if row:
+                v[f"c2_{c}_{tag}_kib"] = fmt(growth_kib(row), "", 1)
+                v[f"c2_{c}_{tag}_mib"] = fmt(row["rss_inflight_kb"] / 1024, "", 0)
+    done = [r for rows in ((R.get("curve_rss") or {}).get("batched") or {}).values() for r in rows
+            if r.get("complete") and r.get("sockets_inflight") is not None]
+    if done:
+        v["c2_batched_sockets"] = f"{max(r['sockets_inflight'] for r in done):,}"
+        v["c2_batched_top_n"] = f"{max(r['n'] for r in done):,}"
+    return v
+
+
 def charts(R, out_dir):
     """docs/benchmarks-inflight.png, -rss.png, -batch.png (those whose curve ran); the
     paths written."""

@@ -354,6 +354,7 @@ def note_values(R, S):
     for c in rec:
         put(f"w6_{c}", rec[c].get("recovery_max_s"), " s", 2)
     v["mem_n"] = f"{S['mem_n']:,}"
+    v.update(curves.note_values(R, S))
     return v
 
 
@@ -383,6 +384,11 @@ METHOD = """## Method
 * **Clocks and counters**: CLOCK_MONOTONIC in every process (`clock_gettime`,
   `time.monotonic`), so times taken by the client, the proxy and the driver compare
   directly; CPU from getrusage/wait4; RSS from `/proc/self/status` and wait4's `ru_maxrss`.
+* **Growth curves** (C1–C3): the same clients and subcommands at a range of sizes, one
+  fresh emulator and client process per point; C2 holds futures pending with a server-side
+  sample duration (`/_emulator/delays`) so that per-future and batched polling compare, and
+  turns the batched poller on with the emulator's `--client-config`. Each curve's sentence
+  is computed from its points (`bench/harness/growth.py`).
 * **Noise**: client, server and proxy share 2 cores; results are medians with [min–max] over
   runs. A load average above ~0.5 before the run means other work was competing.
 """
