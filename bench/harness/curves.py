@@ -211,7 +211,8 @@ def w_rss(S, R):
                 hold = S["rss_hold_ms"] + int(n * S["rss_hold_ms_per_future"][c])
                 name = f"c2.{mode}.{c}.{n}"
                 log(f"C2 RSS {mode.replace('_', '-')}: {c}, {n:,} futures (server holds each {hold / 1e3:.0f} s)")
-                r = run_client(name, c, "rss", {"n": n, "hold-ms": hold},
+                r = run_client(name, c, "rss", {"n": n, "hold-ms": hold, "expect": bound,
+                                                "stall-ms": S["rss_stall_ms"]},
                                timeout=hold / 1e3 + 120,
                                emu_args=["--client-config", BATCHED_FLAG] if mode == "batched" else ())
                 if r:
@@ -509,7 +510,8 @@ def section(R, S):
           "the client is read once the emulator holds N more pending futures — polled per "
           "future, min(N, `sample_max_concurrent_requests`) with their first polls, as the SDKs "
           "send no more calls at once (12.6; the others wait in the client) — or when those "
-          "counts stopped growing for 2 s (a machine limit; the *limit* column says which). "
+          f"counts stopped growing for {S['rss_stall_ms'] / 1e3:g} s (a machine limit or a stalled "
+          "client; the *limit* column says which). "
           "*Sockets* are the client's open sockets at the reading.\n")
         for s in sent.get("rss", []):
             w(s + "\n")

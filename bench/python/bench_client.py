@@ -250,8 +250,9 @@ def w_rss(tinker, a):
     """As ``tinkex-bench rss``: N samples submitted at once while each takes ``--hold-ms`` on
     the server (``/_emulator/delays {"Sample": MS}``), polled per future or by the batched
     poller (the server's ``sample_use_retrieve_futures``); the RSS is read once the server
-    holds them all (and, polled per future, has their first polls) or the counts stopped
-    growing for 2 s. Exits right after the reading."""
+    holds ``--expect`` of them (default N; fewer when the client bounds its concurrent calls)
+    and, polled per future, has their first polls, or the counts stopped growing for
+    ``--stall-ms``. Exits right after the reading."""
     svc = service(tinker, a.base_url)
     sc = sampler(tinker, svc)
     prompt, params = sample_args(tinker, a)
@@ -272,17 +273,18 @@ def w_rss(tinker, a):
         tasks = await start_all(sc, prompt, params, a.n)
         submitted = time.monotonic() - t0
         deadline = t0 + a.hold_ms / 1e3 * 0.75
+        expect = a.expect or a.n
         last, since = None, time.monotonic()
         while True:
             p = (await get("futures"))["pending"] - p0
-            polls = a.n if batched else await seen(RETRIEVE) - polls0
-            if p >= a.n and polls >= a.n:
+            polls = expect if batched else await seen(RETRIEVE) - polls0
+            if p >= expect and polls >= expect:
                 all_held = True
                 break
             now = time.monotonic()
             if (p, polls) != last:
                 last, since = (p, polls), now
-            if now > deadline or now - since > 2.0:
+            if now > deadline or now - since > a.stall_ms / 1e3:
                 all_held = False
                 break
             await asyncio.sleep(0.05)
@@ -497,6 +499,10 @@ def main():
     p.add_argument("--result-timeout", type=float, default=120.0,
                    help="pollfault: give up this many seconds after the window")
     p.add_argument("--no-wait", action="store_true", help="memory: exit right after the reading")
+    p.add_argument("--expect", type=int, default=0,
+                   help="rss: futures pending on the server before the reading (default --n)")
+    p.add_argument("--stall-ms", type=int, default=5_000,
+                   help="rss: read anyway once the counts stopped growing this long")
     p.add_argument("--coordinated", action="store_true", help="recovery: driven by bench/driver.py")
     a = p.parse_args()
     tinker = load(a.sdk)

@@ -36,18 +36,21 @@ async fn pending(ctl: &Control) -> u64 {
     ctl.get("futures").await["pending"].as_u64().unwrap_or(0)
 }
 
-/// `rss --client rust|ffi|raw --base-url URL --n N [--hold-ms MS]`: N samples submitted at
-/// once while every sample takes `hold-ms` on the server (`/_emulator/delays {"Sample": MS}`),
-/// so all stay pending whether polled one by one or in batches. The RSS is read once the
-/// emulator holds N more pending futures and — with per-future polling — has received N
-/// first polls (or when those counts stopped growing for 2 s: a client bounding its calls,
-/// or a machine limit). The process exits right after the reading (the driver then kills
+/// `rss --client rust|ffi|raw --base-url URL --n N [--hold-ms MS --expect K --stall-ms MS]`:
+/// N samples submitted at once while every sample takes `hold-ms` on the server
+/// (`/_emulator/delays {"Sample": MS}`), so all stay pending whether polled one by one or in
+/// batches. The RSS is read once the emulator holds K (default N; fewer when the client
+/// bounds its concurrent calls) more pending futures and — with per-future polling — has
+/// received K first polls, or when those counts stopped growing for `stall-ms` (default
+/// 5 s: a machine limit). The process exits right after the reading (the driver then kills
 /// the emulator).
 pub async fn rss(a: &Args) -> Value {
     let base = a.req("base-url");
     let kind = a.req("client");
     let n: u64 = a.num("n", 10_000);
     let hold_ms: u64 = a.num("hold-ms", 60_000);
+    let expect: u64 = a.num("expect", n);
+    let stall = Duration::from_millis(a.num("stall-ms", 5_000));
     let c = Client::new(&kind, &base, false, a).await;
     c.closed_loop(100, 100).await; // warm-up (connections, sessions, the poller's start)
     let ctl = Control::new(&base);
@@ -70,18 +73,18 @@ pub async fn rss(a: &Args) -> Value {
     let all_held = loop {
         let p = pending(&ctl).await.saturating_sub(p0);
         let polls = if batched {
-            n
+            expect
         } else {
             ctl.requests(RETRIEVE).await.saturating_sub(polls0)
         };
-        if p >= n && polls >= n {
+        if p >= expect && polls >= expect {
             break true;
         }
         let now = tokio::time::Instant::now();
         if (p, polls) != last {
             (last, since) = ((p, polls), now);
         }
-        if now > deadline || now.duration_since(since) > Duration::from_secs(2) {
+        if now > deadline || now.duration_since(since) > stall {
             break false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
