@@ -211,6 +211,13 @@ def table(G, R):
         refs = ", ".join(g["refs"]) if g["ok"] is False else ""
         L.append(f"| {g['name']} | {VERDICT[g['ok']]} | {g['measured']} | {refs} |")
     L.append("")
+    L.append("How the W3 goal is measured: *call → last byte* is from CLOCK_MONOTONIC just before "
+             "the call to the proxy's read of the last body byte of the call's last request "
+             "(chunk); *acceptance* is the server's part of that time, from the last byte of the "
+             "chunks sent before the last one to the first byte of the last answer to them "
+             "(the proxy logs each request's answer time; 0 for a call of one request); the bare "
+             "encode is the median warm encode of the same batch as one protobuf message. Met "
+             "when (call → last byte − acceptance) ≤ 2 × encode, medians over the calls.\n")
     return L
 
 
