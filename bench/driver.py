@@ -7,7 +7,7 @@ Every client runs as its own process against a fresh ``tinkex-emulator --zero-co
 client measures ``getrusage(RUSAGE_SELF)`` around its measured window, and this driver
 reaps each child with ``wait4`` (whole-process user+sys and ``ru_maxrss``).
 
-    python bench/driver.py [--smoke] [--out DIR] [--only w1,w3,...]
+    python bench/driver.py [--smoke] [--out DIR] [--only w1,w3,...] [--set KEY=VALUE ...]
     python bench/driver.py faults [--runs N] [--smoke] [--out DIR]
 
 ``faults`` runs only the faults family (bench/harness/faults.py: training under 503s and
@@ -33,7 +33,7 @@ from harness.settings import BENCH, EMU, LIB, OFFICIAL_PY, REPO, SIZES, TARGET, 
 from harness.workloads import w_fwdbwd, w_memory, w_recovery, w_sampling, w_telemetry
 from harness.profilers import w_callgrind, w_massif, w_perf
 from harness.report import loadavg, machine, machine_line, report
-from harness import faults as F
+from harness import curves as C, faults as F, goals as GOALS
 
 
 def main():
@@ -43,13 +43,23 @@ def main():
     p.add_argument("--runs", type=int, default=None, help="faults: runs per client and case")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--out", default=os.path.join(REPO, "docs"))
-    p.add_argument("--only", default="", help="comma-separated subset: w1,w3,w5,w6,w7,faults,cg,perf,massif")
+    p.add_argument("--only", default="", help="comma-separated subset: w1,w3,w5,w6,w7,faults,"
+                   "cg,perf,massif, and the growth curves c1 (in flight), c2 (RSS), c3 (batch size) "
+                   "or curves (all three)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a size of harness/settings.py (VALUE is JSON, e.g. "
+                   "curve_inflight=[1,10,100])")
     p.add_argument("--command", default="bench/run.sh")
     a = p.parse_args()
     mode = "smoke" if a.smoke else "full"
     S = dict(SIZES[mode])
     if a.runs is not None:
         S["faults_runs"] = a.runs
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        if k not in S:
+            sys.exit(f"--set {k}: no such size (harness/settings.py)")
+        S[k] = json.loads(v)
     settings.LOG_DIR = os.path.join(os.path.dirname(TARGET), ("logs" if mode == "full" else "logs-smoke")
                                     + ("-faults" if a.scenario == "faults" else ""))
     shutil.rmtree(settings.LOG_DIR, ignore_errors=True)
@@ -58,6 +68,8 @@ def main():
         if not os.path.exists(f):
             sys.exit(f"missing {f}: run bench/run.sh")
     only = set(x for x in a.only.split(",") if x)
+    if "curves" in only:
+        only |= {"c1", "c2", "c3"}
     R = {"mode": mode, "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
          "machine": machine(), "load_before": loadavg(), "sizes": S,
          "have_official": os.path.exists(OFFICIAL_PY) and os.environ.get("TINKEX_SKIP_OFFICIAL_SDK") != "1"}
@@ -67,7 +79,8 @@ def main():
     if a.scenario == "faults":
         return faults_only(R, S, a, t0)
     steps = [("w1", w_sampling), ("w3", w_fwdbwd), ("w5", w_memory), ("w7", w_telemetry),
-             ("w6", w_recovery), ("faults", F.w_faults), ("cg", w_callgrind), ("perf", w_perf), ("massif", w_massif)]
+             ("w6", w_recovery), ("faults", F.w_faults), ("c1", C.w_inflight), ("c2", C.w_rss),
+             ("c3", C.w_batch), ("cg", w_callgrind), ("perf", w_perf), ("massif", w_massif)]
     for key, fn in steps:
         if only and key not in only:
             continue
@@ -81,8 +94,11 @@ def main():
     R["load_after"] = loadavg()
     G = report(R, S, a.out, a.command + (" --smoke" if a.smoke else ""), mono() - t0)
     log(f"wrote {os.path.join(a.out, 'benchmarks.md')} and benchmarks.png in {(mono() - t0) / 60:.1f} min")
-    for name, ok, meas in G:
-        log(f"{'MET    ' if ok else 'NOT MET'} {name}: {meas}")
+    log(f"machine state: {GOALS.machine_state(R)}")
+    for g in G:
+        state = {True: "MET    ", False: "NOT MET", None: "NOT RUN"}[g["ok"]]
+        log(f"{state} {g['name']}: {g['measured']}"
+            + (f" (see {GOALS.plain(g)} in benchmarks.md)" if g["ok"] is False and g["refs"] else ""))
     missing = check(R, only)
     if missing:
         log("no result for: " + ", ".join(missing))
@@ -129,6 +145,8 @@ def check(R, only):
         miss.append("encode")
     if ("faults" in only) or (not only and R["mode"] == "smoke"):
         miss += F.missing(R)
+    if not only or only & {"c1", "c2", "c3"}:
+        miss += C.missing(R, only & {"c1", "c2", "c3"})
     return miss
 
 

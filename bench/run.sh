@@ -2,8 +2,9 @@
 # The benchmark suite of libtinkex, in one command (docs/benchmarks.md):
 #
 #   bench/run.sh            full run on a quiet machine (< 15 min on 2 cores with a warm
-#                           build; a cold build adds ~4-5 min): writes docs/benchmarks.md
-#                           and docs/benchmarks.png
+#                           build, plus the growth curves, ~20 min more; a cold build adds
+#                           ~4-5 min): writes docs/benchmarks.md, docs/benchmarks.png and
+#                           the curves' docs/benchmarks-{inflight,rss,batch}.png
 #   bench/run.sh --smoke    tiny sizes, written to a temporary directory (the test-suite
 #                           check that the harness still runs end to end; includes the
 #                           faults family)
@@ -66,6 +67,8 @@ ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export PYTHONDONTWRITEBYTECODE=1 TINKER_TELEMETRY=0
 unset TINKER_API_KEY TINKER_BASE_URL
 if [[ "$SMOKE" == "1" ]]; then
+  # The generated parts of the report that need no run (growth sentences, goal links).
+  (cd "$HERE" && "$BENCH_VENV/bin/python" -m unittest -q harness.test_growth)
   OUT="$(mktemp -d)"
   trap 'rm -rf "$OUT"' EXIT
   "$BENCH_VENV/bin/python" "$HERE/driver.py" --out "$OUT" "$@"
@@ -73,6 +76,13 @@ if [[ "$SMOKE" == "1" ]]; then
   # client; here, a report and a chart were written.
   grep -q "^| libtinkex Rust API |" "$OUT/benchmarks.md"
   test -s "$OUT/benchmarks.png"
+  # The growth curves (unless a subset was asked for): a section, a table and a chart each.
+  if [[ " $* " != *" --only"* ]]; then
+    for c in "C1:inflight" "C2:rss" "C3:batch"; do
+      grep -q "^### ${c%%:*}: " "$OUT/benchmarks.md"
+      test -s "$OUT/benchmarks-${c#*:}.png"
+    done
+  fi
   log "smoke run OK (report in a temporary directory, removed)"
   echo "1 passed, 0 failed"
 else

@@ -92,13 +92,14 @@ class Child:
 
 class Emulator:
     """A fresh emulator on a free port (its own state dir, nothing persisted): zero-compute
-    (canned results) unless `zero_compute` is False (the emulator's tiny model)."""
+    (canned results) unless `zero_compute` is False (the emulator's tiny model); `args`: more
+    command-line flags (e.g. `--client-config`)."""
 
-    def __init__(self, name, zero_compute=True):
+    def __init__(self, name, zero_compute=True, args=()):
         self.dir = tempfile.mkdtemp(prefix="tinkex-bench-emu-")
         self.child = Child(f"{name}.emulator", [
             EMU, "--port", "0", "--state-dir", self.dir, "--no-persist"]
-            + (["--zero-compute"] if zero_compute else []))
+            + (["--zero-compute"] if zero_compute else []) + list(args))
         self.url = self.child.line(30)
         if not self.url or not self.url.startswith("http"):
             raise RuntimeError(f"emulator did not start: {self.url!r}; see {self.child.err_path}")
@@ -145,10 +146,11 @@ def client_cmd(client, workload, args):
     raise ValueError(client)
 
 
-def run_client(name, client, workload, args, timeout=600, emulator=True, url=None):
-    """Runs one client process (against a fresh emulator unless `url` is given); returns its
-    JSON result plus the OS's view: whole-process CPU, peak RSS, emulator CPU."""
-    emu = Emulator(name) if emulator and url is None else None
+def run_client(name, client, workload, args, timeout=600, emulator=True, url=None, emu_args=()):
+    """Runs one client process (against a fresh emulator, started with the flags `emu_args`,
+    unless `url` is given); returns its JSON result plus the OS's view: whole-process CPU,
+    peak RSS, emulator CPU."""
+    emu = Emulator(name, args=emu_args) if emulator and url is None else None
     try:
         a = dict(args)
         a["base-url"] = url or emu.url

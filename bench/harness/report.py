@@ -7,7 +7,8 @@ import platform
 import re
 import subprocess
 
-from . import faults, settings
+from . import curves, faults, goals, settings
+from .goals import ratio
 from .settings import CLIENTS, HERE, log
 from .stats import cell, fmt, med
 
@@ -53,14 +54,6 @@ def loadavg():
         return "?"
 
 
-def verdict(ok):
-    return "**met**" if ok else "**not met**"
-
-
-def ratio(a, b):
-    return a / b if a is not None and b not in (None, 0) else None
-
-
 def report(R, S, out_dir, command, elapsed):
     os.makedirs(out_dir, exist_ok=True)
     s = R.get("sampling", {})
@@ -87,87 +80,17 @@ def report(R, S, out_dir, command, elapsed):
       "bookkeeping only. Telemetry is off for every client (`TINKER_TELEMETRY=0`, "
       "`Config::telemetry(false)`) except in W7.\n")
 
-    # ---------------- goals
-    G = []
-    have_off = bool(s.get("official"))
-    rps = {c: m(c, "rps") for c in s}
-    cpu = {c: m(c, "cpu_per_req_us") for c in s}
-    for c in ("rust", "python"):
-        r = ratio(rps.get(c), rps.get("official"))
-        G.append((f"W1 {CLIENTS[c]} ≥ 10× the official SDK's requests/s",
-                  r is not None and r >= 10, f"{fmt(r, '×')}" if r else "–"))
-    for c in ("rust", "python"):
-        r = ratio(rps.get(c), rps.get("raw"))
-        G.append((f"W1 {CLIENTS[c]} ≥ 0.8× the raw loop's requests/s",
-                  r is not None and r >= 0.8, f"{fmt(r, '×', 2)}" if r else "–"))
-    for c in ("rust", "python"):
-        r = ratio(cpu.get("official"), cpu.get(c))
-        G.append((f"W2 CPU per sample request, {CLIENTS[c]} ≤ 1/10 of the official SDK's",
-                  r is not None and r >= 10, f"1/{fmt(r)}" if r else "–"))
-    fb = R.get("fwdbwd", {})
-    wire = {c: med([x["last_ms"] for x in fb.get(c, []) if x]) for c in fb}
-    enc = R.get("encode") or {}
-    enc_ms = med([x * 1e3 for x in enc.get("encode_s", [])[1:] or enc.get("encode_s", [])])
-    for c in ("rust", "python"):
-        r = ratio(wire.get("official"), wire.get(c))
-        G.append((f"W3 call → last request byte on the wire, {CLIENTS[c]} ≤ 1/20 of the official SDK's",
-                  r is not None and r >= 20, f"1/{fmt(r, '', 2)}" if r else "–"))
-    r = ratio(wire.get("rust"), enc_ms)
-    G.append(("W3 Rust API call → wire within 2× of a bare protobuf encode of the same data",
-              r is not None and r <= 2, f"{fmt(r, '×', 1)}" if r else "–"))
-    d = None
-    if cpu.get("ffi") is not None and cpu.get("rust") is not None:
-        d = cpu["ffi"] - cpu["rust"]
+    # ---------------- goals (harness/goals.py; links resolved once the page is assembled)
+    G = goals.compute(R, S)
+    L += goals.table(G, R)
+    R["goals"] = [(g["name"], g["ok"], g["measured"]) for g in G]
     cg = R.get("callgrind") or {}
     per = cg.get("per_op", {})
-    cg_us = None
-    if per.get("ffi") and per.get("rust") and cpu.get("rust"):
-        cg_us = (per["ffi"] - per["rust"]) * cpu["rust"] / per["rust"]
-    G.append(("W4 C ABI adds ≤ 5 µs per operation (submit + completion callback) over the Rust API",
-              d is not None and d <= 5,
-              f"{fmt(d, ' µs', 1)} CPU/op measured" + (f"; {fmt(cg_us, ' µs', 1)} by instruction count" if cg_us is not None else "")))
+    fb = R.get("fwdbwd", {})
+    enc = R.get("encode") or {}
     mem = R.get("memory", {})
-    rss = {c: med([r["rss_inflight_kb"] for r in mem.get(c, [])]) for c in mem}
-    r = rss.get("rust")
-    G.append((f"W5 RSS with {S['mem_n']:,} futures in flight ≤ 50 MiB, Rust API",
-              r is not None and r <= 50 * 1024, f"{fmt(r / 1024, ' MiB', 1)}" if r else "–"))
     rec = R.get("recovery", {})
-    poll_s = (med([x["lat_p50_ms"] for x in R.get("telemetry", {}).get("off", [])]) or 0) / 1e3
-    cap = 10.0 + poll_s
-    for c in ("rust", "python"):
-        v = rec.get(c, {}).get("recovery_max_s")
-        G.append((f"W6 {CLIENTS[c]}: all pending operations done ≤ 10 s backoff cap + one poll ({cap:.3f} s) after the outage",
-                  v is not None and v <= cap and rec[c].get("errors", 1) == 0,
-                  f"{fmt(v, ' s', 2)}" + (f" (official SDK: {fmt(rec['official']['recovery_max_s'], ' s', 2)})" if rec.get('official') else "")))
     tel = R.get("telemetry", {})
-    def tdiff(k):
-        on, off = med([x[k] for x in tel.get("on", [])]), med([x[k] for x in tel.get("off", [])])
-        return ratio(on - off, off) * 100 if on is not None and off else None
-    def noise(k):
-        xs = [x[k] for x in tel.get("off", [])]
-        return (max(xs) - min(xs)) / med(xs) * 100 if len(xs) > 1 and med(xs) else None
-    dc, dl = tdiff("cpu_per_req_us"), tdiff("lat_p50_ms")
-    nc, nl = noise("cpu_per_req_us"), noise("lat_p50_ms")
-    di = None
-    if per.get("rust_telemetry") and per.get("rust"):
-        di = (per["rust_telemetry"] / per["rust"] - 1) * 100
-    within = lambda d, n: d is not None and abs(d) <= max(1.0, n or 0.0)
-    G.append(("W7 telemetry on at 1,000 requests/s: CPU and latency within 1 % of off "
-              "(met when the instruction count per request differs ≤ 1 % and the OS-measured "
-              "differences are within max(1 %, the run-to-run spread of the off runs))",
-              within(dc, nc) and within(dl, nl) and (di is None or abs(di) <= 1),
-              f"CPU {fmt(dc, ' %', 1)}, p50 latency {fmt(dl, ' %', 1)} (off runs' spread: CPU "
-              f"{fmt(nc, ' %', 1)}, latency {fmt(nl, ' %', 1)})"
-              + (f"; instructions/request {di:+.2f} %" if di is not None else "")))
-    if R.get("faults"):
-        G += faults.goals(R)
-    w("## Goals\n")
-    w("| goal | result | measured |")
-    w("|---|---|---|")
-    for name, ok, meas in G:
-        w(f"| {name} | {verdict(ok)} | {meas} |")
-    w("")
-    R["goals"] = [(n, bool(o), mm) for n, o, mm in G]
 
     # ---------------- W1/W2/W4
     w("## W1, W2, W4: sampling throughput and CPU per request\n")
@@ -315,6 +238,9 @@ def report(R, S, out_dir, command, elapsed):
           f"({(per['rust_telemetry'] / per['rust'] - 1) * 100:+.2f} %).")
     w("")
 
+    # ---------------- growth curves (harness/curves.py)
+    L += curves.section(R, S)
+
     # ---------------- profiles
     pf = R.get("perf")
     if pf:
@@ -354,12 +280,13 @@ def report(R, S, out_dir, command, elapsed):
     if sec:
         w(sec)
     w(METHOD)
-    text = "\n".join(L) + "\n"
+    text = goals.resolve("\n".join(L) + "\n")
     with open(os.path.join(out_dir, "benchmarks.md"), "w") as f:
         f.write(text)
     with open(os.path.join(settings.LOG_DIR, "results.json"), "w") as f:
         json.dump(R, f, indent=1, default=str)
     chart(R, S, os.path.join(out_dir, "benchmarks.png"))
+    curves.charts(R, out_dir)
     return G
 
 
@@ -427,6 +354,7 @@ def note_values(R, S):
     for c in rec:
         put(f"w6_{c}", rec[c].get("recovery_max_s"), " s", 2)
     v["mem_n"] = f"{S['mem_n']:,}"
+    v.update(curves.note_values(R, S))
     return v
 
 
@@ -456,6 +384,11 @@ METHOD = """## Method
 * **Clocks and counters**: CLOCK_MONOTONIC in every process (`clock_gettime`,
   `time.monotonic`), so times taken by the client, the proxy and the driver compare
   directly; CPU from getrusage/wait4; RSS from `/proc/self/status` and wait4's `ru_maxrss`.
+* **Growth curves** (C1–C3): the same clients and subcommands at a range of sizes, one
+  fresh emulator and client process per point; C2 holds futures pending with a server-side
+  sample duration (`/_emulator/delays`) so that per-future and batched polling compare, and
+  turns the batched poller on with the emulator's `--client-config`. Each curve's sentence
+  is computed from its points (`bench/harness/growth.py`).
 * **Noise**: client, server and proxy share 2 cores; results are medians with [min–max] over
   runs. A load average above ~0.5 before the run means other work was competing.
 """

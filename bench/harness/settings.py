@@ -32,6 +32,14 @@ SIZES = {
         perf=True, massif_n=2_000,
         faults_runs=3, faults_steps=20, faults_datums=4, faults_tokens=24, faults_latency_ms=50,
         spin_window_ms=5_000, recovery_window_ms=3_000,
+        # Growth curves (harness/curves.py).
+        curve_inflight=[1, 10, 100, 1_000, 10_000], curve_total=20_000, curve_total_official=3_000,
+        curve_total_factor=2, curve_warmup=200, curve_timeout_s=900,
+        rss_per_future=[100, 1_000, 10_000], rss_batched=[100, 1_000, 10_000, 100_000],
+        rss_official_max=10_000, rss_hold_ms=30_000, rss_fd_margin=200, rss_stall_ms=5_000,
+        rss_hold_ms_per_future={"rust": 0.6, "python": 1.0, "official": 6.0},
+        batch_tokens=[10_000, 100_000, 1_000_000, 10_000_000], batch_datum_tokens=1_000,
+        batch_reps=3, batch_reps_upto=1_000_000, batch_official_max=10_000_000,
     ),
     "smoke": dict(
         reps=1, reps_official=1,
@@ -44,6 +52,13 @@ SIZES = {
         perf=False, massif_n=0,
         faults_runs=1, faults_steps=1, faults_datums=2, faults_tokens=16, faults_latency_ms=20,
         spin_window_ms=1_000, recovery_window_ms=500,
+        curve_inflight=[1, 10], curve_total=60, curve_total_official=30,
+        curve_total_factor=2, curve_warmup=10, curve_timeout_s=120,
+        rss_per_future=[20, 100], rss_batched=[20, 100],
+        rss_official_max=100, rss_hold_ms=20_000, rss_fd_margin=200, rss_stall_ms=5_000,
+        rss_hold_ms_per_future={"rust": 0.6, "python": 1.0, "official": 6.0},
+        batch_tokens=[2_000, 20_000], batch_datum_tokens=1_000,
+        batch_reps=1, batch_reps_upto=20_000, batch_official_max=20_000,
     ),
 }
 

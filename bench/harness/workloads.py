@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from . import settings
+from . import curves, settings
 from .settings import BENCH, log, mono
 from .processes import Child, Emulator, client_cmd, run_client
 
@@ -28,19 +28,25 @@ def w_sampling(S, R):
     R["sampling"] = runs
 
 
-def wire_times(proxy_log, reps):
-    """For each rep's call, the forward_backward requests that started after it (and before
-    the next call): first byte, last byte, requests, bytes."""
+def requests_per_call(proxy_log, reps):
+    """The proxy log's forward_backward requests of each rep's call: those that started
+    after it and before the next call, in order of their first byte."""
     recs = []
     with open(proxy_log) as f:
         for line in f:
             r = json.loads(line)
             if "/forward_backward" in r["path"]:
                 recs.append(r)
-    out = []
     calls = [r["t_call"] for r in reps] + [float("inf")]
-    for i, rep in enumerate(reps):
-        mine = [r for r in recs if calls[i] <= r["t_first"] < calls[i + 1]]
+    return [sorted((r for r in recs if calls[i] <= r["t_first"] < calls[i + 1]),
+                   key=lambda r: r["t_first"]) for i in range(len(reps))]
+
+
+def wire_times(proxy_log, reps):
+    """For each rep's call, the forward_backward requests that started after it (and before
+    the next call): first byte, last byte, requests, bytes."""
+    out = []
+    for rep, mine in zip(reps, requests_per_call(proxy_log, reps)):
         if not mine:
             out.append(None)
             continue
@@ -83,6 +89,7 @@ def w_fwdbwd(S, R):
             proxy.reap()
             emu.stop()
         res[c] = wire_times(plog, r["reps"]) if r else []
+        R.setdefault("fwdbwd_accept", {})[c] = curves.acceptance(plog, r["reps"]) if r else []
     log(f"W3 bare protobuf encode ({S['encode_reps']} reps)")
     c = Child("w3.encode", [BENCH, "encode", "--datums", str(S["fb_datums"]), "--tokens",
                             str(S["fb_tokens"]), "--reps", str(S["encode_reps"])])

@@ -5,6 +5,7 @@ run with either libtinkex's Python binding (``--sdk tinkex``) or the official SD
 
     python bench_client.py --sdk tinkex|tinker sample   --base-url URL --total N --inflight K
     python bench_client.py --sdk tinkex|tinker memory   --base-url URL --n N --hold-ms MS
+    python bench_client.py --sdk tinkex|tinker rss      --base-url URL --n N --hold-ms MS
     python bench_client.py --sdk tinkex|tinker recovery --base-url URL --n N --hold-ms MS --outage-ms MS
     python bench_client.py --sdk tinkex|tinker fwdbwd   --base-url URL --datums D --tokens T --reps R
     python bench_client.py --sdk tinkex|tinker train    --base-url URL --steps S --datums D --tokens T --faults JSON
@@ -233,6 +234,77 @@ def w_memory(tinker, a):
     return asyncio.run(main())
 
 
+def fds():
+    """Open file descriptors of this process, and how many of them are sockets."""
+    n = socks = 0
+    for fd in os.listdir("/proc/self/fd"):
+        n += 1
+        try:
+            socks += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return n, socks
+
+
+def w_rss(tinker, a):
+    """As ``tinkex-bench rss``: N samples submitted at once while each takes ``--hold-ms`` on
+    the server (``/_emulator/delays {"Sample": MS}``), polled per future or by the batched
+    poller (the server's ``sample_use_retrieve_futures``); the RSS is read once the server
+    holds ``--expect`` of them (default N; fewer when the client bounds its concurrent calls)
+    and, polled per future, has their first polls, or the counts stopped growing for
+    ``--stall-ms``. Exits right after the reading."""
+    svc = service(tinker, a.base_url)
+    sc = sampler(tinker, svc)
+    prompt, params = sample_args(tinker, a)
+    batched_path = "/api/v1/retrieve_futures"
+
+    async def main():
+        await closed_loop(sc, prompt, params, 100, 100)
+        loop = asyncio.get_running_loop()
+        get = lambda path: loop.run_in_executor(None, control, a.base_url, "GET", path)
+        seen = lambda path: loop.run_in_executor(None, requests_seen, a.base_url, path)
+        batched = bool((await get("flags"))["client_config"].get("sample_use_retrieve_futures"))
+        control(a.base_url, "POST", "delays", {"Sample": a.hold_ms})
+        p0 = (await get("futures"))["pending"]
+        polls0, batch0 = await seen(RETRIEVE), await seen(batched_path)
+        rss0, _ = rss_kb()
+        fd0, sock0 = fds()
+        t0 = time.monotonic()
+        tasks = await start_all(sc, prompt, params, a.n)
+        submitted = time.monotonic() - t0
+        deadline = t0 + a.hold_ms / 1e3 * 0.75
+        expect = a.expect or a.n
+        last, since = None, time.monotonic()
+        while True:
+            p = (await get("futures"))["pending"] - p0
+            polls = expect if batched else await seen(RETRIEVE) - polls0
+            if p >= expect and polls >= expect:
+                all_held = True
+                break
+            now = time.monotonic()
+            if (p, polls) != last:
+                last, since = (p, polls), now
+            if now > deadline or now - since > a.stall_ms / 1e3:
+                all_held = False
+                break
+            await asyncio.sleep(0.05)
+        held_s = time.monotonic() - t0
+        rss1, hwm = rss_kb()
+        fd1, sock1 = fds()
+        del tasks
+        return {
+            "n": a.n, "batched": batched, "all_held": all_held,
+            "server_pending": (await get("futures"))["pending"] - p0,
+            "polls_seen": await seen(RETRIEVE) - polls0,
+            "batched_polls_seen": await seen(batched_path) - batch0,
+            "rss_before_kb": rss0, "rss_inflight_kb": rss1, "hwm_kb": hwm,
+            "fds_before": fd0, "fds_inflight": fd1, "sockets_before": sock0,
+            "sockets_inflight": sock1, "submit_s": submitted, "held_s": held_s,
+        }
+
+    return asyncio.run(main())
+
+
 def w_recovery(tinker, a):
     """As ``tinkex-bench recovery``: alone, or ``--coordinated`` by the driver (READY /
     SUBMIT / SUBMITTED / OUTAGE <t0> <seconds> on stdin/stdout)."""
@@ -405,7 +477,7 @@ def w_pollfault(tinker, a):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--sdk", choices=["tinkex", "tinker"], required=True)
-    p.add_argument("workload", choices=["sample", "memory", "recovery", "fwdbwd", "train", "pollfault"])
+    p.add_argument("workload", choices=["sample", "memory", "rss", "recovery", "fwdbwd", "train", "pollfault"])
     p.add_argument("--base-url", required=True)
     p.add_argument("--total", type=int, default=20_000)
     p.add_argument("--inflight", type=int, default=1_000)
@@ -427,10 +499,14 @@ def main():
     p.add_argument("--result-timeout", type=float, default=120.0,
                    help="pollfault: give up this many seconds after the window")
     p.add_argument("--no-wait", action="store_true", help="memory: exit right after the reading")
+    p.add_argument("--expect", type=int, default=0,
+                   help="rss: futures pending on the server before the reading (default --n)")
+    p.add_argument("--stall-ms", type=int, default=5_000,
+                   help="rss: read anyway once the counts stopped growing this long")
     p.add_argument("--coordinated", action="store_true", help="recovery: driven by bench/driver.py")
     a = p.parse_args()
     tinker = load(a.sdk)
-    out = {"sample": w_sample, "memory": w_memory, "recovery": w_recovery, "fwdbwd": w_fwdbwd,
+    out = {"sample": w_sample, "memory": w_memory, "rss": w_rss, "recovery": w_recovery, "fwdbwd": w_fwdbwd,
            "train": w_train, "pollfault": w_pollfault}[a.workload](tinker, a)
     out["sdk"] = a.sdk
     sys.stdout.write(json.dumps(out) + "\n")

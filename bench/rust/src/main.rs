@@ -5,12 +5,14 @@
 //! ```text
 //! tinkex-bench sample   --client rust|raw|ffi --base-url URL [--total N --inflight K | --rate R] [--telemetry 1]
 //! tinkex-bench memory   --client rust|raw|ffi --base-url URL --n N [--hold-ms MS]
+//! tinkex-bench rss      --client rust|raw|ffi --base-url URL --n N [--hold-ms MS]
 //! tinkex-bench recovery --client rust|raw|ffi --base-url URL --n N [--hold-ms MS --outage-ms MS]
 //! tinkex-bench fwdbwd   --client rust|raw --base-url URL(proxy) --datums D --tokens T --reps R
 //! tinkex-bench encode   --datums D --tokens T --reps R
 //! tinkex-bench proxy    --upstream URL --log FILE
 //! ```
 
+mod curves;
 mod ffi_client;
 mod fwdbwd;
 mod proxy;
@@ -23,7 +25,7 @@ use util::Args;
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
-        eprintln!("usage: tinkex-bench sample|memory|recovery|fwdbwd|encode|proxy [--flags]");
+        eprintln!("usage: tinkex-bench sample|memory|rss|recovery|fwdbwd|encode|proxy [--flags]");
         std::process::exit(2);
     };
     let a = Args::parse(rest);
@@ -37,6 +39,7 @@ fn main() {
         }
         "sample" => rt.block_on(sample::throughput(&a)),
         "memory" => rt.block_on(sample::memory(&a)),
+        "rss" => rt.block_on(curves::rss(&a)),
         "recovery" => rt.block_on(sample::recovery(&a)),
         "fwdbwd" => rt.block_on(fwdbwd::run(&a)),
         other => {

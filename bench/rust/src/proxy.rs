@@ -4,9 +4,15 @@
 //! client as fast as the kernel delivers (forwarding is decoupled through an unbounded
 //! queue), so the times measure the client, not the emulator's speed of reading.
 //!
+//! Each request's line is written when the first byte of the server's answer to it comes back
+//! (`t_resp`; HTTP/1.1 answers in order, so the first bytes from the server after a request's
+//! last byte answer it): the acceptance time of a chunk is `t_resp - t_last`. Lines of
+//! requests left unanswered are written, without `t_resp`, when the connection closes.
+//!
 //! `tinkex-bench proxy --upstream 127.0.0.1:PORT --log FILE` prints its base URL first.
 
 use crate::util::{mono, Args};
+use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,10 +39,35 @@ struct Req {
     body_bytes: usize,
 }
 
+/// Log lines of the requests of one connection that were sent whole and wait for the first
+/// byte of their answer.
+#[derive(Clone)]
+struct Unanswered {
+    lines: Arc<Mutex<VecDeque<serde_json::Value>>>,
+    log: Arc<Mutex<std::fs::File>>,
+}
+
+impl Unanswered {
+    /// Writes every waiting line, with `t_resp` when given.
+    fn flush(&self, t_resp: Option<f64>) {
+        let lines: Vec<_> = self.lines.lock().unwrap().drain(..).collect();
+        if lines.is_empty() {
+            return;
+        }
+        let mut f = self.log.lock().unwrap();
+        for mut line in lines {
+            if let Some(t) = t_resp {
+                line["t_resp"] = t.into();
+            }
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
 struct Parser {
     state: State,
     req: Option<Req>,
-    log: Arc<Mutex<std::fs::File>>,
+    unanswered: Unanswered,
 }
 
 fn find_crlf2(b: &[u8]) -> Option<usize> {
@@ -50,8 +81,7 @@ impl Parser {
                 "method": r.method, "path": r.path, "t_first": r.t_first, "t_last": now,
                 "head_bytes": r.head_bytes, "body_bytes": r.body_bytes,
             });
-            let mut f = self.log.lock().unwrap();
-            let _ = writeln!(f, "{line}");
+            self.unanswered.lines.lock().unwrap().push_back(line);
         }
         self.state = State::Head(Vec::new());
     }
@@ -168,9 +198,26 @@ async fn handle(client: TcpStream, upstream: String, log: Arc<Mutex<std::fs::Fil
     let _ = up.set_nodelay(true);
     let (mut cr, mut cw) = client.into_split();
     let (mut ur, mut uw) = up.into_split();
+    let unanswered = Unanswered {
+        lines: Arc::default(),
+        log,
+    };
+    let answers = unanswered.clone();
     tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+        // Server → client: the first bytes after a request was sent whole answer it.
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = match ur.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            answers.flush(Some(mono()));
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
         let _ = cw.shutdown().await;
+        answers.flush(None);
     });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
     tokio::spawn(async move {
@@ -184,7 +231,7 @@ async fn handle(client: TcpStream, upstream: String, log: Arc<Mutex<std::fs::Fil
     let mut parser = Parser {
         state: State::Head(Vec::new()),
         req: None,
-        log,
+        unanswered: unanswered.clone(),
     };
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -198,6 +245,7 @@ async fn handle(client: TcpStream, upstream: String, log: Arc<Mutex<std::fs::Fil
             break;
         }
     }
+    unanswered.flush(None);
 }
 
 /// Runs the proxy until killed.
