@@ -330,14 +330,11 @@ fn parse_range(spec: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
 fn cut_body(status: StatusCode, mut body: Vec<u8>, after: u64) -> Response {
     let announced = body.len();
     body.truncate(after.min(announced as u64) as usize);
-    let items: Vec<Result<Vec<u8>, std::io::Error>> = vec![
-        Ok(body),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "injected reset (cut download)",
-        )),
-    ];
-    let mut resp = Response::new(axum::body::Body::from_stream(VecStream(items.into_iter())));
+    let stream = CutStream {
+        prefix: Some(body),
+        yields_before_reset: FLUSH_YIELDS,
+    };
+    let mut resp = Response::new(axum::body::Body::from_stream(stream));
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(&announced.to_string()) {
         resp.headers_mut().insert(header::CONTENT_LENGTH, v);
@@ -345,16 +342,36 @@ fn cut_body(status: StatusCode, mut body: Vec<u8>, after: u64) -> Response {
     resp
 }
 
-/// A stream over a vector's items (just enough for `Body::from_stream`).
-struct VecStream(std::vec::IntoIter<Result<Vec<u8>, std::io::Error>>);
+/// Times a cut body answers "not ready" between its prefix and the reset. The server
+/// flushes what it buffered whenever the body is not ready, so the client really receives
+/// the prefix (an immediate error would abort the connection with the prefix unsent).
+const FLUSH_YIELDS: u32 = 4;
 
-impl futures_core::Stream for VecStream {
+/// The body of a cut download: the prefix, a few "not ready" turns, then an error (which
+/// makes the server reset the connection).
+struct CutStream {
+    prefix: Option<Vec<u8>>,
+    yields_before_reset: u32,
+}
+
+impl futures_core::Stream for CutStream {
     type Item = Result<Vec<u8>, std::io::Error>;
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Ready(self.0.next())
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(prefix)));
+        }
+        if self.yields_before_reset > 0 {
+            self.yields_before_reset -= 1;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        std::task::Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "injected reset (cut download)",
+        ))))
     }
 }
 
