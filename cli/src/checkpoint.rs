@@ -86,13 +86,13 @@ pub enum CheckpointCommand {
         #[arg(long)]
         run_id: Option<String>,
         /// Filter by type: weights, sampler_weights or external_weights.
-        #[arg(long = "type", requires = "run_id")]
+        #[arg(long = "type")]
         checkpoint_type: Option<String>,
         /// Only those created before this UTC date or datetime (ISO 8601).
-        #[arg(long, requires = "run_id")]
+        #[arg(long)]
         before: Option<String>,
         /// Only those created after this UTC date or datetime (ISO 8601).
-        #[arg(long, requires = "run_id")]
+        #[arg(long)]
         after: Option<String>,
         /// Skip the confirmation prompt.
         #[arg(short, long)]
@@ -436,6 +436,13 @@ async fn delete(
     after: Option<String>,
     yes: bool,
 ) -> CliResult {
+    if run_id.is_none() && (checkpoint_type.is_some() || before.is_some() || after.is_some()) {
+        return Err(
+            CliError::user("--type, --before, and --after require --run-id").details(
+                "Example: tinkex checkpoint delete --run-id <run-id> --type weights --before 2024-06-01",
+            ),
+        );
+    }
     let rest = ctx.rest()?;
     let (paths, listed) = match &run_id {
         Some(run) => {
