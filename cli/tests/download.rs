@@ -115,10 +115,6 @@ async fn an_interrupted_command_resumes_on_its_next_run() {
     );
     let dest = out.join(format!("{}_external_weights_ext-1", fx.run_id));
     let part = dest.join("adapter_model.safetensors.tinkex-part");
-    eprintln!(
-        "DEBUG {r:#?} {:?}",
-        files_under(&dest).keys().collect::<Vec<_>>()
-    );
     assert_eq!(std::fs::metadata(&part).unwrap().len(), 700);
     assert!(dest.join(".tinkex-download.json").exists());
 
