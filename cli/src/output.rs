@@ -212,18 +212,10 @@ pub fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The civil date (`YYYY-MM-DD`) of Unix seconds.
+/// The civil date (`YYYY-MM-DD`, UTC) of Unix seconds (1970-01-01 for earlier times).
 fn civil_date(t: f64) -> String {
-    let z = (t / 86400.0).floor() as i64 + 719468;
-    let era = if z >= 0 { z } else { z - 146096 } / 146097;
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    tinkex::core::telemetry::format_timestamp(at)[..10].to_string()
 }
 
 /// A time as the official CLI shows it: `3 hours ago`, `in 2 days`, `just now`, or the date

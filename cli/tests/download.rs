@@ -15,6 +15,22 @@ fn dest_of(v: &serde_json::Value) -> PathBuf {
     PathBuf::from(v["destination"].as_str().unwrap())
 }
 
+/// An emulator with the fixture, the served files of its external checkpoint and a CLI.
+async fn setup(
+    tag: &str,
+) -> (
+    tinkex_emulator::RunningEmulator,
+    Fixture,
+    std::collections::BTreeMap<String, Vec<u8>>,
+    Cli,
+) {
+    let emu = emulator_with(tag, |_| {}).await;
+    let fx = fixture(&emu).await;
+    let want = external_files(&emu, &fx.external).await;
+    let cli = Cli::new(&emu, tag);
+    (emu, fx, want, cli)
+}
+
 /// The download attempts of the weights file: (status) in order.
 fn weight_downloads(emu: &tinkex_emulator::RunningEmulator) -> Vec<u16> {
     downloads(emu)
@@ -26,12 +42,9 @@ fn weight_downloads(emu: &tinkex_emulator::RunningEmulator) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_download_resumes_where_it_stopped() {
-    let emu = emulator_with("dl-resume", |_| {}).await;
-    let fx = fixture(&emu).await;
-    let want = external_files(&emu, &fx.external).await;
+    let (emu, fx, want, cli) = setup("dl-resume").await;
     let weights = want["adapter_model.safetensors"].len() as u64;
     assert!(weights > 1000, "a file worth cutting: {weights} bytes");
-    let cli = Cli::new(&emu, "dl-resume");
     let served_before = weight_downloads(&emu).len();
 
     // The connection resets after 1000 real bytes: the next attempt asks for the rest.
@@ -86,10 +99,7 @@ async fn a_broken_download_resumes_where_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_command_resumes_on_its_next_run() {
-    let emu = emulator_with("dl-rerun", |_| {}).await;
-    let fx = fixture(&emu).await;
-    let want = external_files(&emu, &fx.external).await;
-    let cli = Cli::new(&emu, "dl-rerun");
+    let (emu, fx, want, cli) = setup("dl-rerun").await;
     let out = cli.cwd.join("models");
 
     // One attempt only, and the connection breaks after 700 bytes: the command fails as a
@@ -164,10 +174,7 @@ async fn an_interrupted_command_resumes_on_its_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn urls_are_signed_again_when_refused_or_about_to_expire() {
-    let emu = emulator_with("dl-sign", |_| {}).await;
-    let fx = fixture(&emu).await;
-    let want = external_files(&emu, &fx.external).await;
-    let cli = Cli::new(&emu, "dl-sign");
+    let (emu, fx, want, cli) = setup("dl-sign").await;
     let signs = || {
         requests(
             &emu,
@@ -299,5 +306,60 @@ async fn a_training_checkpoint_goes_through_a_temporary_export() {
     assert_eq!(
         requests(&emu, "/api/v1/create_session"),
         sessions_before + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_a_training_download_cleans_up_and_keeps_the_partial_directory() {
+    let emu = emulator_with("dl-int", |_| {}).await;
+    let fx = fixture(&emu).await;
+    let cli = Cli::new(&emu, "dl-int");
+    // Signed downloads hang, so the interrupt arrives mid-download.
+    fault(&emu, json!({"path": "/_signed/", "latency_ms": 120000})).await;
+    let child = cli.spawn(&["checkpoint", "download", &fx.training]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while requests_under(&emu, "/_signed/") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r = tokio::task::spawn_blocking(move || finished(child))
+        .await
+        .unwrap();
+    r.expect(130);
+    assert!(
+        r.stderr.contains("run the same command again to resume"),
+        "{r:#?}"
+    );
+    let dest = cli.cwd.join(format!("{}_weights_step-1", fx.run_id));
+    assert!(
+        dest.join(".tinkex-download.json").exists(),
+        "kept for a resume"
+    );
+
+    // The temporary export is deleted and the session finished as interrupted.
+    let journal = emu.state().journal.lock().unwrap().clone();
+    assert!(
+        journal.iter().any(|e| e.method == "DELETE"
+            && e.path.ends_with("/checkpoints/external_weights/download")
+            && e.status == 200),
+        "the export was deleted"
+    );
+    let sessions = emu.state().sessions.lock().unwrap();
+    let finished: Vec<_> = sessions
+        .values()
+        .filter(|s| s.session_id != fx.session_id)
+        .map(|s| s.finished.as_ref().map(|f| f.0))
+        .collect();
+    assert_eq!(
+        finished,
+        vec![Some(tinkex::core::types::FinishReasonKind::Interrupted)]
     );
 }

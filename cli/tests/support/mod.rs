@@ -191,8 +191,7 @@ impl Cli {
         self.run_with_stdin(args, "").await
     }
 
-    fn run_blocking(&self, args: &[String], stdin: &str) -> Run {
-        use std::io::Write;
+    fn command(&self, args: &[String]) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tinkex"));
         cmd.args(args)
             .current_dir(&self.cwd)
@@ -208,17 +207,47 @@ impl Cli {
         if let Some(k) = &self.api_key {
             cmd.env("TINKER_API_KEY", k);
         }
-        let mut child = cmd.spawn().expect("the tinkex binary runs");
+        cmd
+    }
+
+    /// Starts `tinkex args…` without waiting (stdin closed).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut child = self.command(&args).spawn().expect("the tinkex binary runs");
+        drop(child.stdin.take());
+        child
+    }
+
+    fn run_blocking(&self, args: &[String], stdin: &str) -> Run {
+        use std::io::Write;
+        let mut child = self.command(args).spawn().expect("the tinkex binary runs");
         let mut input = child.stdin.take().unwrap();
         let _ = input.write_all(stdin.as_bytes());
         drop(input);
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        finished(child)
     }
+}
+
+/// Waits for a child and collects its output.
+pub fn finished(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Requests the emulator received on paths starting with `prefix`.
+pub fn requests_under(emu: &RunningEmulator, prefix: &str) -> u64 {
+    emu.state()
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p.starts_with(prefix))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// Requests the emulator received on `path`.
@@ -268,18 +297,11 @@ pub fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 /// `YYYY-MM-DDT00:00:00Z` of today (UTC) plus `days`.
 pub fn utc_midnight(days: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let z = now.div_euclid(86400) + days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T00:00:00Z")
+    let day = Duration::from_secs(86400 * days.unsigned_abs());
+    let now = std::time::SystemTime::now();
+    let at = if days >= 0 { now + day } else { now - day };
+    format!(
+        "{}T00:00:00Z",
+        &tinkex::core::telemetry::format_timestamp(at)[..10]
+    )
 }
