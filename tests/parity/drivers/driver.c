@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tinkex.h"
 
@@ -297,6 +298,21 @@ static void run_op(char **f) {
     fflush(stdout);
     char buf[16];
     if (fgets(buf, sizeof buf, stdin) == NULL) die("stdin closed during control");
+    return;
+  }
+  if (!strcmp(name, "wait_event")) {
+    /* Waits (bounded) until an event of type `param` was received. */
+    char pat[96];
+    snprintf(pat, sizeof pat, "\"type\":\"%s\"", param);
+    int found = 0;
+    for (int k = 0; k < 2000 && !found; k++) {
+      pthread_mutex_lock(&ev_mu);
+      found = ev_text != NULL && strstr(ev_text, pat) != NULL;
+      pthread_mutex_unlock(&ev_mu);
+      if (!found) nanosleep(&(struct timespec){.tv_sec = 0, .tv_nsec = 5000000}, NULL);
+    }
+    printf("@@ {\"i\":%s,\"op\":\"wait_event\",\"ok\":%s}\n", i, found ? "true" : "false");
+    fflush(stdout);
     return;
   }
   if (!strcmp(name, "await")) {

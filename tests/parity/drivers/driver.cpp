@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -153,6 +154,19 @@ struct Driver {
       std::string ack;
       if (!std::getline(std::cin, ack)) throw std::runtime_error("stdin closed during control");
       return;
+    }
+    if (name == "wait_event") {
+      // Waits (bounded: 10 s) until an event of type `param` was received.
+      std::string pat = "\"type\":\"" + param + "\"";
+      bool found = false;
+      for (int k = 0; k < 2000 && !found; k++) {
+        {
+          std::lock_guard<std::mutex> lock(ev_mu);
+          for (const auto &e : events) found = found || e.find(pat) != std::string::npos;
+        }
+        if (!found) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      return line(i, "wait_event", std::string("\"ok\":") + (found ? "true" : "false"));
     }
     if (name == "await") {
       auto &fut = futures.at(target);

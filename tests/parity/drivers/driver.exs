@@ -180,6 +180,12 @@ defmodule Parity.Driver do
         if IO.gets("") in [:eof, nil], do: raise("stdin closed during control")
         st
 
+      "wait_event" ->
+        # Waits (bounded: 10 s) until an event of type `param` was received.
+        {found, st} = wait_event(st, param, System.monotonic_time(:millisecond) + 10_000)
+        emit(%{"i" => i, "op" => "wait_event", "ok" => found})
+        st
+
       "await" ->
         timeout = if param == "", do: @op_wait, else: String.to_integer(param)
         finish(st, i, "await", Future.await(Map.fetch!(st.futures, target), timeout), save_as)
@@ -212,6 +218,20 @@ defmodule Parity.Driver do
     end
   end
 
+  def wait_event(st, type, deadline) do
+    if Enum.any?(st.received, &(&1["type"] == type)) do
+      {true, st}
+    else
+      left = max(deadline - System.monotonic_time(:millisecond), 0)
+
+      receive do
+        {:tinkex_event, _ref, ev} -> wait_event(%{st | received: st.received ++ [JSON.decode!(ev.json)]}, type, deadline)
+      after
+        left -> {false, st}
+      end
+    end
+  end
+
   def drain_events(acc) do
     receive do
       {:tinkex_event, _ref, ev} -> drain_events([JSON.decode!(ev.json) | acc])
@@ -222,7 +242,7 @@ defmodule Parity.Driver do
 
   def main([path, _base_url]) do
     methods = File.read!(Path.join(__DIR__, "../../../src/core/rest/methods.json")) |> JSON.decode!() |> Map.fetch!("methods")
-    st = %{svc: nil, rest: nil, objects: %{}, futures: %{}, methods: methods, events: false}
+    st = %{svc: nil, rest: nil, objects: %{}, futures: %{}, methods: methods, events: false, received: []}
 
     st =
       path
@@ -244,7 +264,7 @@ defmodule Parity.Driver do
         end
       end)
 
-    emit(%{"events" => if(st.events, do: drain_events([]), else: [])})
+    emit(%{"events" => if(st.events, do: st.received ++ drain_events([]), else: [])})
     emit(%{"done" => true})
   end
 end

@@ -18,6 +18,7 @@ import json
 import re
 import sys
 import threading
+import time
 from typing import Any, Dict, List
 
 import tinkex
@@ -183,6 +184,17 @@ class Driver:
             emit({"control": i})
             if not sys.stdin.readline():
                 raise SystemExit("driver.py: stdin closed during control")
+            return
+        if name == "wait_event":
+            # Waits (bounded: 10 s) until an event of type `param` was received.
+            deadline = time.monotonic() + 10
+            while True:
+                with self.lock:
+                    found = any(e.get("type") == param for e in self.events)
+                if found or time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)  # polling the recorded events for the condition, bounded
+            emit({"i": i, "op": "wait_event", "ok": found})
             return
         if name == "await":
             fut = self.futures[target]

@@ -82,6 +82,8 @@ fn error_json(e: &Error) -> Value {
 }
 
 struct Driver {
+    /// Events received so far.
+    events: Arc<Mutex<Vec<Value>>>,
     /// Each op's result (for `"$ref:<i>:<key>"` in later arguments).
     results: HashMap<usize, Value>,
     svc: ServiceClient,
@@ -255,6 +257,23 @@ impl Driver {
                 std::io::stdin().lock().read_line(&mut line).expect("stdin");
                 assert!(!line.is_empty(), "stdin closed during control");
             }
+            "wait_event" => {
+                // Waits (bounded: 10 s) until an event of type `param` was received.
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                let found = loop {
+                    let found = self
+                        .events
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["type"] == param);
+                    if found || std::time::Instant::now() > deadline {
+                        break found;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                emit(json!({"i": i, "op": "wait_event", "ok": found}));
+            }
             "await" => {
                 let t = if param.is_empty() {
                     OP_WAIT
@@ -314,6 +333,7 @@ async fn main() {
                         .push(serde_json::to_value(ev).expect("events serialize"));
                 });
                 driver = Some(Driver {
+                    events: events.clone(),
                     results: HashMap::new(),
                     svc,
                     rest: None,
