@@ -260,22 +260,26 @@ pub async fn apply(
 /// chunks) pass through unread and have no `seq_id` for the fault rules and the journal.
 pub const SEQ_ID_PEEK_LIMIT: u64 = 1 << 20;
 
-/// Reads the body of an uncompressed JSON request with a `Content-Length` of at most
-/// [`SEQ_ID_PEEK_LIMIT`] and returns the request (with the same body) and its top-level
-/// `seq_id`. Other requests pass through unread. A body that breaks while being read is
-/// answered 400.
+/// Reads the body of an uncompressed JSON request (or protobuf `forward_backward` request)
+/// with a `Content-Length` of at most [`SEQ_ID_PEEK_LIMIT`] and returns the request (with
+/// the same body) and its `seq_id`. Other requests (zstd-compressed ones included) pass
+/// through unread. A body that breaks while being read is answered 400.
 async fn peek_seq_id(req: Request<Body>) -> Result<(Request<Body>, Option<i64>), Response> {
     let len = req
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let json = req
+    let content_type = req
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !json
+        .unwrap_or("");
+    let json = content_type.starts_with("application/json");
+    // The protobuf body of forward_backward (PROTOCOL.md 14.1): `seq_id` is its field 2.
+    let proto = content_type.starts_with("application/x-protobuf")
+        && req.uri().path().ends_with("/forward_backward");
+    if !(json || proto)
         || req.headers().contains_key("content-encoding")
         || len.is_none_or(|n| n > SEQ_ID_PEEK_LIMIT)
     {
@@ -285,6 +289,12 @@ async fn peek_seq_id(req: Request<Body>) -> Result<(Request<Body>, Option<i64>),
     struct Probe {
         seq_id: Option<serde_json::Value>,
     }
+    /// Field 2 of a `ForwardBackwardRequest` (prost skips the others).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoProbe {
+        #[prost(int32, tag = "2")]
+        seq_id: i32,
+    }
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, SEQ_ID_PEEK_LIMIT as usize).await {
         Ok(b) => b,
@@ -292,10 +302,16 @@ async fn peek_seq_id(req: Request<Body>) -> Result<(Request<Body>, Option<i64>),
             return Err((StatusCode::BAD_REQUEST, "request body could not be read").into_response())
         }
     };
-    let seq_id = serde_json::from_slice::<Probe>(&bytes)
-        .ok()
-        .and_then(|p| p.seq_id)
-        .and_then(|v| v.as_i64());
+    let seq_id = if proto {
+        <ProtoProbe as prost::Message>::decode(&bytes[..])
+            .ok()
+            .map(|p| i64::from(p.seq_id))
+    } else {
+        serde_json::from_slice::<Probe>(&bytes)
+            .ok()
+            .and_then(|p| p.seq_id)
+            .and_then(|v| v.as_i64())
+    };
     Ok((Request::from_parts(parts, Body::from(bytes)), seq_id))
 }
 
@@ -623,5 +639,27 @@ mod tests {
         .ok()
         .unwrap();
         assert_eq!(seq, None, "compressed bodies are not read");
+    }
+
+    #[tokio::test]
+    async fn peek_reads_the_seq_id_of_a_protobuf_forward_backward() {
+        use prost::Message;
+        let msg = tinkex::core::proto::ForwardBackwardRequest {
+            model_id: "m".into(),
+            seq_id: 5,
+            ..Default::default()
+        };
+        let body = msg.encode_to_vec();
+        let req = Request::post("/api/v1/forward_backward")
+            .header("content-type", "application/x-protobuf")
+            .header("content-length", body.len().to_string())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (req, seq) = peek_seq_id(req).await.ok().unwrap();
+        assert_eq!(seq, Some(5));
+        let kept = axum::body::to_bytes(req.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(&kept[..], &body[..]);
     }
 }

@@ -278,6 +278,99 @@ static char *substitute(const char *args) {
   return out;
 }
 
+/* The end of the JSON value starting at `p` (strings and nesting respected); the library's
+ * and the runner's JSON is well-formed. */
+static const char *value_end(const char *p) {
+  int depth = 0;
+  for (; *p; p++) {
+    if (*p == '"') {
+      for (p++; *p && *p != '"'; p++)
+        if (*p == '\\' && p[1]) p++;
+    } else if (*p == '{' || *p == '[') {
+      depth++;
+    } else if (*p == '}' || *p == ']') {
+      if (--depth == 0) return p + 1;
+    } else if (depth == 0 && (*p == ',')) {
+      return p;
+    }
+  }
+  return p;
+}
+
+/* The suite's custom loss (every driver has the same): loss = -(sum of all target logprobs),
+ * gradient -1 everywhere; metric n_logprobs. `args` is {"data": [datum, ...]}; the datums go
+ * to a datum batch as JSON; the forward's logprobs are read from its result. */
+static void custom_loss(const char *i, const char *target, const char *args) {
+  struct object *o = find(target);
+  if (o == NULL) die("unknown target");
+  tinkex_error *err = NULL;
+  tinkex_datum_batch *batch = NULL;
+  if (tinkex_datum_batch_new(&batch, &err) != TINKEX_STATUS_OK) die("datum_batch_new");
+  const char *p = strstr(args, "\"data\":[");
+  if (p == NULL) die("custom: no data");
+  p += strlen("\"data\":[");
+  while (*p == '{') {
+    const char *end = value_end(p);
+    tinkex_status s = tinkex_datum_batch_push_json(batch, (const uint8_t *)p, (size_t)(end - p), &err);
+    if (s != TINKEX_STATUS_OK) {
+      tinkex_datum_batch_free(batch);
+      return print_error(i, "forward_backward_custom", s, err);
+    }
+    p = *end == ',' ? end + 1 : end;
+  }
+  tinkex_custom_loss *pass = NULL;
+  tinkex_future *fwd = NULL;
+  tinkex_status s = tinkex_training_client_forward_backward_custom(o->tc, batch, NULL, NULL, &pass, &fwd, &err);
+  tinkex_datum_batch_free(batch);
+  if (s != TINKEX_STATUS_OK) return print_error(i, "forward_backward_custom", s, err);
+  if (tinkex_future_wait(fwd, OP_WAIT_MS, &err) != TINKEX_STATUS_OK) die("custom: forward did not finish");
+  tinkex_bytes *out = NULL;
+  s = tinkex_future_take_result(fwd, &out, &err);
+  tinkex_future_free(fwd);
+  if (s != TINKEX_STATUS_OK) {
+    tinkex_custom_loss_free(pass);
+    return print_error(i, "forward_backward_custom", s, err);
+  }
+  tinkex_datum_batch *grads = NULL;
+  if (tinkex_datum_batch_new(&grads, &err) != TINKEX_STATUS_OK) die("datum_batch_new");
+  double sum = 0;
+  size_t n = 0;
+  for (const char *q = (const char *)tinkex_bytes_data(out); (q = strstr(q, "\"logprobs\":{")) != NULL;) {
+    q = strstr(q, "\"data\":[");
+    if (q == NULL) die("custom: logprobs without data");
+    q += strlen("\"data\":[");
+    size_t count = 0;
+    while (*q != ']') {
+      char *e;
+      sum += strtod(q, &e);
+      count++;
+      q = *e == ',' ? e + 1 : e;
+    }
+    float *g = malloc((count ? count : 1) * sizeof *g);
+    if (g == NULL) die("out of memory");
+    for (size_t k = 0; k < count; k++) g[k] = -1.0f;
+    if (tinkex_datum_batch_push(grads, NULL, 0, TINKEX_DTYPE_INT64, &err) != TINKEX_STATUS_OK ||
+        tinkex_datum_batch_set_loss_input(grads, (const uint8_t *)"grads", 5, g, count, TINKEX_DTYPE_FLOAT32, NULL, 0,
+                                          &err) != TINKEX_STATUS_OK)
+      die("custom: grads");
+    free(g);
+    n += count;
+  }
+  tinkex_bytes_free(out);
+  char metrics[128];
+  snprintf(metrics, sizeof metrics, "{\"loss:sum\":%.17g,\"n_logprobs\":%zu}", -sum, n);
+  if (tinkex_custom_loss_set_metrics(pass, (const uint8_t *)metrics, strlen(metrics), &err) != TINKEX_STATUS_OK)
+    die("custom: set_metrics");
+  tinkex_future *bwd = NULL;
+  s = tinkex_custom_loss_backward(pass, grads, NULL, NULL, &bwd, &err);
+  tinkex_datum_batch_free(grads);
+  tinkex_custom_loss_free(pass);
+  if (s != TINKEX_STATUS_OK) return print_error(i, "forward_backward_custom", s, err);
+  if (tinkex_future_wait(bwd, OP_WAIT_MS, &err) != TINKEX_STATUS_OK) die("custom: backward did not finish");
+  finish(i, "forward_backward_custom", "forward_backward_custom", bwd, "");
+  tinkex_future_free(bwd);
+}
+
 /* Splits `line` at tabs into at most `max` fields (the last keeps any further tabs). */
 static size_t split(char *line, char **fields, size_t max) {
   size_t n = 0;
@@ -339,6 +432,11 @@ static void run_op(char **f) {
     return;
   }
   char *resolved = substitute(args);
+  if (!strcmp(name, "forward_backward_custom")) {
+    custom_loss(i, target, resolved);
+    free(resolved);
+    return;
+  }
   tinkex_future *fut = submit(i, name, target, param, resolved);
   free(resolved);
   if (fut == NULL) return;

@@ -53,6 +53,22 @@ std::string error_json(const E &e) {
   return out + "}";
 }
 
+// The suite's custom loss (every driver has the same): loss = -(sum of all target logprobs),
+// gradient -1 everywhere; metric n_logprobs.
+tinkex::CustomLossOutput suite_loss(const std::vector<std::vector<float>> &logprobs) {
+  tinkex::CustomLossOutput out;
+  double sum = 0;
+  size_t n = 0;
+  for (const auto &l : logprobs) {
+    for (float x : l) sum += x;
+    n += l.size();
+    out.grads.emplace_back(l.size(), -1.0f);
+  }
+  out.loss = -sum;
+  out.metrics["n_logprobs"] = static_cast<double>(n);
+  return out;
+}
+
 struct Driver {
   tinkex::Runtime rt;
   std::optional<tinkex::ServiceClient> svc;
@@ -140,6 +156,16 @@ struct Driver {
     if (name == "load_state") return tc(target).load_state(args);
     if (name == "save_weights_and_get_sampling_client")
       return tc(target).save_weights_and_get_sampling_client(args);
+    if (name == "forward_backward_custom") {
+      auto batch = tinkex::DatumBatch::create();
+      if (!batch) return tinkex::detail::failed<std::string>(batch.error());
+      tinkex::detail::JsonReader r(args);
+      for (size_t d : r.elements(r.member(0, "data"))) {
+        auto s = batch.value().push_json(std::string_view(args).substr(d, r.skip_value(d) - d));
+        if (!s) return tinkex::detail::failed<std::string>(s.error());
+      }
+      return tc(target).forward_backward_custom(batch.value(), suite_loss);
+    }
     if (name == "sample") return sc(target).sample(args);
     if (name == "compute_logprobs") return sc(target).compute_logprobs(args);
     throw std::runtime_error("unknown op " + name);

@@ -90,6 +90,10 @@ defmodule Parity.Driver do
         fun = if fb == "forward", do: &TrainingClient.forward/4, else: &TrainingClient.forward_backward/4
         fun.(obj, Enum.map(data, &datum/1), loss, opts(a))
 
+      "forward_backward_custom" ->
+        {data, a} = Map.pop(a, "data")
+        TrainingClient.forward_backward_custom(obj, Enum.map(data, &datum/1), &suite_loss/1, opts(a))
+
       "optim_step" ->
         case Map.pop(a, "type") do
           {"dimuon", a} -> TrainingClient.optim_step(obj, struct!(DimuonParams, opts(a)))
@@ -126,6 +130,14 @@ defmodule Parity.Driver do
         if a != %{}, do: raise(ArgumentError, "compute_logprobs takes no options: #{inspect(Map.keys(a))}")
         SamplingClient.compute_logprobs(obj, ModelInput.from_json(prompt))
     end
+  end
+
+  # The suite's custom loss (every driver has the same): loss = -(sum of all target logprobs),
+  # gradient -1 everywhere; metric n_logprobs.
+  def suite_loss(logprobs) do
+    flat = List.flatten(logprobs)
+    grads = Enum.map(logprobs, fn l -> Enum.map(l, fn _ -> -1.0 end) end)
+    {-Enum.sum(Enum.map(flat, &(&1 * 1.0))), grads, %{"n_logprobs" => length(flat) * 1.0}}
   end
 
   # A REST method by name: required params (methods.json order) positionally, the rest as options.

@@ -68,6 +68,36 @@ def dump(v: Any) -> Any:
     raise TypeError(f"cannot dump {type(v).__name__}")
 
 
+# The official SDK's exception class of an HTTP status (PROTOCOL.md 13.6).
+HTTP_CLASSES = {
+    400: "BadRequestError",
+    401: "AuthenticationError",
+    402: "BillingError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    422: "UnprocessableEntityError",
+    429: "RateLimitError",
+}
+
+
+def class_agrees(e: BaseException, kind: Any, http: Any, category: Any) -> bool:
+    """Whether the exception's class is the one the SDK's hierarchy gives for its details:
+    the class is how Python code tells errors apart, so it is compared too."""
+    if kind == "session_expired":
+        return isinstance(e, tinkex.SessionExpiredError)
+    if kind == "no_progress":
+        return isinstance(e, tinkex.NoProgressError)
+    if http:
+        want = HTTP_CLASSES.get(http) or ("InternalServerError" if http >= 500 else "APIStatusError")
+        return type(e).__name__ == want
+    if category:
+        return isinstance(e, tinkex.RequestFailedError)
+    if kind == "timeout":
+        return isinstance(e, tinkex.APITimeoutError)
+    return True
+
+
 def error_of(e: BaseException) -> Dict[str, Any]:
     """The common form of an exception: the SDK's classes and tinkex's attributes."""
     if isinstance(e, concurrent.futures.CancelledError):
@@ -78,6 +108,8 @@ def error_of(e: BaseException) -> Dict[str, Any]:
         out: Dict[str, Any] = {"kind": e.kind, "http_status": e.http_status}
         if isinstance(e, tinkex.RequestFailedError):
             out["category"] = e.category
+        if not class_agrees(e, e.kind, e.http_status, out.get("category")):
+            out["python_class"] = type(e).__name__  # differs from every other language
         return out
     if isinstance(e, (TypeError, ValueError, AssertionError)):
         return {"kind": "invalid_input", "python": f"{type(e).__name__}: {e}"}
@@ -137,6 +169,8 @@ class Driver:
         if name in ("forward_backward", "forward"):
             data = [datum(d) for d in a.pop("data")]
             return getattr(obj, name)(data, a.pop("loss_fn"), **a)
+        if name == "forward_backward_custom":
+            return obj.forward_backward_custom([datum(d) for d in a.pop("data")], suite_loss, **a)
         if name == "optim_step":
             if a.get("type") == "dimuon":
                 a.pop("type")
@@ -230,6 +264,17 @@ def datum(d: Dict[str, Any]) -> Any:
     docs/parity.md; the tensors are built with the constructor.)"""
     inputs = {k: tensor(v) for k, v in d.get("loss_fn_inputs", {}).items()}
     return types.Datum(model_input=types.ModelInput.model_validate(d["model_input"]), loss_fn_inputs=inputs)
+
+
+@tinkex.numpy_loss
+def suite_loss(data: Any, logprobs_list: Any) -> Any:
+    """The suite's custom loss (every driver has the same): loss = -(sum of all target
+    logprobs), gradient -1 everywhere; metric ``n_logprobs``."""
+    import numpy as np
+
+    total = sum(float(np.sum(np.asarray(lp, dtype=np.float64))) for lp in logprobs_list)
+    n = sum(int(np.asarray(lp).size) for lp in logprobs_list)
+    return -total, {"n_logprobs": float(n)}, [-np.ones_like(np.asarray(lp, dtype=np.float64)) for lp in logprobs_list]
 
 
 def tensor(v: Dict[str, Any]) -> Any:

@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tinkex::core::custom_loss::CustomLossOutput;
 use tinkex::core::requests::{
     CreateSamplingClientInput, CreateTrainingClientFromStateInput, LoadStateInput,
     ResumeTrainingRunInput, SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput,
     SaveWeightsForSamplerInput,
 };
-use tinkex::core::types::ForwardBackwardInput;
+use tinkex::core::types::{Datum, ForwardBackwardInput, TensorData};
 use tinkex::core::{
     ApiFuture, CloseInput, ComputeLogprobsInput, Config, ConfigInput,
     CreateLoraTrainingClientInput, Error, OptimStepInput, RestClient, SampleInput, SamplingClient,
@@ -61,6 +62,26 @@ fn pending<T: Send + 'static>(f: ApiFuture<T>, map: fn(T) -> Outcome) -> Pending
             Box::pin(async move { tokio::time::timeout(t, w.wait_done()).await.is_ok() })
         }),
     }
+}
+
+/// The suite's custom loss (every driver has the same): loss = -(sum of all target logprobs),
+/// so d loss / d logprob = -1 everywhere; metric `n_logprobs`.
+fn suite_loss(_data: &[Datum], logprobs: &[TensorData]) -> Result<CustomLossOutput, Error> {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    let grads = logprobs
+        .iter()
+        .map(|t| {
+            let v = t.data.to_f64();
+            sum += v.iter().sum::<f64>();
+            n += v.len();
+            TensorData::from_f32(vec![-1.0; v.len()])
+        })
+        .collect();
+    Ok(CustomLossOutput {
+        grads,
+        loss_sum: Some(-sum),
+        metrics: [("n_logprobs".to_string(), n as f64)].into(),
+    })
 }
 
 fn json_of<T: Serialize>(v: T) -> Outcome {
@@ -189,6 +210,18 @@ impl Driver {
                     >(args)?),
                 Outcome::Sampling,
             ),
+            "forward_backward_custom" => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Custom {
+                    data: Vec<Datum>,
+                }
+                let c: Custom = input(args)?;
+                pending(
+                    self.tc(target).forward_backward_custom(c.data, suite_loss),
+                    json_of,
+                )
+            }
             "sample" => {
                 let i: SampleInput = input(args)?;
                 pending(self.sc(target).sample_with(i), json_of)
