@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tinkex::core::custom_loss::CustomLossOutput;
+use tinkex::core::training::CustomLossOutput;
 use tinkex::core::requests::{
     CreateSamplingClientInput, CreateTrainingClientFromStateInput, LoadStateInput,
     ResumeTrainingRunInput, SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput,
