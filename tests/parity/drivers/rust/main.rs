@@ -18,12 +18,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tinkex::core::training::CustomLossOutput;
 use tinkex::core::requests::{
     CreateSamplingClientInput, CreateTrainingClientFromStateInput, LoadStateInput,
     ResumeTrainingRunInput, SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput,
     SaveWeightsForSamplerInput,
 };
+use tinkex::core::training::CustomLossOutput;
 use tinkex::core::types::{Datum, ForwardBackwardInput, TensorData};
 use tinkex::core::{
     ApiFuture, CloseInput, ComputeLogprobsInput, Config, ConfigInput,
