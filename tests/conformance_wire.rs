@@ -789,6 +789,196 @@ async fn chunk_concurrency_follows_parallel_flag_and_dispatch_budget() {
     assert!(parallel[3] - parallel[2] >= latency, "{parallel:?}");
 }
 
+/// A batch big enough to be encoded on the client's encoder threads (above its inline
+/// limit of 256 KiB): `n` datums of `tokens` tokens with int64 targets, float32 weights
+/// weights, advantages and logprobs (PPO's inputs), and a shape-less tensor in some.
+fn large_batch(n: usize, tokens: usize) -> Vec<tinkex::core::types::Datum> {
+    use tinkex::core::types::TensorData;
+    (0..n)
+        .map(|d| {
+            let ids: Vec<i64> = (0..=tokens)
+                .map(|i| 100_000 + ((d * 7919 + i * 104_729) % 50_000) as i64)
+                .collect();
+            let mut datum = datum(&ids);
+            datum.loss_fn_inputs.insert(
+                "advantages".into(),
+                TensorData::from_f32((0..tokens).map(|i| (i % 7) as f32 - 3.0).collect()),
+            );
+            datum
+                .loss_fn_inputs
+                .insert("logprobs".into(), TensorData::from_f32(vec![-1.5; tokens]));
+            if d % 3 == 1 {
+                datum.loss_fn_inputs.get_mut("weights").unwrap().shape = None;
+            }
+            datum
+        })
+        .collect()
+}
+
+/// The forward_backward bodies of one call as the server received them, in arrival order,
+/// with the prost encoding of each chunk as the client built it before (the intermediate
+/// `proto::ForwardBackwardRequest`, `codec::forward_backward_request`).
+async fn chunk_bodies(
+    tag: &str,
+    flags: Value,
+    data: Vec<tinkex::core::types::Datum>,
+    loss_fn: &str,
+    config: Option<BTreeMap<String, tinkex::core::types::LossConfigValue>>,
+) -> (Vec<Seen>, Vec<Vec<u8>>) {
+    use prost::Message;
+    let emu = emulator_with(tag, |c| {
+        c.zero_compute = true;
+        for (k, v) in flags.as_object().unwrap() {
+            c.client_config.insert(k.clone(), v.clone());
+        }
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let training = training_client(&service).await;
+    let sc = tinkex::core::types::ClientConfig::default();
+    let max_len = flags["fwdbwd_max_chunk_len"]
+        .as_u64()
+        .unwrap_or(sc.fwdbwd_max_chunk_len);
+    let ranges = tinkex::core::chunking::chunk_ranges(
+        &data,
+        max_len as usize,
+        sc.fwdbwd_max_chunk_bytes_count as usize,
+    );
+    let out = training
+        .forward_backward(data.clone(), loss_fn, config.clone())
+        .await
+        .unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), data.len());
+    let seen = rec.to("forward_backward");
+    // seq 0 is create_model; this is the client's first ordered operation.
+    let cfg = config.unwrap_or_default();
+    let want = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            tinkex::core::codec::forward_backward_request(
+                training.model_id(),
+                1 + i as i64,
+                &data[r.clone()],
+                r.start,
+                loss_fn,
+                &cfg,
+                false,
+            )
+            .unwrap()
+            .encode_to_vec()
+        })
+        .collect();
+    (seen, want)
+}
+
+/// 11.4 / 14.3: the bodies written straight from the datums (in parallel, each sent once
+/// encoded) are byte for byte the prost encodings of before, and arrive in the order of
+/// 11.4: chunks 2…N before chunk 1 by default, 1…N with `parallel_fwdbwd_chunks: false`.
+#[tokio::test]
+async fn chunk_bodies_are_the_prost_encoding_and_arrive_in_the_order_of_11_4() {
+    let config = BTreeMap::from([
+        (
+            "clip_low_threshold".to_string(),
+            tinkex::core::types::LossConfigValue::Number(0.8),
+        ),
+        (
+            "clip_high_threshold".to_string(),
+            tinkex::core::types::LossConfigValue::Number(1.2),
+        ),
+    ]);
+    for (tag, parallel) in [
+        ("wire-bodies-parallel", true),
+        ("wire-bodies-sequential", false),
+    ] {
+        let flags = json!({"fwdbwd_max_chunk_len": 3, "parallel_fwdbwd_chunks": parallel});
+        let (seen, want) = chunk_bodies(
+            tag,
+            flags,
+            large_batch(11, 6_000),
+            "ppo",
+            Some(config.clone()),
+        )
+        .await;
+        assert_eq!(want.len(), 4, "11 datums in chunks of 3");
+        assert_eq!(seen.len(), 4, "{tag}: one request per chunk");
+        let seq_of = |body: &[u8]| {
+            want.iter()
+                .position(|w| w.as_slice() == body)
+                .unwrap_or_else(|| panic!("{tag}: a body that is no chunk's prost encoding"))
+        };
+        let order: Vec<usize> = seen.iter().map(|s| seq_of(&s.body)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            vec![0, 1, 2, 3],
+            "{tag}: every chunk once: {order:?}"
+        );
+        if parallel {
+            assert_eq!(order[3], 0, "{tag}: chunk 1 last: {order:?}");
+        } else {
+            assert_eq!(order, vec![0, 1, 2, 3], "{tag}");
+        }
+        for s in &seen {
+            assert_eq!(s.header("content-type"), Some("application/x-protobuf"));
+        }
+    }
+    // Small batches (encoded on the calling task) too, with a text loss config.
+    let small = BTreeMap::from([(
+        "loss_id".to_string(),
+        tinkex::core::types::LossConfigValue::Text("ce".into()),
+    )]);
+    let (seen, want) = chunk_bodies(
+        "wire-bodies-small",
+        json!({"fwdbwd_max_chunk_len": 2}),
+        batch(),
+        "cross_entropy",
+        Some(small),
+    )
+    .await;
+    let bodies: Vec<&[u8]> = seen.iter().map(|s| s.body.as_slice()).collect();
+    assert_eq!(bodies, vec![want[1].as_slice(), want[0].as_slice()]);
+}
+
+/// 11.4: a user error anywhere in the batch (here a token id beyond int32 in the last
+/// datum, checked on the encoder threads) fails the call before any chunk is sent.
+#[tokio::test]
+async fn a_bad_datum_in_a_late_chunk_sends_no_chunk() {
+    let emu = emulator_with("wire-bodies-bad", |c| {
+        c.zero_compute = true;
+        c.client_config
+            .insert("fwdbwd_max_chunk_len".into(), json!(2));
+    })
+    .await;
+    let rec = Recorder::start(&emu).await;
+    let service = client_of(&rec);
+    let training = training_client(&service).await;
+    let mut data = large_batch(8, 6_000);
+    if let tinkex::core::types::Chunk::EncodedText { tokens } = &mut data[7].model_input.chunks[0] {
+        tokens[5_000] = 1 << 40;
+    }
+    let e = training
+        .forward_backward(data, "cross_entropy", None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, tinkex::core::ErrorKind::User, "{e}");
+    assert!(e.message.contains("datum 7: token id"), "{e}");
+    assert!(rec.to("forward_backward").is_empty());
+    // The turn passed on: the next operation goes out (4 datums in chunks of 2). The
+    // server holds it behind the gap in seq_id (11.3), so only its sending is awaited.
+    let next = training.forward_backward(batch(), "cross_entropy", None);
+    rec.wait_for("the next call's chunks", Duration::from_secs(20), |s| {
+        s.iter()
+            .filter(|s| s.endpoint() == "forward_backward")
+            .count()
+            == 2
+    })
+    .await;
+    next.cancel();
+}
+
 // ------------------------------------------------------------------------------------------
 // 3.1 / 3.2 / 3.3 / 5.2 / 5.3 / 5.5 / 6.1 / 6.8 / 11.1 / 11.8 / 12.2 startup and bodies
 // ------------------------------------------------------------------------------------------

@@ -4,9 +4,10 @@
 use crate::core::error::{Error, ErrorKind, Result};
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 enum Slot<T> {
@@ -15,23 +16,67 @@ enum Slot<T> {
     Taken,
 }
 
+/// Everything of one operation the caller and the task share, in one allocation: the
+/// result slot, the request id, and two flags each with the `Notify` its waiters sleep on
+/// (no channels).
 struct Shared<T> {
     slot: Mutex<Slot<T>>,
-    done: watch::Sender<bool>,
-    cancel: watch::Sender<bool>,
     request_id: Mutex<Option<String>>,
+    done: AtomicBool,
+    done_notify: Notify,
+    cancelled: AtomicBool,
+    cancel_notify: Notify,
+}
+
+impl<T> Shared<T> {
+    fn new(slot: Slot<T>, done: bool) -> Self {
+        Shared {
+            slot: Mutex::new(slot),
+            request_id: Mutex::new(None),
+            done: AtomicBool::new(done),
+            done_notify: Notify::new(),
+            cancelled: AtomicBool::new(false),
+            cancel_notify: Notify::new(),
+        }
+    }
+
+    /// Resolves once `flag` is set (`notify` wakes every waiter when it is).
+    async fn wait_flag(flag: &AtomicBool, notify: &Notify) {
+        loop {
+            let notified = notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Where a running operation records its server request id.
+trait RequestIdSink: Send + Sync {
+    fn set(&self, id: &str);
+}
+
+impl<T: Send> RequestIdSink for Shared<T> {
+    fn set(&self, id: &str) {
+        *self.request_id.lock().unwrap() = Some(id.to_string());
+    }
 }
 
 /// Lets a running operation publish its server request id.
 #[derive(Clone)]
 pub struct FutureHandle {
-    request_id: Arc<dyn Fn(&str) + Send + Sync>,
+    shared: Weak<dyn RequestIdSink>,
 }
 
 impl FutureHandle {
     /// Records the server's request id once known.
     pub fn set_request_id(&self, id: &str) {
-        (self.request_id)(id)
+        if let Some(s) = self.shared.upgrade() {
+            s.set(id);
+        }
     }
 }
 
@@ -53,35 +98,27 @@ impl<T> Clone for ApiFuture<T> {
 
 impl<T: Send + 'static> ApiFuture<T> {
     /// Runs `op` on `runtime`. A panic inside `op` becomes an error of kind `Panic`.
+    ///
+    /// Per operation this allocates the shared state and the task (the operation's future
+    /// lives inside the task, not in a box of its own).
     pub fn spawn<F, Fut>(runtime: &tokio::runtime::Handle, op: F) -> Self
     where
         F: FnOnce(FutureHandle) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        let (done, _) = watch::channel(false);
-        let (cancel, mut cancel_rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot::Pending),
-            done,
-            cancel,
-            request_id: Mutex::new(None),
-        });
-        let weak = Arc::downgrade(&shared);
-        let handle = FutureHandle {
-            request_id: Arc::new(move |id: &str| {
-                if let Some(s) = weak.upgrade() {
-                    *s.request_id.lock().unwrap() = Some(id.to_string());
-                }
-            }),
-        };
-        let op = CatchUnwind(Box::pin(op(handle)));
+        let shared = Arc::new(Shared::new(Slot::Pending, false));
+        let weak: Weak<Shared<T>> = Arc::downgrade(&shared);
+        let handle = FutureHandle { shared: weak };
+        let op = op(handle);
         let s2 = shared.clone();
         // One task per operation: the operation itself, raced against cancellation (which
         // drops it, and with it any HTTP request in flight); a panic becomes an error.
         runtime.spawn(async move {
+            let op = CatchUnwind(std::pin::pin!(op));
+            let cancelled = Shared::<T>::wait_flag(&s2.cancelled, &s2.cancel_notify);
             let result = tokio::select! {
                 r = op => r.unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic, format!("internal panic: {}", panic_message(p))))),
-                _ = cancel_rx.wait_for(|c| *c) => Err(Error::cancelled()),
+                _ = cancelled => Err(Error::cancelled()),
             };
             let result = match (result, s2.request_id.lock().unwrap().clone()) {
                 (Err(mut e), Some(id)) if e.request_id.is_none() => {
@@ -91,34 +128,29 @@ impl<T: Send + 'static> ApiFuture<T> {
                 (r, _) => r,
             };
             *s2.slot.lock().unwrap() = Slot::Ready(result);
-            s2.done.send_replace(true);
+            s2.done.store(true, Ordering::Release);
+            s2.done_notify.notify_waiters();
         });
         ApiFuture { shared }
     }
 
     /// A future that is already finished.
     pub fn ready(result: Result<T>) -> Self {
-        let (done, _) = watch::channel(true);
-        let (cancel, _) = watch::channel(false);
         ApiFuture {
-            shared: Arc::new(Shared {
-                slot: Mutex::new(Slot::Ready(result)),
-                done,
-                cancel,
-                request_id: Mutex::new(None),
-            }),
+            shared: Arc::new(Shared::new(Slot::Ready(result), true)),
         }
     }
 
     /// Requests cancellation: polling and any in-flight HTTP attempt stop; the result becomes
     /// a `Cancelled` error unless it was already finished. Idempotent; never blocks.
     pub fn cancel(&self) {
-        self.shared.cancel.send_replace(true);
+        self.shared.cancelled.store(true, Ordering::Release);
+        self.shared.cancel_notify.notify_waiters();
     }
 
     /// Whether the operation finished (success, error or cancellation).
     pub fn is_done(&self) -> bool {
-        *self.shared.done.borrow()
+        self.shared.done.load(Ordering::Acquire)
     }
 
     /// The server's request id, once the submission was accepted.
@@ -128,8 +160,7 @@ impl<T: Send + 'static> ApiFuture<T> {
 
     /// Waits until finished, without taking the result.
     pub async fn wait_done(&self) {
-        let mut rx = self.shared.done.subscribe();
-        let _ = rx.wait_for(|d| *d).await;
+        Shared::<T>::wait_flag(&self.shared.done, &self.shared.done_notify).await
     }
 
     /// Takes the result if finished: `None` while pending; an `Err` of kind `User` when
@@ -173,9 +204,9 @@ impl<T: Send + 'static> IntoFuture for ApiFuture<T> {
 }
 
 /// Polls a future, turning a panic during a poll into an `Err` with the panic payload.
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future> Future for CatchUnwind<'_, F> {
     type Output = std::result::Result<F::Output, Box<dyn std::any::Any + Send>>;
 
     fn poll(

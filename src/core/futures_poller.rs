@@ -234,8 +234,10 @@ pub async fn retrieve_sample(
     observe: QueueObserver<'_>,
     polls: &AtomicU32,
 ) -> Result<Payload> {
+    // The poll loops are boxed: their state is large, and inline it would size every
+    // pending sample's task for them while it only waits for the poller's completion.
     if !core.futures_poller_enabled() {
-        return poll_until_done(
+        return Box::pin(poll_until_done(
             core,
             policy,
             request_id,
@@ -243,7 +245,7 @@ pub async fn retrieve_sample(
             submit_roundtrip,
             observe,
             polls,
-        )
+        ))
         .await;
     }
     let poller = core.futures_poller(sampling_session_id, cloned_sampler_id);
@@ -255,7 +257,7 @@ pub async fn retrieve_sample(
         },
         _ => PollStart::default(),
     };
-    let result = poll_with(
+    let result = Box::pin(poll_with(
         core,
         policy,
         request_id,
@@ -264,7 +266,7 @@ pub async fn retrieve_sample(
         observe,
         polls,
         start,
-    )
+    ))
     .await;
     // A result, or a failure read from the server, is final: its payload may go.
     match &result {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod events;
+pub mod fb_encode;
 pub mod futures_poller;
 pub mod introspect;
 pub mod polling;

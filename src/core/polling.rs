@@ -214,30 +214,55 @@ pub async fn poll_with(
             t.poll_status_error(site, e, kind, bad, streak);
         }
     };
+    // The body is serialized once per value of `allow_metadata_only`, not per poll.
+    let mut body: Option<(bool, Bytes)> = None;
     loop {
-        let mut req = crate::core::transport::Request::post_json(
-            "/api/v1/retrieve_future",
-            &FutureRetrieveRequest {
-                request_id: request_id.to_string(),
-                allow_metadata_only,
-            },
-            crate::core::transport::Pool::Retrieve,
-            core.config.timeouts.retrieve_future,
-        );
-        req.idempotency_key = Some(idempotency_key.clone());
-        req.accept_proto = rtype.wants_proto();
-        req.headers
-            .push(("x-tinker-request-iteration", iteration.to_string()));
-        req.headers
-            .push(("x-tinker-request-type", rtype.as_str().to_string()));
+        use crate::core::transport::{Body, Pool, Request};
+        use reqwest::header::{HeaderName, HeaderValue};
+        let json = match &body {
+            Some((allow, b)) if *allow == allow_metadata_only => b.clone(),
+            _ => {
+                let b: Bytes = serde_json::to_vec(&FutureRetrieveRequest {
+                    request_id: request_id.to_string(),
+                    allow_metadata_only,
+                })
+                .expect("request bodies serialize")
+                .into();
+                body = Some((allow_metadata_only, b.clone()));
+                b
+            }
+        };
+        let mut req = Request {
+            method: reqwest::Method::POST,
+            path: "/api/v1/retrieve_future".into(),
+            body: Body::Json(json),
+            pool: Pool::Retrieve,
+            timeout: core.config.timeouts.retrieve_future,
+            idempotency_key: Some(idempotency_key.clone()),
+            accept_proto: rtype.wants_proto(),
+            headers: crate::core::transport::ExtraHeaders::with_capacity(4),
+            announced_response_bytes: None,
+        };
+        req.headers.push((
+            HeaderName::from_static("x-tinker-request-iteration"),
+            crate::core::transport::small_int_value(iteration),
+        ));
+        req.headers.push((
+            HeaderName::from_static("x-tinker-request-type"),
+            HeaderValue::from_static(rtype.as_str()),
+        ));
         // 1.6.3: the SDK asks for its raw-response wrapper on every poll.
-        req.headers
-            .push(("x-stainless-raw-response", "raw".to_string()));
+        req.headers.push((
+            HeaderName::from_static("x-stainless-raw-response"),
+            HeaderValue::from_static("raw"),
+        ));
         if iteration == 0 {
-            req.headers.push((
-                "x-tinker-create-promise-roundtrip-time",
-                format!("{:.4}", submit_roundtrip.as_secs_f64()),
-            ));
+            if let Ok(v) = HeaderValue::from_str(&seconds_4(submit_roundtrip)) {
+                req.headers.push((
+                    HeaderName::from_static("x-tinker-create-promise-roundtrip-time"),
+                    v,
+                ));
+            }
         }
         iteration += 1;
         polls.fetch_add(1, Ordering::Relaxed);
@@ -450,6 +475,13 @@ pub async fn poll_with(
     }
 }
 
+/// Seconds with four decimals (`{:.4}` of the seconds), by integer arithmetic: no float
+/// formatting on the poll path.
+fn seconds_4(d: Duration) -> String {
+    let units = (d.as_nanos() + 50_000) / 100_000;
+    format!("{}.{:04}", units / 10_000, units % 10_000)
+}
+
 /// Consecutive 400 answers retried by one future (8.1.3).
 const MAX_BAD_REQUEST_RETRIES: u32 = 3;
 
@@ -571,6 +603,15 @@ mod tests {
             polls += 1;
         }
         assert!(polls <= 10, "{polls} polls in 5 s");
+    }
+
+    #[test]
+    fn seconds_4_matches_the_float_format() {
+        for ms in [0u64, 1, 12, 999, 1_000, 1_234, 59_999, 3_600_000] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(seconds_4(d), format!("{:.4}", d.as_secs_f64()), "{ms} ms");
+        }
+        assert_eq!(seconds_4(Duration::from_nanos(123_456_789)), "0.1235");
     }
 
     #[test]

@@ -431,9 +431,12 @@ impl SamplingClient {
             let no_retries = core.server_config.read().unwrap().sample_no_retries;
             core.tracked_operation(&status, async {
                 if no_retries && !always_retry {
-                    return sample_once(&inner, &job, first_seq, &status, &policy, &handle)
-                        .await
-                        .map_err(|e| e.error);
+                    // Boxed: a second inline copy of the attempt would double the task.
+                    return Box::pin(sample_once(
+                        &inner, &job, first_seq, &status, &policy, &handle,
+                    ))
+                    .await
+                    .map_err(|e| e.error);
                 }
                 let handler = client.retry_handler();
                 let reporting = core
@@ -574,25 +577,27 @@ async fn sample_once(
         .await
         .map_err(AttemptError::at(Stage::Send))?;
     let seq = clone_id * CLONE_SEQ_BLOCK + local;
-    let body = SampleRequest {
-        num_samples: i64::from(*num_samples),
-        prompt: prompt.clone(),
-        sampling_params: params.clone(),
-        base_model: None,
-        model_path: None,
-        sampling_session_id: Some(inner.sampling_session_id.clone()),
-        seq_id: Some(seq),
-        prompt_logprobs: Some(options.prompt_logprobs),
-        topk_prompt_logprobs: i64::from(options.topk_prompt_logprobs),
-        topk_sample_logprobs: i64::from(options.topk_sample_logprobs),
-        target_prompt_logprobs: options.target_prompt_logprobs.clone(),
-        prompt_alt_tokens_k: i64::from(options.prompt_alt_tokens_k),
-        prompt_logprobs_last_n: options.prompt_logprobs_last_n.map(i64::from),
-        record_stability_info: Some(*record_stability_info),
-        kind: "sample".into(),
-    };
     let estimate = crate::core::dispatch::estimate_bytes(prompt);
+    // The request and its send live in this block only: a pending sample's state (the wait
+    // for its result below) holds neither, and the send's large retry state is boxed.
     let submitted: UntypedApiFuture = {
+        let body = SampleRequest {
+            num_samples: i64::from(*num_samples),
+            prompt: prompt.clone(),
+            sampling_params: params.clone(),
+            base_model: None,
+            model_path: None,
+            sampling_session_id: Some(inner.sampling_session_id.clone()),
+            seq_id: Some(seq),
+            prompt_logprobs: Some(options.prompt_logprobs),
+            topk_prompt_logprobs: i64::from(options.topk_prompt_logprobs),
+            topk_sample_logprobs: i64::from(options.topk_sample_logprobs),
+            target_prompt_logprobs: options.target_prompt_logprobs.clone(),
+            prompt_alt_tokens_k: i64::from(options.prompt_alt_tokens_k),
+            prompt_logprobs_last_n: options.prompt_logprobs_last_n.map(i64::from),
+            record_stability_info: Some(*record_stability_info),
+            kind: "sample".into(),
+        };
         let dispatch = &core.sample_dispatch;
         dispatch.set_byte_capacity(
             core.server_config
@@ -602,7 +607,7 @@ async fn sample_once(
         );
         // Held while sending (back-off waits included), released before polling (12.4).
         let _permit = dispatch.acquire(estimate).await;
-        send_asample(core, &body, estimate, status, policy)
+        Box::pin(send_asample(core, &body, estimate, status, policy))
             .await
             .map_err(AttemptError::at(Stage::Send))?
     };
@@ -716,8 +721,10 @@ async fn send_asample(
             Pool::Sample,
             core.config.timeouts.request,
         );
-        req.headers
-            .push(("x-tinker-sampling-backpressure", "1".into()));
+        req.headers.push((
+            reqwest::header::HeaderName::from_static("x-tinker-sampling-backpressure"),
+            reqwest::header::HeaderValue::from_static("1"),
+        ));
         status
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -10,6 +10,7 @@ use crate::core::chunking;
 use crate::core::codec;
 use crate::core::config::RetryPolicy;
 use crate::core::error::{Error, Result};
+use crate::core::fb_encode;
 use crate::core::polling::{poll_until_done, Payload, RequestType};
 use crate::core::progress::OpStatus;
 use crate::core::queue_state::{ObserverKind, QueueObserver};
@@ -23,10 +24,10 @@ use crate::core::types::{
     UntypedApiFuture, WeightsResult,
 };
 use crate::core::ClientCore;
-use prost::Message;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use tokio::sync::{oneshot, watch};
 
 pub(crate) struct TrainingInner {
     pub(crate) core: Arc<ClientCore>,
@@ -225,7 +226,7 @@ impl TrainingClient {
 
     /// [`ordered`](Self::ordered) in an already reserved turn. `on_error` runs when the
     /// operation fails (custom-loss phases: poison the client, release the held turn).
-    pub(crate) fn ordered_in<T, B, D>(
+    pub(crate) fn ordered_in<T, B, R, D>(
         &self,
         guard: TurnGuard,
         on_error: Option<OnError>,
@@ -235,14 +236,15 @@ impl TrainingClient {
     ) -> ApiFuture<T>
     where
         T: Send + 'static,
-        B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
+        B: FnOnce(i64) -> Result<R> + Send + 'static,
+        R: Into<Turn> + Send + 'static,
         D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
     {
         self.ordered_refreshing(guard, on_error, rtype, None, build, decode)
     }
 
     /// [`ordered_in`](Self::ordered_in) whose holder-loop re-issues are rebuilt by `refresh`.
-    fn ordered_refreshing<T, B, D>(
+    fn ordered_refreshing<T, B, R, D>(
         &self,
         mut guard: TurnGuard,
         on_error: Option<OnError>,
@@ -253,7 +255,8 @@ impl TrainingClient {
     ) -> ApiFuture<T>
     where
         T: Send + 'static,
-        B: FnOnce(i64) -> Result<Vec<Request>> + Send + 'static,
+        B: FnOnce(i64) -> Result<R> + Send + 'static,
+        R: Into<Turn> + Send + 'static,
         D: FnOnce(Vec<(Payload, UntypedApiFuture)>) -> Result<T> + Send + 'static,
     {
         if let Err(e) = self.inner.check_poisoned() {
@@ -276,10 +279,17 @@ impl TrainingClient {
                 }
                 // Poisoned while queued (a custom-loss pass before this one failed).
                 inner.check_poisoned()?;
-                let requests = requests?;
+                let turn: Turn = requests?.into();
                 let parallel = core.server_config.read().unwrap().parallel_fwdbwd_chunks;
-                let submitted =
-                    submit_all(&core, &requests, parallel, &status, &policy, refresh).await;
+                let submitted = async {
+                    // Nothing is sent before every chunk passed its checks (a user error
+                    // in chunk 3 must not leave chunk 2 applied on the server).
+                    for check in turn.checks {
+                        check.await.map_err(|_| encoder_gone())??;
+                    }
+                    submit_all(&core, turn.requests, parallel, &status, &policy, refresh).await
+                }
+                .await;
                 // The turn passes whether or not the send succeeded (11.3): a failed send
                 // leaves a gap in seq_id, it does not block later requests.
                 guard.pass();
@@ -396,39 +406,24 @@ impl TrainingClient {
         } else {
             RequestType::ForwardBackward
         };
-        let model_id = self.inner.model_id.clone();
+        let params = FbParams {
+            model_id: self.inner.model_id.clone(),
+            loss_fn: loss_fn.to_string(),
+            config: config.unwrap_or_default(),
+            forward_only,
+        };
         let timeout = self.inner.core.config.timeouts.request;
-        let loss_fn = loss_fn.to_string();
-        let config = config.unwrap_or_default();
-        let build_ranges = ranges;
         let core = self.inner.core.clone();
         self.ordered_in(
             guard,
             on_error,
             rtype,
             move |first_seq| {
-                build_ranges
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| {
-                        let msg = codec::forward_backward_request(
-                            &model_id,
-                            first_seq + i as i64,
-                            &data[r.clone()],
-                            r.start,
-                            &loss_fn,
-                            &config,
-                            forward_only,
-                        )?;
-                        let compress = core.server_config.read().unwrap().proto_compress_fwdbwd;
-                        Ok(proto_request(
-                            "/api/v1/forward_backward",
-                            msg.encode_to_vec(),
-                            timeout,
-                            compress,
-                        ))
-                    })
-                    .collect()
+                let (compress, parallel) = {
+                    let sc = core.server_config.read().unwrap();
+                    (sc.proto_compress_fwdbwd, sc.parallel_fwdbwd_chunks)
+                };
+                encode_chunks(data, ranges, params, first_seq, timeout, compress, parallel)
             },
             |results| {
                 let outputs = results
@@ -753,9 +748,12 @@ fn proto_request(
     timeout: std::time::Duration,
     compress: bool,
 ) -> Request {
-    let mut headers = Vec::new();
+    let mut headers = crate::core::transport::ExtraHeaders::new();
     let body = if compress {
-        headers.push(("content-encoding", "zstd".to_string()));
+        headers.push((
+            reqwest::header::CONTENT_ENCODING,
+            reqwest::header::HeaderValue::from_static("zstd"),
+        ));
         ruzstd::encoding::compress_to_vec(
             bytes.as_slice(),
             ruzstd::encoding::CompressionLevel::Fastest,
@@ -777,15 +775,16 @@ fn proto_request(
 }
 
 /// Sends the requests of one turn; with `parallel`, chunks 2..N concurrently, then chunk 1.
+/// Each request is sent as soon as its body is ready (and the turn has come).
 async fn submit_all(
     core: &Arc<ClientCore>,
-    requests: &[Request],
+    requests: Vec<Outgoing>,
     parallel: bool,
     status: &Arc<OpStatus>,
     policy: &Arc<RetryPolicy>,
     refresh: Option<RefreshFn>,
 ) -> Result<Vec<UntypedApiFuture>> {
-    let submit = |req: Request| {
+    let submit = |out: Outgoing| {
         let (core, status, policy, refresh) = (
             core.clone(),
             status.clone(),
@@ -793,6 +792,7 @@ async fn submit_all(
             refresh.clone(),
         );
         async move {
+            let req = out.request().await?;
             // forward_backward bodies wait for the dispatch byte budget (11.4, 12.4).
             let _bytes = match &req.body {
                 Body::Proto(b) => Some(core.fwdbwd_budget.acquire(b.len() as u64).await),
@@ -803,29 +803,272 @@ async fn submit_all(
                 .json::<UntypedApiFuture>("future submission")
         }
     };
-    if !parallel || requests.len() == 1 {
-        let mut out = Vec::with_capacity(requests.len());
+    let n = requests.len();
+    if n == 0 {
+        return Err(Error::fatal("an ordered operation without requests"));
+    }
+    if !parallel || n == 1 {
+        let mut out = Vec::with_capacity(n);
         for r in requests {
-            out.push(submit(r.clone()).await?);
+            out.push(submit(r).await?);
         }
         return Ok(out);
     }
+    let mut requests = requests.into_iter();
+    let first = requests.next().expect("n > 1");
     // A JoinSet aborts the other submissions if this operation is dropped or cancelled.
     let mut rest = tokio::task::JoinSet::new();
-    for (i, r) in requests.iter().enumerate().skip(1) {
-        let f = submit(r.clone());
-        rest.spawn(async move { (i, f.await) });
+    for (i, r) in requests.enumerate() {
+        let f = submit(r);
+        rest.spawn(async move { (i + 1, f.await) });
     }
-    let mut out: Vec<Option<UntypedApiFuture>> = vec![None; requests.len()];
+    let mut out: Vec<Option<UntypedApiFuture>> = vec![None; n];
     while let Some(joined) = rest.join_next().await {
         let (i, r) = joined.map_err(|e| Error::fatal(format!("submission task failed: {e}")))?;
         out[i] = Some(r?);
     }
-    out[0] = Some(submit(requests[0].clone()).await?);
+    out[0] = Some(submit(first).await?);
     Ok(out
         .into_iter()
         .map(|f| f.expect("every chunk submitted"))
         .collect())
+}
+
+/// A request of a turn, or one whose body is still being encoded on another thread.
+pub(crate) enum Outgoing {
+    /// Built.
+    Ready(Request),
+    /// A forward_backward chunk being encoded ([`encode_chunks`]).
+    Encoding(oneshot::Receiver<Request>),
+}
+
+impl Outgoing {
+    async fn request(self) -> Result<Request> {
+        match self {
+            Outgoing::Ready(r) => Ok(r),
+            Outgoing::Encoding(rx) => rx.await.map_err(|_| encoder_gone()),
+        }
+    }
+}
+
+/// The requests of one ordered operation, as its `build` step returns them.
+pub(crate) struct Turn {
+    requests: Vec<Outgoing>,
+    /// One per forward_backward chunk: its data passed the checks of
+    /// [`fb_encode::check`] (or the user error).
+    checks: Vec<oneshot::Receiver<Result<()>>>,
+}
+
+impl From<Vec<Request>> for Turn {
+    fn from(requests: Vec<Request>) -> Turn {
+        Turn {
+            requests: requests.into_iter().map(Outgoing::Ready).collect(),
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// An encoding thread ended without its answer (it panicked).
+fn encoder_gone() -> Error {
+    Error::new(
+        crate::core::ErrorKind::Panic,
+        "internal panic: the forward_backward encoder stopped",
+    )
+}
+
+/// The request fields every chunk of a forward/backward shares.
+struct FbParams {
+    model_id: String,
+    loss_fn: String,
+    config: BTreeMap<String, LossConfigValue>,
+    forward_only: bool,
+}
+
+/// Below this estimated batch size the chunks are encoded on the calling task (a thread
+/// hand-off would cost more than the encode).
+const INLINE_ENCODE_BYTES: usize = 256 * 1024;
+
+/// Starts encoding the chunks `ranges` of `data` (seq ids from `first_seq`) and returns
+/// their requests as they will come. Every chunk is first checked ([`fb_encode::check`]:
+/// its outcome goes to the turn's `checks`), then encoded straight into its body. A large
+/// batch is encoded on blocking threads, as many as the machine has cores (at most one per
+/// chunk), which check all chunks first and then encode them in the order they will be
+/// sent: with `parallel`, chunks 2…N first and chunk 1 last (it goes out only after the
+/// others were accepted, 11.4).
+fn encode_chunks(
+    data: Vec<Datum>,
+    ranges: Vec<std::ops::Range<usize>>,
+    params: FbParams,
+    first_seq: i64,
+    timeout: std::time::Duration,
+    compress: bool,
+    parallel: bool,
+) -> Result<Turn> {
+    let n = ranges.len();
+    // Every chunk's seq_id must fit the wire's int32, checked before anything is encoded.
+    let first = fb_encode::wire_seq_id(first_seq)?;
+    fb_encode::wire_seq_id(first_seq + n.saturating_sub(1) as i64)?;
+    let mut checks = Vec::with_capacity(n);
+    let mut requests = Vec::with_capacity(n);
+    let mut outlets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (check_tx, check_rx) = oneshot::channel();
+        let (body_tx, body_rx) = oneshot::channel();
+        checks.push(check_rx);
+        requests.push(Outgoing::Encoding(body_rx));
+        outlets.push(Outlet {
+            check: Some(check_tx),
+            body: Some(body_tx),
+            checked: Checking::Waiting,
+        });
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    if parallel && n > 1 {
+        order.rotate_left(1);
+    }
+    let estimate: usize = data.iter().map(codec::estimate_datum_bytes).sum();
+    let encoder = Arc::new(Encoder {
+        data,
+        ranges,
+        params,
+        first_seq: first,
+        timeout,
+        compress,
+        order,
+        next_check: AtomicUsize::new(0),
+        next_encode: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        outlets: Mutex::new(outlets),
+        checked: Condvar::new(),
+    });
+    if estimate < INLINE_ENCODE_BYTES {
+        encoder.work();
+    } else {
+        let workers = std::thread::available_parallelism()
+            .map(|p| p.get())
+            .unwrap_or(1)
+            .clamp(1, n.max(1));
+        for _ in 0..workers {
+            let encoder = encoder.clone();
+            tokio::task::spawn_blocking(move || encoder.work());
+        }
+    }
+    Ok(Turn { requests, checks })
+}
+
+/// A chunk's state in the [`Encoder`].
+enum Checking {
+    /// Not checked yet (a worker is checking it once the check counter passed it).
+    Waiting,
+    /// Checked: ready to encode.
+    Passed(fb_encode::Checked),
+    /// Failed its check, or taken by the worker encoding it.
+    Done,
+}
+
+/// Where one chunk's outcomes go.
+struct Outlet {
+    check: Option<oneshot::Sender<Result<()>>>,
+    body: Option<oneshot::Sender<Request>>,
+    checked: Checking,
+}
+
+/// The chunks of one forward/backward call and the workers' shared progress.
+struct Encoder {
+    data: Vec<Datum>,
+    ranges: Vec<std::ops::Range<usize>>,
+    params: FbParams,
+    first_seq: i32,
+    timeout: std::time::Duration,
+    compress: bool,
+    /// Chunk indices in send order.
+    order: Vec<usize>,
+    next_check: AtomicUsize,
+    next_encode: AtomicUsize,
+    /// A chunk failed its check: the call fails, nothing more is encoded.
+    failed: AtomicBool,
+    outlets: Mutex<Vec<Outlet>>,
+    checked: Condvar,
+}
+
+impl Encoder {
+    fn outlets(&self) -> std::sync::MutexGuard<'_, Vec<Outlet>> {
+        self.outlets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One worker: claims checks until none is left, then encodes in send order. A chunk
+    /// to encode whose check another worker still runs is waited for (that worker is
+    /// running, so the wait ends).
+    fn work(&self) {
+        let n = self.ranges.len();
+        loop {
+            let i = self.next_check.fetch_add(1, Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            let range = self.ranges[i].clone();
+            // A panic must still answer the check (a worker may wait for this chunk).
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                fb_encode::check(&self.data[range.clone()], range.start)
+            }))
+            .unwrap_or_else(|_| Err(encoder_gone()));
+            let mut outlets = self.outlets();
+            let outlet = &mut outlets[i];
+            let tell = match result {
+                Ok(c) => {
+                    outlet.checked = Checking::Passed(c);
+                    Ok(())
+                }
+                Err(e) => {
+                    outlet.checked = Checking::Done;
+                    self.failed.store(true, Ordering::Relaxed);
+                    Err(e)
+                }
+            };
+            if let Some(tx) = outlet.check.take() {
+                let _ = tx.send(tell);
+            }
+            drop(outlets);
+            self.checked.notify_all();
+        }
+        let header = fb_encode::RequestHeader {
+            model_id: &self.params.model_id,
+            loss_fn: &self.params.loss_fn,
+            config: &self.params.config,
+            forward_only: self.params.forward_only,
+        };
+        loop {
+            let k = self.next_encode.fetch_add(1, Ordering::Relaxed);
+            if k >= n || self.failed.load(Ordering::Relaxed) {
+                return;
+            }
+            let i = self.order[k];
+            let (checked, body) = {
+                let mut outlets = self.outlets();
+                while matches!(outlets[i].checked, Checking::Waiting) {
+                    outlets = self
+                        .checked
+                        .wait(outlets)
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+                let outlet = &mut outlets[i];
+                match std::mem::replace(&mut outlet.checked, Checking::Done) {
+                    Checking::Passed(c) => (c, outlet.body.take()),
+                    _ => continue,
+                }
+            };
+            let range = self.ranges[i].clone();
+            let bytes = checked.encode(&self.data[range], &header, self.first_seq + i as i32);
+            if let Some(tx) = body {
+                let _ = tx.send(proto_request(
+                    "/api/v1/forward_backward",
+                    bytes,
+                    self.timeout,
+                    self.compress,
+                ));
+            }
+        }
+    }
 }
 
 fn decode_fb(p: Payload) -> Result<ForwardBackwardOutput> {

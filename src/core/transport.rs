@@ -66,7 +66,7 @@ pub struct Request {
     /// Ask for protobuf results.
     pub accept_proto: bool,
     /// Extra headers (per-endpoint ones such as `X-Tinker-Request-Type`).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: ExtraHeaders,
     /// The size the server announced for this response (`response_payload_size`, 8.1.3),
     /// which raises the body limit up to [`Limits::max_announced_response_bytes`]; `None`
     /// reads at most [`Limits::max_response_bytes`].
@@ -90,7 +90,7 @@ impl Request {
             timeout,
             idempotency_key: Some(new_idempotency_key()),
             accept_proto: false,
-            headers: Vec::new(),
+            headers: ExtraHeaders::new(),
             announced_response_bytes: None,
         }
     }
@@ -105,9 +105,62 @@ impl Request {
             timeout,
             idempotency_key: None,
             accept_proto: false,
-            headers: Vec::new(),
+            headers: ExtraHeaders::new(),
             announced_response_bytes: None,
         }
+    }
+}
+
+/// One extra header of a [`Request`].
+#[derive(Clone, Debug)]
+pub enum ExtraHeader {
+    /// Built by the caller ([`HeaderName`] constants, static or integer values): no parsing
+    /// or copying per attempt.
+    Typed(HeaderName, HeaderValue),
+    /// A name and a text value, parsed on each attempt.
+    Text(&'static str, String),
+}
+
+impl From<(HeaderName, HeaderValue)> for ExtraHeader {
+    fn from((name, value): (HeaderName, HeaderValue)) -> Self {
+        ExtraHeader::Typed(name, value)
+    }
+}
+
+impl From<(&'static str, String)> for ExtraHeader {
+    fn from((name, value): (&'static str, String)) -> Self {
+        ExtraHeader::Text(name, value)
+    }
+}
+
+/// The extra headers of a [`Request`], in order.
+#[derive(Clone, Debug, Default)]
+pub struct ExtraHeaders(Vec<ExtraHeader>);
+
+impl ExtraHeaders {
+    /// No header.
+    pub fn new() -> Self {
+        ExtraHeaders(Vec::new())
+    }
+
+    /// Room for `n` headers.
+    pub fn with_capacity(n: usize) -> Self {
+        ExtraHeaders(Vec::with_capacity(n))
+    }
+
+    /// Appends a header: `(HeaderName, HeaderValue)` or `(&'static str, String)`.
+    pub fn push(&mut self, header: impl Into<ExtraHeader>) {
+        self.0.push(header.into());
+    }
+
+    /// The headers, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, ExtraHeader> {
+        self.0.iter()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -203,6 +256,10 @@ pub struct Transport {
     reconnect_budget: [std::sync::Mutex<i64>; POOLS],
     /// Deprecation notes already logged, with when (rate limit per distinct note).
     deprecation_notes: std::sync::Mutex<Vec<(String, Instant)>>,
+    /// Parsed URLs by request path (at most [`URL_CACHE_ENTRIES`]).
+    urls: std::sync::RwLock<Vec<(String, url::Url)>>,
+    /// Formatted `X-Stainless-Read-Timeout` values by timeout.
+    read_timeouts: std::sync::Mutex<Vec<(Duration, HeaderValue)>>,
 }
 
 struct Clients {
@@ -316,6 +373,8 @@ impl Transport {
             limits: limits.clone(),
             reconnect_budget: std::array::from_fn(|_| std::sync::Mutex::new(RECONNECT_BUDGET)),
             deprecation_notes: std::sync::Mutex::new(Vec::new()),
+            urls: std::sync::RwLock::new(Vec::new()),
+            read_timeouts: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -503,11 +562,7 @@ impl Transport {
         retry_count: u32,
         key: &HeaderValue,
     ) -> Result<Response> {
-        // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2);
-        // ids are checked where paths are built (`sanitize::check_path_id`).
-        let first = format!("{}/{}", self.base_url, req.path.trim_start_matches('/'));
-        let mut url = url::Url::parse(&first)
-            .map_err(|e| Error::user(format!("{}: invalid request URL: {e}", req.path)))?;
+        let mut url = self.url_of(&req.path)?;
         let mut method = req.method.clone();
         let mut with_body = true;
         let mut credentials = true;
@@ -621,40 +676,96 @@ impl Transport {
         retry_count: u32,
         key: &HeaderValue,
     ) -> reqwest::RequestBuilder {
-        let mut builder = client
-            .request(method.clone(), url)
-            .timeout(req.timeout)
-            .headers(self.access_headers.clone())
-            .header("x-api-key", key.clone())
-            .header("x-stainless-retry-count", retry_count.to_string())
-            .header("x-stainless-read-timeout", format_seconds(req.timeout))
+        let mut builder = client.request(method.clone(), url).timeout(req.timeout);
+        if !self.access_headers.is_empty() {
+            builder = builder.headers(self.access_headers.clone());
+        }
+        builder = builder
+            .header(X_API_KEY, key.clone())
+            .header(X_RETRY_COUNT, small_int_value(retry_count))
+            .header(X_READ_TIMEOUT, self.read_timeout_value(req.timeout))
             .header(
-                "accept",
-                if req.accept_proto {
-                    "application/x-protobuf"
-                } else {
-                    "application/json"
-                },
+                reqwest::header::ACCEPT,
+                if req.accept_proto { PROTOBUF } else { JSON },
             );
         if let Some(key) = &req.idempotency_key {
-            builder = builder.header("x-idempotency-key", key);
+            builder = builder.header(X_IDEMPOTENCY_KEY, key);
         }
-        for (name, value) in &req.headers {
-            builder = builder.header(*name, value);
+        for h in req.headers.iter() {
+            builder = match h {
+                ExtraHeader::Typed(name, value) => builder.header(name.clone(), value.clone()),
+                ExtraHeader::Text(name, value) => builder.header(*name, value.as_str()),
+            };
         }
         if !with_body {
             return builder;
         }
+        let content_type = reqwest::header::CONTENT_TYPE;
         match &req.body {
             Body::Empty if req.method == Method::GET => builder,
-            Body::Empty => builder.header("content-type", "application/json"),
-            Body::Json(b) => builder
-                .header("content-type", "application/json")
-                .body(b.clone()),
-            Body::Proto(b) => builder
-                .header("content-type", "application/x-protobuf")
-                .body(b.clone()),
+            Body::Empty => builder.header(content_type, JSON),
+            Body::Json(b) => builder.header(content_type, JSON).body(b.clone()),
+            Body::Proto(b) => builder.header(content_type, PROTOBUF).body(b.clone()),
         }
+    }
+
+    /// `X-Stainless-Read-Timeout` for `timeout`, formatted once per distinct timeout.
+    fn read_timeout_value(&self, timeout: Duration) -> HeaderValue {
+        let mut cache = self.read_timeouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = cache.iter().find(|(d, _)| *d == timeout) {
+            return v.clone();
+        }
+        let v = HeaderValue::from_str(&format_seconds(timeout))
+            .unwrap_or_else(|_| HeaderValue::from_static("0"));
+        if cache.len() >= 16 {
+            cache.remove(0);
+        }
+        cache.push((timeout, v.clone()));
+        v
+    }
+
+    /// The URL of `path` under the base URL: parsed once per distinct path (a handful of
+    /// endpoints carry almost all requests); paths with ids are parsed each time once the
+    /// cache is full.
+    fn url_of(&self, path: &str) -> Result<url::Url> {
+        {
+            let cache = self.urls.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, u)) = cache.iter().find(|(p, _)| p == path) {
+                return Ok(u.clone());
+            }
+        }
+        // Path parameters are not URL-encoded (checkpoint ids contain '/', PROTOCOL.md 1.2);
+        // ids are checked where paths are built (`sanitize::check_path_id`).
+        let first = format!("{}/{}", self.base_url, path.trim_start_matches('/'));
+        let url = url::Url::parse(&first)
+            .map_err(|e| Error::user(format!("{path}: invalid request URL: {e}")))?;
+        let mut cache = self.urls.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() < URL_CACHE_ENTRIES && !cache.iter().any(|(p, _)| p == path) {
+            cache.push((path.to_string(), url.clone()));
+        }
+        Ok(url)
+    }
+}
+
+/// Paths whose parsed URL a transport keeps.
+const URL_CACHE_ENTRIES: usize = 32;
+
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_RETRY_COUNT: HeaderName = HeaderName::from_static("x-stainless-retry-count");
+const X_READ_TIMEOUT: HeaderName = HeaderName::from_static("x-stainless-read-timeout");
+const X_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const PROTOBUF: HeaderValue = HeaderValue::from_static("application/x-protobuf");
+
+/// An integer header value without formatting or allocating for the small values of retry
+/// counts and poll iterations.
+pub fn small_int_value(n: u32) -> HeaderValue {
+    const SMALL: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+    ];
+    match SMALL.get(n as usize) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
     }
 }
 
