@@ -3,7 +3,7 @@
 
 use super::bytes::tinkex_bytes;
 use super::error::tinkex_error;
-use super::future::{submit_json_on, tinkex_future};
+use super::future::{submit_on, tinkex_future, Output};
 use super::runtime::tinkex_runtime;
 use super::status::tinkex_status;
 use super::{boundary, input_json, input_str, out_ptr, tinkex_done_fn, write_out};
@@ -104,7 +104,8 @@ pub extern "C" fn tinkex_sampling_client_get_info(
 /// `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
 /// "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", "target_prompt_logprobs":
 /// TensorData (float32, the request's layout), "prompt_alt_tokens": {"tokens", "logprobs"},
-/// ...}`). `record_stability_info` is the client's setting (see
+/// ...}`), or typed through `tinkex_future_take_sample_result` (no JSON produced).
+/// `record_stability_info` is the client's setting (see
 /// `tinkex_service_client_create_sampling_client`).
 ///
 /// Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
@@ -131,18 +132,24 @@ pub extern "C" fn tinkex_sampling_client_sample(
             .validate()
             .map_err(super::error::Failure::invalid_arg)?;
         // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
-        // other pointers are checked by `submit_json_on`.
+        // other pointers are checked by `submit_on`.
         unsafe {
-            submit_json_on(client, on_done, user_data, out_future, |c| {
-                c.sample_with(input)
-            })
+            submit_on(
+                client,
+                on_done,
+                user_data,
+                out_future,
+                |c| Ok(c.sample_with(input)),
+                |_| |v| Ok(Output::Sample(Box::new(v))),
+            )
         }
     })
 }
 
 /// Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput,
 /// "prompt_logprobs_last_n": N}` (N optional: score only the last N tokens). Result: a JSON
-/// array with one entry per prompt token (`null` at position 0 and before the last N). Always
+/// array with one entry per prompt token (`null` at position 0 and before the last N), or a
+/// float array through `tinkex_future_take_logprobs_result` (NaN for `null`). Always
 /// retried by the sampling retry handler (PROTOCOL.md 7.3).
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
@@ -167,11 +174,16 @@ pub extern "C" fn tinkex_sampling_client_compute_logprobs(
             .validate()
             .map_err(super::error::Failure::invalid_arg)?;
         // SAFETY: `client` is NULL or a live handle of its type (caller contract); the
-        // other pointers are checked by `submit_json_on`.
+        // other pointers are checked by `submit_on`.
         unsafe {
-            submit_json_on(client, on_done, user_data, out_future, |c| {
-                c.compute_logprobs_with(input)
-            })
+            submit_on(
+                client,
+                on_done,
+                user_data,
+                out_future,
+                |c| Ok(c.compute_logprobs_with(input)),
+                |_| |v| Ok(Output::Logprobs(v)),
+            )
         }
     })
 }

@@ -5,6 +5,7 @@
 #include "train.h"
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -108,6 +109,72 @@ int run_training(const tinkex::Runtime &rt, const std::string &base_url) {
                       .get();
     failures += check(sample.ok() && sample.value().find("sequences") != std::string::npos,
                       "sample");
+    // Typed results: the same seeded request typed and as JSON give the same tokens.
+    const char *req = R"({"prompt":{"chunks":[{"type":"encoded_text","tokens":[1,2,3]}]},)"
+                      R"("num_samples":2,"prompt_logprobs":true,)"
+                      R"("sampling_params":{"max_tokens":4,"seed":5}})";
+    auto as_json = sampler.value().sample(req).get();
+    auto typed = sampler.value().sample_typed(req).get();
+    failures += check(as_json.ok() && typed.ok(), "sample_typed");
+    if (as_json.ok() && typed.ok()) {
+      const tinkex::SampleResult &r = typed.value();
+      failures += check(r.num_sequences() == 2, "typed: two sequences");
+      std::string tokens_text;
+      for (size_t i = 0; i < r.num_sequences(); i++) {
+        auto toks = r.tokens(i);
+        auto lps = r.logprobs(i);
+        failures += check(toks.ok() && toks.value().size == 4, "typed: tokens");
+        failures += check(lps.ok() && lps.value().present() && lps.value().size == 4,
+                          "typed: logprobs");
+        if (!toks.ok()) continue;
+        tokens_text += "\"tokens\":[";
+        for (size_t j = 0; j < toks.value().size; j++)
+          tokens_text += (j ? "," : "") + std::to_string(toks.value()[j]);
+        tokens_text += "]";
+        failures += check(as_json.value().find(tokens_text) != std::string::npos,
+                          "typed tokens equal the JSON result's");
+        tokens_text.clear();
+      }
+      failures += check(!r.tokens(2).ok() && r.tokens(2).status() == TINKEX_STATUS_INVALID_ARG,
+                        "typed: index out of range");
+      auto plp = r.prompt_logprobs();
+      failures += check(plp.present() && plp.size == 3 && std::isnan(plp[0]),
+                        "typed: prompt logprobs with NaN for null");
+      failures += check(!r.target_prompt_logprobs().valid(), "typed: absent tensor");
+      auto own = r.json();
+      failures += check(own.ok() && own.value().find("sequence_id") != std::string::npos,
+                        "typed: json()");
+    }
+    auto lp = sampler.value()
+                  .compute_logprobs_typed(
+                      R"({"prompt":{"chunks":[{"type":"encoded_text","tokens":[1,2,3]}]}})")
+                  .get();
+    failures += check(lp.ok() && lp.value().values().size == 3 &&
+                          std::isnan(lp.value().values()[0]),
+                      "compute_logprobs_typed");
+  }
+  {
+    auto batch = make_batch(seqs);
+    if (!batch) return failures + check(false, "batch");
+    auto fwd = t.forward_typed(batch.value(), R"({"loss_fn":"cross_entropy"})").get();
+    failures += check(fwd.ok(), "forward_typed");
+    if (fwd.ok()) {
+      const tinkex::ForwardResult &r = fwd.value();
+      failures += check(r.num_datums() == kSeqs, "typed: one output map per datum");
+      auto lps = r.output(0, "logprobs");
+      failures += check(lps.ok() && lps.value().valid() &&
+                            lps.value().dtype() == TINKEX_DTYPE_FLOAT32 &&
+                            lps.value().floats().size == kLen - 1,
+                        "typed: logprobs tensor");
+      auto all = r.outputs(0);
+      failures += check(all.ok() && !all.value().empty(), "typed: outputs");
+      failures += check(!r.outputs(kSeqs).ok(), "typed: datum out of range");
+      auto own = r.json();
+      failures += check(own.ok() && own.value().find("loss_fn_outputs") != std::string::npos,
+                        "typed: forward json()");
+      auto m = r.metrics();
+      failures += check(m.count("loss:sum") == 1, "typed: metrics");
+    }
   }
 
   // A failed submission is a ready Pending holding the error; no callback involved.

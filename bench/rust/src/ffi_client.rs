@@ -1,7 +1,10 @@
 //! Sampling through the C ABI: the exported `extern "C"` functions of libtinkex
-//! (`tinkex_sampling_client_sample` with an `on_done` callback, `tinkex_future_take_result`,
-//! `tinkex_future_free`, …), called exactly as a C host calls them — request as JSON bytes,
-//! completion on the library's dispatcher thread, the next request submitted from the callback.
+//! (`tinkex_sampling_client_sample` with an `on_done` callback,
+//! `tinkex_future_take_sample_result` and the typed accessors, `tinkex_future_free`, …),
+//! called exactly as a C host calls them — request as JSON bytes, completion on the
+//! library's dispatcher thread, the result read through the typed result handle (no JSON;
+//! `TINKEX_BENCH_FFI_JSON=1` takes it as JSON with `tinkex_future_take_result` instead, the
+//! path measured before typed results existed), the next request submitted from the callback.
 
 use crate::util::mono;
 use std::ffi::c_void;
@@ -12,6 +15,10 @@ use tinkex::ffi::error::{tinkex_error, tinkex_error_free, tinkex_error_message};
 use tinkex::ffi::future::{
     tinkex_future, tinkex_future_free, tinkex_future_take_result,
     tinkex_future_take_sampling_client, tinkex_future_wait,
+};
+use tinkex::ffi::result::{
+    tinkex_future_take_sample_result, tinkex_sample_result_free,
+    tinkex_sample_result_num_sequences, tinkex_sample_result_tokens,
 };
 use tinkex::ffi::runtime::{tinkex_runtime, tinkex_runtime_new, tinkex_runtime_options_default};
 use tinkex::ffi::sampling::{tinkex_sampling_client, tinkex_sampling_client_sample};
@@ -121,6 +128,45 @@ pub struct Batch {
 
 static BATCH: AtomicPtr<Batch> = AtomicPtr::new(std::ptr::null_mut());
 
+/// Take results as JSON (`TINKEX_BENCH_FFI_JSON=1`) instead of the typed result handle.
+static TAKE_JSON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn take_json() -> bool {
+    *TAKE_JSON.get_or_init(|| std::env::var("TINKEX_BENCH_FFI_JSON").is_ok_and(|v| v == "1"))
+}
+
+/// Takes a finished sample's result as a C host does; false on error.
+fn take(fut: *const tinkex_future) -> bool {
+    let mut err = std::ptr::null_mut();
+    if take_json() {
+        let mut bytes: *mut tinkex_bytes = std::ptr::null_mut();
+        if tinkex_future_take_result(fut, &mut bytes, &mut err) != tinkex_status::Ok {
+            tinkex_error_free(err);
+            return false;
+        }
+        std::hint::black_box(tinkex_bytes_len(bytes));
+        tinkex_bytes_free(bytes);
+        return true;
+    }
+    let mut r = std::ptr::null_mut();
+    if tinkex_future_take_sample_result(fut, &mut r, &mut err) != tinkex_status::Ok {
+        tinkex_error_free(err);
+        return false;
+    }
+    // Read every sequence's tokens (pointer + length into the result), as a host would.
+    for i in 0..tinkex_sample_result_num_sequences(r) {
+        let (mut p, mut n) = (std::ptr::null(), 0usize);
+        if tinkex_sample_result_tokens(r, i, &mut p, &mut n, &mut err) != tinkex_status::Ok {
+            tinkex_error_free(err);
+            tinkex_sample_result_free(r);
+            return false;
+        }
+        std::hint::black_box((p, n));
+    }
+    tinkex_sample_result_free(r);
+    true
+}
+
 fn submit(b: &Batch, idx: usize) {
     b.starts[idx].store(mono().to_bits(), Ordering::Relaxed);
     let mut fut = std::ptr::null_mut();
@@ -164,14 +210,8 @@ unsafe extern "C" fn on_done(user_data: *mut c_void, fut: *const tinkex_future) 
     // SAFETY: the batch outlives its operations (run() waits for every completion).
     let b = unsafe { &*BATCH.load(Ordering::Acquire) };
     let idx = user_data as usize;
-    let mut bytes: *mut tinkex_bytes = std::ptr::null_mut();
-    let mut err = std::ptr::null_mut();
-    if tinkex_future_take_result(fut, &mut bytes, &mut err) == tinkex_status::Ok {
-        std::hint::black_box(tinkex_bytes_len(bytes));
-        tinkex_bytes_free(bytes);
-    } else {
+    if !take(fut) {
         b.errors.fetch_add(1, Ordering::Relaxed);
-        tinkex_error_free(err);
     }
     // The reference `out_future` gave this program, released once its result is taken.
     tinkex_future_free(fut.cast_mut());

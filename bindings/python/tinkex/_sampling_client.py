@@ -6,10 +6,10 @@ from __future__ import annotations
 from ctypes import byref, c_void_p
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
-from . import _ffi
+from . import _ffi, _typed_results
 from ._api_future import APIFuture
 from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _load_tokenizer, _sync_json
-from ._ffi import Handle, check, json_bytes, parse_json
+from ._ffi import Handle, check, json_bytes
 from ._lib import lib
 from .types import ModelInput, QueueState, SampleResponse, SamplingParams, TensorData
 
@@ -130,10 +130,14 @@ class SamplingClient:
     def sampling_session_id(self) -> str:
         return self._sampling_session_id
 
-    def _submit_sample(self, body: Dict[str, Any], converter: Callable[[bytes], Any], label: str, call: Any = None) -> APIFuture[Any]:
+    def _submit_sample(
+        self, body: Dict[str, Any], converter: Callable[[Any], Any], label: str, call: Any = None, take_kind: int = _ffi.TAKE_SAMPLE
+    ) -> APIFuture[Any]:
         data, n = _buf(json_bytes(body))
         with self._handle.use() as ptr:
-            state = _ffi.submit(call or lib.tinkex_sampling_client_sample, ptr, data, n, converter=converter, label=label)
+            state = _ffi.submit(
+                call or lib.tinkex_sampling_client_sample, ptr, data, n, converter=converter, take_kind=take_kind, label=label
+            )
         return APIFuture(self._track(state))
 
     def sample(
@@ -180,7 +184,7 @@ class SamplingClient:
             body["target_prompt_logprobs"] = target_prompt_logprobs._json()
         if prompt_alt_tokens_k:
             body["prompt_alt_tokens_k"] = int(prompt_alt_tokens_k)
-        return self._submit_sample(body, lambda raw: SampleResponse._from_json(parse_json(raw)), "sample")
+        return self._submit_sample(body, _typed_results.sample_response, "sample")
 
     async def sample_async(
         self,
@@ -215,9 +219,10 @@ class SamplingClient:
             body["prompt_logprobs_last_n"] = int(prompt_logprobs_last_n)
         return self._submit_sample(
             body,
-            lambda raw: parse_json(raw),
+            _typed_results.logprobs,
             "compute_logprobs",
             call=lib.tinkex_sampling_client_compute_logprobs,
+            take_kind=_ffi.TAKE_LOGPROBS,
         )
 
     async def compute_logprobs_async(self, prompt: ModelInput, prompt_logprobs_last_n: Optional[int] = None) -> List[Optional[float]]:
