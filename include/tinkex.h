@@ -564,6 +564,68 @@ typedef struct tinkex_runtime_options {
   int32_t log_level;
 } tinkex_runtime_options;
 
+/**
+ * Parameters of `tinkex_sampling_client_sample_tokens` (the typed sample submit): the
+ * `sample` request's scalar fields. Start from `tinkex_sample_params_default()` (or
+ * zero-initialise and set `struct_size = sizeof(tinkex_sample_params)`), then set what you
+ * need.
+ */
+typedef struct tinkex_sample_params {
+  /**
+   * `sizeof(tinkex_sample_params)` as the caller knows it (for later extension).
+   */
+  uint32_t struct_size;
+  /**
+   * Independent samples to draw (at least 1; default 1).
+   */
+  uint32_t num_samples;
+  /**
+   * Maximum generated tokens; a negative value means "not set" (the server's default;
+   * default -1).
+   */
+  int64_t max_tokens;
+  /**
+   * Seed for reproducible sampling, used when `has_seed` is true.
+   */
+  int64_t seed;
+  /**
+   * Whether `seed` is set (default false).
+   */
+  bool has_seed;
+  /**
+   * Whether to return the prompt's logprobs (default false).
+   */
+  bool prompt_logprobs;
+  /**
+   * Softmax temperature (default 1.0).
+   */
+  double temperature;
+  /**
+   * Top-k cut-off; -1 = no limit (default -1).
+   */
+  int64_t top_k;
+  /**
+   * Nucleus cut-off (default 1.0).
+   */
+  double top_p;
+  /**
+   * Top-k logprobs per prompt position (default 0).
+   */
+  uint32_t topk_prompt_logprobs;
+  /**
+   * Top-k logprobs per sampled position (default 0).
+   */
+  uint32_t topk_sample_logprobs;
+  /**
+   * Score only the last N prompt tokens (needs `prompt_logprobs`); 0 = all (default 0).
+   */
+  uint32_t prompt_logprobs_last_n;
+  /**
+   * Alternatives to draw at every prompt position after the first (default 0).
+   */
+  uint32_t prompt_alt_tokens_k;
+} tinkex_sample_params;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -1675,6 +1737,46 @@ tinkex_status tinkex_sampling_client_sample(const struct tinkex_sampling_client 
                                             void *user_data,
                                             struct tinkex_future **out_future,
                                             struct tinkex_error **out_err);
+
+/**
+ * The defaults of `tinkex_sample_params`: `struct_size` set, one sample, no `max_tokens`,
+ * no seed, temperature 1, top-k -1, top-p 1, no logprobs.
+ *
+ * Blocks: never. Callback-safe.
+ */
+struct tinkex_sample_params tinkex_sample_params_default(void);
+
+/**
+ * Draws continuations of a prompt given as token ids: the typed form of
+ * `tinkex_sampling_client_sample` for a single `encoded_text` chunk (no JSON on the way
+ * in; the request on the wire is the one the JSON path builds for the same values).
+ * `tokens` are `len` ids of `dtype` (`TINKEX_DTYPE_INT64` or `TINKEX_DTYPE_INT32`);
+ * `params` may be NULL (defaults); `(stop_json, stop_json_len)` is the optional stop
+ * condition as JSON (`"\n"`, `["a", "b"]` or `[13, 42]`; `(NULL, 0)` = none). Multimodal
+ * prompts and `target_prompt_logprobs` need the JSON call. The result is a `SampleResponse`
+ * (typed: `tinkex_future_take_sample_result`; or JSON: `tinkex_future_take_result`).
+ *
+ * Errors (nothing submitted): `NULL_ARG`, `INVALID_ARG` (a float or unknown dtype, a
+ * `struct_size` smaller than this struct's first version, `num_samples` 0, a
+ * `prompt_logprobs_last_n` without `prompt_logprobs`, an overlong array), `INVALID_JSON`
+ * (stop). The arrays are copied; they are borrowed for the call only.
+ *
+ * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
+ * exactly once on the dispatcher thread. Blocks: never. Callback-safe. Caller owns
+ * `*out_future`; release with `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sampling_client_sample_tokens(const struct tinkex_sampling_client *client,
+                                                   const void *tokens,
+                                                   size_t len,
+                                                   int32_t dtype,
+                                                   const struct tinkex_sample_params *params,
+                                                   const uint8_t *stop_json,
+                                                   size_t stop_json_len,
+                                                   tinkex_done_fn on_done,
+                                                   void *user_data,
+                                                   struct tinkex_future **out_future,
+                                                   struct tinkex_error **out_err);
 
 /**
  * Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput,
