@@ -884,6 +884,19 @@ class SamplingClient {
                                            ud, out, err);
     });
   }
+  /// The typed sample submit: a prompt of token ids and a `tinkex_sample_params` (start from
+  /// `tinkex_sample_params_default()`), the stop condition as JSON when there is one; no
+  /// JSON for the prompt, the result read typed.
+  Pending<SampleResult> sample_tokens(const std::vector<int64_t> &tokens,
+                                      const tinkex_sample_params &params,
+                                      std::string_view stop_json = {}) const {
+    return detail::submit<SampleResult>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_sample_tokens(
+          p_.get(), tokens.empty() ? nullptr : tokens.data(), tokens.size(), TINKEX_DTYPE_INT64,
+          &params, stop_json.empty() ? nullptr : detail::data_of(stop_json), stop_json.size(),
+          cb, ud, out, err);
+    });
+  }
   /// compute_logprobs() with the result as floats (NaN for null; no JSON).
   Pending<LogprobsResult> compute_logprobs_typed(std::string_view json) const {
     return detail::submit<LogprobsResult>([&](auto cb, void *ud, auto out, auto err) {

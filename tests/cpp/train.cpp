@@ -4,6 +4,7 @@
 #include "tinkex.hpp"
 #include "train.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -144,6 +145,22 @@ int run_training(const tinkex::Runtime &rt, const std::string &base_url) {
       auto own = r.json();
       failures += check(own.ok() && own.value().find("sequence_id") != std::string::npos,
                         "typed: json()");
+    }
+    tinkex_sample_params params = tinkex_sample_params_default();
+    params.num_samples = 2;
+    params.max_tokens = 4;
+    params.seed = 5;
+    params.has_seed = true;
+    params.prompt_logprobs = true;
+    auto by_tokens = sampler.value().sample_tokens({1, 2, 3}, params).get();
+    failures += check(by_tokens.ok() && typed.ok(), "sample_tokens");
+    if (by_tokens.ok() && typed.ok()) {
+      for (size_t i = 0; i < 2; i++) {
+        auto a = by_tokens.value().tokens(i), b = typed.value().tokens(i);
+        failures += check(a.ok() && b.ok() && a.value().size == b.value().size &&
+                              std::equal(a.value().begin(), a.value().end(), b.value().begin()),
+                          "sample_tokens equals the JSON request's draw");
+      }
     }
     auto lp = sampler.value()
                   .compute_logprobs_typed(

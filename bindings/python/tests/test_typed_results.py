@@ -28,6 +28,10 @@ def _json_call(handle, call, body: dict, converter):
     return state.value()
 
 
+def _json_sample(sc, body: dict) -> types.SampleResponse:
+    return _json_call(sc._handle, lib.tinkex_sampling_client_sample, body, lambda raw: types.SampleResponse._from_json(parse_json(raw)))
+
+
 def _same_f32(a, b) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -91,9 +95,7 @@ def test_sample_typed_equals_json(shared_sampler, kwargs, extra):
     params = types.SamplingParams(max_tokens=5, seed=17, temperature=1.0)
     typed = sc.sample(prompt, 2, params, **kwargs).result(timeout=60)
     body = {"prompt": prompt._json(), "num_samples": 2, "sampling_params": params._json(), **extra}
-    js = _json_call(
-        sc._handle, lib.tinkex_sampling_client_sample, body, lambda raw: types.SampleResponse._from_json(parse_json(raw))
-    )
+    js = _json_sample(sc, body)
     _assert_same_sample(typed, js)
 
 
@@ -105,9 +107,7 @@ def test_target_prompt_logprobs_typed_equals_json(shared_sampler):
     params = types.SamplingParams(max_tokens=2, seed=3)
     typed = sc.sample(prompt, 2, params, target_prompt_logprobs=target).result(timeout=60)
     body = {"prompt": prompt._json(), "num_samples": 2, "sampling_params": params._json(), "target_prompt_logprobs": target._json()}
-    js = _json_call(
-        sc._handle, lib.tinkex_sampling_client_sample, body, lambda raw: types.SampleResponse._from_json(parse_json(raw))
-    )
+    js = _json_sample(sc, body)
     assert typed.target_prompt_logprobs is not None and typed.target_prompt_logprobs.shape == [n, 2]
     _assert_same_sample(typed, js)
 
@@ -151,3 +151,29 @@ def test_forward_typed_equals_json(shared_service, loss_fn):
             assert sorted(t) == sorted(j)
             for name in t:
                 assert _same_tensor(t[name], j[name]), name
+
+
+@pytest.mark.parametrize("stop", ["\n", ["a", "b"], [100007, 100311], None])
+def test_typed_sample_submit_equals_json_with_stop_and_seedless_params(shared_sampler, stop):
+    sc = shared_sampler
+    prompt = types.ModelInput.from_ints(np.array(PROMPT, dtype=np.int32))
+    params = types.SamplingParams(max_tokens=6, seed=99, temperature=0.5, top_k=20, top_p=0.9, stop=stop)
+    typed = sc.sample(prompt, 3, params).result(timeout=60)
+    body = {"prompt": prompt._json(), "num_samples": 3, "sampling_params": params._json()}
+    js = _json_sample(sc, body)
+    _assert_same_sample(typed, js)
+
+
+def test_typed_sample_submit_falls_back_to_json_for_what_the_struct_cannot_state(shared_sampler):
+    sc = shared_sampler
+    prompt = types.ModelInput.from_ints(PROMPT)
+    # prompt_logprobs_last_n=0: the JSON call's own INVALID_ARG, as before typed submits.
+    with pytest.raises(Exception) as e:
+        sc.sample(prompt, 1, types.SamplingParams(max_tokens=2), include_prompt_logprobs=True, prompt_logprobs_last_n=0).result(
+            timeout=60
+        )
+    assert "prompt_logprobs_last_n" in str(e.value)
+    # Two chunks: the JSON call.
+    two = types.ModelInput(chunks=[types.EncodedTextChunk(tokens=PROMPT[:3]), types.EncodedTextChunk(tokens=PROMPT[3:])])
+    out = sc.sample(two, 1, types.SamplingParams(max_tokens=2, seed=1)).result(timeout=60)
+    assert len(out.sequences) == 1 and len(out.sequences[0].tokens) <= 2

@@ -84,6 +84,26 @@ class RuntimeOptions(Structure):
     ]
 
 
+class SampleParams(Structure):
+    """``tinkex_sample_params`` (the typed sample submit's scalar fields)."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("num_samples", c_uint32),
+        ("max_tokens", c_int64),
+        ("seed", c_int64),
+        ("has_seed", c_bool),
+        ("prompt_logprobs", c_bool),
+        ("temperature", c_double),
+        ("top_k", c_int64),
+        ("top_p", c_double),
+        ("topk_prompt_logprobs", c_uint32),
+        ("topk_sample_logprobs", c_uint32),
+        ("prompt_logprobs_last_n", c_uint32),
+        ("prompt_alt_tokens_k", c_uint32),
+    ]
+
+
 #: ``void (*tinkex_done_fn)(void *user_data, tinkex_future *fut)``
 DONE_FN = CFUNCTYPE(None, c_void_p, c_void_p)
 #: ``void (*tinkex_event_fn)(void *user_data, const tinkex_event *ev)``
@@ -139,6 +159,11 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_event_json": (c_void_p, [_P, POINTER(c_size_t)]),
     "tinkex_event_request_id": (c_char_p, [_P]),
     # typed results (sample, compute_logprobs, forward / forward_backward)
+    "tinkex_sampling_client_sample_tokens": (
+        _ST,
+        [_P, c_void_p, c_size_t, c_int32, POINTER(SampleParams), _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_sample_params_default": (SampleParams, []),
     "tinkex_future_take_sample_result": (_ST, [_P, _PP, _PP]),
     "tinkex_future_take_logprobs_result": (_ST, [_P, _PP, _PP]),
     "tinkex_future_take_forward_result": (_ST, [_P, _PP, _PP]),
