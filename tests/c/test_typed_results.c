@@ -192,8 +192,7 @@ static int new_service(const char *url, tinkex_runtime **rt, tinkex_service_clie
 
 static void free_runtime(tinkex_runtime *rt) {
   tinkex_error *err = NULL;
-  (void)tinkex_runtime_shutdown(rt, 2000, &err);
-  tinkex_error_free(err);
+  if (tinkex_runtime_shutdown(rt, 2000, &err) != TINKEX_STATUS_OK) tinkex_error_free(err);
   tinkex_runtime_free(rt);
 }
 
