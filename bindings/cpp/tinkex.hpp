@@ -557,26 +557,24 @@ class SampleResult {
   Result<Span<int64_t>> tokens(size_t i) const {
     Span<int64_t> out;
     tinkex_error *err = nullptr;
-    auto st = detail::check(
-        tinkex_sample_result_tokens(p_.get(), i, &out.data, &out.size, &err), err);
-    if (!st) return st.error();
+    tinkex_status st = tinkex_sample_result_tokens(p_.get(), i, &out.data, &out.size, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
     return out;
   }
   /// Per-token logprobs (absent when the server sent none).
   Result<Span<float>> logprobs(size_t i) const {
     Span<float> out;
     tinkex_error *err = nullptr;
-    auto st = detail::check(
-        tinkex_sample_result_logprobs(p_.get(), i, &out.data, &out.size, &err), err);
-    if (!st) return st.error();
+    tinkex_status st = tinkex_sample_result_logprobs(p_.get(), i, &out.data, &out.size, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
     return out;
   }
   /// TINKEX_STOP_REASON_LENGTH or TINKEX_STOP_REASON_STOP.
   Result<int32_t> stop_reason(size_t i) const {
     int32_t out = 0;
     tinkex_error *err = nullptr;
-    auto st = detail::check(tinkex_sample_result_stop_reason(p_.get(), i, &out, &err), err);
-    if (!st) return st.error();
+    tinkex_status st = tinkex_sample_result_stop_reason(p_.get(), i, &out, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
     return out;
   }
   /// Prompt logprobs, NaN where the JSON has null (absent unless requested).
@@ -625,26 +623,24 @@ class ForwardResult {
   Result<TensorView> output(size_t d, std::string_view name) const {
     const tinkex_tensor *t = nullptr;
     tinkex_error *err = nullptr;
-    auto st = detail::check(tinkex_forward_result_output(p_.get(), d, detail::data_of(name),
-                                                         name.size(), &t, &err),
-                            err);
-    if (!st) return st.error();
+    tinkex_status st = tinkex_forward_result_output(p_.get(), d, detail::data_of(name),
+                                                         name.size(), &t, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
     return TensorView(t);
   }
   /// Every output of datum `d`, by name.
   Result<std::vector<std::pair<std::string_view, TensorView>>> outputs(size_t d) const {
     size_t n = 0;
     tinkex_error *err = nullptr;
-    auto st = detail::check(tinkex_forward_result_num_outputs(p_.get(), d, &n, &err), err);
-    if (!st) return st.error();
+    tinkex_status st = tinkex_forward_result_num_outputs(p_.get(), d, &n, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
     std::vector<std::pair<std::string_view, TensorView>> out;
     for (size_t i = 0; i < n; i++) {
       const uint8_t *name = nullptr;
       size_t len = 0;
       const tinkex_tensor *t = nullptr;
-      auto s2 = detail::check(
-          tinkex_forward_result_output_at(p_.get(), d, i, &name, &len, &t, &err), err);
-      if (!s2) return s2.error();
+      tinkex_status s2 = tinkex_forward_result_output_at(p_.get(), d, i, &name, &len, &t, &err);
+      if (s2 != TINKEX_STATUS_OK) return Error::take(s2, err);
       out.emplace_back(detail::text_of(name, len), TensorView(t));
     }
     return out;
