@@ -108,6 +108,7 @@ fn config() -> cbindgen::Config {
         "tinkex_dtype".into(),
         "tinkex_log_level".into(),
         "tinkex_event_kind".into(),
+        "tinkex_stop_reason".into(),
     ];
     c.defines
         .insert("feature = testing".into(), "TINKEX_TESTING".into());

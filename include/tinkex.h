@@ -83,7 +83,7 @@
  * The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
  * bump).
  */
-#define TINKEX_ABI_VERSION_MINOR 0
+#define TINKEX_ABI_VERSION_MINOR 1
 
 /**
  * The result of every fallible function. Values are stable: never renumbered, never
@@ -336,6 +336,31 @@ typedef int32_t tinkex_dtype;
 #endif // __cplusplus
 
 /**
+ * Why a sampled sequence stopped (`tinkex_sample_result_stop_reason`).
+ */
+enum tinkex_stop_reason
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Hit `max_tokens` (`"length"`).
+   */
+  TINKEX_STOP_REASON_LENGTH = 1,
+  /**
+   * A stop sequence, stop token or EOS (`"stop"`).
+   */
+  TINKEX_STOP_REASON_STOP = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum tinkex_stop_reason tinkex_stop_reason;
+#else
+typedef int32_t tinkex_stop_reason;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
  * An admin client on a session-less holder (PROTOCOL.md 3.3).
  *
  * Arc-owned; holds its runtime. Any thread may use it concurrently.
@@ -387,6 +412,15 @@ typedef struct tinkex_error tinkex_error;
 typedef struct tinkex_event tinkex_event;
 
 /**
+ * The result of forward / forward_backward (also the custom-loss calls): per datum, named
+ * loss outputs as typed tensors (`logprobs`, `elementwise_loss`, ...), and metrics.
+ *
+ * Box-owned: release with `tinkex_forward_result_free`; owns its data (free it in any
+ * order with the future, client and runtime). Immutable: any thread may read it.
+ */
+typedef struct tinkex_forward_result tinkex_forward_result;
+
+/**
  * One submitted operation.
  *
  * Arc-owned. The submit call hands out one reference; the pending operation holds another
@@ -394,6 +428,15 @@ typedef struct tinkex_event tinkex_event;
  * never cancels it and its callback still fires. Any thread may use it concurrently.
  */
 typedef struct tinkex_future tinkex_future;
+
+/**
+ * The result of `compute_logprobs`: one float32 per prompt token, NaN where the JSON has
+ * `null` (position 0, and positions before the last N when N was given).
+ *
+ * Box-owned: release with `tinkex_logprobs_result_free`; owns its data (free it in any
+ * order with the future, client and runtime). Immutable: any thread may read it.
+ */
+typedef struct tinkex_logprobs_result tinkex_logprobs_result;
 
 /**
  * A REST client: its own session-less holder (`tinkex_rest_client_new`) or its service
@@ -413,6 +456,16 @@ typedef struct tinkex_rest_client tinkex_rest_client;
  * runs on a background thread. Any thread may use it.
  */
 typedef struct tinkex_runtime tinkex_runtime;
+
+/**
+ * The result of a sample operation, typed: sequences (tokens, logprobs, stop reason, id)
+ * and prompt logprobs, read through accessors without JSON.
+ *
+ * Box-owned: release with `tinkex_sample_result_free`. It owns all its data (no reference
+ * to the future, client or runtime), so it may be freed before or after them. Immutable:
+ * any thread may read it concurrently.
+ */
+typedef struct tinkex_sample_result tinkex_sample_result;
 
 /**
  * A sampling client bound to one sampling session.
@@ -438,6 +491,17 @@ typedef struct tinkex_service_client tinkex_service_client;
  * on the dispatcher thread after the last event callback.
  */
 typedef struct tinkex_subscription tinkex_subscription;
+
+/**
+ * A tensor inside a result (a loss output, target prompt logprobs, prompt alternatives).
+ *
+ * Borrowed: never freed by the host; valid until the result that lent it is freed.
+ * Immutable, so any thread may read it.
+ *
+ * Opaque and never constructed: a `tinkex_tensor *` is the address of a `TensorData`
+ * owned by a result handle (see `super::lend_tensor`).
+ */
+typedef struct tinkex_tensor tinkex_tensor;
 
 /**
  * A training client for one model. Operations are sent in submission order (per client,
@@ -499,6 +563,68 @@ typedef struct tinkex_runtime_options {
    */
   int32_t log_level;
 } tinkex_runtime_options;
+
+/**
+ * Parameters of `tinkex_sampling_client_sample_tokens` (the typed sample submit): the
+ * `sample` request's scalar fields. Start from `tinkex_sample_params_default()` (or
+ * zero-initialise and set `struct_size = sizeof(tinkex_sample_params)`), then set what you
+ * need.
+ */
+typedef struct tinkex_sample_params {
+  /**
+   * `sizeof(tinkex_sample_params)` as the caller knows it (for later extension).
+   */
+  uint32_t struct_size;
+  /**
+   * Independent samples to draw (at least 1; default 1).
+   */
+  uint32_t num_samples;
+  /**
+   * Maximum generated tokens; a negative value means "not set" (the server's default;
+   * default -1).
+   */
+  int64_t max_tokens;
+  /**
+   * Seed for reproducible sampling, used when `has_seed` is true.
+   */
+  int64_t seed;
+  /**
+   * Whether `seed` is set (default false).
+   */
+  bool has_seed;
+  /**
+   * Whether to return the prompt's logprobs (default false).
+   */
+  bool prompt_logprobs;
+  /**
+   * Softmax temperature (default 1.0).
+   */
+  double temperature;
+  /**
+   * Top-k cut-off; -1 = no limit (default -1).
+   */
+  int64_t top_k;
+  /**
+   * Nucleus cut-off (default 1.0).
+   */
+  double top_p;
+  /**
+   * Top-k logprobs per prompt position (default 0).
+   */
+  uint32_t topk_prompt_logprobs;
+  /**
+   * Top-k logprobs per sampled position (default 0).
+   */
+  uint32_t topk_sample_logprobs;
+  /**
+   * Score only the last N prompt tokens (needs `prompt_logprobs`); 0 = all (default 0).
+   */
+  uint32_t prompt_logprobs_last_n;
+  /**
+   * Alternatives to draw at every prompt position after the first (default 0).
+   */
+  uint32_t prompt_alt_tokens_k;
+} tinkex_sample_params;
 
 #ifdef __cplusplus
 extern "C" {
@@ -878,6 +1004,9 @@ const char *tinkex_event_request_id(const struct tinkex_event *ev);
  * `TINKEX_STATUS_OK` with `*out_bytes` set to the result (UTF-8 JSON), or the operation's
  * failure status with `*out_err` set; later calls give `TINKEX_STATUS_ALREADY_TAKEN`. A
  * future whose result is a client gives `TINKEX_STATUS_WRONG_TYPE` (nothing is taken).
+ * The results of sample, compute_logprobs, forward and forward_backward are kept typed
+ * until taken: this call serializes them to JSON then (the typed takes,
+ * `tinkex_future_take_sample_result` and its siblings, produce no JSON at all).
  *
  * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
  */
@@ -1131,6 +1260,366 @@ tinkex_status tinkex_service_client_copy_weights(const struct tinkex_service_cli
                                                  struct tinkex_error **out_err);
 
 /**
+ * Takes the result of a finished `tinkex_sampling_client_sample` future as a typed result
+ * handle (no JSON is produced). Statuses as `tinkex_future_take_result`: `PENDING` while
+ * it runs, then once `OK` or the operation's failure, then `ALREADY_TAKEN` (whichever take
+ * function took it first); a future of another operation gives `TINKEX_STATUS_WRONG_TYPE`
+ * (nothing is taken).
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with
+ * `tinkex_sample_result_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_future_take_sample_result(const struct tinkex_future *fut,
+                                               struct tinkex_sample_result **out,
+                                               struct tinkex_error **out_err);
+
+/**
+ * The number of sequences; 0 when `result` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+size_t tinkex_sample_result_num_sequences(const struct tinkex_sample_result *result);
+
+/**
+ * The generated token ids of sequence `index`: `*out_data` points to `*out_len` int64
+ * values. `INVALID_ARG` when `index` is out of range.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_tokens(const struct tinkex_sample_result *result,
+                                          size_t index,
+                                          const int64_t **out_data,
+                                          size_t *out_len,
+                                          struct tinkex_error **out_err);
+
+/**
+ * The per-token logprobs of sequence `index` (float32, one per token), or `(NULL, 0)`
+ * when the server sent none. `INVALID_ARG` when `index` is out of range.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_logprobs(const struct tinkex_sample_result *result,
+                                            size_t index,
+                                            const float **out_data,
+                                            size_t *out_len,
+                                            struct tinkex_error **out_err);
+
+/**
+ * Why sequence `index` stopped: a `tinkex_stop_reason` value in `*out`. `INVALID_ARG`
+ * when `index` is out of range.
+ *
+ * Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_stop_reason(const struct tinkex_sample_result *result,
+                                               size_t index,
+                                               int32_t *out,
+                                               struct tinkex_error **out_err);
+
+/**
+ * The session-scoped id of sequence `index` (UTF-8, not NUL-terminated), or `(NULL, 0)`
+ * when the server gave none. `INVALID_ARG` when `index` is out of range.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_sequence_id(const struct tinkex_sample_result *result,
+                                               size_t index,
+                                               const uint8_t **out_data,
+                                               size_t *out_len,
+                                               struct tinkex_error **out_err);
+
+/**
+ * Whether sequence `index` carries top-k logprob lists (read them from
+ * `tinkex_sample_result_to_json`); false when `result` is NULL or `index` is out of range.
+ *
+ * Blocks: never. Callback-safe.
+ */
+bool tinkex_sample_result_has_topk(const struct tinkex_sample_result *result, size_t index);
+
+/**
+ * The prompt's logprobs (float32, one per prompt token, NaN where the JSON has `null`:
+ * position 0 and positions not scored), or `(NULL, 0)` when the request did not ask for
+ * them.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_prompt_logprobs(const struct tinkex_sample_result *result,
+                                                   const float **out_data,
+                                                   size_t *out_len,
+                                                   struct tinkex_error **out_err);
+
+/**
+ * Whether the result carries top-k prompt logprob lists (read them from
+ * `tinkex_sample_result_to_json`); false when `result` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+bool tinkex_sample_result_has_topk_prompt_logprobs(const struct tinkex_sample_result *result);
+
+/**
+ * Prompt tokens billed as cache hits; 0 when `result` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+int64_t tinkex_sample_result_prompt_cache_hit_tokens(const struct tinkex_sample_result *result);
+
+/**
+ * The logprobs of the request's `target_prompt_logprobs` ids (a float32 tensor of the
+ * request's shape and layout), or NULL in `*out` when the request had none.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_target_prompt_logprobs(const struct tinkex_sample_result *result,
+                                                          const struct tinkex_tensor **out,
+                                                          struct tinkex_error **out_err);
+
+/**
+ * The draws of the request's `prompt_alt_tokens_k`: int64 token ids and float32 logprobs,
+ * both `[len(prompt) - 1, k]`, or NULL in both when the request had none.
+ *
+ * Borrowed; valid until `tinkex_sample_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_prompt_alt_tokens(const struct tinkex_sample_result *result,
+                                                     const struct tinkex_tensor **out_tokens,
+                                                     const struct tinkex_tensor **out_logprobs,
+                                                     struct tinkex_error **out_err);
+
+/**
+ * The whole result as `SampleResponse` JSON (what `tinkex_future_take_result` gives),
+ * including the top-k lists that have no typed accessor.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sample_result_to_json(const struct tinkex_sample_result *result,
+                                           struct tinkex_bytes **out_bytes,
+                                           struct tinkex_error **out_err);
+
+/**
+ * Releases a sample result (and every pointer borrowed from it). NULL does nothing.
+ *
+ * Consumes: `result`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_sample_result_free(struct tinkex_sample_result *result);
+
+/**
+ * Takes the result of a finished `tinkex_sampling_client_compute_logprobs` future as a
+ * typed result (no JSON). Statuses as `tinkex_future_take_sample_result`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with
+ * `tinkex_logprobs_result_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_future_take_logprobs_result(const struct tinkex_future *fut,
+                                                 struct tinkex_logprobs_result **out,
+                                                 struct tinkex_error **out_err);
+
+/**
+ * The first logprob (float32; `tinkex_logprobs_result_len` of them). NULL when `result`
+ * is NULL.
+ *
+ * Borrowed; valid until `tinkex_logprobs_result_free(result)`. Blocks: never.
+ * Callback-safe.
+ */
+const float *tinkex_logprobs_result_data(const struct tinkex_logprobs_result *result);
+
+/**
+ * The number of logprobs (prompt tokens); 0 when `result` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+size_t tinkex_logprobs_result_len(const struct tinkex_logprobs_result *result);
+
+/**
+ * The result as JSON (what `tinkex_future_take_result` gives: an array with `null`s).
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_logprobs_result_to_json(const struct tinkex_logprobs_result *result,
+                                             struct tinkex_bytes **out_bytes,
+                                             struct tinkex_error **out_err);
+
+/**
+ * Releases a logprobs result. NULL does nothing.
+ *
+ * Consumes: `result`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_logprobs_result_free(struct tinkex_logprobs_result *result);
+
+/**
+ * Takes the result of a finished forward / forward_backward future (JSON or batch
+ * submit, or a custom-loss future) as a typed result (no JSON). Statuses as
+ * `tinkex_future_take_sample_result`.
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out`; release with
+ * `tinkex_forward_result_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_future_take_forward_result(const struct tinkex_future *fut,
+                                                struct tinkex_forward_result **out,
+                                                struct tinkex_error **out_err);
+
+/**
+ * The output record class name (e.g. `ArrayRecord`; UTF-8, not NUL-terminated).
+ *
+ * Borrowed; valid until `tinkex_forward_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_output_type(const struct tinkex_forward_result *result,
+                                                const uint8_t **out_data,
+                                                size_t *out_len,
+                                                struct tinkex_error **out_err);
+
+/**
+ * The number of per-datum output maps (one per datum of the request); 0 when `result` is
+ * NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+size_t tinkex_forward_result_num_datums(const struct tinkex_forward_result *result);
+
+/**
+ * The number of named outputs of datum `datum` in `*out`. `INVALID_ARG` when `datum` is
+ * out of range.
+ *
+ * Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_num_outputs(const struct tinkex_forward_result *result,
+                                                size_t datum,
+                                                size_t *out,
+                                                struct tinkex_error **out_err);
+
+/**
+ * Output `index` of datum `datum` (outputs are ordered by name): its name (UTF-8, not
+ * NUL-terminated) and its tensor. `INVALID_ARG` when `datum` or `index` is out of range.
+ *
+ * Borrowed; valid until `tinkex_forward_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_output_at(const struct tinkex_forward_result *result,
+                                              size_t datum,
+                                              size_t index,
+                                              const uint8_t **out_name,
+                                              size_t *out_name_len,
+                                              const struct tinkex_tensor **out_tensor,
+                                              struct tinkex_error **out_err);
+
+/**
+ * The output named `(name, name_len)` of datum `datum`, or NULL in `*out` when the datum
+ * has no such output. `INVALID_ARG` when `datum` is out of range; `INVALID_UTF8` for a bad
+ * name.
+ *
+ * Borrowed; valid until `tinkex_forward_result_free(result)`. Blocks: never. Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_output(const struct tinkex_forward_result *result,
+                                           size_t datum,
+                                           const uint8_t *name,
+                                           size_t name_len,
+                                           const struct tinkex_tensor **out,
+                                           struct tinkex_error **out_err);
+
+/**
+ * The number of metrics; 0 when `result` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+size_t tinkex_forward_result_num_metrics(const struct tinkex_forward_result *result);
+
+/**
+ * Metric `index` (metrics are ordered by name): its name (`name:reduction`, e.g.
+ * `loss:sum`; UTF-8, not NUL-terminated) and value. `INVALID_ARG` when `index` is out of
+ * range.
+ *
+ * Borrowed name; valid until `tinkex_forward_result_free(result)`. Blocks: never.
+ * Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_metric_at(const struct tinkex_forward_result *result,
+                                              size_t index,
+                                              const uint8_t **out_name,
+                                              size_t *out_name_len,
+                                              double *out_value,
+                                              struct tinkex_error **out_err);
+
+/**
+ * The whole result as `ForwardBackwardOutput` JSON (what `tinkex_future_take_result`
+ * gives).
+ *
+ * Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_forward_result_to_json(const struct tinkex_forward_result *result,
+                                            struct tinkex_bytes **out_bytes,
+                                            struct tinkex_error **out_err);
+
+/**
+ * Releases a forward result (and every tensor and name borrowed from it). NULL does
+ * nothing.
+ *
+ * Consumes: `result`. Blocks: never. Callback-safe; any thread.
+ */
+void tinkex_forward_result_free(struct tinkex_forward_result *result);
+
+/**
+ * The element type of a tensor: `TINKEX_DTYPE_INT64` (`int64_t` elements) or
+ * `TINKEX_DTYPE_FLOAT32` (`float`); 0 when `tensor` is NULL.
+ *
+ * Blocks: never. Callback-safe.
+ */
+int32_t tinkex_tensor_dtype(const struct tinkex_tensor *tensor);
+
+/**
+ * The stored values, row-major: `*out_data` points to `*out_len` elements of the
+ * tensor's dtype (`tinkex_tensor_dtype`); for a sparse tensor only the stored values.
+ *
+ * Borrowed; valid until the result that lent `tensor` is freed. Blocks: never.
+ * Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_tensor_data(const struct tinkex_tensor *tensor,
+                                 const void **out_data,
+                                 size_t *out_len,
+                                 struct tinkex_error **out_err);
+
+/**
+ * The shape as the server sent it: `*out_ndim` dimensions at `*out_shape`, or `(NULL, 0)`
+ * when it sent none (then the tensor is 1-D with `len` elements).
+ *
+ * Borrowed; valid until the result that lent `tensor` is freed. Blocks: never.
+ * Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_tensor_shape(const struct tinkex_tensor *tensor,
+                                  const int64_t **out_shape,
+                                  size_t *out_ndim,
+                                  struct tinkex_error **out_err);
+
+/**
+ * The CSR indices of a sparse tensor: `nrows + 1` row pointers and `nnz` column indices
+ * (int64), or `(NULL, 0)` in both pairs for a dense tensor.
+ *
+ * Borrowed; valid until the result that lent `tensor` is freed. Blocks: never.
+ * Callback-safe.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_tensor_sparse_indices(const struct tinkex_tensor *tensor,
+                                           const int64_t **out_crow,
+                                           size_t *out_crow_len,
+                                           const int64_t **out_col,
+                                           size_t *out_col_len,
+                                           struct tinkex_error **out_err);
+
+/**
  * The default options: `struct_size` set, one worker per CPU, logging off.
  *
  * Blocks: never. Callback-safe.
@@ -1231,7 +1720,8 @@ tinkex_status tinkex_sampling_client_get_info(const struct tinkex_sampling_clien
  * `TINKEX_STATUS_INVALID_ARG`. Result: `SampleResponse` JSON (`{"sequences": [{"tokens",
  * "logprobs", "stop_reason", "sequence_id"}], "prompt_logprobs", "target_prompt_logprobs":
  * TensorData (float32, the request's layout), "prompt_alt_tokens": {"tokens", "logprobs"},
- * ...}`). `record_stability_info` is the client's setting (see
+ * ...}`), or typed through `tinkex_future_take_sample_result` (no JSON produced).
+ * `record_stability_info` is the client's setting (see
  * `tinkex_service_client_create_sampling_client`).
  *
  * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
@@ -1249,9 +1739,50 @@ tinkex_status tinkex_sampling_client_sample(const struct tinkex_sampling_client 
                                             struct tinkex_error **out_err);
 
 /**
+ * The defaults of `tinkex_sample_params`: `struct_size` set, one sample, no `max_tokens`,
+ * no seed, temperature 1, top-k -1, top-p 1, no logprobs.
+ *
+ * Blocks: never. Callback-safe.
+ */
+struct tinkex_sample_params tinkex_sample_params_default(void);
+
+/**
+ * Draws continuations of a prompt given as token ids: the typed form of
+ * `tinkex_sampling_client_sample` for a single `encoded_text` chunk (no JSON on the way
+ * in; the request on the wire is the one the JSON path builds for the same values).
+ * `tokens` are `len` ids of `dtype` (`TINKEX_DTYPE_INT64` or `TINKEX_DTYPE_INT32`);
+ * `params` may be NULL (defaults); `(stop_json, stop_json_len)` is the optional stop
+ * condition as JSON (`"\n"`, `["a", "b"]` or `[13, 42]`; `(NULL, 0)` = none). Multimodal
+ * prompts and `target_prompt_logprobs` need the JSON call. The result is a `SampleResponse`
+ * (typed: `tinkex_future_take_sample_result`; or JSON: `tinkex_future_take_result`).
+ *
+ * Errors (nothing submitted): `NULL_ARG`, `INVALID_ARG` (a float or unknown dtype, a
+ * `struct_size` smaller than this struct's first version, `num_samples` 0, a
+ * `prompt_logprobs_last_n` without `prompt_logprobs`, an overlong array), `INVALID_JSON`
+ * (stop). The arrays are copied; they are borrowed for the call only.
+ *
+ * Submit call: returns within microseconds; `on_done(user_data, fut)` (may be NULL) fires
+ * exactly once on the dispatcher thread. Blocks: never. Callback-safe. Caller owns
+ * `*out_future`; release with `tinkex_future_free`.
+ */
+TINKEX_MUST_USE
+tinkex_status tinkex_sampling_client_sample_tokens(const struct tinkex_sampling_client *client,
+                                                   const void *tokens,
+                                                   size_t len,
+                                                   int32_t dtype,
+                                                   const struct tinkex_sample_params *params,
+                                                   const uint8_t *stop_json,
+                                                   size_t stop_json_len,
+                                                   tinkex_done_fn on_done,
+                                                   void *user_data,
+                                                   struct tinkex_future **out_future,
+                                                   struct tinkex_error **out_err);
+
+/**
  * Log-probabilities of every prompt token. `json`: `{"prompt": ModelInput,
  * "prompt_logprobs_last_n": N}` (N optional: score only the last N tokens). Result: a JSON
- * array with one entry per prompt token (`null` at position 0 and before the last N). Always
+ * array with one entry per prompt token (`null` at position 0 and before the last N), or a
+ * float array through `tinkex_future_take_logprobs_result` (NaN for `null`). Always
  * retried by the sampling retry handler (PROTOCOL.md 7.3).
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
@@ -1611,7 +2142,8 @@ tinkex_status tinkex_training_client_get_info(const struct tinkex_training_clien
  * "loss_fn_config": {...}}` where a Datum is `{"model_input": {"chunks": [{"type":
  * "encoded_text", "tokens": [...]}]}, "loss_fn_inputs": {"target_tokens": {"data": [...],
  * "dtype": "int64", "shape": [n]}, "weights": {...}}}`. Result: `ForwardBackwardOutput`
- * JSON (`{"loss_fn_output_type", "loss_fn_outputs": [...], "metrics": {"loss:sum": ...}}`).
+ * JSON (`{"loss_fn_output_type", "loss_fn_outputs": [...], "metrics": {"loss:sum": ...}}`),
+ * or typed through `tinkex_future_take_forward_result` (no JSON produced).
  *
  * For large batches prefer `tinkex_training_client_forward_backward_batch` (typed arrays,
  * no JSON text): the wire request is the same.

@@ -27,6 +27,7 @@ ENUMS = [
     ("tinkex_event_kind", "TINKEX_EVENT_KIND_", "EVENT_KINDS", "event_kind", "event_kinds"),
     ("tinkex_dtype", "TINKEX_DTYPE_", "DTYPES", "dtype", "dtypes"),
     ("tinkex_log_level", "TINKEX_LOG_LEVEL_", "LOG_LEVELS", "log_level", "log_levels"),
+    ("tinkex_stop_reason", "TINKEX_STOP_REASON_", "STOP_REASONS", "stop_reason", "stop_reasons"),
 ]
 # Integer macros: header name -> (Python name, Elixir function).
 DEFINES = {

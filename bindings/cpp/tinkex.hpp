@@ -546,6 +546,258 @@ Pending<T> submit(Submit &&submit_fn, const tinkex_service_client *service = nul
 
 }  // namespace detail
 
+/// A borrowed array inside a typed result (pointer + length into memory the result owns;
+/// valid until the result is destroyed). `present()` is false for an absent optional field
+/// (JSON null or missing), which differs from a present empty array.
+template <class T>
+struct Span {
+  const T *data = nullptr;
+  size_t size = 0;
+  const T *begin() const noexcept { return data; }
+  const T *end() const noexcept { return data + size; }
+  const T &operator[](size_t i) const noexcept { return data[i]; }
+  bool present() const noexcept { return data != nullptr; }
+  bool empty() const noexcept { return size == 0; }
+};
+
+/// A borrowed tensor inside a typed result (a loss output, target prompt logprobs, prompt
+/// alternatives): valid until the result that lent it is destroyed. `valid()` is false for
+/// an absent tensor.
+class TensorView {
+ public:
+  explicit TensorView(const tinkex_tensor *t = nullptr) noexcept : t_(t) {}
+  bool valid() const noexcept { return t_ != nullptr; }
+  /// TINKEX_DTYPE_INT64 or TINKEX_DTYPE_FLOAT32 (0 when invalid).
+  int32_t dtype() const noexcept { return tinkex_tensor_dtype(t_); }
+  /// The values as int64 (empty unless dtype() is TINKEX_DTYPE_INT64).
+  Span<int64_t> int64s() const noexcept {
+    return dtype() == TINKEX_DTYPE_INT64 ? span<int64_t>() : Span<int64_t>{};
+  }
+  /// The values as float32 (empty unless dtype() is TINKEX_DTYPE_FLOAT32).
+  Span<float> floats() const noexcept {
+    return dtype() == TINKEX_DTYPE_FLOAT32 ? span<float>() : Span<float>{};
+  }
+  /// The shape as sent (absent: 1-D).
+  Span<int64_t> shape() const noexcept {
+    Span<int64_t> out;
+    if (tinkex_tensor_shape(t_, &out.data, &out.size, nullptr) != TINKEX_STATUS_OK) return {};
+    return out;
+  }
+  /// CSR row pointers and column indices of a sparse tensor (both absent when dense).
+  std::pair<Span<int64_t>, Span<int64_t>> sparse_indices() const noexcept {
+    Span<int64_t> crow, col;
+    if (tinkex_tensor_sparse_indices(t_, &crow.data, &crow.size, &col.data, &col.size,
+                                     nullptr) != TINKEX_STATUS_OK)
+      return {};
+    return {crow, col};
+  }
+
+ private:
+  template <class T>
+  Span<T> span() const noexcept {
+    const void *data = nullptr;
+    size_t n = 0;
+    if (tinkex_tensor_data(t_, &data, &n, nullptr) != TINKEX_STATUS_OK) return {};
+    return Span<T>{static_cast<const T *>(data), n};
+  }
+  const tinkex_tensor *t_;
+};
+
+namespace detail {
+inline std::string_view text_of(const uint8_t *p, size_t n) {
+  return n == 0 ? std::string_view() : std::string_view(reinterpret_cast<const char *>(p), n);
+}
+}  // namespace detail
+
+/// A sample result read through typed accessors (no JSON): SamplingClient::sample_typed.
+/// Index errors are TINKEX_STATUS_INVALID_ARG. Owns its data: it outlives the client and
+/// runtime.
+class SampleResult {
+ public:
+  explicit SampleResult(tinkex_sample_result *r) : p_(r) {}
+  size_t num_sequences() const noexcept { return tinkex_sample_result_num_sequences(p_.get()); }
+  Result<Span<int64_t>> tokens(size_t i) const {
+    Span<int64_t> out;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_sample_result_tokens(p_.get(), i, &out.data, &out.size, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    return out;
+  }
+  /// Per-token logprobs (absent when the server sent none).
+  Result<Span<float>> logprobs(size_t i) const {
+    Span<float> out;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_sample_result_logprobs(p_.get(), i, &out.data, &out.size, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    return out;
+  }
+  /// TINKEX_STOP_REASON_LENGTH or TINKEX_STOP_REASON_STOP.
+  Result<int32_t> stop_reason(size_t i) const {
+    int32_t out = 0;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_sample_result_stop_reason(p_.get(), i, &out, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    return out;
+  }
+  /// Prompt logprobs, NaN where the JSON has null (absent unless requested).
+  Span<float> prompt_logprobs() const noexcept {
+    Span<float> out;
+    if (tinkex_sample_result_prompt_logprobs(p_.get(), &out.data, &out.size, nullptr) !=
+        TINKEX_STATUS_OK)
+      return {};
+    return out;
+  }
+  TensorView target_prompt_logprobs() const noexcept {
+    const tinkex_tensor *t = nullptr;
+    (void)tinkex_sample_result_target_prompt_logprobs(p_.get(), &t, nullptr);
+    return TensorView(t);
+  }
+  /// The draws of the request's `prompt_alt_tokens_k`: (int64 token ids, float32
+  /// logprobs), both `[len(prompt) - 1, k]`; both invalid when the request had none.
+  std::pair<TensorView, TensorView> prompt_alt_tokens() const noexcept {
+    const tinkex_tensor *tokens = nullptr, *logprobs = nullptr;
+    (void)tinkex_sample_result_prompt_alt_tokens(p_.get(), &tokens, &logprobs, nullptr);
+    return {TensorView(tokens), TensorView(logprobs)};
+  }
+  /// The session-scoped id of sequence `i` ("" when the server gave none).
+  Result<std::string_view> sequence_id(size_t i) const {
+    const uint8_t *data = nullptr;
+    size_t n = 0;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_sample_result_sequence_id(p_.get(), i, &data, &n, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    return detail::text_of(data, n);
+  }
+  /// Whether sequence `i` has top-k lists (read them through json()).
+  bool has_topk(size_t i) const noexcept { return tinkex_sample_result_has_topk(p_.get(), i); }
+  /// Whether the result has top-k prompt logprobs (read them through json()).
+  bool has_topk_prompt_logprobs() const noexcept {
+    return tinkex_sample_result_has_topk_prompt_logprobs(p_.get());
+  }
+  /// Prompt tokens billed as cache hits.
+  int64_t prompt_cache_hit_tokens() const noexcept {
+    return tinkex_sample_result_prompt_cache_hit_tokens(p_.get());
+  }
+  /// The whole result as SampleResponse JSON (includes the top-k lists).
+  Result<std::string> json() const {
+    return detail::get_bytes(&tinkex_sample_result_to_json, p_.get());
+  }
+  const tinkex_sample_result *handle() const noexcept { return p_.get(); }
+
+ private:
+  detail::Handle<tinkex_sample_result, tinkex_sample_result_free> p_;
+};
+
+/// compute_logprobs read typed: one float per prompt token, NaN where the JSON has null.
+class LogprobsResult {
+ public:
+  explicit LogprobsResult(tinkex_logprobs_result *r) : p_(r) {}
+  Span<float> values() const noexcept {
+    return Span<float>{tinkex_logprobs_result_data(p_.get()),
+                       tinkex_logprobs_result_len(p_.get())};
+  }
+  /// The result as JSON (a list with `null` where a value is NaN).
+  Result<std::string> json() const {
+    return detail::get_bytes(&tinkex_logprobs_result_to_json, p_.get());
+  }
+
+ private:
+  detail::Handle<tinkex_logprobs_result, tinkex_logprobs_result_free> p_;
+};
+
+/// A forward / forward_backward result read typed: per datum, named loss outputs as tensors,
+/// and metrics (TrainingClient::forward_typed, forward_backward_typed).
+class ForwardResult {
+ public:
+  explicit ForwardResult(tinkex_forward_result *r) : p_(r) {}
+  size_t num_datums() const noexcept { return tinkex_forward_result_num_datums(p_.get()); }
+  /// The output `name` of datum `d` (invalid when the datum has none).
+  Result<TensorView> output(size_t d, std::string_view name) const {
+    const tinkex_tensor *t = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_forward_result_output(p_.get(), d, detail::data_of(name),
+                                                         name.size(), &t, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    return TensorView(t);
+  }
+  /// Every output of datum `d`, by name.
+  Result<std::vector<std::pair<std::string_view, TensorView>>> outputs(size_t d) const {
+    size_t n = 0;
+    tinkex_error *err = nullptr;
+    tinkex_status st = tinkex_forward_result_num_outputs(p_.get(), d, &n, &err);
+    if (st != TINKEX_STATUS_OK) return Error::take(st, err);
+    std::vector<std::pair<std::string_view, TensorView>> out;
+    for (size_t i = 0; i < n; i++) {
+      const uint8_t *name = nullptr;
+      size_t len = 0;
+      const tinkex_tensor *t = nullptr;
+      tinkex_status s2 = tinkex_forward_result_output_at(p_.get(), d, i, &name, &len, &t, &err);
+      if (s2 != TINKEX_STATUS_OK) return Error::take(s2, err);
+      out.emplace_back(detail::text_of(name, len), TensorView(t));
+    }
+    return out;
+  }
+  /// The output record class name (e.g. `ArrayRecord`).
+  std::string_view output_type() const noexcept {
+    const uint8_t *data = nullptr;
+    size_t n = 0;
+    if (tinkex_forward_result_output_type(p_.get(), &data, &n, nullptr) != TINKEX_STATUS_OK)
+      return {};
+    return detail::text_of(data, n);
+  }
+  /// The metrics (`name:reduction` → value).
+  std::map<std::string, double> metrics() const {
+    std::map<std::string, double> out;
+    for (size_t i = 0; i < tinkex_forward_result_num_metrics(p_.get()); i++) {
+      const uint8_t *name = nullptr;
+      size_t len = 0;
+      double v = 0;
+      if (tinkex_forward_result_metric_at(p_.get(), i, &name, &len, &v, nullptr) ==
+          TINKEX_STATUS_OK)
+        out.emplace(std::string(detail::text_of(name, len)), v);
+    }
+    return out;
+  }
+  /// The whole result as ForwardBackwardOutput JSON.
+  Result<std::string> json() const {
+    return detail::get_bytes(&tinkex_forward_result_to_json, p_.get());
+  }
+
+ private:
+  detail::Handle<tinkex_forward_result, tinkex_forward_result_free> p_;
+};
+
+namespace detail {
+
+template <>
+inline Result<SampleResult> take<SampleResult>(const tinkex_future *fut, ServiceRef) {
+  tinkex_sample_result *r = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_sample_result(fut, &r, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return SampleResult(r);
+}
+
+template <>
+inline Result<LogprobsResult> take<LogprobsResult>(const tinkex_future *fut, ServiceRef) {
+  tinkex_logprobs_result *r = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_logprobs_result(fut, &r, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return LogprobsResult(r);
+}
+
+template <>
+inline Result<ForwardResult> take<ForwardResult>(const tinkex_future *fut, ServiceRef) {
+  tinkex_forward_result *r = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_future_take_forward_result(fut, &r, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return ForwardResult(r);
+}
+
+}  // namespace detail
+
 /// A runtime: tokio workers plus the callback dispatcher thread.
 class Runtime {
  public:
@@ -754,6 +1006,37 @@ class SamplingClient {
   /// `{"prompt": ModelInput}`.
   Pending<std::string> compute_logprobs(std::string_view json) const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_compute_logprobs(p_.get(), detail::data_of(json),
+                                                     json.size(), cb, ud, out, err);
+    });
+  }
+  /// sample() with the result read through typed accessors (no JSON).
+  Pending<SampleResult> sample_typed(std::string_view json) const {
+    return detail::submit<SampleResult>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_sample(p_.get(), detail::data_of(json), json.size(), cb,
+                                           ud, out, err);
+    });
+  }
+  /// The library's default sampling parameters (tinkex_sample_params_default).
+  static tinkex_sample_params default_sample_params() noexcept {
+    return tinkex_sample_params_default();
+  }
+  /// The typed sample submit: a prompt of token ids and a `tinkex_sample_params` (start from
+  /// `default_sample_params()`), the stop condition as JSON when there is one; no
+  /// JSON for the prompt, the result read typed.
+  Pending<SampleResult> sample_tokens(const std::vector<int64_t> &tokens,
+                                      const tinkex_sample_params &params,
+                                      std::string_view stop_json = {}) const {
+    return detail::submit<SampleResult>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_sampling_client_sample_tokens(
+          p_.get(), tokens.empty() ? nullptr : tokens.data(), tokens.size(), TINKEX_DTYPE_INT64,
+          &params, stop_json.empty() ? nullptr : detail::data_of(stop_json), stop_json.size(),
+          cb, ud, out, err);
+    });
+  }
+  /// compute_logprobs() with the result as floats (NaN for null; no JSON).
+  Pending<LogprobsResult> compute_logprobs_typed(std::string_view json) const {
+    return detail::submit<LogprobsResult>([&](auto cb, void *ud, auto out, auto err) {
       return tinkex_sampling_client_compute_logprobs(p_.get(), detail::data_of(json),
                                                      json.size(), cb, ud, out, err);
     });
@@ -994,6 +1277,23 @@ class TrainingClient {
   /// forward over the bulk path; borrows `batch` as forward_backward(batch, ...) does.
   Pending<std::string> forward(const DatumBatch &batch, std::string_view loss_json) const {
     return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_training_client_forward_batch(p_.get(), batch.p_.get(),
+                                                  detail::data_of(loss_json), loss_json.size(),
+                                                  cb, ud, out, err);
+    });
+  }
+  /// forward_backward() over a datum batch with the result read typed (no JSON).
+  Pending<ForwardResult> forward_backward_typed(const DatumBatch &batch,
+                                                std::string_view loss_json) const {
+    return detail::submit<ForwardResult>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_training_client_forward_backward_batch(
+          p_.get(), batch.p_.get(), detail::data_of(loss_json), loss_json.size(), cb, ud, out,
+          err);
+    });
+  }
+  /// forward() over a datum batch with the result read typed (no JSON).
+  Pending<ForwardResult> forward_typed(const DatumBatch &batch, std::string_view loss_json) const {
+    return detail::submit<ForwardResult>([&](auto cb, void *ud, auto out, auto err) {
       return tinkex_training_client_forward_batch(p_.get(), batch.p_.get(),
                                                   detail::data_of(loss_json), loss_json.size(),
                                                   cb, ud, out, err);

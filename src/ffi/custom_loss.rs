@@ -4,7 +4,7 @@
 
 use super::datum::tinkex_datum_batch;
 use super::error::{tinkex_error, Failure};
-use super::future::{json_output, submit, tinkex_future, ClientHandle};
+use super::future::{submit, tinkex_future, ClientHandle, Output};
 use super::status::tinkex_status;
 use super::training::tinkex_training_client;
 use super::{boundary, input_json, input_str, out_ptr, tinkex_done_fn, write_out, ArcHandle};
@@ -73,7 +73,7 @@ pub extern "C" fn tinkex_training_client_forward_backward_custom(
                 pass = Some(p);
                 Ok(fut)
             },
-            |out| json_output(&out),
+            |out| Ok(Output::Forward(Box::new(out))),
         )?;
         let pass = pass.ok_or_else(|| Failure::internal("the pass was not started"))?;
         let handle = Arc::new(tinkex_custom_loss {
@@ -183,7 +183,7 @@ pub extern "C" fn tinkex_custom_loss_backward(
                     metrics,
                 }))
             },
-            |out| json_output(&out),
+            |out| Ok(Output::Forward(Box::new(out))),
         )?;
         // SAFETY: checked non-NULL above.
         unsafe { write_out(out_future, fut) };

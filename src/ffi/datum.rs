@@ -65,7 +65,7 @@ pub(crate) const MAX_NDIM: usize = 32;
 ///
 /// # Safety
 /// A non-NULL `data` must point to `len` readable elements of `dtype`.
-unsafe fn copy_values(
+pub(crate) unsafe fn copy_values(
     data: *const c_void,
     len: usize,
     dtype: tinkex_dtype,

@@ -10,6 +10,8 @@ use super::training::tinkex_training_client;
 use super::{boundary, out_ptr, write_out};
 use super::{tinkex_done_fn, UserData};
 use super::{ArcHandle, BoxHandle};
+use crate::core::requests::ComputeLogprobsOutput;
+use crate::core::types::{ForwardBackwardOutput, SampleResponse};
 use crate::core::ApiFuture;
 use std::any::Any;
 use std::ffi::c_void;
@@ -17,9 +19,19 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What a finished operation produced.
+///
+/// The hot operations keep their core value as-is (`Sample`, `Logprobs`, `Forward`): a host
+/// reads it through a typed result handle (`tinkex_future_take_sample_result`, ...) with no
+/// JSON produced, or takes JSON with `tinkex_future_take_result`, which serializes it then.
 pub(crate) enum Output {
-    /// JSON bytes (every result except new clients).
+    /// JSON bytes (every other result except new clients).
     Json(Vec<u8>),
+    /// A `sample` result.
+    Sample(Box<SampleResponse>),
+    /// A `compute_logprobs` result.
+    Logprobs(ComputeLogprobsOutput),
+    /// A `forward` / `forward_backward` (also custom-loss) result.
+    Forward(Box<ForwardBackwardOutput>),
     /// A new training client.
     Training(Arc<tinkex_training_client>),
     /// A new sampling client.
@@ -30,6 +42,15 @@ impl Output {
     fn type_name(&self) -> &'static str {
         match self {
             Output::Json(_) => "JSON bytes (tinkex_future_take_result)",
+            Output::Sample(_) => {
+                "a sample result (tinkex_future_take_sample_result or tinkex_future_take_result)"
+            }
+            Output::Logprobs(_) => {
+                "a logprobs result (tinkex_future_take_logprobs_result or tinkex_future_take_result)"
+            }
+            Output::Forward(_) => {
+                "a forward result (tinkex_future_take_forward_result or tinkex_future_take_result)"
+            }
             Output::Training(_) => "a training client (tinkex_future_take_training_client)",
             Output::Sampling(_) => "a sampling client (tinkex_future_take_sampling_client)",
         }
@@ -37,10 +58,14 @@ impl Output {
 }
 
 /// Serializes a result to JSON bytes.
-pub(crate) fn json_output<T: serde::Serialize>(value: &T) -> Result<Output, Failure> {
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Failure> {
     serde_json::to_vec(value)
-        .map(Output::Json)
         .map_err(|e| Failure::internal(format!("cannot serialize the result: {e}")))
+}
+
+/// Serializes a result to JSON bytes (an [`Output::Json`]).
+pub(crate) fn json_output<T: serde::Serialize>(value: &T) -> Result<Output, Failure> {
+    to_json(value).map(Output::Json)
 }
 
 enum State {
@@ -199,7 +224,7 @@ impl tinkex_future {
 
     /// Takes the result if `accept` likes its type: `Ok(None)` while pending; errors are
     /// taken by any take function.
-    fn take(&self, accept: fn(&Output) -> bool) -> Result<Option<Output>, Failure> {
+    pub(crate) fn take(&self, accept: fn(&Output) -> bool) -> Result<Option<Output>, Failure> {
         let mut state = self.state.lock().unwrap();
         match &*state {
             State::Pending => return Ok(None),
@@ -385,6 +410,9 @@ where
 /// `TINKEX_STATUS_OK` with `*out_bytes` set to the result (UTF-8 JSON), or the operation's
 /// failure status with `*out_err` set; later calls give `TINKEX_STATUS_ALREADY_TAKEN`. A
 /// future whose result is a client gives `TINKEX_STATUS_WRONG_TYPE` (nothing is taken).
+/// The results of sample, compute_logprobs, forward and forward_backward are kept typed
+/// until taken: this call serializes them to JSON then (the typed takes,
+/// `tinkex_future_take_sample_result` and its siblings, produce no JSON at all).
 ///
 /// Blocks: never. Callback-safe. Caller owns `*out_bytes`; release with `tinkex_bytes_free`.
 #[must_use]
@@ -398,15 +426,22 @@ pub extern "C" fn tinkex_future_take_result(
         // SAFETY: a non-NULL `fut` is a live future handle (caller contract).
         let fut = unsafe { ArcHandle::from_ptr(fut, "fut") }?;
         out_ptr(out_bytes, "out_bytes")?;
-        match fut.take(|o| matches!(o, Output::Json(_)))? {
-            None => Ok(tinkex_status::Pending),
-            Some(Output::Json(bytes)) => {
-                // SAFETY: checked non-NULL above.
-                unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(bytes))) };
-                Ok(tinkex_status::Ok)
-            }
-            Some(_) => Err(Failure::internal("take accepted another type")),
-        }
+        let bytes = match fut.take(|o| {
+            matches!(
+                o,
+                Output::Json(_) | Output::Sample(_) | Output::Logprobs(_) | Output::Forward(_)
+            )
+        })? {
+            None => return Ok(tinkex_status::Pending),
+            Some(Output::Json(bytes)) => bytes,
+            Some(Output::Sample(v)) => to_json(&*v)?,
+            Some(Output::Logprobs(v)) => to_json(&v)?,
+            Some(Output::Forward(v)) => to_json(&*v)?,
+            Some(_) => return Err(Failure::internal("take accepted another type")),
+        };
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(out_bytes, BoxHandle::into_ptr(tinkex_bytes::new(bytes))) };
+        Ok(tinkex_status::Ok)
     })
 }
 

@@ -3,7 +3,8 @@
 //! This layer only converts arguments and results: requests arrive as JSON (or as typed
 //! arrays, [`datum`]) and become the core's types, core operations return
 //! [`ApiFuture`](crate::core::ApiFuture)s that are wrapped in a [`tinkex_future`](future::tinkex_future),
-//! and results leave as JSON. Everything with behaviour lives in [`crate::core`].
+//! and results leave as JSON, or typed through result handles ([`result`]) for the hot
+//! operations. Everything with behaviour lives in [`crate::core`].
 //!
 //! Rules kept here, once:
 //! - every exported body runs inside `boundary!` (`catch_unwind`, panic → `PANIC`);
@@ -31,6 +32,7 @@ pub mod introspect;
 pub mod log;
 pub mod path;
 pub mod rest;
+pub mod result;
 pub mod runtime;
 pub mod sampling;
 pub mod service;
@@ -287,7 +289,13 @@ handle_kinds!(Arced:
     datum::tinkex_datum_batch,
     custom_loss::tinkex_custom_loss,
 );
-handle_kinds!(Boxed: error::tinkex_error, bytes::tinkex_bytes);
+handle_kinds!(Boxed:
+    error::tinkex_error,
+    bytes::tinkex_bytes,
+    result::tinkex_sample_result,
+    result::tinkex_logprobs_result,
+    result::tinkex_forward_result,
+);
 handle_kinds!(Lent: event::tinkex_event);
 
 /// Casts of reference-counted handles (`Arc<T>` behind the pointer).
@@ -379,6 +387,27 @@ pub(crate) trait LentHandle: Castable<Ownership = Lent> + Sized {
     }
 }
 impl<T: Castable<Ownership = Lent>> LentHandle for T {}
+
+/// Lends a tensor owned by a result handle: the opaque `tinkex_tensor` is never
+/// constructed, its pointer is the address of the result's `TensorData`.
+pub(crate) fn lend_tensor(t: &crate::core::types::TensorData) -> *const result::tinkex_tensor {
+    (t as *const crate::core::types::TensorData).cast()
+}
+
+/// Borrows a tensor lent by [`lend_tensor`] (`NULL_ARG` when NULL).
+///
+/// # Safety
+/// A non-NULL `p` must come from [`lend_tensor`] on a result that is still alive for `'a`.
+pub(crate) unsafe fn tensor_from_ptr<'a>(
+    p: *const result::tinkex_tensor,
+    name: &str,
+) -> Result<&'a crate::core::types::TensorData, Failure> {
+    if p.is_null() {
+        return Err(Failure::null_arg(name));
+    }
+    // SAFETY: guaranteed by the caller: `p` is the address of a live `TensorData`.
+    Ok(unsafe { &*p.cast::<crate::core::types::TensorData>() })
+}
 
 /// The one implementation of every Arc-owned `tinkex_<noun>_clone` export: a new reference,
 /// NULL for NULL (and on a panic).

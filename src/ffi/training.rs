@@ -14,7 +14,7 @@ use crate::core::requests::{
     SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput, SaveWeightsForSamplerInput,
     SavedPath,
 };
-use crate::core::types::ForwardBackwardInput;
+use crate::core::types::{ForwardBackwardInput, ForwardBackwardOutput};
 use crate::core::TrainingClient;
 use std::any::Any;
 use std::ffi::c_void;
@@ -60,6 +60,14 @@ fn as_json<T: serde::Serialize>(
     _: Arc<tinkex_training_client>,
 ) -> impl FnOnce(T) -> Result<Output, Failure> {
     |v| json_output(&v)
+}
+
+/// A forward / forward_backward result, kept typed (`tinkex_future_take_forward_result`;
+/// `tinkex_future_take_result` serializes it).
+pub(crate) fn as_forward(
+    _: Arc<tinkex_training_client>,
+) -> impl FnOnce(ForwardBackwardOutput) -> Result<Output, Failure> {
+    |v| Ok(Output::Forward(Box::new(v)))
 }
 
 fn as_path(_: Arc<tinkex_training_client>) -> impl FnOnce(String) -> Result<Output, Failure> {
@@ -117,7 +125,8 @@ pub extern "C" fn tinkex_training_client_get_info(
 /// "loss_fn_config": {...}}` where a Datum is `{"model_input": {"chunks": [{"type":
 /// "encoded_text", "tokens": [...]}]}, "loss_fn_inputs": {"target_tokens": {"data": [...],
 /// "dtype": "int64", "shape": [n]}, "weights": {...}}}`. Result: `ForwardBackwardOutput`
-/// JSON (`{"loss_fn_output_type", "loss_fn_outputs": [...], "metrics": {"loss:sum": ...}}`).
+/// JSON (`{"loss_fn_output_type", "loss_fn_outputs": [...], "metrics": {"loss:sum": ...}}`),
+/// or typed through `tinkex_future_take_forward_result` (no JSON produced).
 ///
 /// For large batches prefer `tinkex_training_client_forward_backward_batch` (typed arrays,
 /// no JSON text): the wire request is the same.
@@ -150,7 +159,7 @@ pub extern "C" fn tinkex_training_client_forward_backward(
             user_data,
             out_future,
             |c| Ok(c.forward_backward_with(input)),
-            as_json,
+            as_forward,
         ) }
     })
 }
@@ -183,7 +192,7 @@ pub extern "C" fn tinkex_training_client_forward(
             user_data,
             out_future,
             |c| Ok(c.forward_with(input)),
-            as_json,
+            as_forward,
         ) }
     })
 }
@@ -224,7 +233,7 @@ unsafe fn batch_call(
                     c.forward_backward_with(input)
                 })
             },
-            as_json,
+            as_forward,
         )
     }
 }

@@ -18,7 +18,7 @@ pub const TINKEX_ABI_VERSION_MAJOR: u32 = 3;
 
 /// The C ABI minor version: bumped by an addition of a declaration (reset to 0 by a major
 /// bump).
-pub const TINKEX_ABI_VERSION_MINOR: u32 = 0;
+pub const TINKEX_ABI_VERSION_MINOR: u32 = 1;
 
 const fn parse_u32(s: &str) -> u32 {
     let b = s.as_bytes();

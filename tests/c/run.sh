@@ -70,7 +70,7 @@ san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=
 echo "== build the test programs"
 bin="$work/bin"
 mkdir -p "$bin"
-for t in training training_api misuse example sampling; do
+for t in training training_api misuse example sampling typed_results; do
   src="tests/c/test_$t.c"
   [[ "$t" == example ]] && src="tests/c/example.c"
   run "build-c-$t" cc "${c_flags[@]}" "${cflags[@]}" "$src" -o "$bin/test_$t" "${link[@]}"
@@ -107,7 +107,7 @@ fi
 echo "emulator $url (pid $emu_pid)"
 
 echo "== plain"
-for t in training training_api misuse example example_static cpp secrets rest sampling; do
+for t in training training_api misuse example example_static cpp secrets rest sampling typed_results; do
   [[ -x "$bin/test_$t" ]] && run "$t" "$bin/test_$t" "$url"
 done
 
@@ -182,7 +182,7 @@ fi
 echo "== AddressSanitizer + UBSan"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=23"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-for t in training training_api misuse example cpp rest sampling; do
+for t in training training_api misuse example cpp rest sampling typed_results; do
   [[ -x "$bin/test_$t.asan" ]] && run "$t-asan" "$bin/test_$t.asan" "$url"
 done
 unset ASAN_OPTIONS UBSAN_OPTIONS
@@ -201,7 +201,7 @@ else
     vg=(valgrind --error-exitcode=9 --leak-check=full --show-leak-kinds=definite,indirect,possible
         --errors-for-leak-kinds=definite,indirect,possible --suppressions=tests/c/valgrind.supp
         --num-callers=30)
-    for t in training training_api misuse example cpp sampling; do
+    for t in training training_api misuse example cpp sampling typed_results; do
       [[ -x "$bin/test_$t" ]] && run "$t-valgrind" "${vg[@]}" "$bin/test_$t" "$url"
     done
   else

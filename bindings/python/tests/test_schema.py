@@ -115,6 +115,10 @@ def _scenario(base_url: str, emu) -> None:
             include_prompt_logprobs=True,
             topk_prompt_logprobs=2,
         ).result(timeout=60)
+        # One token chunk goes through the typed submit (no JSON); two chunks through the
+        # JSON call, whose body the schema checks.
+        two = types.ModelInput(chunks=[types.EncodedTextChunk(tokens=[1, 2]), types.EncodedTextChunk(tokens=[3])])
+        sc.sample(two, 1, types.SamplingParams(max_tokens=2, stop="\n"), include_prompt_logprobs=True).result(timeout=60)
         sc.compute_logprobs(types.ModelInput.from_ints([1, 2, 3])).result(timeout=60)
         sc.compute_logprobs(types.ModelInput.from_ints([1, 2, 3]), prompt_logprobs_last_n=2).result(timeout=60)
     svc.close("success", detail="schema test").result(timeout=60)

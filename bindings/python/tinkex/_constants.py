@@ -5,7 +5,7 @@ Regenerate with `python3 tools/gen_constants.py` (CI runs it with --check).
 """
 
 ABI_VERSION_MAJOR = 3
-ABI_VERSION_MINOR = 0
+ABI_VERSION_MINOR = 1
 WAIT_FOREVER = 18446744073709551615
 
 # tinkex_status
@@ -110,6 +110,14 @@ LOG_LEVELS = {
     "trace": 5,
 }
 
+# tinkex_stop_reason
+STOP_REASON_LENGTH = 1
+STOP_REASON_STOP = 2
+STOP_REASONS = {
+    "length": 1,
+    "stop": 2,
+}
+
 __all__ = [
     "ABI_VERSION_MAJOR",
     "ABI_VERSION_MINOR",
@@ -161,4 +169,7 @@ __all__ = [
     "LOG_LEVEL_DEBUG",
     "LOG_LEVEL_TRACE",
     "LOG_LEVELS",
+    "STOP_REASON_LENGTH",
+    "STOP_REASON_STOP",
+    "STOP_REASONS",
 ]

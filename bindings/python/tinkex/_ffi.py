@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 from . import _constants as K, _lib
 from ._exceptions import make_error
 from ._lib import lib
+from ._typed_results import TypedResult
 
 logger = logging.getLogger("tinkex")
 
@@ -316,11 +317,24 @@ class _Use:
 TAKE_JSON = 0
 TAKE_TRAINING = 1
 TAKE_SAMPLING = 2
+#: Typed result handles (``_typed_results``): the raw result is a ``TypedResult``.
+TAKE_SAMPLE = 3
+TAKE_LOGPROBS = 4
+TAKE_FORWARD = 5
 
 _TAKE_FNS = {
     TAKE_JSON: lib.tinkex_future_take_result,
     TAKE_TRAINING: lib.tinkex_future_take_training_client,
     TAKE_SAMPLING: lib.tinkex_future_take_sampling_client,
+    TAKE_SAMPLE: lib.tinkex_future_take_sample_result,
+    TAKE_LOGPROBS: lib.tinkex_future_take_logprobs_result,
+    TAKE_FORWARD: lib.tinkex_future_take_forward_result,
+}
+
+_TYPED_FREE = {
+    TAKE_SAMPLE: lib.tinkex_sample_result_free,
+    TAKE_LOGPROBS: lib.tinkex_logprobs_result_free,
+    TAKE_FORWARD: lib.tinkex_forward_result_free,
 }
 
 _PENDING = object()
@@ -409,6 +423,8 @@ class OpState:
         if status == K.STATUS_OK:
             if self.take_kind == TAKE_JSON:
                 raw = _lib.take_bytes(out.value)
+            elif self.take_kind in _TYPED_FREE:
+                raw = TypedResult(out.value, _TYPED_FREE[self.take_kind])
             elif self.take_kind == TAKE_TRAINING:
                 raw = Handle(out.value, lib.tinkex_training_client_free, "training client")
             else:

@@ -41,6 +41,7 @@ from ctypes import (
     Structure,
     c_bool,
     c_char_p,
+    c_double,
     c_int32,
     c_int64,
     c_size_t,
@@ -80,6 +81,26 @@ class RuntimeOptions(Structure):
         ("struct_size", c_uint32),
         ("worker_threads", c_uint32),
         ("log_level", c_int32),
+    ]
+
+
+class SampleParams(Structure):
+    """``tinkex_sample_params`` (the typed sample submit's scalar fields)."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("num_samples", c_uint32),
+        ("max_tokens", c_int64),
+        ("seed", c_int64),
+        ("has_seed", c_bool),
+        ("prompt_logprobs", c_bool),
+        ("temperature", c_double),
+        ("top_k", c_int64),
+        ("top_p", c_double),
+        ("topk_prompt_logprobs", c_uint32),
+        ("topk_sample_logprobs", c_uint32),
+        ("prompt_logprobs_last_n", c_uint32),
+        ("prompt_alt_tokens_k", c_uint32),
     ]
 
 
@@ -137,6 +158,45 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "tinkex_event_get_kind": (c_int32, [_P]),
     "tinkex_event_json": (c_void_p, [_P, POINTER(c_size_t)]),
     "tinkex_event_request_id": (c_char_p, [_P]),
+    # typed results (sample, compute_logprobs, forward / forward_backward)
+    "tinkex_sampling_client_sample_tokens": (
+        _ST,
+        [_P, c_void_p, c_size_t, c_int32, POINTER(SampleParams), _BUF, c_size_t, DONE_FN, c_void_p, _PP, _PP],
+    ),
+    "tinkex_sample_params_default": (SampleParams, []),
+    "tinkex_future_take_sample_result": (_ST, [_P, _PP, _PP]),
+    "tinkex_future_take_logprobs_result": (_ST, [_P, _PP, _PP]),
+    "tinkex_future_take_forward_result": (_ST, [_P, _PP, _PP]),
+    "tinkex_sample_result_num_sequences": (c_size_t, [_P]),
+    "tinkex_sample_result_tokens": (_ST, [_P, c_size_t, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_sample_result_logprobs": (_ST, [_P, c_size_t, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_sample_result_stop_reason": (_ST, [_P, c_size_t, POINTER(c_int32), _PP]),
+    "tinkex_sample_result_sequence_id": (_ST, [_P, c_size_t, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_sample_result_has_topk": (c_bool, [_P, c_size_t]),
+    "tinkex_sample_result_prompt_logprobs": (_ST, [_P, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_sample_result_has_topk_prompt_logprobs": (c_bool, [_P]),
+    "tinkex_sample_result_prompt_cache_hit_tokens": (c_int64, [_P]),
+    "tinkex_sample_result_target_prompt_logprobs": (_ST, [_P, _PP, _PP]),
+    "tinkex_sample_result_prompt_alt_tokens": (_ST, [_P, _PP, _PP, _PP]),
+    "tinkex_sample_result_to_json": (_ST, [_P, _PP, _PP]),
+    "tinkex_sample_result_free": (None, [_P]),
+    "tinkex_logprobs_result_data": (c_void_p, [_P]),
+    "tinkex_logprobs_result_len": (c_size_t, [_P]),
+    "tinkex_logprobs_result_to_json": (_ST, [_P, _PP, _PP]),
+    "tinkex_logprobs_result_free": (None, [_P]),
+    "tinkex_forward_result_output_type": (_ST, [_P, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_forward_result_num_datums": (c_size_t, [_P]),
+    "tinkex_forward_result_num_outputs": (_ST, [_P, c_size_t, POINTER(c_size_t), _PP]),
+    "tinkex_forward_result_output_at": (_ST, [_P, c_size_t, c_size_t, _PP, POINTER(c_size_t), _PP, _PP]),
+    "tinkex_forward_result_output": (_ST, [_P, c_size_t, _BUF, c_size_t, _PP, _PP]),
+    "tinkex_forward_result_num_metrics": (c_size_t, [_P]),
+    "tinkex_forward_result_metric_at": (_ST, [_P, c_size_t, _PP, POINTER(c_size_t), POINTER(c_double), _PP]),
+    "tinkex_forward_result_to_json": (_ST, [_P, _PP, _PP]),
+    "tinkex_forward_result_free": (None, [_P]),
+    "tinkex_tensor_dtype": (c_int32, [_P]),
+    "tinkex_tensor_data": (_ST, [_P, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_tensor_shape": (_ST, [_P, _PP, POINTER(c_size_t), _PP]),
+    "tinkex_tensor_sparse_indices": (_ST, [_P, _PP, POINTER(c_size_t), _PP, POINTER(c_size_t), _PP]),
     # futures
     "tinkex_future_take_result": (_ST, [_P, _PP, _PP]),
     "tinkex_future_take_training_client": (_ST, [_P, _PP, _PP]),

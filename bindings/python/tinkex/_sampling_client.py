@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import ctypes
 from ctypes import byref, c_void_p
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
-from . import _ffi
+import numpy as np
+
+from . import _constants as K, _ffi, _lib, _typed_results
 from ._api_future import APIFuture
 from ._client_common import Telemetry, _telemetry_enabled, _buf, _ClientFuture, _load_tokenizer, _sync_json
-from ._ffi import Handle, check, json_bytes, parse_json
+from ._ffi import Handle, check, json_bytes
 from ._lib import lib
 from .types import ModelInput, QueueState, SampleResponse, SamplingParams, TensorData
 
@@ -130,10 +133,78 @@ class SamplingClient:
     def sampling_session_id(self) -> str:
         return self._sampling_session_id
 
-    def _submit_sample(self, body: Dict[str, Any], converter: Callable[[bytes], Any], label: str, call: Any = None) -> APIFuture[Any]:
+    def _submit_sample(
+        self, body: Dict[str, Any], converter: Callable[[Any], Any], label: str, call: Any = None, take_kind: int = _ffi.TAKE_SAMPLE
+    ) -> APIFuture[Any]:
         data, n = _buf(json_bytes(body))
         with self._handle.use() as ptr:
-            state = _ffi.submit(call or lib.tinkex_sampling_client_sample, ptr, data, n, converter=converter, label=label)
+            state = _ffi.submit(
+                call or lib.tinkex_sampling_client_sample, ptr, data, n, converter=converter, take_kind=take_kind, label=label
+            )
+        return APIFuture(self._track(state))
+
+    def _sample_tokens(
+        self,
+        prompt: ModelInput,
+        sp: SamplingParams,
+        include_prompt_logprobs: bool,
+        prompt_logprobs_last_n: Optional[int],
+        counts: tuple,
+    ) -> Optional[APIFuture[SampleResponse]]:
+        """The typed sample submit (``tinkex_sampling_client_sample_tokens``: token ids as
+        an array, parameters as a struct, no JSON), or None when the request needs the JSON
+        call: a prompt that is not one token chunk, or a value the struct cannot state as the
+        JSON call would (negative counts, a negative ``max_tokens``, ``prompt_logprobs_last_n``
+        below 1, ids or seeds outside int64) — the JSON call then reports it as before."""
+        try:
+            tokens = prompt._bulk_tokens()
+            if tokens is None:
+                return None
+            # num_samples, topk_prompt_logprobs, topk_sample_logprobs, prompt_alt_tokens_k
+            u32 = tuple(int(v) for v in counts)
+            if any(not 0 <= v < 2**32 for v in u32):
+                return None
+            if prompt_logprobs_last_n is not None and not 1 <= int(prompt_logprobs_last_n) < 2**32:
+                return None
+            if sp.max_tokens is not None and not 0 <= int(sp.max_tokens) < 2**63:
+                return None
+            if sp.seed is not None and not -(2**63) <= int(sp.seed) < 2**63:
+                return None
+            params = _lib.SampleParams(
+                ctypes.sizeof(_lib.SampleParams),
+                u32[0],
+                -1 if sp.max_tokens is None else int(sp.max_tokens),
+                0 if sp.seed is None else int(sp.seed),
+                sp.seed is not None,
+                bool(include_prompt_logprobs),
+                float(sp.temperature),
+                int(sp.top_k),
+                float(sp.top_p),
+                u32[1],
+                u32[2],
+                0 if prompt_logprobs_last_n is None else int(prompt_logprobs_last_n),
+                u32[3],
+            )
+        except (OverflowError, TypeError, ValueError):
+            return None
+        stop = b""
+        if sp.stop is not None:
+            stop = json_bytes(sp.stop if isinstance(sp.stop, str) else list(sp.stop))
+        dtype = K.DTYPE_INT32 if tokens.dtype == np.int32 else K.DTYPE_INT64
+        with self._handle.use() as ptr:
+            state = _ffi.submit(
+                lib.tinkex_sampling_client_sample_tokens,
+                ptr,
+                tokens.ctypes.data if len(tokens) else None,
+                len(tokens),
+                dtype,
+                ctypes.byref(params),
+                stop if stop else None,
+                len(stop),
+                converter=_typed_results.sample_response,
+                take_kind=_ffi.TAKE_SAMPLE,
+                label="sample",
+            )
         return APIFuture(self._track(state))
 
     def sample(
@@ -163,6 +234,11 @@ class SamplingClient:
             raise ValueError(f"prompt_alt_tokens_k must be 0 or greater, got {prompt_alt_tokens_k}")
         if isinstance(sampling_params, Mapping):
             sampling_params = SamplingParams(**sampling_params)
+        if target_prompt_logprobs is None:
+            counts = (num_samples, topk_prompt_logprobs, topk_sample_logprobs, prompt_alt_tokens_k)
+            typed = self._sample_tokens(prompt, sampling_params, include_prompt_logprobs, prompt_logprobs_last_n, counts)
+            if typed is not None:
+                return typed
         body: Dict[str, Any] = {
             "prompt": prompt._json(),
             "num_samples": int(num_samples),
@@ -180,7 +256,7 @@ class SamplingClient:
             body["target_prompt_logprobs"] = target_prompt_logprobs._json()
         if prompt_alt_tokens_k:
             body["prompt_alt_tokens_k"] = int(prompt_alt_tokens_k)
-        return self._submit_sample(body, lambda raw: SampleResponse._from_json(parse_json(raw)), "sample")
+        return self._submit_sample(body, _typed_results.sample_response, "sample")
 
     async def sample_async(
         self,
@@ -215,9 +291,10 @@ class SamplingClient:
             body["prompt_logprobs_last_n"] = int(prompt_logprobs_last_n)
         return self._submit_sample(
             body,
-            lambda raw: parse_json(raw),
+            _typed_results.logprobs,
             "compute_logprobs",
             call=lib.tinkex_sampling_client_compute_logprobs,
+            take_kind=_ffi.TAKE_LOGPROBS,
         )
 
     async def compute_logprobs_async(self, prompt: ModelInput, prompt_logprobs_last_n: Optional[int] = None) -> List[Optional[float]]:

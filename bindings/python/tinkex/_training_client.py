@@ -8,7 +8,7 @@ import warnings
 from ctypes import byref, c_void_p
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from . import _custom_loss, _datum_batch, _ffi
+from . import _custom_loss, _datum_batch, _ffi, _typed_results
 from ._api_future import APIFuture
 from ._client_common import Telemetry, _buf, _ClientFuture, _load_tokenizer, _optim_params_json, _str_map, _sync_json
 from ._custom_loss_graph import LossHandle
@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from ._service_client import ServiceClient
 
 
-def _fbo(raw: bytes) -> ForwardBackwardOutput:
-    return ForwardBackwardOutput._from_json(parse_json(raw))
+def _fbo(raw: Any) -> ForwardBackwardOutput:
+    """The result of forward / forward_backward (also custom loss), read through the typed
+    result handle (``_typed_results``: no JSON)."""
+    return _typed_results.forward_output(raw)
 
 
 class TrainingClient:
@@ -77,7 +79,9 @@ class TrainingClient:
         batch = _datum_batch.build(data)  # copies the arrays now: later changes do not leak in
         try:
             with self._handle.use() as ptr, batch.use() as bptr:
-                state = _ffi.submit(call, ptr, bptr, *args, converter=_fbo, label=label, **kwargs)
+                state = _ffi.submit(
+                    call, ptr, bptr, *args, converter=_fbo, take_kind=_ffi.TAKE_FORWARD, label=label, **kwargs
+                )
         finally:
             batch.close()
         return self._service._track(state)
@@ -164,7 +168,12 @@ class TrainingClient:
                         err = c_void_p()
                         check(lib.tinkex_custom_loss_set_metrics(pp, reported, len(reported), byref(err)), err)
                         bwd_state = _ffi.submit(
-                            lib.tinkex_custom_loss_backward, pp, gp, converter=_fbo, label="forward_backward_custom/backward"
+                            lib.tinkex_custom_loss_backward,
+                            pp,
+                            gp,
+                            converter=_fbo,
+                            take_kind=_ffi.TAKE_FORWARD,
+                            label="forward_backward_custom/backward",
                         )
                 finally:
                     grads_batch.close()

@@ -10,7 +10,7 @@ defmodule Tinkex.Constants do
   def abi_version_major, do: 3
 
   @doc "`TINKEX_ABI_VERSION_MINOR`."
-  def abi_version_minor, do: 0
+  def abi_version_minor, do: 1
 
   @doc "`TINKEX_WAIT_FOREVER`."
   def wait_forever, do: 18446744073709551615
@@ -132,4 +132,16 @@ defmodule Tinkex.Constants do
   def log_level_name(4), do: :debug
   def log_level_name(5), do: :trace
   def log_level_name(_), do: nil
+
+  @doc "The value of a `tinkex_stop_reason` by atom (`TINKEX_STOP_REASON_` suffix, lower case)."
+  def stop_reason(:length), do: 1
+  def stop_reason(:stop), do: 2
+
+  @doc "Every `tinkex_stop_reason`: atom => value."
+  def stop_reasons, do: %{length: 1, stop: 2}
+
+  @doc "The atom of a `tinkex_stop_reason` value (nil when unknown)."
+  def stop_reason_name(1), do: :length
+  def stop_reason_name(2), do: :stop
+  def stop_reason_name(_), do: nil
 end
