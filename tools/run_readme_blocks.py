@@ -36,7 +36,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SKIP = re.compile(r"^<!--\s*readme-test:\s*skip\s*\((?P<why>[^)]+)\)\s*-->$")
+SKIP = re.compile(r"^<!--\s*readme-test:\s*skip\s*\((?P<why>.+)\)\s*-->$")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)\s*$")
 RUNNABLE = {"sh", "bash", "python", "elixir"}
 
@@ -71,6 +71,9 @@ def blocks(markdown: str) -> list[Block]:
         if i >= len(lines):
             raise SystemExit(f"line {start + 1}: unterminated code block")
         skip = SKIP.match(last_text)
+        if last_text.startswith("<!-- readme-test") and not skip:
+            # A marker that does not parse would otherwise let the block run.
+            raise SystemExit(f"line {start}: malformed marker {last_text!r}: <!-- readme-test: skip (reason) -->")
         out.append(Block(start + 1, m.group("lang").lower(), "\n".join(body) + "\n", skip.group("why") if skip else None))
         last_text = ""
         i += 1

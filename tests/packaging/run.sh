@@ -15,7 +15,8 @@
 #   readme    every code block of README.md (tools/run_readme_blocks.py)
 #
 # Cargo: the clone builds into a private target directory, $TINKEX_PACKAGING_TARGET
-# (default target/packaging of this workspace, kept between runs), seeded from
+# (default target/packaging of this workspace, kept between runs; the clone is made in it
+# and removed at the end), seeded from
 # target/release when new so that crates already compiled there are reused. It is not the
 # workspace's target/ because the other suites build libtinkex with the `testing` feature:
 # sharing one directory would rebuild the crate twice per run and leave whichever build
@@ -49,7 +50,7 @@ cleanup() {
     kill "$emu_pid" 2>/dev/null || true
     wait "$emu_pid" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  rm -rf "$work" "${clone:-}"
 }
 trap cleanup EXIT
 
@@ -103,14 +104,17 @@ fi
 key="tml-packaging-test"
 echo "emulator $url (pid $emu_pid)"
 
-echo "== fresh clone of HEAD ($(git rev-parse --short HEAD))"
-clone="$work/clone"
-git clone --quiet "$repo" "$clone"
 pkg_target="${TINKEX_PACKAGING_TARGET:-$repo/target/packaging}"
 if [[ ! -d "$pkg_target/release" && -d "$repo/target/release" ]]; then
   mkdir -p "$pkg_target"
   cp -r --reflink=auto "$repo/target/release" "$pkg_target/release"
 fi
+# Always the same path: cargo names a path package's artifacts after its location, so a new
+# path per run would add another copy of them to the target directory every time.
+clone="$pkg_target/clone"
+echo "== fresh clone of HEAD ($(git rev-parse --short HEAD)) in $clone"
+rm -rf "$clone"
+git clone --quiet "$repo" "$clone"
 export CARGO_TARGET_DIR="$pkg_target"
 unset TINKEX_LIBRARY TINKEX_LIB_DIR TINKEX_INCLUDE_DIR TINKEX_PREFIX PYTHONPATH PKG_CONFIG_PATH
 
