@@ -123,11 +123,13 @@ check build bash -c "cd '$clone' && cargo build --release"
 lib="$pkg_target/release/libtinkex.so"
 abi_major="$(sed -n 's/^#define TINKEX_ABI_VERSION_MAJOR \([0-9]*\)$/\1/p' "$clone/include/tinkex.h")"
 abi_minor="$(sed -n 's/^#define TINKEX_ABI_VERSION_MINOR \([0-9]*\)$/\1/p' "$clone/include/tinkex.h")"
+# (`grep -q` would stop reading early: with pipefail the writer's SIGPIPE would then turn a
+# match into a failure, so every pipeline here greps without -q.)
 # shipping_lib FILE: the shipping build (soname libtinkex.so.<major>, no test-only exports).
 shipping_lib() {
-  readelf -d "$1" | grep -q "Library soname: \[libtinkex.so.$abi_major\]" ||
+  readelf -d "$1" | grep "Library soname: \[libtinkex.so.$abi_major\]" >/dev/null ||
     { echo "$1: soname is not libtinkex.so.$abi_major"; readelf -d "$1" | grep -i soname; return 1; }
-  if nm -D --defined-only "$1" | grep -q tinkex_testing_; then
+  if nm -D --defined-only "$1" | grep tinkex_testing_ >/dev/null; then
     echo "$1 exports tinkex_testing_* (built with the testing feature)"
     return 1
   fi
@@ -193,8 +195,8 @@ c_install() {
 check c-install c_install
 # needs_prefix BIN: the program loads libtinkex.so.<major> from the prefix.
 needs_prefix() {
-  readelf -d "$1" | grep -q "NEEDED.*\[libtinkex.so.$abi_major\]" || { echo "$1 does not need libtinkex.so.$abi_major"; return 1; }
-  ldd "$1" | grep -q "libtinkex.so.$abi_major => $prefix/lib/" || { ldd "$1"; return 1; }
+  readelf -d "$1" | grep "NEEDED.*\[libtinkex.so.$abi_major\]" >/dev/null || { echo "$1 does not need libtinkex.so.$abi_major"; return 1; }
+  ldd "$1" | grep "libtinkex.so.$abi_major => $prefix/lib/" >/dev/null || { ldd "$1"; return 1; }
 }
 c_example() {
   export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
@@ -209,7 +211,7 @@ cpp_example() {
   cmake -S "$clone/examples/cpp" -B "$work/cpp" -DCMAKE_PREFIX_PATH="$prefix"
   cmake --build "$work/cpp"
   needs_prefix "$work/cpp/train"
-  if readelf -d "$work/cpp/train_static" | grep -q "NEEDED.*libtinkex"; then
+  if readelf -d "$work/cpp/train_static" | grep "NEEDED.*libtinkex" >/dev/null; then
     echo "train_static needs libtinkex.so"
     return 1
   fi
