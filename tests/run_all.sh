@@ -10,7 +10,8 @@
 #   2. C and C++ programs against the C ABI (plain, ASan/UBSan, valgrind).
 #   3. The Python binding (pytest) and its drop-in check with the official SDK.
 #   4. The Elixir binding (ExUnit), then one sampler handle shared by Python, Elixir and C
-#      (tests/cross_language/run.sh).
+#      (tests/cross_language/run.sh), then the parity suite: every scenario through the
+#      Rust, C, C++, Python and Elixir APIs, transcripts compared (tests/parity/run.sh).
 #   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator, in every
 #      mode (default, jwt, retrieve_futures: emulator/tests/official_sdk/run.sh --all-modes).
 #   6. The benchmark harness on tiny sizes (bench/run.sh --smoke: it still runs end to end).
@@ -21,7 +22,7 @@
 # Needs Rust, gcc/g++, valgrind, python3 with venv, Elixir + erlang-dev, and the Rust and
 # Python package registries on the first run (.ci/run installs what a fresh machine lacks).
 # Skip a suite with TINKEX_SKIP=<name>[,<name>...] (rust, c, python, elixir, cross-language,
-# official-sdk, bench-smoke, fuzz-smoke, packaging).
+# parity, official-sdk, bench-smoke, fuzz-smoke, packaging).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -54,6 +55,7 @@ suite c bash tests/c/run.sh
 suite python bash bindings/python/run_tests.sh
 suite elixir bash bindings/elixir/run_tests.sh
 suite cross-language bash tests/cross_language/run.sh
+suite parity bash tests/parity/run.sh
 suite official-sdk bash emulator/tests/official_sdk/run.sh --all-modes
 suite bench-smoke bash bench/run.sh --smoke
 suite fuzz-smoke bash fuzz/smoke.sh

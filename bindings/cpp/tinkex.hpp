@@ -31,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -47,6 +48,11 @@ struct Error {
   std::string message;
   uint16_t http_status = 0;
   std::string request_id;
+  /// The server's category of a failed future (`user`, `server`, `unknown`), or "" when the
+  /// server reported none.
+  std::string category;
+  /// The raw body of the HTTP response that caused the error (at most 4 KiB), or "".
+  std::string body;
   bool retryable = false;
 
   /// Copies and frees `err` (may be NULL: then only `status` is known).
@@ -58,6 +64,8 @@ struct Error {
       if (const char *k = tinkex_error_kind(err)) e.kind = k;
       if (const char *m = tinkex_error_message(err)) e.message = m;
       if (const char *r = tinkex_error_request_id(err)) e.request_id = r;
+      if (const char *c = tinkex_error_category(err)) e.category = c;
+      if (const char *b = tinkex_error_body(err)) e.body = b;
       e.http_status = tinkex_error_http_status(err);
       e.retryable = tinkex_error_is_retryable(err);
       tinkex_error_free(err);
@@ -69,6 +77,25 @@ struct Error {
 
   /// The status constant's name, e.g. "TINKEX_STATUS_CANCELLED".
   const char *status_name() const { return tinkex_status_name(status); }
+};
+
+/// An Error thrown as an exception (by `Result::value_or_throw` and `Pending::value`):
+/// `what()` is "<kind or status name>: <message>", `error()` has every field.
+class Exception : public std::runtime_error {
+ public:
+  explicit Exception(Error error)
+      : std::runtime_error((error.kind.empty() ? std::string(error.status_name()) : error.kind) +
+                           ": " + error.message),
+        error_(std::move(error)) {}
+  /// The failure: status, kind, message, HTTP status, request id, category, retryable.
+  const Error &error() const noexcept { return error_; }
+  tinkex_status status() const noexcept { return error_.status; }
+  const std::string &kind() const noexcept { return error_.kind; }
+  const std::string &request_id() const noexcept { return error_.request_id; }
+  const std::string &category() const noexcept { return error_.category; }
+
+ private:
+  Error error_;
 };
 
 /// Nothing (the value of calls that only succeed or fail).
@@ -89,6 +116,11 @@ class [[nodiscard]] Result {
   T &&value() && { return std::get<0>(std::move(v_)); }
   /// The error; only when !ok().
   const Error &error() const { return std::get<1>(v_); }
+  /// The value, or throws tinkex::Exception carrying the error.
+  T value_or_throw() && {
+    if (!ok()) throw Exception(std::get<1>(std::move(v_)));
+    return std::get<0>(std::move(v_));
+  }
   /// The status: TINKEX_STATUS_OK or the error's.
   tinkex_status status() const noexcept {
     return ok() ? TINKEX_STATUS_OK : std::get<1>(v_).status;
@@ -406,6 +438,36 @@ class Pending {
 
   /// Blocks until the operation finishes and returns its result (once).
   Result<T> get() { return result_.get(); }
+  /// Blocks until the operation finishes and returns its value (once), or throws
+  /// tinkex::Exception carrying the error.
+  T value() { return get().value_or_throw(); }
+  /// Whether the operation has finished (success, failure, cancel or shutdown); its
+  /// completion callback may still be running. True for a submission that failed.
+  bool is_done() const noexcept { return !fut_ || tinkex_future_is_done(fut_.get()); }
+  /// Blocks until the operation has finished and its result is ready, or `timeout` passes
+  /// (tinkex_future_wait): true when ready. Never call it from a tinkex callback.
+  Result<bool> wait(std::chrono::milliseconds timeout) const {
+    if (!fut_) return true;
+    tinkex_error *err = nullptr;
+    tinkex_status s =
+        tinkex_future_wait(fut_.get(), static_cast<uint64_t>(timeout.count()), &err);
+    if (s == TINKEX_STATUS_OK) return true;
+    if (s == TINKEX_STATUS_PENDING) return false;
+    return Error::take(s, err);
+  }
+  /// The server's request id once the server accepted the operation; nullopt before, for
+  /// operations without a server future, and for a submission that failed.
+  std::optional<std::string> request_id() const {
+    if (!fut_) return std::nullopt;
+    tinkex_bytes *b = nullptr;
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_future_request_id(fut_.get(), &b, &err);
+    if (s != TINKEX_STATUS_OK) {
+      tinkex_error_free(err);
+      return std::nullopt;
+    }
+    return detail::bytes_to_string(b);
+  }
   /// Waits at most `d`; true when the result is ready.
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> d) const {
@@ -510,8 +572,43 @@ class Runtime {
   Runtime clone() const { return Runtime(tinkex_runtime_clone(p_.get())); }
   tinkex_runtime *get() const noexcept { return p_.get(); }
 
+  /// A receiver of the library's log lines: (level, target, message), both views valid
+  /// for the call only. Runs on the dispatcher thread; must return quickly.
+  using LogSink = std::function<void(tinkex_log_level, std::string_view, std::string_view)>;
+
+  /// Sends the library's log lines of at most `max_level` to `sink`, in emission order
+  /// (tinkex_runtime_set_log_sink): one sink per runtime, a new one replaces the old.
+  /// An exception thrown by `sink` is swallowed (it never reaches C).
+  Status set_log_sink(LogSink sink, tinkex_log_level max_level = TINKEX_LOG_LEVEL_INFO) const {
+    auto owned = std::make_unique<LogSink>(std::move(sink));
+    tinkex_error *err = nullptr;
+    tinkex_status s =
+        tinkex_runtime_set_log_sink(p_.get(), &on_log, owned.get(), &free_sink,
+                                    static_cast<int32_t>(max_level), &err);
+    if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+    owned.release();  // freed by free_sink once the sink is replaced or removed
+    return Unit{};
+  }
+  /// Removes the log sink (its function is destroyed after its last call).
+  Status clear_log_sink() const {
+    tinkex_error *err = nullptr;
+    tinkex_status s = tinkex_runtime_set_log_sink(p_.get(), nullptr, nullptr, nullptr,
+                                                  TINKEX_LOG_LEVEL_OFF, &err);
+    return detail::check(s, err);
+  }
+
  private:
   explicit Runtime(tinkex_runtime *p) : p_(p) {}
+  static void on_log(void *user_data, tinkex_log_level level, const uint8_t *target,
+                     size_t target_len, const uint8_t *message, size_t message_len) noexcept {
+    try {
+      (*static_cast<LogSink *>(user_data))(
+          level, std::string_view(reinterpret_cast<const char *>(target), target_len),
+          std::string_view(reinterpret_cast<const char *>(message), message_len));
+    } catch (...) {
+    }
+  }
+  static void free_sink(void *user_data) noexcept { delete static_cast<LogSink *>(user_data); }
   detail::Handle<tinkex_runtime, tinkex_runtime_free> p_;
 };
 
@@ -573,6 +670,8 @@ class DatumBatch {
     if (s != TINKEX_STATUS_OK) return Error::take(s, err);
     return DatumBatch(b);
   }
+  /// Another reference to the same batch (not a copy: both see later pushes).
+  DatumBatch clone() const { return DatumBatch(tinkex_datum_batch_clone(p_.get())); }
 
   /// Starts a datum whose model input is these token ids.
   Status push(const int64_t *tokens, size_t n) { return push_raw(tokens, n, TINKEX_DTYPE_INT64); }
@@ -891,6 +990,14 @@ class TrainingClient {
   }
   Pending<std::string> forward(std::string_view json) const {
     return submit_json(&tinkex_training_client_forward, json);
+  }
+  /// forward over the bulk path; borrows `batch` as forward_backward(batch, ...) does.
+  Pending<std::string> forward(const DatumBatch &batch, std::string_view loss_json) const {
+    return detail::submit<std::string>([&](auto cb, void *ud, auto out, auto err) {
+      return tinkex_training_client_forward_batch(p_.get(), batch.p_.get(),
+                                                  detail::data_of(loss_json), loss_json.size(),
+                                                  cb, ud, out, err);
+    });
   }
   /// `AdamParams` JSON.
   Pending<std::string> optim_step(std::string_view json) const {
@@ -1442,6 +1549,11 @@ class ServiceClient {
       return tinkex_service_client_get_server_capabilities(p_.get(), cb, ud, out, err);
     });
   }
+  /// The session id once the session exists (after the first operation);
+  /// TINKEX_STATUS_WRONG_STATE before.
+  Result<std::string> session_id() const {
+    return detail::get_bytes(&tinkex_service_client_session_id, p_.get());
+  }
   /// `{"base_model": "...", "lora_config": {"rank": 32}}`.
   Pending<TrainingClient> create_lora_training_client(std::string_view json) const {
     return submit_json<TrainingClient>(&tinkex_service_client_create_lora_training_client, json);
@@ -1558,8 +1670,21 @@ inline Pending<SamplingClient> TrainingClient::create_sampling_client(std::strin
       svc_.get());
 }
 
+/// Parses a `tinker://{training_run_id}/{kind}/{name}` checkpoint path with the official
+/// SDK's rules (tinkex_tinker_path_parse). Result: `{"training_run_id", "kind", "name",
+/// "checkpoint_id"}` JSON; TINKEX_STATUS_INVALID_ARG (the message says why) when invalid.
+inline Result<std::string> parse_tinker_path(std::string_view path) {
+  tinkex_bytes *b = nullptr;
+  tinkex_error *err = nullptr;
+  tinkex_status s = tinkex_tinker_path_parse(detail::data_of(path), path.size(), &b, &err);
+  if (s != TINKEX_STATUS_OK) return Error::take(s, err);
+  return detail::bytes_to_string(b);
+}
+
 /// The library version ("0.1.0") and whether the loaded library matches this header's ABI.
 inline std::string version() { return tinkex_version(); }
+/// `MAJOR * 1000000 + MINOR * 1000 + PATCH` of the loaded library.
+inline uint32_t version_number() noexcept { return tinkex_version_number(); }
 inline bool abi_matches() noexcept {
   // Through variables: a literal minor of 0 would make `>=` a -Wtype-limits warning.
   const uint32_t major = TINKEX_ABI_VERSION_MAJOR, minor = TINKEX_ABI_VERSION_MINOR;

@@ -4,6 +4,12 @@
 //! A rule matches by path (substring of the request path) and optionally method; it applies
 //! for a count of requests, for a duration, with a probability, or any mix. Rules are
 //! installed with `POST /_emulator/faults` (JSON [`FaultRule`]) or [`FaultSet::add`].
+//!
+//! Deterministic rules (the parity suite, `tests/parity/`) decide from the request alone, not
+//! from a random draw or arrival order: `attempts` matches the client's attempt number (the
+//! `x-stainless-retry-count` header, 0 when absent) and `seq_id_modulo` /
+//! `seq_id_remainder` the `seq_id` of the JSON body. So "every even `seq_id` fails its first
+//! attempt" is the same fault for every client, however its requests interleave.
 
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
@@ -50,9 +56,51 @@ pub struct FaultRule {
     /// Active for this long after installation.
     #[serde(default)]
     pub duration_ms: Option<u64>,
-    /// Apply to each matching request with this probability (default 1).
+    /// Apply to each matching request with this probability (default 1). A random draw:
+    /// prefer `attempts` and `seq_id_modulo` where the outcome must be reproducible.
     #[serde(default)]
     pub probability: Option<f64>,
+    /// Only requests whose attempt number (`x-stainless-retry-count`, 0 when absent or not a
+    /// number) is in this list, e.g. `[0]`: first attempts only, so the retry succeeds.
+    #[serde(default)]
+    pub attempts: Option<Vec<u64>>,
+    /// Only requests whose JSON body has a `seq_id` with `seq_id % seq_id_modulo ==
+    /// seq_id_remainder` (requests without a `seq_id` never match). Must be above 0.
+    #[serde(default)]
+    pub seq_id_modulo: Option<u64>,
+    /// The remainder `seq_id_modulo` selects (default 0).
+    #[serde(default)]
+    pub seq_id_remainder: u64,
+}
+
+/// What a rule may match on beyond path and method: read from the request before any rule
+/// runs, so matching never depends on timing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestFacts {
+    /// The attempt number (`x-stainless-retry-count`; 0 when absent or malformed).
+    pub attempt: u64,
+    /// The body's top-level `seq_id`, when the body is JSON and has one.
+    pub seq_id: Option<i64>,
+}
+
+impl FaultRule {
+    /// Whether the deterministic conditions (`attempts`, `seq_id_modulo`) hold for `facts`.
+    fn matches_facts(&self, facts: &RequestFacts) -> bool {
+        if self
+            .attempts
+            .as_ref()
+            .is_some_and(|a| !a.contains(&facts.attempt))
+        {
+            return false;
+        }
+        match self.seq_id_modulo {
+            None => true,
+            Some(0) => false,
+            Some(m) => facts
+                .seq_id
+                .is_some_and(|s| s.rem_euclid(m as i64) as u64 == self.seq_id_remainder),
+        }
+    }
 }
 
 struct Installed {
@@ -139,11 +187,11 @@ impl FaultSet {
     }
 
     /// The first active rule matching the request, counted as a hit.
-    fn take(&self, method: &str, path: &str) -> Option<FaultRule> {
+    pub fn take(&self, method: &str, path: &str, facts: &RequestFacts) -> Option<FaultRule> {
         let now = Instant::now();
         let mut rules = self.rules.lock().unwrap();
         for r in rules.iter_mut() {
-            if !r.active(now) || !path.contains(&r.rule.path) {
+            if !r.active(now) || !path.contains(&r.rule.path) || !r.rule.matches_facts(facts) {
                 continue;
             }
             if r.rule
@@ -180,8 +228,20 @@ pub async fn apply(
         .unwrap()
         .entry(path.clone())
         .or_default() += 1;
-    let mut entry = journal_entry(&req, &path);
-    let resp = apply_rules(&app, &path, req, next).await;
+    let (req, seq_id) = match peek_seq_id(req).await {
+        Ok(pair) => pair,
+        Err(resp) => return resp,
+    };
+    let mut entry = journal_entry(&req, &path, seq_id);
+    let facts = RequestFacts {
+        attempt: entry
+            .retry_count
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        seq_id,
+    };
+    let resp = apply_rules(&app, &path, &facts, req, next).await;
     entry.status = if resp.extensions().get::<Broken>().is_some() {
         0
     } else {
@@ -196,8 +256,71 @@ pub async fn apply(
     resp
 }
 
+/// Largest body read to find its `seq_id` (1 MiB): bigger bodies (large forward_backward
+/// chunks) pass through unread and have no `seq_id` for the fault rules and the journal.
+pub const SEQ_ID_PEEK_LIMIT: u64 = 1 << 20;
+
+/// Reads the body of an uncompressed JSON request (or protobuf `forward_backward` request)
+/// with a `Content-Length` of at most [`SEQ_ID_PEEK_LIMIT`] and returns the request (with
+/// the same body) and its `seq_id`. Other requests (zstd-compressed ones included) pass
+/// through unread. A body that breaks while being read is answered 400.
+async fn peek_seq_id(req: Request<Body>) -> Result<(Request<Body>, Option<i64>), Response> {
+    let len = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = content_type.starts_with("application/json");
+    // The protobuf body of forward_backward (PROTOCOL.md 14.1): `seq_id` is its field 2.
+    let proto = content_type.starts_with("application/x-protobuf")
+        && req.uri().path().ends_with("/forward_backward");
+    if !(json || proto)
+        || req.headers().contains_key("content-encoding")
+        || len.is_none_or(|n| n > SEQ_ID_PEEK_LIMIT)
+    {
+        return Ok((req, None));
+    }
+    #[derive(Deserialize)]
+    struct Probe {
+        seq_id: Option<serde_json::Value>,
+    }
+    /// Field 2 of a `ForwardBackwardRequest` (prost skips the others).
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct ProtoProbe {
+        #[prost(int32, tag = "2")]
+        seq_id: i32,
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, SEQ_ID_PEEK_LIMIT as usize).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Err((StatusCode::BAD_REQUEST, "request body could not be read").into_response())
+        }
+    };
+    let seq_id = if proto {
+        <ProtoProbe as prost::Message>::decode(&bytes[..])
+            .ok()
+            .map(|p| i64::from(p.seq_id))
+    } else {
+        serde_json::from_slice::<Probe>(&bytes)
+            .ok()
+            .and_then(|p| p.seq_id)
+            .and_then(|v| v.as_i64())
+    };
+    Ok((Request::from_parts(parts, Body::from(bytes)), seq_id))
+}
+
 /// What the journal records of a request (no credential).
-fn journal_entry(req: &Request<Body>, path: &str) -> crate::state::JournalEntry {
+fn journal_entry(
+    req: &Request<Body>,
+    path: &str,
+    seq_id: Option<i64>,
+) -> crate::state::JournalEntry {
     let header = |name: &str| {
         req.headers()
             .get(name)
@@ -211,6 +334,7 @@ fn journal_entry(req: &Request<Body>, path: &str) -> crate::state::JournalEntry 
         retry_count: header("x-stainless-retry-count"),
         content_encoding: header("content-encoding"),
         sdk_method: header("x-sdk-method"),
+        seq_id,
         status: 0,
     }
 }
@@ -222,13 +346,14 @@ struct Broken;
 async fn apply_rules(
     app: &std::sync::Arc<crate::state::AppState>,
     path: &str,
+    facts: &RequestFacts,
     req: Request<Body>,
     next: Next,
 ) -> Response {
     if app.outage.active() {
         return broken_response(StatusCode::OK);
     }
-    let Some(rule) = app.faults.take(req.method().as_str(), path) else {
+    let Some(rule) = app.faults.take(req.method().as_str(), path, facts) else {
         return run_unless_outage(app, next, req).await;
     };
     let mut pending = Some((next, req));
@@ -417,5 +542,124 @@ mod tokio_stream_shim {
         Iter {
             items: items.into_iter(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(json: serde_json::Value) -> FaultRule {
+        serde_json::from_value(json).expect("a valid rule")
+    }
+
+    fn facts(attempt: u64, seq_id: Option<i64>) -> RequestFacts {
+        RequestFacts { attempt, seq_id }
+    }
+
+    #[test]
+    fn attempts_select_by_retry_count() {
+        let set = FaultSet::default();
+        set.add(rule(
+            serde_json::json!({"path": "/api/v1/asample", "status": 503, "attempts": [0, 2]}),
+        ));
+        let p = "/api/v1/asample";
+        assert!(set.take("POST", p, &facts(0, None)).is_some());
+        assert!(set.take("POST", p, &facts(1, None)).is_none());
+        assert!(set.take("POST", p, &facts(2, Some(7))).is_some());
+        assert!(set.take("POST", p, &facts(3, None)).is_none());
+        assert_eq!(set.list()[0].hits, 2);
+    }
+
+    #[test]
+    fn seq_id_modulo_selects_the_same_requests_every_time() {
+        let set = FaultSet::default();
+        set.add(rule(serde_json::json!({
+            "path": "/api/v1/forward_backward", "status": 503,
+            "seq_id_modulo": 2, "seq_id_remainder": 1
+        })));
+        let p = "/api/v1/forward_backward";
+        let chosen: Vec<i64> = (0..8)
+            .filter(|&s| set.take("POST", p, &facts(0, Some(s))).is_some())
+            .collect();
+        assert_eq!(chosen, vec![1, 3, 5, 7]);
+        assert!(
+            set.take("POST", p, &facts(0, None)).is_none(),
+            "no seq_id: no match"
+        );
+        assert!(
+            set.take("POST", p, &facts(0, Some(-1))).is_some(),
+            "-1 % 2 == 1 (Euclidean)"
+        );
+    }
+
+    #[test]
+    fn zero_modulo_never_matches_and_both_conditions_combine() {
+        let set = FaultSet::default();
+        set.add(rule(
+            serde_json::json!({"path": "/x", "status": 500, "seq_id_modulo": 0}),
+        ));
+        assert!(set.take("POST", "/x", &facts(0, Some(0))).is_none());
+        set.clear();
+        set.add(rule(serde_json::json!({
+            "path": "/x", "status": 500, "seq_id_modulo": 3, "attempts": [0]
+        })));
+        assert!(set.take("POST", "/x", &facts(0, Some(3))).is_some());
+        assert!(set.take("POST", "/x", &facts(1, Some(3))).is_none());
+        assert!(set.take("POST", "/x", &facts(0, Some(4))).is_none());
+    }
+
+    fn json_request(body: &'static str, extra: Option<(&str, &str)>) -> Request<Body> {
+        let mut b = Request::post("/api/v1/asample")
+            .header("content-type", "application/json")
+            .header("content-length", body.len().to_string());
+        if let Some((k, v)) = extra {
+            b = b.header(k, v);
+        }
+        b.body(Body::from(body)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn peek_reads_the_seq_id_and_keeps_the_body() {
+        let body = r#"{"seq_id": 12, "num_samples": 1}"#;
+        let (req, seq) = peek_seq_id(json_request(body, None)).await.ok().unwrap();
+        assert_eq!(seq, Some(12));
+        let kept = axum::body::to_bytes(req.into_body(), 1024).await.unwrap();
+        assert_eq!(&kept[..], body.as_bytes());
+        let (_, seq) = peek_seq_id(json_request(r#"{"seq_id": "x"}"#, None))
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(seq, None, "a non-integer seq_id is none");
+        let (_, seq) = peek_seq_id(json_request(
+            r#"{"seq_id": 3}"#,
+            Some(("content-encoding", "zstd")),
+        ))
+        .await
+        .ok()
+        .unwrap();
+        assert_eq!(seq, None, "compressed bodies are not read");
+    }
+
+    #[tokio::test]
+    async fn peek_reads_the_seq_id_of_a_protobuf_forward_backward() {
+        use prost::Message;
+        let msg = tinkex::core::proto::ForwardBackwardRequest {
+            model_id: "m".into(),
+            seq_id: 5,
+            ..Default::default()
+        };
+        let body = msg.encode_to_vec();
+        let req = Request::post("/api/v1/forward_backward")
+            .header("content-type", "application/x-protobuf")
+            .header("content-length", body.len().to_string())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (req, seq) = peek_seq_id(req).await.ok().unwrap();
+        assert_eq!(seq, Some(5));
+        let kept = axum::body::to_bytes(req.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        assert_eq!(&kept[..], &body[..]);
     }
 }

@@ -35,6 +35,9 @@ pub struct JournalEntry {
     pub content_encoding: Option<String>,
     /// `x-sdk-method`, if sent.
     pub sdk_method: Option<String>,
+    /// The top-level `seq_id` of a JSON body (read when the body is at most
+    /// [`crate::faults::SEQ_ID_PEEK_LIMIT`] bytes and not compressed).
+    pub seq_id: Option<i64>,
     /// Status of the answer (0 when the connection was broken instead).
     pub status: u16,
 }

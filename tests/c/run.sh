@@ -62,7 +62,7 @@ link=("${libs[@]}" -pthread "-Wl,-rpath,$prefix/lib")
 echo "pkg-config: ${cflags[*]} ${libs[*]}"
 
 c_flags=(-std=c11 -Wall -Wextra -Werror -pedantic -g -DTINKEX_TESTING)
-cxx_flags=(-std=c++17 -Wall -Wextra -Werror -pedantic -g)
+cxx_flags=(-std=c++17 -Wall -Wextra -Werror -pedantic -g -DTINKEX_TESTING)
 san=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 
 echo "== build the test programs"
@@ -84,6 +84,7 @@ run "build-c-rest-asan" cc "${c_flags[@]}" "${san[@]}" "${cflags[@]}" tests/c/te
 run "build-c-hostile" cc "${c_flags[@]}" "${cflags[@]}" tests/c/test_hostile.c -o "$bin/test_hostile" "${link[@]}"
 cpp_src=(tests/cpp/*.cpp)
 run "cpp-rest-generated" python3 bindings/cpp/tools/gen_rest.py --check
+run "cpp-abi-coverage" python3 bindings/cpp/tools/check_coverage.py
 run "build-cpp" c++ "${cxx_flags[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp" "${link[@]}"
 run "build-cpp-asan" c++ "${cxx_flags[@]}" "${san[@]}" "${cflags[@]}" -Itests/cpp "${cpp_src[@]}" -o "$bin/test_cpp.asan" "${link[@]}"
 

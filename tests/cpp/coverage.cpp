@@ -21,11 +21,9 @@
 #include <utility>
 #include <vector>
 
-namespace {
-
 // One request to the emulator's control endpoints (/_emulator/...); the raw answer, or "".
 std::string emulator_request(const std::string &base_url, const char *method,
-                             const std::string &path, const std::string &body = "") {
+                             const std::string &path, const std::string &body) {
   char host[64] = {0};
   int port = 0;
   if (std::sscanf(base_url.c_str(), "http://%63[^:]:%d", host, &port) != 2) return {};
@@ -49,6 +47,8 @@ std::string emulator_request(const std::string &base_url, const char *method,
   close(fd);
   return out;
 }
+
+namespace {
 
 /// `{"key": "value"}`.
 std::string object(const char *key, const std::string &value) {

@@ -17,13 +17,9 @@ namespace {
 constexpr int kSeqs = 4;
 constexpr int kLen = 25;
 
-double number_after(const std::string &json, const std::string &key) {
-  auto pos = json.find("\"" + key + "\":");
-  if (pos == std::string::npos) return 0.0;
-  return std::strtod(json.c_str() + pos + key.size() + 3, nullptr);
-}
+}  // namespace
 
-tinkex::DatumBatch make_batch() {
+tinkex::DatumBatch make_datum_batch() {
   auto batch = tinkex::DatumBatch::create();
   std::vector<float> weights(kLen - 1, 1.0f);
   for (int d = 0; d < kSeqs; d++) {
@@ -36,6 +32,8 @@ tinkex::DatumBatch make_batch() {
   }
   return std::move(batch).value();
 }
+
+namespace {
 
 // Cross-entropy as a custom loss, scaled by `sign`: loss = -sign * sum(logprobs).
 tinkex::CustomLossOutput ce(const std::vector<std::vector<float>> &logprobs, float sign) {
@@ -91,7 +89,7 @@ int run_custom_loss(const tinkex::Runtime &rt, const std::string &base_url) {
 
   double before = forward_loss(t);
   size_t seen_datums = 0;
-  auto fb = t.forward_backward_custom(make_batch(), [&](const auto &logprobs) {
+  auto fb = t.forward_backward_custom(make_datum_batch(), [&](const auto &logprobs) {
     seen_datums = logprobs.size();
     return ce(logprobs, 1.0f);
   });
@@ -111,13 +109,13 @@ int run_custom_loss(const tinkex::Runtime &rt, const std::string &base_url) {
   }
   double after = forward_loss(t);
   failures += check(after < before, "custom loss: descent lowers the cross-entropy");
-  auto up = t.forward_backward_custom(make_batch(), [](const auto &l) { return ce(l, -1.0f); });
+  auto up = t.forward_backward_custom(make_datum_batch(), [](const auto &l) { return ce(l, -1.0f); });
   auto opt2 = t.optim_step(R"({"learning_rate":0.01})");
   failures += check(up.get().ok() && opt2.get().ok(), "custom loss: ascent step ok");
   failures += check(forward_loss(t) > after, "custom loss: ascent raises the cross-entropy");
 
   // A throwing loss: a USER error naming the cause; the client is poisoned; no crash.
-  auto bad = t.forward_backward_custom(make_batch(), [](const auto &) -> tinkex::CustomLossOutput {
+  auto bad = t.forward_backward_custom(make_datum_batch(), [](const auto &) -> tinkex::CustomLossOutput {
     throw std::runtime_error("boom in the loss");
   });
   auto bad_result = bad.get();
@@ -132,7 +130,7 @@ int run_custom_loss(const tinkex::Runtime &rt, const std::string &base_url) {
   // Wrong gradient shapes abort too.
   auto fresh = make_client();
   if (fresh) {
-    auto wrong = fresh.value().forward_backward_custom(make_batch(), [](const auto &l) {
+    auto wrong = fresh.value().forward_backward_custom(make_datum_batch(), [](const auto &l) {
       tinkex::CustomLossOutput o;
       o.grads.resize(l.size() - 1);
       return o;

@@ -28,6 +28,7 @@ int main(int argc, char **argv) {
   failures += run_custom_loss(rt.value(), argv[1]);
   failures += run_operations(rt.value(), argv[1]);
   failures += run_coverage(rt.value(), argv[1]);
+  failures += run_surface(rt.value(), argv[1]);
 
   // RAII: handles freed in any order; a cloned runtime outlives the original.
   tinkex::Runtime second = rt.value().clone();

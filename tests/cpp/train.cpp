@@ -11,17 +11,18 @@
 #include <memory>
 #include <vector>
 
+double number_after(const std::string &json, const std::string &key) {
+  auto pos = json.find("\"" + key + "\":");
+  if (pos == std::string::npos) return 0.0;
+  return std::strtod(json.c_str() + pos + key.size() + 3, nullptr);
+}
+
 namespace {
 
 constexpr int kSeqs = 4;
 constexpr int kLen = 25;
 constexpr int kSteps = 12;
 
-double number_after(const std::string &json, const std::string &key) {
-  auto pos = json.find("\"" + key + "\":");
-  if (pos == std::string::npos) return 0.0;
-  return std::strtod(json.c_str() + pos + key.size() + 3, nullptr);
-}
 
 tinkex::Result<tinkex::DatumBatch> make_batch(const std::vector<std::vector<int32_t>> &seqs) {
   auto batch = tinkex::DatumBatch::create();

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod methods;
+pub mod plain;
 
 pub use admin::AdminClient;
 pub use methods::{ArgError, ArgErrorKind, MethodSpec, ParamSpec, PreparedCall};
