@@ -155,6 +155,43 @@ fn main() {
     }
 
     write_pkg_config(&root, &out_dir);
+    set_soname(&root, &out_dir);
+}
+
+/// The ABI major version, read from `src/ffi/version.rs` (`TINKEX_ABI_VERSION_MAJOR`).
+fn abi_major(root: &Path) -> u32 {
+    let src =
+        std::fs::read_to_string(root.join("src/ffi/version.rs")).expect("read src/ffi/version.rs");
+    src.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const TINKEX_ABI_VERSION_MAJOR: u32 = ")
+        })
+        .and_then(|rest| rest.trim_end_matches(';').trim().parse().ok())
+        .expect("src/ffi/version.rs: `pub const TINKEX_ABI_VERSION_MAJOR: u32 = N;`")
+}
+
+/// Linux: gives the shared library the soname `libtinkex.so.<ABI major>` (a minor bump only
+/// adds, so programs linked against one minor keep working with the next; a major bump is a
+/// new soname) and creates `target/<profile>/libtinkex.so.<major>` -> `libtinkex.so`, so that
+/// programs linked against the build tree (`-L target/release -ltinkex`, recording the soname)
+/// find the library there too. `tools/install.sh` installs the same names under a prefix.
+fn set_soname(root: &Path, out_dir: &Path) {
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+        return;
+    }
+    let soname = format!("libtinkex.so.{}", abi_major(root));
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,{soname}");
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out. The link dangles until the
+    // library is linked, right after this script.
+    if let Some(profile_dir) = out_dir.ancestors().nth(3) {
+        let link = profile_dir.join(&soname);
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new("libtinkex.so")) {
+            let _ = std::fs::remove_file(&link);
+            #[cfg(unix)]
+            let _ = std::os::unix::fs::symlink("libtinkex.so", &link);
+        }
+    }
 }
 
 /// Renders `tinkex.pc.in` next to the built library (`target/<profile>/tinkex.pc`). The file

@@ -15,11 +15,14 @@
 #   5. The unmodified official Python SDK (tinker 0.38.0) against the emulator, in every
 #      mode (default, jwt, retrieve_futures: emulator/tests/official_sdk/run.sh --all-modes).
 #   6. The benchmark harness on tiny sizes (bench/run.sh --smoke: it still runs end to end).
+#   7. Packaging (tests/packaging/run.sh): a fresh clone installed the way each ecosystem
+#      installs things (wheel, mix test, install prefix with pkg-config and CMake) and every
+#      README code block, against the emulator.
 #
 # Needs Rust, gcc/g++, valgrind, python3 with venv, Elixir + erlang-dev, and the Rust and
 # Python package registries on the first run (.ci/run installs what a fresh machine lacks).
 # Skip a suite with TINKEX_SKIP=<name>[,<name>...] (rust, c, python, elixir, cross-language,
-# parity, official-sdk, bench-smoke, fuzz-smoke).
+# parity, official-sdk, bench-smoke, fuzz-smoke, packaging).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -56,6 +59,7 @@ suite parity bash tests/parity/run.sh
 suite official-sdk bash emulator/tests/official_sdk/run.sh --all-modes
 suite bench-smoke bash bench/run.sh --smoke
 suite fuzz-smoke bash fuzz/smoke.sh
+suite packaging bash tests/packaging/run.sh
 
 if ((failed > 0)); then
   echo "failed suites: ${failed_names[*]}"

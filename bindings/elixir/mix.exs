@@ -1,9 +1,13 @@
 defmodule Mix.Tasks.Compile.TinkexNif do
   @moduledoc """
-  Builds `priv/tinkex_nif.so` with `make` (see the Makefile) before the Elixir sources.
+  Builds `priv/tinkex_nif.so` with `make` (see the Makefile) before the Elixir sources, so
+  `mix compile` and `mix test` need no other command.
 
-  The NIF is compiled with gcc against `include/tinkex.h` and linked to
-  `target/release/libtinkex.so` (override with `TINKEX_LIB_DIR` / `TINKEX_INCLUDE_DIR`).
+  The NIF is compiled with the C compiler against `tinkex.h` and linked to `libtinkex.so`,
+  found in this order (the Makefile's comment has the details): `TINKEX_LIB_DIR` /
+  `TINKEX_INCLUDE_DIR`; an installed prefix `TINKEX_PREFIX` (`tools/install.sh PREFIX`); the
+  workspace this directory sits in (`target/release`, or `$CARGO_TARGET_DIR/release`, after
+  `cargo build --release`); an installed copy pkg-config knows (`pkg-config tinkex`).
   make only rebuilds when the C source, the header, the Makefile or the build command
   changed. In the `:test` environment it builds with `TINKEX_NIF_TESTING=1` (the allocation
   fault-injection hook the tests use) and `TINKEX_NIF_TIMING=1` (per-call timing for the
@@ -26,7 +30,15 @@ defmodule Mix.Tasks.Compile.TinkexNif do
         testing = if Mix.env() == :test, do: ["TINKEX_NIF_TESTING=1", "TINKEX_NIF_TIMING=1"], else: []
         {out, status} = System.cmd(make, ["-s", "-C", dir | testing], stderr_to_stdout: true)
         if out != "", do: Mix.shell().info(String.trim_trailing(out))
-        if status == 0, do: {:ok, []}, else: {:error, []}
+
+        if status == 0 do
+          # Mix links priv/ into _build/<env>/lib/tinkex/ before the compilers run; on a fresh
+          # clone priv/ did not exist yet, so link it now that make created it.
+          Mix.Project.build_structure()
+          {:ok, []}
+        else
+          {:error, []}
+        end
     end
   end
 end
@@ -34,11 +46,19 @@ end
 defmodule Tinkex.MixProject do
   use Mix.Project
 
+  @version "0.1.0"
+
   def project do
     [
       app: :tinkex,
-      version: "0.1.0",
+      version: @version,
       elixir: "~> 1.14",
+      description:
+        "Elixir client of the Tinker fine-tuning API: a NIF over libtinkex, whose Rust core " <>
+          "does the HTTP, retries, futures, sessions and telemetry. Needs libtinkex installed " <>
+          "(TINKEX_PREFIX or pkg-config) or a libtinkex workspace.",
+      package: package(),
+      docs: [main: "readme", extras: ["README.md"], source_ref: "v#{@version}"],
       start_permanent: Mix.env() == :prod,
       compilers: [:tinkex_nif] ++ Mix.compilers(),
       elixirc_paths: elixirc_paths(Mix.env()),
@@ -51,6 +71,20 @@ defmodule Tinkex.MixProject do
     [
       mod: {Tinkex.Application, []},
       extra_applications: [:logger] ++ if(Mix.env() == :test, do: [:inets], else: [])
+    ]
+  end
+
+  # Hex metadata (Hex is unreachable from the build machines: `mix hex.build` has never been
+  # run on it). The package holds the NIF's C source and the Makefile; it builds against an
+  # installed libtinkex (TINKEX_PREFIX or pkg-config), since the header and the library are
+  # not part of it.
+  defp package do
+    [
+      name: "tinkex",
+      licenses: ["Apache-2.0"],
+      files: ~w(lib c_src Makefile mix.exs README.md),
+      links: %{"Tinker console" => "https://tinker.thinkingmachines.ai"},
+      build_tools: ["mix", "make"]
     ]
   end
 

@@ -64,8 +64,10 @@ if [[ "${TINKEX_SKIP_OFFICIAL_SDK:-}" != "1" ]]; then
 fi
 
 # --- 4. install the package (a regular, non-editable install) -------------------------------
+# Without bundling a library (TINKEX_BUNDLE_LIBRARY=0): the installed package loads the test
+# build above from the workspace it records, instead of a shipping build made by setup.py.
 log "pip install $HERE"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$HERE"
+TINKEX_BUNDLE_LIBRARY=0 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$HERE"
 rm -rf "$HERE/build" "$HERE"/*.egg-info
 
 # --- 5. pytest (from outside the source tree, so the installed package is what is tested) --

@@ -52,11 +52,9 @@ cargo build --release -p tinkex -p tinkex-emulator --features tinkex/testing
 target="${CARGO_TARGET_DIR:-$repo/target}/release"
 
 # A staged install, used exactly as an installed copy would be: through pkg-config.
+# tools/install.sh --no-build installs this test build (soname libtinkex.so.<ABI major>).
 prefix="$work/prefix"
-mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
-cp "$target/libtinkex.so" "$target/libtinkex.a" "$prefix/lib/"
-cp "$target/tinkex.pc" "$prefix/lib/pkgconfig/"
-cp include/tinkex.h bindings/cpp/tinkex.hpp "$prefix/include/"
+bash tools/install.sh --no-build "$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 read -r -a cflags <<<"$(pkg-config --cflags tinkex)"
 read -r -a libs <<<"$(pkg-config --libs tinkex)"

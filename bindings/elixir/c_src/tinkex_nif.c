@@ -1757,10 +1757,10 @@ static ERL_NIF_TERM timed(int idx, ERL_NIF_TERM (*fn)(ErlNifEnv *, int, const ER
     }
 NIF_LIST(X_WRAP)
 
+#ifdef TINKEX_NIF_TIMING
 #define X_NAME(name, arity, flags) #name,
 static const char *const nif_names[I_COUNT] = {NIF_LIST(X_NAME)};
 
-#ifdef TINKEX_NIF_TIMING
 /* [{Name, Calls, MaxWallNs, MaxCpuNs, TotalWallNs, DirtyCalls, BlockedCalls, PreemptedCalls,
  *   MaxBlockedNs, BlockedOverCalls}] */
 static ERL_NIF_TERM nif_stats_get(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {

@@ -10,8 +10,12 @@ Prints the mean per-token loss of every step and exits non-zero unless it fell.
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-if os.environ.get("TINKEX_USE_OFFICIAL") == "1":
+import numpy as np
+
+# A type checker (mypy --strict) checks the tinkex branch: the package ships py.typed.
+if os.environ.get("TINKEX_USE_OFFICIAL") == "1" and not TYPE_CHECKING:
     import tinker
 else:
     import tinkex as tinker
@@ -30,15 +34,20 @@ CORPUS = [
 ]
 
 
-def make_datum(text: str) -> types.Datum:
+def make_datum(text: str) -> tinker.types.Datum:
     # Byte-level tokens: the emulator's tiny model maps ids below 256 to themselves.
     prompt = list(b"Q: ")
     answer = list(text.encode())
     tokens = prompt + answer
     weights = [0.0] * (len(prompt) - 1) + [1.0] * len(answer)
+    # TensorData from numpy arrays (both SDKs also accept plain lists here at run time, but
+    # their annotations say TensorData, which is what mypy --strict checks).
     return types.Datum(
         model_input=types.ModelInput.from_ints(tokens[:-1]),
-        loss_fn_inputs={"target_tokens": tokens[1:], "weights": weights},
+        loss_fn_inputs={
+            "target_tokens": types.TensorData.from_numpy(np.array(tokens[1:], dtype=np.int64)),
+            "weights": types.TensorData.from_numpy(np.array(weights, dtype=np.float32)),
+        },
     )
 
 

@@ -4,14 +4,16 @@ Library discovery, first match wins:
 
 1. ``TINKEX_LIBRARY``: the path of the shared library (or of a directory holding it). When
    set, nothing else is tried;
-2. bundled in the package: ``tinkex/libtinkex.so`` (a wheel that bundles the library);
+2. bundled in the package: ``tinkex/libtinkex.so``, put there by setup.py (every wheel
+   ``pip install``/``pip wheel`` builds, unless ``TINKEX_BUNDLE_LIBRARY=0``). This is the
+   first place an installed package looks, ``TINKEX_LIBRARY`` aside;
 3. the source checkout this package file sits in, i.e. this file is
    ``<workspace>/bindings/python/tinkex/_lib.py`` (its own location, symlinks resolved), and
    ``<workspace>`` holds ``Cargo.toml`` and ``include/tinkex.h``:
    ``target/release/libtinkex.so``, then ``target/debug/libtinkex.so``;
-4. the workspace the package was built from, recorded by setup.py at install time
-   (``tinkex/_build_info.py``; an absolute path holding the same two files): the same two
-   library paths;
+4. the workspace the package was built from, recorded by setup.py at install time by a
+   build without the library (``tinkex/_build_info.py``; an absolute path holding the same
+   two files): the same two library paths;
 5. the system's library search path (``ctypes.util.find_library("tinkex")``, then dlopen's own
    search: ``LD_LIBRARY_PATH``, the ld.so cache, the default directories). These are chosen
    by the administrator or by whoever set the process's environment, like the search path
@@ -369,9 +371,10 @@ def _load() -> tuple[ctypes.CDLL, str]:
                 raise LibraryError(f"tinkex: cannot load {found} (system path): {e}") from e
         tried.append("the system library path (ctypes.util.find_library('tinkex'))")
     raise LibraryError(
-        "tinkex: libtinkex was not found. Build it with `cargo build --release --lib` in the "
-        "libtinkex workspace (and install this package from that workspace), or set "
-        "TINKEX_LIBRARY to the library's path. The current directory is never searched. "
+        "tinkex: libtinkex was not found. `pip install ./bindings/python` in the libtinkex "
+        "workspace builds it and bundles it into the package; or build it with `cargo build "
+        "--release --lib` there, or set TINKEX_LIBRARY to the library's path. The current "
+        "directory is never searched. "
         "Looked in:\n  "
         + "\n  ".join(tried)
     )
