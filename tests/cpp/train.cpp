@@ -147,8 +147,8 @@ int run_training(const tinkex::Runtime &rt, const std::string &base_url) {
       failures += check(!alt.first.valid() && !alt.second.valid(), "typed: no prompt alternatives");
       auto sid = r.sequence_id(0);
       failures += check(sid.ok() && !sid.value().empty() &&
-                            as_json.value().find(std::string(sid.value())) != std::string::npos,
-                        "typed: sequence_id");
+                            r.json().value().find(std::string(sid.value())) != std::string::npos,
+                        "typed: sequence_id (the one of the result's own JSON)");
       failures += check(!r.sequence_id(2).ok(), "typed: sequence_id out of range");
       failures += check(!r.has_topk(0) && !r.has_topk_prompt_logprobs(), "typed: no top-k");
       failures += check(r.prompt_cache_hit_tokens() >= 0, "typed: prompt_cache_hit_tokens");
