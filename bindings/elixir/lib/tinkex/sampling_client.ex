@@ -69,10 +69,12 @@ defmodule Tinkex.SamplingClient do
   def sample(sc, prompt, params, opts) when is_list(params), do: sample(sc, prompt, struct!(SamplingParams, params), opts)
 
   def sample(%__MODULE__{handle: h}, prompt, %SamplingParams{} = params, opts) do
-    body = Tinkex.Requests.sample(prompt, params, opts)
+    with :ok <- Tinkex.Requests.check(:sample, opts) do
+      body = Tinkex.Requests.sample(prompt, params, opts)
 
-    Native.sampling_client_sample(h, JSON.encode!(body))
-    |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
+      Native.sampling_client_sample(h, JSON.encode!(body))
+      |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
+    end
   end
 
   @doc """
