@@ -159,6 +159,16 @@ defmodule Tinkex.OperationsTest do
     assert {:ok, %SampleResponse{target_prompt_logprobs: nil, prompt_alt_tokens: nil, type: "sample"}} = Future.await(f, 60_000)
   end
 
+  test "a future the server failed carries its category; a local error has none" do
+    svc = service()
+    tc = trainer(svc)
+    {:ok, f} = TrainingClient.forward_backward(tc, [datum([1, 2, 3])], "dro")
+    assert {:error, %Tinkex.Error{kind: :user, category: "user"}} = Future.await(f, 60_000)
+    {:ok, f} = TrainingClient.load_state(tc, "tinker://nope/weights/nope")
+    assert {:error, %Tinkex.Error{category: "user"}} = Future.await(f, 60_000)
+    assert {:error, %Tinkex.Error{kind: :invalid_json, category: nil}} = TrainingClient.save_state(tc, "x", bogus: 1)
+  end
+
   test "an unknown keyword option is refused before anything is sent, as the C ABI refuses an unknown field" do
     svc = service()
     tc = trainer(svc)

@@ -61,7 +61,8 @@ defmodule Tinkex.SamplingClient do
   Draws continuations of `prompt` (a `ModelInput` or token ids): a future of
   `SampleResponse`. Options: `:num_samples` (default 1), `:prompt_logprobs` (boolean),
   `:topk_prompt_logprobs`, `:topk_sample_logprobs`, `:prompt_logprobs_last_n`,
-  `:target_prompt_logprobs` (a `TensorData`), `:prompt_alt_tokens_k` (integer).
+  `:target_prompt_logprobs` (a `TensorData`), `:prompt_alt_tokens_k` (integer). An unknown
+  option is `{:error, %Tinkex.Error{kind: :invalid_json}}` before anything is sent.
   """
   @spec sample(t, ModelInput.t() | [integer], SamplingParams.t() | keyword, keyword) ::
           {:ok, Future.t()} | {:error, Error.t()}
