@@ -46,7 +46,7 @@ defmodule Tinkex.TrainingTest do
     {:ok, f} = TrainingClient.load_state_with_optimizer(tc, path)
     # The server's LoadWeightsResponse (PROTOCOL.md 6.8).
     model_id = TrainingClient.model_id(tc)
-    assert {:ok, %LoadWeightsResponse{path: ^path, model_id: ^model_id, type: "load_weights"}} = Future.await(f, 60_000)
+    assert {:ok, %Tinkex.Types.LoadWeightsResponse{path: ^path, model_id: ^model_id, type: "load_weights"}} = Future.await(f, 60_000)
     assert_in_delta forward_loss(tc, data), loss_at_save, 1.0e-3
 
     # A new training client from the checkpoint has the same weights.

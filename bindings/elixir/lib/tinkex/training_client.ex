@@ -184,7 +184,7 @@ defmodule Tinkex.TrainingClient do
 
   defp custom_abort(pass, reason) do
     _ = Native.custom_loss_abort(pass, reason)
-    {:error, {Constants.statuses().user, :user, reason, 0, false, nil}}
+    {:error, {Constants.statuses().user, :user, reason, 0, false, nil, nil}}
   end
 
   defp run_loss(json, data, loss_fn) do
