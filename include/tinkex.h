@@ -2294,7 +2294,9 @@ tinkex_status tinkex_training_client_save_weights_and_get_sampling_client(const 
  * Loads a training checkpoint into this model. `json`: `{"path":
  * "tinker://.../weights/name", "optimizer": false, "weights_access_token": "..."}`
  * (`optimizer: true` also restores the optimizer state; the token, for a checkpoint of
- * another account, is optional). Result: `{}`.
+ * another account, is optional). Result: the server's answer, `{"path":
+ * "tinker://.../weights/name" | null, "model_id": "..." | null, "type": "load_weights" | null}`
+ * (PROTOCOL.md 6.8).
  *
  * Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
  * `tinkex_future_free`.

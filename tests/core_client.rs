@@ -183,8 +183,12 @@ async fn resuming_with_optimizer_state_matches_continuing() {
         .unwrap()
         .metrics["loss:sum"];
     assert!((other - continued).abs() > 1e-9, "optimizer state matters");
-    // load_state on a live client brings the saved weights back.
-    training.load_state(&path).await.unwrap();
+    // load_state on a live client brings the saved weights back; the result is the
+    // server's LoadWeightsResponse (6.8).
+    let loaded = training.load_state(&path).await.unwrap();
+    assert_eq!(loaded.path.as_deref(), Some(path.as_str()));
+    assert_eq!(loaded.model_id.as_deref(), Some(training.model_id()));
+    assert_eq!(loaded.kind.as_deref(), Some("load_weights"));
     let saved_loss = training
         .forward(b, "cross_entropy", None)
         .await

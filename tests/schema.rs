@@ -100,7 +100,7 @@ const EXPORTS: &[(&str, &str, &str)] = &[
     (
         "tinkex_training_client_load_state",
         "LoadStateInput",
-        "Empty",
+        "LoadWeightsResponse",
     ),
     ("tinkex_datum_batch_push_json", "Datum", "-"),
     (
@@ -220,6 +220,7 @@ fn schemas() -> BTreeMap<String, Value> {
         schema_of::<OptimStepResult>("OptimStepResult"),
         schema_of::<SavedPath>("SavedPath"),
         schema_of::<SaveWeightsExternalResult>("SaveWeightsExternalResult"),
+        schema_of::<LoadWeightsResponse>("LoadWeightsResponse"),
         schema_of::<CreateCustomLossResult>("CreateCustomLossResult"),
         schema_of::<SamplingClientInfo>("SamplingClientInfo"),
         schema_of::<SampleResponse>("SampleResponse"),

@@ -610,7 +610,10 @@ impl TrainingClient {
     }
 
     /// [`load_state`](Self::load_state) (or its `_with_optimizer` form) from its JSON input.
-    pub fn load_state_with(&self, input: &LoadStateInput) -> ApiFuture<()> {
+    pub fn load_state_with(
+        &self,
+        input: &LoadStateInput,
+    ) -> ApiFuture<crate::core::types::LoadWeightsResponse> {
         self.load_impl(
             &input.path,
             input.optimizer,

@@ -661,13 +661,18 @@ impl TrainingClient {
         )
     }
 
-    /// load_state: loads a training checkpoint's weights (optimizer state reset).
-    pub fn load_state(&self, path: &str) -> ApiFuture<()> {
+    /// load_state: loads a training checkpoint's weights (optimizer state reset). Resolves
+    /// to the server's answer (`path`, `model_id`), as the official SDK's `load_state` does.
+    pub fn load_state(&self, path: &str) -> ApiFuture<crate::core::types::LoadWeightsResponse> {
         self.load_impl(path, false, None)
     }
 
-    /// load_state_with_optimizer: loads weights and optimizer state.
-    pub fn load_state_with_optimizer(&self, path: &str) -> ApiFuture<()> {
+    /// load_state_with_optimizer: loads weights and optimizer state. Resolves to the
+    /// server's answer, like [`load_state`](Self::load_state).
+    pub fn load_state_with_optimizer(
+        &self,
+        path: &str,
+    ) -> ApiFuture<crate::core::types::LoadWeightsResponse> {
         self.load_impl(path, true, None)
     }
 
@@ -678,7 +683,7 @@ impl TrainingClient {
         path: &str,
         optimizer: bool,
         weights_access_token: Option<String>,
-    ) -> ApiFuture<()> {
+    ) -> ApiFuture<crate::core::types::LoadWeightsResponse> {
         if let Err(e) = TinkerPath::parse(path) {
             return ApiFuture::ready(Err(Error::user(e.to_string())));
         }
@@ -709,7 +714,7 @@ impl TrainingClient {
                     timeout,
                 )])
             },
-            |r| decode_json::<WeightsResult>(r).map(|_| ()),
+            decode_json::<crate::core::types::LoadWeightsResponse>,
         )
     }
 }

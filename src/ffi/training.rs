@@ -10,7 +10,7 @@ use super::status::tinkex_status;
 use super::{boundary, input_json, out_ptr, tinkex_done_fn, write_out};
 use super::{ArcHandle, BoxHandle};
 use crate::core::requests::{
-    Empty, LoadStateInput, LossInput, OptimStepInput, SaveStateInput,
+    LoadStateInput, LossInput, OptimStepInput, SaveStateInput,
     SaveWeightsAndGetSamplingClientInput, SaveWeightsExternalInput, SaveWeightsForSamplerInput,
     SavedPath,
 };
@@ -454,7 +454,9 @@ pub extern "C" fn tinkex_training_client_save_weights_and_get_sampling_client(
 /// Loads a training checkpoint into this model. `json`: `{"path":
 /// "tinker://.../weights/name", "optimizer": false, "weights_access_token": "..."}`
 /// (`optimizer: true` also restores the optimizer state; the token, for a checkpoint of
-/// another account, is optional). Result: `{}`.
+/// another account, is optional). Result: the server's answer, `{"path":
+/// "tinker://.../weights/name" | null, "model_id": "..." | null, "type": "load_weights" | null}`
+/// (PROTOCOL.md 6.8).
 ///
 /// Submit call. Blocks: never. Callback-safe. Caller owns `*out_future`; release with
 /// `tinkex_future_free`.
@@ -482,7 +484,7 @@ pub extern "C" fn tinkex_training_client_load_state(
             user_data,
             out_future,
             |c| Ok(c.load_state_with(&input)),
-            |_| |()| json_output(&Empty {}),
+            as_json,
         ) }
     })
 }

@@ -195,8 +195,12 @@ int main(int argc, char **argv) {
     CHECK(loaded != NULL);
     snprintf(req, sizeof req, "{\"path\":\"%s\",\"weights_access_token\":\"tok\"}", path);
     s = tinkex_training_client_load_state(tc, u8(req), strlen(req), NULL, NULL, &fut, &err);
-    free(wait_json(s, fut, err, "load_state", &st));
+    char *loaded_json = wait_json(s, fut, err, "load_state", &st);
     CHECK(st == TINKEX_STATUS_OK);
+    /* The server's LoadWeightsResponse, passed through (PROTOCOL.md 6.8). */
+    CHECK(loaded_json != NULL && strstr(loaded_json, "\"type\":\"load_weights\"") != NULL &&
+          strstr(loaded_json, path) != NULL);
+    free(loaded_json);
   }
 
   /* Resume the run from its latest training checkpoint. */

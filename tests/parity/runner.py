@@ -436,8 +436,10 @@ def normalise(sc: Dict[str, Any], rec: Dict[str, Any], lacks: Optional[List[str]
     return out
 
 
-# Constant discriminators of result records (`"type": "sample"`): not every binding keeps
-# them in its result types (the Elixir structs do not), and they carry no information.
+# Constant discriminators of result records (`"type": "save_weights"`): the C ABI's path
+# results (`SavedPath`: save_state, save_weights_for_sampler) have none while Python's
+# SDK-shaped types carry one, and they carry no information. (Every binding keeps the
+# `type` of a sample and of a load_state result.)
 DROPPED_RESULT_KEYS = {"type"}
 
 CALLER_KINDS = {"null_arg", "invalid_arg", "invalid_utf8", "invalid_json", "invalid_input"}

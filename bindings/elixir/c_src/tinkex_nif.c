@@ -450,15 +450,17 @@ static ERL_NIF_TERM make_str(ErlNifEnv *env, const char *s) {
     return t;
 }
 
-/* {StatusInt, KindAtom, Message, HttpStatus, Retryable, RequestId | nil}; consumes err. */
+/* {StatusInt, KindAtom, Message, HttpStatus, Retryable, RequestId | nil, Category | nil};
+ * consumes err. Category: the server's category of a failed future (`tinkex_error_category`). */
 static ERL_NIF_TERM make_error(ErlNifEnv *env, tinkex_status st, tinkex_error *err) {
-    ERL_NIF_TERM kind, msg, rid, retry;
+    ERL_NIF_TERM kind, msg, rid, retry, cat;
     unsigned http = 0;
     if (err) {
         const char *k = tinkex_error_kind(err);
         kind = k ? enif_make_atom(env, k) : a_internal;
         msg = make_str(env, tinkex_error_message(err));
         rid = make_str(env, tinkex_error_request_id(err));
+        cat = make_str(env, tinkex_error_category(err));
         http = tinkex_error_http_status(err);
         retry = tinkex_error_is_retryable(err) ? a_true : a_false;
         st = tinkex_error_status(err);
@@ -467,10 +469,12 @@ static ERL_NIF_TERM make_error(ErlNifEnv *env, tinkex_status st, tinkex_error *e
         kind = a_internal;
         msg = make_str(env, tinkex_status_name(st));
         rid = a_nil;
+        cat = a_nil;
         retry = a_false;
     }
-    return enif_make_tuple6(env, enif_make_int(env, st), kind, msg, enif_make_uint(env, http),
-                            retry, rid);
+    ERL_NIF_TERM items[7] = {enif_make_int(env, st), kind, msg, enif_make_uint(env, http),
+                             retry, rid, cat};
+    return enif_make_tuple_from_array(env, items, 7);
 }
 
 static ERL_NIF_TERM error_tuple(ErlNifEnv *env, tinkex_status st, tinkex_error *err) {
@@ -480,7 +484,7 @@ static ERL_NIF_TERM error_tuple(ErlNifEnv *env, tinkex_status st, tinkex_error *
 static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM kind,
                                 const char *msg);
 
-/* {error, {900, out_of_memory, Message, 0, false, nil}}: an allocation of the NIF failed. */
+/* {error, {900, out_of_memory, Message, 0, false, nil, nil}}: an allocation of the NIF failed. */
 static ERL_NIF_TERM oom_error(ErlNifEnv *env, const char *what) {
     char msg[160];
     snprintf(msg, sizeof msg, "tinkex_nif: out of memory (%s)", what);
@@ -492,8 +496,8 @@ static ERL_NIF_TERM local_error(ErlNifEnv *env, tinkex_status st, ERL_NIF_TERM k
                                 const char *msg) {
     return enif_make_tuple2(
         env, a_error,
-        enif_make_tuple6(env, enif_make_int(env, st), kind, make_str(env, msg),
-                         enif_make_uint(env, 0), a_false, a_nil));
+        enif_make_tuple7(env, enif_make_int(env, st), kind, make_str(env, msg),
+                         enif_make_uint(env, 0), a_false, a_nil, a_nil));
 }
 
 /* The JSON result as a binary in *out; consumes b; 0 when out of memory. Large results are

@@ -148,6 +148,62 @@ defmodule Tinkex.OperationsTest do
     target = TensorData.new([5, 6, 7, 8], :int64, [2, 2])
 
     assert {:ok, f} = SamplingClient.sample(sc, [1, 2, 3], [max_tokens: 1], target_prompt_logprobs: target, prompt_alt_tokens_k: 2)
-    assert {:ok, %SampleResponse{}} = Future.await(f, 60_000)
+    assert {:ok, %SampleResponse{} = r} = Future.await(f, 60_000)
+    # The answer's tensors and the discriminator are kept, as in the other bindings.
+    assert r.type == "sample"
+    assert %TensorData{dtype: :float32, shape: [2, 2]} = r.target_prompt_logprobs
+    assert length(TensorData.to_list(r.target_prompt_logprobs)) == 4
+    assert %Tinkex.Types.PromptAltTokens{tokens: %TensorData{dtype: :int64, shape: [2, 2]}, logprobs: %TensorData{shape: [2, 2]}} = r.prompt_alt_tokens
+    # Not requested: nil.
+    assert {:ok, f} = SamplingClient.sample(sc, [1, 2, 3], max_tokens: 1)
+    assert {:ok, %SampleResponse{target_prompt_logprobs: nil, prompt_alt_tokens: nil, type: "sample"}} = Future.await(f, 60_000)
+  end
+
+  test "a future the server failed carries its category; a local error has none" do
+    svc = service()
+    tc = trainer(svc)
+    {:ok, f} = TrainingClient.forward_backward(tc, [datum([1, 2, 3])], "dro")
+    assert {:error, %Tinkex.Error{kind: :user, category: "user"}} = Future.await(f, 60_000)
+    {:ok, f} = TrainingClient.load_state(tc, "tinker://nope/weights/nope")
+    assert {:error, %Tinkex.Error{category: "user"}} = Future.await(f, 60_000)
+    assert {:error, %Tinkex.Error{kind: :invalid_json, category: nil}} = TrainingClient.save_state(tc, "x", bogus: 1)
+  end
+
+  test "an unknown keyword option is refused before anything is sent, as the C ABI refuses an unknown field" do
+    svc = service()
+    tc = trainer(svc)
+    sc = await!(ServiceClient.create_sampling_client(svc, base_model: base_model()))
+    paths = ~w(asample create_model create_sampling_session copy_weights load_weights save_weights save_weights_for_sampler save_weights_external forward forward_backward)
+    sent = fn -> Map.new(paths, &{&1, Emulator.requests(emulator(), "/api/v1/" <> &1)}) end
+    before = sent.()
+
+    calls = [
+      {"sample/4", fn -> SamplingClient.sample(sc, [1, 2, 3], [max_tokens: 1], bogus_field: 1) end},
+      {"create_lora_training_client/3", fn -> ServiceClient.create_lora_training_client(svc, base_model(), bogus: 1) end},
+      {"create_training_client_from_state/3", fn -> ServiceClient.create_training_client_from_state(svc, "tinker://r/weights/x", bogus: 1) end},
+      {"create_sampling_client/2", fn -> ServiceClient.create_sampling_client(svc, base_model: base_model(), bogus: 1) end},
+      {"copy_weights/3", fn -> ServiceClient.copy_weights(svc, "tinker://r/weights/x", bogus: 1) end},
+      {"resume_training_run/3", fn -> ServiceClient.resume_training_run(svc, "run", bogus: 1) end},
+      {"forward_backward/4", fn -> TrainingClient.forward_backward(tc, [], :cross_entropy, bogus: 1) end},
+      {"forward/4", fn -> TrainingClient.forward(tc, [], :cross_entropy, bogus: 1) end},
+      {"forward_backward_custom/4", fn -> TrainingClient.forward_backward_custom(tc, [], fn _ -> {0.0, [], %{}} end, bogus: 1) end},
+      {"save_state/3", fn -> TrainingClient.save_state(tc, "x", bogus: 1) end},
+      {"load_state/3", fn -> TrainingClient.load_state(tc, "tinker://r/weights/x", bogus: 1) end},
+      {"load_state_with_optimizer/3", fn -> TrainingClient.load_state_with_optimizer(tc, "tinker://r/weights/x", bogus: 1) end},
+      {"save_weights_for_sampler/3", fn -> TrainingClient.save_weights_for_sampler(tc, "x", bogus: 1) end},
+      {"save_weights_and_get_sampling_client/2", fn -> TrainingClient.save_weights_and_get_sampling_client(tc, bogus: 1) end},
+      {"create_sampling_client/3", fn -> TrainingClient.create_sampling_client(tc, "tinker://r/sampler_weights/x", bogus: 1) end},
+      {"save_weights_external/3", fn -> TrainingClient.save_weights_external(tc, "x", bogus: 1) end}
+    ]
+
+    for {name, call} <- calls do
+      assert {:error, %Tinkex.Error{kind: :invalid_json, status: :invalid_json, message: msg}} = call.(), name
+      assert msg =~ "unknown option :bog", "#{name}: #{msg}"
+    end
+
+    # Options that are not a keyword list.
+    assert {:error, %Tinkex.Error{kind: :invalid_arg}} = SamplingClient.sample(sc, [1, 2, 3], [max_tokens: 1], [:x])
+    # Nothing was sent.
+    assert sent.() == before
   end
 end

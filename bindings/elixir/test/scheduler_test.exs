@@ -154,7 +154,7 @@ defmodule Tinkex.SchedulerTest do
       {seen, violations}
     else
       for _ <- 1..50 do
-        assert {:error, {_, :invalid_json, _, _, _, _}} = Tinkex.Native.training_client_forward(tc.handle, bad)
+        assert {:error, {_, :invalid_json, _, _, _, _, _}} = Tinkex.Native.training_client_forward(tc.handle, bad)
       end
 
       n =

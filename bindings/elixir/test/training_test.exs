@@ -44,7 +44,9 @@ defmodule Tinkex.TrainingTest do
 
     refute_in_delta forward_loss(tc, data), loss_at_save, 1.0e-6
     {:ok, f} = TrainingClient.load_state_with_optimizer(tc, path)
-    assert {:ok, _} = Future.await(f, 60_000)
+    # The server's LoadWeightsResponse (PROTOCOL.md 6.8).
+    model_id = TrainingClient.model_id(tc)
+    assert {:ok, %Tinkex.Types.LoadWeightsResponse{path: ^path, model_id: ^model_id, type: "load_weights"}} = Future.await(f, 60_000)
     assert_in_delta forward_loss(tc, data), loss_at_save, 1.0e-3
 
     # A new training client from the checkpoint has the same weights.

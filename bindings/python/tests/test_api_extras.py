@@ -84,7 +84,9 @@ def test_from_state_with_base_model_metadata_and_token(svc, trained):
     assert tc.get_info().model_data.model_name in (BASE_MODEL, None)
     tc2 = svc.create_training_client_from_state_with_optimizer(path, weights_access_token="tok-extras").result(timeout=60)
     assert tc2.model_id != tc.model_id
-    assert tc2.load_state(path, weights_access_token="tok-extras").result(timeout=60).path == path
+    loaded = tc2.load_state(path, weights_access_token="tok-extras").result(timeout=60)
+    # The server's LoadWeightsResponse (PROTOCOL.md 6.8), not one made up from the request.
+    assert (loaded.path, loaded.model_id, loaded.type) == (path, tc2.model_id, "load_weights")
     assert tc2.load_state_with_optimizer(path, weights_access_token="tok-extras").result(timeout=60).path == path
 
 

@@ -187,3 +187,32 @@ def test_panics_in_the_library_map_to_internal_error():
     with pytest.raises(tinkex.InternalError) as ei:
         tinkex.APIFuture(state).result(timeout=10)
     assert ei.value.status == _constants.STATUS_PANIC and ei.value.kind == "panic"
+
+
+def test_tensor_data_and_datum_model_validate_accept_tensor_json():
+    # As the official pydantic models: TensorData JSON, and a Datum whose loss_fn_inputs are
+    # TensorData JSON (finding 2 of docs/parity.md, now fixed).
+    t = types.TensorData.model_validate({"data": [1, 2, 3, 4], "dtype": "int64", "shape": [2, 2]})
+    assert (t.dtype, t.shape, t.data) == ("int64", [2, 2], [1, 2, 3, 4])
+    assert types.TensorData.model_validate(t) is t
+    assert types.TensorData.model_validate_json('{"data": [0.5], "dtype": "float32"}').data == [0.5]
+    d = types.Datum.model_validate(
+        {
+            "model_input": {"chunks": [{"type": "encoded_text", "tokens": [1, 2, 3]}]},
+            "loss_fn_inputs": {
+                "target_tokens": {"data": [2, 3, 4], "dtype": "int64", "shape": [3]},
+                "weights": {"data": [1.0, 0.5, 0.0], "dtype": "float32"},
+            },
+        }
+    )
+    assert d.loss_fn_inputs["target_tokens"] == types.TensorData(data=[2, 3, 4], dtype="int64", shape=[3])
+    assert d.loss_fn_inputs["weights"].data == [1.0, 0.5, 0.0]
+    assert d.model_dump()["loss_fn_inputs"]["target_tokens"] == {"data": [2, 3, 4], "dtype": "int64", "shape": [3]}
+    # The constructor takes the same JSON.
+    assert types.Datum(model_input=d.model_input, loss_fn_inputs={"weights": {"data": [1.0], "dtype": "float32"}}).loss_fn_inputs["weights"].dtype == "float32"
+    # Malformed tensors are a ValidationError (a ValueError), as pydantic's.
+    for bad in ({"data": [1]}, {"dtype": "int64"}, {"data": [1], "dtype": "int32"}, {"data": [1], "dtype": "int64", "bogus": 1}, [1, 2]):
+        with pytest.raises(ValueError):
+            types.TensorData.model_validate(bad)
+    with pytest.raises(ValueError):
+        types.Datum.model_validate({"model_input": {"chunks": []}, "loss_fn_inputs": {"weights": {"data": [1.0]}}})

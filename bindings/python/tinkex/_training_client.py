@@ -255,7 +255,8 @@ class TrainingClient:
             "load_state",
             lib.tinkex_training_client_load_state,
             body,
-            lambda raw: LoadWeightsResponse(path=path, model_id=self.model_id, type="load_weights"),
+            # The server's LoadWeightsResponse (PROTOCOL.md 6.8), as libtinkex passes it on.
+            lambda raw: LoadWeightsResponse.model_validate(parse_json(raw)),
         )
 
     def load_state(self, path: str, weights_access_token: Optional[str] = None) -> APIFuture[LoadWeightsResponse]:

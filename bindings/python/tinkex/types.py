@@ -482,6 +482,36 @@ class TensorData:
         return out
 
     @classmethod
+    def model_validate(cls, obj: Any) -> "TensorData":
+        """A ``TensorData`` from its JSON form ``{"data", "dtype", "shape"?,
+        "sparse_crow_indices"?, "sparse_col_indices"?}`` (or a ``TensorData``, returned as
+        is), as the official pydantic model validates it; ``ValidationError`` (a
+        ``ValueError``) when ``data`` or ``dtype`` is missing or malformed."""
+        if isinstance(obj, TensorData):
+            return obj
+        if not isinstance(obj, Mapping):
+            raise ValidationError(f"TensorData: expected an object, got {type(obj).__name__}")
+        unknown = set(obj) - {"data", "dtype", "shape", "sparse_crow_indices", "sparse_col_indices"}
+        if unknown:
+            raise ValidationError(f"TensorData: unknown field(s) {sorted(unknown)}")
+        for key in ("data", "dtype"):
+            if key not in obj:
+                raise ValidationError(f"TensorData.{key}: field required")
+        if obj["dtype"] not in ("int64", "float32"):
+            raise ValidationError(f"TensorData.dtype: expected 'int64' or 'float32', got {obj['dtype']!r}")
+        try:
+            return cls._from_json(obj)
+        except (TypeError, ValueError) as e:
+            raise ValidationError(f"TensorData: {e}") from None
+
+    @classmethod
+    def model_validate_json(cls, data: Union[str, bytes]) -> "TensorData":
+        """``model_validate`` of a JSON text."""
+        import json
+
+        return cls.model_validate(json.loads(data))
+
+    @classmethod
     def _from_json(cls, d: Mapping[str, Any]) -> "TensorData":
         return cls(
             data=d.get("data", []),
@@ -516,6 +546,8 @@ def _to_tensor(key: str, value: Any) -> TensorData:
         return TensorData.from_numpy(value)
     if isinstance(value, ModelInput):  # tolerated by the official docs' examples
         return TensorData(data=value.to_ints(), dtype="int64")
+    if isinstance(value, Mapping):  # TensorData JSON, as the official pydantic model accepts
+        return TensorData.model_validate(value)
     if isinstance(value, (list, tuple)):
         arr = np.asarray(value)
         if arr.dtype.kind in "fiub":
@@ -581,7 +613,8 @@ ProvenanceSpans = List[Union[PromptProvenanceSpan, SampledProvenanceSpan]]
 @dataclass
 class Datum(_Model):
     """One training example: a model input and its loss inputs (lists, numpy arrays, torch
-    tensors or ``TensorData``; converted to ``TensorData``)."""
+    tensors, ``TensorData`` or TensorData JSON ``{"data", "dtype", "shape"}``; converted to
+    ``TensorData``). ``Datum.model_validate`` builds one from its JSON form."""
 
     model_input: ModelInput
     loss_fn_inputs: LossFnInputs = field(default_factory=dict)

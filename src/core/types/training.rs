@@ -574,6 +574,23 @@ fn type_save_weights_external() -> String {
     "save_weights_external".into()
 }
 
+/// Result of a `load_state` / `load_state_with_optimizer` future: the server's
+/// `LoadWeightsResponse` (PROTOCOL.md 6.8), passed through as the server sent it (every
+/// field optional, as in the official SDK's model).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LoadWeightsResponse {
+    /// `tinker://` path of the loaded checkpoint, when the server reports it.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Canonical id of the model the weights were loaded onto, when reported.
+    #[serde(default)]
+    pub model_id: Option<String>,
+    /// Discriminator, `load_weights` (absent when the server leaves it out).
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+}
+
 /// Result of a `save_weights_external` future.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -35,8 +35,7 @@ defmodule Parity.Driver do
   def plain(v), do: v
 
   def error_json(%Tinkex.Error{} = e) do
-    base = %{"kind" => to_string(e.kind), "http_status" => e.http_status}
-    if Map.has_key?(e, :category), do: Map.put(base, "category", e |> Map.get(:category) |> plain()), else: base
+    %{"kind" => to_string(e.kind), "http_status" => e.http_status, "category" => e.category}
   end
 
   def opts(map) when is_map(map), do: Enum.map(map, fn {k, v} -> {String.to_atom(k), v} end)
@@ -281,5 +280,4 @@ defmodule Parity.Driver do
   end
 end
 
-if not Map.has_key?(%Tinkex.Error{}, :category), do: Parity.Driver.emit(%{"lacks" => ["error.category"]})
 Parity.Driver.main(System.argv())

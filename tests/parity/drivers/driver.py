@@ -258,12 +258,9 @@ class Driver:
 
 
 def datum(d: Dict[str, Any]) -> Any:
-    """A ``types.Datum`` from its JSON. (``types.Datum.model_validate`` of the JSON form does
-    not accept TensorData objects in ``loss_fn_inputs`` and ``types.TensorData`` has no
-    ``model_validate``, unlike the official SDK's pydantic models: findings of the suite,
-    docs/parity.md; the tensors are built with the constructor.)"""
-    inputs = {k: tensor(v) for k, v in d.get("loss_fn_inputs", {}).items()}
-    return types.Datum(model_input=types.ModelInput.model_validate(d["model_input"]), loss_fn_inputs=inputs)
+    """A ``types.Datum`` from its JSON (TensorData JSON in ``loss_fn_inputs``), as the
+    official SDK's pydantic model validates it."""
+    return types.Datum.model_validate(d)
 
 
 @tinkex.numpy_loss
@@ -278,7 +275,7 @@ def suite_loss(data: Any, logprobs_list: Any) -> Any:
 
 
 def tensor(v: Dict[str, Any]) -> Any:
-    return types.TensorData(**v)
+    return types.TensorData.model_validate(v)
 
 
 def optimizer(o: Dict[str, Any]) -> Any:

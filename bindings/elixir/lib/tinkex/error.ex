@@ -16,11 +16,22 @@ defmodule Tinkex.Error do
   * `retryable?`: whether the same request may succeed if retried (the client already
     retried it under its policy).
   * `request_id`: the server request (future) id involved, or `nil`.
+  * `category`: the server's category of a failed future (`"user"`, `"server"`, ...;
+    `tinkex_error_category` of the C ABI), or `nil` when the error has none.
 
   It is an exception, so `raise error` works; the `!` functions raise it.
   """
 
-  defexception [:kind, :status, :status_code, :message, :http_status, :request_id, retryable?: false]
+  defexception [
+    :kind,
+    :status,
+    :status_code,
+    :message,
+    :http_status,
+    :request_id,
+    :category,
+    retryable?: false
+  ]
 
   @type kind ::
           :user
@@ -54,7 +65,8 @@ defmodule Tinkex.Error do
           message: String.t(),
           http_status: pos_integer | nil,
           retryable?: boolean,
-          request_id: String.t() | nil
+          request_id: String.t() | nil,
+          category: String.t() | nil
         }
 
   # Status values by name, from include/tinkex.h (Tinkex.Constants is generated from it).
@@ -71,8 +83,9 @@ defmodule Tinkex.Error do
   end
 
   @doc false
-  # The NIF's error tuple: {StatusInt, KindAtom, Message, HttpStatus, Retryable, RequestId}.
-  def from_nif({code, kind, message, http, retryable, request_id}) do
+  # The NIF's error tuple: {StatusInt, KindAtom, Message, HttpStatus, Retryable, RequestId,
+  # Category}.
+  def from_nif({code, kind, message, http, retryable, request_id, category}) do
     %__MODULE__{
       kind: kind,
       status: status_atom(code),
@@ -80,7 +93,8 @@ defmodule Tinkex.Error do
       message: message,
       http_status: if(http == 0, do: nil, else: http),
       retryable?: retryable,
-      request_id: request_id
+      request_id: request_id,
+      category: category
     }
   end
 

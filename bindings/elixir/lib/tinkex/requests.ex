@@ -7,6 +7,31 @@ defmodule Tinkex.Requests do
 
   alias Tinkex.Types.{AdamParams, Datum, DimuonParams, LoraConfig, ModelInput, OptimizerConfig, SamplingParams, TensorData, Util}
 
+  # The keyword options of each operation (the keys the body builders below read).
+  @options %{
+    create_lora_training_client: [:lora_config, :rank, :seed, :train_unembed, :train_mlp, :train_attn, :user_metadata, :optimizer],
+    create_training_client_from_state: [:optimizer, :base_model, :user_metadata, :weights_access_token, :optimizer_config],
+    create_sampling_client: [:base_model, :model_path, :sampling_session_id, :retry_config, :record_stability_info],
+    training_create_sampling_client: [:retry_config, :record_stability_info],
+    copy_weights: [:ttl_seconds, :weights_access_token],
+    resume_training_run: [:optimizer],
+    save_weights_external: [:ttl_seconds, :age_encryption_recipients],
+    save_weights_and_get_sampling_client: [:kind, :retry_config, :record_stability_info],
+    forward_backward: [:loss_fn_config],
+    forward_backward_custom: [],
+    save_state: [:ttl_seconds, :overwrite, :user_metadata],
+    load_state: [:optimizer, :weights_access_token],
+    save_weights_for_sampler: [:ttl_seconds, :user_metadata],
+    sample: [:num_samples, :prompt_logprobs, :topk_prompt_logprobs, :topk_sample_logprobs, :prompt_logprobs_last_n, :target_prompt_logprobs, :prompt_alt_tokens_k]
+  }
+
+  @doc """
+  `:ok` when every key of `opts` is an option of `op`; otherwise `{:error, %Tinkex.Error{}}`
+  (kind and status `:invalid_json`, as the C ABI rejects an unknown field) before anything
+  is sent.
+  """
+  def check(op, opts), do: Tinkex.Util.check_opts(op, opts, Map.fetch!(@options, op))
+
   @top_keys ~w(api_key base_url tags project_id display_name telemetry allow_insecure_http timeouts retry heartbeat progress_event_interval_ms)a
 
   @doc "The configuration of `tinkex_service_client_new` from `ServiceClient.new/1`'s options (without `:runtime`)."

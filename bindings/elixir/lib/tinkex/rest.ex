@@ -32,7 +32,7 @@ defmodule Tinkex.Rest do
   # Calls `method` (an atom of the table) with the required `{name, value}` pairs and the
   # caller's keyword options (only names of `allowed`).
   def call(h, kind, method, {required, opts, allowed}, decode) do
-    with :ok <- check_opts(method, opts, allowed) do
+    with :ok <- Tinkex.Util.check_opts(method, opts, allowed, :invalid_arg) do
       args = Map.new(required ++ Enum.map(opts, fn {k, v} -> {Atom.to_string(k), v} end), fn {k, v} -> {k, value(v)} end)
       name = Atom.to_string(method)
 
@@ -41,19 +41,6 @@ defmodule Tinkex.Rest do
         :admin -> Native.admin_client_call(h, name, JSON.encode!(args))
       end
       |> Future.submitted(method, decode)
-    end
-  end
-
-  defp check_opts(method, opts, allowed) do
-    cond do
-      not Keyword.keyword?(opts) ->
-        {:error, Error.new(:invalid_arg, :invalid_arg, "#{method}: options must be a keyword list, got #{inspect(opts, limit: 5)}")}
-
-      (bad = Enum.find(Keyword.keys(opts), &(&1 not in allowed))) != nil ->
-        {:error, Error.new(:invalid_arg, :invalid_arg, "#{method}: unknown option #{inspect(bad)} (allowed: #{Enum.map_join(allowed, ", ", &inspect/1)})")}
-
-      true ->
-        :ok
     end
   end
 

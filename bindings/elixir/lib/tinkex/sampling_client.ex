@@ -61,7 +61,8 @@ defmodule Tinkex.SamplingClient do
   Draws continuations of `prompt` (a `ModelInput` or token ids): a future of
   `SampleResponse`. Options: `:num_samples` (default 1), `:prompt_logprobs` (boolean),
   `:topk_prompt_logprobs`, `:topk_sample_logprobs`, `:prompt_logprobs_last_n`,
-  `:target_prompt_logprobs` (a `TensorData`), `:prompt_alt_tokens_k` (integer).
+  `:target_prompt_logprobs` (a `TensorData`), `:prompt_alt_tokens_k` (integer). An unknown
+  option is `{:error, %Tinkex.Error{kind: :invalid_json}}` before anything is sent.
   """
   @spec sample(t, ModelInput.t() | [integer], SamplingParams.t() | keyword, keyword) ::
           {:ok, Future.t()} | {:error, Error.t()}
@@ -69,10 +70,12 @@ defmodule Tinkex.SamplingClient do
   def sample(sc, prompt, params, opts) when is_list(params), do: sample(sc, prompt, struct!(SamplingParams, params), opts)
 
   def sample(%__MODULE__{handle: h}, prompt, %SamplingParams{} = params, opts) do
-    body = Tinkex.Requests.sample(prompt, params, opts)
+    with :ok <- Tinkex.Requests.check(:sample, opts) do
+      body = Tinkex.Requests.sample(prompt, params, opts)
 
-    Native.sampling_client_sample(h, JSON.encode!(body))
-    |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
+      Native.sampling_client_sample(h, JSON.encode!(body))
+      |> Future.submitted(:sample, Future.json(&SampleResponse.from_json/1))
+    end
   end
 
   @doc """

@@ -67,10 +67,12 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_lora_training_client(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_lora_training_client(%__MODULE__{handle: h} = svc, base_model, opts \\ []) do
-    body = Requests.create_lora_training_client(base_model, opts)
+    with :ok <- Requests.check(:create_lora_training_client, opts) do
+      body = Requests.create_lora_training_client(base_model, opts)
 
-    Native.service_client_create_lora_training_client(h, JSON.encode!(body))
-    |> Future.submitted(:create_lora_training_client, &Tinkex.TrainingClient.wrap(&1, svc))
+      Native.service_client_create_lora_training_client(h, JSON.encode!(body))
+      |> Future.submitted(:create_lora_training_client, &Tinkex.TrainingClient.wrap(&1, svc))
+    end
   end
 
   @doc """
@@ -81,10 +83,12 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_training_client_from_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_training_client_from_state(%__MODULE__{handle: h} = svc, path, opts \\ []) do
-    body = Requests.create_training_client_from_state(path, opts)
+    with :ok <- Requests.check(:create_training_client_from_state, opts) do
+      body = Requests.create_training_client_from_state(path, opts)
 
-    Native.service_client_create_training_client_from_state(h, JSON.encode!(body))
-    |> Future.submitted(:create_training_client_from_state, &Tinkex.TrainingClient.wrap(&1, svc))
+      Native.service_client_create_training_client_from_state(h, JSON.encode!(body))
+      |> Future.submitted(:create_training_client_from_state, &Tinkex.TrainingClient.wrap(&1, svc))
+    end
   end
 
   @doc """
@@ -104,10 +108,12 @@ defmodule Tinkex.ServiceClient do
   """
   @spec create_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def create_sampling_client(%__MODULE__{handle: h} = svc, opts) do
-    body = Requests.create_sampling_client(opts)
+    with :ok <- Requests.check(:create_sampling_client, opts) do
+      body = Requests.create_sampling_client(opts)
 
-    Native.service_client_create_sampling_client(h, JSON.encode!(body))
-    |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
+      Native.service_client_create_sampling_client(h, JSON.encode!(body))
+      |> Future.submitted(:create_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
+    end
   end
 
   @doc """
@@ -129,8 +135,10 @@ defmodule Tinkex.ServiceClient do
   """
   @spec copy_weights(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def copy_weights(%__MODULE__{handle: h}, path, opts \\ []) do
-    Native.service_client_copy_weights(h, JSON.encode!(Requests.copy_weights(path, opts)))
-    |> Future.submitted(:copy_weights, Future.json(& &1))
+    with :ok <- Requests.check(:copy_weights, opts) do
+      Native.service_client_copy_weights(h, JSON.encode!(Requests.copy_weights(path, opts)))
+      |> Future.submitted(:copy_weights, Future.json(& &1))
+    end
   end
 
   @doc """
@@ -153,8 +161,10 @@ defmodule Tinkex.ServiceClient do
   """
   @spec resume_training_run(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def resume_training_run(%__MODULE__{handle: h} = svc, training_run_id, opts \\ []) do
-    Native.service_client_resume_training_run(h, JSON.encode!(Requests.resume_training_run(training_run_id, opts)))
-    |> Future.submitted(:resume_training_run, &Tinkex.TrainingClient.wrap(&1, svc))
+    with :ok <- Requests.check(:resume_training_run, opts) do
+      Native.service_client_resume_training_run(h, JSON.encode!(Requests.resume_training_run(training_run_id, opts)))
+      |> Future.submitted(:resume_training_run, &Tinkex.TrainingClient.wrap(&1, svc))
+    end
   end
 
   @doc "The web console URL of this client's session (PROTOCOL 20.2); no I/O."

@@ -72,7 +72,8 @@ defmodule Tinkex.TrainingClient do
     decode = Future.json(&ForwardBackwardOutput.from_json/1)
 
     # Always one datum batch (the C ABI borrows it at submit; its resource frees it).
-    with {:ok, batch} <- build_batch(data) do
+    with :ok <- Requests.check(:forward_backward, opts),
+         {:ok, batch} <- build_batch(data) do
       loss = JSON.encode!(Requests.loss(loss_fn, opts))
 
       if forward_only,
@@ -110,9 +111,10 @@ defmodule Tinkex.TrainingClient do
   @spec forward_backward_custom(t, [Datum.t()], function, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def forward_backward_custom(tc, data, loss_fn, opts \\ [])
 
-  def forward_backward_custom(%__MODULE__{handle: h}, data, loss_fn, _opts)
+  def forward_backward_custom(%__MODULE__{handle: h}, data, loss_fn, opts)
       when is_function(loss_fn, 1) or is_function(loss_fn, 2) do
-    with {:ok, batch} <- build_batch(data) do
+    with :ok <- Requests.check(:forward_backward_custom, opts),
+         {:ok, batch} <- build_batch(data) do
       caller = self()
       ref = make_ref()
       {pid, mon} = spawn_monitor(fn -> custom_worker(caller, ref, h, batch, data, loss_fn) end)
@@ -182,7 +184,7 @@ defmodule Tinkex.TrainingClient do
 
   defp custom_abort(pass, reason) do
     _ = Native.custom_loss_abort(pass, reason)
-    {:error, {Constants.statuses().user, :user, reason, 0, false, nil}}
+    {:error, {Constants.statuses().user, :user, reason, 0, false, nil, nil}}
   end
 
   defp run_loss(json, data, loss_fn) do
@@ -352,10 +354,12 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_state(%__MODULE__{handle: h}, name, opts \\ []) do
-    body = Requests.save_state(name, opts)
+    with :ok <- Requests.check(:save_state, opts) do
+      body = Requests.save_state(name, opts)
 
-    Native.training_client_save_state(h, JSON.encode!(body))
-    |> Future.submitted(:save_state, Future.json(&SaveWeightsResponse.from_json/1))
+      Native.training_client_save_state(h, JSON.encode!(body))
+      |> Future.submitted(:save_state, Future.json(&SaveWeightsResponse.from_json/1))
+    end
   end
 
   @doc """
@@ -365,10 +369,12 @@ defmodule Tinkex.TrainingClient do
   """
   @spec load_state(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def load_state(%__MODULE__{handle: h}, path, opts \\ []) do
-    body = Requests.load_state(path, opts)
+    with :ok <- Requests.check(:load_state, opts) do
+      body = Requests.load_state(path, opts)
 
-    Native.training_client_load_state(h, JSON.encode!(body))
-    |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
+      Native.training_client_load_state(h, JSON.encode!(body))
+      |> Future.submitted(:load_state, Future.json(&LoadWeightsResponse.from_json/1))
+    end
   end
 
   @doc "`load_state(tc, path, [optimizer: true] ++ opts)`. Option: `:weights_access_token`."
@@ -381,8 +387,10 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_weights_for_sampler(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_weights_for_sampler(%__MODULE__{handle: h}, name, opts \\ []) do
-    Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name, opts)))
-    |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
+    with :ok <- Requests.check(:save_weights_for_sampler, opts) do
+      Native.training_client_save_weights_for_sampler(h, JSON.encode!(Requests.save_weights_for_sampler(name, opts)))
+      |> Future.submitted(:save_weights_for_sampler, Future.json(&SaveWeightsForSamplerResponse.from_json/1))
+    end
   end
 
   @doc """
@@ -393,8 +401,10 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_weights_and_get_sampling_client(t, keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_weights_and_get_sampling_client(%__MODULE__{handle: h, service: svc}, opts \\ []) do
-    Native.training_client_save_weights_and_get_sampling_client(h, JSON.encode!(Requests.save_weights_and_get_sampling_client(opts)))
-    |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
+    with :ok <- Requests.check(:save_weights_and_get_sampling_client, opts) do
+      Native.training_client_save_weights_and_get_sampling_client(h, JSON.encode!(Requests.save_weights_and_get_sampling_client(opts)))
+      |> Future.submitted(:save_weights_and_get_sampling_client, &Tinkex.SamplingClient.wrap(&1, svc))
+    end
   end
 
   @doc """
@@ -410,8 +420,9 @@ defmodule Tinkex.TrainingClient do
     do: {:error, Error.new(:wrong_state, :wrong_state, "create_sampling_client: this training client has no service client")}
 
   def create_sampling_client(%__MODULE__{service: svc}, model_path, opts) do
-    opts = Keyword.take(opts, [:retry_config, :record_stability_info])
-    Tinkex.ServiceClient.create_sampling_client(svc, [model_path: model_path] ++ opts)
+    with :ok <- Requests.check(:training_create_sampling_client, opts) do
+      Tinkex.ServiceClient.create_sampling_client(svc, [model_path: model_path] ++ opts)
+    end
   end
 
   @doc """
@@ -422,8 +433,10 @@ defmodule Tinkex.TrainingClient do
   """
   @spec save_weights_external(t, String.t(), keyword) :: {:ok, Future.t()} | {:error, Error.t()}
   def save_weights_external(%__MODULE__{handle: h}, name, opts \\ []) do
-    Native.training_client_save_weights_external(h, JSON.encode!(Requests.save_weights_external(name, opts)))
-    |> Future.submitted(:save_weights_external, Future.json(& &1))
+    with :ok <- Requests.check(:save_weights_external, opts) do
+      Native.training_client_save_weights_external(h, JSON.encode!(Requests.save_weights_external(name, opts)))
+      |> Future.submitted(:save_weights_external, Future.json(& &1))
+    end
   end
 
   @doc "The web console URL of this training run (PROTOCOL 20.2); no I/O."

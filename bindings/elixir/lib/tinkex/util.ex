@@ -17,6 +17,23 @@ defmodule Tinkex.Util do
   def sync_json({:error, e}), do: {:error, Error.from_nif(e)}
 
   @doc false
+  # :ok when `opts` is a keyword list whose keys are all in `allowed`; otherwise
+  # {:error, %Tinkex.Error{}} before anything is sent: `bad_kind` (kind and status) for an
+  # unknown option, :invalid_arg for options that are not a keyword list.
+  def check_opts(fun, opts, allowed, bad_kind \\ :invalid_json) do
+    cond do
+      not Keyword.keyword?(opts) ->
+        {:error, Error.new(:invalid_arg, :invalid_arg, "#{fun}: options must be a keyword list, got #{inspect(opts, limit: 5)}")}
+
+      (bad = Enum.find(Keyword.keys(opts), &(&1 not in allowed))) != nil ->
+        {:error, Error.new(bad_kind, bad_kind, "#{fun}: unknown option #{inspect(bad)} (allowed: #{Enum.map_join(allowed, ", ", &inspect/1)})")}
+
+      true ->
+        :ok
+    end
+  end
+
+  @doc false
   # get_telemetry/1 of a client from its status/1 answer: the "telemetry" entry (nil when
   # telemetry is off).
   def telemetry({:ok, status}), do: {:ok, status["telemetry"]}

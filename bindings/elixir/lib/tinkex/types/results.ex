@@ -54,11 +54,15 @@ defmodule Tinkex.Types.SaveWeightsForSamplerResponse do
 end
 
 defmodule Tinkex.Types.LoadWeightsResponse do
-  @moduledoc "Result of `load_state`."
-  defstruct [:path]
-  @type t :: %__MODULE__{path: String.t() | nil}
+  @moduledoc """
+  Result of `load_state` / `load_state_with_optimizer`: the server's answer (PROTOCOL.md
+  6.8) — the `tinker://` path loaded, the model it was loaded onto, and the discriminator
+  `type` (`"load_weights"`); each `nil` when the server leaves it out.
+  """
+  defstruct [:path, :model_id, :type]
+  @type t :: %__MODULE__{path: String.t() | nil, model_id: String.t() | nil, type: String.t() | nil}
   @doc false
-  def from_json(m), do: %__MODULE__{path: m["path"]}
+  def from_json(m), do: %__MODULE__{path: m["path"], model_id: m["model_id"], type: m["type"]}
 end
 
 defmodule Tinkex.Types.StopReason do
@@ -94,16 +98,48 @@ defmodule Tinkex.Types.SampledSequence do
   end
 end
 
+defmodule Tinkex.Types.PromptAltTokens do
+  @moduledoc """
+  The draws of a sample request's `prompt_alt_tokens_k` (PROTOCOL.md 7.1): `k` independent
+  draws from the model's next-token distribution at every prompt position after the first,
+  as two dense `[len(prompt) - 1, k]` tensors — `tokens` (int64 ids; row `i` holds
+  alternatives to prompt token `i + 1`) and `logprobs` (float32, of those tokens).
+  """
+  alias Tinkex.Types.TensorData
+  defstruct [:tokens, :logprobs]
+  @type t :: %__MODULE__{tokens: TensorData.t(), logprobs: TensorData.t()}
+  @doc false
+  def from_json(nil), do: nil
+
+  def from_json(m),
+    do: %__MODULE__{tokens: TensorData.from_json(m["tokens"]), logprobs: TensorData.from_json(m["logprobs"])}
+end
+
 defmodule Tinkex.Types.SampleResponse do
-  @moduledoc "Result of `Tinkex.SamplingClient.sample/4`."
-  alias Tinkex.Types.SampledSequence
-  defstruct sequences: [], prompt_logprobs: nil, topk_prompt_logprobs: nil, prompt_cache_hit_tokens: 0
+  @moduledoc """
+  Result of `Tinkex.SamplingClient.sample/4`. `target_prompt_logprobs`: the logprobs of the
+  ids of the request's `:target_prompt_logprobs` (float32, the same shape, `0.0` in `-1`
+  cells); `prompt_alt_tokens`: the draws of its `:prompt_alt_tokens_k`; both `nil` when not
+  requested. `type` is the discriminator, `"sample"`.
+  """
+  alias Tinkex.Types.{PromptAltTokens, SampledSequence, TensorData}
+
+  defstruct sequences: [],
+            prompt_logprobs: nil,
+            topk_prompt_logprobs: nil,
+            prompt_cache_hit_tokens: 0,
+            target_prompt_logprobs: nil,
+            prompt_alt_tokens: nil,
+            type: "sample"
 
   @type t :: %__MODULE__{
           sequences: [SampledSequence.t()],
           prompt_logprobs: [float | nil] | nil,
           topk_prompt_logprobs: list | nil,
-          prompt_cache_hit_tokens: non_neg_integer
+          prompt_cache_hit_tokens: non_neg_integer,
+          target_prompt_logprobs: TensorData.t() | nil,
+          prompt_alt_tokens: PromptAltTokens.t() | nil,
+          type: String.t()
         }
 
   @doc false
@@ -112,7 +148,10 @@ defmodule Tinkex.Types.SampleResponse do
       sequences: Enum.map(m["sequences"] || [], &SampledSequence.from_json/1),
       prompt_logprobs: m["prompt_logprobs"],
       topk_prompt_logprobs: m["topk_prompt_logprobs"],
-      prompt_cache_hit_tokens: m["prompt_cache_hit_tokens"] || 0
+      prompt_cache_hit_tokens: m["prompt_cache_hit_tokens"] || 0,
+      target_prompt_logprobs: m["target_prompt_logprobs"] && TensorData.from_json(m["target_prompt_logprobs"]),
+      prompt_alt_tokens: PromptAltTokens.from_json(m["prompt_alt_tokens"]),
+      type: m["type"] || "sample"
     }
   end
 end
