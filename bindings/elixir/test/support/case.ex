@@ -16,8 +16,8 @@ defmodule Tinkex.Case do
   # does not count: wall-clock time alone would make the check fail on a busy machine (a call
   # that used 120 us of CPU has been seen to take 2.9 ms of wall time).
   @nif_bound_us 1_000
-  # A call asleep for longer than the bound is a violation when its NIF does so in at least
-  # this percentage of its calls of the test (any call of a NIF called fewer than 100 times).
+  # A call asleep for longer than the bound is a violation when its NIF does so in every call
+  # of the test, or in two or more calls making at least this percentage of them (blocking?/1).
   # A NIF that blocks, blocks every time; an isolated long sleep among hundreds of calls is
   # a lock whose holder the OS preempted (seen under load: one `sampling_client_sample` in
   # 1,000 slept 20 ms).
@@ -87,7 +87,7 @@ defmodule Tinkex.Case do
     blocking =
       for s <- stats,
           s.calls > 0,
-          s.blocked_over_1ms_calls * 100 >= s.calls * @blocked_percent and s.blocked_over_1ms_calls > 0,
+          blocking?(s),
           into: MapSet.new(),
           do: s.name
 
@@ -124,6 +124,15 @@ defmodule Tinkex.Case do
       Enum.map(held, &{:slow_nif_call, &1}) ++
       Enum.map(busy, &{:busy_port, &1}) ++
       for({class, r} <- classified, class == :nif_over_bound or strict, do: {class, r})
+  end
+
+  # A NIF blocks when it slept past the bound in every one of its calls, or in two or more
+  # calls making at least @blocked_percent % of them. One sleep among several calls is not
+  # counted: seen under load, `status_name` (a constant-string lookup) slept 6 ms once in 25
+  # calls — a page fault or a preempted lock holder, not a NIF that blocks.
+  defp blocking?(s) do
+    b = s.blocked_over_1ms_calls
+    b > 0 and (b == s.calls or (b >= 2 and b * 100 >= s.calls * @blocked_percent))
   end
 
   @doc "The shared emulator of the suite."
