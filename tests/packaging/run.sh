@@ -74,6 +74,8 @@ check() {
     failed=$((failed + 1))
     failed_names+=("$name")
     echo "FAIL  $name (exit $rc)"
+    # ExUnit's and pytest's failure blocks first (a long log's tail may not hold them).
+    grep -E -A20 '^ +[0-9]+\) test|^_{5,} ' "$log" | head -n 120 | sed 's/^/      /' || true
     tail -n 60 "$log" | sed 's/^/      /'
   fi
 }
