@@ -223,7 +223,9 @@ cpp_example() {
 check cpp-example-cmake cpp_example
 
 # --- elixir: mix test, nothing else (the build above made libtinkex) --------------------
-check elixir-mix-test bash -c "cd '$clone/bindings/elixir' && TINKEX_EMULATOR='$emulator' mix test"
+# The scheduler-timing checks of the Elixir suite are skipped here: this step checks that a
+# fresh clone's plain `mix test` builds and loads the NIF; the elixir suite checks the timing.
+check elixir-mix-test bash -c "cd '$clone/bindings/elixir' && TINKEX_EMULATOR='$emulator' TINKEX_SKIP_SCHED_CHECK=1 mix test"
 
 # --- readme: every block of README.md ------------------------------------------------
 check readme-blocks bash -c "cd '$clone' && TINKER_BASE_URL='$url' TINKER_API_KEY='$key' \

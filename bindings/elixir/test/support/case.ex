@@ -71,7 +71,9 @@ defmodule Tinkex.Case do
      are recorded for the suite summary, or fail too with TINKEX_STRICT_SCHED=1.
   """
   def check_scheduler! do
-    case scheduler_violations() do
+    # The packaging suite's `mix test` in a fresh clone checks the install, not the timing:
+    # it sets TINKEX_SKIP_SCHED_CHECK=1 (the elixir suite runs the timing checks).
+    case if(System.get_env("TINKEX_SKIP_SCHED_CHECK") == "1", do: [], else: scheduler_violations()) do
       [] -> :ok
       v -> raise ExUnit.AssertionError, message: "scheduler bound broken:\n" <> Enum.map_join(v, "\n", &inspect/1)
     end
