@@ -1653,6 +1653,7 @@ typedef struct {
     atomic_ullong preempted_calls; /* calls during which the OS preempted the thread */
     atomic_ullong max_blocked_ns;  /* longest time a call spent blocked (see above) */
     atomic_ullong blocked_over_calls; /* calls blocked for more than SLOW_CALL_NS */
+    atomic_ullong cpu_over_calls;  /* calls that used more than SLOW_CALL_NS of thread CPU */
 } nif_stat;
 
 static nif_stat stats[I_COUNT];
@@ -1667,6 +1668,7 @@ typedef struct {
     ErlNifPid pid;
     uint64_t wall_ns, cpu_ns, blocked_ns, runq_ns;
     int blocked, preempted;
+    long faults; /* page faults the kernel served on the thread during the call */
 } slow_call;
 static slow_call slow_calls[SLOW_CALLS];
 static unsigned slow_count; /* total recorded; the ring keeps the last SLOW_CALLS */
@@ -1710,6 +1712,7 @@ static ERL_NIF_TERM timed_body(int idx,
     uint64_t q1 = runq_wait_ns();
     getrusage(RUSAGE_THREAD, &u1);
     int blocked = u1.ru_nvcsw != u0.ru_nvcsw, preempted = u1.ru_nivcsw != u0.ru_nivcsw;
+    long faults = (u1.ru_minflt - u0.ru_minflt) + (u1.ru_majflt - u0.ru_majflt);
     uint64_t wall = w1 - w0, cpu = c1 - c0, runq = q1 > q0 ? q1 - q0 : 0;
     uint64_t off = wall > cpu + runq ? wall - cpu - runq : 0;
     uint64_t blocked_ns = blocked ? off : 0;
@@ -1717,7 +1720,8 @@ static ERL_NIF_TERM timed_body(int idx,
     if (preempted) atomic_fetch_add(&stats[idx].preempted_calls, 1);
     if ((wall > SLOW_CALL_NS || cpu > SLOW_CALL_NS) && slow_mu) {
         slow_call sc = {.idx = idx, .wall_ns = wall, .cpu_ns = cpu, .blocked_ns = blocked_ns,
-                        .runq_ns = runq, .blocked = blocked, .preempted = preempted};
+                        .runq_ns = runq, .blocked = blocked, .preempted = preempted,
+                        .faults = faults};
         enif_self(env, &sc.pid);
         enif_mutex_lock(slow_mu);
         slow_calls[slow_count++ % SLOW_CALLS] = sc;
@@ -1729,6 +1733,7 @@ static ERL_NIF_TERM timed_body(int idx,
     atomic_max(&stats[idx].max_cpu_ns, cpu);
     atomic_max(&stats[idx].max_blocked_ns, blocked_ns);
     if (blocked_ns > SLOW_CALL_NS) atomic_fetch_add(&stats[idx].blocked_over_calls, 1);
+    if (cpu > SLOW_CALL_NS) atomic_fetch_add(&stats[idx].cpu_over_calls, 1);
     return r;
 }
 #else
@@ -1766,13 +1771,13 @@ NIF_LIST(X_WRAP)
 static const char *const nif_names[I_COUNT] = {NIF_LIST(X_NAME)};
 
 /* [{Name, Calls, MaxWallNs, MaxCpuNs, TotalWallNs, DirtyCalls, BlockedCalls, PreemptedCalls,
- *   MaxBlockedNs, BlockedOverCalls}] */
+ *   MaxBlockedNs, BlockedOverCalls, CpuOverCalls}] */
 static ERL_NIF_TERM nif_stats_get(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (int i = I_COUNT - 1; i >= 0; i--) {
-        ERL_NIF_TERM items[10] = {enif_make_atom(env, nif_names[i]),
+        ERL_NIF_TERM items[11] = {enif_make_atom(env, nif_names[i]),
                                   enif_make_uint64(env, atomic_load(&stats[i].calls)),
                                   enif_make_uint64(env, atomic_load(&stats[i].max_wall_ns)),
                                   enif_make_uint64(env, atomic_load(&stats[i].max_cpu_ns)),
@@ -1781,13 +1786,14 @@ static ERL_NIF_TERM nif_stats_get(ErlNifEnv *env, int argc, const ERL_NIF_TERM a
                                   enif_make_uint64(env, atomic_load(&stats[i].blocked_calls)),
                                   enif_make_uint64(env, atomic_load(&stats[i].preempted_calls)),
                                   enif_make_uint64(env, atomic_load(&stats[i].max_blocked_ns)),
-                                  enif_make_uint64(env, atomic_load(&stats[i].blocked_over_calls))};
-        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 10), list);
+                                  enif_make_uint64(env, atomic_load(&stats[i].blocked_over_calls)),
+                                  enif_make_uint64(env, atomic_load(&stats[i].cpu_over_calls))};
+        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 11), list);
     }
     return list;
 }
 
-/* [{Name, Pid, WallNs, CpuNs, BlockedNs, RunQueueNs, Blocked, Preempted}], oldest first;
+/* [{Name, Pid, WallNs, CpuNs, BlockedNs, RunQueueNs, Blocked, Preempted, Faults}], oldest first;
  * clears the record. */
 static ERL_NIF_TERM nif_slow_calls(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -1798,15 +1804,16 @@ static ERL_NIF_TERM nif_slow_calls(ErlNifEnv *env, int argc, const ERL_NIF_TERM 
     unsigned n = slow_count < SLOW_CALLS ? slow_count : SLOW_CALLS;
     for (unsigned k = 0; k < n; k++) {
         slow_call *sc = &slow_calls[(slow_count - 1 - k) % SLOW_CALLS];
-        ERL_NIF_TERM items[8] = {enif_make_atom(env, nif_names[sc->idx]),
+        ERL_NIF_TERM items[9] = {enif_make_atom(env, nif_names[sc->idx]),
                                  enif_make_pid(env, &sc->pid),
                                  enif_make_uint64(env, sc->wall_ns),
                                  enif_make_uint64(env, sc->cpu_ns),
                                  enif_make_uint64(env, sc->blocked_ns),
                                  enif_make_uint64(env, sc->runq_ns),
                                  sc->blocked ? a_true : a_false,
-                                 sc->preempted ? a_true : a_false};
-        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 8), list);
+                                 sc->preempted ? a_true : a_false,
+                                 enif_make_uint64(env, (uint64_t)sc->faults)};
+        list = enif_make_list_cell(env, enif_make_tuple_from_array(env, items, 9), list);
     }
     slow_count = 0;
     enif_mutex_unlock(slow_mu);
@@ -1827,6 +1834,7 @@ static ERL_NIF_TERM nif_stats_reset(ErlNifEnv *env, int argc, const ERL_NIF_TERM
         atomic_store(&stats[i].preempted_calls, 0);
         atomic_store(&stats[i].max_blocked_ns, 0);
         atomic_store(&stats[i].blocked_over_calls, 0);
+        atomic_store(&stats[i].cpu_over_calls, 0);
     }
     return a_ok;
 }

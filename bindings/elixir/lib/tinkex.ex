@@ -49,7 +49,8 @@ defmodule Tinkex do
   it slept, e.g. waiting for a lock — or was preempted by the OS), and `:max_blocked_us`
   (the longest time a call spent asleep: wall time minus CPU time minus the time the
   thread waited on the OS run queue, for calls that switched out voluntarily) and
-  `:blocked_over_1ms_calls` (calls asleep for more than 1 ms).
+  `:blocked_over_1ms_calls` (calls asleep for more than 1 ms), `:cpu_over_1ms_calls` (calls
+  that used more than 1 ms of thread CPU time).
   """
   @spec nif_stats() :: [map]
   def nif_stats do
@@ -58,7 +59,7 @@ defmodule Tinkex do
         []
 
       stats ->
-        for {name, calls, max_wall, max_cpu, total, dirty, blocked, preempted, max_blocked, blocked_over} <- stats do
+        for {name, calls, max_wall, max_cpu, total, dirty, blocked, preempted, max_blocked, blocked_over, cpu_over} <- stats do
           %{
             name: name,
             calls: calls,
@@ -69,7 +70,8 @@ defmodule Tinkex do
             blocked_calls: blocked,
             preempted_calls: preempted,
             max_blocked_us: max_blocked / 1000,
-            blocked_over_1ms_calls: blocked_over
+            blocked_over_1ms_calls: blocked_over,
+            cpu_over_1ms_calls: cpu_over
           }
         end
     end
@@ -81,7 +83,8 @@ defmodule Tinkex do
   `:name`, `:pid` (the calling process), `:wall_us`, `:cpu_us`, `:blocked_us` (time asleep,
   as in `nif_stats/0`), `:runq_us` (time the OS kept the runnable thread off the CPU),
   `:blocked` and `:preempted` (whether the scheduler thread switched out voluntarily or was
-  preempted during the call). Clears the record.
+  preempted during the call) and `:faults` (page faults the kernel served on the scheduler
+  thread during the call; their handling counts as the thread's CPU time). Clears the record.
   """
   @spec slow_nif_calls() :: [map]
   def slow_nif_calls do
@@ -90,7 +93,7 @@ defmodule Tinkex do
         []
 
       calls ->
-        for {name, pid, wall, cpu, blocked_ns, runq, blocked, preempted} <- calls do
+        for {name, pid, wall, cpu, blocked_ns, runq, blocked, preempted, faults} <- calls do
           %{
             name: name,
             pid: pid,
@@ -99,7 +102,8 @@ defmodule Tinkex do
             blocked_us: blocked_ns / 1000,
             runq_us: runq / 1000,
             blocked: blocked,
-            preempted: preempted
+            preempted: preempted,
+            faults: faults
           }
         end
     end

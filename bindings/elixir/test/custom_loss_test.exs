@@ -110,21 +110,29 @@ defmodule Tinkex.CustomLossTest do
     assert {:error, %Error{kind: :user}} = TrainingClient.forward_backward_custom(tc, [], &ce/1)
 
     # The submitter exits before the forward completes: the pass is aborted, not leaked,
-    # and the client reports it.
+    # and the client reports it. The emulator holds the forward for 5 s, so the exit comes
+    # first however loaded the machine is (without the hold, a forward that completed
+    # before the exit was noticed ran the loss: a correct pass, and a failed test).
     data = batch()
     parent = self()
+    {200, _} = Emulator.post(emulator(), "delays", %{"Forward" => 5_000})
 
-    {pid, mon} =
-      spawn_monitor(fn ->
-        {:ok, _fb} = TrainingClient.forward_backward_custom(tc, data, &ce/1)
-        send(parent, :submitted)
-      end)
+    try do
+      {pid, mon} =
+        spawn_monitor(fn ->
+          {:ok, _fb} = TrainingClient.forward_backward_custom(tc, data, &ce/1)
+          send(parent, :submitted)
+        end)
 
-    assert_receive :submitted, 10_000
-    assert_receive {:DOWN, ^mon, :process, ^pid, :normal}, 10_000
-    {:ok, f} = TrainingClient.forward_backward(tc, data, :cross_entropy)
-    assert {:error, %Error{kind: :user, message: msg}} = Future.await(f, 60_000)
-    assert msg =~ "submitting process exited"
+      assert_receive :submitted, 10_000
+      assert_receive {:DOWN, ^mon, :process, ^pid, :normal}, 10_000
+      {:ok, f} = TrainingClient.forward_backward(tc, data, :cross_entropy)
+      assert {:error, %Error{kind: :user, message: msg}} = Future.await(f, 60_000)
+      assert msg =~ "submitting process exited"
+    after
+      Emulator.post(emulator(), "delays", %{"Forward" => nil})
+    end
+
     eventually(fn -> gc_all() && Tinkex.resource_counts().custom_loss_pass == 0 end)
   end
 end

@@ -22,6 +22,17 @@ defmodule Tinkex.Case do
   # a lock whose holder the OS preempted (seen under load: one `sampling_client_sample` in
   # 1,000 slept 20 ms).
   @blocked_percent 1
+  # A call over the CPU bound is excused as the OS's doing — not the NIF's work — when it is
+  # the only call of its NIF over the bound in the test, the kernel served page faults on
+  # the thread during it or preempted it, and it stayed under this ceiling. Fault handling
+  # is charged to the thread's CPU clock, and so, on a VM, is time the hypervisor stole from
+  # the vCPU while the thread ran. Both seen under load: in CI,
+  # `service_client_create_lora_training_client` (a JSON parse and a spawn) used 2.03 ms of
+  # thread CPU once in 2 calls; here, with four busy processes on two cores,
+  # `training_client_forward` (a ~100 us parse) measured 5.4 ms once in 50 calls, preempted,
+  # no page fault. A NIF that does too much work does it in every call with the same input,
+  # or for longer than the ceiling (the negative controls: 2 calls of 3 ms, 1 call of 20 ms).
+  @excusable_cpu_us 10 * @nif_bound_us
   # Dirty NIFs, and the test-only export that panics on purpose (Rust's panic machinery —
   # the panic hook writing its message to stderr, a backtrace when RUST_BACKTRACE is set —
   # takes about a millisecond; see the README).
@@ -63,7 +74,9 @@ defmodule Tinkex.Case do
   1. every NIF call on a normal scheduler used at most #{@nif_bound_us} us of thread CPU time,
      and no NIF spent more than #{@nif_bound_us} us asleep in #{@blocked_percent} % or more of its
      calls (the NIF's own timing of every call in the timing build: `Tinkex.nif_stats/0`,
-     `Tinkex.slow_nif_calls/0`);
+     `Tinkex.slow_nif_calls/0`), except one isolated call per NIF of under
+     #{@excusable_cpu_us} us during which the kernel paged memory in or preempted the thread
+     (the OS's doing, charged to the thread's CPU clock; reported in the suite summary);
   2. no busy_port report;
   3. every long_schedule report (over #{SchedMonitor.bound_ms()} ms of wall time) is attributed: a
      report for a process with a NIF call that broke (1) is a violation; the others (the OS
@@ -96,15 +109,19 @@ defmodule Tinkex.Case do
           into: MapSet.new(),
           do: s.name
 
+    cpu_over = Map.new(stats, &{&1.name, &1.cpu_over_1ms_calls})
+    {excused, counted} = Enum.split_with(slow, &excused?(&1, cpu_over))
+    excused_names = MapSet.new(excused, & &1.name)
+
     over =
       for s <- stats,
           s.calls > 0,
           s.name not in @dirty_nifs,
-          s.max_cpu_us > @nif_bound_us or s.name in blocking,
+          (s.max_cpu_us > @nif_bound_us and s.name not in excused_names) or s.name in blocking,
           do: {:nif_over_bound, s}
 
     held =
-      for c <- slow,
+      for c <- counted,
           c.name not in @dirty_nifs,
           c.cpu_us > @nif_bound_us or (c.blocked_us > @nif_bound_us and c.name in blocking),
           do: c
@@ -122,13 +139,20 @@ defmodule Tinkex.Case do
         end
       end
 
-    SchedMonitor.record(classified, Enum.reject(slow, &(&1.name in @controls)))
+    SchedMonitor.record(classified, Enum.reject(slow, &(&1.name in @controls)), excused)
     strict = System.get_env("TINKEX_STRICT_SCHED") == "1"
 
     over ++
       Enum.map(held, &{:slow_nif_call, &1}) ++
       Enum.map(busy, &{:busy_port, &1}) ++
       for({class, r} <- classified, class == :nif_over_bound or strict, do: {class, r})
+  end
+
+  # See @excusable_cpu_us.
+  defp excused?(c, cpu_over) do
+    c.name not in @dirty_nifs and c.cpu_us > @nif_bound_us and c.cpu_us <= @excusable_cpu_us and
+      Map.get(cpu_over, c.name, 0) == 1 and
+      (c.faults > 0 or c.preempted)
   end
 
   # A NIF blocks when it slept past the bound in every one of its calls, or in two or more

@@ -15,7 +15,7 @@ defmodule Tinkex.Test.SchedMonitor do
 
   def init(nil) do
     :erlang.system_monitor(self(), [{:long_schedule, @bound_ms}, :busy_port, :busy_dist_port])
-    {:ok, %{events: [], classified: [], slow: 0, slow_blocked: 0, total: 0, stat: sched_stat(), run_ns: 0, wait_ns: 0}}
+    {:ok, %{events: [], classified: [], slow: 0, slow_blocked: 0, excused: [], total: 0, stat: sched_stat(), run_ns: 0, wait_ns: 0}}
   end
 
   # CPU time and OS run-queue wait (ns) of the BEAM's normal scheduler threads, from
@@ -62,7 +62,8 @@ defmodule Tinkex.Test.SchedMonitor do
   end
 
   @doc "Records a test's classified long-schedule reports for the suite summary."
-  def record(classified, slow), do: GenServer.call(__MODULE__, {:record, classified, slow})
+  def record(classified, slow, excused \\ []),
+    do: GenServer.call(__MODULE__, {:record, classified, slow, excused})
 
   @doc "The suite summary: `%{reports: n, by_class: %{class => n}, slow_nif_calls: n, max_timeout_ms: n}`."
   def summary, do: GenServer.call(__MODULE__, :summary)
@@ -76,14 +77,15 @@ defmodule Tinkex.Test.SchedMonitor do
   def handle_call({:has, who, kind}, _from, s),
     do: {:reply, Enum.any?(s.events, &(&1.who == who and &1.kind == kind)), s}
 
-  def handle_call({:record, classified, slow}, _from, s),
+  def handle_call({:record, classified, slow, excused}, _from, s),
     do:
       {:reply, :ok,
        %{
          s
          | classified: classified ++ s.classified,
            slow: s.slow + length(slow),
-           slow_blocked: s.slow_blocked + Enum.count(slow, & &1.blocked)
+           slow_blocked: s.slow_blocked + Enum.count(slow, & &1.blocked),
+           excused: excused ++ s.excused
        }}
 
   def handle_call(:summary, _from, s) do
@@ -98,6 +100,7 @@ defmodule Tinkex.Test.SchedMonitor do
       by_class: by_class,
       slow_nif_calls: s.slow,
       slow_nif_calls_blocked: s.slow_blocked,
+      excused: Enum.reverse(s.excused),
       max_timeout_ms: max,
       classified: Enum.reverse(s.classified),
       scheduler_run_ms: div(s.run_ns, 1_000_000),
@@ -118,7 +121,8 @@ defmodule Tinkex.Test.SchedMonitor do
     Scheduler bound (every NIF call timed; system_monitor long_schedule > #{@bound_ms} ms and busy_port on):
       NIF calls (timing build): a call over 1 ms of CPU time, or a NIF asleep for over 1 ms in 1 % or more of its
         calls, fails its test (the negative controls testing_spin and testing_block aside). #{s.slow_nif_calls} call(s) took over 1 ms of wall time
-        (#{s.slow_nif_calls_blocked} of them slept at some point).
+        (#{s.slow_nif_calls_blocked} of them slept at some point). #{length(s.excused)} isolated call(s) over 1 ms of CPU (under 10 ms)
+        excused: the kernel paged memory in or preempted the thread meanwhile#{excused_list(s.excused)}.
       system_monitor: #{s.reports - control} long_schedule report(s) not caused by a NIF #{inspect(classes)}, max #{s.max_timeout_ms} ms,
         plus #{control} caught from the negative control. Normal scheduler threads ran #{s.scheduler_run_ms} ms and
         waited #{s.scheduler_runqueue_wait_ms} ms on the OS run queue (other load on the machine).
@@ -126,6 +130,11 @@ defmodule Tinkex.Test.SchedMonitor do
 
     if System.get_env("TINKEX_SCHED_VERBOSE"), do: IO.inspect(s.classified, limit: :infinity)
   end
+
+  defp excused_list([]), do: ""
+
+  defp excused_list(calls),
+    do: " (" <> Enum.map_join(calls, ", ", &"#{&1.name}: #{round(&1.cpu_us)} us CPU, #{&1.faults} faults, preempted #{&1.preempted}") <> ")"
 
   def handle_info({:monitor, who, kind, info}, s) do
     ev = %{who: who, kind: kind, info: info, at: System.monotonic_time(:millisecond), name: name(who)}
