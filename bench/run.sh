@@ -15,6 +15,9 @@
 #
 # Builds (release, CARGO_TARGET_DIR=target/bench, so it never touches target/release):
 # libtinkex.so and tinkex-emulator from the workspace, tinkex-bench from bench/rust.
+# --smoke builds in target/ instead, with the test suites' features (tinkex/testing, which
+# only adds the panic-injection exports): it reuses their build rather than compiling every
+# dependency a second time (minutes of CI), and its numbers mean nothing anyway.
 # Python: target/bench-venv (numpy, matplotlib; runs the binding from bindings/python and
 # the driver), target/official-sdk-venv (tinker==0.38.0; created if missing, shared with
 # bindings/python/run_tests.sh). TINKEX_SKIP_OFFICIAL_SDK=1 leaves the official SDK out.
@@ -23,7 +26,6 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-export CARGO_TARGET_DIR="$REPO/target/bench"
 BENCH_VENV="$REPO/target/bench-venv"
 OFFICIAL_VENV="$REPO/target/official-sdk-venv"
 OFFICIAL_VERSION="0.38.0"
@@ -34,10 +36,18 @@ SMOKE=0
 for a in "$@"; do [[ "$a" == "--smoke" ]] && SMOKE=1; done
 
 # --- 1. builds ---------------------------------------------------------------------------------
-log "cargo build --release -p tinkex -p tinkex-emulator (CARGO_TARGET_DIR=target/bench)"
-(cd "$REPO" && cargo build --release --quiet -p tinkex -p tinkex-emulator)
-log "cargo build --release --manifest-path bench/rust/Cargo.toml"
-(cd "$REPO" && cargo build --release --quiet --manifest-path bench/rust/Cargo.toml)
+if [[ "$SMOKE" == "1" ]]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+  features=(--features tinkex/testing)
+else
+  export CARGO_TARGET_DIR="$REPO/target/bench"
+  features=()
+fi
+export TINKEX_BENCH_TARGET="$CARGO_TARGET_DIR/release"
+log "cargo build --release -p tinkex -p tinkex-emulator ${features[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO" && cargo build --release --quiet -p tinkex -p tinkex-emulator "${features[@]}")
+log "cargo build --release --manifest-path bench/rust/Cargo.toml ${features[*]}"
+(cd "$REPO" && cargo build --release --quiet --manifest-path bench/rust/Cargo.toml "${features[@]}")
 
 # --- 2. Python environments --------------------------------------------------------------------
 if [[ ! -x "$BENCH_VENV/bin/python" ]]; then
