@@ -30,6 +30,12 @@ cd "$repo"
 passed=0
 failed=0
 failed_names=()
+timings=()
+# Every suite's output is also kept in target/run_all/<suite>.log; the end of the run repeats
+# the failure lines of each failed suite (tools/failure_digest.py), so a log viewer that
+# shows only the head and the tail of a long run still shows what failed.
+logs="$repo/target/run_all"
+mkdir -p "$logs"
 
 suite() { # name, command...
   local name="$1"
@@ -39,8 +45,23 @@ suite() { # name, command...
     return
   fi
   echo "== $name"
-  local start=$SECONDS
-  if "$@"; then
+  local start=$SECONDS rc
+  # Through a FIFO, not a pipe: a process a suite left behind that still holds its stdout
+  # must not keep the run waiting for the end of the output (tee gets at most 5 s more).
+  local fifo="$logs/.$name.fifo"
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  tee "$logs/$name.log" <"$fifo" &
+  local tee_pid=$!
+  "$@" >"$fifo" 2>&1
+  rc=$?
+  for _ in $(seq 1 50); do
+    kill -0 "$tee_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  rm -f "$fifo"
+  timings+=("$name $((SECONDS - start)) s")
+  if ((rc == 0)); then
     passed=$((passed + 1))
     echo "== $name: ok ($((SECONDS - start)) s)"
   else
@@ -61,6 +82,11 @@ suite bench-smoke bash bench/run.sh --smoke
 suite fuzz-smoke bash fuzz/smoke.sh
 suite packaging bash tests/packaging/run.sh
 
+echo "suite times: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
+for name in "${failed_names[@]}"; do
+  echo "== failure lines of $name (all of it: $logs/$name.log)"
+  python3 tools/failure_digest.py "$logs/$name.log"
+done
 if ((failed > 0)); then
   echo "failed suites: ${failed_names[*]}"
 fi
