@@ -50,7 +50,12 @@ def main():
                    help="override a size of harness/settings.py (VALUE is JSON, e.g. "
                    "curve_inflight=[1,10,100])")
     p.add_argument("--command", default="bench/run.sh")
+    p.add_argument("--rerender", metavar="RESULTS_JSON",
+                   help="write the report again from a run's saved results (LOGDIR/results.json), "
+                   "e.g. after editing bench/NOTES.md; runs nothing")
     a = p.parse_args()
+    if a.rerender:
+        return rerender(a)
     mode = "smoke" if a.smoke else "full"
     S = dict(SIZES[mode])
     if a.runs is not None:
@@ -92,6 +97,7 @@ def main():
         fn(S, R)
         log(f"{key} took {mono() - t:.0f} s")
     R["load_after"] = loadavg()
+    R["elapsed_s"] = mono() - t0
     G = report(R, S, a.out, a.command + (" --smoke" if a.smoke else ""), mono() - t0)
     log(f"wrote {os.path.join(a.out, 'benchmarks.md')} and benchmarks.png in {(mono() - t0) / 60:.1f} min")
     log(f"machine state: {GOALS.machine_state(R)}")
@@ -103,6 +109,20 @@ def main():
     if missing:
         log("no result for: " + ", ".join(missing))
         sys.exit(1)
+
+
+def rerender(a):
+    """`driver.py --rerender LOGDIR/results.json`: the report of a finished run, written
+    again (its numbers unchanged; the text of bench/NOTES.md and the report code current)."""
+    with open(a.rerender) as f:
+        R = json.load(f)
+    settings.LOG_DIR = os.path.dirname(os.path.abspath(a.rerender))
+    G = report(R, R["sizes"], a.out, a.command + (" --smoke" if R["mode"] == "smoke" else ""),
+               R.get("elapsed_s", 0.0))
+    log(f"rewrote {os.path.join(a.out, 'benchmarks.md')} from {a.rerender} (run of {R['date']})")
+    for g in G:
+        state = {True: "MET    ", False: "NOT MET", None: "NOT RUN"}[g["ok"]]
+        log(f"{state} {g['name']}: {g['measured']}")
 
 
 def faults_only(R, S, a, t0):

@@ -318,6 +318,10 @@ def note_values(R, S):
     if cg.get("rust") and cg.get("raw"):
         v["cg_rust_raw"] = f"{cg['rust'] / cg['raw']:.2f}×"
         v["cg_rust_minus_raw"] = f"{cg['rust'] - cg['raw']:,.0f}"
+    cgr = R.get("callgrind") or {}
+    memcpy = [x for x, fn in cgr.get("rust_top", []) if "memcpy" in fn or "memmove" in fn]
+    if memcpy and cgr.get("ops"):
+        v["cg_rust_memcpy"] = f"{sum(memcpy) / cgr['ops']:,.0f}"
     if cg.get("ffi") and cg.get("rust"):
         v["cg_ffi_delta"] = f"{cg['ffi'] - cg['rust']:,.0f}"
         if m("rust", "cpu_per_req_us"):

@@ -272,10 +272,24 @@ impl ClientCore {
 
     /// [`operation`](Self::operation) that also emits a progress event for `status`, and a
     /// client summary, every `progress_event_interval` while it is pending.
-    pub async fn tracked_operation<T>(
+    ///
+    /// `op` is boxed at the call, before the returned future exists: the returned future
+    /// holds a pointer to it, not a copy of it next to its own state (an async fn keeps its
+    /// arguments for its whole life, so `op` passed by value and then moved into the
+    /// `select!` below would take its size twice).
+    pub fn tracked_operation<'a, T: 'a>(
+        &'a self,
+        status: &'a progress::OpStatus,
+        op: impl std::future::Future<Output = Result<T>> + 'a,
+    ) -> impl std::future::Future<Output = Result<T>> + 'a {
+        let op = Box::pin(op);
+        self.tracked_operation_boxed(status, op)
+    }
+
+    async fn tracked_operation_boxed<T>(
         &self,
         status: &progress::OpStatus,
-        op: impl std::future::Future<Output = Result<T>>,
+        op: std::pin::Pin<Box<impl std::future::Future<Output = Result<T>>>>,
     ) -> Result<T> {
         let interval = self.config.progress_event_interval;
         let ticker = async {
