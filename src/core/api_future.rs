@@ -103,7 +103,7 @@ impl<T: Send + 'static> ApiFuture<T> {
     /// small task around it. The box is what keeps the task small: an operation's future is
     /// kilobytes (a sample's, with its retry handler and watchdog, about 13.8 KB), and a
     /// future moved into the task and then pinned there occupied two slots of the task's
-    /// state (27.8 KB per pending sample, measured with `-Zprint-type-sizes` and massif),
+    /// state (27.8 KB per pending sample, measured with `tools/future_sizes.sh` and massif),
     /// copied on every move (the `memcpy` at the top of the W1 callgrind profile).
     pub fn spawn<F, Fut>(runtime: &tokio::runtime::Handle, op: F) -> Self
     where

@@ -62,7 +62,7 @@ defmodule Tinkex.Test.SchedMonitor do
   end
 
   @doc "Records a test's classified long-schedule reports for the suite summary."
-  def record(classified, slow, excused \\ []),
+  def record(classified, slow, excused),
     do: GenServer.call(__MODULE__, {:record, classified, slow, excused})
 
   @doc "The suite summary: `%{reports: n, by_class: %{class => n}, slow_nif_calls: n, max_timeout_ms: n}`."
@@ -121,8 +121,8 @@ defmodule Tinkex.Test.SchedMonitor do
     Scheduler bound (every NIF call timed; system_monitor long_schedule > #{@bound_ms} ms and busy_port on):
       NIF calls (timing build): a call over 1 ms of CPU time, or a NIF asleep for over 1 ms in 1 % or more of its
         calls, fails its test (the negative controls testing_spin and testing_block aside). #{s.slow_nif_calls} call(s) took over 1 ms of wall time
-        (#{s.slow_nif_calls_blocked} of them slept at some point). #{length(s.excused)} isolated call(s) over 1 ms of CPU (under 10 ms)
-        excused: the kernel paged memory in or preempted the thread meanwhile#{excused_list(s.excused)}.
+        (#{s.slow_nif_calls_blocked} of them slept at some point). #{length(s.excused)} isolated call(s) over 1 ms of CPU (under #{div(Tinkex.Case.excusable_cpu_us(), 1000)} ms)
+        excused (page faults or a VM's steal charged to the thread's CPU clock)#{excused_list(s.excused)}.
       system_monitor: #{s.reports - control} long_schedule report(s) not caused by a NIF #{inspect(classes)}, max #{s.max_timeout_ms} ms,
         plus #{control} caught from the negative control. Normal scheduler threads ran #{s.scheduler_run_ms} ms and
         waited #{s.scheduler_runqueue_wait_ms} ms on the OS run queue (other load on the machine).
