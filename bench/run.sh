@@ -14,7 +14,7 @@
 #                           ~35 min): rewrites only its section of docs/benchmarks.md
 #
 # Builds (release, CARGO_TARGET_DIR=target/bench, so it never touches target/release):
-# libtinkex.so and tinkex-emulator from the workspace, tinkex-bench from bench/rust.
+# libtinkex.so, tinkex-emulator and tinkex-bench (bench/rust), all workspace members.
 # --smoke builds in target/ instead, with the test suites' features (tinkex/testing, which
 # only adds the panic-injection exports): it reuses their build rather than compiling every
 # dependency a second time (minutes of CI), and its numbers mean nothing anyway.
@@ -44,10 +44,10 @@ else
   features=()
 fi
 export TINKEX_BENCH_TARGET="$CARGO_TARGET_DIR/release"
-log "cargo build --release -p tinkex -p tinkex-emulator ${features[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-(cd "$REPO" && cargo build --release --quiet -p tinkex -p tinkex-emulator "${features[@]}")
-log "cargo build --release --manifest-path bench/rust/Cargo.toml ${features[*]}"
-(cd "$REPO" && cargo build --release --quiet --manifest-path bench/rust/Cargo.toml "${features[@]}")
+# One build of the three (tinkex-bench is a workspace member): one feature resolution, so in
+# smoke mode every dependency is the one the C, Python and Elixir suites already built.
+log "cargo build --release -p tinkex -p tinkex-emulator -p tinkex-bench ${features[*]} (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+(cd "$REPO" && cargo build --release --quiet -p tinkex -p tinkex-emulator -p tinkex-bench "${features[@]}")
 
 # --- 2. Python environments --------------------------------------------------------------------
 if [[ ! -x "$BENCH_VENV/bin/python" ]]; then
