@@ -26,7 +26,13 @@ struct Shared<T> {
     done_notify: Notify,
     cancelled: AtomicBool,
     cancel_notify: Notify,
+    /// Run once when the operation is done ([`ApiFuture::on_done`]); dropped unrun when the
+    /// operation's task is dropped unfinished (runtime shut down).
+    hook: Mutex<Option<Hook>>,
 }
+
+/// A completion hook ([`ApiFuture::on_done`]).
+type Hook = Box<dyn FnOnce() + Send>;
 
 impl<T> Shared<T> {
     fn new(slot: Slot<T>, done: bool) -> Self {
@@ -37,6 +43,18 @@ impl<T> Shared<T> {
             done_notify: Notify::new(),
             cancelled: AtomicBool::new(false),
             cancel_notify: Notify::new(),
+            hook: Mutex::new(None),
+        }
+    }
+
+    /// Marks the operation done, wakes its waiters and runs its hook (on this thread).
+    fn finish(&self, result: Result<T>) {
+        *self.slot.lock().unwrap() = Slot::Ready(result);
+        self.done.store(true, Ordering::Release);
+        self.done_notify.notify_waiters();
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook();
         }
     }
 
@@ -100,11 +118,11 @@ impl<T: Send + 'static> ApiFuture<T> {
     /// Runs `op` on `runtime`. A panic inside `op` becomes an error of kind `Panic`.
     ///
     /// Per operation this allocates the shared state, the operation's future (boxed) and a
-    /// small task around it. The box is what keeps the task small: an operation's future is
-    /// kilobytes (a sample's, with its retry handler and watchdog, about 13.8 KB), and a
-    /// future moved into the task and then pinned there occupied two slots of the task's
-    /// state (27.8 KB per pending sample, measured with `tools/future_sizes.sh` and massif),
-    /// copied on every move (the `memcpy` at the top of the W1 callgrind profile).
+    /// small task around it. The box is what keeps the task small: an operation's future can
+    /// be kilobytes (a sample's was 13.8 KB before its stages were boxed; 904 bytes now,
+    /// `tools/future_sizes.sh`), and a future moved into the task and then pinned there
+    /// occupied two slots of the task's state (27.8 KB per pending sample then), copied on
+    /// every move (the `memcpy` at the top of the W1 callgrind profile).
     pub fn spawn<F, Fut>(runtime: &tokio::runtime::Handle, op: F) -> Self
     where
         F: FnOnce(FutureHandle) -> Fut,
@@ -118,6 +136,9 @@ impl<T: Send + 'static> ApiFuture<T> {
         // One task per operation: the operation itself, raced against cancellation (which
         // drops it, and with it any HTTP request in flight); a panic becomes an error.
         runtime.spawn(async move {
+            // Dropped unfinished (runtime shut down): the hook is dropped unrun, which also
+            // breaks the cycle of a hook that holds this future.
+            let _unhook = Unhook(&s2.hook);
             let op = CatchUnwind(op.as_mut());
             let cancelled = Shared::<T>::wait_flag(&s2.cancelled, &s2.cancel_notify);
             let result = tokio::select! {
@@ -131,11 +152,25 @@ impl<T: Send + 'static> ApiFuture<T> {
                 }
                 (r, _) => r,
             };
-            *s2.slot.lock().unwrap() = Slot::Ready(result);
-            s2.done.store(true, Ordering::Release);
-            s2.done_notify.notify_waiters();
+            s2.finish(result);
         });
         ApiFuture { shared }
+    }
+
+    /// Runs `hook` once, on the thread that completes the operation (a runtime worker),
+    /// right after its result is stored; at once on this thread when it is already done.
+    /// A hook registered later replaces an earlier one that has not run. If the operation's
+    /// task is dropped unfinished (runtime shut down), `hook` is dropped without running.
+    ///
+    /// What the C ABI uses to complete its futures without a waiter task per operation.
+    pub fn on_done(&self, hook: impl FnOnce() + Send + 'static) {
+        let mut slot = self.shared.hook.lock().unwrap();
+        if self.shared.done.load(Ordering::Acquire) {
+            drop(slot);
+            hook();
+        } else {
+            *slot = Some(Box::new(hook));
+        }
     }
 
     /// A future that is already finished.
@@ -207,6 +242,16 @@ impl<T: Send + 'static> IntoFuture for ApiFuture<T> {
     }
 }
 
+/// Drops a completion hook that has not run when the operation's task ends.
+struct Unhook<'a>(&'a Mutex<Option<Hook>>);
+
+impl Drop for Unhook<'_> {
+    fn drop(&mut self) {
+        let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(hook);
+    }
+}
+
 /// Polls a future, turning a panic during a poll into an `Err` with the panic payload.
 struct CatchUnwind<'a, F>(Pin<&'a mut F>);
 
@@ -241,6 +286,57 @@ pub fn now() -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_done_runs_once_after_the_result_or_at_once_and_is_dropped_at_shutdown() {
+        use std::sync::mpsc;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // Registered while pending: runs once, after the result is stored.
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let f = ApiFuture::spawn(rt.handle(), |_| async move {
+            let _ = wait.await;
+            Ok::<_, Error>(5)
+        });
+        let (tx, rx) = mpsc::channel();
+        let g = f.clone();
+        let tx2 = tx.clone();
+        f.on_done(move || tx2.send(g.try_take().unwrap().unwrap()).unwrap());
+        assert!(rx.try_recv().is_err(), "not before the operation is done");
+        go.send(()).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 5);
+        // Registered when already done: runs at once, on this thread.
+        let here = std::thread::current().id();
+        let (tx3, rx3) = mpsc::channel();
+        ApiFuture::ready(Ok::<_, Error>(1))
+            .on_done(move || tx3.send(std::thread::current().id()).unwrap());
+        assert_eq!(rx3.try_recv().unwrap(), here);
+        // The task dropped unfinished (runtime shut down): dropped, never run.
+        struct Dropped(mpsc::Sender<&'static str>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                let _ = self.0.send("dropped");
+            }
+        }
+        let pending = ApiFuture::spawn(rt.handle(), |_| std::future::pending::<Result<()>>());
+        let (tx4, rx4) = mpsc::channel();
+        let witness = Dropped(tx4.clone());
+        pending.on_done(move || {
+            let _ = tx4.send("ran");
+            drop(witness);
+        });
+        drop(rt);
+        assert_eq!(
+            rx4.recv_timeout(Duration::from_secs(10)).unwrap(),
+            "dropped"
+        );
+        assert!(rx4.try_recv().is_err(), "never run");
+        drop(tx);
+        assert!(rx.try_recv().is_err(), "the first hook ran once");
+    }
 
     #[tokio::test]
     async fn result_cancel_timeout_and_panic() {

@@ -58,6 +58,9 @@ use std::sync::RwLock;
 pub struct ClientCore {
     /// Resolved configuration.
     pub(crate) config: Config,
+    /// `config.retry`, shared: the policy of every operation that has no override (one
+    /// allocation per client, not one per operation).
+    pub(crate) retry_policy: Arc<RetryPolicy>,
     /// HTTP attempts.
     pub(crate) transport: transport::Transport,
     /// Where operations run.
@@ -155,6 +158,7 @@ impl ClientCore {
         let core = Arc::new(ClientCore {
             billing,
             fwdbwd_budget,
+            retry_policy: Arc::new(config.retry.clone()),
             config,
             transport,
             runtime,

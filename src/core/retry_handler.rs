@@ -360,37 +360,39 @@ impl RetryHandler {
         let run = async {
             let mut k: u32 = 0;
             loop {
-                match attempt(k).await {
+                // The attempt's result is taken apart before the back-off's await: held
+                // across it (a `match` scrutinee lives to the end of the match), the whole
+                // result would sit beside the attempt's state in this future.
+                let e = match attempt(k).await {
                     Ok(v) => return Ok(v),
-                    Err(e) => {
-                        let retry = self.config.enable_retry_logic && self.is_retryable(&e);
-                        if let Some((t, func)) = telemetry {
-                            use crate::core::telemetry::RetryLoop;
-                            let err = &e.error;
-                            t.retry_exception(RetryLoop::Handler, func, err, retry, k, started_at);
-                        }
-                        if !retry {
-                            return Err(e.error);
-                        }
-                        let delay = self.config.delay(k, crate::core::rand::unit());
-                        {
-                            let mut st = self.state.lock().unwrap();
-                            st.stats.retries += 1;
-                            *st.errors
-                                .entry(e.error.kind.as_str().to_string())
-                                .or_default() += 1;
-                        }
-                        tracing::debug!(
-                            "[{}]: attempt {} failed ({}); retrying in {:.2}s",
-                            self.name,
-                            k + 1,
-                            e.error,
-                            delay.as_secs_f64()
-                        );
-                        tokio::time::sleep(delay).await;
-                        k += 1;
-                    }
+                    Err(e) => e,
+                };
+                let retry = self.config.enable_retry_logic && self.is_retryable(&e);
+                if let Some((t, func)) = telemetry {
+                    use crate::core::telemetry::RetryLoop;
+                    let err = &e.error;
+                    t.retry_exception(RetryLoop::Handler, func, err, retry, k, started_at);
                 }
+                if !retry {
+                    return Err(e.error);
+                }
+                let delay = self.config.delay(k, crate::core::rand::unit());
+                {
+                    let mut st = self.state.lock().unwrap();
+                    st.stats.retries += 1;
+                    *st.errors
+                        .entry(e.error.kind.as_str().to_string())
+                        .or_default() += 1;
+                }
+                tracing::debug!(
+                    "[{}]: attempt {} failed ({}); retrying in {:.2}s",
+                    self.name,
+                    k + 1,
+                    e.error,
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+                k += 1;
             }
         };
         let result = if self.config.enable_stuck_detection {

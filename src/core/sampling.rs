@@ -153,7 +153,19 @@ struct SamplingInner {
 impl SamplingInner {
     /// This client's clone id, joining the sampling session first when it must (5.9: once,
     /// through the holder retry loop, on the session pool).
+    ///
+    /// Known (the usual case) without awaiting; the join's future (2.6 KB: the HTTP send
+    /// inside `OnceCell::get_or_try_init`) is boxed, so it does not widen the state of every
+    /// pending sample that awaits this call.
     async fn clone_id(&self) -> Result<i64> {
+        if let Some(c) = self.clone_id_now() {
+            return Ok(c);
+        }
+        Box::pin(self.join_sampling_session()).await
+    }
+
+    /// Joins the sampling session once (5.9); concurrent callers share the one join.
+    async fn join_sampling_session(&self) -> Result<i64> {
         match &self.clone_id {
             CloneId::Known(c) => Ok(*c),
             CloneId::Join(cell) => cell
@@ -420,7 +432,7 @@ impl SamplingClient {
         let policy = self
             .retry
             .clone()
-            .unwrap_or_else(|| Arc::new(inner.core.config.retry.clone()));
+            .unwrap_or_else(|| inner.core.retry_policy.clone());
         let client = self.clone();
         ApiFuture::spawn(&inner.core.runtime.clone(), move |handle| async move {
             let core = inner.core.clone();
@@ -564,58 +576,23 @@ async fn sample_once(
     handle: &crate::core::api_future::FutureHandle,
 ) -> std::result::Result<SampleResponse, AttemptError> {
     let core = &inner.core;
-    let SampleJob {
-        prompt,
-        num_samples,
-        params,
-        options,
-        record_stability_info,
-    } = job;
+    let options = &job.options;
     let waiting = Counted::new(&inner.waiting);
     let clone_id = inner
         .clone_id()
         .await
         .map_err(AttemptError::at(Stage::Send))?;
     let seq = clone_id * CLONE_SEQ_BLOCK + local;
-    let estimate = crate::core::dispatch::estimate_bytes(prompt);
-    // The request and its send live in this block only: a pending sample's state (the wait
-    // for its result below) holds neither, and the send's large retry state is boxed.
-    let submitted: UntypedApiFuture = {
-        let body = SampleRequest {
-            num_samples: i64::from(*num_samples),
-            prompt: prompt.clone(),
-            sampling_params: params.clone(),
-            base_model: None,
-            model_path: None,
-            sampling_session_id: Some(inner.sampling_session_id.clone()),
-            seq_id: Some(seq),
-            prompt_logprobs: Some(options.prompt_logprobs),
-            topk_prompt_logprobs: i64::from(options.topk_prompt_logprobs),
-            topk_sample_logprobs: i64::from(options.topk_sample_logprobs),
-            target_prompt_logprobs: options.target_prompt_logprobs.clone(),
-            prompt_alt_tokens_k: i64::from(options.prompt_alt_tokens_k),
-            prompt_logprobs_last_n: options.prompt_logprobs_last_n.map(i64::from),
-            record_stability_info: Some(*record_stability_info),
-            kind: "sample".into(),
-        };
-        let dispatch = &core.sample_dispatch;
-        dispatch.set_byte_capacity(
-            core.server_config
-                .read()
-                .unwrap()
-                .sample_dispatch_bytes_semaphore_size,
-        );
-        // Held while sending (back-off waits included), released before polling (12.4).
-        let _permit = dispatch.acquire(estimate).await;
-        Box::pin(send_asample(core, &body, estimate, status, policy))
-            .await
-            .map_err(AttemptError::at(Stage::Send))?
-    };
+    // The request and its send live in their own boxed future: a pending sample's state
+    // (the wait for its result below) holds neither the request nor the send's state.
+    let mut submitted = Box::pin(submit_sample(inner, job, seq, status, policy))
+        .await
+        .map_err(AttemptError::at(Stage::Send))?;
     drop(waiting);
     let other = AttemptError::at(Stage::Other);
     handle.set_request_id(&submitted.request_id);
     *status.request_id.lock().unwrap() = Some(submitted.request_id.clone());
-    let ids = submitted.sample_sequence_ids.clone().ok_or_else(|| {
+    let ids = submitted.sample_sequence_ids.take().ok_or_else(|| {
         other(
             Error::fatal("asample answer lacks sample_sequence_ids")
                 .with_request_id(&submitted.request_id),
@@ -662,6 +639,53 @@ async fn sample_once(
     check_result(&response, &ids, options)
         .map_err(|e| AttemptError::at(Stage::Other)(e.with_request_id(&submitted.request_id)))?;
     Ok(response)
+}
+
+/// Builds sample `seq`'s `asample` request and sends it under the dispatch gates (12.4)
+/// until the server accepts it.
+async fn submit_sample(
+    inner: &SamplingInner,
+    job: &SampleJob,
+    seq: i64,
+    status: &OpStatus,
+    policy: &RetryPolicy,
+) -> Result<UntypedApiFuture> {
+    let core = &inner.core;
+    let SampleJob {
+        prompt,
+        num_samples,
+        params,
+        options,
+        record_stability_info,
+    } = job;
+    let estimate = crate::core::dispatch::estimate_bytes(prompt);
+    let body = SampleRequest {
+        num_samples: i64::from(*num_samples),
+        prompt: prompt.clone(),
+        sampling_params: params.clone(),
+        base_model: None,
+        model_path: None,
+        sampling_session_id: Some(inner.sampling_session_id.clone()),
+        seq_id: Some(seq),
+        prompt_logprobs: Some(options.prompt_logprobs),
+        topk_prompt_logprobs: i64::from(options.topk_prompt_logprobs),
+        topk_sample_logprobs: i64::from(options.topk_sample_logprobs),
+        target_prompt_logprobs: options.target_prompt_logprobs.clone(),
+        prompt_alt_tokens_k: i64::from(options.prompt_alt_tokens_k),
+        prompt_logprobs_last_n: options.prompt_logprobs_last_n.map(i64::from),
+        record_stability_info: Some(*record_stability_info),
+        kind: "sample".into(),
+    };
+    let dispatch = &core.sample_dispatch;
+    dispatch.set_byte_capacity(
+        core.server_config
+            .read()
+            .unwrap()
+            .sample_dispatch_bytes_semaphore_size,
+    );
+    // Held while sending (back-off waits included), released before polling (12.4).
+    let _permit = dispatch.acquire(estimate).await;
+    send_asample(core, &body, estimate, status, policy).await
 }
 
 /// The checks of 12.7 on a decoded result: one `sample_sequence_ids` entry per sequence,

@@ -172,7 +172,7 @@ impl TrainingClient {
     fn policy(&self) -> Arc<RetryPolicy> {
         self.retry
             .clone()
-            .unwrap_or_else(|| Arc::new(self.inner.core.config.retry.clone()))
+            .unwrap_or_else(|| self.inner.core.retry_policy.clone())
     }
 
     /// The model id (= training run id).

@@ -387,9 +387,13 @@ where
         api.cancel();
         return Err(f);
     }
+    // Completed from the operation's own task as it finishes (no waiter task per
+    // operation). Dropped unrun if that task is dropped unfinished: the guard then
+    // completes the future with SHUT_DOWN.
     let guard = CompletionGuard(fut.clone());
-    rt.handle().spawn(async move {
-        api.wait_done().await;
+    let done = api.clone();
+    api.on_done(move || {
+        let api = done;
         let result = match api.try_take() {
             Some(Ok(value)) => {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| convert(value)))
