@@ -62,19 +62,31 @@ def w_callgrind(S, R):
             files[(key, n)] = f
         if None not in irs:
             res[key] = (irs[1] - irs[0]) / (S["cg_large"] - S["cg_small"])
-    # Where the C ABI's extra instructions go: per-function self cost, large-run difference.
-    diff = []
-    a, b = files.get(("ffi", S["cg_large"])), files.get(("rust", S["cg_large"]))
-    if a and b:
-        fa, fb = annotate(a), annotate(b)
-        for fn in set(fa) | set(fb):
-            d = fa.get(fn, 0) - fb.get(fn, 0)
-            diff.append((d, fn))
-        diff.sort(reverse=True)
-    top_rust = sorted(((v, k) for k, v in annotate(files[("rust", S["cg_large"])]).items()),
-                      reverse=True)[:15] if ("rust", S["cg_large"]) in files else []
-    R["callgrind"] = {"per_op": res, "ffi_minus_rust_top": diff[:12], "rust_top": top_rust,
-                      "ops": S["cg_large"], "inflight": S["cg_inflight"]}
+    # Per function, self instructions per operation the same way: (large run - small run) /
+    # (large - small), so a fixed cost (start-up, loading the trust store) is not spread over
+    # the operations of one run.
+    large, small = S["cg_large"], S["cg_small"]
+
+    def fns_per_op(key):
+        big, little = files.get((key, large)), files.get((key, small))
+        if not big or not little:
+            return {}
+        fa, fb = annotate(big), annotate(little)
+        return {fn: (fa.get(fn, 0) - fb.get(fn, 0)) / (large - small) for fn in set(fa) | set(fb)}
+
+    fns = {key: fns_per_op(key) for key in ("rust", "ffi", "raw")}
+
+    def minus(a, b, n):
+        x, y = fns[a], fns[b]
+        if not x or not y:
+            return []
+        return sorted(((x.get(f, 0) - y.get(f, 0), f) for f in set(x) | set(y)), reverse=True)[:n]
+
+    R["callgrind"] = {"per_op": res, "fns_per_op": True,
+                      "ffi_minus_rust_top": minus("ffi", "rust", 12),
+                      "rust_minus_raw_top": minus("rust", "raw", 15),
+                      "rust_top": sorted(((v, f) for f, v in fns["rust"].items()), reverse=True)[:15],
+                      "ops": large, "small_ops": small, "inflight": S["cg_inflight"]}
 
 
 def w_massif(S, R):

@@ -255,19 +255,30 @@ def report(R, S, out_dir, command, elapsed):
         for pct, dso, sym in pf["rows"]:
             w(f"{pct:5.2f}%  {dso:18.18s} {sym}")
         w("```\n")
+    # Newer runs store per-function costs per operation ((large − small run) / (large − small
+    # operations)); older results.json files hold the large run's totals.
+    per_op = bool(cg.get("fns_per_op"))
+    div = 1 if per_op else cg.get("ops", 1)
+    how = (f"per operation: (the {cg['ops']:,}-operation run − the {cg.get('small_ops', 0):,}-operation "
+           "run) / their difference, so fixed costs cancel" if per_op else
+           f"the {cg['ops']:,}-operation run's totals / {cg['ops']:,}")
     if cg.get("ffi_minus_rust_top"):
-        w("## Profile: what the C ABI adds (callgrind, self instructions, C ABI run − Rust API run, "
-          f"{cg['ops']:,} operations)\n")
+        w(f"## Profile: what the C ABI adds (callgrind, self instructions, C ABI − Rust API, {how})\n")
         w("```")
         for dv, fn in cg["ffi_minus_rust_top"]:
-            w(f"{dv / cg['ops']:10,.0f} /op  {fn[:120]}")
+            w(f"{dv / div:10,.0f} /op  {fn[:120]}")
+        w("```\n")
+    if cg.get("rust_minus_raw_top"):
+        w(f"## Profile: what the Rust API adds over the raw loop (callgrind, self instructions, Rust API − raw loop, {how}, top 15)\n")
+        w("```")
+        for dv, fn in cg["rust_minus_raw_top"]:
+            w(f"{dv / div:10,.0f} /op  {fn[:120]}")
         w("```\n")
     if cg.get("rust_top"):
-        w("## Profile: the Rust API client's instructions by function (callgrind, self, "
-          f"{cg['ops']:,} operations, top 15)\n")
+        w(f"## Profile: the Rust API client's instructions by function (callgrind, self, {how}, top 15)\n")
         w("```")
         for v, fn in cg["rust_top"]:
-            w(f"{v / cg['ops']:10,.0f} /op  {fn[:120]}")
+            w(f"{v / div:10,.0f} /op  {fn[:120]}")
         w("```\n")
 
     notes = os.path.join(HERE, "NOTES.md")
@@ -321,7 +332,7 @@ def note_values(R, S):
     cgr = R.get("callgrind") or {}
     memcpy = [x for x, fn in cgr.get("rust_top", []) if "memcpy" in fn or "memmove" in fn]
     if memcpy and cgr.get("ops"):
-        v["cg_rust_memcpy"] = f"{sum(memcpy) / cgr['ops']:,.0f}"
+        v["cg_rust_memcpy"] = f"{sum(memcpy) / (1 if cgr.get('fns_per_op') else cgr['ops']):,.0f}"
     if cg.get("ffi") and cg.get("rust"):
         v["cg_ffi_delta"] = f"{cg['ffi'] - cg['rust']:,.0f}"
         if m("rust", "cpu_per_req_us"):

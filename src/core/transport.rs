@@ -389,6 +389,12 @@ impl Transport {
             .connect_timeout(self.connect_timeout)
             .pool_max_idle_per_host(64)
             .redirect(reqwest::redirect::Policy::none())
+            // No retry inside reqwest (its default resends a request an HTTP/2 server
+            // refused): every retry is the client's own, with a new idempotency key and an
+            // `x-stainless-retry-count` that says so (PROTOCOL.md 13.1-13.4). It also spares
+            // a copy of every request's headers, which reqwest's retry layer makes in case it
+            // retries (`max_retries_per_request(0)`: it never asks for one).
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .use_preconfigured_tls(tls.clone())
             .build()
             .map_err(|e| {
