@@ -262,24 +262,17 @@ def report(R, S, out_dir, command, elapsed):
     how = (f"per operation: (the {cg['ops']:,}-operation run − the {cg.get('small_ops', 0):,}-operation "
            "run) / their difference, so fixed costs cancel" if per_op else
            f"the {cg['ops']:,}-operation run's totals / {cg['ops']:,}")
-    if cg.get("ffi_minus_rust_top"):
-        w(f"## Profile: what the C ABI adds (callgrind, self instructions, C ABI − Rust API, {how})\n")
-        w("```")
-        for dv, fn in cg["ffi_minus_rust_top"]:
-            w(f"{dv / div:10,.0f} /op  {fn[:120]}")
-        w("```\n")
-    if cg.get("rust_minus_raw_top"):
-        w(f"## Profile: what the Rust API adds over the raw loop (callgrind, self instructions, Rust API − raw loop, {how}, top 15)\n")
-        w("```")
-        for dv, fn in cg["rust_minus_raw_top"]:
-            w(f"{dv / div:10,.0f} /op  {fn[:120]}")
-        w("```\n")
-    if cg.get("rust_top"):
-        w(f"## Profile: the Rust API client's instructions by function (callgrind, self, {how}, top 15)\n")
-        w("```")
-        for v, fn in cg["rust_top"]:
-            w(f"{v / div:10,.0f} /op  {fn[:120]}")
-        w("```\n")
+    def fn_table(key, heading):
+        if cg.get(key):
+            w(f"## Profile: {heading} (callgrind, self instructions, {how})\n")
+            w("```")
+            for v, fn in cg[key]:
+                w(f"{v / div:10,.0f} /op  {fn[:120]}")
+            w("```\n")
+
+    fn_table("ffi_minus_rust_top", "what the C ABI adds, C ABI − Rust API")
+    fn_table("rust_minus_raw_top", "what the Rust API adds over the raw loop, Rust API − raw loop, top 15")
+    fn_table("rust_top", "the Rust API client's instructions by function, top 15")
 
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
