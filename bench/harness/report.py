@@ -258,10 +258,12 @@ def report(R, S, out_dir, command, elapsed):
     # Newer runs store per-function costs per operation ((large − small run) / (large − small
     # operations)); older results.json files hold the large run's totals.
     per_op = bool(cg.get("fns_per_op"))
-    div = 1 if per_op else cg.get("ops", 1)
-    how = (f"per operation: (the {cg['ops']:,}-operation run − the {cg.get('small_ops', 0):,}-operation "
+    div = 1 if per_op else (cg.get("ops") or 1)
+    ops = cg.get("ops", 0)  # absent when callgrind did not run (smoke, no valgrind)
+    how = (f"per operation: (the {ops:,}-operation run − the {cg.get('small_ops', 0):,}-operation "
            "run) / their difference, so fixed costs cancel" if per_op else
-           f"the {cg['ops']:,}-operation run's totals / {cg['ops']:,}")
+           f"the {ops:,}-operation run's totals / {ops:,}")
+
     def fn_table(key, heading):
         if cg.get(key):
             w(f"## Profile: {heading} (callgrind, self instructions, {how})\n")
