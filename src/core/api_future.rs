@@ -132,13 +132,15 @@ impl<T: Send + 'static> ApiFuture<T> {
         let weak: Weak<Shared<T>> = Arc::downgrade(&shared);
         let handle = FutureHandle { shared: weak };
         let mut op = Box::pin(op(handle));
-        let s2 = shared.clone();
+        // The task's handle on the shared state. Owned by the task's future (captured, so
+        // also when the runtime drops the task before its first poll): if the task ends
+        // unfinished (runtime shut down), dropping it drops the hook unrun, which also breaks
+        // the cycle of a hook that holds this future.
+        let unhook = Unhook(shared.clone());
         // One task per operation: the operation itself, raced against cancellation (which
         // drops it, and with it any HTTP request in flight); a panic becomes an error.
         runtime.spawn(async move {
-            // Dropped unfinished (runtime shut down): the hook is dropped unrun, which also
-            // breaks the cycle of a hook that holds this future.
-            let _unhook = Unhook(&s2.hook);
+            let s2 = &unhook.0;
             let op = CatchUnwind(op.as_mut());
             let cancelled = Shared::<T>::wait_flag(&s2.cancelled, &s2.cancel_notify);
             let result = tokio::select! {
@@ -242,12 +244,13 @@ impl<T: Send + 'static> IntoFuture for ApiFuture<T> {
     }
 }
 
-/// Drops a completion hook that has not run when the operation's task ends.
-struct Unhook<'a>(&'a Mutex<Option<Hook>>);
+/// The operation task's reference to its shared state; drops a completion hook that has not
+/// run when the task ends (finished: the hook already ran and is gone).
+struct Unhook<T>(Arc<Shared<T>>);
 
-impl Drop for Unhook<'_> {
+impl<T> Drop for Unhook<T> {
     fn drop(&mut self) {
-        let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let hook = self.0.hook.lock().unwrap_or_else(|e| e.into_inner()).take();
         drop(hook);
     }
 }
@@ -336,6 +339,27 @@ mod tests {
         assert!(rx4.try_recv().is_err(), "never run");
         drop(tx);
         assert!(rx.try_recv().is_err(), "the first hook ran once");
+
+        // The task dropped before its first poll (a runtime that never ran it): the hook is
+        // dropped too, not left in the shared state (where it would hold the future forever).
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let never_polled = ApiFuture::spawn(idle.handle(), |_| async { Ok::<_, Error>(()) });
+        let (tx5, rx5) = mpsc::channel();
+        let witness = Dropped(tx5.clone());
+        never_polled.on_done(move || {
+            let _ = tx5.send("ran");
+            drop(witness);
+        });
+        drop(idle);
+        assert_eq!(
+            rx5.try_recv().unwrap(),
+            "dropped",
+            "dropped with the unpolled task"
+        );
+        assert!(rx5.try_recv().is_err(), "never run");
+        assert!(!never_polled.is_done());
     }
 
     #[tokio::test]
