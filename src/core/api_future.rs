@@ -171,7 +171,9 @@ impl<T: Send + 'static> ApiFuture<T> {
             drop(slot);
             hook();
         } else {
-            *slot = Some(Box::new(hook));
+            let replaced = slot.replace(Box::new(hook));
+            drop(slot);
+            drop(replaced); // outside the lock: dropping a hook may run arbitrary code
         }
     }
 
@@ -317,20 +319,26 @@ mod tests {
         ApiFuture::ready(Ok::<_, Error>(1))
             .on_done(move || tx3.send(std::thread::current().id()).unwrap());
         assert_eq!(rx3.try_recv().unwrap(), here);
-        // The task dropped unfinished (runtime shut down): dropped, never run.
-        struct Dropped(mpsc::Sender<&'static str>);
-        impl Drop for Dropped {
-            fn drop(&mut self) {
-                let _ = self.0.send("dropped");
+        // A hook that reports "ran" when run and "dropped" when dropped (run or not).
+        fn witnessed_hook() -> (impl FnOnce() + Send + 'static, mpsc::Receiver<&'static str>) {
+            struct Dropped(mpsc::Sender<&'static str>);
+            impl Drop for Dropped {
+                fn drop(&mut self) {
+                    let _ = self.0.send("dropped");
+                }
             }
+            let (tx, rx) = mpsc::channel();
+            let witness = Dropped(tx.clone());
+            let hook = move || {
+                let _ = tx.send("ran");
+                drop(witness);
+            };
+            (hook, rx)
         }
+        // The task dropped unfinished (runtime shut down): dropped, never run.
         let pending = ApiFuture::spawn(rt.handle(), |_| std::future::pending::<Result<()>>());
-        let (tx4, rx4) = mpsc::channel();
-        let witness = Dropped(tx4.clone());
-        pending.on_done(move || {
-            let _ = tx4.send("ran");
-            drop(witness);
-        });
+        let (hook, rx4) = witnessed_hook();
+        pending.on_done(hook);
         drop(rt);
         assert_eq!(
             rx4.recv_timeout(Duration::from_secs(10)).unwrap(),
@@ -346,12 +354,8 @@ mod tests {
             .build()
             .unwrap();
         let never_polled = ApiFuture::spawn(idle.handle(), |_| async { Ok::<_, Error>(()) });
-        let (tx5, rx5) = mpsc::channel();
-        let witness = Dropped(tx5.clone());
-        never_polled.on_done(move || {
-            let _ = tx5.send("ran");
-            drop(witness);
-        });
+        let (hook, rx5) = witnessed_hook();
+        never_polled.on_done(hook);
         drop(idle);
         assert_eq!(
             rx5.try_recv().unwrap(),
